@@ -1,0 +1,44 @@
+"""Shared CLI helpers: error printing, the error-to-exit-code guard, common options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from engine.errors import EngineError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOpt = typer.Option(None, "--store", help="Data store directory (default: $ENGINE_DATA or ./data).")
+ResultsOpt = typer.Option(
+    None, "--results", help="Results directory (default: $ENGINE_RESULTS or ./results)."
+)
+
+
+def print_error(err: EngineError) -> None:
+    """Print an EngineError (message and hint) to stderr."""
+    err_console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+    if err.hint:
+        err_console.print(f"[yellow]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+
+
+def guarded(fn: F) -> F:
+    """Decorator for command bodies: an EngineError becomes a message and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EngineError as err:
+            print_error(err)
+            sys.exit(err.exit_code)
+
+    return wrapper  # type: ignore[return-value]
