@@ -111,13 +111,18 @@ def features_to_long(wide: pl.DataFrame, *, symbol: str | None = None) -> pl.Dat
     index = ["open_time"] + (["symbol"] if "symbol" in wide.columns else [])
     if "symbol" not in wide.columns:
         if symbol is None:
-            raise UsageError("features_to_long: the frame has no 'symbol' column and no symbol= was given")
+            raise UsageError(
+                "features_to_long: the frame has no 'symbol' column and no symbol= was given"
+            )
     feats = [c for c in wide.columns if c not in index]
     long = wide.unpivot(on=feats, index=index, variable_name="feature", value_name="value")
     if "symbol" not in long.columns:
         long = long.with_columns(pl.lit(symbol, dtype=pl.Utf8).alias("symbol"))
     return long.select(
-        pl.col("symbol"), pl.col("open_time").cast(pl.Int64), pl.col("feature"), pl.col("value").cast(pl.Float64)
+        pl.col("symbol"),
+        pl.col("open_time").cast(pl.Int64),
+        pl.col("feature"),
+        pl.col("value").cast(pl.Float64),
     )
 
 
@@ -236,7 +241,7 @@ class RunLog:
             try:
                 with db:
                     db.execute(
-                        f'INSERT INTO runs ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})',
+                        f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                         [row[c] for c in cols],
                     )
             except sqlite3.IntegrityError:
@@ -262,7 +267,12 @@ class RunLog:
         with self._lock, db:
             db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, metrics = ? WHERE run_id = ?",
-                (status, now_ms(), dumps_json(dict(metrics)) if metrics is not None else None, run_id),
+                (
+                    status,
+                    now_ms(),
+                    dumps_json(dict(metrics)) if metrics is not None else None,
+                    run_id,
+                ),
             )
             self._running.discard(run_id)
 
@@ -311,7 +321,9 @@ class RunLog:
             return []
         db = self._db()
         with self._lock:
-            cur = db.execute("SELECT * FROM runs ORDER BY started_at DESC, run_id DESC LIMIT ?", (limit,))
+            cur = db.execute(
+                "SELECT * FROM runs ORDER BY started_at DESC, run_id DESC LIMIT ?", (limit,)
+            )
             names = [d[0] for d in cur.description]
             rows = cur.fetchall()
         return [_parse_run(dict(zip(names, r, strict=True))) for r in rows]
@@ -480,7 +492,8 @@ class RunLog:
             cols = schema.column_names(table)
             with self._lock:
                 rows = db.execute(
-                    f'SELECT {", ".join(cols)} FROM "{table}" WHERE run_id = ? ORDER BY rowid', (run_id,)
+                    f'SELECT {", ".join(cols)} FROM "{table}" WHERE run_id = ? ORDER BY rowid',
+                    (run_id,),
                 ).fetchall()
             if rows:
                 frames.append(_rows_to_polars(table, rows))
@@ -488,8 +501,12 @@ class RunLog:
             return pl.DataFrame(schema=schema.polars_schema(table))
         out = pl.concat(frames, how="diagonal_relaxed")
         return out.select(
-            [pl.col(c.name).cast(c.polars_type()) if c.name in out.columns
-             else pl.lit(None, dtype=c.polars_type()).alias(c.name) for c in schema.columns(table)]
+            [
+                pl.col(c.name).cast(c.polars_type())
+                if c.name in out.columns
+                else pl.lit(None, dtype=c.polars_type()).alias(c.name)
+                for c in schema.columns(table)
+            ]
         )
 
     # ------------------------------------------------------------------ crash recovery
@@ -565,7 +582,10 @@ def _rows_to_polars(table: str, rows: list[tuple[Any, ...]]) -> pl.DataFrame:
 
 
 def _check_values(table: str, column: str, values: Sequence[Any]) -> None:
-    allowed = {("ensemble_decisions", "action"): schema.ACTIONS, ("system_events", "severity"): schema.SEVERITIES}
+    allowed = {
+        ("ensemble_decisions", "action"): schema.ACTIONS,
+        ("system_events", "severity"): schema.SEVERITIES,
+    }
     ok = allowed.get((table, column))
     if ok is None:
         return
@@ -588,7 +608,9 @@ def conform_frame(run_id: str, table: str, df: pl.DataFrame) -> pl.DataFrame:
             f"{table}: unknown column(s) {', '.join(unknown)}",
             hint=f"{table} columns: {', '.join(names)} (see engine/runlog/schema.py)",
         )
-    missing = [c.name for c in cols if c.required and c.name != "run_id" and c.name not in df.columns]
+    missing = [
+        c.name for c in cols if c.required and c.name != "run_id" and c.name not in df.columns
+    ]
     if missing:
         raise RunError(
             f"{table}: missing required column(s) {', '.join(missing)}",
@@ -622,7 +644,9 @@ def conform_frame(run_id: str, table: str, df: pl.DataFrame) -> pl.DataFrame:
         ) from None
     for c in cols:
         if c.required and c.name != "run_id" and out[c.name].null_count():
-            raise RunError(f"{table}.{c.name}: required, but {out[c.name].null_count()} row(s) are null")
+            raise RunError(
+                f"{table}.{c.name}: required, but {out[c.name].null_count()} row(s) are null"
+            )
     for col in ("action", "severity"):
         if col in out.columns:
             _check_values(table, col, out[col].unique().to_list())

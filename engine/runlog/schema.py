@@ -57,9 +57,13 @@ class Column(NamedTuple):
     def polars_type(self):  # -> polars.DataType (polars is imported lazily)
         import polars as pl
 
-        return {"str": pl.Utf8, "i64": pl.Int64, "f64": pl.Float64, "bool": pl.Boolean, "json": pl.Utf8}[
-            self.type
-        ]
+        return {
+            "str": pl.Utf8,
+            "i64": pl.Int64,
+            "f64": pl.Float64,
+            "bool": pl.Boolean,
+            "json": pl.Utf8,
+        }[self.type]
 
 
 def _c(name: str, type_: str, doc: str, *, required: bool = False) -> Column:
@@ -95,12 +99,21 @@ TABLES: Final[dict[str, tuple[Column, ...]]] = {
     "model_predictions": (
         RUN_ID,
         _c("symbol", "str", "symbol", required=True),
-        _c("open_time", "i64", "bar open time (UTC ms); predicted at the bar's close", required=True),
+        _c(
+            "open_time",
+            "i64",
+            "bar open time (UTC ms); predicted at the bar's close",
+            required=True,
+        ),
         _c("model", "str", "model node name, e.g. lightgbm", required=True),
-        _c("model_version", "str", "version id of the trained model (its training cutoff and hash)"),
+        _c(
+            "model_version", "str", "version id of the trained model (its training cutoff and hash)"
+        ),
         _c("probability", "f64", "P(up) from the model (raw, before calibration)", required=True),
         _c("calibrated", "f64", "P(up) after calibration (null if not calibrated)"),
-        _c("weight", "f64", "the model's weight in the fusion at this bar (null if not applicable)"),
+        _c(
+            "weight", "f64", "the model's weight in the fusion at this bar (null if not applicable)"
+        ),
         _c("label", "i64", "realised label once known (1 up, 0 down; null unknown or flat)"),
     ),
     "ensemble_decisions": (
@@ -124,10 +137,20 @@ TABLES: Final[dict[str, tuple[Column, ...]]] = {
         _c("client_order_id", "str", "idempotent id from (run, symbol, bar, leg)", required=True),
         _c("symbol", "str", "symbol", required=True),
         _c("side", "str", "'buy' | 'sell'", required=True),
-        _c("type", "str", "'market' | 'limit' | 'stop_market' | 'take_profit_market'", required=True),
+        _c(
+            "type",
+            "str",
+            "'market' | 'limit' | 'stop_market' | 'take_profit_market'",
+            required=True,
+        ),
         _c("quantity", "f64", "order quantity in base units", required=True),
         _c("price", "f64", "limit/stop price, or the fill price of a market order"),
-        _c("status", "str", "'new' | 'partially_filled' | 'filled' | 'canceled' | 'rejected' | 'expired'", required=True),
+        _c(
+            "status",
+            "str",
+            "'new' | 'partially_filled' | 'filled' | 'canceled' | 'rejected' | 'expired'",
+            required=True,
+        ),
         _c("created_at", "i64", "UTC ms when the order intent was created", required=True),
         _c("open_time", "i64", "open time of the bar whose decision made the order"),
         _c("leg", "str", "'entry' | 'exit' | 'stop' | 'target' | ..."),
@@ -154,7 +177,9 @@ TABLES: Final[dict[str, tuple[Column, ...]]] = {
     ),
     "equity": (
         RUN_ID,
-        _c("time", "i64", "bar open time (UTC ms); equity marked at the bar's close", required=True),
+        _c(
+            "time", "i64", "bar open time (UTC ms); equity marked at the bar's close", required=True
+        ),
         _c("equity", "f64", "account equity in quote (cash + unrealised PnL)", required=True),
         _c("cash", "f64", "wallet balance in quote"),
         _c("exposure", "f64", "gross notional of open positions in quote"),
