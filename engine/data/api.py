@@ -147,9 +147,7 @@ def _load(
     lo = parse_time(start, name="start")
     hi = parse_end(end, name="end")
     if lo is not None and hi is not None and lo > hi:
-        raise UsageError(
-            f"start {fmt_ms(lo)} is after end {fmt_ms(hi)}", hint="swap start and end"
-        )
+        raise UsageError(f"start {fmt_ms(lo)} is after end {fmt_ms(hi)}", hint="swap start and end")
     st = store if isinstance(store, Store) else Store(store)
     frame = _read(st, ds, lo, hi)
     span = _missing(frame, ds, lo, hi)
@@ -164,7 +162,9 @@ def _load(
 
 
 def _drop_empty_extras(frame: pl.DataFrame) -> pl.DataFrame:
-    empty = [c for c in KLINE_EXTRAS if c in frame.columns and frame[c].null_count() == frame.height]
+    empty = [
+        c for c in KLINE_EXTRAS if c in frame.columns and frame[c].null_count() == frame.height
+    ]
     return frame.drop(empty) if empty else frame
 
 
@@ -234,7 +234,10 @@ def load_mark_price(
     Bounds and errors as for :func:`load_candles`.
     """
     ds = Dataset(
-        MARKPRICE, "usdm", check_symbol(symbol, where="symbol"), check_interval(interval, where="interval")
+        MARKPRICE,
+        "usdm",
+        check_symbol(symbol, where="symbol"),
+        check_interval(interval, where="interval"),
     )
     return _load(ds, start, end, store)
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import zlib
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,9 +215,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _csv_layout(
-    source: str, first_line: str, hints: PathHints
-) -> tuple[str, bool, list[str]]:
+def _csv_layout(source: str, first_line: str, hints: PathHints) -> tuple[str, bool, list[str]]:
     """(table, has_header, names for every column) from the first line of a CSV."""
     fields = [f.strip() for f in first_line.strip().split(",")]
     if not fields or fields == [""]:
@@ -395,7 +393,11 @@ def _diagnose_csv(
     raw_bytes: bytes
     if isinstance(data, Path):
         try:
-            raw_bytes = gzip.decompress(data.read_bytes()) if data.name.lower().endswith(".gz") else data.read_bytes()
+            raw_bytes = (
+                gzip.decompress(data.read_bytes())
+                if data.name.lower().endswith(".gz")
+                else data.read_bytes()
+            )
         except (OSError, EOFError, zlib.error) as gz_err:
             return DataError(
                 f"{source}: cannot read: {gz_err}",
@@ -407,9 +409,7 @@ def _diagnose_csv(
     if ragged is not None:
         return ragged
     try:
-        frame = pl.read_csv(
-            raw_bytes, has_header=has_header, new_columns=names, infer_schema=False
-        )
+        frame = pl.read_csv(raw_bytes, has_header=has_header, new_columns=names, infer_schema=False)
     except pl.exceptions.PolarsError:
         frame = None
     if frame is not None:
@@ -469,7 +469,9 @@ def read_table_file(
         elif dt.is_numeric() or dt == pl.Boolean:
             exprs.append(pl.col(col).cast(_dtype(col), strict=False))
         else:
-            exprs.append(pl.col(col).cast(pl.String).str.strip_chars().cast(_dtype(col), strict=False))
+            exprs.append(
+                pl.col(col).cast(pl.String).str.strip_chars().cast(_dtype(col), strict=False)
+            )
     out = frame.select(exprs)
     bad = out.select(pl.any_horizontal(pl.col(c).is_null() for c in keep)).to_series()
     if bad.any():
@@ -527,7 +529,9 @@ def _finish(parsed: Parsed) -> Parsed:
     frame = frame.with_columns(t.alias(time_col))
     floats = [c for c, dt in frame.schema.items() if dt == pl.Float64]
     if floats:
-        nonfinite = frame.select(pl.any_horizontal(~pl.col(c).is_finite() for c in floats)).to_series()
+        nonfinite = frame.select(
+            pl.any_horizontal(~pl.col(c).is_finite() for c in floats)
+        ).to_series()
         if nonfinite.any():
             i = int(nonfinite.arg_max() or 0)
             col = next(c for c in floats if not _finite(frame[c][i]))

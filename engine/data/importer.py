@@ -62,7 +62,9 @@ def collect_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], 
         p = Path(raw)
         if p.is_dir():
             for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != DOWNLOADS_DIR)
+                dirnames[:] = sorted(
+                    d for d in dirnames if not d.startswith(".") and d != DOWNLOADS_DIR
+                )
                 for name in sorted(filenames):
                     f = Path(dirpath) / name
                     if name.startswith(".") or name.endswith((".CHECKSUM", ".part")):
@@ -70,7 +72,9 @@ def collect_files(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], 
                     if data_suffix(f) is None:
                         skipped.append(f)
                     elif not f.exists():
-                        raise DataError(f"{f}: cannot read (a broken link?)", hint="fix or remove the link")
+                        raise DataError(
+                            f"{f}: cannot read (a broken link?)", hint="fix or remove the link"
+                        )
                     else:
                         files.append(f)
         elif p.exists():
@@ -161,10 +165,14 @@ def merge_frames(
     if len(parts) == 1:
         return _canonical(parts[0][0])
     tagged = [
-        f.with_columns(pl.lit(i, pl.UInt32).alias("_src"), pl.int_range(f.height, dtype=pl.Int64).alias("_row"))
+        f.with_columns(
+            pl.lit(i, pl.UInt32).alias("_src"), pl.int_range(f.height, dtype=pl.Int64).alias("_row")
+        )
         for i, (f, _) in enumerate(parts)
     ]
-    allrows = pl.concat(tagged, how="diagonal_relaxed").sort([time_col, "_src"], maintain_order=True)
+    allrows = pl.concat(tagged, how="diagonal_relaxed").sort(
+        [time_col, "_src"], maintain_order=True
+    )
     dup = allrows[time_col].is_duplicated()
     if not dup.any():
         return _canonical(allrows.drop("_src", "_row"))

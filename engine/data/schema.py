@@ -94,7 +94,9 @@ def check_market(market: str, *, where: str = "--market") -> str:
     """Validate a market name (``usdm`` or ``spot``)."""
     m = market.strip().lower()
     if m not in MARKETS:
-        raise UsageError(f"{where}: unknown market {market!r}", hint=f"use one of: {', '.join(MARKETS)}")
+        raise UsageError(
+            f"{where}: unknown market {market!r}", hint=f"use one of: {', '.join(MARKETS)}"
+        )
     return m
 
 

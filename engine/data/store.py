@@ -69,7 +69,9 @@ def split_by_month(frame: pl.DataFrame, time_col: str) -> list[tuple[str, pl.Dat
     bounds = np.searchsorted(t, [month_start_ms(m) for m in months[1:]], side="left")
     edges = [0, *bounds.tolist(), len(t)]
     return [
-        (m, frame.slice(a, b - a)) for m, a, b in zip(months, edges[:-1], edges[1:], strict=True) if b > a
+        (m, frame.slice(a, b - a))
+        for m, a, b in zip(months, edges[:-1], edges[1:], strict=True)
+        if b > a
     ]
 
 
@@ -107,13 +109,23 @@ class Store:
         """Cache of downloaded Vision files (not part of any table)."""
         return self.root / DOWNLOADS_DIR
 
-    def partitions(self, ds: Dataset, *, start: int | None = None, end: int | None = None) -> list[Partition]:
+    def partitions(
+        self, ds: Dataset, *, start: int | None = None, end: int | None = None
+    ) -> list[Partition]:
         """Existing month partitions of a series overlapping [start, end], in time order."""
         base = self.series_dir(ds)
         if not base.is_dir():
             return []
-        lo = None if start is None else _dt.datetime.fromtimestamp(start / 1000, tz=_dt.UTC).strftime("%Y-%m")
-        hi = None if end is None else _dt.datetime.fromtimestamp(end / 1000, tz=_dt.UTC).strftime("%Y-%m")
+        lo = (
+            None
+            if start is None
+            else _dt.datetime.fromtimestamp(start / 1000, tz=_dt.UTC).strftime("%Y-%m")
+        )
+        hi = (
+            None
+            if end is None
+            else _dt.datetime.fromtimestamp(end / 1000, tz=_dt.UTC).strftime("%Y-%m")
+        )
         out = []
         for entry in sorted(os.listdir(base)):
             if not entry.startswith("month="):
@@ -145,7 +157,9 @@ class Store:
 
     # ------------------------------------------------------------------ reading
 
-    def read(self, ds: Dataset, *, start: int | None = None, end: int | None = None) -> pl.DataFrame:
+    def read(
+        self, ds: Dataset, *, start: int | None = None, end: int | None = None
+    ) -> pl.DataFrame:
         """All rows of a series with time in [start, end] (inclusive), sorted; may be empty."""
         parts = self.partitions(ds, start=start, end=end)
         time_col = TIME_COLUMN[ds.table]
