@@ -1,0 +1,143 @@
+"""Read a strategy YAML file into plain Python data plus a map from YAML path to line.
+
+PyYAML's ``safe_load`` silently keeps the last of two duplicate keys and forgets where each
+value came from. Here the document is composed into nodes first and built by hand, so that
+
+* a duplicate key is an error naming both lines,
+* every value's position is kept, so a validation error can say ``file:line``.
+
+A path is a tuple of mapping keys (str) and sequence indexes (int), the same shape as a
+pydantic error ``loc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import ConfigError
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SourceMap:
+    """Where each YAML path sits in its file (1-based lines).
+
+    ``values`` holds the line of each value, ``keys`` the line of each mapping key.
+    """
+
+    file: str
+    values: dict[PathKey, int] = field(default_factory=dict)
+    keys: dict[PathKey, int] = field(default_factory=dict)
+
+    def line_of(self, path: PathKey, *, key: bool = False) -> int | None:
+        """The line of ``path`` (of its key when ``key``), else of its nearest ancestor."""
+        table = self.keys if key else self.values
+        if path in table:
+            return table[path]
+        for n in range(len(path) - 1, -1, -1):
+            if path[:n] in self.values:
+                return self.values[path[:n]]
+        return None
+
+    def where(self, path: PathKey, *, key: bool = False) -> str:
+        """``file:line`` for a path (``file`` alone when the line is unknown)."""
+        line = self.line_of(path, key=key)
+        return f"{self.file}:{line}" if line is not None else self.file
+
+
+def format_path(path: PathKey) -> str:
+    """``('signals', 'long')`` -> ``signals.long``; ``('features', 2)`` -> ``features[2]``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def load_yaml_text(text: str, *, file: str) -> tuple[Any, SourceMap]:
+    """Parse YAML text into Python data and its :class:`SourceMap`.
+
+    Raises
+    ------
+    ConfigError
+        On a YAML syntax error, an empty document, more than one document, or a
+        duplicate mapping key; the message names the file and line.
+    """
+    smap = SourceMap(file=file)
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            line = f":{mark.line + 1}" if mark is not None else ""
+            problem = err.problem or "invalid YAML"
+            raise ConfigError(
+                f"{file}{line}: YAML syntax error: {problem}"
+                + (f" ({err.context})" if err.context else ""),
+                hint="check the indentation and quoting around that line; "
+                "a strategy file is a YAML mapping of sections (name, params, data, features, signals, risk, execution)",
+            ) from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{file}: YAML error: {err}") from None
+        if node is None:
+            raise ConfigError(
+                f"{file}: the file is empty",
+                hint="a strategy needs at least: name, data (symbols, interval), signals; "
+                "see strategies/ema_cross.yaml",
+            )
+        data = _build(loader, node, (), smap)
+    finally:
+        loader.dispose()
+    return data, smap
+
+
+def load_yaml_file(path: str | Path) -> tuple[Any, SourceMap]:
+    """Read and parse a strategy file (see :func:`load_yaml_text`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            f"strategy file not found: {p}",
+            hint="give the path of a strategy YAML file, e.g. strategies/ema_cross.yaml",
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not a UTF-8 text file ({err.reason})") from None
+    return load_yaml_text(text, file=str(path))
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey, smap: SourceMap) -> Any:
+    smap.values[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolve YAML merge keys (<<)
+        out: dict[Any, Any] = {}
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | float | bool) or key is None:
+                raise ConfigError(
+                    f"{smap.file}:{line}: {format_path(path)}: keys must be plain names, got {key!r}"
+                )
+            key = str(key) if not isinstance(key, str) else key
+            if key in out:
+                raise ConfigError(
+                    f"{smap.file}:{line}: {format_path((*path, key))}: duplicate key {key!r} "
+                    f"(first given on line {first_line[key]})",
+                    hint="give each key once; YAML would otherwise silently keep only the last value",
+                )
+            first_line[key] = line
+            smap.keys[(*path, key)] = line
+            out[key] = _build(loader, value_node, (*path, key), smap)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, (*path, i), smap) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
