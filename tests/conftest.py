@@ -28,3 +28,14 @@ def usdm_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def vision_mirror(shared_data: Path) -> Path:
     return VISION_MIRROR
+
+
+@pytest.fixture(scope="session")
+def usdm_store(usdm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with all of binance-usdm imported (BTCUSDT, ETHUSDT: 1m, 5m, 15m, 1h, funding,
+    mark price). Session-scoped: treat it as read-only; copy it to change it."""
+    from engine.data import import_paths
+
+    store = tmp_path_factory.mktemp("usdm_store")
+    import_paths([usdm_dir], store=store)
+    return store
