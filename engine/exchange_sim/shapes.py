@@ -1,0 +1,340 @@
+"""JSON shapes of Binance's answers and stream payloads (reference section 5 and 6).
+
+Prices and quantities are strings; ids, times and counts are integers. Prices are written
+with the symbol's ``pricePrecision`` decimals, quantities with ``quantityPrecision``, money
+(USDT) with 8 decimals, average prices with the price precision plus 3 (Binance writes more
+digits there, e.g. ``"23452.70000"``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from engine.exchange_sim.exchange import CONDITIONAL, Exchange, Order
+
+if TYPE_CHECKING:
+    from engine.sim.specs import SymbolSpec
+
+
+def fnum(x: float, decimals: int) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        x = 0.0
+    out = f"{x:.{decimals}f}"
+    return "0" + out[2:] if out.startswith("-0") and float(out) == 0 else out
+
+
+def money(x: float) -> str:
+    return fnum(x, 8)
+
+
+def px(spec: SymbolSpec, x: float) -> str:
+    return fnum(x, spec.price_precision)
+
+
+def qty(spec: SymbolSpec, x: float) -> str:
+    return fnum(x, spec.qty_precision)
+
+
+def order_json(ex: Exchange, o: Order) -> dict[str, Any]:
+    spec = ex.specs[o.symbol]
+    return {
+        "orderId": o.order_id,
+        "symbol": o.symbol,
+        "status": o.status,
+        "clientOrderId": o.client_id,
+        "price": px(spec, o.price),
+        "avgPrice": fnum(o.avg_price, spec.price_precision + 3),
+        "origQty": qty(spec, o.qty),
+        "executedQty": qty(spec, o.executed),
+        "cumQty": qty(spec, o.executed),
+        "cumQuote": fnum(o.cum_quote, spec.price_precision + spec.qty_precision),
+        "timeInForce": o.tif,
+        "type": o.type,
+        "reduceOnly": o.reduce_only,
+        "closePosition": o.close_position,
+        "side": o.side,
+        "positionSide": o.position_side,
+        "stopPrice": px(spec, o.stop_price),
+        "workingType": o.working_type,
+        "priceProtect": o.price_protect,
+        "origType": o.type,
+        "priceMatch": "NONE",
+        "selfTradePreventionMode": "EXPIRE_MAKER",
+        "goodTillDate": o.good_till,
+        "time": o.time,
+        "updateTime": o.update_time,
+    }
+
+
+def algo_json(ex: Exchange, o: Order) -> dict[str, Any]:
+    spec = ex.specs[o.symbol]
+    return {
+        "algoId": o.algo_id,
+        "clientAlgoId": o.client_id,
+        "algoType": "CONDITIONAL",
+        "orderType": o.type,
+        "symbol": o.symbol,
+        "side": o.side,
+        "positionSide": o.position_side,
+        "timeInForce": o.tif,
+        "quantity": qty(spec, o.qty),
+        "algoStatus": o.algo_status,
+        "actualOrderId": str(o.actual_order_id) if o.actual_order_id is not None else "",
+        "actualPrice": fnum(o.avg_price, spec.price_precision + 3),
+        "triggerPrice": px(spec, o.stop_price),
+        "price": px(spec, o.price),
+        "icebergQuantity": None,
+        "tpTriggerPrice": "0.00",
+        "tpPrice": "0.00",
+        "slTriggerPrice": "0.00",
+        "slPrice": "0.00",
+        "tpOrderType": "",
+        "selfTradePreventionMode": "EXPIRE_MAKER",
+        "workingType": o.working_type,
+        "priceMatch": "NONE",
+        "closePosition": o.close_position,
+        "priceProtect": o.price_protect,
+        "reduceOnly": o.reduce_only,
+        "createTime": o.time,
+        "updateTime": o.update_time,
+        "triggerTime": o.update_time if o.algo_status in ("TRIGGERED", "FINISHED") else 0,
+        "goodTillDate": o.good_till,
+    }
+
+
+def kline_row(ex: Exchange, s: str, i: int, k: int, *, base_ms: int | None = None) -> list[Any]:
+    """One REST kline row of bar ``i`` after ``k`` sub-steps (k >= K: closed)."""
+    spec = ex.specs[s]
+    sb = ex.market.bars[s]
+    o, h, low, c, v, f = ex.market.partial(s, i, k)
+    t = int(sb.open_time[i])
+    ex_ = sb.extra
+    q = ex_["quote_volume"][i] * f if "quote_volume" in ex_ else 0.0
+    n = int(round(ex_["trades"][i] * f)) if "trades" in ex_ else 0
+    tb = ex_["taker_buy_volume"][i] * f if "taker_buy_volume" in ex_ else 0.0
+    tq = ex_["taker_buy_quote_volume"][i] * f if "taker_buy_quote_volume" in ex_ else 0.0
+    vq = spec.qty_precision
+    return [
+        t, px(spec, o), px(spec, h), px(spec, low), px(spec, c), fnum(v, vq),
+        t + (base_ms or ex.I) - 1, fnum(q, 4), n, fnum(tb, vq), fnum(tq, 4), "0",
+    ]
+
+
+def kline_ws(ex: Exchange, s: str, i: int, k: int, event_ms: int, interval: str) -> dict[str, Any]:
+    row = kline_row(ex, s, i, k)
+    return {
+        "e": "kline",
+        "E": event_ms,
+        "s": s,
+        "k": {
+            "t": row[0], "T": row[6], "s": s, "i": interval, "f": -1, "L": -1,
+            "o": row[1], "c": row[4], "h": row[2], "l": row[3], "v": row[5], "n": row[8],
+            "x": k >= ex.K, "q": row[7], "V": row[9], "Q": row[10], "B": "0",
+        },
+    }
+
+
+def mark_ws(ex: Exchange, s: str, event_ms: int) -> dict[str, Any]:
+    spec = ex.specs[s]
+    rate, nxt = ex.funding_info(s)
+    p = ex.last[s]
+    return {
+        "e": "markPriceUpdate", "E": event_ms, "s": s, "p": fnum(p, spec.price_precision + 6),
+        "i": fnum(p, spec.price_precision + 6), "P": fnum(p, spec.price_precision + 6),
+        "r": fnum(rate, 8), "T": nxt,
+    }
+
+
+def premium_index(ex: Exchange, s: str, now_ms: int) -> dict[str, Any]:
+    spec = ex.specs[s]
+    rate, nxt = ex.funding_info(s)
+    p = fnum(ex.last[s], spec.price_precision + 6)
+    return {
+        "symbol": s, "markPrice": p, "indexPrice": p, "estimatedSettlePrice": p,
+        "lastFundingRate": fnum(rate, 8), "interestRate": "0.00010000", "nextFundingTime": nxt, "time": now_ms,
+    }
+
+
+def position_risk(ex: Exchange, s: str, side: str, *, v3: bool) -> dict[str, Any]:
+    spec = ex.specs[s]
+    st = ex.settings(s)
+    p = ex.position(s, side)
+    mark = ex.last[s]
+    upnl = ex.upnl(s, side)
+    notional = p.qty * mark
+    liq = ex.liq_price(s, side)
+    out = {
+        "symbol": s,
+        "positionSide": side,
+        "positionAmt": qty(spec, p.qty),
+        "entryPrice": fnum(p.entry, spec.price_precision + 5),
+        "breakEvenPrice": fnum(p.entry * (1 + ex.taker_fee * (1 if p.qty > 0 else -1)) if p.qty else 0.0, spec.price_precision + 5),
+        "markPrice": fnum(mark, spec.price_precision + 6),
+        "unRealizedProfit": money(upnl),
+        "liquidationPrice": fnum(liq if not math.isnan(liq) else 0.0, spec.price_precision + 6),
+        "isolatedMargin": money(p.iso_margin + (upnl if st.isolated and p.qty else 0.0)),
+        "notional": money(notional),
+        "isolatedWallet": money(p.iso_margin),
+        "updateTime": p.update_time,
+    }
+    if v3:
+        out.update(
+            {
+                "marginAsset": "USDT",
+                "initialMargin": money(abs(notional) / st.leverage),
+                "maintMargin": money(ex.maint(s, p)),
+                "positionInitialMargin": money(abs(notional) / st.leverage),
+                "openOrderInitialMargin": "0",
+                "adl": 0,
+                "bidNotional": "0",
+                "askNotional": "0",
+            }
+        )
+    else:
+        out.update(
+            {
+                "leverage": str(st.leverage),
+                "maxNotionalValue": money(_max_notional(ex, s)),
+                "marginType": "isolated" if st.isolated else "cross",
+                "isAutoAddMargin": "false",
+            }
+        )
+    return out
+
+
+def _max_notional(ex: Exchange, s: str) -> float:
+    from engine.exchange_sim.accounting import max_notional
+
+    return max_notional(ex.specs[s], ex.settings(s).leverage)
+
+
+def account(ex: Exchange, *, v3: bool) -> dict[str, Any]:
+    acc = ex.account
+    upnl_total = 0.0
+    pos_im = 0.0
+    mm_total = 0.0
+    positions = []
+    for s in ex.symbols:
+        st = ex.settings(s)
+        for side in ex.position_sides():
+            p = ex.position(s, side)
+            upnl = ex.upnl(s, side)
+            im = abs(p.qty) * ex.last[s] / st.leverage
+            mm = ex.maint(s, p)
+            upnl_total += upnl
+            pos_im += im
+            mm_total += mm
+            if v3 and p.qty == 0:
+                continue
+            spec = ex.specs[s]
+            row: dict[str, Any] = {
+                "symbol": s, "positionSide": side, "positionAmt": qty(spec, p.qty),
+                "unrealizedProfit": money(upnl), "isolatedMargin": money(p.iso_margin + (upnl if st.isolated and p.qty else 0)),
+                "notional": money(p.qty * ex.last[s]), "isolatedWallet": money(p.iso_margin),
+                "initialMargin": money(im), "maintMargin": money(mm), "updateTime": p.update_time,
+            }
+            if not v3:
+                row.update(
+                    {
+                        "positionInitialMargin": money(im), "openOrderInitialMargin": "0",
+                        "leverage": str(st.leverage), "isolated": st.isolated,
+                        "entryPrice": fnum(p.entry, spec.price_precision + 5),
+                        "breakEvenPrice": fnum(p.entry, spec.price_precision + 5),
+                        "maxNotional": money(_max_notional(ex, s)), "bidNotional": "0", "askNotional": "0",
+                    }
+                )
+            positions.append(row)
+    oo_im = ex.open_order_im()
+    avail = ex.available()
+    cross_wallet = acc.wallet - sum(p.iso_margin for p in acc.positions.values())
+    cross_upnl = ex.cross_upnl()
+    asset = {
+        "asset": "USDT", "walletBalance": money(acc.wallet), "unrealizedProfit": money(upnl_total),
+        "marginBalance": money(acc.wallet + upnl_total), "maintMargin": money(mm_total),
+        "initialMargin": money(pos_im + oo_im), "positionInitialMargin": money(pos_im),
+        "openOrderInitialMargin": money(oo_im), "crossWalletBalance": money(cross_wallet),
+        "crossUnPnl": money(cross_upnl), "availableBalance": money(avail),
+        "maxWithdrawAmount": money(max(0.0, avail)), "marginAvailable": True, "updateTime": acc.update_time,
+    }
+    out: dict[str, Any] = {
+        "totalInitialMargin": money(pos_im + oo_im), "totalMaintMargin": money(mm_total),
+        "totalWalletBalance": money(acc.wallet), "totalUnrealizedProfit": money(upnl_total),
+        "totalMarginBalance": money(acc.wallet + upnl_total), "totalPositionInitialMargin": money(pos_im),
+        "totalOpenOrderInitialMargin": money(oo_im), "totalCrossWalletBalance": money(cross_wallet),
+        "totalCrossUnPnl": money(cross_upnl), "availableBalance": money(avail),
+        "maxWithdrawAmount": money(max(0.0, avail)), "assets": [asset], "positions": positions,
+    }
+    if not v3:
+        out = {
+            "feeTier": 0, "feeBurn": False, "canTrade": True, "canDeposit": True, "canWithdraw": True,
+            "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1, **out,
+        }
+    return out
+
+
+def balance(ex: Exchange) -> list[dict[str, Any]]:
+    acc = ex.account
+    avail = ex.available()
+    return [
+        {
+            "accountAlias": "SgsR", "asset": "USDT", "balance": money(acc.wallet),
+            "crossWalletBalance": money(acc.wallet - sum(p.iso_margin for p in acc.positions.values())),
+            "crossUnPnl": money(ex.cross_upnl()), "availableBalance": money(avail),
+            "maxWithdrawAmount": money(max(0.0, avail)), "marginAvailable": True, "updateTime": acc.update_time,
+        }
+    ]
+
+
+def order_update_event(ex: Exchange, o: Order, exec_type: str, event_ms: int) -> dict[str, Any]:
+    spec = ex.specs[o.symbol]
+    if o.algo_id is not None:
+        return {
+            "e": "ALGO_UPDATE", "T": event_ms, "E": event_ms,
+            "o": {
+                "caid": o.client_id, "aid": o.algo_id, "at": "CONDITIONAL", "o": o.type, "s": o.symbol,
+                "S": o.side, "ps": o.position_side, "f": o.tif, "q": qty(spec, o.qty), "X": o.algo_status,
+                "ai": str(o.actual_order_id or ""), "tp": px(spec, o.stop_price), "p": px(spec, o.price),
+                "R": o.reduce_only, "cp": o.close_position, "wt": o.working_type, "pP": o.price_protect,
+            },
+        }
+    trade = exec_type == "TRADE"
+    return {
+        "e": "ORDER_TRADE_UPDATE", "E": event_ms, "T": event_ms,
+        "o": {
+            "s": o.symbol, "c": o.client_id, "S": o.side, "o": o.type, "f": o.tif, "q": qty(spec, o.qty),
+            "p": px(spec, o.price), "ap": fnum(o.avg_price, spec.price_precision + 3), "sp": px(spec, o.stop_price),
+            "x": exec_type, "X": o.status, "i": o.order_id,
+            "l": qty(spec, o.last_fill_qty if trade else 0.0), "z": qty(spec, o.executed),
+            "L": px(spec, o.last_fill_price if trade else 0.0), "N": "USDT",
+            "n": money(o.last_fee if trade else 0.0), "T": o.update_time, "t": o.order_id if trade else 0,
+            "b": "0", "a": "0", "m": o.maker if trade else False, "R": o.reduce_only, "wt": o.working_type,
+            "ot": o.type, "ps": o.position_side, "cp": o.close_position, "rp": money(o.last_realized if trade else 0.0),
+            "pP": o.price_protect, "si": 0, "ss": 0, "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": o.good_till,
+        },
+    }
+
+
+def account_update_event(ex: Exchange, reason: str, s: str, event_ms: int) -> dict[str, Any]:
+    acc = ex.account
+    spec = ex.specs[s]
+    st = ex.settings(s)
+    positions = []
+    for side in ex.position_sides():
+        p = ex.position(s, side)
+        positions.append(
+            {
+                "s": s, "pa": qty(spec, p.qty), "ep": fnum(p.entry, spec.price_precision + 5), "bep": "0",
+                "cr": money(acc.realized), "up": money(ex.upnl(s, side)), "mt": "isolated" if st.isolated else "cross",
+                "iw": money(p.iso_margin), "ps": side,
+            }
+        )
+    cw = acc.wallet - sum(p.iso_margin for p in acc.positions.values())
+    return {
+        "e": "ACCOUNT_UPDATE", "E": event_ms, "T": event_ms,
+        "a": {"m": reason, "B": [{"a": "USDT", "wb": money(acc.wallet), "cw": money(cw), "bc": "0"}], "P": positions},
+    }
+
+
+def is_conditional(type_: str) -> bool:
+    return type_ in CONDITIONAL
