@@ -1,0 +1,345 @@
+"""Run metrics (returns, risk, trades) and model metrics (AUC, log loss, Brier, calibration).
+
+Every value returned is a finite ``float`` or an ``int`` (JSON-serialisable, no NaN/inf).
+Ratios that are undefined for the data are reported as ``0.0`` (the convention freqtrade uses
+for its profit factor): Sharpe when the bar returns have no spread (flat equity), Sortino when
+there is no downside, profit factor when there is no losing trade. The year is the crypto year
+of 365 days, and annualisation uses the bar interval: ``periods = 365 days / bar_interval``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.errors import RunError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+YEAR_MS = 365 * 24 * 3_600_000
+
+#: Keys of :func:`compute_metrics`, in the order a summary table shows them.
+METRIC_KEYS = (
+    "total_return",
+    "cagr",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "win_rate",
+    "profit_factor",
+    "exposure",
+    "trades",
+    "fees",
+    "funding",
+    "liquidations",
+    "final_equity",
+    "initial_equity",
+    "bars",
+)
+
+
+def _finite(x: float) -> float:
+    x = float(x)
+    return x if math.isfinite(x) else 0.0
+
+
+def bar_returns(equity: np.ndarray) -> np.ndarray:
+    """Simple returns between consecutive equity marks; 0 where the previous mark is <= 0."""
+    eq = np.asarray(equity, dtype=np.float64)
+    if eq.size < 2:
+        return np.zeros(0)
+    prev = eq[:-1]
+    out = np.zeros(eq.size - 1)
+    np.divide(eq[1:], prev, out=out, where=prev > 0)
+    out -= 1.0
+    out[prev <= 0] = 0.0
+    return out
+
+
+def sharpe_ratio(returns: np.ndarray, *, periods_per_year: float) -> float:
+    """Annualised Sharpe of bar returns (risk-free 0): ``mean / std(ddof=1) * sqrt(periods)``.
+
+    Oracle: ``r.mean() / r.std(ddof=1) * np.sqrt(periods)``; 0.0 when std is 0 or n < 2.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size < 2:
+        return 0.0
+    sd = float(r.std(ddof=1))
+    if not sd > 0.0:
+        return 0.0
+    return _finite(float(r.mean()) / sd * math.sqrt(periods_per_year))
+
+
+def sortino_ratio(returns: np.ndarray, *, periods_per_year: float) -> float:
+    """Annualised Sortino (target 0): ``mean / sqrt(mean(min(r, 0)^2)) * sqrt(periods)``.
+
+    The downside deviation averages over all bars (not only the losing ones), as in
+    empyrical's ``downside_risk``. 0.0 when there is no downside.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size < 1:
+        return 0.0
+    dd = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    if not dd > 0.0:
+        return 0.0
+    return _finite(float(r.mean()) / dd * math.sqrt(periods_per_year))
+
+
+def drawdown(equity: np.ndarray) -> np.ndarray:
+    """Drawdown per mark as a positive fraction of the running peak: ``1 - eq / cummax(eq)``."""
+    eq = np.asarray(equity, dtype=np.float64)
+    peak = np.maximum.accumulate(eq) if eq.size else eq
+    out = np.zeros(eq.size)
+    np.divide(eq, peak, out=out, where=peak > 0)
+    out = 1.0 - out
+    out[peak <= 0] = 0.0
+    return out
+
+
+def in_position_mask(
+    times_ms: np.ndarray, entry_times: np.ndarray, exit_times: np.ndarray
+) -> np.ndarray:
+    """Bars in a position: some trade has ``entry_time <= t < exit_time`` (open trades: to the end)."""
+    t = np.asarray(times_ms, dtype=np.int64)
+    diff = np.zeros(t.size + 1, dtype=np.int64)
+    if len(entry_times):
+        ent = np.asarray(entry_times, dtype=np.int64)
+        ext = np.asarray(exit_times, dtype=np.float64)
+        starts = np.searchsorted(t, ent, side="left")
+        open_ = np.isnan(ext)
+        ends = np.searchsorted(t, np.where(open_, 0, ext).astype(np.int64), side="left")
+        ends[open_] = t.size
+        keep = ends > starts
+        np.add.at(diff, starts[keep], 1)
+        np.add.at(diff, ends[keep], -1)
+    return np.cumsum(diff[:-1]) > 0
+
+
+def compute_metrics(
+    *,
+    times_ms: Any,
+    equity: Any,
+    trades: pl.DataFrame | None,
+    bar_interval_ms: int,
+    exposure: Any = None,
+    funding_total: float = 0.0,
+    fees_total: float = 0.0,
+    liquidations: int = 0,
+) -> dict[str, float | int]:
+    """Summary metrics of one run.
+
+    Parameters
+    ----------
+    times_ms
+        Bar open times (UTC ms, increasing), one per equity mark.
+    equity
+        Account equity marked at each bar's close; ``equity[0]`` is the starting point.
+    trades
+        Closed (and open) trades with at least ``pnl`` (net of fees and funding); with
+        ``entry_time``/``exit_time`` when ``exposure`` is not given. None or empty: no trades.
+    bar_interval_ms
+        The bar length, for annualisation (``365 days / bar_interval_ms`` periods a year).
+    exposure
+        Optional per-bar gross exposure (any unit); a bar is "in a position" when it is not 0.
+        When None, bars in a position come from the trades' entry and exit times.
+    funding_total, fees_total, liquidations
+        Passed through (funding: positive = received; fees: positive = paid).
+
+    Returns
+    -------
+    dict
+        ``total_return, cagr, sharpe, sortino, max_drawdown`` (positive fraction),
+        ``win_rate, profit_factor, exposure`` (fraction of bars in a position), ``trades,
+        fees, funding, liquidations, final_equity, initial_equity, bars``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = compute_metrics(times_ms=np.arange(3) * 86_400_000, equity=[100.0, 110.0, 99.0],
+    ...                     trades=None, bar_interval_ms=86_400_000)
+    >>> round(m["total_return"], 4), round(m["max_drawdown"], 4)
+    (-0.01, 0.1)
+    """
+    t = np.asarray(times_ms, dtype=np.int64)
+    eq = np.asarray(equity, dtype=np.float64)
+    if t.ndim != 1 or eq.ndim != 1 or t.size != eq.size:
+        raise RunError(
+            f"compute_metrics: times_ms and equity must be 1-D of one length, got {t.shape} and {eq.shape}"
+        )
+    if bar_interval_ms <= 0:
+        raise RunError(f"compute_metrics: bar_interval_ms must be > 0, got {bar_interval_ms}")
+    if eq.size and not np.all(np.isfinite(eq)):
+        bad = int(np.flatnonzero(~np.isfinite(eq))[0])
+        raise RunError(f"compute_metrics: equity is not finite at index {bad} (time {t[bad]})")
+    if t.size > 1 and np.any(np.diff(t) <= 0):
+        raise RunError("compute_metrics: times_ms must be strictly increasing")
+
+    n = int(eq.size)
+    initial = float(eq[0]) if n else 0.0
+    final = float(eq[-1]) if n else 0.0
+    total_return = final / initial - 1.0 if initial > 0 else 0.0
+    years = (int(t[-1]) - int(t[0])) / YEAR_MS if n > 1 else 0.0
+    if years > 0 and initial > 0:
+        ratio = final / initial
+        if ratio > 0 and math.isfinite(ratio):
+            cagr = math.expm1(min(math.log(ratio) / years, 700.0))
+        else:
+            cagr = -1.0 if ratio <= 0 else 0.0
+    else:
+        cagr = 0.0
+    periods = YEAR_MS / bar_interval_ms
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # degenerate equity (e.g. 1e-300 then 1.0) overflows: such ratios become 0.0 below
+        r = bar_returns(eq)
+        dd = drawdown(eq)
+        sharpe = sharpe_ratio(r, periods_per_year=periods)
+        sortino = sortino_ratio(r, periods_per_year=periods)
+
+    n_trades = 0
+    win_rate = 0.0
+    profit_factor = 0.0
+    pnl = np.zeros(0)
+    if trades is not None and trades.height:
+        pnl = trades["pnl"].cast(float).fill_null(0.0).to_numpy()
+        n_trades = int(pnl.size)
+        win_rate = float(np.count_nonzero(pnl > 0)) / n_trades
+        gross_loss = -float(pnl[pnl < 0].sum())
+        profit_factor = float(pnl[pnl > 0].sum()) / gross_loss if gross_loss > 0 else 0.0
+
+    if exposure is not None:
+        ex = np.asarray(exposure, dtype=np.float64)
+        if ex.shape != eq.shape:
+            raise RunError(f"compute_metrics: exposure has shape {ex.shape}, equity {eq.shape}")
+        in_pos = np.nan_to_num(ex) != 0
+    elif n_trades and trades is not None and "entry_time" in trades.columns:
+        exits = (
+            trades["exit_time"].cast(float).to_numpy()
+            if "exit_time" in trades.columns
+            else np.full(n_trades, np.nan)
+        )
+        in_pos = in_position_mask(t, trades["entry_time"].cast(int).to_numpy(), exits)
+    else:
+        in_pos = np.zeros(n, dtype=bool)
+    exposure_frac = float(in_pos.mean()) if n else 0.0
+
+    return {
+        "total_return": _finite(total_return),
+        "cagr": _finite(cagr),
+        "sharpe": sharpe,
+        "sortino": sortino,
+        "max_drawdown": _finite(float(dd.max()) if n else 0.0),
+        "win_rate": _finite(win_rate),
+        "profit_factor": _finite(profit_factor),
+        "exposure": _finite(exposure_frac),
+        "trades": n_trades,
+        "fees": _finite(fees_total),
+        "funding": _finite(funding_total),
+        "liquidations": int(liquidations),
+        "final_equity": _finite(final),
+        "initial_equity": _finite(initial),
+        "bars": n,
+    }
+
+
+# ---------------------------------------------------------------------- model metrics
+
+
+def roc_auc(y: Any, p: Any) -> float | None:
+    """Area under the ROC curve by the rank (Mann-Whitney) formula, ties averaged.
+
+    Oracle: ``sklearn.metrics.roc_auc_score``. None when only one class is present.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    n_pos = int(np.count_nonzero(y == 1))
+    n_neg = int(y.size - n_pos)
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(p, kind="mergesort")
+    ps = p[order]
+    ranks = np.empty(p.size, dtype=np.float64)
+    # average ranks over ties
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    ends = np.r_[starts[1:], ps.size]
+    avg = (starts + ends + 1) / 2.0  # 1-based mean rank of each tie group
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def calibration_curve(y: Any, p: Any, *, bins: int = 10) -> list[dict[str, float | int]]:
+    """Reliability diagram over ``bins`` equal-width bins (lo, hi] of [0, 1] (empty bins left out).
+
+    Each entry: ``lo, hi, mean_predicted, fraction_positive, count``. Oracle: scikit-learn's
+    ``calibration_curve(strategy="uniform")`` gives the same ``fraction_positive`` and
+    ``mean_predicted`` for the non-empty bins.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.searchsorted(edges[1:-1], p, side="left")  # (lo, hi], 0 in the first bin
+    out = []
+    for b in range(bins):
+        m = idx == b
+        c = int(m.sum())
+        if c:
+            out.append(
+                {
+                    "lo": float(edges[b]),
+                    "hi": float(edges[b + 1]),
+                    "mean_predicted": float(p[m].mean()),
+                    "fraction_positive": float(y[m].mean()),
+                    "count": c,
+                }
+            )
+    return out
+
+
+def classification_metrics(y: Any, p: Any, *, bins: int = 10) -> dict[str, float | int | None]:
+    """AUC, log loss, Brier score and expected calibration error of P(up) against labels.
+
+    Parameters
+    ----------
+    y
+        Realised labels, 1 (up) or 0 (down).
+    p
+        Predicted P(up) in [0, 1].
+    bins
+        Equal-width bins for the calibration error.
+
+    Returns
+    -------
+    dict
+        ``n, base_rate, auc`` (None with one class), ``log_loss`` (p clipped to
+        [1e-15, 1 - 1e-15]), ``brier`` (mean squared error), ``calibration_error`` (ECE:
+        count-weighted mean of ``|mean_predicted - fraction_positive|`` over the bins).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    keep = np.isfinite(y) & np.isfinite(p)
+    y, p = y[keep], p[keep]
+    n = int(y.size)
+    if n == 0:
+        return {
+            "n": 0,
+            "base_rate": 0.0,
+            "auc": None,
+            "log_loss": 0.0,
+            "brier": 0.0,
+            "calibration_error": 0.0,
+        }
+    pc = np.clip(p, 1e-15, 1 - 1e-15)
+    log_loss = -float(np.mean(y * np.log(pc) + (1 - y) * np.log(1 - pc)))
+    brier = float(np.mean((p - y) ** 2))
+    curve = calibration_curve(y, p, bins=bins)
+    ece = sum(abs(b["mean_predicted"] - b["fraction_positive"]) * b["count"] for b in curve) / n
+    return {
+        "n": n,
+        "base_rate": float(y.mean()),
+        "auc": roc_auc(y, p),
+        "log_loss": _finite(log_loss),
+        "brier": _finite(brier),
+        "calibration_error": _finite(ece),
+    }
