@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.ml.config import EnsembleConfig, LabelsConfig, MLSections, ModelList, TrainingConfig
 from engine.timeutil import INTERVALS, interval_ms, parse_end, parse_time
 
 Num = Annotated[float, Strict()]
@@ -229,6 +230,19 @@ class ExecutionConfig(_Model):
     exchange_filters: Bool = True
     close_at_end: Bool = False
 
+    @model_validator(mode="after")
+    def _check(self) -> ExecutionConfig:
+        sl, tp = self.stop_loss, self.take_profit
+        if sl is not None and tp is not None and sl.atr is not None and tp.atr is not None:
+            if sl.atr_period != tp.atr_period:
+                raise at(
+                    "take_profit.atr_period",
+                    f"must equal stop_loss.atr_period ({sl.atr_period}): one ATR feeds both",
+                )
+        if self.order_type == "market" and self.limit_offset_bps:
+            raise at("limit_offset_bps", "only applies to order_type: limit")
+        return self
+
 
 class LogConfig(_Model):
     """What the run log keeps beyond decisions, orders, trades, equity and events."""
@@ -259,14 +273,41 @@ class StrategyConfig(_Model):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    # the ML sections (schema owned by engine.ml.config); ``models`` makes it an ML strategy
+    labels: LabelsConfig | None = None
+    training: TrainingConfig | None = None
+    models: ModelList | None = None
+    ensemble: EnsembleConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StrategyConfig:
-        if self.signals is None:
+        ml_keys = [k for k in ("labels", "training", "ensemble") if getattr(self, k) is not None]
+        if self.models is None and ml_keys:
+            raise at(
+                "models",
+                f"required when {', '.join(ml_keys)} is given (the model nodes of the ensemble)",
+            )
+        if self.models is not None and self.signals is not None:
+            raise at("signals", "give either signals (rules) or models (an ML ensemble), not both")
+        if self.signals is None and self.models is None:
             raise at("signals", "required section missing (the rules that say long, short or flat)")
+        if self.risk.sizing == "kelly" and self.models is None:
+            raise at(
+                "risk.sizing",
+                "'kelly' needs a model probability (a models/ensemble section); rule signals have none, use 'fixed'",
+            )
         if self.risk.max_leverage is not None and self.execution.leverage > self.risk.max_leverage:
             raise at(
                 "execution.leverage",
                 f"{_fmt(self.execution.leverage)} is above risk.max_leverage ({_fmt(self.risk.max_leverage)})",
             )
         return self
+
+    def ml(self) -> MLSections | None:
+        """The four ML sections together, or None for a rule strategy."""
+        if self.models is None:
+            return None
+        given = {
+            k: v for k in ("labels", "training", "ensemble") if (v := getattr(self, k)) is not None
+        }
+        return MLSections(models=self.models, **given)

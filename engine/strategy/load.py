@@ -162,10 +162,7 @@ def build_graph(
 
 
 def _check_features(names: list[str], where: dict[str, str], config: StrategyConfig) -> None:
-    try:
-        from engine.features import check_names
-    except ImportError:  # engine.features without its __init__ exports (in progress)
-        from engine.features.catalogue import check_names
+    from engine.features import check_names
 
     for name in names:
         w = where[name]

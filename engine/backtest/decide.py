@@ -1,0 +1,159 @@
+"""Features -> signals (or the ML ensemble) -> decisions: the part live mode shares.
+
+Everything here reads the past only: the features of bar t use bars <= t, a rule's value at
+bar t reads its ``lookback`` rows ending at t, and the rule state machine folds forward. So
+the decisions of a run over the first k bars are exactly the first k decisions of the full
+run (prefix invariance, tested in ``tests/backtest``).
+
+Live mode calls :func:`decide_symbol` with the last ``graph.lookback`` rows of features (from
+:class:`engine.features.FeatureStream`) and the previous state, via
+:func:`engine.strategy.rules_nb.rule_step_nb`; the batch path below folds the same step.
+
+ML slot: when the strategy has ``models:``, :func:`decide` hands the features to
+``engine.ml.decide(graph, market, features, results_dir=..., progress=...)``, which returns
+a :class:`Decisions` (direction, probability, the ensemble columns and the model
+predictions); risk and execution are then the same as for rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.strategy.expr import PRICE_COLUMNS
+from engine.strategy.graph import StrategyGraph
+from engine.strategy.rules_nb import rule_fold_nb
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from engine.backtest.market import Market
+
+
+@dataclass(frozen=True, eq=False)
+class Decisions:
+    """The graph's output per bar and symbol, on the market grid ([n_bars, n_symbols]).
+
+    Attributes
+    ----------
+    state : int8, the side the strategy wants (+1 long, -1 short, 0 flat): the log's action.
+    direction : float64, what the simulator receives (+1/0/-1; NaN: no decision, hold).
+    probability : float64, P(the position is profitable) for Kelly sizing (NaN for rules).
+    confidence : float64, logged confidence (1 for rules).
+    extra : more ``ensemble_decisions`` columns by name, each [n, S] (ML ensembles).
+    predictions : ``model_predictions`` rows (ML ensembles), or None.
+    """
+
+    state: np.ndarray
+    direction: np.ndarray
+    probability: np.ndarray
+    confidence: np.ndarray
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    predictions: pl.DataFrame | None = None
+
+
+def compute_features(
+    graph: StrategyGraph, candles: pl.DataFrame, funding: pl.DataFrame | None
+) -> pl.DataFrame:
+    """The graph's feature columns over one symbol's own bars (``open_time`` + one per feature)."""
+    import polars as pl
+
+    from engine.features import compute
+
+    names = list(graph.feature_columns)
+    if not names:
+        return candles.select(pl.col("open_time"))
+    return compute(candles, names, funding=funding, interval=graph.interval)
+
+
+def rule_columns(candles: pl.DataFrame, features: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Columns a rule may read: the features and the candle prices, as float64 arrays."""
+    cols = {c: features[c].to_numpy() for c in features.columns if c != "open_time"}
+    for c in PRICE_COLUMNS:
+        if c in candles.columns and c not in cols:
+            cols[c] = candles[c].cast(float).to_numpy()
+    return cols
+
+
+def decide_symbol(
+    graph: StrategyGraph, columns: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rule decisions over one symbol's consecutive bars: ``(state int8[n], direction float64[n])``.
+
+    ``columns`` holds equal-length arrays ending at the latest bar (see :func:`rule_columns`).
+    """
+    n = len(next(iter(columns.values())))
+    r = graph.rules
+    false = np.zeros(n, dtype=bool)
+    if "long" in r:
+        le = r["long"].evaluate(columns)
+        lx = ~le
+    else:
+        le = r["long_entry"].evaluate(columns) if "long_entry" in r else false
+        lx = r["long_exit"].evaluate(columns) if "long_exit" in r else false
+    if "short" in r:
+        se = r["short"].evaluate(columns)
+        sx = ~se
+    else:
+        se = r["short_entry"].evaluate(columns) if "short_entry" in r else false
+        sx = r["short_exit"].evaluate(columns) if "short_exit" in r else false
+    events = "long" not in r and "short" not in r
+    if ("long" in r) != ("short" in r) and ("long_entry" in r or "short_entry" in r):
+        events = True  # mixed styles: the entry/exit side decides on its events only
+    return rule_fold_nb(le, lx, se, sx, np.ones(n, dtype=np.bool_), events)
+
+
+def decide(
+    graph: StrategyGraph,
+    market: Market,
+    *,
+    results_dir: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Decisions, dict[str, pl.DataFrame]]:
+    """Features for every symbol, then decisions on the market grid.
+
+    Returns the decisions and each symbol's features frame (over its own bars).
+    """
+    features: dict[str, pl.DataFrame] = {}
+    for sym in market.symbols:
+        if progress:
+            progress(f"features {sym}")
+        features[sym] = compute_features(graph, market.candles[sym], market.funding.get(sym))
+    if graph.config.models is not None:
+        from engine.ml import decide as ml_decide  # the ML engineer's node (engine/ml)
+
+        return ml_decide(
+            graph, market, features, results_dir=results_dir, progress=progress
+        ), features
+    n, s = market.n_bars, len(market.symbols)
+    state = np.zeros((n, s), dtype=np.int8)
+    direction = np.full((n, s), np.nan)
+    for j, sym in enumerate(market.symbols):
+        if progress:
+            progress(f"signals {sym}")
+        st, d = decide_symbol(graph, rule_columns(market.candles[sym], features[sym]))
+        rows = market.rows[sym]
+        state[rows, j] = st
+        direction[rows, j] = d
+        # a grid bar the symbol lacks keeps the previous state (no decision there)
+        missing = ~market.has_bar[:, j]
+        if missing.any():
+            state[:, j] = _ffill_state(state[:, j], market.has_bar[:, j])
+    conf = np.where(market.has_bar, 1.0, np.nan)
+    return Decisions(
+        state=state, direction=direction, probability=np.full((n, s), np.nan), confidence=conf
+    ), features
+
+
+def _ffill_state(state: np.ndarray, has: np.ndarray) -> np.ndarray:
+    out = state.copy()
+    last = 0
+    for i in range(out.shape[0]):
+        if has[i]:
+            last = out[i]
+        else:
+            out[i] = last
+    return out

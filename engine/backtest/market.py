@@ -1,0 +1,156 @@
+"""Candles of several symbols on one time grid (the graph's candles node, batch mode).
+
+The grid is every ``interval`` step from the earliest first bar to the latest last bar of
+the symbols. A symbol without a bar at a grid time has NaN prices there and ``has_bar``
+False; the simulator then makes no decision for it on that bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engine.errors import DataError
+from engine.timeutil import fmt_ms, interval_ms
+
+if TYPE_CHECKING:
+    import os
+
+    import polars as pl
+
+PRICES = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, eq=False)
+class Market:
+    """Time-aligned market data for the run.
+
+    Attributes
+    ----------
+    symbols : column order of every 2-D array.
+    interval : the base interval.
+    open_time : int64[n] grid bar open times (UTC ms).
+    open, high, low, close, volume : float64[n, S] (NaN where a symbol has no bar).
+    has_bar : bool[n, S].
+    funding_rate : float64[n, S]: the rate settled at the bar's open time, NaN elsewhere.
+    candles : each symbol's own bars as loaded (for features).
+    funding : each symbol's funding events (None when funding is off).
+    rows : int64 row of each symbol's own bars on the grid.
+    """
+
+    symbols: tuple[str, ...]
+    interval: str
+    open_time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    has_bar: np.ndarray
+    funding_rate: np.ndarray
+    candles: dict[str, pl.DataFrame]
+    funding: dict[str, pl.DataFrame | None]
+    rows: dict[str, np.ndarray]
+
+    @property
+    def n_bars(self) -> int:
+        return int(self.open_time.shape[0])
+
+
+def load_market(
+    symbols: tuple[str, ...] | list[str],
+    interval: str,
+    *,
+    start: int | None,
+    end: int | None,
+    store: str | os.PathLike[str] | None,
+    funding: bool,
+    market: str = "usdm",
+) -> Market:
+    """Load each symbol's candles (and funding) and align them on one grid.
+
+    Raises
+    ------
+    DataError
+        A symbol has no bars in the span (engine.data names the span and the command to get
+        it), or the span holds no bars at all.
+    """
+    from engine.data import load_candles, load_funding
+
+    candles: dict[str, pl.DataFrame] = {}
+    for sym in symbols:
+        df = load_candles(sym, interval, start=start, end=end, store=store, market=market)
+        if df.height == 0:
+            raise DataError(
+                f"no {market} {sym} {interval} bars between {fmt_ms(start)} and {fmt_ms(end)}",
+                hint=f"check the span, or get the data: engine data download --symbol {sym} --interval {interval}",
+            )
+        candles[sym] = df
+    return align(
+        candles,
+        interval,
+        funding_frames=_funding(symbols, candles, load_funding, store) if funding else None,
+    )
+
+
+def _funding(symbols, candles, load_funding, store):  # type: ignore[no-untyped-def]
+    out = {}
+    for sym in symbols:
+        t = candles[sym]["open_time"]
+        out[sym] = load_funding(sym, start=int(t[0]), end=int(t[-1]), store=store)
+    return out
+
+
+def align(
+    candles: dict[str, pl.DataFrame],
+    interval: str,
+    *,
+    funding_frames: dict[str, pl.DataFrame] | None = None,
+) -> Market:
+    """Put per-symbol candle frames on one grid (see :class:`Market`)."""
+    step = interval_ms(interval)
+    symbols = tuple(candles)
+    firsts = [int(df["open_time"][0]) for df in candles.values()]
+    lasts = [int(df["open_time"][-1]) for df in candles.values()]
+    t0, t1 = min(firsts), max(lasts)
+    n = (t1 - t0) // step + 1
+    open_time = t0 + step * np.arange(n, dtype=np.int64)
+    s = len(symbols)
+    arrays = {c: np.full((n, s), np.nan) for c in PRICES}
+    has_bar = np.zeros((n, s), dtype=bool)
+    funding_rate = np.full((n, s), np.nan)
+    rows: dict[str, np.ndarray] = {}
+    for j, sym in enumerate(symbols):
+        df = candles[sym]
+        t = df["open_time"].to_numpy()
+        off = t - t0
+        if np.any(off % step):
+            bad = int(t[np.flatnonzero(off % step)[0]])
+            raise DataError(f"{sym} {interval}: bar at {fmt_ms(bad)} is off the {interval} grid")
+        r = (off // step).astype(np.int64)
+        rows[sym] = r
+        has_bar[r, j] = True
+        for c in PRICES:
+            arrays[c][r, j] = df[c].to_numpy()
+        if funding_frames is not None and funding_frames.get(sym) is not None:
+            f = funding_frames[sym]
+            ft = f["funding_time"].to_numpy()
+            fr = f["funding_rate"].to_numpy()
+            k = (ft - t0) // step
+            ok = (ft >= t0) & (ft <= t1) & ((ft - t0) % step == 0)
+            funding_rate[k[ok], j] = fr[ok]
+    return Market(
+        symbols=symbols,
+        interval=interval,
+        open_time=open_time,
+        has_bar=has_bar,
+        funding_rate=funding_rate,
+        candles=dict(candles),
+        funding=dict(funding_frames)
+        if funding_frames is not None
+        else {sym: None for sym in symbols},
+        rows=rows,
+        **arrays,
+    )

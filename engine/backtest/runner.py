@@ -1,0 +1,313 @@
+"""The backtest runner: graph + data -> decisions -> simulator -> run log -> metrics.
+
+Order of work (nothing is written before every input has been read and checked):
+
+1. candles of every symbol on one grid, funding (:mod:`engine.backtest.market`);
+2. features, signals or the ML ensemble (:mod:`engine.backtest.decide`);
+3. risk and execution: :func:`engine.sim.simulate` (a decision at the close of bar t fills
+   at the open of bar t+1);
+4. metrics (:func:`engine.metrics.compute_metrics`);
+5. the run log: a ``runs`` row, then decisions, orders, trades, equity, events (and
+   snapshots when ``log.snapshots``) in bulk; the run is published when it finishes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.errors import DataError
+from engine.strategy.graph import StrategyGraph
+from engine.timeutil import fmt_ms, interval_ms
+
+if TYPE_CHECKING:
+    import os
+
+    from engine.backtest.decide import Decisions
+    from engine.backtest.market import Market
+    from engine.sim import SimConfig, SimResult, SymbolSpec
+
+Progress = Callable[[str], None]
+
+#: the steps a run reports through ``progress`` (for a progress bar's total)
+STEPS = ("load data", "features and signals", "simulate", "metrics", "write run log")
+
+
+@dataclass(frozen=True, eq=False)
+class BacktestResult:
+    """What :func:`run_backtest` returns.
+
+    ``run_id`` is None when the run was not logged (``log=False``).
+    """
+
+    run_id: str | None
+    metrics: dict[str, Any]
+    graph: StrategyGraph
+    market: Market
+    decisions: Decisions
+    sim: SimResult
+    timings: dict[str, float]
+
+
+def sim_config(graph: StrategyGraph) -> SimConfig:
+    """The simulator options a strategy's risk and execution sections stand for."""
+    from engine.sim import SimConfig
+
+    r, e = graph.config.risk, graph.config.execution
+    sl, tp = e.stop_loss, e.take_profit
+    return SimConfig(
+        initial_cash=e.initial_cash,
+        leverage=e.leverage,
+        margin_mode=e.margin_mode,
+        taker_fee=e.taker_fee,
+        maker_fee=e.maker_fee,
+        slippage_bps=e.slippage_bps,
+        entry_order=e.order_type,
+        limit_offset_bps=e.limit_offset_bps,
+        stop_loss_pct=sl.pct if sl is not None else None,
+        stop_loss_atr=sl.atr if sl is not None else None,
+        take_profit_pct=tp.pct if tp is not None else None,
+        take_profit_atr=tp.atr if tp is not None else None,
+        sizing=r.sizing,
+        fixed_fraction=r.fraction,
+        kelly_fraction=r.kelly_fraction,
+        payoff_ratio=r.payoff_ratio,
+        max_position_pct=r.max_position_pct,
+        max_leverage=r.max_leverage,
+        max_exposure_pct=r.max_exposure_pct,
+        daily_loss_pct=r.breaker.daily_loss_pct,
+        max_drawdown_pct=r.breaker.drawdown_pct,
+        max_loss_streak=r.breaker.max_consecutive_losses,
+        cooldown_bars=r.breaker.cooldown_bars,
+        close_at_end=e.close_at_end,
+    )
+
+
+UNFILTERED_GRID = 1e-12
+
+
+def symbol_specs(graph: StrategyGraph) -> list[SymbolSpec]:
+    """The exchange rules of the symbols; with ``execution.exchange_filters: false`` the
+    filters are lifted (quantities and prices on a 1e-12 grid, no min qty/notional, no max
+    qty) while the leverage brackets (maintenance margin, liquidation) stay."""
+    from engine.sim import load_specs
+
+    specs = load_specs(list(graph.symbols))
+    if graph.config.execution.exchange_filters:
+        return specs
+    return [
+        dataclasses.replace(
+            sp,
+            tick_size=UNFILTERED_GRID,
+            step_size=UNFILTERED_GRID,
+            min_qty=0.0,
+            max_qty=np.inf,
+            market_max_qty=np.inf,
+            min_notional=0.0,
+        )
+        for sp in specs
+    ]
+
+
+def strategy_hash(graph: StrategyGraph) -> str:
+    """A stable hash of the resolved strategy (config with params applied, rules resolved)."""
+    resolved = graph.resolved()
+    resolved.pop("source", None)
+    text = json.dumps(resolved, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def simulate_graph(
+    graph: StrategyGraph, market: Market, dec: Decisions, features: dict[str, Any]
+) -> SimResult:
+    """Risk and execution over the decisions (:func:`engine.sim.simulate`)."""
+    from engine.sim import simulate
+
+    e = graph.config.execution
+    atr = None
+    atr_stop = next(
+        (s for s in (e.stop_loss, e.take_profit) if s is not None and s.atr is not None), None
+    )
+    if atr_stop is not None:
+        name = f"atr_{atr_stop.atr_period}"
+        atr = np.full((market.n_bars, len(market.symbols)), np.nan)
+        for j, sym in enumerate(market.symbols):
+            atr[market.rows[sym], j] = features[sym][name].to_numpy()
+    prob = dec.probability if graph.config.risk.sizing == "kelly" else None
+    payoff = dec.extra.get("payoff") if dec.extra else None
+    return simulate(
+        market.open,
+        market.high,
+        market.low,
+        market.close,
+        funding_rate=market.funding_rate if graph.config.data.funding else None,
+        direction=dec.direction,
+        prob=prob,
+        payoff=payoff,
+        atr=atr,
+        open_time=market.open_time,
+        specs=symbol_specs(graph),
+        config=sim_config(graph),
+    )
+
+
+def run_backtest(
+    graph: StrategyGraph,
+    *,
+    store: str | os.PathLike[str] | None = None,
+    results: str | os.PathLike[str] | None = None,
+    log: bool = True,
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """Run a strategy graph over stored history and log the run.
+
+    Parameters
+    ----------
+    graph : from :func:`engine.strategy.load_strategy`.
+    store : the data store (default ``$ENGINE_DATA`` or ``./data``).
+    results : the results directory for the run log (default ``$ENGINE_RESULTS`` or ``./results``).
+    log : write the run log (False: compute only, e.g. for benchmarks and sweeps' inner loops).
+    progress : called with the name of each step as it starts (see :data:`STEPS`).
+
+    Raises
+    ------
+    DataError
+        Missing data (the message names symbol, interval and span and how to get it).
+    """
+    from engine.backtest.decide import decide
+    from engine.backtest.market import load_market
+
+    say = progress or (lambda _step: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    d = graph.config.data
+    say(STEPS[0])
+    market = load_market(
+        graph.symbols,
+        d.interval,
+        start=d.start,
+        end=d.end,
+        store=store,
+        funding=d.funding,
+        market=d.market,
+    )
+    if market.n_bars < 2:
+        raise DataError(
+            f"only {market.n_bars} {d.interval} bar(s) between {fmt_ms(d.start)} and {fmt_ms(d.end)}",
+            hint="widen the span (--start/--end or data.start/data.end)",
+        )
+    timings["load"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    say(STEPS[1])
+    dec, features = decide(graph, market, results_dir=results)
+    timings["decide"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    say(STEPS[2])
+    res = simulate_graph(graph, market, dec, features)
+    timings["simulate"] = time.perf_counter() - t2
+    say(STEPS[3])
+    metrics = run_metrics(graph, market, res)
+    run_id = None
+    if log:
+        t3 = time.perf_counter()
+        say(STEPS[4])
+        run_id = write_run(graph, market, dec, res, features, metrics, store=store, results=results)
+        timings["log"] = time.perf_counter() - t3
+    timings["total"] = time.perf_counter() - t0
+    return BacktestResult(
+        run_id=run_id,
+        metrics=metrics,
+        graph=graph,
+        market=market,
+        decisions=dec,
+        sim=res,
+        timings=timings,
+    )
+
+
+def run_metrics(graph: StrategyGraph, market: Market, res: SimResult) -> dict[str, Any]:
+    """Summary metrics of a simulation (:func:`engine.metrics.compute_metrics`)."""
+    from engine.backtest.records import equity_frame, trade_frame
+    from engine.metrics import compute_metrics
+
+    trades = trade_frame(market, res)
+    eq = equity_frame(market, res)
+    fees = float(res.fills["fee"].sum()) if res.fills.size else 0.0
+    funding = -float(res.funding["amount"].sum()) if res.funding.size else 0.0
+    return compute_metrics(
+        times_ms=market.open_time,
+        equity=res.equity,
+        trades=trades if trades.height else None,
+        bar_interval_ms=interval_ms(market.interval),
+        exposure=eq["exposure"].to_numpy(),
+        funding_total=funding,
+        fees_total=fees,
+        liquidations=res.liquidations,
+    )
+
+
+def run_params(graph: StrategyGraph, market: Market, *, store: Any) -> dict[str, Any]:
+    """The ``runs.params`` document: what the report and a rerun need."""
+    from engine import paths
+
+    return {
+        "symbols": list(market.symbols),
+        "interval": market.interval,
+        "start": int(market.open_time[0]),
+        "end": int(market.open_time[-1]),
+        "start_utc": fmt_ms(int(market.open_time[0])),
+        "end_utc": fmt_ms(int(market.open_time[-1])),
+        "bars": market.n_bars,
+        "store": str(paths.store_dir(store).resolve()),
+        "initial_equity": graph.config.execution.initial_cash,
+        "params": dict(graph.config.params),
+        "overrides": list(graph.overrides),
+        "config": graph.resolved(),
+    }
+
+
+def write_run(
+    graph: StrategyGraph,
+    market: Market,
+    dec: Decisions,
+    res: SimResult,
+    features: dict[str, Any],
+    metrics: dict[str, Any],
+    *,
+    store: Any,
+    results: Any,
+) -> str:
+    """Write one finished backtest to the run log; returns its ``run_id``."""
+    from engine.backtest import records
+    from engine.runlog import RunLog
+
+    with RunLog(results) as runlog:
+        with runlog.run(
+            mode="backtest",
+            strategy=graph.name,
+            params=run_params(graph, market, store=store),
+            strategy_hash=strategy_hash(graph),
+        ) as run_id:
+            frames = {
+                "ensemble_decisions": records.decision_frame(market, dec, res),
+                "orders": records.order_frame(run_id, market, res),
+                "trades": records.trade_frame(market, res),
+                "equity": records.equity_frame(market, res),
+                "system_events": records.event_frame(market, res),
+            }
+            if dec.predictions is not None:
+                frames["model_predictions"] = dec.predictions
+            if graph.config.log.snapshots:
+                frames["snapshots"] = records.snapshot_frame(market, features)
+            for table, frame in frames.items():
+                if frame.height:
+                    runlog.write(run_id, table, frame)
+            runlog.finish_run(run_id, status="ok", metrics=metrics)
+    return run_id
