@@ -429,7 +429,7 @@ def read_table_file(
     source = str(path)
     try:
         if data_suffix(path) == ".feather":
-            frame = pl.read_ipc(path, memory_map=False)
+            frame = pl.read_ipc(path)
         else:
             frame = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as err:
