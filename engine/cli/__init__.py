@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "engine.cli.data_cmd",
     "engine.cli.validate_cmd",
     "engine.cli.query_cmd",
+    "engine.cli.sim_exchange_cmd",
 )
 
 app = typer.Typer(
