@@ -1,0 +1,139 @@
+"""``engine backtest STRATEGY.yaml``: run a strategy graph over stored history."""
+
+from __future__ import annotations
+
+import typer
+
+from engine.cli.common import ResultsOpt, StoreOpt, console, err_console, guarded
+
+SetOpt = typer.Option(
+    None,
+    "--set",
+    help="Override a param (name=value) or any key by its dotted path (risk.fraction=0.2). Repeatable.",
+)
+
+#: metrics shown in the summary table: key -> (label, format)
+SHOWN = (
+    ("total_return", "Total return", "pct"),
+    ("cagr", "CAGR", "pct"),
+    ("sharpe", "Sharpe", "num"),
+    ("sortino", "Sortino", "num"),
+    ("max_drawdown", "Max drawdown", "pct"),
+    ("win_rate", "Win rate", "pct"),
+    ("profit_factor", "Profit factor", "num"),
+    ("exposure", "Exposure", "pct"),
+    ("trades", "Trades", "int"),
+    ("fees", "Fees", "money"),
+    ("funding", "Funding (+ received)", "money"),
+    ("liquidations", "Liquidations", "int"),
+    ("final_equity", "Final equity", "money"),
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backtest")(backtest)
+
+
+@guarded
+def backtest(
+    strategy: str = typer.Argument(..., help="Strategy YAML file, e.g. strategies/ema_cross.yaml."),
+    start: str | None = typer.Option(
+        None, "--start", help="First bar (ISO date/time or ms); overrides data.start."
+    ),
+    end: str | None = typer.Option(
+        None, "--end", help="Last bar, inclusive (a date means the whole day); overrides data.end."
+    ),
+    symbols: str | None = typer.Option(
+        None, "--symbols", help="Comma-separated symbols; overrides data.symbols."
+    ),
+    set_: list[str] | None = SetOpt,
+    json_out: bool = typer.Option(
+        False, "--json", help='Print one JSON object {"run_id", "metrics"} on stdout, nothing else.'
+    ),
+    store: str | None = StoreOpt,
+    results: str | None = ResultsOpt,
+) -> None:
+    """Backtest a strategy over stored history and log the run (query it with `engine query`).
+
+    A decision at the close of bar t fills at the open of bar t+1. Prints a metrics table
+    (or, with --json, exactly one JSON object on stdout). Exit 2 on a config error, 1 on
+    missing data; in both cases nothing is written.
+    """
+    from engine.backtest import run_backtest
+    from engine.strategy import load_strategy
+
+    sym_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols is not None else None
+    graph = load_strategy(strategy, overrides=set_ or [], symbols=sym_list, start=start, end=end)
+
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from engine.backtest.runner import STEPS
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"{graph.name}: starting", total=len(STEPS))
+        seen: list[str] = []
+
+        def progress(step: str) -> None:
+            if step in STEPS and step not in seen:
+                seen.append(step)
+                bar.update(task, completed=len(seen) - 1, description=f"{graph.name}: {step}")
+
+        result = run_backtest(graph, store=store, results=results, progress=progress)
+        bar.update(task, completed=len(STEPS))
+
+    if json_out:
+        import json
+        import sys
+
+        sys.stdout.write(json.dumps({"run_id": result.run_id, "metrics": result.metrics}) + "\n")
+        sys.stdout.flush()
+        return
+    _print_table(result)
+
+
+def _fmt(value: object, kind: str) -> str:
+    if not isinstance(value, int | float):
+        return str(value)
+    if kind == "pct":
+        return f"{value * 100:,.2f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "money":
+        return f"{value:,.2f}"
+    return f"{value:,.3f}"
+
+
+def _print_table(result: object) -> None:
+    from rich.table import Table
+
+    from engine.timeutil import fmt_ms
+
+    r = result  # BacktestResult
+    m = r.metrics  # type: ignore[attr-defined]
+    market = r.market  # type: ignore[attr-defined]
+    graph = r.graph  # type: ignore[attr-defined]
+    title = (
+        f"{graph.name}  {', '.join(market.symbols)} {market.interval}  "
+        f"{fmt_ms(int(market.open_time[0]))} .. {fmt_ms(int(market.open_time[-1]))}"
+    )
+    console.print(f"[bold]{title}[/]", highlight=False)
+    table = Table(show_header=False)
+    table.add_column("metric", style="cyan")
+    table.add_column("value", justify="right")
+    for key, label, kind in SHOWN:
+        if key in m:
+            table.add_row(label, _fmt(m[key], kind))
+    console.print(table)
+    console.print(f"run_id [bold]{r.run_id}[/]", highlight=False)  # type: ignore[attr-defined]
+    console.print(
+        f"  engine query \"select * from trades where run_id = '{r.run_id}' limit 10\"",
+        highlight=False,
+    )  # type: ignore[attr-defined]
