@@ -19,6 +19,7 @@ import typer
 COMMAND_MODULES = (
     "engine.cli.data_cmd",
     "engine.cli.validate_cmd",
+    "engine.cli.backtest_cmd",
     "engine.cli.query_cmd",
     "engine.cli.sim_exchange_cmd",
 )
