@@ -99,61 +99,61 @@ def funding_asof(funding: pl.DataFrame | None, t: np.ndarray, base_ms: int) -> n
 
 
 def compute_columns(plan: Plan, t: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray,
-                    c: np.ndarray, v: np.ndarray, fr: np.ndarray) -> list[np.ndarray]:
-    """All requested features as columns, one tight fold per indicator (the batch path).
+                    c: np.ndarray, v: np.ndarray, fr: np.ndarray) -> np.ndarray:
+    """All requested features, ``[n_names, n]``, one tight fold per indicator (the batch path).
 
     Equal to :func:`compute_columns_fold` (proved by the tests): base indicators fold over the
     valid bars, higher-timeframe ones over the bars :func:`kernels.aggregate_nb` builds, and
-    HTF values are forward-filled to the base bar at which their bar completed.
+    HTF values are forward-filled to the base bar at which their bar completed. The result is
+    one block (one allocation: the output is most of the cost at this size).
     """
     n = t.shape[0]
+    n_names = plan.sel.shape[0]
     base_ms = int(plan.tfs[0, 0])
     valid = k.valid_mask_nb(o, h, lo, c, v)
     all_valid = bool(valid.all())
-    outputs: dict[int, np.ndarray] = {}  # slot -> column (base-length)
+    result = np.empty((n_names + 1, n))  # the last row takes outputs nobody asked for
+    scratch_row = n_names
+    rows_of: dict[int, list[int]] = {}
+    for j, s in enumerate(plan.sel):
+        rows_of.setdefault(int(s), []).append(j)
     tf_bars: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}
     rows = np.flatnonzero(valid)
     tv = t.astype(np.float64)
     base_in = [tv, o, h, lo, c, v, fr] if all_valid else [a[rows] for a in (tv, o, h, lo, c, v, fr)]
-    wanted = set(int(s) for s in plan.sel)
     for i in range(plan.ops.shape[0]):
         kind, tf, _, slot, p0, p1, p2, n_out = (int(x) for x in plan.ops[i])
+        tf_ms = int(plan.tfs[tf, 0])
         if tf == 0:
             src = base_in
-            tf_ms = base_ms
         else:
             if tf not in tf_bars:
-                tf_ms = int(plan.tfs[tf, 0])
                 bars, vis = k.aggregate_nb(t, o, h, lo, c, v, valid, base_ms, tf_ms)
                 tf_bars[tf] = ([bars[j] for j in range(6)] + [np.full(bars.shape[1], np.nan)], vis)
             src = tf_bars[tf][0]
-            tf_ms = int(plan.tfs[tf, 0])
-        m = src[0].shape[0]
-        out = np.empty((n_out, m))
-        state_len = _state_len(plan, i)
-        k.fold_op_nb(kind, p0, p1, p2, float(plan.pf[i]), state_len, src[0], src[1], src[2],
-                     src[3], src[4], src[5], src[6], tf_ms, out)
+        primary = [rows_of[slot + j][0] if slot + j in rows_of else -1 for j in range(n_out)]
+        direct = tf == 0 and all_valid
+        if direct:
+            out = result
+            dst = np.array([r if r >= 0 else scratch_row for r in primary], dtype=np.int64)
+        else:
+            out = np.empty((n_out, src[0].shape[0]))
+            dst = np.arange(n_out, dtype=np.int64)
+        k.fold_op_nb(kind, p0, p1, p2, float(plan.pf[i]), _state_len(plan, i), src[0], src[1],
+                     src[2], src[3], src[4], src[5], src[6], tf_ms, out, dst)
+        if direct:
+            continue
         for j in range(n_out):
-            if slot + j not in wanted:
+            if primary[j] < 0:
                 continue
             if tf == 0:
-                if all_valid:
-                    outputs[slot + j] = out[j]
-                else:
-                    col = np.empty(n)
-                    k.scatter_nb(out[j], rows, n, col)
-                    outputs[slot + j] = col
+                k.scatter_nb(out[j], rows, n, result[primary[j]])
             else:
-                col = np.empty(n)
-                k.forward_fill_nb(out[j].copy(), tf_bars[tf][1], valid, col)
-                outputs[slot + j] = col
-    cols = []
-    used: set[int] = set()
-    for s in plan.sel:
-        s = int(s)
-        cols.append(outputs[s] if s not in used else outputs[s].copy())
-        used.add(s)
-    return cols
+                k.forward_fill_nb(out[j], tf_bars[tf][1], valid, result[primary[j]])
+    for js in rows_of.values():
+        for j in js[1:]:
+            result[j] = result[js[0]]
+    return result[:n_names]
 
 
 def _state_len(plan: Plan, i: int) -> int:
@@ -209,8 +209,8 @@ def compute(candles: pl.DataFrame, names: list[str] | None = None, *,
     interval, (t, o, h, lo, c, v) = candle_arrays(candles, interval=interval)
     plan = build_plan(names, interval=interval)
     fr = funding_asof(funding, t, interval_ms(interval))
-    cols = compute_columns(plan, t, o, h, lo, c, v, fr)
+    block = compute_columns(plan, t, o, h, lo, c, v, fr)
     data: dict[str, pl.Series] = {"open_time": pl.Series("open_time", t, dtype=pl.Int64)}
-    for name, col in zip(plan.names, cols, strict=True):
-        data[name] = pl.Series(name, col, dtype=pl.Float64)
+    for j, name in enumerate(plan.names):
+        data[name] = pl.Series(name, block[j], dtype=pl.Float64)
     return pl.DataFrame(data)

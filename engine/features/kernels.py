@@ -91,7 +91,7 @@ _JIT = {"cache": True, "error_model": "numpy", "nogil": True}
 def state_size(kind: int, p0: int, p1: int, p2: int) -> int:
     """Length of the state slice of one indicator (its count included)."""
     if kind == SMA:
-        return 2 + p0  # count, running sum, ring of p0 inputs
+        return 5 + p0  # count, sum, shifted sum, shifted sum of squares, shift, ring
     if kind == EMA:
         return 3  # count, seed sum, ema
     if kind == RSI:
@@ -99,7 +99,7 @@ def state_size(kind: int, p0: int, p1: int, p2: int) -> int:
     if kind == MACD:
         return 7  # count, slow sum, fast sum, slow ema, fast ema, signal sum, signal ema
     if kind == BBANDS:
-        return 2 + p0  # count, running sum, ring of p0 inputs
+        return 5 + p0  # count, sum, shifted sum, shifted sum of squares, shift, ring
     if kind == ATR:
         return 3  # count, previous close, sum / atr
     if kind == OBV:
@@ -301,24 +301,43 @@ def bbands_step_nb(st, so, x, n, nbdev, res):  # type: ignore[no-untyped-def]
     """Bollinger bands (SMA middle, population sigma) plus width and %b.
 
     Oracle: ``talib.BBANDS(x, n, nbdev, nbdev, matype=0)`` for upper, middle, lower. The middle
-    band is TA-Lib's running-sum SMA; sigma is computed in two passes over the window kept in
-    the state, sqrt(sum((x - middle)^2) / n), which avoids the cancellation of the
-    sum-of-squares formula (TA-Lib's own result agrees with it to ~1e-13). Width is
+    band is TA-Lib's running-sum SMA. Sigma uses running sums of the *shifted* values x - s
+    (s = the middle band at the last rebuild; the sums are rebuilt from the window every n
+    bars), so the variance S2/n - (S1/n)^2 does not suffer the cancellation of the raw
+    sum-of-squares formula: it agrees with TA-Lib's to ~1e-13. Width is
     (upper - lower) / middle (0 when middle is 0), %b is (x - lower) / (upper - lower) (0.5
-    when the bands touch).
+    when the bands touch). State: count, sum, S1, S2, shift, ring of n inputs.
     """
     c = int(st[so])
     st[so] = c + 1
+    ring = so + 5
+    slot = ring + c % n
     total = st[so + 1] + x
-    st[so + 2 + c % n] = x
+    shift = st[so + 4]
+    s1 = st[so + 2]
+    s2 = st[so + 3]
+    if c >= n:
+        d = st[slot] - shift
+        s1 -= d
+        s2 -= d * d
+    st[slot] = x
+    d = x - shift
+    s1 += d
+    s2 += d * d
     if c >= n - 1:
         mid = total / n
-        total -= st[so + 2 + (c + 1) % n]
-        acc = 0.0
-        for j in range(n):
-            d = st[so + 2 + j] - mid
-            acc += d * d
-        var = acc / n
+        total -= st[ring + (c + 1) % n]
+        if (c + 1) % n == 0:
+            shift = mid
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(n):
+                d = st[ring + j] - shift
+                s1 += d
+                s2 += d * d
+            st[so + 4] = shift
+        m1 = s1 / n
+        var = s2 / n - m1 * m1
         sd = math.sqrt(var) if var > 0.0 else 0.0
         dev = sd * nbdev
         upper = mid + dev
@@ -332,6 +351,8 @@ def bbands_step_nb(st, so, x, n, nbdev, res):  # type: ignore[no-untyped-def]
         for j in range(5):
             res[j] = NAN
     st[so + 1] = total
+    st[so + 2] = s1
+    st[so + 3] = s2
 
 
 @njit(**_JIT)
@@ -697,74 +718,78 @@ def aggregate_nb(t, op, hi, lo, cl, vo, valid, base_ms, tf_ms):  # type: ignore[
 
 
 @njit(**_JIT)
-def fold_op_nb(kind, p0, p1, p2, pf, state_len, t, op, hi, lo, cl, vo, fr, base_ms, out):  # type: ignore[no-untyped-def]
-    """Fold one indicator's step kernel over arrays of (valid) bars into ``out[k, i]``."""
+def fold_op_nb(kind, p0, p1, p2, pf, state_len, t, op, hi, lo, cl, vo, fr, base_ms, out, dst):  # type: ignore[no-untyped-def]
+    """Fold one indicator's step kernel over arrays of (valid) bars: output k of bar i goes to
+    ``out[dst[k], i]``."""
     n = t.shape[0]
     st = np.zeros(state_len)
     res = np.empty(MAX_OUTPUTS)
     x = vo if p1 == SRC_VOLUME else cl
+    d0 = dst[0]
+    d1 = dst[1] if dst.shape[0] > 1 else 0
+    d2 = dst[2] if dst.shape[0] > 2 else 0
     if kind == RAW_VOLUME:
         for i in range(n):
             raw_volume_step_nb(st, 0, vo[i], res)
-            out[0, i] = res[0]
+            out[d0, i] = res[0]
     elif kind == SMA:
         for i in range(n):
             sma_step_nb(st, 0, x[i], p0, res)
-            out[0, i] = res[0]
-            out[1, i] = res[1]
+            out[d0, i] = res[0]
+            out[d1, i] = res[1]
     elif kind == EMA:
         for i in range(n):
             ema_step_nb(st, 0, x[i], p0, res)
-            out[0, i] = res[0]
+            out[d0, i] = res[0]
     elif kind == RSI:
         for i in range(n):
             rsi_step_nb(st, 0, cl[i], p0, res)
-            out[0, i] = res[0]
+            out[d0, i] = res[0]
     elif kind == MACD:
         for i in range(n):
             macd_step_nb(st, 0, cl[i], p0, p1, p2, res)
-            out[0, i] = res[0]
-            out[1, i] = res[1]
-            out[2, i] = res[2]
+            out[d0, i] = res[0]
+            out[d1, i] = res[1]
+            out[d2, i] = res[2]
     elif kind == BBANDS:
         for i in range(n):
             bbands_step_nb(st, 0, cl[i], p0, pf, res)
             for j in range(5):
-                out[j, i] = res[j]
+                out[dst[j], i] = res[j]
     elif kind == ATR:
         for i in range(n):
             atr_step_nb(st, 0, hi[i], lo[i], cl[i], p0, res)
-            out[0, i] = res[0]
-            out[1, i] = res[1]
+            out[d0, i] = res[0]
+            out[d1, i] = res[1]
     elif kind == OBV:
         for i in range(n):
             obv_step_nb(st, 0, cl[i], vo[i], res)
-            out[0, i] = res[0]
+            out[d0, i] = res[0]
     elif kind == DMI:
         for i in range(n):
             dmi_step_nb(st, 0, hi[i], lo[i], cl[i], p0, res)
-            out[0, i] = res[0]
-            out[1, i] = res[1]
-            out[2, i] = res[2]
+            out[d0, i] = res[0]
+            out[d1, i] = res[1]
+            out[d2, i] = res[2]
     elif kind == CANDLE:
         for i in range(n):
             candle_step_nb(st, 0, op[i], hi[i], lo[i], cl[i], res)
-            out[0, i] = res[0]
-            out[1, i] = res[1]
-            out[2, i] = res[2]
+            out[d0, i] = res[0]
+            out[d1, i] = res[1]
+            out[d2, i] = res[2]
     elif kind == MOM:
         for i in range(n):
             mom_step_nb(st, 0, x[i], p0, res)
-            out[0, i] = res[0]
+            out[d0, i] = res[0]
     elif kind == LOGRET:
         for i in range(n):
             logret_step_nb(st, 0, cl[i], p0, res)
-            out[0, i] = res[0]
+            out[d0, i] = res[0]
     elif kind == FUNDING:
         for i in range(n):
             funding_step_nb(st, 0, t[i], fr[i], base_ms, res)
-            out[0, i] = res[0]
-            out[1, i] = res[1]
+            out[d0, i] = res[0]
+            out[d1, i] = res[1]
 
 
 @njit(**_JIT)
