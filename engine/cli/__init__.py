@@ -18,6 +18,7 @@ import typer
 # Subcommand modules, in the order their commands are listed by ``engine --help``.
 COMMAND_MODULES = (
     "engine.cli.data_cmd",
+    "engine.cli.features_cmd",
     "engine.cli.validate_cmd",
     "engine.cli.backtest_cmd",
     "engine.cli.query_cmd",
