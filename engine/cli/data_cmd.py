@@ -163,9 +163,11 @@ def download_cmd(
     if report.imported is not None:
         _print_import(report.imported)
     if report.missing:
-        err_console.print(f"[bold red]missing on the server ({len(report.missing)} file(s)):[/]")
+        err_console.print(
+            f"[bold red]missing on the server ({len(report.missing)} file(s)):[/]", soft_wrap=True
+        )
         for url in report.missing[:20]:
-            err_console.print(f"  {url}", highlight=False)
+            err_console.print(f"  {url}", highlight=False, soft_wrap=True)
         if len(report.missing) > 20:
             err_console.print(f"  ... and {len(report.missing) - 20} more")
         err_console.print(

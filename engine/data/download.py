@@ -166,6 +166,7 @@ def _fetch(url: str, dest: Path, *, timeout: float) -> str:
             fh.flush()
             os.fsync(fh.fileno())
     except urllib.error.HTTPError as err:
+        err.close()
         with contextlib.suppress(OSError):
             part.unlink()
         if err.code == 404:
@@ -301,13 +302,13 @@ def download(
     hi = parse_end(end, name="--end")
     if hi is None:
         hi = int(_dt.datetime(now.year, now.month, now.day, tzinfo=_dt.UTC).timestamp() * 1000) - 1
-    if lo > hi:
-        raise UsageError(f"--start {fmt_ms(lo)} is after --end {fmt_ms(hi)}", hint="swap them")
     if lo >= int(_dt.datetime(now.year, now.month, now.day, tzinfo=_dt.UTC).timestamp() * 1000):
         raise UsageError(
             f"--start {fmt_ms(lo)} is today or later; Binance Vision publishes a day's file after it ends",
             hint=f"use a start before {now.isoformat()}",
         )
+    if lo > hi:
+        raise UsageError(f"--start {fmt_ms(lo)} is after --end {fmt_ms(hi)}", hint="swap them")
     st = store if isinstance(store, Store) else Store(store)
     base = vision_url(base_url)
     cache = st.downloads
