@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "engine.cli.validate_cmd",
     "engine.cli.backtest_cmd",
     "engine.cli.query_cmd",
+    "engine.cli.report_cmd",
     "engine.cli.sim_exchange_cmd",
 )
 
