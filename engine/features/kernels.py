@@ -127,8 +127,11 @@ def warmup(kind: int, output: int, p0: int, p1: int, p2: int) -> int:
 
 @njit(**_JIT)
 def _is_zero(v: float) -> bool:
-    """TA-Lib's TA_IS_ZERO."""
-    return -1e-8 < v < 1e-8
+    """The zero test of the TA-Lib build this project is checked against (0.8): exact.
+
+    (TA-Lib 0.4 used a band of +-1e-8, which turns an RSI/DI of a long flat stretch into 0.)
+    """
+    return v == 0.0
 
 
 @njit(**_JIT)
