@@ -1,0 +1,130 @@
+"""LightGBM and XGBoost classifiers on the feature matrix (deterministic, fixed threads).
+
+Saved in each library's own format: LightGBM model text (``model.txt``), XGBoost UBJSON
+(``model.ubj``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.ml.models.base import Segment, TrainSet, masked_predict
+
+
+class LightGBMModel:
+    """``lightgbm`` node: binary GBDT, ``deterministic=True``, ``force_col_wise``, fixed seed."""
+
+    kind = "lightgbm"
+    FILE = "model.txt"
+
+    def __init__(self, params: dict[str, Any], *, threads: int = 1) -> None:
+        self.params = dict(params)
+        self.threads = threads
+        self.booster: Any = None
+
+    def fit(self, train: TrainSet, *, seed: int, threads: int) -> LightGBMModel:
+        import lightgbm as lgb
+
+        p = self.params
+        lgb_params = {
+            "objective": "binary",
+            "learning_rate": p["learning_rate"],
+            "num_leaves": p["num_leaves"],
+            "max_depth": p["max_depth"],
+            "min_data_in_leaf": p["min_data_in_leaf"],
+            "feature_fraction": p["feature_fraction"],
+            "bagging_fraction": p["bagging_fraction"],
+            "bagging_freq": p["bagging_freq"],
+            "lambda_l1": p["lambda_l1"],
+            "lambda_l2": p["lambda_l2"],
+            "seed": seed,
+            "deterministic": True,
+            "force_col_wise": True,
+            "num_threads": threads,
+            "verbosity": -1,
+        }
+        ds = lgb.Dataset(
+            np.ascontiguousarray(train.X, dtype=np.float64),
+            label=train.y,
+            params={"verbosity": -1, "num_threads": threads, "seed": seed},
+            free_raw_data=True,
+        )
+        self.booster = lgb.train(lgb_params, ds, num_boost_round=p["n_estimators"])
+        self.threads = threads
+        return self
+
+    def predict_proba(self, seg: Segment) -> np.ndarray:
+        return masked_predict(seg.X, lambda X: self.booster.predict(X, num_threads=self.threads))
+
+    def save(self, path: Path) -> None:
+        self.booster.save_model(str(path / self.FILE))
+
+    @classmethod
+    def load(cls, path: Path, params: dict[str, Any], *, threads: int = 1) -> LightGBMModel:
+        import lightgbm as lgb
+
+        m = cls(params, threads=threads)
+        m.booster = lgb.Booster(model_file=str(path / cls.FILE))
+        return m
+
+
+class XGBoostModel:
+    """``xgboost`` node: ``binary:logistic``, ``tree_method=hist``, fixed ``seed``/``nthread``."""
+
+    kind = "xgboost"
+    FILE = "model.ubj"
+
+    def __init__(self, params: dict[str, Any], *, threads: int = 1) -> None:
+        self.params = dict(params)
+        self.threads = threads
+        self.booster: Any = None
+
+    def fit(self, train: TrainSet, *, seed: int, threads: int) -> XGBoostModel:
+        import xgboost as xgb
+
+        p = self.params
+        xgb_params = {
+            "objective": "binary:logistic",
+            "eval_metric": "logloss",
+            "eta": p["learning_rate"],
+            "max_depth": p["max_depth"],
+            "min_child_weight": p["min_child_weight"],
+            "subsample": p["subsample"],
+            "colsample_bytree": p["colsample_bytree"],
+            "lambda": p["reg_lambda"],
+            "alpha": p["reg_alpha"],
+            "max_bin": p["max_bin"],
+            "tree_method": "hist",
+            "seed": seed,
+            "nthread": threads,
+            "verbosity": 0,
+        }
+        dtrain = xgb.DMatrix(np.ascontiguousarray(train.X, dtype=np.float64), label=train.y, nthread=threads)
+        self.booster = xgb.train(xgb_params, dtrain, num_boost_round=p["n_estimators"])
+        self.threads = threads
+        return self
+
+    def predict_proba(self, seg: Segment) -> np.ndarray:
+        import xgboost as xgb
+
+        def run(X: np.ndarray) -> np.ndarray:
+            return self.booster.predict(xgb.DMatrix(X, nthread=self.threads))
+
+        return masked_predict(seg.X, run)
+
+    def save(self, path: Path) -> None:
+        self.booster.save_model(str(path / self.FILE))
+
+    @classmethod
+    def load(cls, path: Path, params: dict[str, Any], *, threads: int = 1) -> XGBoostModel:
+        import xgboost as xgb
+
+        m = cls(params, threads=threads)
+        booster = xgb.Booster()
+        booster.load_model(str(path / cls.FILE))
+        booster.set_param({"nthread": threads})
+        m.booster = booster
+        return m

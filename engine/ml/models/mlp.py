@@ -1,0 +1,109 @@
+"""A small neural net: scikit-learn's MLPClassifier behind a StandardScaler.
+
+Trained with a fixed ``random_state``, early stopping off, BLAS limited to the configured
+thread count. Saved as ``weights.npz`` (scaler mean/scale, each layer's coefs and
+intercepts) plus ``architecture.json``; prediction is the same forward pass in numpy
+(ReLU hidden layers, logistic output) for a fresh fit and a loaded model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.ml.models.base import Segment, TrainSet, masked_predict, read_json, write_json
+
+
+class MLPModel:
+    kind = "mlp"
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = dict(params)
+        self.mean: np.ndarray | None = None
+        self.scale: np.ndarray | None = None
+        self.coefs: list[np.ndarray] = []
+        self.intercepts: list[np.ndarray] = []
+
+    def fit(self, train: TrainSet, *, seed: int, threads: int) -> MLPModel:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+        from sklearn.preprocessing import StandardScaler
+        from threadpoolctl import threadpool_limits
+
+        p = self.params
+        X = np.ascontiguousarray(train.X, dtype=np.float64)
+        y = train.y.astype(np.int64)
+        with threadpool_limits(limits=threads), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            scaler = StandardScaler().fit(X)
+            clf = MLPClassifier(
+                hidden_layer_sizes=tuple(p["hidden_layer_sizes"]),
+                activation="relu",
+                solver="adam",
+                alpha=p["alpha"],
+                learning_rate_init=p["learning_rate_init"],
+                max_iter=p["max_iter"],
+                batch_size=min(p["batch_size"], X.shape[0]),
+                tol=p["tol"],
+                early_stopping=False,
+                shuffle=True,
+                random_state=seed,
+            )
+            clf.fit(scaler.transform(X), y)
+        if list(clf.classes_) != [0, 1]:
+            from engine.errors import RunError
+
+            raise RunError(
+                f"mlp: training labels hold only class {list(clf.classes_)}",
+                hint="lengthen training.train_window or lower labels.cost_bps",
+            )
+        self.mean = scaler.mean_.astype(np.float64)
+        self.scale = scaler.scale_.astype(np.float64)
+        self.coefs = [np.asarray(c, dtype=np.float64) for c in clf.coefs_]
+        self.intercepts = [np.asarray(b, dtype=np.float64) for b in clf.intercepts_]
+        return self
+
+    def _forward(self, X: np.ndarray) -> np.ndarray:
+        assert self.mean is not None and self.scale is not None
+        a = (X - self.mean) / self.scale
+        last = len(self.coefs) - 1
+        for i, (w, b) in enumerate(zip(self.coefs, self.intercepts, strict=True)):
+            a = a @ w + b
+            if i < last:
+                a = np.maximum(a, 0.0)
+        z = a[:, 0]
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def predict_proba(self, seg: Segment) -> np.ndarray:
+        return masked_predict(seg.X, self._forward)
+
+    def save(self, path: Path) -> None:
+        arrays: dict[str, np.ndarray] = {"scaler_mean": self.mean, "scaler_scale": self.scale}  # type: ignore[dict-item]
+        for i, (w, b) in enumerate(zip(self.coefs, self.intercepts, strict=True)):
+            arrays[f"coef_{i}"] = w
+            arrays[f"intercept_{i}"] = b
+        np.savez(path / "weights.npz", **arrays)
+        write_json(
+            path / "architecture.json",
+            {
+                "layers": [int(self.coefs[0].shape[0])] + [int(w.shape[1]) for w in self.coefs],
+                "hidden_activation": "relu",
+                "output_activation": "logistic",
+                "scaler": "standard",
+            },
+        )
+
+    @classmethod
+    def load(cls, path: Path, params: dict[str, Any], *, threads: int = 1) -> MLPModel:
+        arch = read_json(path / "architecture.json")
+        m = cls(params)
+        with np.load(path / "weights.npz") as z:
+            m.mean = z["scaler_mean"]
+            m.scale = z["scaler_scale"]
+            n = len(arch["layers"]) - 1
+            m.coefs = [z[f"coef_{i}"] for i in range(n)]
+            m.intercepts = [z[f"intercept_{i}"] for i in range(n)]
+        return m

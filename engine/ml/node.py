@@ -1,0 +1,99 @@
+"""The ML slot of the backtest graph: ``engine.ml.decide`` (called by engine.backtest.decide).
+
+It runs :func:`engine.ml.run_ensemble` over each symbol's own bars and features and puts the
+result on the market grid as a :class:`engine.backtest.decide.Decisions`:
+
+* ``state`` / ``direction``: the gated side (+1 long, -1 short, 0 flat; NaN direction where a
+  symbol has no bar),
+* ``probability``: the probability that the chosen side is right, ``max(p, 1 - p)`` of the
+  fused calibrated P(up) (the risk manager's Kelly ``p``); ``confidence`` the same,
+* ``extra``: ``agreement``, ``uncertainty``, ``expected_value`` (ensemble_decisions columns)
+  and ``payoff`` (the recent payoff ratio b, the risk manager's Kelly ``b``),
+* ``predictions``: the ``model_predictions`` rows (raw and calibrated P(up), the model's fusion
+  weight, model version, the realised label where known).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.ml.pipeline import EnsembleResult, run_ensemble
+
+#: the last ensemble result of :func:`decide` (fold metrics for the summary and the report)
+LAST_RESULT: dict[str, EnsembleResult] = {}
+
+
+def decide(graph: Any, market: Any, features: dict[str, Any], *, results_dir: Any = None,
+           progress: Any = None) -> Any:
+    """Decisions of an ML strategy on the market grid (see the module docstring)."""
+    import polars as pl
+
+    from engine.backtest.decide import Decisions
+
+    ml = graph.config.ml()
+    syms = list(market.symbols)
+    res = run_ensemble(
+        ml,
+        {s: market.candles[s] for s in syms},
+        {s: features[s] for s in syms},
+        run_start=int(market.open_time[0]),
+        results_dir=results_dir,
+        progress=True,
+    )
+    LAST_RESULT["last"] = res
+    n, k = market.n_bars, len(syms)
+    state = np.zeros((n, k), dtype=np.int8)
+    direction = np.full((n, k), np.nan)
+    prob = np.full((n, k), np.nan)
+    extra = {name: np.full((n, k), np.nan) for name in ("agreement", "uncertainty", "expected_value", "payoff")}
+    preds = []
+    for j, sym in enumerate(syms):
+        r = res.symbols[sym]
+        rows = market.rows[sym]
+        state[rows, j] = r.direction
+        direction[rows, j] = r.direction
+        prob[rows, j] = r.confidence
+        extra["agreement"][rows, j] = r.agreement
+        extra["uncertainty"][rows, j] = r.uncertainty
+        extra["expected_value"][rows, j] = r.expected_value
+        extra["payoff"][rows, j] = r.payoff_ratio
+        # a grid bar the symbol lacks keeps its previous state
+        if not market.has_bar[:, j].all():
+            last = 0
+            for i in range(n):
+                if market.has_bar[i, j]:
+                    last = state[i, j]
+                else:
+                    state[i, j] = last
+        preds.append(predictions_frame(r))
+    predictions = pl.concat(preds) if preds else None
+    return Decisions(state=state, direction=direction, probability=prob, confidence=prob.copy(),
+                     extra=extra, predictions=predictions)
+
+
+def predictions_frame(r: Any) -> Any:
+    """``model_predictions`` rows of one symbol (bars from the first cutoff on)."""
+    import polars as pl
+
+    sel = r.fold >= 0
+    cnt = int(sel.sum())
+    label = np.where(np.isfinite(r.labels[sel]), r.labels[sel], np.nan)
+    parts = []
+    for j, name in enumerate(r.model_names):
+        parts.append(
+            pl.DataFrame(
+                {
+                    "symbol": pl.Series([r.symbol] * cnt, dtype=pl.Utf8),
+                    "open_time": r.open_time[sel],
+                    "model": pl.Series([name] * cnt, dtype=pl.Utf8),
+                    "model_version": pl.Series(r.model_version(name)[sel].tolist(), dtype=pl.Utf8),
+                    "probability": r.raw[sel, j],
+                    "calibrated": r.probs[sel, j],
+                    "weight": r.weights[sel, j],
+                    "label": pl.Series(label, dtype=pl.Float64, nan_to_null=True).cast(pl.Int64),
+                }
+            )
+        )
+    return pl.concat(parts)
