@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy as np
 from engine.exchange_sim import accounting as A
 from engine.exchange_sim import errors as E
 from engine.exchange_sim.market import MarketData
+from engine.sim.enums import FillKind, OrderType
 from engine.sim.specs import SymbolSpec
 
 NAN = float("nan")
@@ -78,33 +79,14 @@ class Order:
         return self.status in OPEN_STATUSES
 
 
-@dataclass
-class Position:
-    qty: float = 0.0
-    entry: float = 0.0
-    iso_margin: float = 0.0  # isolated wallet (isolated mode only)
-    update_time: int = 0
-
-
-@dataclass
-class SymbolSettings:
-    leverage: int = 20
-    isolated: bool = False
-
-
-@dataclass
-class Account:
-    wallet: float
-    positions: dict[tuple[str, str], Position] = field(default_factory=dict)
-    settings: dict[str, SymbolSettings] = field(default_factory=dict)
-    dual: bool = False
-    fees_paid: float = 0.0
-    funding_paid: float = 0.0
-    realized: float = 0.0
-    update_time: int = 0
-
-
 Sink = Callable[[str, dict[str, Any]], None]
+
+
+def _otype(type_: str) -> int:
+    return {
+        "MARKET": OrderType.MARKET, "LIMIT": OrderType.LIMIT, "STOP_MARKET": OrderType.STOP_MARKET,
+        "TAKE_PROFIT_MARKET": OrderType.TAKE_PROFIT_MARKET,
+    }.get(type_, OrderType.LIQUIDATION)
 
 
 class Exchange:
@@ -180,14 +162,19 @@ class Exchange:
         self.next_funding: dict[str, int] = {}
         for s, sb in market.bars.items():
             self.next_funding[s] = int(np.searchsorted(sb.funding_time, start_ms, side="right"))
-        self.account = Account(wallet=float(balance), update_time=start_ms)
+        self.book = A.Book(
+            [specs[x] for x in self.symbols], cash=float(balance), taker_fee=taker_fee, maker_fee=maker_fee,
+            slippage_bps=slippage_bps, leverage=default_leverage,
+        )
+        for x in self.symbols:
+            self.book.set_last(x, self.last[x])
+        self.update_time = start_ms
+        self.pos_time: dict[str, int] = {x: 0 for x in self.symbols}
         self.orders: dict[int, Order] = {}
         self.algo: dict[int, Order] = {}
         self._oid = itertools.count(4_000_000_001)
         self._aid = itertools.count(1_000_001)
         self.sinks: list[Sink] = []
-        self.fills: list[dict[str, Any]] = []  # every fill, for tests and the parity check
-        self.funding_events: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ replay
     def event_time(self, j: int, k: int) -> int:
@@ -239,7 +226,7 @@ class Exchange:
                 continue
             so, sh, sl, sc = self.market.segment(s, i, k)
             self._match(s, so, sh, sl, sc, t)
-            self.last[s] = sc
+            self._set_last(s, sc)
             self._publish("kline", {"symbol": s, "row": i, "k": k, "closed": closed, "t": t})
         if closed:
             self.j, self.k = j + 1, 0
@@ -247,12 +234,17 @@ class Exchange:
                 for s in self.symbols:
                     i = int(self.rows[s][self.j])
                     if i >= 0:
-                        self.last[s] = float(self.market.bars[s].o[i])
+                        self._set_last(s, float(self.market.bars[s].o[i]))
         else:
             self.k = k
         for s in self.symbols:
             self._pay_funding(s, t)
             self._publish("mark", {"symbol": s, "t": t})
+
+    def _set_last(self, s: str, price: float) -> None:
+        """The last traded price: what market orders fill at and positions are marked to."""
+        self.last[s] = price
+        self.book.set_last(s, price)
 
     # ------------------------------------------------------------------ events
     def _publish(self, kind: str, payload: dict[str, Any]) -> None:
@@ -260,118 +252,62 @@ class Exchange:
             sink(kind, payload)
 
     # ------------------------------------------------------------------ settings
-    def settings(self, s: str) -> SymbolSettings:
-        st = self.account.settings.get(s)
-        if st is None:
-            st = self.account.settings[s] = SymbolSettings(leverage=self.default_leverage)
-        return st
+    @property
+    def fills(self) -> list[dict[str, Any]]:
+        """Every fill so far (records of the shared kernels, plus order ids)."""
+        return self.book.fills
 
-    def position(self, s: str, side: str = "BOTH") -> Position:
-        key = (s, side)
-        p = self.account.positions.get(key)
-        if p is None:
-            p = self.account.positions[key] = Position()
-        return p
-
-    def position_sides(self) -> tuple[str, ...]:
-        return ("LONG", "SHORT") if self.account.dual else ("BOTH",)
+    @property
+    def funding_events(self) -> list[dict[str, Any]]:
+        return self.book.funding
 
     def set_leverage(self, s: str, leverage: int) -> tuple[int, float]:
         if leverage < 1 or leverage > int(self.specs[s].bracket_leverage.max()):
             raise E.bad_leverage()
-        notional = sum(abs(p.qty) * self.last[s] for (sym, _), p in self.account.positions.items() if sym == s)
         cap = A.max_notional(self.specs[s], leverage)
-        if notional > cap:
+        if abs(self.book.qty(s)) * self.last[s] > cap:
             raise E.BinanceError(-2027, "Exceeded the maximum allowable position at current leverage.")
-        self.settings(s).leverage = leverage
+        self.book.leverage[s] = leverage
         return leverage, cap
 
     def set_margin_type(self, s: str, isolated: bool) -> None:
-        st = self.settings(s)
-        if st.isolated == isolated:
+        if self.book.isolated[s] == isolated:
             raise E.margin_type_unchanged()
         if any(o.symbol == s and o.is_open for o in [*self.orders.values(), *self.algo.values()]):
             raise E.margin_type_open_orders()
-        if any(sym == s and p.qty != 0 for (sym, _), p in self.account.positions.items()):
+        if self.book.qty(s) != 0:
             raise E.margin_type_position()
-        st.isolated = isolated
+        self.book.isolated[s] = isolated
 
     def set_dual(self, dual: bool) -> None:
-        if self.account.dual == dual:
+        if not dual:
             raise E.position_side_unchanged()
-        if any(p.qty != 0 for p in self.account.positions.values()):
-            raise E.position_side_open()
-        if any(o.is_open for o in [*self.orders.values(), *self.algo.values()]):
-            raise E.BinanceError(-4067, "Position side cannot be changed if there exists open orders.")
-        self.account.dual = dual
+        raise E.BinanceError(-1000, "The simulator supports one-way position mode only (dualSidePosition=false).")
 
     # ------------------------------------------------------------------ money
-    def _iso_total(self) -> float:
-        return sum(p.iso_margin for p in self.account.positions.values())
-
-    def upnl(self, s: str, side: str) -> float:
-        p = self.account.positions.get((s, side))
-        if p is None or p.qty == 0:
-            return 0.0
-        return A.unrealized(p.qty, p.entry, self.last[s])
-
-    def position_im(self, s: str, p: Position) -> float:
-        return abs(p.qty) * self.last[s] / self.settings(s).leverage
-
-    def open_order_im(self) -> float:
-        """Initial margin held by open (non-reduce-only, not yet triggered) orders."""
+    def open_order_im(self, s: str | None = None) -> float:
+        """Initial margin held by resting LIMIT orders that would open exposure."""
         total = 0.0
-        for o in itertools.chain(self.orders.values(), self.algo.values()):
-            if not o.is_open or o.reduce_only or o.close_position or (o.algo_id is None and o.type in CONDITIONAL):
+        for o in self.orders.values():
+            if not o.is_open or o.type != "LIMIT" or o.reduce_only or (s is not None and o.symbol != s):
                 continue
-            if o.algo_id is not None:
-                continue
-            price = o.price if not math.isnan(o.price) else self.last[o.symbol]
-            total += (o.qty - o.executed) * price / self.settings(o.symbol).leverage
+            total += (o.qty - o.executed) * o.price / self.book.leverage[o.symbol]
         return total
 
-    def cross_upnl(self) -> float:
-        return sum(
-            A.unrealized(p.qty, p.entry, self.last[s])
-            for (s, _), p in self.account.positions.items()
-            if p.qty != 0 and not self.settings(s).isolated
-        )
+    def available(self, s: str | None = None) -> float:
+        """availableBalance: the kernels' free balance less resting orders' margin."""
+        return self.book.available(s or self.symbols[0]) - self.open_order_im()
 
-    def available(self) -> float:
-        """availableBalance: cross wallet + cross uPnL - cross IM - open-order IM."""
-        acc = self.account
-        cross_im = sum(
-            self.position_im(s, p) for (s, _), p in acc.positions.items() if p.qty != 0 and not self.settings(s).isolated
-        )
-        return acc.wallet - self._iso_total() + self.cross_upnl() - cross_im - self.open_order_im()
-
-    def maint(self, s: str, p: Position) -> float:
-        return A.maint_margin(self.specs[s], abs(p.qty) * self.last[s]) if p.qty != 0 else 0.0
-
-    def liq_price(self, s: str, side: str) -> float:
-        p = self.account.positions.get((s, side))
-        if p is None or p.qty == 0:
-            return NAN
-        if self.settings(s).isolated:
-            wb = p.iso_margin
-        else:
-            wb = self.account.wallet - self._iso_total()
-            for (s2, sd2), p2 in self.account.positions.items():
-                if (s2, sd2) == (s, side) or p2.qty == 0 or self.settings(s2).isolated:
-                    continue
-                wb += A.unrealized(p2.qty, p2.entry, self.last[s2]) - self.maint(s2, p2)
-        return A.liquidation_price(self.specs[s], p.qty, p.entry, wb)
+    def liq_price(self, s: str) -> float:
+        return self.book.liquidation_price(s)
 
     # ------------------------------------------------------------------ orders
     def new_order(self, o: Order) -> Order:
         """Validate and place an order (already parsed); fill it now if it is marketable."""
         s = o.symbol
         spec = self.specs[s]
-        dual = self.account.dual
-        if dual and o.position_side == "BOTH" or not dual and o.position_side != "BOTH":
+        if o.position_side != "BOTH":
             raise E.position_side_mismatch()
-        if dual and o.reduce_only:
-            raise E.BinanceError(-1106, "Parameter 'reduceonly' sent when not required.")
         last = self.last[s]
         is_market = o.type in MARKET_TYPES
         if o.close_position:
@@ -384,51 +320,68 @@ class Exchange:
             )
         if o.type in CONDITIONAL:
             self._check_trigger_side(o, last)
-        closing = self._closing_side(o)
-        pos = self.position(s, o.position_side)
+        pos_qty = self.book.qty(s)
         if o.reduce_only and o.type not in CONDITIONAL:
-            if pos.qty == 0 or (pos.qty > 0) == (o.sgn > 0):
+            if pos_qty == 0 or (pos_qty > 0) == (o.sgn > 0):
                 raise E.reduce_only_rejected()
-        if not (o.reduce_only or o.close_position or closing):
-            price = o.price if not is_market else last
-            if o.type in CONDITIONAL:
-                price = o.stop_price
-            opening = self._opening_qty(pos, o.sgn, o.qty)
-            need = opening * price / self.settings(s).leverage
-            if need > 0 and need > self.available() + 1e-9:
-                raise E.margin_insufficient()
         marketable = o.type == "LIMIT" and ((o.sgn > 0 and last <= o.price) or (o.sgn < 0 and last >= o.price))
         if o.type == "LIMIT" and marketable and o.tif == "GTX":
             raise E.gtx_rejected()
         if o.type == "LIMIT" and not marketable and o.tif == "FOK":
             raise E.fok_rejected()
+        if o.type == "LIMIT" and not marketable and not o.reduce_only:
+            # a resting order reserves its opening margin and fee, as place_order_nb would ask
+            opening = self._opening_qty(pos_qty, o.sgn, o.qty)
+            need = opening * o.price / self.book.leverage[s] + A.fee_of(opening, o.price, self.maker_fee)
+            if opening > 0 and need > self.available(s) + 1e-9:
+                raise E.margin_insufficient()
+        fill_now = o.type == "MARKET" or marketable
+        fill_price = A.market_fill_price(o.sgn, last, self.slippage_bps) if o.type == "MARKET" else last
+        if fill_now:
+            qty = self._fill_qty(o, pos_qty)
+            if qty > 0:
+                before = len(self.fills)
+                code = self.book.place_market(
+                    s, o.sgn * qty, fill_price, kind=self._kind(pos_qty, o.sgn), order_type=_otype(o.type), t=o.time
+                )
+                if code == A.INSUFFICIENT_MARGIN:
+                    raise E.margin_insufficient()
+                if code != 0:
+                    A.raise_check(code, spec)
+                self._after_fill(o, qty, fill_price, maker=False, t=o.time, first=before)
+                (self.algo if o.algo_id is not None else self.orders)[o.algo_id or o.order_id] = o
+                return o
         store = self.algo if o.algo_id is not None else self.orders
         store[o.algo_id if o.algo_id is not None else o.order_id] = o
         self._user_order(o, "NEW")
-        if o.type == "MARKET":
-            self._fill(o, A.market_fill_price(o.sgn, last, self.slippage_bps), maker=False, t=o.time)
-        elif o.type == "LIMIT":
-            if marketable:
-                self._fill(o, last, maker=False, t=o.time)
-            elif o.tif == "IOC":
-                o.status = "EXPIRED"
-                self._user_order(o, "EXPIRED")
+        if o.type == "LIMIT" and not marketable and o.tif == "IOC":
+            o.status = "EXPIRED"
+            self._user_order(o, "EXPIRED")
         return o
 
-    def _opening_qty(self, pos: Position, sgn: int, qty: float) -> float:
-        if pos.qty == 0 or (pos.qty > 0) == (sgn > 0):
+    @staticmethod
+    def _opening_qty(pos_qty: float, sgn: int, qty: float) -> float:
+        if pos_qty == 0 or (pos_qty > 0) == (sgn > 0):
             return qty
-        return max(0.0, qty - abs(pos.qty))
+        return max(0.0, qty - abs(pos_qty))
 
-    def _closing_side(self, o: Order) -> bool:
-        """In hedge mode, a SELL on LONG (or BUY on SHORT) only closes."""
-        return (o.position_side == "LONG" and o.side == "SELL") or (o.position_side == "SHORT" and o.side == "BUY")
+    @staticmethod
+    def _kind(pos_qty: float, sgn: int) -> int:
+        return FillKind.EXIT if pos_qty != 0 and (pos_qty > 0) != (sgn > 0) else FillKind.ENTRY
+
+    def _fill_qty(self, o: Order, pos_qty: float) -> float:
+        """Quantity an order fills now: reduce-only and closePosition orders shrink to the position."""
+        qty = o.qty - o.executed
+        against = pos_qty != 0 and (pos_qty > 0) != (o.sgn > 0)
+        if o.close_position:
+            return abs(pos_qty) if against else 0.0
+        if o.reduce_only:
+            return min(qty, abs(pos_qty)) if against else 0.0
+        return qty
 
     def _check_trigger_side(self, o: Order, last: float) -> None:
         """-2021 when a STOP/TAKE_PROFIT order would trigger at once."""
         sp = o.stop_price
-        if math.isnan(sp) or sp <= 0:
-            raise E.mandatory("stopPrice")
         up = (o.type == "STOP_MARKET" and o.side == "BUY") or (o.type == "TAKE_PROFIT_MARKET" and o.side == "SELL")
         if (up and last >= sp) or (not up and last <= sp):
             raise E.would_trigger()
@@ -449,151 +402,111 @@ class Exchange:
 
     # ------------------------------------------------------------------ matching
     def _match(self, s: str, so: float, sh: float, sl: float, sc: float, t: int) -> None:
+        """Resting orders, then liquidation, against the prices traded in one sub-step."""
+        self.book.set_last(s, so)
         for o in [o for o in self.orders.values() if o.symbol == s and o.is_open]:
             if o.type == "LIMIT":
                 px = A.limit_fill_price(o.sgn, o.price, so, sh, sl)
                 if not math.isnan(px):
-                    self._fill(o, px, maker=True, t=t)
+                    self._fill_resting(o, px, maker=True, t=t)
             elif o.type in CONDITIONAL:
                 px = A.trigger_price(o.sgn, o.type == "TAKE_PROFIT_MARKET", o.stop_price, so, sh, sl)
                 if not math.isnan(px):
-                    self._fill(o, A.market_fill_price(o.sgn, px, self.slippage_bps), maker=False, t=t)
+                    self._fill_resting(o, A.market_fill_price(o.sgn, px, self.slippage_bps), maker=False, t=t)
         for a in [a for a in self.algo.values() if a.symbol == s and a.is_open]:
             px = A.trigger_price(a.sgn, a.type == "TAKE_PROFIT_MARKET", a.stop_price, so, sh, sl)
             if not math.isnan(px):
                 self._trigger_algo(a, A.market_fill_price(a.sgn, px, self.slippage_bps), t)
-        for side in self.position_sides():
-            p = self.account.positions.get((s, side))
-            if p is None or p.qty == 0:
-                continue
-            liq = self.liq_price(s, side)
-            px = A.liquidation_trigger(p.qty, liq, so, sh, sl)
+        q = self.book.qty(s)
+        if q != 0:
+            px = A.liquidation_trigger(q, self.book.liquidation_price(s), so, sh, sl)
             if not math.isnan(px):
-                self._liquidate(s, side, px, t)
+                self._liquidate(s, px, t)
+        self.book.set_last(s, sc)
 
     def _trigger_algo(self, a: Order, price: float, t: int) -> None:
         a.algo_status = "TRIGGERED"
         a.update_time = t
+        self._user_order(a, "TRIGGERED")
         child = Order(
             order_id=next(self._oid), client_id=a.client_id, symbol=a.symbol, side=a.side,
-            position_side=a.position_side, type="MARKET", tif="GTC", qty=a.qty, price=NAN,
-            stop_price=a.stop_price, reduce_only=a.reduce_only, close_position=a.close_position,
+            position_side=a.position_side, type="MARKET", tif="GTC", qty=a.qty if not math.isnan(a.qty) else 0.0,
+            price=NAN, stop_price=a.stop_price, reduce_only=a.reduce_only, close_position=a.close_position,
             working_type=a.working_type, time=t, update_time=t,
         )
         a.actual_order_id = child.order_id
         self.orders[child.order_id] = child
         self._user_order(child, "NEW")
-        self._fill(child, price, maker=False, t=t)
+        self._fill_resting(child, price, maker=False, t=t)
         a.executed, a.cum_quote = child.executed, child.cum_quote
         a.algo_status = "FINISHED"
         a.status = child.status
+        self._user_order(a, "FINISHED")
 
-    def _fill(self, o: Order, price: float, *, maker: bool, t: int) -> None:
+    def _fill_resting(self, o: Order, price: float, *, maker: bool, t: int) -> None:
         s = o.symbol
-        pos = self.position(s, o.position_side)
-        qty = o.qty - o.executed
-        if o.close_position:
-            qty = abs(pos.qty) if pos.qty != 0 and (pos.qty > 0) != (o.sgn > 0) else 0.0
-        elif o.reduce_only or self._closing_side(o):
-            if pos.qty == 0 or (pos.qty > 0) == (o.sgn > 0):
-                qty = 0.0
-            else:
-                qty = min(qty, abs(pos.qty))
+        pos_qty = self.book.qty(s)
+        qty = self._fill_qty(o, pos_qty)
         if qty <= 0:
             o.status = "EXPIRED"
             o.update_time = t
             self._user_order(o, "EXPIRED")
             return
-        rate = self.maker_fee if maker else self.taker_fee
-        self._trade(s, o.position_side, o.sgn * qty, price, rate, t)
-        fee = self.fills[-1]["fee"]
-        realized = self.fills[-1]["realized"]
+        before = len(self.fills)
+        kind = self._kind(pos_qty, o.sgn)
+        if o.type in CONDITIONAL or (o.type == "MARKET" and not math.isnan(o.stop_price)):
+            kind = FillKind.TARGET if o.type == "TAKE_PROFIT_MARKET" or self._is_tp(o) else FillKind.STOP
+        self.book.fill(s, o.sgn * qty, price, maker=maker, kind=kind, order_type=_otype(o.type), t=t)
+        self._after_fill(o, qty, price, maker=maker, t=t, first=before)
+
+    def _is_tp(self, o: Order) -> bool:
+        a = next((x for x in self.algo.values() if x.actual_order_id == o.order_id), None)
+        return a is not None and a.type == "TAKE_PROFIT_MARKET"
+
+    def _after_fill(self, o: Order, qty: float, price: float, *, maker: bool, t: int, first: int) -> None:
+        rec = self.fills[first:]
+        fee = sum(float(f["fee"]) for f in rec)
+        realized = sum(float(f["realized"]) for f in rec)
+        for f in rec:
+            f.update(order_id=o.order_id, client_id=o.client_id, type=o.type, time=t)
         o.executed += qty
         o.cum_quote += qty * price
-        o.status = "FILLED" if o.executed >= o.qty - 1e-12 or o.close_position or o.reduce_only else "PARTIALLY_FILLED"
-        if o.reduce_only and o.executed < o.qty:
-            o.status = "FILLED"  # a reduce-only order shrunk to the position is done
+        o.status = "FILLED" if (o.executed >= o.qty - 1e-12 or o.close_position or o.reduce_only) else "PARTIALLY_FILLED"
         o.update_time = t
         o.last_fill_qty, o.last_fill_price, o.last_fee, o.last_realized, o.maker = qty, price, fee, realized, maker
-        self.fills[-1].update(order_id=o.order_id, client_id=o.client_id, type=o.type)
+        self.pos_time[o.symbol] = t
+        self.update_time = t
         self._user_order(o, "TRADE")
-        self._user_account("ORDER", s)
+        self._user_account("ORDER", o.symbol)
 
-    def _trade(self, s: str, side: str, signed_qty: float, price: float, rate: float, t: int, *, kind: str = "trade") -> None:
-        """Apply a signed fill to a position through the shared kernels."""
-        acc = self.account
-        pos = self.position(s, side)
-        st = self.settings(s)
-        old_qty = pos.qty
-        new_qty, new_entry, realized, closed = A.apply_fill(pos.qty, pos.entry, signed_qty, price)
-        fee = A.fee(signed_qty, price, rate)
-        if st.isolated:
-            if old_qty != 0 and closed > 0:
-                release = pos.iso_margin * closed / abs(old_qty)
-                pos.iso_margin -= release
-            opened = abs(signed_qty) - closed
-            if opened > 0:
-                pos.iso_margin += opened * price / st.leverage
-            if new_qty == 0:
-                pos.iso_margin = 0.0
-        acc.wallet += realized - fee
-        acc.fees_paid += fee
-        acc.realized += realized
-        pos.qty, pos.entry, pos.update_time = new_qty, new_entry, t
-        acc.update_time = t
-        self.fills.append(
-            {"time": t, "symbol": s, "side": 1 if signed_qty > 0 else -1, "qty": abs(signed_qty), "price": price,
-             "fee": fee, "realized": realized, "kind": kind}
-        )
-
-    def _liquidate(self, s: str, side: str, price: float, t: int) -> None:
-        pos = self.position(s, side)
-        qty = -pos.qty
-        spec = self.specs[s]
-        iso = self.settings(s).isolated
-        margin_before = pos.iso_margin
-        self._trade(s, side, qty, price, spec.liquidation_fee, t, kind="liquidation")
-        if iso:
-            # an isolated position loses at most its isolated margin; Binance's insurance
-            # fund takes what is left below zero
-            f = self.fills[-1]
-            loss = f["fee"] - f["realized"]
-            if loss > margin_before:
-                self.account.wallet += loss - margin_before
-        if self.account.wallet < 0:
-            self.account.wallet = 0.0
-        child = Order(
-            order_id=next(self._oid), client_id=f"autoclose-{t}", symbol=s, side="BUY" if qty > 0 else "SELL",
-            position_side=side, type="LIQUIDATION", tif="IOC", qty=abs(qty), price=price, stop_price=NAN,
-            reduce_only=True, close_position=False, working_type="CONTRACT_PRICE", time=t, update_time=t,
-            status="FILLED", executed=abs(qty), cum_quote=abs(qty) * price,
-        )
-        child.last_fill_qty, child.last_fill_price = abs(qty), price
-        child.last_fee, child.last_realized = self.fills[-1]["fee"], self.fills[-1]["realized"]
-        self.orders[child.order_id] = child
-        self.fills[-1].update(order_id=child.order_id, client_id=child.client_id, type="LIQUIDATION")
-        self._user_order(child, "TRADE")
-        self._user_account("ORDER", s)
+    def _liquidate(self, s: str, price: float, t: int) -> None:
+        q = self.book.qty(s)
+        before = len(self.fills)
+        self.book.liquidate(s, price, t)
+        for f in self.fills[before:]:
+            sym = str(f["symbol"])
+            child = Order(
+                order_id=next(self._oid), client_id=f"autoclose-{t}", symbol=sym,
+                side="BUY" if int(f["side"]) > 0 else "SELL", position_side="BOTH", type="LIQUIDATION", tif="IOC",
+                qty=float(f["qty"]), price=float(f["price"]), stop_price=NAN, reduce_only=True, close_position=False,
+                working_type="CONTRACT_PRICE", time=t, update_time=t, status="FILLED", executed=float(f["qty"]),
+                cum_quote=float(f["qty"]) * float(f["price"]),
+            )
+            child.last_fill_qty, child.last_fill_price = child.qty, child.price
+            child.last_fee, child.last_realized = float(f["fee"]), float(f["realized"])
+            f.update(order_id=child.order_id, client_id=child.client_id, type="LIQUIDATION", time=t)
+            self.orders[child.order_id] = child
+            self.pos_time[sym] = t
+            self._user_order(child, "TRADE")
+            self._user_account("ORDER", sym)
+        del q
 
     def _pay_funding(self, s: str, t: int) -> None:
         sb = self.market.bars[s]
         n = self.next_funding[s]
         while n < len(sb.funding_time) and int(sb.funding_time[n]) <= t:
-            rate = float(sb.funding_rate[n])
-            ft = int(sb.funding_time[n])
-            mark = self.last[s]
-            for side in self.position_sides():
-                p = self.account.positions.get((s, side))
-                if p is None or p.qty == 0:
-                    continue
-                paid = A.funding_paid(p.qty, mark, rate)
-                self.account.wallet -= paid
-                self.account.funding_paid += paid
-                if self.settings(s).isolated:
-                    p.iso_margin -= paid
-                self.funding_events.append(
-                    {"time": ft, "symbol": s, "qty": p.qty, "mark": mark, "rate": rate, "amount": paid}
-                )
+            if self.book.qty(s) != 0:
+                self.book.pay_funding(s, float(sb.funding_rate[n]), self.last[s], int(sb.funding_time[n]))
                 self._user_account("FUNDING_FEE", s)
             n += 1
         self.next_funding[s] = n

@@ -443,10 +443,9 @@ def _position_risk(ctx: Ctx, *, v3: bool) -> Any:
     s = _symbol(ctx, required=False)
     out = []
     for sym in [s] if s else ex.symbols:
-        for side in ex.position_sides():
-            if v3 and ex.position(sym, side).qty == 0:
-                continue
-            out.append(S.position_risk(ex, sym, side, v3=v3))
+        if v3 and ex.book.qty(sym) == 0 and not ex.open_orders(sym, algo=False):
+            continue
+        out.append(S.position_risk(ex, sym, v3=v3))
     return out
 
 
@@ -483,7 +482,7 @@ def margin_type(ctx: Ctx) -> Any:
 
 
 def dual_get(ctx: Ctx) -> Any:
-    return {"dualSidePosition": ctx.server.exchange.account.dual}
+    return {"dualSidePosition": False}
 
 
 def dual_post(ctx: Ctx) -> Any:
@@ -511,11 +510,11 @@ def symbol_config(ctx: Ctx) -> Any:
     s = _symbol(ctx, required=False)
     out = []
     for sym in [s] if s else ex.symbols:
-        st = ex.settings(sym)
         out.append(
             {
-                "symbol": sym, "marginType": "ISOLATED" if st.isolated else "CROSSED", "isAutoAddMargin": False,
-                "leverage": st.leverage, "maxNotionalValue": S._max_notional(ex, sym),
+                "symbol": sym, "marginType": "ISOLATED" if ex.book.isolated[sym] else "CROSSED",
+                "isAutoAddMargin": False, "leverage": ex.book.leverage[sym],
+                "maxNotionalValue": S.fnum(S._max_notional(ex, sym), 0),
             }
         )
     return out

@@ -156,48 +156,49 @@ def premium_index(ex: Exchange, s: str, now_ms: int) -> dict[str, Any]:
     }
 
 
-def position_risk(ex: Exchange, s: str, side: str, *, v3: bool) -> dict[str, Any]:
-    spec = ex.specs[s]
-    st = ex.settings(s)
-    p = ex.position(s, side)
+def _pos(ex: Exchange, s: str) -> dict[str, float]:
+    b = ex.book
+    q = b.qty(s)
+    lev = b.leverage[s]
     mark = ex.last[s]
-    upnl = ex.upnl(s, side)
-    notional = p.qty * mark
-    liq = ex.liq_price(s, side)
+    return {
+        "qty": q, "entry": b.entry(s), "upnl": b.upnl(s), "notional": q * mark, "im": abs(q) * mark / lev,
+        "mm": b.maint(s), "iso": b.margin(s) if b.isolated[s] else 0.0, "liq": b.liquidation_price(s),
+    }
+
+
+def position_risk(ex: Exchange, s: str, *, v3: bool) -> dict[str, Any]:
+    spec = ex.specs[s]
+    b = ex.book
+    p = _pos(ex, s)
+    iso = b.isolated[s]
     out = {
         "symbol": s,
-        "positionSide": side,
-        "positionAmt": qty(spec, p.qty),
-        "entryPrice": fnum(p.entry, spec.price_precision + 5),
-        "breakEvenPrice": fnum(p.entry * (1 + ex.taker_fee * (1 if p.qty > 0 else -1)) if p.qty else 0.0, spec.price_precision + 5),
-        "markPrice": fnum(mark, spec.price_precision + 6),
-        "unRealizedProfit": money(upnl),
-        "liquidationPrice": fnum(liq if not math.isnan(liq) else 0.0, spec.price_precision + 6),
-        "isolatedMargin": money(p.iso_margin + (upnl if st.isolated and p.qty else 0.0)),
-        "notional": money(notional),
-        "isolatedWallet": money(p.iso_margin),
-        "updateTime": p.update_time,
+        "positionSide": "BOTH",
+        "positionAmt": qty(spec, p["qty"]),
+        "entryPrice": fnum(p["entry"], spec.price_precision + 5),
+        "breakEvenPrice": fnum(p["entry"] * (1 + ex.taker_fee * (1 if p["qty"] > 0 else -1)) if p["qty"] else 0.0, spec.price_precision + 5),
+        "markPrice": fnum(ex.last[s], spec.price_precision + 6),
+        "unRealizedProfit": money(p["upnl"]),
+        "liquidationPrice": fnum(p["liq"] if not math.isnan(p["liq"]) else 0.0, spec.price_precision + 6),
+        "isolatedMargin": money(p["iso"] + (p["upnl"] if iso and p["qty"] else 0.0)),
+        "notional": money(p["notional"]),
+        "isolatedWallet": money(p["iso"]),
+        "updateTime": ex.pos_time[s],
     }
     if v3:
         out.update(
             {
-                "marginAsset": "USDT",
-                "initialMargin": money(abs(notional) / st.leverage),
-                "maintMargin": money(ex.maint(s, p)),
-                "positionInitialMargin": money(abs(notional) / st.leverage),
-                "openOrderInitialMargin": "0",
-                "adl": 0,
-                "bidNotional": "0",
-                "askNotional": "0",
+                "marginAsset": "USDT", "initialMargin": money(p["im"]), "maintMargin": money(p["mm"]),
+                "positionInitialMargin": money(p["im"]), "openOrderInitialMargin": money(ex.open_order_im(s)),
+                "adl": 0, "bidNotional": "0", "askNotional": "0",
             }
         )
     else:
         out.update(
             {
-                "leverage": str(st.leverage),
-                "maxNotionalValue": money(_max_notional(ex, s)),
-                "marginType": "isolated" if st.isolated else "cross",
-                "isAutoAddMargin": "false",
+                "leverage": str(b.leverage[s]), "maxNotionalValue": money(_max_notional(ex, s)),
+                "marginType": "isolated" if iso else "cross", "isAutoAddMargin": "false",
             }
         )
     return out
@@ -206,63 +207,67 @@ def position_risk(ex: Exchange, s: str, side: str, *, v3: bool) -> dict[str, Any
 def _max_notional(ex: Exchange, s: str) -> float:
     from engine.exchange_sim.accounting import max_notional
 
-    return max_notional(ex.specs[s], ex.settings(s).leverage)
+    return max_notional(ex.specs[s], ex.book.leverage[s])
+
+
+def _cross_wallet(ex: Exchange) -> float:
+    b = ex.book
+    return b.wallet - sum(b.margin(s) for s in ex.symbols if b.isolated[s])
+
+
+def _cross_upnl(ex: Exchange) -> float:
+    b = ex.book
+    return sum(b.upnl(s) for s in ex.symbols if not b.isolated[s])
 
 
 def account(ex: Exchange, *, v3: bool) -> dict[str, Any]:
-    acc = ex.account
-    upnl_total = 0.0
-    pos_im = 0.0
-    mm_total = 0.0
+    b = ex.book
+    upnl_total = pos_im = mm_total = 0.0
     positions = []
     for s in ex.symbols:
-        st = ex.settings(s)
-        for side in ex.position_sides():
-            p = ex.position(s, side)
-            upnl = ex.upnl(s, side)
-            im = abs(p.qty) * ex.last[s] / st.leverage
-            mm = ex.maint(s, p)
-            upnl_total += upnl
-            pos_im += im
-            mm_total += mm
-            if v3 and p.qty == 0:
-                continue
-            spec = ex.specs[s]
-            row: dict[str, Any] = {
-                "symbol": s, "positionSide": side, "positionAmt": qty(spec, p.qty),
-                "unrealizedProfit": money(upnl), "isolatedMargin": money(p.iso_margin + (upnl if st.isolated and p.qty else 0)),
-                "notional": money(p.qty * ex.last[s]), "isolatedWallet": money(p.iso_margin),
-                "initialMargin": money(im), "maintMargin": money(mm), "updateTime": p.update_time,
-            }
-            if not v3:
-                row.update(
-                    {
-                        "positionInitialMargin": money(im), "openOrderInitialMargin": "0",
-                        "leverage": str(st.leverage), "isolated": st.isolated,
-                        "entryPrice": fnum(p.entry, spec.price_precision + 5),
-                        "breakEvenPrice": fnum(p.entry, spec.price_precision + 5),
-                        "maxNotional": money(_max_notional(ex, s)), "bidNotional": "0", "askNotional": "0",
-                    }
-                )
-            positions.append(row)
+        p = _pos(ex, s)
+        upnl_total += p["upnl"]
+        pos_im += p["im"]
+        mm_total += p["mm"]
+        if v3 and p["qty"] == 0:
+            continue
+        spec = ex.specs[s]
+        iso = b.isolated[s]
+        row: dict[str, Any] = {
+            "symbol": s, "positionSide": "BOTH", "positionAmt": qty(spec, p["qty"]),
+            "unrealizedProfit": money(p["upnl"]),
+            "isolatedMargin": money(p["iso"] + (p["upnl"] if iso and p["qty"] else 0.0)),
+            "notional": money(p["notional"]), "isolatedWallet": money(p["iso"]),
+            "initialMargin": money(p["im"]), "maintMargin": money(p["mm"]), "updateTime": ex.pos_time[s],
+        }
+        if not v3:
+            row.update(
+                {
+                    "positionInitialMargin": money(p["im"]), "openOrderInitialMargin": money(ex.open_order_im(s)),
+                    "leverage": str(b.leverage[s]), "isolated": iso,
+                    "entryPrice": fnum(p["entry"], spec.price_precision + 5),
+                    "breakEvenPrice": fnum(p["entry"], spec.price_precision + 5),
+                    "maxNotional": money(_max_notional(ex, s)), "bidNotional": "0", "askNotional": "0",
+                }
+            )
+        positions.append(row)
     oo_im = ex.open_order_im()
     avail = ex.available()
-    cross_wallet = acc.wallet - sum(p.iso_margin for p in acc.positions.values())
-    cross_upnl = ex.cross_upnl()
+    wallet = b.wallet
     asset = {
-        "asset": "USDT", "walletBalance": money(acc.wallet), "unrealizedProfit": money(upnl_total),
-        "marginBalance": money(acc.wallet + upnl_total), "maintMargin": money(mm_total),
+        "asset": "USDT", "walletBalance": money(wallet), "unrealizedProfit": money(upnl_total),
+        "marginBalance": money(wallet + upnl_total), "maintMargin": money(mm_total),
         "initialMargin": money(pos_im + oo_im), "positionInitialMargin": money(pos_im),
-        "openOrderInitialMargin": money(oo_im), "crossWalletBalance": money(cross_wallet),
-        "crossUnPnl": money(cross_upnl), "availableBalance": money(avail),
-        "maxWithdrawAmount": money(max(0.0, avail)), "marginAvailable": True, "updateTime": acc.update_time,
+        "openOrderInitialMargin": money(oo_im), "crossWalletBalance": money(_cross_wallet(ex)),
+        "crossUnPnl": money(_cross_upnl(ex)), "availableBalance": money(avail),
+        "maxWithdrawAmount": money(max(0.0, avail)), "marginAvailable": True, "updateTime": ex.update_time,
     }
     out: dict[str, Any] = {
         "totalInitialMargin": money(pos_im + oo_im), "totalMaintMargin": money(mm_total),
-        "totalWalletBalance": money(acc.wallet), "totalUnrealizedProfit": money(upnl_total),
-        "totalMarginBalance": money(acc.wallet + upnl_total), "totalPositionInitialMargin": money(pos_im),
-        "totalOpenOrderInitialMargin": money(oo_im), "totalCrossWalletBalance": money(cross_wallet),
-        "totalCrossUnPnl": money(cross_upnl), "availableBalance": money(avail),
+        "totalWalletBalance": money(wallet), "totalUnrealizedProfit": money(upnl_total),
+        "totalMarginBalance": money(wallet + upnl_total), "totalPositionInitialMargin": money(pos_im),
+        "totalOpenOrderInitialMargin": money(oo_im), "totalCrossWalletBalance": money(_cross_wallet(ex)),
+        "totalCrossUnPnl": money(_cross_upnl(ex)), "availableBalance": money(avail),
         "maxWithdrawAmount": money(max(0.0, avail)), "assets": [asset], "positions": positions,
     }
     if not v3:
@@ -274,14 +279,13 @@ def account(ex: Exchange, *, v3: bool) -> dict[str, Any]:
 
 
 def balance(ex: Exchange) -> list[dict[str, Any]]:
-    acc = ex.account
     avail = ex.available()
     return [
         {
-            "accountAlias": "SgsR", "asset": "USDT", "balance": money(acc.wallet),
-            "crossWalletBalance": money(acc.wallet - sum(p.iso_margin for p in acc.positions.values())),
-            "crossUnPnl": money(ex.cross_upnl()), "availableBalance": money(avail),
-            "maxWithdrawAmount": money(max(0.0, avail)), "marginAvailable": True, "updateTime": acc.update_time,
+            "accountAlias": "SgsR", "asset": "USDT", "balance": money(ex.book.wallet),
+            "crossWalletBalance": money(_cross_wallet(ex)), "crossUnPnl": money(_cross_upnl(ex)),
+            "availableBalance": money(avail), "maxWithdrawAmount": money(max(0.0, avail)),
+            "marginAvailable": True, "updateTime": ex.update_time,
         }
     ]
 
@@ -316,23 +320,17 @@ def order_update_event(ex: Exchange, o: Order, exec_type: str, event_ms: int) ->
 
 
 def account_update_event(ex: Exchange, reason: str, s: str, event_ms: int) -> dict[str, Any]:
-    acc = ex.account
     spec = ex.specs[s]
-    st = ex.settings(s)
-    positions = []
-    for side in ex.position_sides():
-        p = ex.position(s, side)
-        positions.append(
-            {
-                "s": s, "pa": qty(spec, p.qty), "ep": fnum(p.entry, spec.price_precision + 5), "bep": "0",
-                "cr": money(acc.realized), "up": money(ex.upnl(s, side)), "mt": "isolated" if st.isolated else "cross",
-                "iw": money(p.iso_margin), "ps": side,
-            }
-        )
-    cw = acc.wallet - sum(p.iso_margin for p in acc.positions.values())
+    b = ex.book
+    p = _pos(ex, s)
+    position = {
+        "s": s, "pa": qty(spec, p["qty"]), "ep": fnum(p["entry"], spec.price_precision + 5), "bep": "0",
+        "cr": money(b.realized), "up": money(p["upnl"]), "mt": "isolated" if b.isolated[s] else "cross",
+        "iw": money(p["iso"]), "ps": "BOTH",
+    }
     return {
         "e": "ACCOUNT_UPDATE", "E": event_ms, "T": event_ms,
-        "a": {"m": reason, "B": [{"a": "USDT", "wb": money(acc.wallet), "cw": money(cw), "bc": "0"}], "P": positions},
+        "a": {"m": reason, "B": [{"a": "USDT", "wb": money(b.wallet), "cw": money(_cross_wallet(ex)), "bc": "0"}], "P": [position]},
     }
 
 
