@@ -23,6 +23,7 @@ import datetime as _dt
 import fcntl
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ from engine.paths import store_dir
 
 PART_FILE = "data.parquet"
 DOWNLOADS_DIR = "_downloads"
-_COMPRESSION = "zstd"
+_COMPRESSION = "lz4"  # fastest to write and read here; DuckDB, Spark, Trino read it
+_FSYNC_THREADS = 16
 
 
 def month_start_ms(month: str) -> int:
@@ -197,7 +199,7 @@ class Store:
         created_dirs: list[Path] = []
         temps: list[tuple[Path, Path]] = []
         try:
-            for path, frame in items:
+            for path, _ in items:
                 missing = []
                 d = path.parent
                 while not d.exists():
@@ -206,14 +208,13 @@ class Store:
                 for d in reversed(missing):
                     d.mkdir()
                     created_dirs.append(d)
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-                temps.append((tmp, path))
-                frame.write_parquet(tmp, compression=_COMPRESSION, statistics=True)
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                temps.append((path.with_name(f".{path.name}.{os.getpid()}.tmp"), path))
+            # Parquet encoding releases the GIL; concurrent fsyncs share journal commits, so
+            # both run in threads (one fsync after another costs ~5 ms each on ext4).
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(_write_one, [t for t, _ in temps], [f for _, f in items]))
+            with ThreadPoolExecutor(max_workers=_FSYNC_THREADS) as pool:
+                list(pool.map(_fsync, [t for t, _ in temps]))
         except BaseException:
             for tmp, _ in temps:
                 with contextlib.suppress(OSError):
@@ -222,16 +223,23 @@ class Store:
                 with contextlib.suppress(OSError):
                     d.rmdir()
             raise
-        dirs = set()
         for tmp, path in temps:
             os.replace(tmp, path)
-            dirs.add(path.parent)
-        for d in dirs:
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        dirs = {path.parent for _, path in temps} | {d.parent for d in created_dirs}
+        with ThreadPoolExecutor(max_workers=_FSYNC_THREADS) as pool:
+            list(pool.map(_fsync, sorted(dirs)))
+
+
+def _write_one(tmp: Path, frame: pl.DataFrame) -> None:
+    frame.write_parquet(tmp, compression=_COMPRESSION, statistics=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _schema_type(col: str) -> pl.DataType:
