@@ -1,0 +1,313 @@
+"""Pure per-order and per-position arithmetic of a Binance USD-M account (numba).
+
+Every function here takes and returns scalars or reads read-only arrays; none keeps state.
+They are the building blocks of :mod:`engine.sim.steps` and are meant to be called directly
+by the exchange simulator. Oracles are the formulas on Binance's help pages ("How to
+calculate liquidation price", "Leverage and margin of USDS-M futures", "Funding rate") and
+hand-computed cases in ``tests/sim``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from engine.sim.enums import FillKind, OrderCheck
+
+_EPS = 1e-9
+
+
+@njit(cache=True)
+def round_price_nb(price: float, tick: float, mode: int) -> float:
+    """Round ``price`` to a multiple of ``tick``: mode -1 down, 0 nearest, +1 up.
+
+    Oracle: ``float(Decimal(price).quantize(Decimal(tick), ROUND_FLOOR/HALF_EVEN/CEILING))``
+    for prices with at most ~12 significant digits.
+    """
+    x = price / tick
+    if mode < 0:
+        k = np.floor(x + _EPS)
+    elif mode > 0:
+        k = np.ceil(x - _EPS)
+    else:
+        k = np.floor(x + 0.5)
+    digits = int(round(-np.log10(tick))) + 1 if tick < 1.0 else 0
+    return np.round(k * tick, max(digits, 0) + 2)
+
+
+@njit(cache=True)
+def floor_qty_nb(qty: float, step: float) -> float:
+    """Floor ``|qty|`` to a multiple of ``step`` keeping the sign (orders never round up).
+
+    A relative epsilon absorbs binary noise (0.003 / 0.001 = 2.9999999999999996 -> 3 steps).
+    """
+    sign = 1.0 if qty >= 0 else -1.0
+    k = np.floor(abs(qty) / step + _EPS)
+    digits = int(round(-np.log10(step))) + 2 if step < 1.0 else 2
+    return sign * np.round(k * step, digits)
+
+
+@njit(cache=True)
+def check_order_nb(
+    qty: float,
+    price: float,
+    step: float,
+    min_qty: float,
+    max_qty: float,
+    min_notional: float,
+    reduce_only: bool,
+) -> int:
+    """Check an order against LOT_SIZE and MIN_NOTIONAL; return an :data:`OrderCheck` code.
+
+    ``qty`` is the absolute order quantity, ``price`` the price the notional is valued at
+    (the limit price, or the last price for a market order). Reduce-only orders are exempt
+    from MIN_NOTIONAL, as on Binance.
+    """
+    q = abs(qty)
+    k = q / step
+    if abs(k - np.round(k)) > 1e-6:
+        return OrderCheck.STEP
+    if q < min_qty - _EPS * step:
+        return OrderCheck.MIN_QTY
+    if q > max_qty + _EPS * step:
+        return OrderCheck.MAX_QTY
+    if not reduce_only and q * price < min_notional - 1e-9:
+        return OrderCheck.MIN_NOTIONAL
+    return OrderCheck.OK
+
+
+@njit(cache=True)
+def slipped_price_nb(side: int, price: float, slippage_bps: float) -> float:
+    """Price of a market fill: ``price`` moved ``slippage_bps`` against the trader.
+
+    A buy (side +1) pays ``price * (1 + bps/1e4)``, a sell receives ``price * (1 - bps/1e4)``.
+    """
+    return price * (1.0 + side * slippage_bps * 1e-4)
+
+
+@njit(cache=True)
+def limit_fill_price_nb(
+    side: int, limit_price: float, open_: float, high: float, low: float
+) -> float:
+    """Fill price of a resting limit order over one bar, or NaN when the bar does not touch it.
+
+    A buy limit fills when ``low <= limit``; at the open if the bar opened below the limit
+    (a better price), otherwise at the limit. A sell limit mirrors this with the high.
+    """
+    if side > 0:
+        if low <= limit_price:
+            return min(open_, limit_price)
+        return np.nan
+    if high >= limit_price:
+        return max(open_, limit_price)
+    return np.nan
+
+
+@njit(cache=True)
+def fee_nb(qty: float, price: float, rate: float) -> float:
+    """Commission in USDT: ``|qty| * price * rate``."""
+    return abs(qty) * price * rate
+
+
+@njit(cache=True)
+def apply_fill_nb(
+    pos_qty: float, entry_price: float, fill_qty: float, price: float
+) -> tuple[float, float, float, float]:
+    """Update a one-way position with a signed fill.
+
+    Returns ``(new_qty, new_entry_price, realized_pnl, closed_qty)``: an increase averages
+    the entry price, a reduction realises ``closed * (price - entry) * sign(pos)``, a fill
+    larger than the position flips it and the remainder opens at ``price``.
+    """
+    if pos_qty == 0.0 or (pos_qty > 0) == (fill_qty > 0):
+        new_qty = pos_qty + fill_qty
+        new_entry = (abs(pos_qty) * entry_price + abs(fill_qty) * price) / abs(new_qty)
+        return new_qty, new_entry, 0.0, 0.0
+    sign = 1.0 if pos_qty > 0 else -1.0
+    closed = min(abs(fill_qty), abs(pos_qty))
+    realized = closed * (price - entry_price) * sign
+    new_qty = pos_qty + fill_qty
+    if abs(new_qty) < 1e-12:
+        return 0.0, 0.0, realized, closed
+    if (new_qty > 0) == (pos_qty > 0):
+        return new_qty, entry_price, realized, closed
+    return new_qty, price, realized, closed
+
+
+@njit(cache=True)
+def unrealized_pnl_nb(qty: float, entry_price: float, mark: float) -> float:
+    """Unrealised PnL of a position marked at ``mark``: ``qty * (mark - entry)``."""
+    if qty == 0.0:
+        return 0.0
+    return qty * (mark - entry_price)
+
+
+@njit(cache=True)
+def funding_payment_nb(qty: float, mark: float, rate: float) -> float:
+    """Funding the position holder PAYS: ``qty * mark * rate``.
+
+    Positive for a long when the rate is positive (longs pay shorts); negative (received)
+    for a short then. Oracle: Binance "Introduction to funding rates".
+    """
+    return qty * mark * rate
+
+
+@njit(cache=True)
+def bracket_index_nb(notional: float, caps: np.ndarray, n: int) -> int:
+    """Index of the leverage bracket holding ``|notional|`` (the last one beyond all caps)."""
+    x = abs(notional)
+    for i in range(n):
+        if x < caps[i]:
+            return i
+    return n - 1
+
+
+@njit(cache=True)
+def maint_margin_nb(
+    notional: float, caps: np.ndarray, mmrs: np.ndarray, cums: np.ndarray, n: int
+) -> float:
+    """Maintenance margin: ``|notional| * mmr[b] - cum[b]`` for the bracket b of the notional."""
+    i = bracket_index_nb(notional, caps, n)
+    return abs(notional) * mmrs[i] - cums[i]
+
+
+@njit(cache=True)
+def max_notional_nb(leverage: float, caps: np.ndarray, levs: np.ndarray, n: int) -> float:
+    """Largest notional allowed at ``leverage``: the cap of the last bracket whose
+    initialLeverage is at least ``leverage`` (0 when the leverage is above every bracket's)."""
+    best = 0.0
+    for i in range(n):
+        if levs[i] >= leverage and caps[i] > best:
+            best = caps[i]
+    return best
+
+
+@njit(cache=True)
+def liquidation_price_nb(
+    qty: float,
+    entry_price: float,
+    wallet_balance: float,
+    floors: np.ndarray,
+    caps: np.ndarray,
+    mmrs: np.ndarray,
+    cums: np.ndarray,
+    n: int,
+) -> float:
+    """Binance's one-way liquidation price.
+
+    ``LP = (WB + cum_b - side*Q*E) / (Q*mmr_b - side*Q)`` with ``Q = |qty|``, ``side = +1``
+    long / ``-1`` short, ``WB`` the wallet balance backing the position (isolated: the
+    isolated margin; cross: wallet - other positions' maintenance margin + their
+    unrealised PnL), and ``b`` the bracket whose range holds ``LP * Q``. At ``LP`` the
+    position's margin plus unrealised PnL equals its maintenance margin.
+
+    Returns 0.0 for a long that cannot be liquidated (LP <= 0) and NaN for no position.
+    Oracle: Binance "How to calculate liquidation price of USDS-M contracts".
+    """
+    if qty == 0.0:
+        return np.nan
+    q = abs(qty)
+    side = 1.0 if qty > 0 else -1.0
+    fallback = np.nan
+    for i in range(n):
+        denom = q * mmrs[i] - side * q
+        lp = (wallet_balance + cums[i] - side * q * entry_price) / denom
+        if i == 0:
+            fallback = lp
+        notional = lp * q
+        if notional >= floors[i] - 1e-9 and notional <= caps[i] + 1e-9:
+            return max(lp, 0.0)
+    return max(fallback, 0.0)
+
+
+@njit(cache=True)
+def stop_target_prices_nb(
+    side: int,
+    entry_price: float,
+    stop_pct: float,
+    target_pct: float,
+    stop_atr: float,
+    target_atr: float,
+    atr: float,
+    tick: float,
+) -> tuple[float, float]:
+    """Stop-loss and take-profit trigger prices for a position on ``side`` (+1 long, -1 short).
+
+    Percent distances (``stop_pct=2`` means 2 %) or ATR multiples (``stop_atr * atr``, with
+    the ATR of the decision bar); a value that is NaN or <= 0 disables that level. Prices are
+    rounded to the nearest tick. Returns NaN for a disabled level.
+    """
+    stop = np.nan
+    target = np.nan
+    if stop_pct > 0:
+        stop = entry_price * (1.0 - side * stop_pct * 0.01)
+    elif stop_atr > 0 and atr > 0:
+        stop = entry_price - side * stop_atr * atr
+    if target_pct > 0:
+        target = entry_price * (1.0 + side * target_pct * 0.01)
+    elif target_atr > 0 and atr > 0:
+        target = entry_price + side * target_atr * atr
+    if not np.isnan(stop):
+        stop = round_price_nb(stop, tick, 0)
+        if stop <= 0:
+            stop = np.nan
+    if not np.isnan(target):
+        target = round_price_nb(target, tick, 0)
+        if target <= 0:
+            target = np.nan
+    return stop, target
+
+
+@njit(cache=True)
+def exit_trigger_nb(
+    qty: float,
+    open_: float,
+    high: float,
+    low: float,
+    stop: float,
+    target: float,
+    liq: float,
+) -> tuple[int, float]:
+    """Which exit, if any, a bar triggers for a position, and at what price.
+
+    Returns ``(kind, price)``: kind -1 for none, else FillKind.STOP, .TARGET or
+    .LIQUIDATION. Intrabar order (pessimistic, documented in architecture.md):
+    the adverse levels come first: between the stop and the liquidation price, whichever
+    lies nearer the open on the losing side is hit first; the take-profit is checked only
+    if neither adverse level was touched, so when a bar touches both the stop and the
+    target, the stop fills. A level the bar OPENS beyond fills at the open (a gap).
+    """
+    if qty == 0.0:
+        return -1, np.nan
+    if qty > 0:
+        has_stop = not np.isnan(stop)
+        has_liq = not np.isnan(liq) and liq > 0
+        # nearest adverse level below the open
+        if has_stop and has_liq:
+            stop_first = stop >= liq
+        else:
+            stop_first = has_stop
+        if has_stop and stop_first and low <= stop:
+            return FillKind.STOP, min(open_, stop)
+        if has_liq and low <= liq:
+            return FillKind.LIQUIDATION, min(open_, liq)
+        if has_stop and low <= stop:
+            return FillKind.STOP, min(open_, stop)
+        if not np.isnan(target) and high >= target:
+            return FillKind.TARGET, max(open_, target)
+        return -1, np.nan
+    has_stop = not np.isnan(stop)
+    has_liq = not np.isnan(liq)
+    if has_stop and has_liq:
+        stop_first = stop <= liq
+    else:
+        stop_first = has_stop
+    if has_stop and stop_first and high >= stop:
+        return FillKind.STOP, max(open_, stop)
+    if has_liq and high >= liq:
+        return FillKind.LIQUIDATION, max(open_, liq)
+    if has_stop and high >= stop:
+        return FillKind.STOP, max(open_, stop)
+    if not np.isnan(target) and low <= target:
+        return FillKind.TARGET, min(open_, target)
+    return -1, np.nan

@@ -1,0 +1,417 @@
+"""The simulator's bar step and its batch fold (numba).
+
+One bar ``t`` (rows ``o[t], h[t], l[t], c[t]`` over the symbols) is processed in five
+phases, each a separately callable kernel:
+
+1. :func:`open_phase_nb`: every symbol's pending order (decided at close t-1) fills at the
+   open: the closing leg at market, the opening leg at market or, for limit entries, at
+   its limit price if the bar touches it. New stop/target levels are set from the entry.
+2. :func:`funding_phase_nb`: where ``funding[t, s]`` is not NaN (the bar opens at a
+   funding time) the position held after phase 1 pays or receives ``qty * mark * rate``,
+   ``mark`` = ``mark[t, s]`` if given, else the bar's open.
+3. :func:`exit_phase_nb`: stop-loss, liquidation and take-profit against the bar's high
+   and low, adverse levels first (stop before target when both are touched).
+4. :func:`close_phase_nb`: mark to market at the close; returns the equity.
+5. :func:`decide_phase_nb`: the circuit breaker steps, then the risk manager turns each
+   symbol's decision into a target position that becomes the pending order for t+1.
+
+:func:`bar_step_nb` runs the five phases; :func:`simulate_nb` folds it over all bars.
+A NaN open means the symbol has no bar at t: it is skipped in every phase (its pending
+order waits for its next bar, its position is valued at its last close).
+
+Oracle: hand-computed bar series in ``tests/sim/test_simulate.py`` and the step-by-step
+replay in ``tests/sim/test_steps_parity.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from engine.sim.accounting import (
+    fee_nb,
+    limit_fill_price_nb,
+    max_notional_nb,
+    round_price_nb,
+    slipped_price_nb,
+    stop_target_prices_nb,
+)
+from engine.sim.enums import FillKind, OrderCheck, OrderType, Reason
+from engine.sim.risk import breaker_step_nb, risk_target_nb
+from engine.sim.steps import (
+    affordable_qty_nb,
+    equity_nb,
+    execute_fill_nb,
+    exit_step_nb,
+    funding_step_nb,
+    place_order_nb,
+)
+
+
+@njit(cache=True, inline="always")
+def fill_pending_nb(acct, pend, spec, prm, recs, bar, s, open_, high, low):  # type: ignore[no-untyped-def]
+    """Fill symbol ``s``'s pending order over one bar (phase 1 for one symbol).
+
+    The leg that reduces or closes the current position is a market order at the open
+    (kind EXIT); the leg that opens or increases is a market order at the open or a
+    limit order at ``pend.limit_price`` (kind ENTRY), shrunk to what the free margin
+    affords and dropped if it then fails the exchange filters.
+    """
+    if not pend.active[s]:
+        return
+    pend.active[s] = False
+    target = pend.target[s]
+    q = acct.qty[s]
+    if target == q:
+        return
+    if q != 0.0 and (target == 0.0 or (target > 0) != (q > 0)):
+        close_qty = -q
+    elif q != 0.0 and abs(target) < abs(q):
+        close_qty = target - q
+    else:
+        close_qty = 0.0
+    if close_qty != 0.0:
+        side = 1 if close_qty > 0 else -1
+        price = slipped_price_nb(side, open_, prm.slippage_bps)
+        fee = fee_nb(close_qty, price, prm.taker_fee)
+        execute_fill_nb(
+            acct, recs, bar, s, close_qty, price, fee, FillKind.EXIT, OrderType.MARKET, prm.leverage
+        )
+    q = acct.qty[s]
+    open_qty = target - q
+    if open_qty == 0.0:
+        return
+    side = 1 if open_qty > 0 else -1
+    if prm.entry_type == OrderType.LIMIT:
+        price = limit_fill_price_nb(side, pend.limit_price[s], open_, high, low)
+        if np.isnan(price):
+            return
+        rate = prm.maker_fee
+        is_market = False
+    else:
+        price = slipped_price_nb(side, open_, prm.slippage_bps)
+        rate = prm.taker_fee
+        is_market = True
+    open_qty = affordable_qty_nb(acct, prm, s, open_qty, price, rate, spec.step[s])
+    if open_qty == 0.0:
+        return
+    code = place_order_nb(
+        acct,
+        spec,
+        prm,
+        recs,
+        bar,
+        s,
+        open_qty,
+        price,
+        rate,
+        FillKind.ENTRY,
+        prm.entry_type,
+        is_market,
+    )
+    if code == OrderCheck.OK:
+        pos_side = 1 if acct.qty[s] > 0 else -1
+        stop, target_px = stop_target_prices_nb(
+            pos_side,
+            acct.entry_price[s],
+            prm.stop_pct,
+            prm.target_pct,
+            prm.stop_atr,
+            prm.target_atr,
+            pend.atr[s],
+            spec.tick[s],
+        )
+        acct.stop[s] = stop
+        acct.target[s] = target_px
+
+
+@njit(cache=True, inline="always")
+def open_phase_nb(acct, pend, spec, prm, recs, bar, o, h, lo):  # type: ignore[no-untyped-def]
+    """Phase 1: set each symbol's mark to its open and fill its pending order."""
+    for s in range(o.shape[0]):
+        if np.isnan(o[s]):
+            continue
+        acct.last_price[s] = o[s]
+        fill_pending_nb(acct, pend, spec, prm, recs, bar, s, o[s], h[s], lo[s])
+
+
+@njit(cache=True, inline="always")
+def funding_phase_nb(acct, prm, recs, bar, o, funding_row, mark_row):  # type: ignore[no-untyped-def]
+    """Phase 2: settle funding where the bar opens at a funding time (non-NaN rate)."""
+    for s in range(o.shape[0]):
+        if np.isnan(o[s]) or np.isnan(funding_row[s]) or acct.qty[s] == 0.0:
+            continue
+        mark = o[s]
+        if mark_row.shape[0] > 0 and not np.isnan(mark_row[s]):
+            mark = mark_row[s]
+        funding_step_nb(acct, prm, recs, bar, s, funding_row[s], mark)
+
+
+@njit(cache=True, inline="always")
+def exit_phase_nb(acct, spec, prm, recs, bar, o, h, lo):  # type: ignore[no-untyped-def]
+    """Phase 3: stops, liquidations and targets against each symbol's high and low."""
+    for s in range(o.shape[0]):
+        if np.isnan(o[s]) or acct.qty[s] == 0.0:
+            continue
+        exit_step_nb(acct, spec, prm, recs, bar, s, o[s], h[s], lo[s])
+
+
+@njit(cache=True, inline="always")
+def close_phase_nb(acct, c):  # type: ignore[no-untyped-def]
+    """Phase 4: mark every symbol with a bar to its close; return the account equity."""
+    for s in range(c.shape[0]):
+        if not np.isnan(c[s]):
+            acct.last_price[s] = c[s]
+    return equity_nb(acct)
+
+
+@njit(cache=True, inline="always")
+def decide_phase_nb(  # type: ignore[no-untyped-def]
+    acct,
+    pend,
+    brk,
+    spec,
+    prm,
+    recs,
+    bar,
+    time_ms,
+    equity,
+    c,
+    direction,
+    prob,
+    payoff,
+    atr,
+    target_out,
+    reason_out,
+):
+    """Phase 5: step the breaker, then size each symbol's decision into a pending order.
+
+    ``prob``, ``payoff`` and ``atr`` may be empty arrays (not given); a missing payoff
+    uses ``prm.payoff_ratio``. Writes the target position and the :data:`Reason` code of
+    every symbol into ``target_out`` / ``reason_out``. Symbols are sized in column order;
+    the exposure and margin caps of a later symbol see the earlier ones' new targets.
+    """
+    n_sym = c.shape[0]
+    halted = breaker_step_nb(
+        brk,
+        recs.events,
+        acct.loss_streak,
+        bar,
+        time_ms,
+        equity,
+        prm.daily_loss_pct,
+        prm.max_drawdown_pct,
+        prm.max_loss_streak,
+        prm.cooldown_bars,
+    )
+    planned = pend.planned
+    planned_margin = pend.planned_margin
+    for s in range(n_sym):
+        planned[s] = acct.qty[s]
+        planned_margin[s] = acct.margin[s]
+    for s in range(n_sym):
+        q = acct.qty[s]
+        if np.isnan(c[s]):
+            target_out[s] = q
+            reason_out[s] = Reason.NO_DECISION
+            continue
+        other_notional = 0.0
+        other_margin = 0.0
+        for j in range(n_sym):
+            if j != s and planned[j] != 0.0 and not np.isnan(acct.last_price[j]):
+                other_notional += abs(planned[j]) * acct.last_price[j]
+                other_margin += planned_margin[j]
+        p = prob[s] if prob.shape[0] > 0 else np.nan
+        b = prm.payoff_ratio
+        if payoff.shape[0] > 0 and not np.isnan(payoff[s]):
+            b = payoff[s]
+        is_market = prm.entry_type == OrderType.MARKET
+        max_qty = spec.market_max_qty[s] if is_market else spec.max_qty[s]
+        bmax = max_notional_nb(prm.leverage, spec.br_cap[s], spec.br_lev[s], spec.n_br[s])
+        target, reason = risk_target_nb(
+            direction[s],
+            p,
+            b,
+            c[s],
+            equity,
+            q,
+            other_notional,
+            other_margin,
+            halted,
+            prm.sizing,
+            prm.fixed_fraction,
+            prm.kelly_fraction,
+            prm.leverage,
+            prm.taker_fee,
+            prm.max_position_pct,
+            prm.max_leverage,
+            prm.max_exposure_pct,
+            prm.rebalance,
+            spec.step[s],
+            spec.min_qty[s],
+            max_qty,
+            spec.min_notional[s],
+            bmax,
+        )
+        target_out[s] = target
+        reason_out[s] = reason
+        planned[s] = target
+        if target != q:
+            planned_margin[s] = abs(target) * c[s] / prm.leverage
+            pend.active[s] = True
+            pend.target[s] = target
+            pend.bar[s] = bar
+            pend.atr[s] = atr[s] if atr.shape[0] > 0 else np.nan
+            if target != 0.0:
+                side = 1 if target > 0 else -1
+                raw = c[s] * (1.0 - side * prm.limit_offset_bps * 1e-4)
+                pend.limit_price[s] = round_price_nb(raw, spec.tick[s], -side)
+            else:
+                pend.limit_price[s] = np.nan
+        else:
+            pend.active[s] = False
+
+
+@njit(cache=True, inline="always")
+def bar_step_nb(  # type: ignore[no-untyped-def]
+    acct,
+    pend,
+    brk,
+    spec,
+    prm,
+    recs,
+    bar,
+    time_ms,
+    o,
+    h,
+    lo,
+    c,
+    funding_row,
+    mark_row,
+    direction,
+    prob,
+    payoff,
+    atr,
+    target_out,
+    reason_out,
+):
+    """Process one bar (all five phases) for every symbol; return the equity at its close.
+
+    Row arguments are 1-D over symbols; ``mark_row``, ``prob``, ``payoff``, ``atr`` may be
+    empty. ``time_ms`` is the bar's open time (ms) or -1 when unknown (the daily-loss rule
+    of the breaker is then off).
+    """
+    open_phase_nb(acct, pend, spec, prm, recs, bar, o, h, lo)
+    funding_phase_nb(acct, prm, recs, bar, o, funding_row, mark_row)
+    exit_phase_nb(acct, spec, prm, recs, bar, o, h, lo)
+    equity = close_phase_nb(acct, c)
+    decide_phase_nb(
+        acct,
+        pend,
+        brk,
+        spec,
+        prm,
+        recs,
+        bar,
+        time_ms,
+        equity,
+        c,
+        direction,
+        prob,
+        payoff,
+        atr,
+        target_out,
+        reason_out,
+    )
+    return equity
+
+
+@njit(cache=True, inline="always")
+def close_all_nb(acct, pend, prm, recs, bar):  # type: ignore[no-untyped-def]
+    """Close every open position at its ``last_price`` as a market order (kind END) and
+    cancel pending orders; used at the end of a backtest when ``close_at_end``."""
+    for s in range(acct.qty.shape[0]):
+        pend.active[s] = False
+        q = acct.qty[s]
+        if q == 0.0:
+            continue
+        side = -1 if q > 0 else 1
+        price = slipped_price_nb(side, acct.last_price[s], prm.slippage_bps)
+        fee = fee_nb(q, price, prm.taker_fee)
+        execute_fill_nb(
+            acct, recs, bar, s, -q, price, fee, FillKind.END, OrderType.MARKET, prm.leverage
+        )
+
+
+# The fold runs without numba's reference counting (_nrt=False): the step kernels are
+# inlined and each inlined call would otherwise incref/decref every array of the state
+# tuples, which made the loop ~500x slower. No kernel on this path allocates (numba fails
+# to compile if one does), so there is nothing for the runtime to count.
+@njit(cache=True, _nrt=False)
+def simulate_nb(  # type: ignore[no-untyped-def]
+    open_,
+    high,
+    low,
+    close,
+    funding,
+    mark,
+    direction,
+    prob,
+    payoff,
+    atr,
+    time_ms,
+    spec,
+    prm,
+    acct,
+    pend,
+    brk,
+    recs,
+    equity_out,
+    wallet_out,
+    position_out,
+    target_out,
+    reason_out,
+    empty,
+):
+    """Fold :func:`bar_step_nb` over all bars (the batch backtest). 2-D inputs are
+    ``[n_bars, n_symbols]``; ``mark``, ``prob``, ``payoff``, ``atr`` may have 0 rows and
+    ``time_ms`` 0 length (not given); ``empty`` is a float64[0] array. Outputs are
+    written into the ``*_out`` arrays."""
+    n = open_.shape[0]
+    for t in range(n):
+        tm = time_ms[t] if time_ms.shape[0] > 0 else -1
+        mark_row = mark[t] if mark.shape[0] > 0 else empty
+        prob_row = prob[t] if prob.shape[0] > 0 else empty
+        payoff_row = payoff[t] if payoff.shape[0] > 0 else empty
+        atr_row = atr[t] if atr.shape[0] > 0 else empty
+        equity_out[t] = bar_step_nb(
+            acct,
+            pend,
+            brk,
+            spec,
+            prm,
+            recs,
+            t,
+            tm,
+            open_[t],
+            high[t],
+            low[t],
+            close[t],
+            funding[t],
+            mark_row,
+            direction[t],
+            prob_row,
+            payoff_row,
+            atr_row,
+            target_out[t],
+            reason_out[t],
+        )
+        wallet_out[t] = acct.wallet[0]
+        for s in range(acct.qty.shape[0]):
+            position_out[t, s] = acct.qty[s]
+    if n > 0 and prm.close_at_end:
+        close_all_nb(acct, pend, prm, recs, n - 1)
+        equity_out[n - 1] = equity_nb(acct)
+        wallet_out[n - 1] = acct.wallet[0]
+        for s in range(acct.qty.shape[0]):
+            position_out[n - 1, s] = acct.qty[s]
