@@ -119,7 +119,7 @@ def _describe(e: Any, schema: type[BaseModel]) -> tuple[PathKey, str, str | None
 
 def _with_value(text: str, value: Any, *, show: bool) -> str:
     shown = repr(value)
-    if not show or shown in text:
+    if not show or (isinstance(value, str) and shown in text):
         return text
     if len(shown) > 80:
         shown = shown[:77] + "..."

@@ -119,8 +119,7 @@ def build_graph(
             features.append(resolved)
             feature_where[resolved] = where(("features", i))
     rules = {}
-    assert config.signals is not None
-    for key in RULE_KEYS:
+    for key in RULE_KEYS if config.signals is not None else ():
         text = getattr(config.signals, key)
         if text is None:
             continue
@@ -136,6 +135,12 @@ def build_graph(
             if name not in feature_where:
                 features.append(name)
                 feature_where[name] = w
+    for m, model in enumerate(config.models or ()):
+        for i, name in enumerate(model.features or ()):
+            resolved = substitute(name, params, where=where(("models", m, "features", i)))
+            if resolved not in feature_where:
+                features.append(resolved)
+                feature_where[resolved] = where(("models", m, "features", i))
     for label, stop in (
         ("stop_loss", config.execution.stop_loss),
         ("take_profit", config.execution.take_profit),

@@ -79,11 +79,24 @@ def load_yaml_text(text: str, *, file: str) -> tuple[Any, SourceMap]:
             mark = err.problem_mark or err.context_mark
             line = f":{mark.line + 1}" if mark is not None else ""
             problem = err.problem or "invalid YAML"
+            hint = (
+                "check the indentation and quoting around that line; a strategy file is a YAML "
+                "mapping of sections (name, params, data, features, signals, risk, execution)"
+            )
+            text_line = (
+                text.splitlines()[mark.line]
+                if mark is not None and mark.line < len(text.splitlines())
+                else ""
+            )
+            if "{" in text_line and "flow" in f"{err.context} {problem}":
+                hint = (
+                    "inside [a, b] or {k: v}, quote a value that holds a {param} reference, "
+                    "e.g. features: ['ema_{fast}'] (or use one '- ema_{fast}' line per item)"
+                )
             raise ConfigError(
                 f"{file}{line}: YAML syntax error: {problem}"
                 + (f" ({err.context})" if err.context else ""),
-                hint="check the indentation and quoting around that line; "
-                "a strategy file is a YAML mapping of sections (name, params, data, features, signals, risk, execution)",
+                hint=hint,
             ) from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{file}: YAML error: {err}") from None
@@ -121,13 +134,13 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: PathKey, smap: Source
         out: dict[Any, Any] = {}
         first_line: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
-            if not isinstance(key, str | int | float | bool) or key is None:
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise ConfigError(
-                    f"{smap.file}:{line}: {format_path(path)}: keys must be plain names, got {key!r}"
+                    f"{smap.file}:{line}: {format_path(path)}: keys must be plain names"
                 )
-            key = str(key) if not isinstance(key, str) else key
+            # the key as written: YAML 1.1 would read `on:` or `yes:` as a boolean
+            key = key_node.value
             if key in out:
                 raise ConfigError(
                     f"{smap.file}:{line}: {format_path((*path, key))}: duplicate key {key!r} "
