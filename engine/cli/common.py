@@ -24,10 +24,12 @@ ResultsOpt = typer.Option(
 
 
 def print_error(err: EngineError) -> None:
-    """Print an EngineError (message and hint) to stderr."""
-    err_console.print(f"[bold red]error:[/] {err.message}", highlight=False, soft_wrap=True)
+    """Print an EngineError (message and hint) to stderr (their text is not rich markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(err.message)}", highlight=False, soft_wrap=True)
     if err.hint:
-        err_console.print(f"[yellow]hint:[/] {err.hint}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]hint:[/] {escape(err.hint)}", highlight=False, soft_wrap=True)
 
 
 def guarded(fn: F) -> F:
