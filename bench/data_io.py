@@ -35,7 +35,10 @@ FILES = [SHARED / "binance-usdm" / "klines" / f"{s}-5m.csv.gz" for s in ("BTCUSD
 
 
 def race(
-    a: Callable[[], object], b: Callable[[], object], repeat: int, setup: Callable[[], None] | None = None
+    a: Callable[[], object],
+    b: Callable[[], object],
+    repeat: int,
+    setup: Callable[[], None] | None = None,
 ) -> tuple[tuple[float, float], tuple[float, float]]:
     """(best, median) wall seconds of ``a`` and of ``b``, run alternately so that both see
     the same machine load; ``setup`` runs untimed before each run."""
@@ -47,11 +50,16 @@ def race(
             t0 = time.perf_counter()
             fn()
             out.append(time.perf_counter() - t0)
-    return (min(times[0]), statistics.median(times[0])), (min(times[1]), statistics.median(times[1]))
+    return (min(times[0]), statistics.median(times[0])), (
+        min(times[1]),
+        statistics.median(times[1]),
+    )
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_data_io_"))
@@ -85,7 +93,9 @@ def main() -> None:
             rows += ours.height
         print(f"checked: engine store == pandas parquet for {len(FILES)} files, {rows:,} rows")
 
-        (e_imp, e_imp_med), (p_imp, p_imp_med) = race(engine_import, pandas_import, args.repeat, fresh)
+        (e_imp, e_imp_med), (p_imp, p_imp_med) = race(
+            engine_import, pandas_import, args.repeat, fresh
+        )
         fresh()
         engine_import()
         pandas_import()
@@ -112,7 +122,9 @@ def main() -> None:
         ok_load = e_load * 1e3 < 30
         ok_imp = p_imp / e_imp >= 5
         print(f"target load < 30 ms: {'met' if ok_load else 'NOT met'} ({e_load * 1e3:.1f} ms)")
-        print(f"target import >= 5x pandas: {'met' if ok_imp else 'NOT met'} ({p_imp / e_imp:.1f}x)")
+        print(
+            f"target import >= 5x pandas: {'met' if ok_imp else 'NOT met'} ({p_imp / e_imp:.1f}x)"
+        )
         print(f"(machine: {os.cpu_count()} cores, shared; best of {args.repeat})")
     finally:
         shutil.rmtree(work, ignore_errors=True)

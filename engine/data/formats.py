@@ -350,9 +350,9 @@ def read_csv_bytes(
     nulls = frame.null_count().row(0)
     if any(nulls):
         raw = frame.select(pl.col(c).cast(pl.String) for c in keep)
-        err = _first_bad_cell(raw, keep, where, source)
-        assert err is not None
-        raise err
+        bad = _first_bad_cell(raw, keep, where, source)
+        assert bad is not None
+        raise bad
     return _finish(Parsed(source, dataset, frame, first_line))
 
 

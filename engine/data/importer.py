@@ -206,6 +206,14 @@ def _where(p: Parsed) -> Callable[[int], str]:
     return lambda i: f"{p.source} {p.where(i)}"
 
 
+def _shifted(where: Callable[[int], str], offset: int) -> Callable[[int], str]:
+    return lambda i: where(i + offset)
+
+
+def _store_rows(path: Path) -> Callable[[int], str]:
+    return lambda i: f"{path} row {i + 1}"
+
+
 def merge_into_store(store: Store, parsed: list[Parsed]) -> ImportReport:
     """Merge validated frames into the store under its lock; conflicts raise before any write."""
     groups: dict[Dataset, list[Parsed]] = {}
@@ -221,9 +229,7 @@ def merge_into_store(store: Store, parsed: list[Parsed]) -> ImportReport:
                 offset = 0
                 for month, piece in split_by_month(p.frame, col):
                     where = _where(p)
-                    by_month.setdefault(month, []).append(
-                        (piece, (lambda i, w=where, o=offset: w(i + o)))
-                    )
+                    by_month.setdefault(month, []).append((piece, _shifted(where, offset)))
                     offset += piece.height
             change = SeriesChange()
             for month in sorted(by_month):
@@ -231,7 +237,7 @@ def merge_into_store(store: Store, parsed: list[Parsed]) -> ImportReport:
                 pieces = by_month[month]
                 old = read_partition(path) if path.is_file() else None
                 if old is not None:
-                    pieces = [(old, (lambda i, p=path: f"{p} row {i + 1}")), *pieces]
+                    pieces = [(old, _store_rows(path)), *pieces]
                     change.rows_before += old.height
                 merged = merge_frames(pieces, col)
                 change.rows_after += merged.height

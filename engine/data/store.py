@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 import polars as pl
@@ -36,7 +37,7 @@ from engine.paths import store_dir
 
 PART_FILE = "data.parquet"
 DOWNLOADS_DIR = "_downloads"
-_COMPRESSION = "lz4"  # fastest to write and read here; DuckDB, Spark, Trino read it
+_COMPRESSION: Final = "lz4"  # fastest to write and read here; DuckDB, Spark, Trino read it
 _FSYNC_THREADS = 16
 
 
