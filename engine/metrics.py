@@ -320,6 +320,10 @@ def classification_metrics(y: Any, p: Any, *, bins: int = 10) -> dict[str, float
     p = np.asarray(p, dtype=np.float64)
     keep = np.isfinite(y) & np.isfinite(p)
     y, p = y[keep], p[keep]
+    if np.any((y != 0) & (y != 1)):
+        raise RunError(
+            f"classification_metrics: labels must be 0 or 1, got {sorted(set(y.tolist()) - {0.0, 1.0})[:5]}"
+        )
     n = int(y.size)
     if n == 0:
         return {

@@ -92,6 +92,7 @@ def price_figure(price: PriceSeries, trades: pl.DataFrame) -> tuple[go.Figure, i
     tr = trades.filter(pl.col("symbol") == price.symbol)
     dropped = max(0, tr.height - MAX_MARKERS)
     tr = tr.tail(MAX_MARKERS)
+    size = 9 if tr.height <= 300 else 5  # many trades: small markers keep the price readable
     for side, color, symbol in (
         ("long", "#2ca02c", "triangle-up"),
         ("short", "#d62728", "triangle-down"),
@@ -106,7 +107,7 @@ def price_figure(price: PriceSeries, trades: pl.DataFrame) -> tuple[go.Figure, i
                 marker={
                     "symbol": symbol,
                     "color": color,
-                    "size": 9,
+                    "size": size,
                     "line": {"width": 0.5, "color": "#000"},
                 },
             )
@@ -118,7 +119,7 @@ def price_figure(price: PriceSeries, trades: pl.DataFrame) -> tuple[go.Figure, i
             mode="markers",
             name="exit",
             text=ex["exit_reason"].to_list(),
-            marker={"symbol": "x", "color": "#000", "size": 7},
+            marker={"symbol": "x", "color": "rgba(0,0,0,0.6)", "size": max(4, size - 2)},
         )
     fig.update_layout(
         height=420,

@@ -70,7 +70,9 @@ def analyse_models(data: RunData) -> ModelAnalysis | None:
             )
             .to_dicts()
         )
-        labelled = preds.filter(pl.col("label").is_not_null() & pl.col("p").is_not_nan())
+        labelled = preds.filter(
+            pl.col("label").is_in([0, 1]) & pl.col("p").is_not_null() & pl.col("p").is_not_nan()
+        )
         if labelled.height:
             for m in models:
                 sub = labelled.filter(pl.col("model") == m)

@@ -177,3 +177,8 @@ def test_classification_edge_cases() -> None:
     assert calibration_curve([1, 0], [0.1, 0.0], bins=10) == [
         {"lo": 0.0, "hi": 0.1, "mean_predicted": 0.05, "fraction_positive": 0.5, "count": 2}
     ]
+
+
+def test_labels_must_be_binary() -> None:
+    with pytest.raises(RunError, match="labels must be 0 or 1"):
+        classification_metrics([0, 1, -1], [0.2, 0.7, 0.4])
