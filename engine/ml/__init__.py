@@ -39,6 +39,8 @@ at a time.
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.ml.config import (
     EnsembleConfig,
     GateConfig,
@@ -48,7 +50,6 @@ from engine.ml.config import (
     ModelNode,
     TrainingConfig,
 )
-from typing import Any
 
 _LAZY = {
     "decide": "engine.ml.node",
@@ -67,6 +68,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'engine.ml' has no attribute {name!r}")
+
 
 __all__ = [
     "EnsembleConfig",

@@ -5,7 +5,8 @@ Calibration maps a model's raw P(up) to a calibrated one. It is fitted at each f
 their own bars, restricted to bars whose label was known at ``C_k`` (label time
 ``open_time + (h + 1) * I <= C_k``). With fewer than ``ensemble.min_calibration_rows`` such
 rows (always so in fold 0) the map is the identity. ``isotonic``: scikit-learn
-``IsotonicRegression`` (clipped to [1e-4, 1 - 1e-4]); ``platt``: logistic regression on the
+``IsotonicRegression``'s fit, computed by the numba PAVA in :mod:`engine.ml.isotonic_nb`
+(clipped to [1e-4, 1 - 1e-4]); ``platt``: logistic regression on the
 raw log-odds. The ``stacked`` meta-learner is a logistic regression on the calibrated
 out-of-fold log-odds, fitted at each cutoff on the same rows (an abstaining model enters as
 p = 1/2); before enough rows exist it is the mean of log-odds.
@@ -76,11 +77,13 @@ def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray, *, min_rows: int) 
         return Calibrator("identity", n=n)
     pp, yy = p[ok], y[ok]
     if method == "isotonic":
-        from sklearn.isotonic import IsotonicRegression
+        from engine.ml.isotonic_nb import pava_nb
 
-        iso = IsotonicRegression(y_min=_CLIP, y_max=1 - _CLIP, out_of_bounds="clip", increasing=True)
-        iso.fit(pp, yy)
-        return Calibrator("isotonic", x=np.asarray(iso.X_thresholds_), y=np.asarray(iso.y_thresholds_), n=n)
+        order = np.argsort(pp, kind="stable")
+        kx, ky = pava_nb(
+            np.ascontiguousarray(pp[order]), np.ascontiguousarray(yy[order], dtype=np.float64)
+        )
+        return Calibrator("isotonic", x=kx, y=np.clip(ky, _CLIP, 1 - _CLIP), n=n)
     from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(C=1e6, solver="lbfgs", max_iter=200)
@@ -129,7 +132,14 @@ def calibration_curve(p: np.ndarray, y: np.ndarray, *, bins: int = 10) -> list[d
     for b in range(bins):
         sel = idx == b
         if sel.any():
-            rows.append({"bin": b, "mean_p": float(p[sel].mean()), "freq_up": float(y[sel].mean()), "count": int(sel.sum())})
+            rows.append(
+                {
+                    "bin": b,
+                    "mean_p": float(p[sel].mean()),
+                    "freq_up": float(y[sel].mean()),
+                    "count": int(sel.sum()),
+                }
+            )
     return rows
 
 
@@ -161,7 +171,15 @@ def score(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 # ------------------------------------------------------------------------- fusion runner
 
-OUT_FLOAT = ("p", "agreement", "disagreement", "entropy", "uncertainty", "payoff_ratio", "expected_value")
+OUT_FLOAT = (
+    "p",
+    "agreement",
+    "disagreement",
+    "entropy",
+    "uncertainty",
+    "payoff_ratio",
+    "expected_value",
+)
 
 
 def fusion_params(ens: EnsembleConfig, labels: LabelsConfig) -> FusionParams:
@@ -200,7 +218,9 @@ class FusionRunner:
             m, horizon=labels.horizon, lookback=ens.payoff_lookback, prior=ens.reliability_prior
         )
 
-    def run(self, closes: np.ndarray, probs: np.ndarray, coefs: np.ndarray) -> dict[str, np.ndarray]:
+    def run(
+        self, closes: np.ndarray, probs: np.ndarray, coefs: np.ndarray
+    ) -> dict[str, np.ndarray]:
         n, m = probs.shape
         out_f = np.empty((n, 7))
         out_i = np.empty((n, 2), dtype=np.int64)

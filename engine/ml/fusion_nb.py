@@ -70,7 +70,9 @@ class FusionParams(NamedTuple):
     min_edge: float
 
 
-def new_state(n_models: int, *, horizon: int, lookback: int, prior: tuple[float, float]) -> FusionState:
+def new_state(
+    n_models: int, *, horizon: int, lookback: int, prior: tuple[float, float]
+) -> FusionState:
     """A fresh state (before the run's first bar)."""
     return FusionState(
         closes=np.full(horizon + 1, np.nan),
@@ -128,8 +130,15 @@ def fuse_step_nb(state, params, close, probs, fixed_w, coef, w_out):  # noqa: AN
                     po = state.probs[old, m]
                     if po == po and po != 0.5:
                         hit = 1.0 if (po > 0.5) == y_up else 0.0
-                        state.alpha[m] = params.prior_a + params.decay * (state.alpha[m] - params.prior_a) + hit
-                        state.beta[m] = params.prior_b + params.decay * (state.beta[m] - params.prior_b) + 1.0 - hit
+                        state.alpha[m] = (
+                            params.prior_a + params.decay * (state.alpha[m] - params.prior_a) + hit
+                        )
+                        state.beta[m] = (
+                            params.prior_b
+                            + params.decay * (state.beta[m] - params.prior_b)
+                            + 1.0
+                            - hit
+                        )
     for m in range(m_models):
         state.probs[pos, m] = probs[m]
     state.counters[0] = t + 1

@@ -25,8 +25,14 @@ from engine.ml.pipeline import EnsembleResult, run_ensemble
 LAST_RESULT: dict[str, EnsembleResult] = {}
 
 
-def decide(graph: Any, market: Any, features: dict[str, Any], *, results_dir: Any = None,
-           progress: Any = None) -> Any:
+def decide(
+    graph: Any,
+    market: Any,
+    features: dict[str, Any],
+    *,
+    results_dir: Any = None,
+    progress: Any = None,
+) -> Any:
     """Decisions of an ML strategy on the market grid (see the module docstring)."""
     import polars as pl
 
@@ -47,7 +53,10 @@ def decide(graph: Any, market: Any, features: dict[str, Any], *, results_dir: An
     state = np.zeros((n, k), dtype=np.int8)
     direction = np.full((n, k), np.nan)
     prob = np.full((n, k), np.nan)
-    extra = {name: np.full((n, k), np.nan) for name in ("agreement", "uncertainty", "expected_value", "payoff")}
+    extra = {
+        name: np.full((n, k), np.nan)
+        for name in ("agreement", "uncertainty", "expected_value", "payoff")
+    }
     preds = []
     for j, sym in enumerate(syms):
         r = res.symbols[sym]
@@ -69,8 +78,14 @@ def decide(graph: Any, market: Any, features: dict[str, Any], *, results_dir: An
                     state[i, j] = last
         preds.append(predictions_frame(r))
     predictions = pl.concat(preds) if preds else None
-    return Decisions(state=state, direction=direction, probability=prob, confidence=prob.copy(),
-                     extra=extra, predictions=predictions)
+    return Decisions(
+        state=state,
+        direction=direction,
+        probability=prob,
+        confidence=prob.copy(),
+        extra=extra,
+        predictions=predictions,
+    )
 
 
 def predictions_frame(r: Any) -> Any:

@@ -37,6 +37,8 @@ from engine.ml.walkforward import (
 )
 
 HOUR_MS = 3_600_000
+#: threads for batch prediction (predictions do not depend on the thread count)
+PREDICT_THREADS = 2
 
 
 def as_sections(config: Any) -> MLSections:
@@ -156,20 +158,35 @@ class FitPlan:
 
 
 def fold_trainset(
-    sd: SymbolData, node: ModelNode, features: list[str], fold: Fold, sched: Schedule, ml: MLSections
+    sd: SymbolData,
+    node: ModelNode,
+    features: list[str],
+    fold: Fold,
+    sched: Schedule,
+    ml: MLSections,
 ) -> tuple[TrainSet, tuple[int, int], str] | None:
     """The training set of a fold: ``(train set, (first, last) time, data digest)`` or None."""
     lab: LabelsConfig = ml.labels
     tau = (lab.cost_bps + lab.flat_band_bps) / 1e4
-    common = {"tau": tau, "drop_flat": lab.drop_flat, "horizon": lab.horizon, "interval_ms": sd.interval_ms}
+    common = {
+        "tau": tau,
+        "drop_flat": lab.drop_flat,
+        "horizon": lab.horizon,
+        "interval_ms": sd.interval_ms,
+    }
     if node.kind == "prophet":
-        win = span_ms(node.params["window"], sd.interval_ms, where=f"models.{node.name}.params.window")
+        win = span_ms(
+            node.params["window"], sd.interval_ms, where=f"models.{node.name}.params.window"
+        )
         hm = (sd.hourly_time <= fold.cutoff) & (sd.hourly_time > fold.cutoff - win)
         ht, hc = sd.hourly_time[hm], sd.hourly_close[hm]
         if ht.shape[0] < 48:
             return None
         start = fold.cutoff
-        ftimes = np.arange(start, fold.next_cutoff, sd.interval_ms, dtype=np.int64) + (lab.horizon + 1) * sd.interval_ms
+        ftimes = (
+            np.arange(start, fold.next_cutoff, sd.interval_ms, dtype=np.int64)
+            + (lab.horizon + 1) * sd.interval_ms
+        )
         ts = TrainSet(np.empty((0, 0)), np.empty(0), (), ht, hc, ftimes, **common)
         return ts, (int(ht[0]), int(ht[-1])), data_digest(ht, hc, ftimes)
     m = train_mask(sd.open_time, fold, sched, row_stride=ml.training.row_stride)
@@ -189,7 +206,12 @@ def fold_trainset(
 
 
 def plan_fold(
-    sd: SymbolData, node: ModelNode, features: list[str], fold: Fold, sched: Schedule, ml: MLSections,
+    sd: SymbolData,
+    node: ModelNode,
+    features: list[str],
+    fold: Fold,
+    sched: Schedule,
+    ml: MLSections,
     models_dir: Path,
 ) -> FitPlan:
     """Decide the version of one (symbol, fold, model) and whether it must be fitted."""
@@ -219,8 +241,16 @@ def plan_fold(
         "features": features,
         "interval_ms": sd.interval_ms,
     }
-    task = FitTask(version, node.kind, dict(node.params), ml.training.seed, ml.training.threads, ts,
-                   str(models_dir), meta)
+    task = FitTask(
+        version,
+        node.kind,
+        dict(node.params),
+        ml.training.seed,
+        ml.training.threads,
+        ts,
+        str(models_dir),
+        meta,
+    )
     return FitPlan(version, task)
 
 
@@ -292,9 +322,14 @@ class SymbolResult:
                         "raw_probability": self.raw[sel, j],
                         "model_version": self.model_version(name)[sel].tolist(),
                     },
-                    schema={"symbol": pl.Utf8, "open_time": pl.Int64, "model": pl.Utf8,
-                            "probability": pl.Float64, "raw_probability": pl.Float64,
-                            "model_version": pl.Utf8},
+                    schema={
+                        "symbol": pl.Utf8,
+                        "open_time": pl.Int64,
+                        "model": pl.Utf8,
+                        "probability": pl.Float64,
+                        "raw_probability": pl.Float64,
+                        "model_version": pl.Utf8,
+                    },
                 )
             )
         return pl.concat(parts) if parts else pl.DataFrame()
@@ -341,12 +376,18 @@ class EnsembleResult:
         import polars as pl
 
         pooled = self.metrics.filter(pl.col("fold") == -1)
-        out: dict[str, Any] = {"models_fitted": self.n_fitted, "models_reused": self.n_reused,
-                               "train_seconds": round(self.train_seconds, 3),
-                               "predict_seconds": round(self.predict_seconds, 3), "per_model": {}}
+        out: dict[str, Any] = {
+            "models_fitted": self.n_fitted,
+            "models_reused": self.n_reused,
+            "train_seconds": round(self.train_seconds, 3),
+            "predict_seconds": round(self.predict_seconds, 3),
+            "per_model": {},
+        }
         for row in pooled.iter_rows(named=True):
             key = f"{row['symbol']}/{row['model']}"
-            out["per_model"][key] = {k: row[k] for k in ("n", "auc", "log_loss", "brier", "ece", "hit_rate")}
+            out["per_model"][key] = {
+                k: row[k] for k in ("n", "auc", "log_loss", "brier", "ece", "hit_rate")
+            }
         return out
 
 
@@ -362,10 +403,22 @@ class _Progress:
             return
         if progress is True:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
-            self.own = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.own = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
             self.own.start()
             self.p = self.own
         else:
@@ -391,8 +444,14 @@ class SymbolPipeline:
     kernel state.
     """
 
-    def __init__(self, sd: SymbolData, feats: dict[str, list[str]], ml: MLSections, sched: Schedule,
-                 models_dir: Path) -> None:
+    def __init__(
+        self,
+        sd: SymbolData,
+        feats: dict[str, list[str]],
+        ml: MLSections,
+        sched: Schedule,
+        models_dir: Path,
+    ) -> None:
         self.sd = sd
         self.feats = feats
         self.ml = ml
@@ -413,12 +472,19 @@ class SymbolPipeline:
             for node in self.ml.models:
                 if not node.trained:
                     continue
-                plan = plan_fold(self.sd, node, self.feats[node.name], fold, self.sched, self.ml, self.models_dir)
+                plan = plan_fold(
+                    self.sd, node, self.feats[node.name], fold, self.sched, self.ml, self.models_dir
+                )
                 if plan.version is None:
-                    self.events.append({"time": fold.cutoff, "severity": "warning",
-                                        "component": f"ml.train.{node.name}",
-                                        "message": f"{self.sd.symbol} fold {fold.index}: {node.name} not trained "
-                                                   f"({plan.reason}); it abstains until the next cutoff"})
+                    self.events.append(
+                        {
+                            "time": fold.cutoff,
+                            "severity": "warning",
+                            "component": f"ml.train.{node.name}",
+                            "message": f"{self.sd.symbol} fold {fold.index}: {node.name} not trained "
+                            f"({plan.reason}); it abstains until the next cutoff",
+                        }
+                    )
                 self.plans[(fold.index, node.name)] = plan
                 out.append(plan)
         return out
@@ -426,7 +492,9 @@ class SymbolPipeline:
     def _model(self, node: ModelNode, fold: Fold) -> Any:
         if not node.trained:
             if node.name not in self.external:
-                self.external[node.name] = _external_model(node, self.feats[node.name], self.ml.training.threads)
+                self.external[node.name] = _external_model(
+                    node, self.feats[node.name], self.ml.training.threads
+                )
             return self.external[node.name]
         plan = self.plans[(fold.index, node.name)]
         if plan.version is None:
@@ -434,8 +502,12 @@ class SymbolPipeline:
         if plan.version not in self.loaded:
             from engine.ml.models import load_model
 
-            self.loaded[plan.version] = load_model(node.kind, self.models_dir / plan.version, node.params,
-                                                   threads=self.ml.training.threads)
+            self.loaded[plan.version] = load_model(
+                node.kind,
+                self.models_dir / plan.version,
+                node.params,
+                threads=self.ml.training.threads,
+            )
         return self.loaded[plan.version]
 
     def version(self, node: ModelNode, fold: Fold) -> str | None:
@@ -455,7 +527,9 @@ class SymbolPipeline:
                 ens.calibration, raw[oof, j], self.sd.y[oof], min_rows=ens.min_calibration_rows
             )
         if ens.fusion == "stacked":
-            self.coefs[fold.index] = fit_stacker(cal[oof], self.sd.y[oof], min_rows=ens.min_calibration_rows)
+            self.coefs[fold.index] = fit_stacker(
+                cal[oof], self.sd.y[oof], min_rows=ens.min_calibration_rows
+            )
         else:
             self.coefs[fold.index] = np.zeros(len(self.names) + 1)
 
@@ -475,7 +549,11 @@ def _fold_index(open_time: np.ndarray, sched: Schedule) -> np.ndarray:
     first = sched.run_start + sched.warmup
     k = np.floor_divide(open_time - first, sched.retrain_every)
     k = np.where(open_time >= first, k, -1).astype(np.int32)
-    return np.minimum(k, len(sched.folds) - 1) if sched.folds else np.full(open_time.shape, -1, np.int32)
+    return (
+        np.minimum(k, len(sched.folds) - 1)
+        if sched.folds
+        else np.full(open_time.shape, -1, np.int32)
+    )
 
 
 def run_ensemble(
@@ -498,13 +576,21 @@ def run_ensemble(
     pipes: dict[str, SymbolPipeline] = {}
     for sym in frames_by_symbol:
         if sym not in features_by_symbol:
-            raise DataError(f"{sym}: no features were given to the ML stage",
-                            hint="pass features_by_symbol for every symbol in frames_by_symbol")
-        sd, feats = prepare_symbol(sym, frames_by_symbol[sym], features_by_symbol[sym], ml,
-                                   interval_ms=interval_ms)
+            raise DataError(
+                f"{sym}: no features were given to the ML stage",
+                hint="pass features_by_symbol for every symbol in frames_by_symbol",
+            )
+        sd, feats = prepare_symbol(
+            sym, frames_by_symbol[sym], features_by_symbol[sym], ml, interval_ms=interval_ms
+        )
         start = int(sd.open_time[0]) if run_start is None else int(run_start)
-        sched = make_schedule(run_start=start, last_open_time=int(sd.open_time[-1]),
-                              interval_ms=sd.interval_ms, training=ml.training, horizon=ml.labels.horizon)
+        sched = make_schedule(
+            run_start=start,
+            last_open_time=int(sd.open_time[-1]),
+            interval_ms=sd.interval_ms,
+            training=ml.training,
+            horizon=ml.labels.horizon,
+        )
         pipes[sym] = SymbolPipeline(sd, feats, ml, sched, models_dir)
 
     # 1. plan and fit every (symbol, fold, model)
@@ -570,15 +656,30 @@ def _predict_symbol(pipe: SymbolPipeline) -> SymbolResult:
     pipe.runner = runner  # type: ignore[attr-defined]
     out = runner.run(sd.close, cal, coefs)
     return SymbolResult(
-        symbol=sd.symbol, open_time=sd.open_time, model_names=pipe.names, raw=raw, probs=cal, fold=fold_of,
-        versions=versions, p=out["p"], agreement=out["agreement"], disagreement=out["disagreement"],
-        entropy=out["entropy"], uncertainty=out["uncertainty"], payoff_ratio=out["payoff_ratio"],
-        expected_value=out["expected_value"], direction=out["direction"], gate_code=out["gate_code"],
-        weights=out["weights"], labels=sd.y,
+        symbol=sd.symbol,
+        open_time=sd.open_time,
+        model_names=pipe.names,
+        raw=raw,
+        probs=cal,
+        fold=fold_of,
+        versions=versions,
+        p=out["p"],
+        agreement=out["agreement"],
+        disagreement=out["disagreement"],
+        entropy=out["entropy"],
+        uncertainty=out["uncertainty"],
+        payoff_ratio=out["payoff_ratio"],
+        expected_value=out["expected_value"],
+        direction=out["direction"],
+        gate_code=out["gate_code"],
+        weights=out["weights"],
+        labels=sd.y,
     )
 
 
-def _metrics(results: dict[str, SymbolResult], pipes: dict[str, SymbolPipeline]) -> tuple[Any, Any, Any]:
+def _metrics(
+    results: dict[str, SymbolResult], pipes: dict[str, SymbolPipeline]
+) -> tuple[Any, Any, Any]:
     import polars as pl
 
     from engine.ml.ensemble import calibration_curve
@@ -593,21 +694,56 @@ def _metrics(results: dict[str, SymbolResult], pipes: dict[str, SymbolPipeline])
             pp = np.where(r.fold >= 0, p, np.nan)
             for fold in sched.folds:
                 sel = r.fold == fold.index
-                rows.append({"symbol": sym, "model": name, "fold": fold.index, "cutoff": fold.cutoff,
-                             **score(pp[sel], r.labels[sel])})
-            rows.append({"symbol": sym, "model": name, "fold": -1, "cutoff": None, **score(pp, r.labels)})
+                rows.append(
+                    {
+                        "symbol": sym,
+                        "model": name,
+                        "fold": fold.index,
+                        "cutoff": fold.cutoff,
+                        **score(pp[sel], r.labels[sel]),
+                    }
+                )
+            rows.append(
+                {"symbol": sym, "model": name, "fold": -1, "cutoff": None, **score(pp, r.labels)}
+            )
             for c in calibration_curve(pp, r.labels):
                 curve.append({"symbol": sym, "model": name, **c})
         fused = np.isfinite(r.p) & (r.fold >= 0)
         for j, name in enumerate(r.model_names):
             w = r.weights[fused, j]
-            contrib.append({"symbol": sym, "model": name, "mean_weight": float(w.mean()) if w.size else float("nan")})
-    schema = {"symbol": pl.Utf8, "model": pl.Utf8, "fold": pl.Int64, "cutoff": pl.Int64, "n": pl.Int64,
-              "auc": pl.Float64, "log_loss": pl.Float64, "brier": pl.Float64, "ece": pl.Float64,
-              "hit_rate": pl.Float64}
+            contrib.append(
+                {
+                    "symbol": sym,
+                    "model": name,
+                    "mean_weight": float(w.mean()) if w.size else float("nan"),
+                }
+            )
+    schema = {
+        "symbol": pl.Utf8,
+        "model": pl.Utf8,
+        "fold": pl.Int64,
+        "cutoff": pl.Int64,
+        "n": pl.Int64,
+        "auc": pl.Float64,
+        "log_loss": pl.Float64,
+        "brier": pl.Float64,
+        "ece": pl.Float64,
+        "hit_rate": pl.Float64,
+    }
     return (
         pl.DataFrame(rows, schema=schema),
-        pl.DataFrame(curve, schema={"symbol": pl.Utf8, "model": pl.Utf8, "bin": pl.Int64, "mean_p": pl.Float64,
-                                    "freq_up": pl.Float64, "count": pl.Int64}),
-        pl.DataFrame(contrib, schema={"symbol": pl.Utf8, "model": pl.Utf8, "mean_weight": pl.Float64}),
+        pl.DataFrame(
+            curve,
+            schema={
+                "symbol": pl.Utf8,
+                "model": pl.Utf8,
+                "bin": pl.Int64,
+                "mean_p": pl.Float64,
+                "freq_up": pl.Float64,
+                "count": pl.Int64,
+            },
+        ),
+        pl.DataFrame(
+            contrib, schema={"symbol": pl.Utf8, "model": pl.Utf8, "mean_weight": pl.Float64}
+        ),
     )

@@ -84,7 +84,11 @@ def make_schedule(
     w = span_ms(training.train_window, interval_ms, where="training.train_window")
     every = span_ms(training.retrain_every, interval_ms, where="training.retrain_every")
     emb = span_ms(training.embargo, interval_ms, where="training.embargo")
-    warm = w if training.warmup is None else span_ms(training.warmup, interval_ms, where="training.warmup")
+    warm = (
+        w
+        if training.warmup is None
+        else span_ms(training.warmup, interval_ms, where="training.warmup")
+    )
     if w < (horizon + 2) * interval_ms:
         raise ConfigError(
             f"training.train_window: {training.train_window!r} is shorter than the label horizon",
@@ -106,7 +110,9 @@ def make_schedule(
     return Schedule(run_start, interval_ms, horizon, w, every, emb, warm, tuple(folds))
 
 
-def train_mask(open_time: np.ndarray, fold: Fold, schedule: Schedule, *, row_stride: int = 1) -> np.ndarray:
+def train_mask(
+    open_time: np.ndarray, fold: Fold, schedule: Schedule, *, row_stride: int = 1
+) -> np.ndarray:
     """Rows eligible for fold training by time alone (window, embargo, purge, stride)."""
     o = np.asarray(open_time, dtype=np.int64)
     i_ms = schedule.interval_ms
@@ -122,7 +128,11 @@ def config_hash(labels: LabelsConfig, training: TrainingConfig, node: ModelNode)
     tr = training.model_dump(mode="json")
     tr.pop("workers", None)
     blob = json.dumps(
-        {"labels": labels.model_dump(mode="json"), "training": tr, "node": node.model_dump(mode="json")},
+        {
+            "labels": labels.model_dump(mode="json"),
+            "training": tr,
+            "node": node.model_dump(mode="json"),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -203,8 +213,15 @@ def fit_task(task: FitTask) -> dict[str, Any]:
         model = new_model(task.kind, task.params)
         model.fit(task.train, seed=task.seed, threads=task.threads)
         model.save(tmp)
-        meta = dict(task.meta, version=task.version, kind=task.kind, params=task.params, seed=task.seed,
-                    threads=task.threads, n_train=int(task.train.y.shape[0]))
+        meta = dict(
+            task.meta,
+            version=task.version,
+            kind=task.kind,
+            params=task.params,
+            seed=task.seed,
+            threads=task.threads,
+            n_train=int(task.train.y.shape[0]),
+        )
         write_json(tmp / "meta.json", meta)
         try:
             os.replace(tmp, final)
@@ -220,7 +237,11 @@ class FoldExecutor(Protocol):
     """Runs independent fold fits; ``on_done(i, result)`` is called as each one finishes."""
 
     def map(
-        self, fn: Callable[[T], R], tasks: Sequence[T], *, on_done: Callable[[int, R], None] | None = None
+        self,
+        fn: Callable[[T], R],
+        tasks: Sequence[T],
+        *,
+        on_done: Callable[[int, R], None] | None = None,
     ) -> list[R]: ...
 
 
@@ -228,7 +249,11 @@ class SerialExecutor:
     """Fits folds one after another in this process."""
 
     def map(
-        self, fn: Callable[[T], R], tasks: Sequence[T], *, on_done: Callable[[int, R], None] | None = None
+        self,
+        fn: Callable[[T], R],
+        tasks: Sequence[T],
+        *,
+        on_done: Callable[[int, R], None] | None = None,
     ) -> list[R]:
         out = []
         for i, t in enumerate(tasks):
@@ -246,7 +271,11 @@ class ProcessPoolFoldExecutor:
         self.workers = workers
 
     def map(
-        self, fn: Callable[[T], R], tasks: Sequence[T], *, on_done: Callable[[int, R], None] | None = None
+        self,
+        fn: Callable[[T], R],
+        tasks: Sequence[T],
+        *,
+        on_done: Callable[[int, R], None] | None = None,
     ) -> list[R]:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed

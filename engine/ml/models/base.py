@@ -78,7 +78,9 @@ def masked_predict(X: np.ndarray, fn: Any) -> np.ndarray:
     out = np.full(X.shape[0], np.nan)
     ok = finite_rows(X)
     if ok.any():
-        out[ok] = np.asarray(fn(np.ascontiguousarray(X[ok], dtype=np.float64)), dtype=np.float64).ravel()
+        out[ok] = np.asarray(
+            fn(np.ascontiguousarray(X[ok], dtype=np.float64)), dtype=np.float64
+        ).ravel()
     return out
 
 

@@ -50,7 +50,9 @@ class OnnxModel:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(
+                str(self.path), opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ConfigError(
                 f"cannot load onnx model {self.path}: {exc}",
@@ -63,7 +65,9 @@ class OnnxModel:
         names = [o.name for o in outs]
         prob = [n for n in names if "prob" in n.lower()]
         self.output_name = prob[0] if prob else names[-1]
-        self.n_inputs = inp.shape[1] if len(inp.shape) == 2 and isinstance(inp.shape[1], int) else None
+        self.n_inputs = (
+            inp.shape[1] if len(inp.shape) == 2 and isinstance(inp.shape[1], int) else None
+        )
         self.version = "onnx-" + file_digest(self.path)[:16]
 
     def _run(self, X: np.ndarray) -> np.ndarray:
@@ -92,7 +96,9 @@ class RemoteModel:
     kind = "remote"
     CHUNK = 20_000
 
-    def __init__(self, url: str, *, timeout_s: float, feature_names: list[str], name: str = "remote") -> None:
+    def __init__(
+        self, url: str, *, timeout_s: float, feature_names: list[str], name: str = "remote"
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.feature_names = list(feature_names)
@@ -103,7 +109,10 @@ class RemoteModel:
     def _post(self, rows: np.ndarray) -> np.ndarray:
         body = json.dumps({"features": self.feature_names, "rows": rows.tolist()}).encode()
         req = urllib.request.Request(
-            self.url + "/predict", data=body, headers={"Content-Type": "application/json"}, method="POST"
+            self.url + "/predict",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
         )
         with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
             payload = json.loads(resp.read())

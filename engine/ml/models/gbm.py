@@ -102,18 +102,16 @@ class XGBoostModel:
             "nthread": threads,
             "verbosity": 0,
         }
-        dtrain = xgb.DMatrix(np.ascontiguousarray(train.X, dtype=np.float64), label=train.y, nthread=threads)
+        dtrain = xgb.DMatrix(
+            np.ascontiguousarray(train.X, dtype=np.float64), label=train.y, nthread=threads
+        )
         self.booster = xgb.train(xgb_params, dtrain, num_boost_round=p["n_estimators"])
+        self.booster.set_param({"nthread": threads})
         self.threads = threads
         return self
 
     def predict_proba(self, seg: Segment) -> np.ndarray:
-        import xgboost as xgb
-
-        def run(X: np.ndarray) -> np.ndarray:
-            return self.booster.predict(xgb.DMatrix(X, nthread=self.threads))
-
-        return masked_predict(seg.X, run)
+        return masked_predict(seg.X, lambda X: self.booster.inplace_predict(X))
 
     def save(self, path: Path) -> None:
         self.booster.save_model(str(path / self.FILE))
