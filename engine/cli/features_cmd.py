@@ -11,6 +11,17 @@ import typer
 from engine.cli.common import StoreOpt, console, err_console, guarded
 
 
+def warmup_start(start_ms: int, names: list[str] | None, interval: str) -> int:
+    """Where to start loading so that every feature is warm at ``start_ms``: the declared
+    warm-up plus one bar of the longest timeframe (for its alignment)."""
+    from engine.features import warmup_bars
+    from engine.timeutil import interval_ms
+
+    step = interval_ms(interval)
+    longest = max([step] + [interval_ms(s) for s in ("15m", "1h", "4h", "1d") if interval_ms(s) % step == 0])
+    return start_ms - (warmup_bars(names, interval=interval) + 1) * step - longest
+
+
 def _split(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
@@ -39,7 +50,7 @@ def features(
     from engine.features import check_names, default_names, warmup_bars
     from engine.timeutil import interval_ms, parse_end, parse_time
 
-    step = interval_ms(interval)
+    interval_ms(interval)  # validates --interval before anything else
     if list_names:
         for name in default_names(interval):
             console.print(name, highlight=False)
@@ -66,10 +77,8 @@ def features(
     t0 = time.perf_counter()
     candles = None
     if warmup and t_start is not None:
-        # History for the warm-up, plus one bar of the longest timeframe for its alignment.
         need = warmup_bars(wanted, interval=interval) + 1
-        longest = max([step] + [interval_ms(s) for s in ("15m", "1h", "4h", "1d") if interval_ms(s) % step == 0])
-        early = t_start - need * step - longest
+        early = warmup_start(t_start, wanted, interval)
         try:
             candles = load_candles(symbol, interval, start=early, end=t_end, store=store)
         except DataError:
