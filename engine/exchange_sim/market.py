@@ -178,7 +178,7 @@ class MarketData:
                     hint="choose an earlier --start or download more data with engine data download",
                 )
             try:
-                funding[sym] = load_funding(sym, start=start_ms, end=end_ms, store=store)
+                funding[sym] = load_funding(sym, end=end_ms, store=store)
             except DataError:
                 notices.append(f"{sym}: no funding rates in the store for the replay; no funding is paid")
             if fine and ims > FINE_MS:

@@ -63,7 +63,13 @@ class SimServer:
     :class:`engine.exchange_sim.runner.ServerThread` (sync) to run it.
     """
 
-    def __init__(self, config: SimConfig, *, market: MarketData | None = None, notices: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        market: MarketData | None = None,
+        notices: list[str] | None = None,
+    ) -> None:
         from engine.exchange_sim.accounting import warm_up
         from engine.sim.specs import EXCHANGE_INFO, LEVERAGE_BRACKETS, load_specs
 
@@ -71,25 +77,41 @@ class SimServer:
         self.notices = list(notices or [])
         if market is None:
             market, more = MarketData.load(
-                list(config.symbols), interval=config.interval, start_ms=config.start_ms, end_ms=config.end_ms,
-                store=config.store, substeps=config.substeps,
+                list(config.symbols),
+                interval=config.interval,
+                start_ms=config.start_ms,
+                end_ms=config.end_ms,
+                store=config.store,
+                substeps=config.substeps,
             )
             self.notices.extend(more)
         specs = {s.symbol: s for s in load_specs(list(market.bars))}
         warm_up()
         self.exchange = Exchange(
-            market, specs, start_ms=config.start_ms, end_ms=config.end_ms, balance=config.balance,
-            taker_fee=config.taker_fee, maker_fee=config.maker_fee, slippage_bps=config.slippage_bps,
+            market,
+            specs,
+            start_ms=config.start_ms,
+            end_ms=config.end_ms,
+            balance=config.balance,
+            taker_fee=config.taker_fee,
+            maker_fee=config.maker_fee,
+            slippage_bps=config.slippage_bps,
             default_leverage=config.default_leverage,
         )
-        self.clock = MarketClock(start_ms=config.start_ms, speed=config.speed, end_ms=self.exchange.end_ms)
+        self.clock = MarketClock(
+            start_ms=config.start_ms, speed=config.speed, end_ms=self.exchange.end_ms
+        )
         info = json.loads(EXCHANGE_INFO.read_text())
         info["symbols"] = [s for s in info["symbols"] if s["symbol"] in market.bars]
         self.exchange_info = info
         self.leverage_brackets = json.loads(LEVERAGE_BRACKETS.read_text())
         self.limiter = RateLimiter(
-            weight_limit=config.weight_limit, window_s=config.weight_window_s, orders_10s=config.orders_10s,
-            orders_1m=config.orders_1m, ban_after=config.ban_after, ban_s=config.ban_s,
+            weight_limit=config.weight_limit,
+            window_s=config.weight_window_s,
+            orders_10s=config.orders_10s,
+            orders_1m=config.orders_1m,
+            ban_after=config.ban_after,
+            ban_s=config.ban_s,
         )
         self.faults = FaultInjector(config.faults, seed=config.seed, log_path=config.fault_log)
         self.conns: set[Conn] = set()
@@ -176,7 +198,9 @@ class SimServer:
 
     def listen_key(self) -> str:
         if self.current_listen_key is None:
-            self.current_listen_key = secrets.token_urlsafe(48).replace("-", "a").replace("_", "b")[:64]
+            self.current_listen_key = (
+                secrets.token_urlsafe(48).replace("-", "a").replace("_", "b")[:64]
+            )
         return self.current_listen_key
 
     def close_listen_key(self) -> None:
@@ -186,8 +210,12 @@ class SimServer:
             asyncio.ensure_future(c.ws.close())
 
     # ------------------------------------------------------------------ REST
-    def _json(self, obj: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(text=dumps(obj), status=status, content_type="application/json", headers=headers)
+    def _json(
+        self, obj: Any, *, status: int = 200, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        return web.Response(
+            text=dumps(obj), status=status, content_type="application/json", headers=headers
+        )
 
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         faults = self.faults
@@ -200,7 +228,8 @@ class SimServer:
         route = ROUTES.get((request.method, request.path))
         if route is None:
             return self._json(
-                {"code": -5000, "msg": f"Path {request.path}, Method {request.method} is invalid"}, status=404
+                {"code": -5000, "msg": f"Path {request.path}, Method {request.method} is invalid"},
+                status=404,
             )
         headers: dict[str, str] = {}
         try:
@@ -226,7 +255,11 @@ class SimServer:
                 headers["X-MBX-ORDER-COUNT-1M"] = str(c60)
             after_accept = False
             if faults.draw_5xx():
-                if request.method == "POST" and request.path in ORDER_PATHS and faults.draw_after_accept():
+                if (
+                    request.method == "POST"
+                    and request.path in ORDER_PATHS
+                    and faults.draw_after_accept()
+                ):
                     after_accept = True
                 else:
                     faults.record("http_5xx", path=request.path, accepted=False)
@@ -252,11 +285,21 @@ class SimServer:
         ex.catch_up(now)
         return self._json(
             {
-                "marketTime": now, "bar": ex.j, "substep": ex.k, "substeps": ex.K, "barOpen": ex.T0 + ex.j * ex.I,
-                "endTime": ex.end_ms, "wallet": ex.account.wallet, "fees": ex.account.fees_paid,
-                "funding": ex.account.funding_paid, "realized": ex.account.realized,
-                "fills": ex.fills, "fundingEvents": ex.funding_events, "framesSent": self.frames_sent,
-                "connections": len(self.conns), "last": ex.last,
+                "marketTime": now,
+                "bar": ex.j,
+                "substep": ex.k,
+                "substeps": ex.K,
+                "barOpen": ex.T0 + ex.j * ex.I,
+                "endTime": ex.end_ms,
+                "wallet": ex.book.wallet,
+                "fees": ex.book.fees_paid,
+                "funding": ex.book.funding_paid,
+                "realized": ex.book.realized,
+                "fills": ex.fills,
+                "fundingEvents": ex.funding_events,
+                "framesSent": self.frames_sent,
+                "connections": len(self.conns),
+                "last": ex.last,
             }
         )
 
@@ -264,7 +307,9 @@ class SimServer:
         try:
             ms = int(request.query["ms"])
         except (KeyError, ValueError):
-            return self._json({"code": -1102, "msg": "Mandatory parameter 'ms' was not sent"}, status=400)
+            return self._json(
+                {"code": -1102, "msg": "Mandatory parameter 'ms' was not sent"}, status=400
+            )
         now = self.clock.advance(ms)
         self.exchange.catch_up(now)
         if self._wake is not None:
@@ -292,7 +337,9 @@ class SimServer:
         streams = [s for s in request.query.get("streams", "").split("/") if s]
         return await self._ws(request, streams, combined=True)
 
-    async def _ws(self, request: web.Request, streams: list[str], *, combined: bool) -> web.StreamResponse:
+    async def _ws(
+        self, request: web.Request, streams: list[str], *, combined: bool
+    ) -> web.StreamResponse:
         bad = [s for s in streams if not self._valid_stream(s)]
         if bad:
             return self._json({"code": -1121, "msg": f"Invalid stream name: {bad[0]}"}, status=400)
@@ -349,17 +396,31 @@ class SimServer:
             method = msg["method"]
             mid = msg.get("id")
         except (ValueError, KeyError, TypeError):
-            return {"error": {"code": 3, "msg": "Invalid JSON: expected a JSON object with a method"}}
+            return {
+                "error": {"code": 3, "msg": "Invalid JSON: expected a JSON object with a method"}
+            }
         params = msg.get("params") or []
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
-                return {"error": {"code": 2, "msg": "Invalid request: params must be a list of stream names"}, "id": mid}
+                return {
+                    "error": {
+                        "code": 2,
+                        "msg": "Invalid request: params must be a list of stream names",
+                    },
+                    "id": mid,
+                }
             bad = [p for p in params if not self._valid_stream(p)]
             if bad:
-                return {"error": {"code": 2, "msg": f"Invalid request: unknown stream {bad[0]!r}"}, "id": mid}
+                return {
+                    "error": {"code": 2, "msg": f"Invalid request: unknown stream {bad[0]!r}"},
+                    "id": mid,
+                }
             if method == "SUBSCRIBE":
                 if len(conn.streams | set(params)) > MAX_STREAMS:
-                    return {"error": {"code": 2, "msg": "Invalid request: too many streams"}, "id": mid}
+                    return {
+                        "error": {"code": 2, "msg": "Invalid request: too many streams"},
+                        "id": mid,
+                    }
                 for p in params:
                     self._subscribe(conn, p)
             else:
@@ -372,13 +433,24 @@ class SimServer:
         if method == "LIST_SUBSCRIPTIONS":
             return {"result": sorted(conn.streams), "id": mid}
         if method == "SET_PROPERTY":
-            if isinstance(params, list) and len(params) == 2 and params[0] == "combined" and isinstance(params[1], bool):
+            if (
+                isinstance(params, list)
+                and len(params) == 2
+                and params[0] == "combined"
+                and isinstance(params[1], bool)
+            ):
                 conn.combined = params[1]
                 return {"result": None, "id": mid}
-            return {"error": {"code": 2, "msg": "Invalid request: property name must be 'combined'"}, "id": mid}
+            return {
+                "error": {"code": 2, "msg": "Invalid request: property name must be 'combined'"},
+                "id": mid,
+            }
         if method == "GET_PROPERTY":
             return {"result": conn.combined, "id": mid}
-        return {"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": mid}
+        return {
+            "error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"},
+            "id": mid,
+        }
 
     async def _writer(self, conn: Conn) -> None:
         ws = conn.ws
@@ -423,7 +495,10 @@ class SimServer:
         if kind == "kline":
             name = f"{p['symbol'].lower()}@kline_{self.config.interval}"
             if name in self.by_stream:
-                self._send(name, S.kline_ws(ex, p["symbol"], p["row"], p["k"], p["t"], self.config.interval))
+                self._send(
+                    name,
+                    S.kline_ws(ex, p["symbol"], p["row"], p["k"], p["t"], self.config.interval),
+                )
         elif kind == "mark":
             for suffix in ("markPrice", "markPrice@1s"):
                 name = f"{p['symbol'].lower()}@{suffix}"
@@ -434,7 +509,9 @@ class SimServer:
             if kind == "order":
                 self._send(self.current_listen_key, S.order_update_event(ex, p["order"], p["x"], t))
             elif kind == "account":
-                self._send(self.current_listen_key, S.account_update_event(ex, p["reason"], p["symbol"], t))
+                self._send(
+                    self.current_listen_key, S.account_update_event(ex, p["reason"], p["symbol"], t)
+                )
 
     async def _ws_dropper(self, period: float) -> None:
         while True:

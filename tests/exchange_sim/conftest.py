@@ -1,0 +1,84 @@
+"""Fixtures: a real simulator on 127.0.0.1 (port 0) replaying real data from the store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.exchange_sim.config import SimConfig
+from engine.exchange_sim.market import MarketData
+from engine.exchange_sim.runner import ServerThread
+from engine.timeutil import parse_end, parse_time
+
+KEY = "simKey0123456789abcdefABCDEF0123456789abcdefABCDEF0123456789abcd"
+SECRET = "simSecret0123456789abcdefABCDEF0123456789abcdefABCDEF0123456789"
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+START = "2024-01-01"  # no 1m data here: partial bars are interpolated
+FINE_START = "2023-07-20"  # 1m data here: partial bars are built from it
+
+
+def _load(store: Path, start: str, end: str) -> MarketData:
+    md, _ = MarketData.load(
+        list(SYMBOLS), interval="5m", start_ms=parse_time(start), end_ms=parse_end(end), store=store
+    )
+    return md
+
+
+@pytest.fixture(scope="session")
+def market(usdm_store: Path) -> MarketData:
+    """BTCUSDT + ETHUSDT 5m up to 2024-01-03, replay from 2024-01-01 (interpolated partials)."""
+    return _load(usdm_store, START, "2024-01-03")
+
+
+@pytest.fixture(scope="session")
+def fine_market(usdm_store: Path) -> MarketData:
+    """5m replay from 2023-07-20 where the store has 1m bars (partials from 1m data)."""
+    return _load(usdm_store, FINE_START, "2023-07-21")
+
+
+def make_config(start: str = START, **kw: Any) -> SimConfig:
+    base: dict[str, Any] = {
+        "symbols": SYMBOLS, "interval": "5m", "start_ms": parse_time(start), "speed": 0.0, "port": 0,
+        "api_key": KEY, "api_secret": SECRET, "ping_interval_s": 0.0,
+    }
+    base.update(kw)
+    return SimConfig(**base)
+
+
+@contextlib.contextmanager
+def running(market: MarketData, **kw: Any) -> Iterator[ServerThread]:
+    start = kw.pop("start", START)
+    t = ServerThread(make_config(start, **kw), market=market)
+    t.start()
+    try:
+        yield t
+    finally:
+        t.stop()
+
+
+@pytest.fixture()
+def sim(market: MarketData) -> Iterator[ServerThread]:
+    """A frozen-clock simulator (speed 0): the market moves only through /sim/advance."""
+    with running(market) as t:
+        yield t
+
+
+def url(t: ServerThread) -> str:
+    assert t.server is not None
+    return t.server.url
+
+
+def admin(t: ServerThread, path: str, *, method: str = "GET") -> Any:
+    req = urllib.request.Request(url(t) + path, method=method)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def advance(t: ServerThread, ms: int) -> Any:
+    return admin(t, f"/sim/advance?ms={ms}", method="POST")
