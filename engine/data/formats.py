@@ -294,7 +294,7 @@ def _first_bad_cell(
     )
 
 
-def _ragged_line(data: bytes, n_fields: int, source: str, header: bool) -> DataError | None:
+def _ragged_line(data: bytes, n_fields: int, source: str) -> DataError | None:
     for no, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
@@ -405,7 +405,7 @@ def _diagnose_csv(
             )
     else:
         raw_bytes = data
-    ragged = _ragged_line(raw_bytes, len(names), source, has_header)
+    ragged = _ragged_line(raw_bytes, len(names), source)
     if ragged is not None:
         return ragged
     try:

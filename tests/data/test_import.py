@@ -215,3 +215,34 @@ def test_store_is_hive_partitioned_for_duckdb(usdm_store: Path) -> None:
         " where interval = '5m' group by symbol order by symbol"
     ).fetchall()
     assert got == [("BTCUSDT", 143_900), ("ETHUSDT", 143_901)]
+
+
+def _import_worker(path: str, store: str) -> None:
+    import_paths([path], store=store)
+
+
+def test_concurrent_imports_do_not_lose_rows(usdm_dir: Path, tmp_path: Path) -> None:
+    """Two processes merging overlapping halves into one store at once: the lock serialises
+    their read-merge-write, so the store ends with the union."""
+    import multiprocessing as mp
+
+    with gzip.open(usdm_dir / "klines" / "BTCUSDT-1h.csv.gz", "rt") as fh:
+        lines = fh.read().splitlines()
+    halves = []
+    for k, part in enumerate((lines[1:7000], lines[3000:])):
+        p = tmp_path / f"h{k}" / "BTCUSDT-1h.csv"
+        p.parent.mkdir()
+        p.write_text("\n".join([lines[0], *part]) + "\n")
+        halves.append(str(p))
+    store = str(tmp_path / "s")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_import_worker, args=(h, store)) for h in halves]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    df = load_candles("BTCUSDT", "1h", store=store)
+    assert (
+        df.height == 11_991 and df["open_time"].is_sorted() and df["open_time"].n_unique() == 11_991
+    )
