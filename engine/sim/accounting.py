@@ -65,7 +65,7 @@ def check_order_nb(
     """
     q = abs(qty)
     k = q / step
-    if abs(k - np.round(k)) > 1e-6:
+    if abs(k - np.round(k)) > max(1e-6, abs(k) * 1e-9):
         return OrderCheck.STEP
     if q < min_qty - _EPS * step:
         return OrderCheck.MIN_QTY
