@@ -30,7 +30,7 @@ latest state; ``order_events`` shows every row.
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 LOGICAL_TYPES: Final = ("str", "i64", "f64", "bool", "json")
 
@@ -54,7 +54,7 @@ class Column(NamedTuple):
     def sqlite_type(self) -> str:
         return _SQLITE[self.type]
 
-    def polars_type(self):  # -> polars.DataType (polars is imported lazily)
+    def polars_type(self) -> Any:  # a polars DataType (polars is imported lazily)
         import polars as pl
 
         return {
@@ -216,7 +216,7 @@ def column_names(table: str) -> list[str]:
     return [c.name for c in columns(table)]
 
 
-def polars_schema(table: str) -> dict[str, object]:
+def polars_schema(table: str) -> dict[str, Any]:
     """``{column: polars dtype}`` for ``table``, in order."""
     return {c.name: c.polars_type() for c in columns(table)}
 

@@ -173,3 +173,63 @@ def test_cli_with_candles_from_the_store(usdm_dir: Path, tmp_path: Path) -> None
     text = out.read_text()
     assert "price: store 1h candles" in text
     assert "candles not loaded" not in text
+
+
+def test_live_run_with_stored_model_metrics(tmp_path: Path) -> None:
+    """A live run (rows appended to SQLite, no labels yet) whose metrics carry the training's
+    walk-forward scores: the page shows them and says why it cannot score the run itself."""
+    log = RunLog(tmp_path)
+    rid = log.start_run(
+        mode="live", strategy="ensemble", params={"symbols": ["ETHUSDT"], "interval": "1h"}
+    )
+    for i in range(30):
+        t = START + i * BAR
+        log.append(rid, "equity", {"time": t, "equity": 1000.0 + i})
+        log.append(
+            rid,
+            "ensemble_decisions",
+            {
+                "symbol": "ETHUSDT",
+                "open_time": t,
+                "action": "long" if i % 2 else "flat",
+                "target_position": 0.1 if i % 2 else 0.0,
+                "probability": 0.55,
+                "price": 1500.0 + i,
+            },
+        )
+        for m, p in (("lightgbm", 0.6), ("prophet", 0.45)):
+            log.append(
+                rid,
+                "model_predictions",
+                {
+                    "symbol": "ETHUSDT",
+                    "open_time": t,
+                    "model": m,
+                    "model_version": f"{m}-v1",
+                    "probability": p,
+                },
+            )
+    curve = [
+        {"mean_predicted": 0.3, "fraction_positive": 0.35, "count": 10},
+        {"mean_predicted": 0.7, "fraction_positive": 0.66, "count": 12},
+    ]
+    models = {
+        "lightgbm": {
+            "auc": 0.61,
+            "log_loss": 0.68,
+            "brier": 0.24,
+            "calibration_error": 0.03,
+            "calibration_curve": curve,
+            "folds": 12,
+        },
+        "prophet": {"auc": 0.52, "log_loss": 0.69, "brier": 0.25, "calibration_error": 0.05},
+    }
+    log.finish_run(rid, status="stopped", metrics={"total_return": 0.029, "models": models})
+    page = build_report(rid, results_dir=tmp_path)
+    text = page.read_text()
+    assert "Walk-forward metrics reported by training" in text and "0.6100" in text and ">12<" in text
+    assert "carry no realised labels" in text
+    assert "Calibration curve" in text and "Model contributions" in text
+    assert "price: decision prices" in text and "status is &#x27;stopped&#x27;" in text
+    dom, stderr = chromium_dom(page, tmp_path)
+    assert dom.count('class="main-svg"') >= 8 and "Uncaught" not in stderr

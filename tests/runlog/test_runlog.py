@@ -273,3 +273,36 @@ def test_json_and_struct_columns(tmp_path: Path) -> None:
     log.finish_run(rid, status="ok")
     assert log.get_run(rid)["params"] == {"path": str(tmp_path), "grid": [1, 2]}
     assert log.read(rid, "system_events")["data"].to_list() == ['{"reason":"drawdown","value":0.2}']
+
+
+def test_concurrent_processes_share_one_log(tmp_path: Path) -> None:
+    """A sweep's workers: several processes start, write, append and finish runs at once."""
+    code = (
+        "import sys, polars as pl\n"
+        "from engine.runlog import RunLog\n"
+        "log = RunLog(sys.argv[1])\n"
+        "for k in range(5):\n"
+        "    rid = log.start_run(mode='sweep', strategy='w' + sys.argv[2], params={'k': k})\n"
+        "    log.write(rid, 'equity', pl.DataFrame({'time': [0, 1], 'equity': [1.0, float(k)]}))\n"
+        "    for i in range(10):\n"
+        "        log.event(rid, severity='info', component='w', message=str(i), time_ms=i)\n"
+        "    log.finish_run(rid, status='ok', metrics={'k': k})\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path), str(w)], stderr=subprocess.PIPE, text=True
+        )
+        for w in range(4)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    log = RunLog(tmp_path)
+    runs = log.recent_runs(100)
+    assert len(runs) == 20 and {r["status"] for r in runs} == {"ok"}
+    for r in runs:
+        assert log.read(r["run_id"], "equity")["equity"].to_list() == [
+            1.0,
+            float(r["metrics"]["k"]),
+        ]
+        assert log.read(r["run_id"], "system_events").height == 10
