@@ -227,7 +227,9 @@ def test_live_run_with_stored_model_metrics(tmp_path: Path) -> None:
     log.finish_run(rid, status="stopped", metrics={"total_return": 0.029, "models": models})
     page = build_report(rid, results_dir=tmp_path)
     text = page.read_text()
-    assert "Walk-forward metrics reported by training" in text and "0.6100" in text and ">12<" in text
+    assert (
+        "Walk-forward metrics reported by training" in text and "0.6100" in text and ">12<" in text
+    )
     assert "carry no realised labels" in text
     assert "Calibration curve" in text and "Model contributions" in text
     assert "price: decision prices" in text and "status is &#x27;stopped&#x27;" in text
