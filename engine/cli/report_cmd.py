@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from engine.cli.common import ResultsOpt, StoreOpt, console, guarded
+from engine.cli.common import ResultsOpt, console, guarded
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +22,12 @@ def report(
         None, "--out", "-o", help="Output HTML file (default: <results>/reports/<run_id>.html)."
     ),
     results: Path | None = ResultsOpt,
-    store: Path | None = StoreOpt,
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="Data store for the price chart (default: the store the run recorded, "
+        "else $ENGINE_DATA or ./data).",
+    ),
 ) -> None:
     """Write a self-contained HTML report: metrics, equity, drawdown, trades, models."""
     from engine.report import build_report
