@@ -723,7 +723,12 @@ def aggregate_nb(t, op, hi, lo, cl, vo, valid, base_ms, tf_ms):  # type: ignore[
 @njit(**_JIT)
 def fold_op_nb(kind, p0, p1, p2, pf, state_len, t, op, hi, lo, cl, vo, fr, base_ms, out, dst):  # type: ignore[no-untyped-def]
     """Fold one indicator's step kernel over arrays of (valid) bars: output k of bar i goes to
-    ``out[dst[k], i]``."""
+    ``out[dst[k], i]``.
+
+    SMA, EMA, RSI and MOM are specialised here (state in local variables instead of the state
+    vector, same operations in the same order); the tests prove every kind equal to
+    :func:`fold_plan_nb`, bit for bit.
+    """
     n = t.shape[0]
     st = np.zeros(state_len)
     res = np.empty(MAX_OUTPUTS)
@@ -736,18 +741,68 @@ def fold_op_nb(kind, p0, p1, p2, pf, state_len, t, op, hi, lo, cl, vo, fr, base_
             raw_volume_step_nb(st, 0, vo[i], res)
             out[d0, i] = res[0]
     elif kind == SMA:
+        # Specialised (state in registers): the operations of sma_step_nb, in its order.
+        total = 0.0
         for i in range(n):
-            sma_step_nb(st, 0, x[i], p0, res)
-            out[d0, i] = res[0]
-            out[d1, i] = res[1]
+            total += x[i]
+            if i >= p0 - 1:
+                avg = total / p0
+                total -= x[i - p0 + 1]
+                out[d0, i] = avg
+                out[d1, i] = x[i] / avg if avg != 0.0 else 1.0
+            else:
+                out[d0, i] = NAN
+                out[d1, i] = NAN
     elif kind == EMA:
+        # Specialised: the operations of ema_step_nb, in its order.
+        k = 2.0 / (p0 + 1)
+        total = 0.0
+        prev = 0.0
         for i in range(n):
-            ema_step_nb(st, 0, x[i], p0, res)
-            out[d0, i] = res[0]
+            if i < p0:
+                total += x[i]
+                if i == p0 - 1:
+                    prev = total / p0
+                    out[d0, i] = prev
+                else:
+                    out[d0, i] = NAN
+            else:
+                prev = ((x[i] - prev) * k) + prev
+                out[d0, i] = prev
     elif kind == RSI:
+        # Specialised: the operations of rsi_step_nb, in its order.
+        prev = 0.0
+        gain = 0.0
+        loss = 0.0
         for i in range(n):
-            rsi_step_nb(st, 0, cl[i], p0, res)
-            out[d0, i] = res[0]
+            xi = cl[i]
+            if i == 0:
+                prev = xi
+                out[d0, i] = NAN
+                continue
+            d = xi - prev
+            prev = xi
+            if i <= p0:
+                if d < 0:
+                    loss -= d
+                else:
+                    gain += d
+                if i == p0:
+                    loss /= p0
+                    gain /= p0
+                    out[d0, i] = _rsi_value(gain, loss)
+                else:
+                    out[d0, i] = NAN
+            else:
+                loss *= p0 - 1
+                gain *= p0 - 1
+                if d < 0:
+                    loss -= d
+                else:
+                    gain += d
+                loss /= p0
+                gain /= p0
+                out[d0, i] = _rsi_value(gain, loss)
     elif kind == MACD:
         for i in range(n):
             macd_step_nb(st, 0, cl[i], p0, p1, p2, res)
@@ -781,9 +836,9 @@ def fold_op_nb(kind, p0, p1, p2, pf, state_len, t, op, hi, lo, cl, vo, fr, base_
             out[d1, i] = res[1]
             out[d2, i] = res[2]
     elif kind == MOM:
+        # Specialised: mom_step_nb without the ring (the array is the ring).
         for i in range(n):
-            mom_step_nb(st, 0, x[i], p0, res)
-            out[d0, i] = res[0]
+            out[d0, i] = x[i] - x[i - p0] if i >= p0 else NAN
     elif kind == LOGRET:
         for i in range(n):
             logret_step_nb(st, 0, cl[i], p0, res)
