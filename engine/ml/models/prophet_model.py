@@ -12,14 +12,16 @@ label horizon end ``T = o_t + (h + 1) * interval`` and a normal model of the for
 with ``mu = yhat(T) - log(c_t)`` and ``sigma`` the residual std,
 ``P_up = 1 - Phi((tau - mu) / sigma)``, ``P_down = Phi((-tau - mu) / sigma)`` and
 P(up) = ``P_up / (P_up + P_down)`` when flat labels are dropped (``Phi(mu / sigma)``
-otherwise), i.e. the probability of the label's class under the forecast. A bar whose T is
+otherwise), i.e. the probability of the label's class under the forecast, computed in log
+space (``scipy.special.log_ndtr``) and clipped to ``[1e-9, 1 - 1e-9]``. The residual sigma
+does not widen with the forecast distance, so raw probabilities are overconfident late in
+a fold; the out-of-fold calibration corrects that. A bar whose T is
 outside the stored forecast abstains (NaN).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,8 @@ def _quiet_stan() -> None:
         lg.addHandler(logging.NullHandler())
 
 
-def _norm_cdf(x: np.ndarray) -> np.ndarray:
-    erf = np.vectorize(math.erf, otypes=[np.float64])
-    return 0.5 * (1.0 + erf(x / math.sqrt(2.0)))
+#: probabilities are kept inside [P_CLIP, 1 - P_CLIP] (a forecast far from the price)
+P_CLIP = 1e-9
 
 
 def _to_ds(ms: np.ndarray) -> Any:
@@ -120,16 +121,17 @@ class ProphetModel:
         hit = (idx < self.times.shape[0]) & (self.times[idx_c] == target) & (seg.close > 0)
         if not hit.any():
             return out
+        from scipy.special import expit, log_ndtr
+
         mu = self.yhat[idx_c[hit]] - np.log(seg.close[hit])
         s = self.sigma
-        if self.drop_flat:
-            p_up = 1.0 - _norm_cdf((self.tau - mu) / s)
-            p_dn = _norm_cdf((-self.tau - mu) / s)
-            tot = p_up + p_dn
-            p = np.where(tot > 0, p_up / np.where(tot > 0, tot, 1.0), 0.5)
+        if self.drop_flat:  # in log space: both tails can underflow far from the forecast
+            log_up = log_ndtr((mu - self.tau) / s)
+            log_dn = log_ndtr((-self.tau - mu) / s)
+            p = expit(log_up - log_dn)
         else:
-            p = _norm_cdf(mu / s)
-        out[hit] = p
+            p = np.exp(log_ndtr(mu / s))
+        out[hit] = np.clip(p, P_CLIP, 1.0 - P_CLIP)
         return out
 
     def save(self, path: Path) -> None:
