@@ -129,7 +129,7 @@ def main() -> None:
     t_all = best(lambda: compute(df, names, interval="5m"), args.repeat)
     t_sub = best(lambda: compute(df, SUBSET, interval="5m"), args.repeat)
     t_ta = best(lambda: talib_subset(o, h, lo, c, v), args.repeat)
-    print("\n(a) batch over all bars (warm, best of %d)" % args.repeat)
+    print(f"\n(a) batch over all bars (warm, best of {args.repeat})")
     print(f"  whole catalogue, {len(names)} features (incl. _15m, _1h): {t_all * 1e3:8.1f} ms   target < 100 ms")
     print(f"  TA-Lib subset, ours ({len(SUBSET)} series):           {t_sub * 1e3:8.1f} ms")
     print(f"  TA-Lib subset, TA-Lib:                          {t_ta * 1e3:8.1f} ms")
