@@ -14,6 +14,8 @@ from engine.sim.accounting import floor_qty_nb
 from engine.sim.enums import BreakerEvent, Reason, Sizing
 
 DAY_MS = 86_400_000
+#: an edge this small is numerically zero (0.4 - 0.6 / 1.5 evaluates to 5.6e-17)
+EDGE_EPS = 1e-12
 
 
 @njit(cache=True, inline="always")
@@ -67,7 +69,8 @@ def risk_target_nb(
 
     Rules, in order: NaN direction (or NaN p under Kelly) holds; direction 0 goes flat; an
     existing position in the desired direction is held unless ``rebalance``; a halted
-    breaker turns any entry, increase or flip into a close; Kelly edge <= 0 means flat;
+    breaker turns any entry, increase or flip into a close; Kelly edge <= 0 (within
+    ``EDGE_EPS``) means flat;
     size = margin fraction * equity * leverage, capped by each cap (reason CAP); a size
     under minQty / MIN_NOTIONAL is flat (reason FILTER). Quantities floor to ``step``.
     """
@@ -87,7 +90,7 @@ def risk_target_nb(
         return 0.0, Reason.BREAKER
     if sizing == Sizing.KELLY:
         edge = kelly_nb(p, b)
-        if np.isnan(edge) or edge <= 0.0:
+        if np.isnan(edge) or edge <= EDGE_EPS:
             return 0.0, Reason.EDGE
         frac = kelly_fraction * edge
     else:

@@ -1,0 +1,223 @@
+"""The risk manager: Kelly sizing, caps and the circuit breaker (hand-computed + Hypothesis)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.sim import BreakerEvent, FillKind, Reason, SimConfig, Sizing, load_specs, simulate
+from engine.sim.risk import EDGE_EPS, kelly_nb, risk_target_nb
+
+NAN = float("nan")
+FLAT = (20000.0, 20000.0, 20000.0, 20000.0)
+HYP = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def target(direction=1.0, p=NAN, b=1.0, *, price=20000.0, equity=10000.0, cur=0.0, other_notional=0.0,
+           other_margin=0.0, halted=False, sizing=Sizing.FIXED, fixed=1.0, kelly=0.5, leverage=1.0,
+           fee=0.0, max_pos=NAN, max_lev=NAN, max_exp=NAN, rebalance=False, step=0.001, min_qty=0.001,
+           max_qty=1000.0, min_notional=100.0, bracket=math.inf):  # fmt: skip
+    return risk_target_nb(
+        direction,
+        p,
+        b,
+        price,
+        equity,
+        cur,
+        other_notional,
+        other_margin,
+        halted,
+        sizing,
+        fixed,
+        kelly,
+        leverage,
+        fee,
+        max_pos,
+        max_lev,
+        max_exp,
+        rebalance,
+        step,
+        min_qty,
+        max_qty,
+        min_notional,
+        bracket,
+    )
+
+
+def test_kelly_formula_and_fractional_size():
+    # f* = p - (1 - p) / b = 0.6 - 0.4 / 1.5 = 1/3; half Kelly = 1/6 of 10 000 = 1 666.67 USDT
+    # at 20 000 -> 0.0833 BTC -> floored to 0.083
+    assert kelly_nb(0.6, 1.5) == pytest.approx(1 / 3, abs=1e-15)
+    assert target(1.0, 0.6, 1.5, sizing=Sizing.KELLY) == (0.083, Reason.NONE)
+    assert target(-1.0, 0.6, 1.5, sizing=Sizing.KELLY) == (-0.083, Reason.NONE)
+    # with leverage 3 the same margin fraction buys three times the notional: 0.25
+    assert target(1.0, 0.6, 1.5, sizing=Sizing.KELLY, leverage=3.0) == (0.25, Reason.NONE)
+
+
+def test_kelly_zero_when_edge_not_positive():
+    # 0.4 - 0.6 / 1.5 = 0 exactly: no bet
+    assert target(1.0, 0.4, 1.5, sizing=Sizing.KELLY) == (0.0, Reason.EDGE)
+    assert target(1.0, 0.3, 1.0, sizing=Sizing.KELLY, cur=-0.5) == (0.0, Reason.EDGE)
+    # NaN probability = the model abstained: hold whatever is held
+    assert target(1.0, NAN, 1.5, sizing=Sizing.KELLY, cur=0.2) == (0.2, Reason.NO_DECISION)
+
+
+@HYP
+@given(p=st.floats(0, 1), b=st.floats(0.01, 100), cur=st.sampled_from([0.0, 0.5, -0.5]))
+def test_kelly_zero_for_non_positive_edge_property(p, b, cur):
+    edge = p - (1 - p) / b
+    qty, reason = target(1.0, p, b, sizing=Sizing.KELLY, cur=cur, kelly=1.0)
+    if edge <= EDGE_EPS:
+        if cur > 0:  # already long in the desired direction: held, not sized
+            assert (qty, reason) == (cur, Reason.NONE)
+        else:
+            assert (qty, reason) == (0.0, Reason.EDGE)
+    else:
+        assert qty >= 0.0 and reason != Reason.EDGE
+
+
+def test_caps_each_bind():
+    # fixed 1.0 at 10x = 100 000 notional; each cap below cuts it and says CAP
+    base = {"fixed": 1.0, "leverage": 10.0}
+    assert target(**base, max_pos=50.0) == (0.25, Reason.CAP)  # 50 % of 10 000 = 5 000
+    assert target(**base, max_lev=2.0) == (1.0, Reason.CAP)  # 2 x 10 000 = 20 000
+    assert target(**base, max_exp=100.0, other_notional=6000.0) == (
+        0.2,
+        Reason.CAP,
+    )  # 10 000 - 6 000
+    assert target(**base, bracket=50000.0) == (2.5, Reason.CAP)
+    assert target(**base, max_qty=1.5) == (1.5, Reason.CAP)
+    # free margin 10 000 - 9 000 = 1 000 at 10x: 10 000 notional (fee 0)
+    assert target(**base, other_margin=9000.0) == (0.5, Reason.CAP)
+    assert target(**base) == (5.0, Reason.NONE)
+
+
+@HYP
+@given(
+    equity=st.floats(50, 1e6),
+    price=st.floats(1, 1e5),
+    fixed=st.floats(0.01, 5),
+    leverage=st.floats(1, 20),
+    fee=st.floats(0, 0.001),
+    max_pos=st.one_of(st.just(NAN), st.floats(1, 500)),
+    max_lev=st.one_of(st.just(NAN), st.floats(0.1, 10)),
+    max_exp=st.one_of(st.just(NAN), st.floats(1, 500)),
+    other_frac=st.floats(0, 2),
+    bracket=st.floats(1e3, 1e8),
+    direction=st.sampled_from([-1.0, 1.0]),
+)
+def test_size_never_above_any_cap(equity, price, fixed, leverage, fee, max_pos, max_lev, max_exp, other_frac,
+                                  bracket, direction):  # fmt: skip
+    other_notional = other_frac * equity
+    other_margin = other_notional / leverage
+    qty, reason = target(direction, price=price, equity=equity, fixed=fixed, leverage=leverage, fee=fee,
+                         max_pos=max_pos, max_lev=max_lev, max_exp=max_exp, other_notional=other_notional,
+                         other_margin=other_margin, bracket=bracket, min_notional=5.0)  # fmt: skip
+    notional = abs(qty) * price
+    tol = 1e-9 * max(1.0, equity)
+    if qty == 0.0:
+        assert reason == Reason.FILTER
+        return
+    assert np.sign(qty) == direction
+    assert notional <= fixed * equity * leverage + tol
+    if not math.isnan(max_pos):
+        assert notional <= max_pos / 100 * equity + tol
+    if not math.isnan(max_lev):
+        assert notional <= max_lev * equity + tol
+    if not math.isnan(max_exp):
+        assert notional + other_notional <= max_exp / 100 * equity + tol
+    assert notional <= bracket + tol
+    assert notional / leverage + notional * fee <= equity - other_margin + tol
+    assert notional >= 5.0 and abs(qty) >= 0.001
+    assert round(abs(qty) / 0.001, 6) == int(round(abs(qty) / 0.001))
+    if reason == Reason.NONE:
+        assert notional <= fixed * equity * leverage + tol
+
+
+def test_breaker_halts_entries_but_lets_exits_through(btc):
+    cfg = SimConfig(fixed_fraction=1.0, taker_fee=0.0, max_drawdown_pct=10, cooldown_bars=3)
+    rows = [FLAT, FLAT, (20000, 20000, 17000, 17000)] + [(17000,) * 4] * 5
+    o, h, lo, c = (np.array(rows, dtype=float)[:, i : i + 1] for i in range(4))
+    d = np.array([1, 1, -1, 1, 1, 1, NAN, NAN], dtype=float).reshape(-1, 1)
+    r = simulate(o, h, lo, c, funding_rate=None, direction=d, specs=btc, config=cfg)
+    # t1 buys 0.5 BTC at 20 000; t2 closes at 17 000: equity 8 500, drawdown 15 % > 10 %
+    ev = r.events
+    assert ev["bar"].tolist() == [2, 5]
+    assert ev["code"].tolist() == [BreakerEvent.DRAWDOWN, BreakerEvent.RESET]
+    assert ev["value"][0] == pytest.approx(15.0, abs=1e-9)
+    # the flip decided at t2 becomes a plain exit; t3, t4 may not enter; t5 resets and enters
+    assert r.reason[2:5, 0].tolist() == [Reason.BREAKER] * 3
+    assert r.target_qty[2:5, 0].tolist() == [0.0] * 3
+    f = r.fills
+    assert f["bar"].tolist() == [1, 3, 6]
+    assert f["kind"].tolist() == [FillKind.ENTRY, FillKind.EXIT, FillKind.ENTRY]
+
+
+def test_breaker_daily_loss_uses_utc_days(btc):
+    cfg = SimConfig(fixed_fraction=1.0, taker_fee=0.0, daily_loss_pct=5, cooldown_bars=2)
+    day = 86_400_000
+    t0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+    # 4 bars on Jan 1 (the last at 23:00), then Jan 2
+    times = np.array(
+        [t0, t0 + 3_600_000, t0 + 7_200_000, t0 + day - 3_600_000, t0 + day, t0 + day + 3_600_000]
+    )
+    rows = [FLAT, FLAT, (20000, 20000, 19200, 19200), (19200,) * 4, (19200,) * 4, (19200,) * 4]
+    o, h, lo, c = (np.array(rows, dtype=float)[:, i : i + 1] for i in range(4))
+    d = np.ones((6, 1))
+    r = simulate(
+        o, h, lo, c, funding_rate=None, direction=d, specs=btc, config=cfg, open_time=times
+    )
+    # 0.5 BTC from 20 000 to 19 200: -400 = -4 % of the day's 10 000 -> no trip
+    assert len(r.events) == 0
+    rows[2] = (20000, 20000, 18800, 18800)  # -600 = -6 % -> trip at bar 2
+    o, h, lo, c = (np.array(rows, dtype=float)[:, i : i + 1] for i in range(4))
+    r = simulate(
+        o, h, lo, c, funding_rate=None, direction=d, specs=btc, config=cfg, open_time=times
+    )
+    assert r.events["bar"].tolist() == [2, 4]
+    assert r.events["code"].tolist() == [BreakerEvent.DAILY_LOSS, BreakerEvent.RESET]
+    assert r.events["value"][0] == pytest.approx(6.0, abs=1e-9)
+
+
+def _walk(rets: list[float], start: float = 20000.0) -> tuple[np.ndarray, ...]:
+    close = start * np.cumprod(1.0 + np.array(rets))
+    open_ = np.concatenate([[start], close[:-1]])
+    high = np.maximum(open_, close) * 1.002
+    low = np.minimum(open_, close) * 0.998
+    return tuple(np.round(x, 1).reshape(-1, 1) for x in (open_, high, low, close))
+
+
+@HYP
+@given(
+    rets=st.lists(st.floats(-0.03, 0.03), min_size=20, max_size=120),
+    dirs=st.lists(st.sampled_from([-1.0, 0.0, 1.0]), min_size=120, max_size=120),
+    streak=st.integers(1, 3),
+    cooldown=st.integers(1, 10),
+    dd=st.floats(1, 20),
+)
+def test_no_new_entry_until_cooldown_ends(rets, dirs, streak, cooldown, dd):
+    o, h, lo, c = _walk(rets)
+    n = len(rets)
+    cfg = SimConfig(fixed_fraction=2.0, leverage=3, max_loss_streak=streak, cooldown_bars=cooldown,
+                    max_drawdown_pct=dd, stop_loss_pct=1.0)  # fmt: skip
+    r = simulate(o, h, lo, c, funding_rate=None, direction=np.array(dirs[:n]).reshape(-1, 1),
+                 specs=load_specs(["BTCUSDT"]), config=cfg)  # fmt: skip
+    entries = r.fills["bar"][r.fills["kind"] == FillKind.ENTRY]
+    trips = r.events[r.events["code"] != BreakerEvent.RESET]
+    for trip in trips:
+        t = int(trip["bar"])
+        # decisions at t .. t+cooldown-1 are halted, so nothing opens at t+1 .. t+cooldown
+        assert not np.any((entries > t) & (entries <= t + cooldown)), (t, entries)
+        resets = r.events["bar"][(r.events["code"] == BreakerEvent.RESET) & (r.events["bar"] > t)]
+        if t + cooldown < n:
+            assert resets[0] == t + cooldown
+    # every trip is followed by its reset before the next trip
+    codes = r.events["code"].tolist()
+    assert all(
+        (a == BreakerEvent.RESET) != (b == BreakerEvent.RESET)
+        for a, b in zip(codes, codes[1:], strict=False)
+    )
