@@ -24,7 +24,14 @@ import talib
 
 from engine.features import FeatureStream, compute, default_names
 
-CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-usdm" / "klines" / "BTCUSDT-5m.csv.gz"
+CSV = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "binance-usdm"
+    / "klines"
+    / "BTCUSDT-5m.csv.gz"
+)
 
 # Our names for every TA-Lib call of the subset, and the TA-Lib calls themselves.
 SUBSET = [
@@ -58,7 +65,9 @@ def load_btc() -> tuple[pl.DataFrame, str]:
         return load_candles("BTCUSDT", "5m"), "engine.data.load_candles"
     except Exception as err:  # no store here: read the shared CSV directly
         reason = str(err).splitlines()[0]
-        return pl.read_csv(CSV, schema_overrides={"open_time": pl.Int64}), f"{CSV.name} ({reason[:60]}...)"
+        return pl.read_csv(
+            CSV, schema_overrides={"open_time": pl.Int64}
+        ), f"{CSV.name} ({reason[:60]}...)"
 
 
 def best(fn: Callable[[], object], repeat: int) -> float:
@@ -84,7 +93,7 @@ def stream_cost(fs: FeatureStream, bars: list[dict[str, float]], repeat: int) ->
     per = len(bars) // repeat
     costs = []
     for r in range(repeat):
-        block = bars[r * per: (r + 1) * per]
+        block = bars[r * per : (r + 1) * per]
         t0 = time.perf_counter()
         for bar in block:
             fs.update(bar)
@@ -97,7 +106,8 @@ def random_walk_bars(n: int, *, seed: int) -> dict[str, np.ndarray]:
     close = 30_000.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
     op = np.concatenate([[30_000.0], close[:-1]])
     return {
-        "open_time": 1_500_000_000_000 // 3_600_000 * 3_600_000 + 300_000 * np.arange(n, dtype=np.int64),
+        "open_time": 1_500_000_000_000 // 3_600_000 * 3_600_000
+        + 300_000 * np.arange(n, dtype=np.int64),
         "open": op,
         "high": np.maximum(op, close) * (1 + np.abs(rng.normal(0, 5e-4, n))),
         "low": np.minimum(op, close) * (1 - np.abs(rng.normal(0, 5e-4, n))),
@@ -107,13 +117,17 @@ def random_walk_bars(n: int, *, seed: int) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
 
     df, source = load_btc()
     n = df.height
-    o, h, lo, c, v = (df[k].to_numpy().astype(np.float64) for k in ("open", "high", "low", "close", "volume"))
+    o, h, lo, c, v = (
+        df[k].to_numpy().astype(np.float64) for k in ("open", "high", "low", "close", "volume")
+    )
     print(f"BTCUSDT 5m: {n:,} bars from {source}")
 
     # Correctness first.
@@ -130,16 +144,23 @@ def main() -> None:
     t_sub = best(lambda: compute(df, SUBSET, interval="5m"), args.repeat)
     t_ta = best(lambda: talib_subset(o, h, lo, c, v), args.repeat)
     print(f"\n(a) batch over all bars (warm, best of {args.repeat})")
-    print(f"  whole catalogue, {len(names)} features (incl. _15m, _1h): {t_all * 1e3:8.1f} ms   target < 100 ms")
+    print(
+        f"  whole catalogue, {len(names)} features (incl. _15m, _1h): {t_all * 1e3:8.1f} ms   target < 100 ms"
+    )
     print(f"  TA-Lib subset, ours ({len(SUBSET)} series):           {t_sub * 1e3:8.1f} ms")
     print(f"  TA-Lib subset, TA-Lib:                          {t_ta * 1e3:8.1f} ms")
-    print(f"  ratio ours / TA-Lib:                            {t_sub / t_ta:8.2f} x   target <= 1.5x")
+    print(
+        f"  ratio ours / TA-Lib:                            {t_sub / t_ta:8.2f} x   target <= 1.5x"
+    )
 
     # (b) Streaming, whole catalogue, after 1e3 and after 1e6 bars of history.
     hist_small, hist_big, probe = 1_000, 1_000_000, 5_000
     walk = random_walk_bars(hist_big + 2 * probe, seed=7)
     cols = list(walk)
-    bars_small = [dict(zip(cols, row, strict=True)) for row in zip(*(walk[k][: hist_small + probe].tolist() for k in cols), strict=True)]
+    bars_small = [
+        dict(zip(cols, row, strict=True))
+        for row in zip(*(walk[k][: hist_small + probe].tolist() for k in cols), strict=True)
+    ]
     fs = FeatureStream(names, interval="5m")
     for bar in bars_small[:hist_small]:
         fs.update(bar)
@@ -152,14 +173,27 @@ def main() -> None:
     for i in range(hist_big):
         fs2.update_values(t_arr[i], arrs[0][i], arrs[1][i], arrs[2][i], arrs[3][i], arrs[4][i])
     fill = time.perf_counter() - t0
-    bars_big = [{"open_time": t_arr[i], "open": arrs[0][i], "high": arrs[1][i], "low": arrs[2][i],
-                 "close": arrs[3][i], "volume": arrs[4][i]} for i in range(hist_big, hist_big + probe)]
+    bars_big = [
+        {
+            "open_time": t_arr[i],
+            "open": arrs[0][i],
+            "high": arrs[1][i],
+            "low": arrs[2][i],
+            "close": arrs[3][i],
+            "volume": arrs[4][i],
+        }
+        for i in range(hist_big, hist_big + probe)
+    ]
     us_big = stream_cost(fs2, bars_big, repeat=5)
-    print(f"\n(b) streaming one bar through the whole catalogue ({len(names)} features), FeatureStream.update")
+    print(
+        f"\n(b) streaming one bar through the whole catalogue ({len(names)} features), FeatureStream.update"
+    )
     print(f"  after {hist_small:>9,} bars: {us_small:6.2f} us/bar   target < 20 us")
     print(f"  after {hist_big:>9,} bars: {us_big:6.2f} us/bar   target < 20 us")
     print(f"  ratio (1e6 / 1e3):    {us_big / us_small:6.2f}      target ~1 (O(1) in history)")
-    print(f"  (feeding the 1e6 bars of history took {fill:.1f} s, {fill / hist_big * 1e6:.2f} us/bar without the dict)")
+    print(
+        f"  (feeding the 1e6 bars of history took {fill:.1f} s, {fill / hist_big * 1e6:.2f} us/bar without the dict)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ def warmup_start(start_ms: int, names: list[str] | None, interval: str) -> int:
     from engine.timeutil import interval_ms
 
     step = interval_ms(interval)
-    longest = max([step] + [interval_ms(s) for s in ("15m", "1h", "4h", "1d") if interval_ms(s) % step == 0])
+    longest = max(
+        [step] + [interval_ms(s) for s in ("15m", "1h", "4h", "1d") if interval_ms(s) % step == 0]
+    )
     return start_ms - (warmup_bars(names, interval=interval) + 1) * step - longest
 
 
@@ -34,11 +36,23 @@ def features(
     symbol: str = typer.Option(None, "--symbol", help="Symbol, e.g. BTCUSDT."),
     interval: str = typer.Option("5m", "--interval", help="Base bar interval, e.g. 5m."),
     start: str = typer.Option(None, "--start", help="First bar (ISO date/time or ms), inclusive."),
-    end: str = typer.Option(None, "--end", help="Last bar (ISO date/time or ms), inclusive; a date means the whole day."),
-    names: list[str] = typer.Option(None, "--names", help="Feature names, comma-separated or repeated (default: the whole catalogue)."),
+    end: str = typer.Option(
+        None, "--end", help="Last bar (ISO date/time or ms), inclusive; a date means the whole day."
+    ),
+    names: list[str] = typer.Option(
+        None,
+        "--names",
+        help="Feature names, comma-separated or repeated (default: the whole catalogue).",
+    ),
     out: str = typer.Option(None, "--out", help="Output Parquet file."),
-    warmup: bool = typer.Option(True, "--warmup/--no-warmup", help="Load enough history before --start that the features are warm from the first row."),
-    list_names: bool = typer.Option(False, "--list", help="Print the catalogue for --interval and exit."),
+    warmup: bool = typer.Option(
+        True,
+        "--warmup/--no-warmup",
+        help="Load enough history before --start that the features are warm from the first row.",
+    ),
+    list_names: bool = typer.Option(
+        False, "--list", help="Print the catalogue for --interval and exit."
+    ),
     store: str = StoreOpt,
 ) -> None:
     """Compute features (indicators, higher timeframes, funding) over stored candles."""
@@ -56,16 +70,30 @@ def features(
             console.print(name, highlight=False)
         return
     if not symbol:
-        raise UsageError("--symbol is required", hint="for example: engine features --symbol BTCUSDT --interval 5m --out btc.parquet")
+        raise UsageError(
+            "--symbol is required",
+            hint="for example: engine features --symbol BTCUSDT --interval 5m --out btc.parquet",
+        )
     if not out:
-        raise UsageError("--out is required", hint="name the Parquet file to write, e.g. --out features.parquet")
+        raise UsageError(
+            "--out is required", hint="name the Parquet file to write, e.g. --out features.parquet"
+        )
     out_path = Path(out)
     if out_path.suffix != ".parquet":
-        raise UsageError(f"--out {out}: expected a .parquet file name", hint=f"use --out {out_path.with_suffix('.parquet')}")
+        raise UsageError(
+            f"--out {out}: expected a .parquet file name",
+            hint=f"use --out {out_path.with_suffix('.parquet')}",
+        )
     if out_path.parent and not out_path.parent.exists():
-        raise UsageError(f"--out {out}: folder {out_path.parent} does not exist", hint="create it first")
+        raise UsageError(
+            f"--out {out}: folder {out_path.parent} does not exist", hint="create it first"
+        )
     wanted = _split(names)
-    check_names(wanted if wanted is not None else default_names(interval), where="--names", interval=interval)
+    check_names(
+        wanted if wanted is not None else default_names(interval),
+        where="--names",
+        interval=interval,
+    )
     t_start = parse_time(start, name="--start")
     t_end = parse_end(end, name="--end")
 
@@ -82,8 +110,11 @@ def features(
         try:
             candles = load_candles(symbol, interval, start=early, end=t_end, store=store)
         except DataError:
-            err_console.print(f"[yellow]note:[/] no history before --start for the warm-up; the first "
-                              f"{need - 1} rows may be NaN", highlight=False)
+            err_console.print(
+                f"[yellow]note:[/] no history before --start for the warm-up; the first "
+                f"{need - 1} rows may be NaN",
+                highlight=False,
+            )
     if candles is None:
         candles = load_candles(symbol, interval, start=t_start, end=t_end, store=store)
     names_used = wanted if wanted is not None else default_names(interval)
@@ -94,7 +125,9 @@ def features(
     if t_start is not None:
         frame = frame.filter(pl.col("open_time") >= t_start)
     if frame.height == 0:
-        raise DataError(f"no {symbol} {interval} bars between --start and --end", hint="widen the range")
+        raise DataError(
+            f"no {symbol} {interval} bars between --start and --end", hint="widen the range"
+        )
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
         frame.write_parquet(tmp)
@@ -110,4 +143,6 @@ def features(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("features", help="Compute features over stored candles and write Parquet.")(features)
+    app.command("features", help="Compute features over stored candles and write Parquet.")(
+        features
+    )

@@ -48,11 +48,16 @@ def candle_arrays(candles: pl.DataFrame, *, interval: str | None) -> tuple[str, 
         )
     t = candles["open_time"].cast(pl.Int64).to_numpy()
     if candles["open_time"].null_count():
-        raise DataError("candles: open_time has nulls", hint="every bar needs its open time (ms UTC)")
+        raise DataError(
+            "candles: open_time has nulls", hint="every bar needs its open time (ms UTC)"
+        )
     arrays = [t]
     for col in CANDLE_COLUMNS[1:]:
-        arrays.append(np.ascontiguousarray(candles[col].cast(pl.Float64).fill_null(np.nan).to_numpy(),
-                                           dtype=np.float64))
+        arrays.append(
+            np.ascontiguousarray(
+                candles[col].cast(pl.Float64).fill_null(np.nan).to_numpy(), dtype=np.float64
+            )
+        )
     if t.shape[0] > 1:
         bad = np.flatnonzero(np.diff(t) <= 0)
         if bad.size:
@@ -91,15 +96,25 @@ def funding_asof(funding: pl.DataFrame | None, t: np.ndarray, base_ms: int) -> n
     ft = funding["funding_time"].cast(pl.Int64).to_numpy()
     fr = funding["funding_rate"].cast(pl.Float64).fill_null(np.nan).to_numpy()
     if ft.shape[0] > 1 and np.any(np.diff(ft) <= 0):
-        raise DataError("funding: funding_time must be strictly increasing",
-                        hint="sort the funding events and drop duplicates")
+        raise DataError(
+            "funding: funding_time must be strictly increasing",
+            hint="sort the funding events and drop duplicates",
+        )
     idx = np.searchsorted(ft, t + base_ms, side="right") - 1
     out = np.where(idx >= 0, fr[np.maximum(idx, 0)], np.nan)
     return np.ascontiguousarray(out, dtype=np.float64)
 
 
-def compute_columns(plan: Plan, t: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray,
-                    c: np.ndarray, v: np.ndarray, fr: np.ndarray) -> np.ndarray:
+def compute_columns(
+    plan: Plan,
+    t: np.ndarray,
+    o: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    v: np.ndarray,
+    fr: np.ndarray,
+) -> np.ndarray:
     """All requested features, ``[n_names, n]``, one tight fold per indicator (the batch path).
 
     Equal to :func:`compute_columns_fold` (proved by the tests): base indicators fold over the
@@ -139,8 +154,24 @@ def compute_columns(plan: Plan, t: np.ndarray, o: np.ndarray, h: np.ndarray, lo:
         else:
             out = np.empty((n_out, src[0].shape[0]))
             dst = np.arange(n_out, dtype=np.int64)
-        k.fold_op_nb(kind, p0, p1, p2, float(plan.pf[i]), _state_len(plan, i), src[0], src[1],
-                     src[2], src[3], src[4], src[5], src[6], tf_ms, out, dst)
+        k.fold_op_nb(
+            kind,
+            p0,
+            p1,
+            p2,
+            float(plan.pf[i]),
+            _state_len(plan, i),
+            src[0],
+            src[1],
+            src[2],
+            src[3],
+            src[4],
+            src[5],
+            src[6],
+            tf_ms,
+            out,
+            dst,
+        )
         if direct:
             continue
         for j in range(n_out):
@@ -163,16 +194,30 @@ def _state_len(plan: Plan, i: int) -> int:
     return state_size(kind, p0, p1, p2)
 
 
-def compute_columns_fold(plan: Plan, t: np.ndarray, o: np.ndarray, h: np.ndarray,
-                         lo: np.ndarray, c: np.ndarray, v: np.ndarray, fr: np.ndarray) -> np.ndarray:
+def compute_columns_fold(
+    plan: Plan,
+    t: np.ndarray,
+    o: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    v: np.ndarray,
+    fr: np.ndarray,
+) -> np.ndarray:
     """All requested features by folding the streaming step over the bars: ``[n_names, n]``."""
     st, last = plan.new_state()
-    return k.fold_plan_nb(plan.ops, plan.pf, plan.tfs, plan.sel, st, last,
-                          t.astype(np.int64), o, h, lo, c, v, fr)
+    return k.fold_plan_nb(
+        plan.ops, plan.pf, plan.tfs, plan.sel, st, last, t.astype(np.int64), o, h, lo, c, v, fr
+    )
 
 
-def compute(candles: pl.DataFrame, names: list[str] | None = None, *,
-            funding: pl.DataFrame | None = None, interval: str | None = None) -> pl.DataFrame:
+def compute(
+    candles: pl.DataFrame,
+    names: list[str] | None = None,
+    *,
+    funding: pl.DataFrame | None = None,
+    interval: str | None = None,
+) -> pl.DataFrame:
     """Compute features over candles.
 
     Parameters

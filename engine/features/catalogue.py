@@ -130,7 +130,9 @@ def _suggest(name: str, interval: str | None) -> str:
     close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.5)
     if close:
         return f"did you mean {close[0]!r}? Valid names look like rsi_14, ema_34, bb_upper_50, rsi_14_1h"
-    return "valid names look like rsi_14, ema_34, atr_21, sma_100, bb_upper_50, macd_hist, rsi_14_1h"
+    return (
+        "valid names look like rsi_14, ema_34, atr_21, sma_100, bb_upper_50, macd_hist, rsi_14_1h"
+    )
 
 
 def parse_name(name: str, *, interval: str | None = None, where: str = "features") -> FeatureSpec:
@@ -154,28 +156,40 @@ def parse_name(name: str, *, interval: str | None = None, where: str = "features
         nums = list(defaults)
     if len(nums) != want:
         if want == 0:
-            raise ConfigError(f"{where}: feature {name!r}: {stem!r} takes no period",
-                              hint=f"write {stem!r}" + (f" or {stem}_<tf>" if stem not in _BASE_ONLY else ""))
+            raise ConfigError(
+                f"{where}: feature {name!r}: {stem!r} takes no period",
+                hint=f"write {stem!r}" + (f" or {stem}_<tf>" if stem not in _BASE_ONLY else ""),
+            )
         example = {"n": f"{stem}_14", "fsg": f"{stem}_12_26_9"}[layout]
-        raise ConfigError(f"{where}: feature {name!r}: {stem!r} needs {'a period' if want == 1 else 'fast_slow_signal periods'}",
-                          hint=f"write for example {example!r}" + (f" or {stem!r}" if defaults else ""))
+        raise ConfigError(
+            f"{where}: feature {name!r}: {stem!r} needs {'a period' if want == 1 else 'fast_slow_signal periods'}",
+            hint=f"write for example {example!r}" + (f" or {stem!r}" if defaults else ""),
+        )
     for j, v in enumerate(nums):
         lo = 1 if (layout == "fsg" and j == 2) else min_period
         if not lo <= v <= MAX_PERIOD:
-            raise ConfigError(f"{where}: feature {name!r}: period must be between {lo} and {MAX_PERIOD}, got {v}",
-                              hint=f"for example {stem}_{max(lo, 14)}")
+            raise ConfigError(
+                f"{where}: feature {name!r}: period must be between {lo} and {MAX_PERIOD}, got {v}",
+                hint=f"for example {stem}_{max(lo, 14)}",
+            )
     if tf is not None:
         if stem in _BASE_ONLY:
-            raise ConfigError(f"{where}: feature {name!r}: {stem} has no higher-timeframe variant",
-                              hint=f"write {stem!r}")
+            raise ConfigError(
+                f"{where}: feature {name!r}: {stem} has no higher-timeframe variant",
+                hint=f"write {stem!r}",
+            )
         if tf not in INTERVALS:
-            raise ConfigError(f"{where}: feature {name!r}: unknown timeframe {tf!r}",
-                              hint=f"use one of Binance's intervals: {', '.join(INTERVALS)}")
+            raise ConfigError(
+                f"{where}: feature {name!r}: unknown timeframe {tf!r}",
+                hint=f"use one of Binance's intervals: {', '.join(INTERVALS)}",
+            )
         if interval is not None:
             base, htf = interval_ms(interval), interval_ms(tf)
             if htf == base:
-                raise ConfigError(f"{where}: feature {name!r}: {tf} is the base interval",
-                                  hint=f"drop the suffix: {name[: -len(tf) - 1]!r}")
+                raise ConfigError(
+                    f"{where}: feature {name!r}: {tf} is the base interval",
+                    hint=f"drop the suffix: {name[: -len(tf) - 1]!r}",
+                )
             if htf < base or htf % base:
                 raise ConfigError(
                     f"{where}: feature {name!r}: timeframe {tf} is not a multiple of the base interval {interval}",
@@ -190,12 +204,14 @@ def parse_name(name: str, *, interval: str | None = None, where: str = "features
         p = (0, 0, 0)
     if kind in (ind.RAW_VOLUME, ind.OBV, ind.CANDLE, ind.FUNDING):
         p = (0, 0, 0)
-    return FeatureSpec(name=name, kind=kind, output=output, params=p, tf=tf,
-                       warmup=ind.warmup(kind, output, *p))
+    return FeatureSpec(
+        name=name, kind=kind, output=output, params=p, tf=tf, warmup=ind.warmup(kind, output, *p)
+    )
 
 
-def check_names(names: list[str] | tuple[str, ...], *, where: str = "features",
-                interval: str | None = None) -> list[FeatureSpec]:
+def check_names(
+    names: list[str] | tuple[str, ...], *, where: str = "features", interval: str | None = None
+) -> list[FeatureSpec]:
     """Validate feature names; raise :class:`ConfigError` naming the first bad one.
 
     ``where`` is the place the names came from (a YAML path such as ``nodes.features.names``);
@@ -206,14 +222,18 @@ def check_names(names: list[str] | tuple[str, ...], *, where: str = "features",
     '1h'
     """
     if isinstance(names, str):
-        raise ConfigError(f"{where}: expected a list of feature names, got the string {names!r}",
-                          hint=f"write [{names!r}]")
+        raise ConfigError(
+            f"{where}: expected a list of feature names, got the string {names!r}",
+            hint=f"write [{names!r}]",
+        )
     specs = []
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
-            raise ConfigError(f"{where}[{i}]: feature {name!r} is listed twice (also at [{seen[name]}])",
-                              hint="list each feature once")
+            raise ConfigError(
+                f"{where}[{i}]: feature {name!r} is listed twice (also at [{seen[name]}])",
+                hint="list each feature once",
+            )
         seen[name] = i
         specs.append(parse_name(name, interval=interval, where=f"{where}[{i}]"))
     return specs
@@ -257,8 +277,9 @@ class Plan:
         return np.zeros(self.state_len), np.full(self.n_slots, np.nan)
 
 
-def build_plan(names: list[str] | tuple[str, ...] | None, *, interval: str,
-               where: str = "features") -> Plan:
+def build_plan(
+    names: list[str] | tuple[str, ...] | None, *, interval: str, where: str = "features"
+) -> Plan:
     """Parse ``names`` and compile them into a :class:`Plan` (one indicator per distinct
     kind/parameters/timeframe, however many of its outputs are requested)."""
     names = list(names) if names is not None else default_names(interval)
@@ -292,5 +313,15 @@ def build_plan(names: list[str] | tuple[str, ...] | None, *, interval: str,
             tfs[k] = (interval_ms(tf), off, first, end)
             off += 8
     sel = np.array([slot_of[s.op_key] + s.output for s in specs], dtype=np.int64)
-    return Plan(names=tuple(names), specs=tuple(specs), interval=interval, ops=ops, pf=pf, tfs=tfs,
-                sel=sel, state_len=max(off, 1), n_slots=max(slot, 1), tf_names=tuple(tf_order))
+    return Plan(
+        names=tuple(names),
+        specs=tuple(specs),
+        interval=interval,
+        ops=ops,
+        pf=pf,
+        tfs=tfs,
+        sel=sel,
+        state_len=max(off, 1),
+        n_slots=max(slot, 1),
+        tf_names=tuple(tf_order),
+    )

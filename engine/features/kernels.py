@@ -88,6 +88,7 @@ FUNDING_PERIOD_MS = 8 * 3_600_000
 
 _JIT = {"cache": True, "error_model": "numpy", "nogil": True}
 
+
 def state_size(kind: int, p0: int, p1: int, p2: int) -> int:
     """Length of the state slice of one indicator (its count included)."""
     if kind == SMA:
@@ -639,8 +640,24 @@ def _is_valid(op, hi, lo, cl, vo):  # type: ignore[no-untyped-def]
 def _run_ops(ops, pf, first, end, st, last, res, t, op, hi, lo, cl, vo, fr, base_ms):  # type: ignore[no-untyped-def]
     for i in range(first, end):
         kind = ops[i, 0]
-        op_step_nb(kind, st, ops[i, 2], ops[i, 4], ops[i, 5], ops[i, 6], pf[i],
-                   t, op, hi, lo, cl, vo, fr, base_ms, res)
+        op_step_nb(
+            kind,
+            st,
+            ops[i, 2],
+            ops[i, 4],
+            ops[i, 5],
+            ops[i, 6],
+            pf[i],
+            t,
+            op,
+            hi,
+            lo,
+            cl,
+            vo,
+            fr,
+            base_ms,
+            res,
+        )
         slot = ops[i, 3]
         for j in range(ops[i, 7]):
             last[slot + j] = res[j]
@@ -660,8 +677,23 @@ def step_plan_nb(ops, pf, tfs, sel, st, last, fin, res, out, t, op, hi, lo, cl, 
     for k in range(1, tfs.shape[0]):
         nfin = agg_step_nb(st, tfs[k, 1], t, op, hi, lo, cl, vo, valid, base_ms, tfs[k, 0], fin)
         for f in range(nfin):
-            _run_ops(ops, pf, tfs[k, 2], tfs[k, 3], st, last, res,
-                     fin[f, 0], fin[f, 1], fin[f, 2], fin[f, 3], fin[f, 4], fin[f, 5], np.nan, tfs[k, 0])
+            _run_ops(
+                ops,
+                pf,
+                tfs[k, 2],
+                tfs[k, 3],
+                st,
+                last,
+                res,
+                fin[f, 0],
+                fin[f, 1],
+                fin[f, 2],
+                fin[f, 3],
+                fin[f, 4],
+                fin[f, 5],
+                np.nan,
+                tfs[k, 0],
+            )
     if valid:
         for j in range(sel.shape[0]):
             out[j] = last[sel[j]]
@@ -678,7 +710,24 @@ def fold_plan_nb(ops, pf, tfs, sel, st, last, t, op, hi, lo, cl, vo, fr):  # typ
     res = np.empty(MAX_OUTPUTS)
     out = np.empty(sel.shape[0])
     for i in range(n):
-        step_plan_nb(ops, pf, tfs, sel, st, last, fin, res, out, t[i], op[i], hi[i], lo[i], cl[i], vo[i], fr[i])
+        step_plan_nb(
+            ops,
+            pf,
+            tfs,
+            sel,
+            st,
+            last,
+            fin,
+            res,
+            out,
+            t[i],
+            op[i],
+            hi[i],
+            lo[i],
+            cl[i],
+            vo[i],
+            fr[i],
+        )
         out2[:, i] = out
     return out2
 
@@ -711,7 +760,9 @@ def aggregate_nb(t, op, hi, lo, cl, vo, valid, base_ms, tf_ms):  # type: ignore[
     fin = np.empty((2, 6))
     m = 0
     for i in range(n):
-        nfin = agg_step_nb(st, 0, t[i], op[i], hi[i], lo[i], cl[i], vo[i], valid[i], base_ms, tf_ms, fin)
+        nfin = agg_step_nb(
+            st, 0, t[i], op[i], hi[i], lo[i], cl[i], vo[i], valid[i], base_ms, tf_ms, fin
+        )
         for f in range(nfin):
             for j in range(6):
                 bars[j, m] = fin[f, j]

@@ -45,8 +45,9 @@ class FeatureStream:
     {'momentum_1': 1.0}
     """
 
-    def __init__(self, names: list[str] | None = None, *, interval: str,
-                 funding: pl.DataFrame | None = None) -> None:
+    def __init__(
+        self, names: list[str] | None = None, *, interval: str, funding: pl.DataFrame | None = None
+    ) -> None:
         self._plan = build_plan(names, interval=interval)
         self.names: tuple[str, ...] = self._plan.names
         self.interval = interval
@@ -54,8 +55,9 @@ class FeatureStream:
         self._ftimes: list[int] = []
         self._frates: list[float] = []
         if funding is not None:
-            for ft, rate in zip(funding["funding_time"].to_list(), funding["funding_rate"].to_list(),
-                                strict=True):
+            for ft, rate in zip(
+                funding["funding_time"].to_list(), funding["funding_rate"].to_list(), strict=True
+            ):
                 self.add_funding(int(ft), float("nan") if rate is None else float(rate))
         self.reset()
 
@@ -81,7 +83,9 @@ class FeatureStream:
                 return
             self._ftimes.insert(i, funding_time)
             self._frates.insert(i, rate)
-            self._fidx = -1 if self._prev_time is None else self._seek(self._prev_time + self._base_ms)
+            self._fidx = (
+                -1 if self._prev_time is None else self._seek(self._prev_time + self._base_ms)
+            )
             return
         self._ftimes.append(funding_time)
         self._frates.append(rate)
@@ -97,8 +101,9 @@ class FeatureStream:
         self._fidx = i
         return self._frates[i] if i >= 0 else math.nan
 
-    def update_values(self, open_time: int, open_: float, high: float, low: float, close: float,
-                      volume: float) -> np.ndarray:
+    def update_values(
+        self, open_time: int, open_: float, high: float, low: float, close: float, volume: float
+    ) -> np.ndarray:
         """:meth:`update` without the dict: returns the feature row as an array (reused)."""
         prev = self._prev_time
         if prev is not None and open_time <= prev:
@@ -113,8 +118,24 @@ class FeatureStream:
             )
         fr = self._funding_at(open_time + self._base_ms)
         p = self._plan
-        k.step_plan_nb(p.ops, p.pf, p.tfs, p.sel, self._st, self._last, self._fin, self._res,
-                       self._out, open_time, open_, high, low, close, volume, fr)
+        k.step_plan_nb(
+            p.ops,
+            p.pf,
+            p.tfs,
+            p.sel,
+            self._st,
+            self._last,
+            self._fin,
+            self._res,
+            self._out,
+            open_time,
+            open_,
+            high,
+            low,
+            close,
+            volume,
+            fr,
+        )
         self._prev_time = open_time
         self.count += 1
         return self._out
@@ -128,9 +149,11 @@ class FeatureStream:
         try:
             t = int(bar["open_time"])
         except (KeyError, TypeError, ValueError):
-            raise DataError(f"feature stream: bar has no integer open_time: {bar!r}",
-                            hint="pass {'open_time': ms, 'open': ..., 'high': ..., 'low': ..., "
-                                 "'close': ..., 'volume': ...}") from None
+            raise DataError(
+                f"feature stream: bar has no integer open_time: {bar!r}",
+                hint="pass {'open_time': ms, 'open': ..., 'high': ..., 'low': ..., "
+                "'close': ..., 'volume': ...}",
+            ) from None
         vals = []
         for key in ("open", "high", "low", "close", "volume"):
             x = bar.get(key)

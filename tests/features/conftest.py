@@ -13,7 +13,9 @@ HOUR_MS = 3_600_000
 @pytest.fixture(scope="session")
 def btc5m(usdm_dir: Path) -> pl.DataFrame:
     """All 143,900 real BTCUSDT 5m bars (open_time ms + Float64 OHLCV)."""
-    return pl.read_csv(usdm_dir / "klines" / "BTCUSDT-5m.csv.gz", schema_overrides={"open_time": pl.Int64})
+    return pl.read_csv(
+        usdm_dir / "klines" / "BTCUSDT-5m.csv.gz", schema_overrides={"open_time": pl.Int64}
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,9 @@ import numpy as np
 import polars as pl
 
 
-def random_walk(n: int, *, seed: int, start_ms: int = 1_672_531_200_000, step_ms: int = 300_000) -> pl.DataFrame:
+def random_walk(
+    n: int, *, seed: int, start_ms: int = 1_672_531_200_000, step_ms: int = 300_000
+) -> pl.DataFrame:
     """A random-walk OHLCV frame (positive prices, some zero volumes)."""
     rng = np.random.default_rng(seed)
     close = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))

@@ -17,14 +17,30 @@ from .helpers import assert_same
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", "features", *args],
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", "features", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_writes_parquet_equal_to_compute(usdm_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "btc.parquet"
-    res = run("--symbol", "BTCUSDT", "--interval", "5m", "--start", "2024-01-10", "--end", "2024-01-12",
-              "--store", str(usdm_store), "--out", str(out))
+    res = run(
+        "--symbol",
+        "BTCUSDT",
+        "--interval",
+        "5m",
+        "--start",
+        "2024-01-10",
+        "--end",
+        "2024-01-12",
+        "--store",
+        str(usdm_store),
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     got = pl.read_parquet(out)
     assert got.columns == ["open_time", *default_names("5m")]
@@ -42,18 +58,35 @@ def test_cli_writes_parquet_equal_to_compute(usdm_store: Path, tmp_path: Path) -
 
 def test_cli_names_and_errors(usdm_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "few.parquet"
-    res = run("--symbol", "BTCUSDT", "--start", "2023-01-01", "--end", "2023-01-01", "--names",
-              "rsi_14,ema_20_1h", "--no-warmup", "--store", str(usdm_store), "--out", str(out))
+    res = run(
+        "--symbol",
+        "BTCUSDT",
+        "--start",
+        "2023-01-01",
+        "--end",
+        "2023-01-01",
+        "--names",
+        "rsi_14,ema_20_1h",
+        "--no-warmup",
+        "--store",
+        str(usdm_store),
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     got = pl.read_parquet(out)
     assert got.columns == ["open_time", "rsi_14", "ema_20_1h"]
     assert got.height == 288 and np.isnan(got["rsi_14"][0])
 
     bad = tmp_path / "bad.parquet"
-    res = run("--symbol", "BTCUSDT", "--names", "rsl_14", "--store", str(usdm_store), "--out", str(bad))
+    res = run(
+        "--symbol", "BTCUSDT", "--names", "rsl_14", "--store", str(usdm_store), "--out", str(bad)
+    )
     assert res.returncode == 2
     assert "did you mean 'rsi_14'" in res.stderr
     assert not bad.exists()
-    res = run("--symbol", "NOPEUSDT", "--names", "rsi_14", "--store", str(usdm_store), "--out", str(bad))
+    res = run(
+        "--symbol", "NOPEUSDT", "--names", "rsi_14", "--store", str(usdm_store), "--out", str(bad)
+    )
     assert res.returncode == 1 and "NOPEUSDT" in res.stderr
     assert not bad.exists() and not list(tmp_path.glob(".bad*"))

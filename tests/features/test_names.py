@@ -49,7 +49,9 @@ def test_parametrised_names_compute() -> None:
     got = compute(df, ["ema_34", "rsi_7", "sma_100", "bb_upper_50", "atr_21"], interval="5m")
     np.testing.assert_allclose(got["ema_34"].to_numpy(), talib.EMA(c, 34), rtol=1e-12)
     np.testing.assert_allclose(got["sma_100"].to_numpy(), talib.SMA(c, 100), rtol=1e-12)
-    np.testing.assert_allclose(got["bb_upper_50"].to_numpy(), talib.BBANDS(c, 50, 2, 2, 0)[0], rtol=1e-12)
+    np.testing.assert_allclose(
+        got["bb_upper_50"].to_numpy(), talib.BBANDS(c, 50, 2, 2, 0)[0], rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize(

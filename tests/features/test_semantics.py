@@ -24,8 +24,8 @@ def test_htf_value_visible_only_at_the_close_of_its_hour(btc5m: pl.DataFrame) ->
     vol = df["volume"].to_numpy()
     day = 1_672_531_200_000 + 2 * 24 * HOUR  # 2023-01-03 00:00
     at = {m: int(np.flatnonzero(t == day + 10 * HOUR + m * 60_000)[0]) for m in (0, 50, 55)}
-    hour10 = vol[at[0]: at[55] + 1].sum()
-    hour9 = vol[at[0] - 12: at[0]].sum()
+    hour10 = vol[at[0] : at[55] + 1].sum()
+    hour9 = vol[at[0] - 12 : at[0]].sum()
     v1h = got["volume_1h"].to_numpy()
     assert v1h[at[55]] == pytest.approx(hour10, rel=1e-12)
     assert v1h[at[50]] == pytest.approx(hour9, rel=1e-12)
@@ -52,7 +52,9 @@ def test_gap_completes_the_hour_late() -> None:
     assert v[10] == pytest.approx(df["volume"][:10].sum(), rel=1e-12)  # at 01:00, late
 
 
-def test_funding_rate_and_minutes_to_funding(btc5m: pl.DataFrame, btc_funding: pl.DataFrame) -> None:
+def test_funding_rate_and_minutes_to_funding(
+    btc5m: pl.DataFrame, btc_funding: pl.DataFrame
+) -> None:
     df = btc5m.slice(90, 200)  # from 07:30 on 2023-01-01
     got = compute(df, ["funding_rate", "minutes_to_funding"], funding=btc_funding, interval="5m")
     t = df["open_time"].to_numpy()
@@ -75,12 +77,18 @@ def test_candle_shapes_and_log_return() -> None:
     df = pl.DataFrame({"open_time": [0, 300_000, 600_000], "open": [10.0, 12.0, 5.0],
                        "high": [14.0, 12.0, 5.0], "low": [9.0, 8.0, 5.0], "close": [12.0, 9.0, 5.0],
                        "volume": [1.0, 2.0, 0.0]})  # fmt: skip
-    got = compute(df, ["body_ratio", "upper_shadow", "lower_shadow", "log_return_1", "volume_ratio_2"])
+    got = compute(
+        df, ["body_ratio", "upper_shadow", "lower_shadow", "log_return_1", "volume_ratio_2"]
+    )
     assert got["body_ratio"].to_list() == [0.4, 0.75, 0.0]
     assert got["upper_shadow"].to_list() == [0.4, 0.0, 0.0]
     assert got["lower_shadow"].to_list() == [0.2, 0.25, 0.0]
     lr = got["log_return_1"].to_list()
-    assert math.isnan(lr[0]) and lr[1] == pytest.approx(math.log(9 / 12)) and lr[2] == pytest.approx(math.log(5 / 9))
+    assert (
+        math.isnan(lr[0])
+        and lr[1] == pytest.approx(math.log(9 / 12))
+        and lr[2] == pytest.approx(math.log(5 / 9))
+    )
     vr = got["volume_ratio_2"].to_list()
     assert math.isnan(vr[0]) and vr[1] == pytest.approx(2 / 1.5) and vr[2] == 0.0
 

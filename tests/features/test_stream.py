@@ -23,7 +23,12 @@ BASE = [
     "atr_3", "atr_pct_3", "obv", "adx_3", "plus_di_3", "minus_di_3",
     "body_ratio", "upper_shadow", "lower_shadow", "momentum_2", "volume_momentum_2", "log_return_1",
 ]  # fmt: skip
-SMALL = BASE + ["funding_rate", "minutes_to_funding"] + [f"{n}_15m" for n in BASE] + [f"{n}_1h" for n in BASE]
+SMALL = (
+    BASE
+    + ["funding_rate", "minutes_to_funding"]
+    + [f"{n}_15m" for n in BASE]
+    + [f"{n}_1h" for n in BASE]
+)
 HOUR = 3_600_000
 
 
@@ -49,7 +54,9 @@ def make_funding(df: pl.DataFrame, seed: int) -> pl.DataFrame:
     return pl.DataFrame({"funding_time": times[1:], "funding_rate": rates[1:]})
 
 
-def stream_all(df: pl.DataFrame, names: list[str], funding: pl.DataFrame | None) -> dict[str, np.ndarray]:
+def stream_all(
+    df: pl.DataFrame, names: list[str], funding: pl.DataFrame | None
+) -> dict[str, np.ndarray]:
     fs = FeatureStream(names, interval="5m", funding=funding)
     rows = [fs.update(bar) for bar in df.iter_rows(named=True)]
     return {n: np.array([r[n] for r in rows]) for n in names}
@@ -77,20 +84,24 @@ def check_paths_agree(df: pl.DataFrame, names: list[str], funding: pl.DataFrame 
     gap_frac=st.sampled_from([0.0, 0.01, 0.1]),
     with_funding=st.booleans(),
 )
-def test_stream_equals_batch(n: int, seed: int, offset: int, nan_frac: float, gap_frac: float,
-                             with_funding: bool) -> None:
+def test_stream_equals_batch(
+    n: int, seed: int, offset: int, nan_frac: float, gap_frac: float, with_funding: bool
+) -> None:
     df = make_bars(n, seed, offset, nan_frac, gap_frac)
     funding = make_funding(df, seed) if with_funding else None
     check_paths_agree(df, SMALL, funding)
 
 
-def test_stream_equals_batch_whole_catalogue(btc5m: pl.DataFrame, btc_funding: pl.DataFrame) -> None:
+def test_stream_equals_batch_whole_catalogue(
+    btc5m: pl.DataFrame, btc_funding: pl.DataFrame
+) -> None:
     """The default catalogue on 3,000 real bars starting mid-hour, with NaN bars and a gap."""
     df = btc5m.slice(1_007, 3_000)
     close = df["close"].to_numpy().copy()
     close[[100, 101, 1_500, 2_222]] = np.nan
-    df = df.with_columns(close=pl.Series(close)).filter(~pl.col("open_time").is_between(
-        int(df["open_time"][700]), int(df["open_time"][730])))
+    df = df.with_columns(close=pl.Series(close)).filter(
+        ~pl.col("open_time").is_between(int(df["open_time"][700]), int(df["open_time"][730]))
+    )
     check_paths_agree(df, default_names("5m"), btc_funding)
 
 
@@ -98,7 +109,9 @@ def test_nan_bar_gives_nan_row_and_keeps_state() -> None:
     """A NaN bar is skipped: its row is NaN and the next bar continues as if it were absent."""
     df = random_walk(300, seed=5)
     names = ["ema_5", "rsi_5", "obv", "atr_5", "momentum_3"]
-    with_nan = df.with_columns(high=pl.when(pl.int_range(pl.len()) == 150).then(None).otherwise(pl.col("high")))
+    with_nan = df.with_columns(
+        high=pl.when(pl.int_range(pl.len()) == 150).then(None).otherwise(pl.col("high"))
+    )
     got = compute(with_nan, names, interval="5m")
     without = compute(df.filter(pl.int_range(pl.len()) != 150), names, interval="5m")
     for name in names:
@@ -111,7 +124,9 @@ FULL_K = 6_000
 
 
 @pytest.fixture(scope="module")
-def prefix_case(btc5m: pl.DataFrame, btc_funding: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def prefix_case(
+    btc5m: pl.DataFrame, btc_funding: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     df = btc5m.slice(2_005, FULL_K)  # starts mid-hour
     close = df["close"].to_numpy().copy()
     close[[40, 2_000, 2_001]] = np.nan
@@ -119,10 +134,13 @@ def prefix_case(btc5m: pl.DataFrame, btc_funding: pl.DataFrame) -> tuple[pl.Data
     return df, compute(df, funding=btc_funding, interval="5m")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(k=st.integers(1, FULL_K))
-def test_prefix_invariance(prefix_case: tuple[pl.DataFrame, pl.DataFrame], btc_funding: pl.DataFrame,
-                           k: int) -> None:
+def test_prefix_invariance(
+    prefix_case: tuple[pl.DataFrame, pl.DataFrame], btc_funding: pl.DataFrame, k: int
+) -> None:
     """compute(candles.head(k)) == compute(candles).head(k), exactly, every column."""
     df, full = prefix_case
     head = compute(df.head(k), funding=btc_funding, interval="5m")

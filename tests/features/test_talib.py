@@ -19,7 +19,9 @@ TOL = 1e-9
 
 
 def talib_reference(df: pl.DataFrame) -> dict[str, np.ndarray]:
-    o, h, lo, c, v = (df[k].to_numpy().astype(np.float64) for k in ("open", "high", "low", "close", "volume"))
+    o, h, lo, c, v = (
+        df[k].to_numpy().astype(np.float64) for k in ("open", "high", "low", "close", "volume")
+    )
     macd, sig, hist = talib.MACD(c, 12, 26, 9)
     up, mid, low = talib.BBANDS(c, 20, 2, 2, 0)
     up50, mid50, low50 = talib.BBANDS(c, 50, 2, 2, 0)
@@ -90,8 +92,15 @@ def test_higher_timeframe_equals_talib_on_resampled_bars(btc5m: pl.DataFrame) ->
     hourly = (
         df.with_columns(ts=pl.from_epoch("open_time", time_unit="ms"))
         .group_by_dynamic("ts", every="1h", closed="left", label="left")
-        .agg(pl.col("open_time").first(), pl.col("open").first(), pl.col("high").max(),
-             pl.col("low").min(), pl.col("close").last(), pl.col("volume").sum(), pl.len().alias("n"))
+        .agg(
+            pl.col("open_time").first(),
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+            pl.len().alias("n"),
+        )
     )
     assert (hourly["n"] == 12).all()
     c = hourly["close"].to_numpy()
