@@ -63,25 +63,31 @@ def _read(store: Store, ds: Dataset, start: int | None, end: int | None) -> pl.D
 def _missing(
     frame: pl.DataFrame, ds: Dataset, start: int | None, end: int | None
 ) -> tuple[int | None, int | None] | None:
-    """The requested span the frame does not cover at its edges, or None when covered."""
+    """The requested span the frame does not cover at its edges, or None when covered.
+
+    Edges are checked to the UTC day: a store that holds part of the day on which the request
+    starts (or ends) covers that edge. So ``end="2024-05-14"`` over data that stops at
+    2024-05-14 15:35 is served up to 15:35 (the last closed bar), while a request that runs
+    into days the store does not touch at all is an error naming those days.
+    """
     col = TIME_COLUMN[ds.table]
     if frame.height == 0:
         return (start, end)
     first, last = int(frame[col][0]), int(frame[col][-1])
     if ds.table == FUNDING:
-        if start is not None and first - start >= FUNDING_STEP_MS:
+        if start is not None and first - start >= FUNDING_STEP_MS and _day(first) != _day(start):
             return (start, first - 1)
-        if end is not None and end - last >= FUNDING_STEP_MS:
+        if end is not None and end - last >= FUNDING_STEP_MS and _day(last) != _day(end):
             return (last + 1, end)
         return None
     step = interval_ms(ds.interval)
     if start is not None:
         want_first = -(-start // step) * step
-        if first > want_first:
+        if first > want_first and _day(first) != _day(start):
             return (want_first, first - step)
     if end is not None:
         want_last = (end // step) * step
-        if last < want_last:
+        if last < want_last and _day(last) != _day(end):
             return (last + step, want_last)
     return None
 

@@ -101,3 +101,15 @@ def test_local_data_env_imports_what_is_missing(
 def test_default_store_is_engine_data(usdm_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGINE_DATA", str(usdm_store))
     assert load_candles("BTCUSDT", "1h").height == 11_991
+
+
+def test_edges_are_checked_to_the_day(usdm_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Data that stops mid-day serves a request through that day; a day beyond it is missing."""
+    monkeypatch.delenv("ENGINE_LOCAL_DATA", raising=False)
+    df = load_candles("BTCUSDT", "5m", start="2024-05-14", end="2024-05-14", store=usdm_store)
+    assert df["open_time"][-1] == 1_715_700_900_000  # 2024-05-14 15:35, the last stored bar
+    assert df.height == 188
+    f = load_funding("BTCUSDT", start="2024-05-14", end="2024-05-14", store=usdm_store)
+    assert f["funding_time"].to_list() == [1_715_644_800_000]  # 00:00: the recording ends there
+    with pytest.raises(DataError, match="no bars from 2024-05-14 15:40 to 2024-05-15 23:55"):
+        load_candles("BTCUSDT", "5m", start="2024-05-14", end="2024-05-15", store=usdm_store)
