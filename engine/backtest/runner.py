@@ -90,12 +90,12 @@ def sim_config(graph: StrategyGraph) -> SimConfig:
     )
 
 
-UNFILTERED_GRID = 1e-12
+UNFILTERED_GRID = 1e-8
 
 
 def symbol_specs(graph: StrategyGraph) -> list[SymbolSpec]:
     """The exchange rules of the symbols; with ``execution.exchange_filters: false`` the
-    filters are lifted (quantities and prices on a 1e-12 grid, no min qty/notional, no max
+    filters are lifted (quantities and prices on a 1e-8 grid, no min qty/notional, no max
     qty) while the leverage brackets (maintenance margin, liquidation) stay."""
     from engine.sim import load_specs
 
