@@ -14,7 +14,8 @@ def btc_5m(usdm_dir: Path):
     import polars as pl
 
     return pl.read_csv(usdm_dir / "klines" / "BTCUSDT-5m.csv.gz").with_columns(
-        pl.col("open_time").cast(pl.Int64), *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume"))
+        pl.col("open_time").cast(pl.Int64),
+        *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")),
     )
 
 
@@ -33,15 +34,27 @@ def small_config(models=None, **over):
 
     cfg = {
         "labels": {"horizon": 6, "cost_bps": 2.0},
-        "training": {"train_window": "3d", "retrain_every": "2d", "warmup": "4d", "embargo": 2,
-                     "min_train_rows": 200, "seed": 3},
+        "training": {
+            "train_window": "3d",
+            "retrain_every": "2d",
+            "warmup": "4d",
+            "embargo": 2,
+            "min_train_rows": 200,
+            "seed": 3,
+        },
         "models": models
         or [
-            {"kind": "lightgbm", "params": {"n_estimators": 15, "num_leaves": 7, "min_data_in_leaf": 20}},
+            {
+                "kind": "lightgbm",
+                "params": {"n_estimators": 15, "num_leaves": 7, "min_data_in_leaf": 20},
+            },
             {"kind": "mlp", "params": {"hidden_layer_sizes": [8], "max_iter": 15}},
         ],
-        "ensemble": {"payoff_lookback": 200, "min_calibration_rows": 100,
-                     "gate": {"max_uncertainty": 0.9999, "min_agreement": 0.5}},
+        "ensemble": {
+            "payoff_lookback": 200,
+            "min_calibration_rows": 100,
+            "gate": {"max_uncertainty": 0.9999, "min_agreement": 0.5},
+        },
     }
     for k, v in over.items():
         cfg[k] = {**cfg[k], **v} if isinstance(v, dict) else v

@@ -38,8 +38,10 @@ def test_sections_cross_checks():
     with pytest.raises(ValidationError, match="unique"):
         MLSections(models=[{"kind": "mlp"}, {"kind": "mlp"}])
     with pytest.raises(ValidationError, match="did you mean 'lgb'"):
-        MLSections(models=[{"kind": "lightgbm", "name": "lgb"}],
-                   ensemble={"fusion": "weighted", "weights": {"lgbm": 1.0}})
+        MLSections(
+            models=[{"kind": "lightgbm", "name": "lgb"}],
+            ensemble={"fusion": "weighted", "weights": {"lgbm": 1.0}},
+        )
     with pytest.raises(ValidationError, match="needs 'weights'"):
         EnsembleConfig(fusion="weighted")
     cfg = MLSections(models=[{"kind": "lightgbm"}])

@@ -21,7 +21,9 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, coefs=None)
     decay = 1.0 if ens.reliability_halflife is None else 0.5 ** (1 / ens.reliability_halflife)
     a, b = [pa] * m, [pb] * m
     matured: list[float] = []
-    w_fixed = [float((ens.weights or {}).get(f"m{j}", 1.0 if not ens.weights else 0.0)) for j in range(m)]
+    w_fixed = [
+        float((ens.weights or {}).get(f"m{j}", 1.0 if not ens.weights else 0.0)) for j in range(m)
+    ]
     out = []
     for t in range(n):
         if t >= h:
@@ -61,7 +63,11 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, coefs=None)
                 p = 0.5
         vals = [probs[t, j] for j in av]
         dis = float(np.std(vals)) if vals else 0.0
-        agr = sum(1 for v in vals if (v > 0.5 and p > 0.5) or (v < 0.5 and p < 0.5)) / len(vals) if vals else 0.0
+        agr = (
+            sum(1 for v in vals if (v > 0.5 and p > 0.5) or (v < 0.5 and p < 0.5)) / len(vals)
+            if vals
+            else 0.0
+        )
         pc = min(max(p, 1e-12), 1 - 1e-12)
         ent = -(pc * math.log2(pc) + (1 - pc) * math.log2(1 - pc))
         unc = 1 - (1 - ent) * (1 - 2 * min(dis, 0.5))
@@ -104,7 +110,9 @@ def data(n=600, m=3, seed=0, nan_frac=0.1):
     [
         EnsembleConfig(payoff_lookback=50, gate={"max_uncertainty": 0.99, "min_agreement": 0.6}),
         EnsembleConfig(payoff_lookback=30, reliability_halflife=40, fusion="bayesian"),
-        EnsembleConfig(payoff_lookback=30, fusion="weighted", weights={"m0": 2.0, "m1": 1.0, "m2": 0.0}),
+        EnsembleConfig(
+            payoff_lookback=30, fusion="weighted", weights={"m0": 2.0, "m1": 1.0, "m2": 0.0}
+        ),
         EnsembleConfig(payoff_lookback=30, fusion="stacked", gate={"min_edge": -0.5}),
     ],
 )
@@ -115,7 +123,15 @@ def test_kernel_matches_python_oracle(ens):
     coefs = np.repeat(rng.normal(0, 0.5, (1, 4)), closes.shape[0], axis=0)
     got = FusionRunner(["m0", "m1", "m2"], ens, lab).run(closes, probs, coefs)
     exp = np.array(oracle(closes, probs, ens=ens, lab=lab, coefs=coefs), dtype=np.float64)
-    keys = ["p", "agreement", "disagreement", "entropy", "uncertainty", "payoff_ratio", "expected_value"]
+    keys = [
+        "p",
+        "agreement",
+        "disagreement",
+        "entropy",
+        "uncertainty",
+        "payoff_ratio",
+        "expected_value",
+    ]
     for j, k in enumerate(keys):
         np.testing.assert_allclose(got[k], exp[:, j], rtol=1e-12, atol=1e-12, err_msg=k)
     np.testing.assert_array_equal(got["direction"], exp[:, 7])
@@ -134,7 +150,9 @@ def test_batch_equals_live_steps():
     for t in range(250, 400):
         r = live.step(closes[t], probs[t], coefs[t])
         assert r["p"] == batch["p"][t] and r["direction"] == batch["direction"][t]
-        assert r["uncertainty"] == batch["uncertainty"][t] and r["gate_code"] == batch["gate_code"][t]
+        assert (
+            r["uncertainty"] == batch["uncertainty"][t] and r["gate_code"] == batch["gate_code"][t]
+        )
 
 
 def test_abstaining_model_is_excluded():
@@ -157,7 +175,9 @@ def test_bayesian_p_lies_between_the_models(ps, seed):
     closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     probs = rng.uniform(0.05, 0.95, (n, len(ps)))
     probs[-1] = ps
-    r = FusionRunner([f"m{i}" for i in range(len(ps))], ens, lab).run(closes, probs, np.zeros((n, len(ps) + 1)))
+    r = FusionRunner([f"m{i}" for i in range(len(ps))], ens, lab).run(
+        closes, probs, np.zeros((n, len(ps) + 1))
+    )
     assert min(ps) - 1e-12 <= r["p"][-1] <= max(ps) + 1e-12
     assert 0 <= r["uncertainty"][-1] <= 1 and 0 <= r["agreement"][-1] <= 1
     np.testing.assert_allclose(r["weights"][-1].sum(), 1.0, atol=1e-12)
@@ -169,8 +189,12 @@ def test_gate_thresholds_make_it_flat():
     lab = LabelsConfig(horizon=2)
     closes, probs = data(300, nan_frac=0.0)
     z = np.zeros((300, 4))
-    strict = FusionRunner(list("abc"), EnsembleConfig(payoff_lookback=20, gate={"max_uncertainty": 0.0}), lab).run(closes, probs, z)
+    strict = FusionRunner(
+        list("abc"), EnsembleConfig(payoff_lookback=20, gate={"max_uncertainty": 0.0}), lab
+    ).run(closes, probs, z)
     assert (strict["direction"] == 0).all() and set(np.unique(strict["gate_code"])) <= {1, 2, 5}
-    agree = FusionRunner(list("abc"), EnsembleConfig(payoff_lookback=20, gate={"min_agreement": 1.0}), lab).run(closes, probs, z)
+    agree = FusionRunner(
+        list("abc"), EnsembleConfig(payoff_lookback=20, gate={"min_agreement": 1.0}), lab
+    ).run(closes, probs, z)
     assert (agree["agreement"][agree["direction"] != 0] == 1.0).all()
     assert (agree["gate_code"] == 3).any()

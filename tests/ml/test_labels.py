@@ -15,7 +15,9 @@ def test_forward_returns_match_pandas_shift(btc_5m):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(oracle))
     np.testing.assert_allclose(got[:-h], oracle[:-h], rtol=0, atol=1e-15)
     simple = forward_returns(close, horizon=h, kind="simple")
-    np.testing.assert_allclose(simple[:-h], (pd.Series(close).shift(-h) / pd.Series(close) - 1).to_numpy()[:-h], atol=1e-15)
+    np.testing.assert_allclose(
+        simple[:-h], (pd.Series(close).shift(-h) / pd.Series(close) - 1).to_numpy()[:-h], atol=1e-15
+    )
 
 
 def test_classes_net_of_costs_and_band():
@@ -36,4 +38,6 @@ def test_label_uses_closes_t_to_t_plus_h_and_is_known_at_close_of_t_plus_h():
     assert np.isnan(r[4:]).all()
     ot = np.arange(6, dtype=np.int64) * 300_000
     # bar 0's label needs bar 2's close, which happens at open_time[2] + 5m
-    np.testing.assert_array_equal(label_known_at(ot, horizon=2, interval_ms=300_000), ot + 3 * 300_000)
+    np.testing.assert_array_equal(
+        label_known_at(ot, horizon=2, interval_ms=300_000), ot + 3 * 300_000
+    )

@@ -46,7 +46,9 @@ def prophet_train(candles):
     cutoff = int(ot[2500])
     m = hourly & (ot + 300_000 <= cutoff)
     ft = np.arange(cutoff, cutoff + 1500 * 300_000, 300_000) + 7 * 300_000
-    return TrainSet(np.empty((0, 0)), np.empty(0), (), ot[m] + 300_000, close[m], ft, tau=2e-4, horizon=6)
+    return TrainSet(
+        np.empty((0, 0)), np.empty(0), (), ot[m] + 300_000, close[m], ft, tau=2e-4, horizon=6
+    )
 
 
 @pytest.mark.parametrize("kind", ["lightgbm", "xgboost", "mlp"])
@@ -81,9 +83,18 @@ def test_mlp_forward_equals_sklearn(train_data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         sc = StandardScaler().fit(train.X)
-        clf = MLPClassifier(hidden_layer_sizes=(8,), alpha=params["alpha"], learning_rate_init=params["learning_rate_init"],
-                            max_iter=20, batch_size=256, tol=params["tol"], random_state=3).fit(sc.transform(train.X), train.y.astype(int))
-    np.testing.assert_allclose(m.predict_proba(seg), clf.predict_proba(sc.transform(seg.X))[:, 1], rtol=0, atol=1e-12)
+        clf = MLPClassifier(
+            hidden_layer_sizes=(8,),
+            alpha=params["alpha"],
+            learning_rate_init=params["learning_rate_init"],
+            max_iter=20,
+            batch_size=256,
+            tol=params["tol"],
+            random_state=3,
+        ).fit(sc.transform(train.X), train.y.astype(int))
+    np.testing.assert_allclose(
+        m.predict_proba(seg), clf.predict_proba(sc.transform(seg.X))[:, 1], rtol=0, atol=1e-12
+    )
 
 
 @pytest.mark.slow

@@ -12,7 +12,9 @@ I = 60_000  # 1m bars keep the arithmetic readable
 
 def sched(last, **tr):
     cfg = TrainingConfig(**{"train_window": 20, "retrain_every": 10, "warmup": 30, **tr})
-    return make_schedule(run_start=0, last_open_time=last * I, interval_ms=I, training=cfg, horizon=3)
+    return make_schedule(
+        run_start=0, last_open_time=last * I, interval_ms=I, training=cfg, horizon=3
+    )
 
 
 def test_cutoffs_anchored_to_start_and_prediction_ranges():
