@@ -99,7 +99,8 @@ def decision_frame(market: Market, dec: Decisions, res: SimResult) -> pl.DataFra
             "price": close,
         }
         for name, arr in dec.extra.items():
-            cols[name] = arr[rows, j]
+            if name != "payoff":  # the Kelly payoff ratio feeds the simulator, not the log
+                cols[name] = arr[rows, j]
         frames.append(pl.DataFrame(cols, strict=False))
     return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
 
