@@ -20,6 +20,8 @@ from engine.exchange_sim.runner import serve
 from .conftest import KEY, SECRET, admin, make_config, running, url
 
 BTC = "BTC/USDT:USDT"
+# what ccxt raises for Binance's 5xx bodies: -1001 -> OperationFailed, -1007 -> RequestTimeout
+RETRYABLE = (ccxt.NetworkError, ccxt.OperationFailed)
 
 
 def test_fault_spec_parsing() -> None:
@@ -42,33 +44,42 @@ def test_5xx_before_and_after_accept_no_duplicate_orders(market: MarketData, tmp
             try:
                 ex.load_markets()
                 break
-            except ccxt.NetworkError:
+            except RETRYABLE:
                 time.sleep(0.01)
         placed = []
+
+        def lookup(cid: str) -> str | None:
+            for _ in range(30):
+                try:
+                    return str(ex.fetch_order(None, BTC, params={"origClientOrderId": cid})["id"])
+                except ccxt.OrderNotFound:
+                    return None
+                except RETRYABLE:
+                    time.sleep(0.005)
+            raise AssertionError("lookup never got through")
+
         for n in range(12):
             cid = f"run1-btc-{n}"
             for attempt in range(30):
                 try:
                     o = ex.create_order(BTC, "limit", "buy", 0.01, 30000 + n, params={"newClientOrderId": cid})
-                    placed.append(o["id"])
+                    placed.append(str(o["id"]))
                     break
-                except ccxt.NetworkError:
+                except (*RETRYABLE, ccxt.InvalidOrder) as err:
+                    if isinstance(err, ccxt.InvalidOrder) and "-4116" not in str(err):
+                        raise
                     # 5xx: execution status unknown. Binance's rule: look the order up before
                     # sending it again (same client order id, so a resend can never double it)
-                    try:
-                        o = ex.fetch_order(None, BTC, params={"origClientOrderId": cid})
-                        placed.append(o["id"])
+                    found = lookup(cid)
+                    if found is not None:
+                        placed.append(found)
                         break
-                    except ccxt.OrderNotFound:
-                        pass
-                    except ccxt.NetworkError:
-                        pass
-                    time.sleep(0.005 * 2**min(attempt, 5))
+                    time.sleep(0.005 * 2 ** min(attempt, 5))
         for _ in range(50):
             try:
-                open_ids = sorted(o["id"] for o in ex.fetch_open_orders(BTC))
+                open_ids = sorted(str(o["id"]) for o in ex.fetch_open_orders(BTC))
                 break
-            except ccxt.NetworkError:
+            except RETRYABLE:
                 time.sleep(0.01)
         faults = admin(sim, "/sim/faults")
     assert len(placed) == 12 and sorted(placed) == open_ids  # every order once, none doubled
