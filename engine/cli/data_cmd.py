@@ -136,9 +136,24 @@ def download_cmd(
         "--vision-url",
         help="Base URL (default: $ENGINE_VISION_URL or https://data.binance.vision).",
     ),
+    source: str = typer.Option(
+        "vision", "--source", help="vision (Binance Vision files) or rest (klines through a REST API)."
+    ),
+    rest_url: str = typer.Option(
+        "https://fapi.binance.com", "--rest-url", help="Binance-compatible USD-M REST base URL for --source rest."
+    ),
     store: str | None = StoreOpt,
 ) -> None:
     """Download Binance Vision klines (checksums verified, resumable) and import them."""
+    if source == "rest":  # owned by the exchange-simulator engineer: engine/rest_backfill.py
+        from engine.rest_backfill import download_rest_cmd
+
+        download_rest_cmd(_split(symbol), _split(interval), start=start, end=end, market=market, url=rest_url, store=store)
+        return
+    if source != "vision":
+        from engine.errors import UsageError
+
+        raise UsageError(f"--source: unknown source {source!r}", hint="use --source vision or --source rest")
     from engine.data.download import download
 
     with _progress() as prog:
