@@ -128,21 +128,41 @@ def prepare_symbol(
         )
     available = [c for c in features.columns if c != "open_time"]
     feats = resolve_features(ml, available)
+    Xall = (
+        np.ascontiguousarray(features.select(available).to_numpy().astype(np.float64, copy=False))
+        if available
+        else np.empty((ot.shape[0], 0))
+    )
+    return symbol_data(symbol, step, ot, close, Xall, available, feats, ml), feats
+
+
+def symbol_data(
+    symbol: str,
+    step: int,
+    ot: np.ndarray,
+    close: np.ndarray,
+    Xall: np.ndarray,
+    available: list[str],
+    feats: dict[str, list[str]],
+    ml: MLSections,
+) -> SymbolData:
+    """Build :class:`SymbolData` from arrays (batch and live share this)."""
+    col = {n: i for i, n in enumerate(available)}
     X: dict[str, np.ndarray] = {}
     cache: dict[tuple[str, ...], np.ndarray] = {}
     for name, cols in feats.items():
         key = tuple(cols)
         if key not in cache:
-            if cols:
-                arr = features.select(cols).to_numpy().astype(np.float64, copy=False)
+            if cols == available:
+                cache[key] = Xall
+            elif cols:
+                cache[key] = np.ascontiguousarray(Xall[:, [col[c] for c in cols]])
             else:
-                arr = np.empty((ot.shape[0], 0))
-            cache[key] = np.ascontiguousarray(arr)
+                cache[key] = np.empty((ot.shape[0], 0))
         X[name] = cache[key]
     fwd, y = make_labels(close, ml.labels)
     hourly = (ot + step) % HOUR_MS == 0
-    sd = SymbolData(symbol, step, ot, close, X, fwd, y, ot[hourly] + step, close[hourly])
-    return sd, feats
+    return SymbolData(symbol, step, ot, close, X, fwd, y, ot[hourly] + step, close[hourly])
 
 
 # ------------------------------------------------------------------------------ fold plans
@@ -370,6 +390,7 @@ class EnsembleResult:
     n_reused: int = 0
     train_seconds: float = 0.0
     predict_seconds: float = 0.0
+    pipelines: dict[str, SymbolPipeline] = field(default_factory=dict, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able per-model walk-forward metrics (all folds pooled) for the run summary."""
@@ -632,6 +653,7 @@ def run_ensemble(
         n_reused=n_reused,
         train_seconds=train_s,
         predict_seconds=predict_s,
+        pipelines=pipes,
     )
 
 

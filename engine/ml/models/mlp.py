@@ -2,8 +2,9 @@
 
 Trained with a fixed ``random_state``, early stopping off, BLAS limited to the configured
 thread count. Saved as ``weights.npz`` (scaler mean/scale, each layer's coefs and
-intercepts) plus ``architecture.json``; prediction is the same forward pass in numpy
-(ReLU hidden layers, logistic output) for a fresh fit and a loaded model.
+intercepts) plus ``architecture.json``; prediction is the same forward pass (a numba dense
+layer with a fixed summation order, ReLU hidden layers, logistic output) for a fresh fit
+and a loaded model, and for one row or many.
 """
 
 from __future__ import annotations
@@ -12,9 +13,27 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numba as nb
 import numpy as np
 
 from engine.ml.models.base import Segment, TrainSet, masked_predict, read_json, write_json
+
+
+@nb.njit(cache=True)
+def dense_nb(a: np.ndarray, w: np.ndarray, b: np.ndarray, relu: bool) -> np.ndarray:
+    """``a @ w + b`` (then ReLU) with each output summed in a fixed order, so a row's result
+    does not depend on how many rows are computed with it (BLAS may differ by 1 ulp
+    between a 1-row and an n-row product). Oracle: ``numpy.maximum(a @ w + b, 0)``."""
+    n, k = a.shape
+    m = w.shape[1]
+    out = np.empty((n, m))
+    for i in range(n):
+        for j in range(m):
+            s = b[j]
+            for t in range(k):
+                s += a[i, t] * w[t, j]
+            out[i, j] = s if (not relu or s > 0.0) else 0.0
+    return out
 
 
 class MLPModel:
@@ -71,9 +90,7 @@ class MLPModel:
         a = (X - self.mean) / self.scale
         last = len(self.coefs) - 1
         for i, (w, b) in enumerate(zip(self.coefs, self.intercepts, strict=True)):
-            a = a @ w + b
-            if i < last:
-                a = np.maximum(a, 0.0)
+            a = dense_nb(np.ascontiguousarray(a), w, b, i < last)
         z = a[:, 0]
         return 1.0 / (1.0 + np.exp(-z))
 

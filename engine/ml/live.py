@@ -1,0 +1,185 @@
+"""The live counterpart of :func:`engine.ml.run_ensemble`: one closed bar at a time.
+
+:meth:`LiveEnsemble.from_history` runs the batch path over the history (training or reusing
+the fold models, fitting each cutoff's calibrators, folding the fusion kernel), then
+:meth:`LiveEnsemble.on_bar` takes each new closed bar: it predicts the bar as a one-row
+segment with the current fold's models, calibrates with the fold's calibrators and advances
+the same fusion kernel state by one step (O(1) per bar). When a bar opens at or after the
+next cutoff, the new fold is planned, trained (or reused) and calibrated by the same
+functions the batch path uses, on the history gathered so far. So replaying bars through
+``on_bar`` gives the batch decisions, bar for bar (tests/ml/test_live.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import DataError
+from engine.ml.fusion_nb import GATE_REASONS
+from engine.ml.pipeline import SymbolPipeline, as_sections, run_ensemble, symbol_data
+from engine.ml.walkforward import Fold, SerialExecutor, fit_task
+
+
+class LiveEnsemble:
+    """The ML stage of one symbol in live mode."""
+
+    def __init__(
+        self,
+        pipe: SymbolPipeline,
+        raw: np.ndarray,
+        cal: np.ndarray,
+        fold_of: np.ndarray,
+        available: list[str],
+        Xall: np.ndarray,
+    ) -> None:
+        self.pipe = pipe
+        self.available = available
+        self._ot = [pipe.sd.open_time]
+        self._close = [pipe.sd.close]
+        self._X = [Xall]
+        self._raw = [raw]
+        self._cal = [cal]
+        self._fold = [fold_of]
+        self.n = int(pipe.sd.open_time.shape[0])
+        self.last_open = int(pipe.sd.open_time[-1])
+
+    @classmethod
+    def from_history(
+        cls,
+        config: Any,
+        frame: Any,
+        features: Any,
+        *,
+        symbol: str,
+        run_start: int | None = None,
+        results_dir: str | Path | None = None,
+    ) -> LiveEnsemble:
+        """Warm up on a symbol's history (candles and features frames, as for the batch path)."""
+        res = run_ensemble(
+            config,
+            {symbol: frame},
+            {symbol: features},
+            run_start=run_start,
+            results_dir=results_dir,
+        )
+        r = res.symbols[symbol]
+        pipe = res.pipelines[symbol]
+        available = [c for c in features.columns if c != "open_time"]
+        Xall = (
+            features.select(available).to_numpy().astype(np.float64)
+            if available
+            else np.empty((r.open_time.shape[0], 0))
+        )
+        return cls(pipe, r.raw, r.probs, r.fold, available, Xall)
+
+    def _fold_for(self, open_time: int) -> int:
+        s = self.pipe.sched
+        first = s.run_start + s.warmup
+        return -1 if open_time < first else int((open_time - first) // s.retrain_every)
+
+    def _roll(self, k: int) -> None:
+        """Plan, fit (or reuse) and calibrate fold k on the history gathered so far."""
+        pipe = self.pipe
+        s = pipe.sched
+        ot = np.concatenate(self._ot)
+        close = np.concatenate(self._close)
+        Xall = np.concatenate(self._X)
+        raw = np.concatenate(self._raw)
+        cal = np.concatenate(self._cal)
+        fold_of = np.concatenate(self._fold)
+        self._ot, self._close, self._X = [ot], [close], [Xall]
+        self._raw, self._cal, self._fold = [raw], [cal], [fold_of]
+        pipe.sd = symbol_data(
+            pipe.sd.symbol,
+            pipe.sd.interval_ms,
+            ot,
+            close,
+            Xall,
+            self.available,
+            pipe.feats,
+            pipe.ml,
+        )
+        cutoff = s.run_start + s.warmup + k * s.retrain_every
+        fold = Fold(
+            index=k,
+            cutoff=cutoff,
+            next_cutoff=cutoff + s.retrain_every,
+            train_start=cutoff - s.train_window,
+        )
+        pipe.sched = type(s)(
+            s.run_start,
+            s.interval_ms,
+            s.horizon,
+            s.train_window,
+            s.retrain_every,
+            s.embargo,
+            s.warmup,
+            (*s.folds, fold),
+        )
+        plans = pipe.plan([fold])
+        SerialExecutor().map(fit_task, [p.task for p in plans if p.task is not None])
+        pipe.calibrate(fold, raw, cal, fold_of)
+
+    def on_bar(self, open_time: int, close: float, features: Mapping[str, float]) -> dict[str, Any]:
+        """Decide on one closed bar (its open time, close and feature values by name)."""
+        from engine.ml.models.base import Segment
+
+        pipe = self.pipe
+        step = pipe.sd.interval_ms
+        if open_time != self.last_open + step:
+            raise DataError(
+                f"{pipe.sd.symbol}: live bar {open_time} does not follow {self.last_open} by one interval",
+                hint="backfill the missing bars (REST klines) before feeding the next closed bar",
+            )
+        k = self._fold_for(open_time)
+        if k >= 0 and not any(f.index == k for f in pipe.sched.folds):
+            self._roll(k)
+        x = np.array([[float(features.get(n, np.nan)) for n in self.available]])
+        m = len(pipe.names)
+        raw = np.full(m, np.nan)
+        cal = np.full(m, np.nan)
+        coef = np.zeros(m + 1)
+        if k >= 0:
+            fold = next(f for f in pipe.sched.folds if f.index == k)
+            col = {n: i for i, n in enumerate(self.available)}
+            for j, node in enumerate(pipe.ml.models):
+                model = pipe._model(node, fold)
+                if model is None:
+                    continue
+                cols = [col[c] for c in pipe.feats[node.name]]
+                seg = Segment(np.array([open_time], dtype=np.int64), np.array([close]), x[:, cols])
+                raw[j] = model.predict_proba(seg)[0]
+                cal[j] = pipe.calibrators[(k, node.name)](raw[j : j + 1])[0]
+            coef = pipe.coefs[k]
+        out = pipe.runner.step(close, cal, coef)  # type: ignore[attr-defined]
+        self._ot.append(np.array([open_time], dtype=np.int64))
+        self._close.append(np.array([close]))
+        self._X.append(x)
+        self._raw.append(raw[None, :])
+        self._cal.append(cal[None, :])
+        self._fold.append(np.array([k], dtype=np.int32))
+        self.last_open = open_time
+        self.n += 1
+        out.update(
+            open_time=open_time,
+            raw=raw,
+            probs=cal,
+            fold=k,
+            gate_reason=GATE_REASONS[out["gate_code"]],
+            model_versions={
+                n.name: (
+                    pipe.version(n, next(f for f in pipe.sched.folds if f.index == k))
+                    if k >= 0
+                    else None
+                )
+                for n in pipe.ml.models
+            },
+        )
+        return out
+
+
+__all__ = ["LiveEnsemble", "as_sections"]
