@@ -66,43 +66,44 @@ def decision_frame(market: Market, dec: Decisions, res: SimResult) -> pl.DataFra
     """``ensemble_decisions``: one row per bar and symbol that has a bar."""
     import polars as pl
 
-    n, s = dec.state.shape
     frames = []
-    reason_names = np.array([REASON.get(i, str(i)) for i in range(max(REASON) + 1)])
+    reason_names = {i: REASON.get(i, str(i)) for i in range(max(REASON) + 1)}
+    rejecting = [Reason.BREAKER, Reason.FILTER, Reason.EDGE]
     for j, sym in enumerate(market.symbols):
         rows = np.flatnonzero(market.has_bar[:, j])
-        state = dec.state[rows, j].astype(np.int64)
-        reason = res.reason[rows, j]
         target = res.target_qty[rows, j]
         close = market.close[rows, j]
         eq = res.equity[rows]
         with np.errstate(invalid="ignore", divide="ignore"):
             size = np.where(eq > 0, np.abs(target) * close / eq, np.nan)
-        rname = reason_names[reason]
-        rejected = (
-            (state != 0)
-            & np.isin(reason, [Reason.BREAKER, Reason.FILTER, Reason.EDGE])
-            & (target == 0)
-        )
         cols: dict[str, object] = {
-            "symbol": pl.Series([sym] * rows.size, dtype=pl.Utf8),
             "open_time": market.open_time[rows],
-            "action": pl.Series(np.array(["short", "flat", "long"])[state + 1], dtype=pl.Utf8),
+            "state": dec.state[rows, j],
+            "reason": res.reason[rows, j],
             "target_position": target,
             "confidence": dec.confidence[rows, j],
             "probability": dec.probability[rows, j],
-            "risk_check": pl.Series(
-                np.where(reason == Reason.NONE, "pass", rname).astype(str), dtype=pl.Utf8
-            ),
             "position_size": size,
-            "rejection_reason": pl.Series(np.where(rejected, rname, None).tolist(), dtype=pl.Utf8),
             "price": close,
         }
         for name, arr in dec.extra.items():
-            if name != "payoff":  # the Kelly payoff ratio feeds the simulator, not the log
-                cols[name] = arr[rows, j]
-        frames.append(pl.DataFrame(cols, strict=False))
-    return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
+            cols[name] = arr[rows, j]
+        frames.append(pl.DataFrame(cols).with_columns(symbol=pl.lit(sym)))
+    if not frames:
+        return pl.DataFrame()
+    reason_name = pl.col("reason").replace_strict(reason_names, return_dtype=pl.Utf8)
+    out = pl.concat(frames, how="vertical").with_columns(
+        action=pl.col("state").cast(pl.Int64).replace_strict(ACTION, return_dtype=pl.Utf8),
+        risk_check=pl.when(pl.col("reason") == Reason.NONE)
+        .then(pl.lit("pass"))
+        .otherwise(reason_name),
+        rejection_reason=pl.when(
+            (pl.col("state") != 0)
+            & pl.col("reason").is_in(rejecting)
+            & (pl.col("target_position") == 0)
+        ).then(reason_name),
+    )
+    return out.drop("state", "reason")
 
 
 def _decision_bar(market: Market, fill_bar: np.ndarray, sym_idx: np.ndarray) -> np.ndarray:
