@@ -66,6 +66,9 @@ def decision_frame(market: Market, dec: Decisions, res: SimResult) -> pl.DataFra
     """``ensemble_decisions``: one row per bar and symbol that has a bar."""
     import polars as pl
 
+    from engine.runlog.schema import column_names
+
+    logged = set(column_names("ensemble_decisions"))
     frames = []
     reason_names = {i: REASON.get(i, str(i)) for i in range(max(REASON) + 1)}
     rejecting = [Reason.BREAKER, Reason.FILTER, Reason.EDGE]
@@ -87,7 +90,9 @@ def decision_frame(market: Market, dec: Decisions, res: SimResult) -> pl.DataFra
             "price": close,
         }
         for name, arr in dec.extra.items():
-            cols[name] = arr[rows, j]
+            # only the log's own columns: e.g. the Kelly payoff ratio feeds the simulator, not the log
+            if name in logged and name not in cols:
+                cols[name] = arr[rows, j]
         frames.append(pl.DataFrame(cols).with_columns(symbol=pl.lit(sym)))
     if not frames:
         return pl.DataFrame()
