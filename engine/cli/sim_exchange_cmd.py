@@ -34,6 +34,9 @@ def sim_exchange_cmd(
     taker_fee: float = typer.Option(0.0005, "--taker-fee", help="Taker commission rate."),
     maker_fee: float = typer.Option(0.0002, "--maker-fee", help="Maker commission rate."),
     substeps: int = typer.Option(4, "--substeps", help="Kline updates per bar when no 1m data refines it."),
+    weight_limit: int = typer.Option(2400, "--weight-limit", help="REQUEST_WEIGHT budget per minute per IP."),
+    orders_10s: int = typer.Option(300, "--orders-10s", help="ORDERS budget per 10 s per key."),
+    orders_1m: int = typer.Option(1200, "--orders-1m", help="ORDERS budget per minute per key."),
     store: str | None = StoreOpt,
 ) -> None:
     """Replay stored candles as a Binance USD-M futures exchange (REST + websockets, one port).
@@ -66,6 +69,8 @@ def sim_exchange_cmd(
         raise UsageError(f"--speed: must be >= 0, got {speed}", hint="for example --speed 300")
     if not 0 <= port <= 65535:
         raise UsageError(f"--port: {port} is not a TCP port", hint="use 1-65535, or 0 for any free port")
+    if min(weight_limit, orders_10s, orders_1m) < 1:
+        raise UsageError("--weight-limit/--orders-10s/--orders-1m: must be >= 1", hint="for example --orders-10s 300")
     if substeps < 1:
         raise UsageError(f"--substeps: must be >= 1, got {substeps}", hint="for example --substeps 4")
     key = api_key or os.environ.get("BINANCE_API_KEY", "")
@@ -79,7 +84,8 @@ def sim_exchange_cmd(
         symbols=syms, interval=interval, start_ms=start_ms, end_ms=end_ms, speed=speed, host=host, port=port,
         api_key=key, api_secret=secret, balance=balance, faults=FaultSpec.parse(faults), seed=seed,
         store=str(store_dir(store)), substeps=substeps, slippage_bps=slippage_bps, taker_fee=taker_fee,
-        maker_fee=maker_fee, fault_log=Path(fault_log) if fault_log else None,
+        maker_fee=maker_fee, fault_log=Path(fault_log) if fault_log else None, weight_limit=weight_limit,
+        orders_10s=orders_10s, orders_1m=orders_1m,
     )
 
     async def main() -> None:

@@ -348,8 +348,9 @@ class Exchange:
                     raise E.margin_insufficient()
                 if code != 0:
                     A.raise_check(code, spec)
-                self._after_fill(o, qty, fill_price, maker=False, t=o.time, first=before)
                 (self.algo if o.algo_id is not None else self.orders)[o.algo_id or o.order_id] = o
+                self._user_order(o, "NEW")
+                self._after_fill(o, qty, fill_price, maker=False, t=o.time, first=before)
                 return o
         store = self.algo if o.algo_id is not None else self.orders
         store[o.algo_id if o.algo_id is not None else o.order_id] = o

@@ -136,3 +136,26 @@ async def test_server_ping_and_bad_stream(market: MarketData) -> None:
         async with http.get(f"{sim.ws_url.replace('ws://', 'http://')}/ws/btcusdt@kline_1m") as resp:
             assert resp.status == 400
         await asyncio.sleep(0)
+
+
+async def test_user_data_stream(market: MarketData) -> None:
+    from engine.exchange_sim.client import make_ccxt
+
+    from .conftest import KEY, SECRET
+
+    async with serve(make_config(), market=market) as sim, aiohttp.ClientSession() as http:
+        async with http.post(f"{sim.url}/fapi/v1/listenKey", headers={"X-MBX-APIKEY": KEY}) as r:
+            key = (await r.json())["listenKey"]
+        async with http.ws_connect(f"{sim.ws_url}/ws/{key}") as ws:
+            ex = make_ccxt(sim.url, KEY, SECRET, async_=True)
+            try:
+                await ex.load_markets()
+                o = await ex.create_order("BTC/USDT:USDT", "market", "buy", 0.01, params={"newClientOrderId": "u1"})
+            finally:
+                await ex.close()
+            events = [json.loads((await ws.receive(timeout=5)).data) for _ in range(3)]
+    new, trade, acct = events
+    assert new["e"] == "ORDER_TRADE_UPDATE" and new["o"]["x"] == "NEW" and new["o"]["c"] == "u1"
+    assert trade["o"]["x"] == "TRADE" and trade["o"]["X"] == "FILLED" and trade["o"]["i"] == int(o["id"])
+    assert float(trade["o"]["L"]) == o["average"] and trade["o"]["l"] == "0.010" and float(trade["o"]["n"]) > 0
+    assert acct["e"] == "ACCOUNT_UPDATE" and acct["a"]["m"] == "ORDER" and acct["a"]["P"][0]["pa"] == "0.010"
