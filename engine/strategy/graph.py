@@ -86,6 +86,37 @@ class StrategyGraph:
         ]
         for key, rule in self.rules.items():
             out.append((f"signal {key}", f"{rule.text}  (lookback {rule.lookback})"))
+        ml = c.ml()
+        if ml is not None:
+            lab, tr, ens = ml.labels, ml.training, ml.ensemble
+            out.append(
+                (
+                    "labels",
+                    f"forward {lab.horizon} bars, cost {lab.cost_bps:g} bp, flat band {lab.flat_band_bps:g} bp",
+                )
+            )
+            out.append(
+                (
+                    "training",
+                    f"walk-forward: window {tr.train_window}, retrain every {tr.retrain_every}, embargo {tr.embargo}, seed {tr.seed}",
+                )
+            )
+            out.append(
+                (
+                    "models",
+                    ", ".join(
+                        m.name if m.name == m.kind else f"{m.name} ({m.kind})" for m in ml.models
+                    ),
+                )
+            )
+            gate = ens.gate
+            out.append(
+                (
+                    "ensemble",
+                    f"{ens.fusion} fusion, {ens.calibration} calibration; gate: uncertainty <= {gate.max_uncertainty:g}, "
+                    f"agreement >= {gate.min_agreement:g}, edge >= {gate.min_edge:g}",
+                )
+            )
         r = c.risk
         sizing = (
             f"fixed {r.fraction:g} of equity"
