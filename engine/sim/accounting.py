@@ -21,16 +21,19 @@ _EPS = 1e-9
 def round_price_nb(price: float, tick: float, mode: int) -> float:
     """Round ``price`` to a multiple of ``tick``: mode -1 down, 0 nearest, +1 up.
 
-    Oracle: ``float(Decimal(price).quantize(Decimal(tick), ROUND_FLOOR/HALF_EVEN/CEILING))``
-    for prices with at most ~12 significant digits.
+    Oracle: ``float(Decimal(str(price)).quantize(Decimal(str(tick)), ROUND_FLOOR /
+    ROUND_HALF_UP / ROUND_CEILING))`` for positive prices with at most ~12 significant
+    digits (1e-9 of a tick plus a relative 1e-12 absorb binary noise such as
+    0.15 / 0.1 = 1.4999... or 4290394.1 / 0.1 = 42903940.99999999).
     """
     x = price / tick
+    eps = _EPS + abs(x) * 1e-12
     if mode < 0:
-        k = np.floor(x + _EPS)
+        k = np.floor(x + eps)
     elif mode > 0:
-        k = np.ceil(x - _EPS)
+        k = np.ceil(x - eps)
     else:
-        k = np.floor(x + 0.5)
+        k = np.floor(x + 0.5 + eps)
     digits = int(round(-np.log10(tick))) + 1 if tick < 1.0 else 0
     return np.round(k * tick, max(digits, 0) + 2)
 
@@ -42,7 +45,8 @@ def floor_qty_nb(qty: float, step: float) -> float:
     A relative epsilon absorbs binary noise (0.003 / 0.001 = 2.9999999999999996 -> 3 steps).
     """
     sign = 1.0 if qty >= 0 else -1.0
-    k = np.floor(abs(qty) / step + _EPS)
+    x = abs(qty) / step
+    k = np.floor(x + _EPS + x * 1e-12)
     digits = int(round(-np.log10(step))) + 2 if step < 1.0 else 2
     return sign * np.round(k * step, digits)
 
