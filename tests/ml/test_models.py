@@ -97,7 +97,6 @@ def test_mlp_forward_equals_sklearn(train_data):
     )
 
 
-@pytest.mark.slow
 def test_prophet_forecast_lookup_round_trip(train_data, tmp_path: Path):
     _, seg, candles = train_data
     ts = prophet_train(candles)

@@ -172,3 +172,20 @@ def test_bad_feature_name_is_a_config_error(small, tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'rsi_14'"):
         run(cfg, candles, feats, tmp_path)
     assert not any((tmp_path / "models").iterdir())
+
+
+def test_prefix_invariance_with_xgboost_and_prophet(small, tmp_path):
+    candles, feats = small
+    cfg = small_config(
+        models=[
+            {"kind": "xgboost", "params": {"n_estimators": 10, "max_depth": 3}},
+            {"kind": "prophet", "params": {"window": "3d", "n_changepoints": 3}},
+        ]
+    )
+    n, end = 2600, 2077
+    a = run(cfg, candles.head(n), feats.head(n), tmp_path / "full").symbols["BTCUSDT"]
+    s = run(cfg, candles.head(end), feats.head(end), tmp_path / "short").symbols["BTCUSDT"]
+    assert np.isfinite(a.raw[a.fold >= 0]).mean() > 0.9
+    np.testing.assert_array_equal(s.raw, a.raw[:end])
+    for k in DECISION_KEYS:
+        np.testing.assert_array_equal(getattr(s, k), getattr(a, k)[:end], err_msg=k)
