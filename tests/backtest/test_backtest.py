@@ -280,3 +280,40 @@ def test_table_output(usdm_store: Path, tmp_path: Path) -> None:
     ):
         assert label in res.stdout
     assert "rsi_reversion  ETHUSDT 5m" in res.stdout
+
+
+def test_events_liquidations_and_snapshots(usdm_store: Path, tmp_path: Path) -> None:
+    """Breaker trips and liquidations land in system_events; snapshots are opt-in."""
+    graph = load_strategy(
+        EMA,
+        symbols=["BTCUSDT"],
+        start="2024-03-01",
+        end="2024-03-10",
+        overrides=[
+            "risk.max_leverage=50",
+            "risk.max_position_pct=5000",
+            "risk.max_exposure_pct=5000",
+            "risk.fraction=0.5",
+            "execution.leverage=50",
+            "execution.margin_mode=isolated",
+            "risk.breaker.max_consecutive_losses=3",
+            "risk.breaker.cooldown_bars=12",
+            "log.snapshots=true",
+        ],
+    )
+    r = run_backtest(graph, store=usdm_store, results=tmp_path)
+    assert r.sim.liquidations > 0 and r.metrics["liquidations"] == r.sim.liquidations
+    log = RunLog(tmp_path)
+    ev = log.read(r.run_id, "system_events")
+    liq = ev.filter(pl.col("component") == "sim")
+    assert liq.height == r.sim.liquidations and liq["message"].str.contains("liquidated").all()
+    trips = ev.filter(pl.col("component") == "risk", pl.col("severity") == "warning")
+    assert trips.height > 0 and trips["message"].str.contains("loss_streak").all()
+    trades = log.read(r.run_id, "trades")
+    assert (trades["exit_reason"] == "liquidation").sum() == r.sim.liquidations
+    snap = log.read(r.run_id, "snapshots")
+    assert snap.height == 2 * r.market.n_bars and set(snap["feature"].unique()) == {
+        "ema_9",
+        "ema_50",
+    }
+    log.close()
