@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from engine.cli.common import ResultsOpt, StoreOpt, console, err_console, guarded
+
+if TYPE_CHECKING:
+    from engine.backtest import BacktestResult
 
 SetOpt = typer.Option(
     None,
@@ -111,15 +116,12 @@ def _fmt(value: object, kind: str) -> str:
     return f"{value:,.3f}"
 
 
-def _print_table(result: object) -> None:
+def _print_table(r: BacktestResult) -> None:
     from rich.table import Table
 
     from engine.timeutil import fmt_ms
 
-    r = result  # BacktestResult
-    m = r.metrics  # type: ignore[attr-defined]
-    market = r.market  # type: ignore[attr-defined]
-    graph = r.graph  # type: ignore[attr-defined]
+    m, market, graph = r.metrics, r.market, r.graph
     title = (
         f"{graph.name}  {', '.join(market.symbols)} {market.interval}  "
         f"{fmt_ms(int(market.open_time[0]))} .. {fmt_ms(int(market.open_time[-1]))}"
@@ -132,8 +134,8 @@ def _print_table(result: object) -> None:
         if key in m:
             table.add_row(label, _fmt(m[key], kind))
     console.print(table)
-    console.print(f"run_id [bold]{r.run_id}[/]", highlight=False)  # type: ignore[attr-defined]
+    console.print(f"run_id [bold]{r.run_id}[/]", highlight=False)
     console.print(
         f"  engine query \"select * from trades where run_id = '{r.run_id}' limit 10\"",
         highlight=False,
-    )  # type: ignore[attr-defined]
+    )
