@@ -13,6 +13,7 @@ backoff. The rows (Binance's 12 kline columns) go through the store's validated 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import tempfile
 import time
@@ -106,7 +107,7 @@ def fetch_klines(
         used = int((ex.last_response_headers or {}).get("X-MBX-USED-WEIGHT-1M", 0))
         pacer.before(used, PAGE_WEIGHT)
         params = {"symbol": symbol, "interval": interval, "startTime": since, "endTime": stop, "limit": PAGE}
-        page = _call(ex, lambda p=params: ex.fapiPublicGetKlines(p), sleep=sleep)
+        page = _call(ex, functools.partial(ex.fapiPublicGetKlines, params), sleep=sleep)
         page = [r for r in page if int(r[0]) <= stop and int(r[6]) < now]
         if not page:
             break
@@ -150,7 +151,7 @@ def backfill_klines(
                 rows = fetch_klines(
                     url, symbol, interval, start_ms=start_ms, end_ms=end_ms, weight_share=weight_share,
                     window_s=window_s, sleep=sleep,
-                    progress=(lambda n, s=symbol, i=interval: progress(f"{s} {i}", n)) if progress else None,
+                    progress=functools.partial(_report, progress, f"{symbol} {interval}") if progress else None,
                 )
                 if not rows:
                     continue
@@ -174,6 +175,10 @@ def backfill_klines(
             r = import_paths([path], store=store, market="usdm", symbol=symbol, interval=interval)
             report = r if report is None else _merge(report, r)
         return report
+
+
+def _report(progress: Callable[[str, int], None], name: str, n: int) -> None:
+    progress(name, n)
 
 
 def _merge(a: Any, b: Any) -> Any:

@@ -409,10 +409,11 @@ def user_trades(ctx: Ctx) -> Any:
     limit = _int(ctx, "limit", 500, lo=1, hi=1000)
     assert limit is not None
     out = []
+    assert s is not None
+    spec = ex.specs[s]
     for n, f in enumerate(ex.fills):
         if f["symbol"] != s:
             continue
-        spec = ex.specs[s]
         out.append(
             {
                 "buyer": f["side"] > 0, "commission": S.money(f["fee"]), "commissionAsset": "USDT", "id": n + 1,

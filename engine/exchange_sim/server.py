@@ -145,7 +145,7 @@ class SimServer:
         await site.start()
         server = site._server
         assert server is not None
-        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
         self._wake = asyncio.Event()
         self.clock.restart()
         self._tasks.append(asyncio.create_task(self._ticker()))
