@@ -221,3 +221,48 @@ def test_no_new_entry_until_cooldown_ends(rets, dirs, streak, cooldown, dd):
         (a == BreakerEvent.RESET) != (b == BreakerEvent.RESET)
         for a, b in zip(codes, codes[1:], strict=False)
     )
+
+
+@HYP
+@given(
+    rets=st.lists(st.floats(-0.04, 0.04), min_size=30, max_size=150),
+    seed=st.integers(0, 2**32 - 1),
+    cross=st.booleans(),
+    leverage=st.integers(1, 30),
+)
+def test_deterministic_and_the_books_balance(rets, seed, cross, leverage):
+    """Two calls give identical results; the wallet equals cash + realised PnL - fees - funding."""
+    o, h, lo, c = _walk(rets)
+    n = len(rets)
+    rng = np.random.default_rng(seed)
+    direction = rng.choice([-1.0, 0.0, 1.0, NAN], size=(n, 1), p=[0.3, 0.1, 0.4, 0.2])
+    prob = rng.uniform(0.3, 0.8, size=(n, 1))
+    funding = np.where(rng.random((n, 1)) < 0.2, rng.normal(0, 0.001, (n, 1)), NAN)
+    atr = np.abs(rng.normal(200, 50, (n, 1)))
+    cfg = SimConfig(sizing="kelly", kelly_fraction=1.0, payoff_ratio=1.5, leverage=leverage,
+                    margin_mode="cross" if cross else "isolated", stop_loss_atr=2, take_profit_pct=3,
+                    slippage_bps=3, max_loss_streak=3, cooldown_bars=5, rebalance=True)  # fmt: skip
+    specs = load_specs(["BTCUSDT"])
+
+    def run():
+        return simulate(o, h, lo, c, funding_rate=funding, direction=direction, prob=prob, atr=atr,
+                        specs=specs, config=cfg)  # fmt: skip
+
+    a, b = run(), run()
+    for field in (
+        "equity",
+        "wallet",
+        "position",
+        "target_qty",
+        "reason",
+        "fills",
+        "trades",
+        "funding",
+        "events",
+    ):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    booked = 10_000 + a.fills["realized"].sum() - a.fills["fee"].sum() - a.funding["amount"].sum()
+    assert a.wallet[-1] == pytest.approx(booked, abs=1e-6)
+    assert np.all(a.equity >= -1e-6)  # liquidation never takes an account below zero
+    # quantities stay on the step grid
+    assert np.allclose(np.round(a.position / 0.001), a.position / 0.001, atol=1e-6)
