@@ -115,7 +115,7 @@ def risk_target_nb(
         notional = cap
         capped = True
     qty = floor_qty_nb(notional / price, step)
-    if qty < min_qty or qty * price < min_notional:
+    if qty <= 0.0 or qty < min_qty or qty * price < min_notional:
         return 0.0, Reason.FILTER
     if same and rebalance and qty == abs(cur_qty):
         return cur_qty, Reason.CAP if capped else Reason.NONE

@@ -14,10 +14,12 @@ from engine.sim.loop import (
     close_phase_nb,
     decide_phase_nb,
     exit_phase_nb,
+    fill_pending_nb,
     funding_phase_nb,
     open_phase_nb,
 )
 from engine.sim.state import new_account, new_breaker, new_pending, new_records
+from engine.sim.steps import equity_nb, exit_step_nb, funding_step_nb
 
 N_BARS = 3000
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -98,7 +100,7 @@ def _batch(m, cfg, specs):
                     atr=m["atr"], open_time=m["time"], specs=specs, config=cfg)  # fmt: skip
 
 
-def _stepwise(m, cfg, specs, *, by_phase: bool):
+def _stepwise(m, cfg, specs, *, mode: str):
     n, s = m["o"].shape
     prm, spa = cfg.to_params(), spec_arrays(specs)
     acct, pend = new_account(s, cash=cfg.initial_cash), new_pending(s)
@@ -112,11 +114,27 @@ def _stepwise(m, cfg, specs, *, by_phase: bool):
     o, h, lo, c = m["o"], m["h"], m["lo"], m["c"]
     for t in range(n):
         tm = int(m["time"][t])
-        if by_phase:
+        if mode == "phases":
             open_phase_nb(acct, pend, spa, prm, recs, t, o[t], h[t], lo[t])
             funding_phase_nb(acct, prm, recs, t, o[t], m["funding"][t], empty)
             exit_phase_nb(acct, spa, prm, recs, t, o[t], h[t], lo[t])
             equity[t] = close_phase_nb(acct, c[t])
+        elif mode == "per-symbol":
+            # what an exchange simulator does: one symbol, one order, one settlement at a time
+            for j in range(s):
+                acct.last_price[j] = o[t, j]
+                if pend.active[j]:
+                    fill_pending_nb(acct, pend, spa, prm, recs, t, j, o[t, j], h[t, j], lo[t, j])
+            for j in range(s):
+                rate = m["funding"][t, j]
+                if not np.isnan(rate) and acct.qty[j] != 0.0:
+                    funding_step_nb(acct, prm, recs, t, j, rate, o[t, j])
+            for j in range(s):
+                if acct.qty[j] != 0.0:
+                    exit_step_nb(acct, spa, prm, recs, t, j, o[t, j], h[t, j], lo[t, j])
+            acct.last_price[:] = c[t]
+            equity[t] = equity_nb(acct)
+        if mode in ("phases", "per-symbol"):
             decide_phase_nb(acct, pend, brk, spa, prm, recs, t, tm, equity[t], c[t], m["direction"][t], empty,
                             empty, m["atr"][t], target[t], reason[t])  # fmt: skip
         else:
@@ -129,8 +147,8 @@ def _stepwise(m, cfg, specs, *, by_phase: bool):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-@pytest.mark.parametrize("by_phase", [False, True], ids=["bar_step", "phases"])
-def test_stepwise_equals_batch(market, name, by_phase):
+@pytest.mark.parametrize("mode", ["bar_step", "phases", "per-symbol"])
+def test_stepwise_equals_batch(market, name, mode):
     cfg = CONFIGS[name]
     specs = load_specs(SYMBOLS)
     batch = _batch(market, cfg, specs)
@@ -138,9 +156,7 @@ def test_stepwise_equals_batch(market, name, by_phase):
     kinds = set(batch.fills["kind"].tolist())
     assert {0, 1, 2, 3} <= kinds, kinds
     assert len(batch.funding) > 10 and len(batch.trades) > 20
-    equity, position, target, reason, arrays, acct = _stepwise(
-        market, cfg, specs, by_phase=by_phase
-    )
+    equity, position, target, reason, arrays, acct = _stepwise(market, cfg, specs, mode=mode)
     np.testing.assert_array_equal(equity, batch.equity)
     np.testing.assert_array_equal(position, batch.position)
     np.testing.assert_array_equal(target, batch.target_qty)
