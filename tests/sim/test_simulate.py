@@ -296,3 +296,32 @@ def test_bad_inputs_are_rejected(run_btc, btc):
         SimConfig(stop_loss_pct=1, stop_loss_atr=2)
     with pytest.raises(ConfigError, match="daily_loss_pct"):
         run_btc([FLAT], [1], config=SimConfig(daily_loss_pct=5))
+
+
+def test_cross_liquidation_counts_the_other_positions():
+    from engine.sim import load_specs, simulate
+
+    specs = load_specs(["BTCUSDT", "ETHUSDT"])
+    cfg = SimConfig(leverage=10, fixed_fraction=0.2, taker_fee=0.0, margin_mode="cross")
+    btc = [FLAT, FLAT, (20000, 20000, 10000, 10500)]
+    eth = [(1000.0,) * 4] * 3
+    o, h, lo, c = (
+        np.array([[b[i], e[i]] for b, e in zip(btc, eth, strict=True)]) for i in range(4)
+    )
+    d = np.array([[1.0, 1.0], [NAN, NAN], [NAN, NAN]])
+    r = simulate(o, h, lo, c, funding_rate=None, direction=d, specs=specs, config=cfg)
+    # each: 0.2 * 10 000 * 10 = 20 000 notional -> 1 BTC @ 20 000, 20 ETH @ 1 000
+    assert r.position[1].tolist() == [1.0, 20.0]
+    # BTC's LP backs onto wallet - ETH's maintenance + ETH's uPnL (0). 20 000 USDT of ETH is
+    # in ETH's bracket 2 (10k-100k: 0.65 %, cum 15): 20 000 * 0.0065 - 15 = 115, so
+    # LP = (10 000 - 115 - 20 000) / (0.004 - 1) = 10 155.622...
+    lp = (10000 - 115 - 20000) / (0.004 - 1)
+    assert 10155.62 < lp < 10155.63
+    liq = r.fills[r.fills["kind"] == FillKind.LIQUIDATION]
+    assert liq["symbol"].tolist() == [1, 0]  # ETH is closed first, at its open
+    assert liq["price"].tolist() == pytest.approx([1000.0, lp], abs=1e-9)
+    # margin balance at LP = 10 000 + (LP - 20 000) = 155.62 = BTC 40.62 + ETH 115 maintenance,
+    # taken as the clearance fee (below 1.25 % of the 30 156 USDT closed)
+    assert 10000 + lp - 20000 == pytest.approx(lp * 0.004 + 115, abs=1e-9)
+    assert liq["fee"].tolist() == pytest.approx([0.0, 10000 + lp - 20000], abs=1e-9)
+    assert r.liquidations == 2 and r.equity[2] == pytest.approx(0.0, abs=1e-9)
