@@ -26,8 +26,8 @@ replay in ``tests/sim/test_steps_parity.py``.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from engine.sim._jit import kernel
 from engine.sim.accounting import (
     fee_nb,
     limit_fill_price_nb,
@@ -48,7 +48,7 @@ from engine.sim.steps import (
 )
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def fill_pending_nb(acct, pend, spec, prm, recs, bar, s, open_, high, low):  # type: ignore[no-untyped-def]
     """Fill symbol ``s``'s pending order over one bar (phase 1 for one symbol).
 
@@ -125,7 +125,7 @@ def fill_pending_nb(acct, pend, spec, prm, recs, bar, s, open_, high, low):  # t
         acct.target[s] = target_px
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def open_phase_nb(acct, pend, spec, prm, recs, bar, o, h, lo):  # type: ignore[no-untyped-def]
     """Phase 1: set each symbol's mark to its open and fill its pending order."""
     for s in range(o.shape[0]):
@@ -136,7 +136,7 @@ def open_phase_nb(acct, pend, spec, prm, recs, bar, o, h, lo):  # type: ignore[n
             fill_pending_nb(acct, pend, spec, prm, recs, bar, s, o[s], h[s], lo[s])
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def funding_phase_nb(acct, prm, recs, bar, o, funding_row, mark_row):  # type: ignore[no-untyped-def]
     """Phase 2: settle funding where the bar opens at a funding time (non-NaN rate)."""
     for s in range(o.shape[0]):
@@ -148,7 +148,7 @@ def funding_phase_nb(acct, prm, recs, bar, o, funding_row, mark_row):  # type: i
         funding_step_nb(acct, prm, recs, bar, s, funding_row[s], mark)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def exit_phase_nb(acct, spec, prm, recs, bar, o, h, lo):  # type: ignore[no-untyped-def]
     """Phase 3: stops, liquidations and targets against each symbol's high and low."""
     for s in range(o.shape[0]):
@@ -157,7 +157,7 @@ def exit_phase_nb(acct, spec, prm, recs, bar, o, h, lo):  # type: ignore[no-unty
         exit_step_nb(acct, spec, prm, recs, bar, s, o[s], h[s], lo[s])
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def close_phase_nb(acct, c):  # type: ignore[no-untyped-def]
     """Phase 4: mark every symbol with a bar to its close; return the account equity."""
     for s in range(c.shape[0]):
@@ -166,7 +166,7 @@ def close_phase_nb(acct, c):  # type: ignore[no-untyped-def]
     return equity_nb(acct)
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def decide_phase_nb(  # type: ignore[no-untyped-def]
     acct,
     pend,
@@ -273,7 +273,7 @@ def decide_phase_nb(  # type: ignore[no-untyped-def]
             pend.active[s] = False
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def bar_step_nb(  # type: ignore[no-untyped-def]
     acct,
     pend,
@@ -327,7 +327,7 @@ def bar_step_nb(  # type: ignore[no-untyped-def]
     return equity
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def close_all_nb(acct, pend, prm, recs, bar):  # type: ignore[no-untyped-def]
     """Close every open position at its ``last_price`` as a market order (kind END) and
     cancel pending orders; used at the end of a backtest when ``close_at_end``."""
@@ -344,11 +344,7 @@ def close_all_nb(acct, pend, prm, recs, bar):  # type: ignore[no-untyped-def]
         )
 
 
-# The fold runs without numba's reference counting (_nrt=False): the step kernels are
-# inlined and each inlined call would otherwise incref/decref every array of the state
-# tuples, which made the loop ~500x slower. No kernel on this path allocates (numba fails
-# to compile if one does), so there is nothing for the runtime to count.
-@njit(cache=True, _nrt=False)
+@kernel()
 def simulate_nb(  # type: ignore[no-untyped-def]
     open_,
     high,

@@ -8,8 +8,8 @@ properties in ``tests/sim/test_risk.py``.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from engine.sim._jit import kernel
 from engine.sim.accounting import floor_qty_nb
 from engine.sim.enums import BreakerEvent, Reason, Sizing
 
@@ -18,7 +18,7 @@ DAY_MS = 86_400_000
 EDGE_EPS = 1e-12
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def kelly_nb(p: float, b: float) -> float:
     """Full-Kelly fraction ``p - (1 - p) / b``; NaN for an undefined input (p outside
     [0, 1], b <= 0 or NaN)."""
@@ -27,7 +27,7 @@ def kelly_nb(p: float, b: float) -> float:
     return p - (1.0 - p) / b
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def risk_target_nb(
     direction: float,
     p: float,
@@ -122,7 +122,7 @@ def risk_target_nb(
     return d * qty, Reason.CAP if capped else Reason.NONE
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def _event(events, bar: int, code: int, value: float) -> None:  # type: ignore[no-untyped-def]
     k = events.n[0]
     if k < events.bar.shape[0]:
@@ -133,7 +133,7 @@ def _event(events, bar: int, code: int, value: float) -> None:  # type: ignore[n
     events.n[0] = k + 1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def breaker_step_nb(
     brk,  # type: ignore[no-untyped-def]
     events,

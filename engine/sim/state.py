@@ -214,5 +214,6 @@ def new_records(*, fills: int, trades: int, funding: int, events: int) -> Record
 def check_capacity(records: Records) -> None:
     """Raise RuntimeError if a kernel counted more records than a buffer holds."""
     for name, buf in zip(records._fields, records, strict=True):
-        if int(buf.n[0]) > len(buf[1]):
-            raise RuntimeError(f"simulator {name} buffer overflow: {int(buf.n[0])} > {len(buf[1])}")
+        count, first = int(buf[0][0]), buf[1]
+        if count > len(first):
+            raise RuntimeError(f"simulator {name} buffer overflow: {count} > {len(first)}")

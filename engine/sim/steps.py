@@ -16,8 +16,8 @@ liquidation price worked out on paper).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from engine.sim._jit import kernel
 from engine.sim.accounting import (
     apply_fill_nb,
     check_order_nb,
@@ -35,7 +35,7 @@ from engine.sim.enums import FillKind, MarginMode, OrderCheck, OrderType
 INSUFFICIENT_MARGIN = 6  # order rejected: margin + fee exceed the available balance (-2019)
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def record_fill_nb(fills, bar, s, side, qty, price, fee, realized, kind, order_type):  # type: ignore[no-untyped-def]
     """Append one fill to ``fills`` (counts past capacity without writing)."""
     k = fills.n[0]
@@ -52,7 +52,7 @@ def record_fill_nb(fills, bar, s, side, qty, price, fee, realized, kind, order_t
     fills.n[0] = k + 1
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def _close_trade_nb(acct, trades, s, bar, side, kind):  # type: ignore[no-untyped-def]
     k = trades.n[0]
     fees = acct.tr_fees[s]
@@ -78,7 +78,7 @@ def _close_trade_nb(acct, trades, s, bar, side, kind):  # type: ignore[no-untype
     acct.tr_entry_bar[s] = -1
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def execute_fill_nb(acct, recs, bar, s, fill_qty, price, fee, kind, order_type, leverage):  # type: ignore[no-untyped-def]
     """Book a signed fill of ``fill_qty`` at ``price`` paying ``fee`` USDT; return the
     realised PnL.
@@ -133,7 +133,7 @@ def execute_fill_nb(acct, recs, bar, s, fill_qty, price, fee, kind, order_type, 
     return realized
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def equity_nb(acct):  # type: ignore[no-untyped-def]
     """Wallet plus the unrealised PnL of every position at ``acct.last_price``."""
     eq = acct.wallet[0]
@@ -143,7 +143,7 @@ def equity_nb(acct):  # type: ignore[no-untyped-def]
     return eq
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def available_nb(acct, margin_mode):  # type: ignore[no-untyped-def]
     """Balance free for new margin: wallet - used margin (+ unrealised PnL in cross)."""
     avail = acct.wallet[0]
@@ -154,7 +154,7 @@ def available_nb(acct, margin_mode):  # type: ignore[no-untyped-def]
     return avail
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def maint_margin_of_nb(acct, spec, j):  # type: ignore[no-untyped-def]
     """Maintenance margin of symbol ``j``'s position at its ``last_price``."""
     if acct.qty[j] == 0.0:
@@ -163,7 +163,7 @@ def maint_margin_of_nb(acct, spec, j):  # type: ignore[no-untyped-def]
     return maint_margin_nb(notional, spec.br_cap[j], spec.br_mmr[j], spec.br_cum[j], spec.n_br[j])
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def liquidation_price_of_nb(acct, spec, margin_mode, s):  # type: ignore[no-untyped-def]
     """Liquidation price of symbol ``s``'s position (NaN when flat).
 
@@ -193,7 +193,7 @@ def liquidation_price_of_nb(acct, spec, margin_mode, s):  # type: ignore[no-unty
     )
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def funding_step_nb(acct, prm, recs, bar, s, rate, mark):  # type: ignore[no-untyped-def]
     """Settle one funding payment for symbol ``s``; return the amount paid (negative:
     received). ``qty * mark * rate`` leaves the wallet (and, in isolated mode, the
@@ -219,7 +219,7 @@ def funding_step_nb(acct, prm, recs, bar, s, rate, mark):  # type: ignore[no-unt
     return amount
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def liquidate_nb(acct, spec, prm, recs, bar, s, price):  # type: ignore[no-untyped-def]
     """Close symbol ``s`` (and in cross mode every position) as the exchange's liquidation
     engine does.
@@ -280,7 +280,7 @@ def liquidate_nb(acct, spec, prm, recs, bar, s, price):  # type: ignore[no-untyp
     acct.n_liquidations[0] += 1
 
 
-@njit(cache=True, _nrt=False, inline="always")
+@kernel(inline=True)
 def exit_step_nb(acct, spec, prm, recs, bar, s, open_, high, low):  # type: ignore[no-untyped-def]
     """Check symbol ``s``'s stop-loss, liquidation and take-profit against one bar and
     execute whichever fires first (see :func:`engine.sim.accounting.exit_trigger_nb`).
@@ -306,7 +306,7 @@ def exit_step_nb(acct, spec, prm, recs, bar, s, open_, high, low):  # type: igno
     return kind
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def affordable_qty_nb(acct, prm, s, qty, price, fee_rate, step):  # type: ignore[no-untyped-def]
     """Largest quantity (<= ``|qty|``, floored to ``step``) whose opening margin plus fee
     fits in the available balance; keeps ``qty``'s sign."""
@@ -320,7 +320,7 @@ def affordable_qty_nb(acct, prm, s, qty, price, fee_rate, step):  # type: ignore
     return most if qty > 0 else -most
 
 
-@njit(cache=True, _nrt=False)
+@kernel()
 def place_order_nb(
     acct, spec, prm, recs, bar, s, qty, price, fee_rate, kind, order_type, is_market
 ):  # type: ignore[no-untyped-def]
