@@ -84,14 +84,15 @@ def test_rest_backfill_pages_within_the_weight_budget(market: MarketData, tmp_pa
             time.sleep(s)
 
         rows = fetch_klines(url(sim), "ETHUSDT", "5m", start_ms=parse_time("2023-12-10"), window_s=1.0, sleep=sleep)
-        store = tmp_path / "store"
+        faults = json.loads(urllib.request.urlopen(url(sim) + "/sim/faults").read())
+    store = tmp_path / "store"
+    with running(market) as sim:  # the command paces on Binance's 1-minute windows
         r = subprocess.run(
             [*ENGINE, "data", "download", "--source", "rest", "--rest-url", url(sim), "--symbol", "BTCUSDT",
              "--interval", "5m", "--start", "2023-12-28", "--store", str(store)],
             capture_output=True, text=True,
         )
         assert r.returncode == 0, r.stderr
-        faults = json.loads(urllib.request.urlopen(url(sim) + "/sim/faults").read())
     start = parse_time("2023-12-10")
     sim_start = parse_time("2024-01-01")
     assert len(rows) == (sim_start - start) // 300_000  # every closed bar, none in progress
