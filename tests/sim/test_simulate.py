@@ -325,3 +325,19 @@ def test_cross_liquidation_counts_the_other_positions():
     assert 10000 + lp - 20000 == pytest.approx(lp * 0.004 + 115, abs=1e-9)
     assert liq["fee"].tolist() == pytest.approx([0.0, 10000 + lp - 20000], abs=1e-9)
     assert r.liquidations == 2 and r.equity[2] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frames_name_the_codes(run_btc):
+    cfg = SimConfig(fixed_fraction=0.5, stop_loss_pct=2, take_profit_pct=2)
+    r = run_btc(
+        [FLAT, FLAT, (20000, 20500, 19500, 20000)],
+        [1, 1, NAN],
+        funding=[NAN, 0.0001, NAN],
+        config=cfg,
+    )
+    frames = r.frames()
+    assert frames["fills"]["kind"].to_list() == ["entry", "stop"]
+    assert frames["fills"]["order_type"].to_list() == ["market", "stop_market"]
+    assert frames["fills"]["symbol"].to_list() == ["BTCUSDT", "BTCUSDT"]
+    assert frames["trades"]["exit_kind"].to_list() == ["stop"]
+    assert frames["funding"].height == 1 and frames["events"].height == 0
