@@ -306,9 +306,14 @@ def simulate(
     acct = new_account(n_sym, cash=config.initial_cash)
     pend = new_pending(n_sym)
     brk = new_breaker(equity=config.initial_cash)
+    # per symbol and bar at most a closing leg, an opening leg and one exit; every trade has
+    # an opening and a closing fill of its own
     cap_fills = 3 * n * n_sym + 2 * n_sym + 16
     recs = new_records(
-        fills=cap_fills, trades=cap_fills, funding=int((~np.isnan(fr)).sum()) + 1, events=n + 2
+        fills=cap_fills,
+        trades=cap_fills // 2 + n_sym + 1,
+        funding=int((~np.isnan(fr)).sum()) + 1,
+        events=n + 2,
     )
     equity = np.empty(n)
     wallet = np.empty(n)
