@@ -481,7 +481,6 @@ class Exchange:
         self._user_account("ORDER", o.symbol)
 
     def _liquidate(self, s: str, price: float, t: int) -> None:
-        q = self.book.qty(s)
         before = len(self.fills)
         self.book.liquidate(s, price, t)
         for f in self.fills[before:]:
@@ -500,7 +499,6 @@ class Exchange:
             self.pos_time[sym] = t
             self._user_order(child, "TRADE")
             self._user_account("ORDER", sym)
-        del q
 
     def _pay_funding(self, s: str, t: int) -> None:
         sb = self.market.bars[s]

@@ -50,25 +50,37 @@ def _direction(fr: np.ndarray) -> np.ndarray:
     return d
 
 
-def test_scripted_orders_match_the_backtest(market: MarketData) -> None:
+CASES = {
+    # cross margin, 3x, 2 % stop-loss orders: entries, exits, flips, stops, funding
+    "cross-stops": ({"leverage": 3.0, "margin_mode": "cross", "stop_loss_pct": STOP_PCT, "fixed_fraction": 0.3},
+                    {FillKind.ENTRY, FillKind.EXIT, FillKind.STOP}),
+    # isolated margin at 30x without stops: positions get liquidated
+    "isolated-liquidations": ({"leverage": 30.0, "margin_mode": "isolated", "fixed_fraction": 0.1},
+                              {FillKind.ENTRY, FillKind.EXIT, FillKind.LIQUIDATION}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_scripted_orders_match_the_backtest(market: MarketData, case: str) -> None:
+    options, must = CASES[case]
     g = _grid(market)
     specs = load_specs(list(SYMS))
-    cfg = SimConfig(
-        initial_cash=10_000.0, leverage=3.0, margin_mode="cross", slippage_bps=1.5, stop_loss_pct=STOP_PCT,
-        fixed_fraction=0.3, close_at_end=False,
-    )
+    cfg = SimConfig(initial_cash=10_000.0, slippage_bps=1.5, close_at_end=False, **options)
     direction = _direction(g["fr"])
     bt = simulate(g["o"], g["h"], g["l"], g["c"], funding_rate=g["fr"], direction=direction, specs=specs, config=cfg)
     kinds = set(bt.fills["kind"].tolist())
-    assert {FillKind.ENTRY, FillKind.EXIT, FillKind.STOP} <= kinds, "the script must exercise stops"
+    assert must <= kinds, f"the script must exercise {must}"
     assert len(bt.funding) >= 3
+    stop_pct = cfg.stop_loss_pct
 
     start = parse_time(START)
     with running(market, balance=10_000.0, slippage_bps=1.5) as sim:
         ex = make_ccxt(url(sim), KEY, SECRET)
         ex.load_markets()
         for s in SYMS:
-            ex.set_leverage(3, CCXT[s])
+            ex.set_leverage(int(cfg.leverage), CCXT[s])
+            if cfg.margin_mode == "isolated":
+                ex.set_margin_mode("isolated", CCXT[s])
         by_bar: dict[int, list] = {}
         for f in bt.fills:
             if f["kind"] in (FillKind.ENTRY, FillKind.EXIT):
@@ -83,9 +95,9 @@ def test_scripted_orders_match_the_backtest(market: MarketData) -> None:
                 ex.create_order(CCXT[s], "market", side, float(f["qty"]))
                 pos = ex.fapiPrivateV2GetPositionRisk({"symbol": s})[0]
                 q = float(pos["positionAmt"])
-                if q != 0:
+                if q != 0 and stop_pct is not None:
                     stop, _ = stop_target_prices_nb(
-                        1 if q > 0 else -1, float(pos["entryPrice"]), STOP_PCT, np.nan, np.nan, np.nan, np.nan,
+                        1 if q > 0 else -1, float(pos["entryPrice"]), stop_pct, np.nan, np.nan, np.nan, np.nan,
                         specs[int(f["symbol"])].tick_size,
                     )
                     ex.create_order(
@@ -111,3 +123,6 @@ def test_scripted_orders_match_the_backtest(market: MarketData) -> None:
         assert a["amount"] == pytest.approx(float(b["amount"]), rel=1e-12)
         assert a["mark"] == float(b["mark"]) and a["rate"] == float(b["rate"])
     assert state["wallet"] == pytest.approx(float(bt.wallet[-1]), rel=1e-12)
+    assert sum(1 for f in sim_fills if f["kind"] == FillKind.LIQUIDATION) == sum(
+        1 for f in bt.fills if f["kind"] == FillKind.LIQUIDATION
+    )
