@@ -25,7 +25,7 @@ class SimConfig:
     speed: float = 300.0
     host: str = "127.0.0.1"
     port: int = 8900
-    api_key: str = ""
+    api_key: str = field(default="", repr=False)
     api_secret: str = field(default="", repr=False)
     balance: float = 10_000.0
     faults: FaultSpec = field(default_factory=FaultSpec)
