@@ -100,9 +100,7 @@ def decide_symbol(
     else:
         se = r["short_entry"].evaluate(columns) if "short_entry" in r else false
         sx = r["short_exit"].evaluate(columns) if "short_exit" in r else false
-    events = "long" not in r and "short" not in r
-    if ("long" in r) != ("short" in r) and ("long_entry" in r or "short_entry" in r):
-        events = True  # mixed styles: the entry/exit side decides on its events only
+    events = "long" not in r and "short" not in r  # the schema forbids mixing the two styles
     return rule_fold_nb(le, lx, se, sx, np.ones(n, dtype=np.bool_), events)
 
 

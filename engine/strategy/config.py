@@ -164,6 +164,14 @@ class SignalsConfig(_Model):
                 raise at(side, f"give either {side!r} or {side}_entry/{side}_exit, not both")
             if exit_ is not None and entry is None:
                 raise at(f"{side}_exit", f"{side}_exit needs a {side}_entry")
+        hold = [k for k in ("long", "short") if getattr(self, k) is not None]
+        events = [k for k in ("long_entry", "short_entry") if getattr(self, k) is not None]
+        if hold and events:
+            raise at(
+                events[0],
+                f"mixes styles with {hold[0]!r}: use long/short (held while true) or "
+                "long_entry/long_exit/short_entry/short_exit for both sides",
+            )
         if all(getattr(self, f) is None for f in type(self).model_fields):
             raise ValueError("no rule given: set long and/or short (or long_entry/short_entry)")
         return self

@@ -84,13 +84,13 @@ def parse_set(item: str) -> tuple[str, Any]:
             f"--set {item!r}: {name!r} is not a param name or dotted config path",
             hint="for example --set fast=12 or --set risk.fraction=0.2",
         )
+    if not text.strip():
+        raise ConfigError(f"--set {item!r}: no value given", hint=f"for example --set {name}=12")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
-    if value is None:
-        raise ConfigError(f"--set {item!r}: no value given", hint=f"for example --set {name}=12")
-    return name, value
+    return name, value  # None (``null``) switches an optional key off
 
 
 def apply_overrides(
@@ -129,6 +129,10 @@ def apply_overrides(
                     + " To set another key, give its dotted path (e.g. risk.fraction=0.2).",
                 )
             old = params[name]
+            if value is None:
+                raise ConfigError(
+                    f"{label}: a param needs a value", hint=f"for example --set {name}={old}"
+                )
             params[name] = _coerce(name, old, value, label)
             origins[("params", name)] = label
             continue
@@ -150,6 +154,8 @@ def apply_overrides(
 
 
 def _show(v: Any) -> str:
+    if v is None:
+        return "null"
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 

@@ -59,6 +59,11 @@ def test_set_overrides_params_and_paths() -> None:
     assert g.rules["long"].text == "ema_12 > ema_50 and rsi_14 > 25.0"
     assert g.config.risk.fraction == 0.3 and g.interval == "15m"
     assert g.overrides == ("fast=12", "low=25", "risk.fraction=0.3", "data.interval=15m")
+    # null switches an optional key off
+    g0 = load_strategy_text(
+        BASE + "execution: {stop_loss: {pct: 2}}\n", overrides=["execution.stop_loss=null"]
+    )
+    assert g0.config.execution.stop_loss is None
     # a mapping works too (sweeps)
     g2 = load_strategy_text(BASE, overrides={"fast": 20})
     assert g2.rules["long"].text.startswith("ema_20 >")
@@ -73,6 +78,8 @@ def test_set_overrides_params_and_paths() -> None:
         (["fats=1"], "--set fats=1: unknown param 'fats'"),
         (["fast"], "expected name=value"),
         (["fast="], "no value given"),
+        (["fast=null"], "a param needs a value"),
+        (["data.symbols=null"], "data.symbols: expected a list"),
         (["fast=1.5"], "param 'fast' is a whole number (9), got 1.5"),
         (["on=3"], "param 'on' is true/false"),
         (["low=abc"], "param 'low' is a number"),
