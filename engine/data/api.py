@@ -65,19 +65,22 @@ def _missing(
 ) -> tuple[int | None, int | None] | None:
     """The requested span the frame does not cover at its edges, or None when covered.
 
-    Edges are checked to the UTC day: a store that holds part of the day on which the request
-    starts (or ends) covers that edge. So ``end="2024-05-14"`` over data that stops at
+    Kline edges are checked to the UTC day: a store that holds part of the day on which the
+    request starts (or ends) covers that edge. So ``end="2024-05-14"`` over data that stops at
     2024-05-14 15:35 is served up to 15:35 (the last closed bar), while a request that runs
-    into days the store does not touch at all is an error naming those days.
+    into days the store does not touch at all is an error naming those days. Funding edges are
+    strict (within one funding period), since a missing event changes PnL.
     """
     col = TIME_COLUMN[ds.table]
     if frame.height == 0:
         return (start, end)
     first, last = int(frame[col][0]), int(frame[col][-1])
     if ds.table == FUNDING:
-        if start is not None and first - start >= FUNDING_STEP_MS and _day(first) != _day(start):
+        # Funding is sparse and every event moves PnL: an edge a whole funding period away
+        # from the stored events is missing, whatever the day.
+        if start is not None and first - start >= FUNDING_STEP_MS:
             return (start, first - 1)
-        if end is not None and end - last >= FUNDING_STEP_MS and _day(last) != _day(end):
+        if end is not None and end - last >= FUNDING_STEP_MS:
             return (last + 1, end)
         return None
     step = interval_ms(ds.interval)

@@ -109,7 +109,10 @@ def test_edges_are_checked_to_the_day(usdm_store: Path, monkeypatch: pytest.Monk
     df = load_candles("BTCUSDT", "5m", start="2024-05-14", end="2024-05-14", store=usdm_store)
     assert df["open_time"][-1] == 1_715_700_900_000  # 2024-05-14 15:35, the last stored bar
     assert df.height == 188
-    f = load_funding("BTCUSDT", start="2024-05-14", end="2024-05-14", store=usdm_store)
-    assert f["funding_time"].to_list() == [1_715_644_800_000]  # 00:00: the recording ends there
+    # funding is strict: the recording ends at the 00:00 event, so 08:00 and 16:00 are missing
+    f = load_funding("BTCUSDT", start="2024-05-14", end="2024-05-14T07:59", store=usdm_store)
+    assert f["funding_time"].to_list() == [1_715_644_800_000]
+    with pytest.raises(DataError, match="usdm BTCUSDT funding"):
+        load_funding("BTCUSDT", start="2024-05-14", end="2024-05-14", store=usdm_store)
     with pytest.raises(DataError, match="no bars from 2024-05-14 15:40 to 2024-05-15 23:55"):
         load_candles("BTCUSDT", "5m", start="2024-05-14", end="2024-05-15", store=usdm_store)
