@@ -181,7 +181,9 @@ def simulate(
         OHLC on one time grid; a row of NaN where a symbol has no bar.
     funding_rate : float64[n, s] or None
         The funding rate settled at the OPEN of bar t (the bar whose open time is a funding
-        time), NaN elsewhere. None: no funding.
+        time), NaN elsewhere. None: no funding. It applies to the position held at that
+        instant, i.e. before the order decided at close t-1 fills at the open of t (as on
+        Binance, where that order arrives after the funding timestamp).
     direction : float64[n, s]
         The decision at the CLOSE of bar t: -1 short, 0 flat, +1 long, NaN no decision
         (hold). It fills at the open of bar t+1, never at the close of t.

@@ -3,12 +3,14 @@
 One bar ``t`` (rows ``o[t], h[t], l[t], c[t]`` over the symbols) is processed in five
 phases, each a separately callable kernel:
 
-1. :func:`open_phase_nb`: every symbol's pending order (decided at close t-1) fills at the
+1. :func:`funding_phase_nb`: where ``funding[t, s]`` is not NaN (the bar opens at a
+   funding time) the position held at that instant, i.e. BEFORE the order decided at
+   close t-1 fills, pays or receives ``qty * mark * rate``, ``mark`` = ``mark[t, s]`` if
+   given, else the bar's open. (Binance exchanges funding at exactly hh:00:00.000; an
+   order sent after the previous bar closed reaches it later.)
+2. :func:`open_phase_nb`: every symbol's pending order (decided at close t-1) fills at the
    open: the closing leg at market, the opening leg at market or, for limit entries, at
    its limit price if the bar touches it. New stop/target levels are set from the entry.
-2. :func:`funding_phase_nb`: where ``funding[t, s]`` is not NaN (the bar opens at a
-   funding time) the position held after phase 1 pays or receives ``qty * mark * rate``,
-   ``mark`` = ``mark[t, s]`` if given, else the bar's open.
 3. :func:`exit_phase_nb`: stop-loss, liquidation and take-profit against the bar's high
    and low, adverse levels first (stop before target when both are touched).
 4. :func:`close_phase_nb`: mark to market at the close; returns the equity.
@@ -126,19 +128,10 @@ def fill_pending_nb(acct, pend, spec, prm, recs, bar, s, open_, high, low):  # t
 
 
 @kernel(inline=True)
-def open_phase_nb(acct, pend, spec, prm, recs, bar, o, h, lo):  # type: ignore[no-untyped-def]
-    """Phase 1: set each symbol's mark to its open and fill its pending order."""
-    for s in range(o.shape[0]):
-        if np.isnan(o[s]):
-            continue
-        acct.last_price[s] = o[s]
-        if pend.active[s]:
-            fill_pending_nb(acct, pend, spec, prm, recs, bar, s, o[s], h[s], lo[s])
-
-
-@kernel(inline=True)
 def funding_phase_nb(acct, prm, recs, bar, o, funding_row, mark_row):  # type: ignore[no-untyped-def]
-    """Phase 2: settle funding where the bar opens at a funding time (non-NaN rate)."""
+    """Phase 1: settle funding where the bar opens at a funding time (non-NaN rate), on
+    the position held before this bar's pending order fills, at ``mark_row[s]`` (the
+    bar's open when it is empty or NaN)."""
     for s in range(o.shape[0]):
         if np.isnan(o[s]) or np.isnan(funding_row[s]) or acct.qty[s] == 0.0:
             continue
@@ -146,6 +139,17 @@ def funding_phase_nb(acct, prm, recs, bar, o, funding_row, mark_row):  # type: i
         if mark_row.shape[0] > 0 and not np.isnan(mark_row[s]):
             mark = mark_row[s]
         funding_step_nb(acct, prm, recs, bar, s, funding_row[s], mark)
+
+
+@kernel(inline=True)
+def open_phase_nb(acct, pend, spec, prm, recs, bar, o, h, lo):  # type: ignore[no-untyped-def]
+    """Phase 2: set each symbol's mark to its open and fill its pending order."""
+    for s in range(o.shape[0]):
+        if np.isnan(o[s]):
+            continue
+        acct.last_price[s] = o[s]
+        if pend.active[s]:
+            fill_pending_nb(acct, pend, spec, prm, recs, bar, s, o[s], h[s], lo[s])
 
 
 @kernel(inline=True)
@@ -302,8 +306,8 @@ def bar_step_nb(  # type: ignore[no-untyped-def]
     empty. ``time_ms`` is the bar's open time (ms) or -1 when unknown (the daily-loss rule
     of the breaker is then off).
     """
-    open_phase_nb(acct, pend, spec, prm, recs, bar, o, h, lo)
     funding_phase_nb(acct, prm, recs, bar, o, funding_row, mark_row)
+    open_phase_nb(acct, pend, spec, prm, recs, bar, o, h, lo)
     exit_phase_nb(acct, spec, prm, recs, bar, o, h, lo)
     equity = close_phase_nb(acct, c)
     decide_phase_nb(

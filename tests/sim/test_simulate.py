@@ -79,17 +79,22 @@ def test_slippage_against_the_trader(run_btc):
 @pytest.mark.parametrize(("side", "sign"), [(1, 1.0), (-1, -1.0)])
 def test_funding_paid_long_received_short_at_funding_bars_only(run_btc, side, sign):
     cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0)
-    rows = [FLAT, FLAT, (20100, 20100, 20100, 20100), (20100, 20100, 20100, 20100)]
-    funding = [0.0005, 0.0002, 0.0001, NAN]
-    r = run_btc(rows, [side, side, side, side], funding=funding, config=cfg)
+    up = (20100, 20100, 20100, 20100)
+    rows = [FLAT, FLAT, up, up, (20200, 20200, 20200, 20200)]
+    funding = [0.0005, 0.0002, 0.0001, NAN, 0.0003]
+    r = run_btc(rows, [side] * 5, funding=funding, config=cfg)
     # t0: flat, nothing to pay though a rate is set.
-    # t1: the 0.25 BTC bought at this open holds at the funding time: 0.25 * 20 000 * 0.0002 = 1.0
+    # t1: funding settles at the open BEFORE the order decided at t0 fills, so the account
+    #     is still flat at the funding instant: nothing to pay; then 0.25 BTC fill at 20 000.
     # t2: 0.25 * 20 100 (open as mark) * 0.0001 = 0.5025;  t3: no funding (NaN)
-    assert r.funding["bar"].tolist() == [1, 2]
-    assert r.funding["amount"].tolist() == pytest.approx([sign * 1.0, sign * 0.5025], abs=1e-12)
-    # a long pays (wallet down), a short receives (wallet up); price PnL is 0.25 * 100 at t2
-    assert r.wallet[3] == pytest.approx(10000 - sign * 1.5025, abs=1e-9)
-    assert r.equity[3] == pytest.approx(10000 - sign * 1.5025 + sign * 0.25 * 100, abs=1e-9)
+    # t4: 0.25 * 20 200 * 0.0003 = 1.515
+    assert r.funding["bar"].tolist() == [2, 4]
+    assert r.funding["qty"].tolist() == [side * 0.25, side * 0.25]
+    assert r.funding["amount"].tolist() == pytest.approx([sign * 0.5025, sign * 1.515], abs=1e-12)
+    # a long pays (wallet down), a short receives (wallet up): 0.5025 + 1.515 = 2.0175;
+    # price PnL 0.25 * (20 200 - 20 000) = 50 in the position's favour for a long
+    assert r.wallet[4] == pytest.approx(10000 - sign * 2.0175, abs=1e-9)
+    assert r.equity[4] == pytest.approx(10000 - sign * 2.0175 + sign * 50, abs=1e-9)
 
 
 def test_funding_uses_mark_price_when_given(run_btc):
@@ -111,6 +116,63 @@ def test_trade_records_funding_and_pnl_net(run_btc):
     assert t["funding"] == pytest.approx(5.0, abs=1e-12)
     assert t["pnl"] == pytest.approx(-10.0, abs=1e-12)
     assert r.equity[-1] == pytest.approx(9990.0, abs=1e-9)
+
+
+def test_position_opened_by_a_fill_at_a_funding_bar_open_pays_no_funding_for_it(run_btc):
+    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005)
+    r = run_btc([FLAT, FLAT, FLAT], [1, NAN, NAN], funding=[NAN, 0.001, 0.001], config=cfg)
+    # decided at close t0 (23:55 bar), the buy reaches the exchange after t1's funding time:
+    # t1: funding first, on the position held then (none) -> no payment; buy 0.25 @ 20 000,
+    #     fee 0.25 * 20 000 * 0.0005 = 2.5
+    # t2: the position now held pays 0.25 * 20 000 * 0.001 = 5
+    assert r.fills["bar"].tolist() == [1]
+    assert r.funding["bar"].tolist() == [2]
+    assert r.funding["amount"].tolist() == pytest.approx([5.0], abs=1e-12)
+    assert r.wallet[1] == pytest.approx(10000 - 2.5, abs=1e-9)
+    assert r.wallet[2] == pytest.approx(10000 - 2.5 - 5.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(("mark", "paid"), [(None, 5.025), (20080.0, 5.02)])
+def test_position_closed_by_a_fill_at_a_funding_bar_open_pays_that_funding(run_btc, mark, paid):
+    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005)
+    up = (20100, 20100, 20100, 20100)
+    kw = {} if mark is None else {"mark_price": np.array([[NAN], [NAN], [mark]])}
+    r = run_btc([FLAT, FLAT, up], [1, 0, NAN], funding=[NAN, NAN, 0.001], config=cfg, **kw)
+    # t1: buy 0.25 @ 20 000, fee 2.5. t1 close: decide flat -> sell pending for t2.
+    # t2: funding first, on the 0.25 still held at the funding instant:
+    #     mark = the bar's open 20 100 -> 0.25 * 20 100 * 0.001 = 5.025,
+    #     or the given mark 20 080 -> 0.25 * 20 080 * 0.001 = 5.02;
+    #     then sell 0.25 @ 20 100: PnL 0.25 * 100 = 25, fee 0.25 * 20 100 * 0.0005 = 2.5125
+    assert r.funding["bar"].tolist() == [2]
+    assert r.funding["qty"].tolist() == [0.25]
+    assert r.funding["mark"].tolist() == [20100.0 if mark is None else mark]
+    assert r.funding["amount"].tolist() == pytest.approx([paid], abs=1e-12)
+    (t,) = r.trades
+    assert (t["entry_bar"], t["exit_bar"], t["exit_kind"]) == (1, 2, FillKind.EXIT)
+    assert t["funding"] == pytest.approx(paid, abs=1e-12)
+    assert t["pnl"] == pytest.approx(25 - 2.5 - 2.5125 - paid, abs=1e-9)
+    assert r.position[2, 0] == 0.0
+    assert r.wallet[2] == pytest.approx(10000 + 25 - 2.5 - 2.5125 - paid, abs=1e-9)
+
+
+def test_flip_at_a_funding_bar_open_charges_the_old_position(run_btc):
+    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005)
+    r = run_btc([FLAT, FLAT, FLAT], [1, -1, NAN], funding=[NAN, NAN, 0.001], config=cfg)
+    # t1: buy 0.25 @ 20 000, fee 2.5 -> equity 9 997.5 at the close;
+    #     short target 0.5 * 9 997.5 / 20 000 = 0.2499375 -> floored to 0.249
+    # t2: funding first on the LONG 0.25 (pays 0.25 * 20 000 * 0.001 = 5, booked on the
+    #     long trade), then the pending order fills in two legs: sell 0.25 closes the long
+    #     (kind exit), sell 0.249 opens the short (kind entry)
+    assert r.funding["bar"].tolist() == [2]
+    assert r.funding["qty"].tolist() == [0.25]
+    assert r.funding["amount"].tolist() == pytest.approx([5.0], abs=1e-12)
+    assert r.fills["bar"].tolist() == [1, 2, 2]
+    assert r.fills["kind"].tolist() == [FillKind.ENTRY, FillKind.EXIT, FillKind.ENTRY]
+    assert r.fills["qty"].tolist() == pytest.approx([0.25, 0.25, 0.249], abs=1e-12)
+    assert r.position[2, 0] == pytest.approx(-0.249, abs=1e-12)
+    (t,) = r.trades  # the long; the short is still open
+    assert (t["side"], t["exit_bar"]) == (1, 2)
+    assert t["funding"] == pytest.approx(5.0, abs=1e-12)
 
 
 def test_liquidation_isolated(run_btc):
@@ -329,10 +391,11 @@ def test_cross_liquidation_counts_the_other_positions():
 
 def test_frames_name_the_codes(run_btc):
     cfg = SimConfig(fixed_fraction=0.5, stop_loss_pct=2, take_profit_pct=2)
+    # funding at t2 (not t1: at t1's open the entry has not filled yet, nothing is held)
     r = run_btc(
         [FLAT, FLAT, (20000, 20500, 19500, 20000)],
         [1, 1, NAN],
-        funding=[NAN, 0.0001, NAN],
+        funding=[NAN, NAN, 0.0001],
         config=cfg,
     )
     frames = r.frames()

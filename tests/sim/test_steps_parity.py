@@ -54,6 +54,10 @@ def market(usdm_dir):
     )
     direction[::7] = np.nan  # some "no decision" bars
     direction[::11] = 0.0
+    # flip the decision at the close before each funding bar: its orders fill at the
+    # funding bar's open (funding settles first, on the position held before them)
+    before = np.flatnonzero(np.isfinite(funding).any(axis=1)) - 1
+    direction[before[before >= 0]] *= -1.0
     tr = np.maximum(h - lo, np.abs(h - np.roll(c, 1, axis=0)))
     atr = np.array([_ema(tr[:, j], 14) for j in range(2)]).T.copy()
     assert np.isfinite(funding).sum() >= 2 * 30
@@ -115,20 +119,21 @@ def _stepwise(m, cfg, specs, *, mode: str):
     for t in range(n):
         tm = int(m["time"][t])
         if mode == "phases":
-            open_phase_nb(acct, pend, spa, prm, recs, t, o[t], h[t], lo[t])
             funding_phase_nb(acct, prm, recs, t, o[t], m["funding"][t], empty)
+            open_phase_nb(acct, pend, spa, prm, recs, t, o[t], h[t], lo[t])
             exit_phase_nb(acct, spa, prm, recs, t, o[t], h[t], lo[t])
             equity[t] = close_phase_nb(acct, c[t])
         elif mode == "per-symbol":
-            # what an exchange simulator does: one symbol, one order, one settlement at a time
-            for j in range(s):
-                acct.last_price[j] = o[t, j]
-                if pend.active[j]:
-                    fill_pending_nb(acct, pend, spa, prm, recs, t, j, o[t, j], h[t, j], lo[t, j])
+            # what an exchange simulator does: one symbol, one order, one settlement at a time;
+            # funding at the funding instant (the open), before the orders sent after it fill
             for j in range(s):
                 rate = m["funding"][t, j]
                 if not np.isnan(rate) and acct.qty[j] != 0.0:
                     funding_step_nb(acct, prm, recs, t, j, rate, o[t, j])
+            for j in range(s):
+                acct.last_price[j] = o[t, j]
+                if pend.active[j]:
+                    fill_pending_nb(acct, pend, spa, prm, recs, t, j, o[t, j], h[t, j], lo[t, j])
             for j in range(s):
                 if acct.qty[j] != 0.0:
                     exit_step_nb(acct, spa, prm, recs, t, j, o[t, j], h[t, j], lo[t, j])
@@ -156,6 +161,10 @@ def test_stepwise_equals_batch(market, name, mode):
     kinds = set(batch.fills["kind"].tolist())
     assert {0, 1, 2, 3} <= kinds, kinds
     assert len(batch.funding) > 10 and len(batch.trades) > 20
+    # ... including orders that fill at a funding bar's open (funding settles before them)
+    fb = np.isfinite(market["funding"])
+    at_funding = fb[batch.fills["bar"], batch.fills["symbol"]] & (batch.fills["kind"] <= 1)
+    assert at_funding.sum() >= 3, int(at_funding.sum())
     equity, position, target, reason, arrays, acct = _stepwise(market, cfg, specs, mode=mode)
     np.testing.assert_array_equal(equity, batch.equity)
     np.testing.assert_array_equal(position, batch.position)
