@@ -19,7 +19,6 @@ mixes both is rejected. Nothing here touches the store.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import zipfile
 import zlib
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+from zlib_ng import gzip_ng, zlib_ng
 
 from engine.data.naming import PathHints, data_suffix, path_hints
 from engine.data.schema import (
@@ -317,7 +317,7 @@ def read_csv_bytes(
     symbol: str | None,
     interval: str | None,
 ) -> Parsed:
-    """Parse a CSV (raw bytes, or a path to a .csv/.csv.gz polars can read itself)."""
+    """Parse a CSV (raw bytes, e.g. a zip member or a gunzipped file, or a plain .csv path)."""
     if isinstance(data, Path):
         first = _peek_line(data, source)
     else:
@@ -366,14 +366,25 @@ def _keep_columns(table: str, names: list[str]) -> list[str]:
     ]
 
 
+def gunzip(raw: bytes, *, source: str) -> bytes:
+    """Decompress a whole gzip file (every member) with zlib-ng, ~3x faster than :mod:`gzip`.
+
+    A truncated or corrupt file raises a DataError naming ``source``.
+    """
+    try:
+        return gzip_ng.decompress(raw)
+    except (OSError, EOFError, zlib_ng.error) as err:
+        raise DataError(
+            f"{source}: cannot read: {err}",
+            hint="the file is corrupt or truncated; re-download or re-export it",
+        ) from None
+
+
 def _peek_line(path: Path, source: str) -> str:
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
-                return fh.readline()
         with path.open("r", encoding="utf-8", errors="replace") as fh:
             return fh.readline()
-    except (OSError, EOFError, zlib.error) as err:
+    except OSError as err:
         raise DataError(
             f"{source}: cannot read: {err}",
             hint="the file is corrupt or truncated; re-download or re-export it",
@@ -393,14 +404,10 @@ def _diagnose_csv(
     raw_bytes: bytes
     if isinstance(data, Path):
         try:
-            raw_bytes = (
-                gzip.decompress(data.read_bytes())
-                if data.name.lower().endswith(".gz")
-                else data.read_bytes()
-            )
-        except (OSError, EOFError, zlib.error) as gz_err:
+            raw_bytes = data.read_bytes()
+        except OSError as read_err:
             return DataError(
-                f"{source}: cannot read: {gz_err}",
+                f"{source}: cannot read: {read_err}",
                 hint="the file is corrupt or truncated; re-download or re-export it",
             )
     else:
@@ -494,6 +501,21 @@ def _finish(parsed: Parsed) -> Parsed:
     t = frame[time_col]
     if t.len() == 0:
         raise DataError(f"{parsed.source}: no data rows", hint="the file is empty")
+    floats = [c for c, dt in frame.schema.items() if dt == pl.Float64]
+    if ds.table != FUNDING:
+        # One vectorised pass over the frame; the passes below (which find and name the bad
+        # row) run only if it finds something to convert or reject.
+        n_us, t_min, nonfinite = frame.select(
+            (pl.col(time_col) >= MICROS_THRESHOLD).sum().alias("n_us"),
+            pl.col(time_col).min().alias("t_min"),
+            (
+                pl.any_horizontal(~pl.col(c).is_finite() for c in floats).any()
+                if floats
+                else pl.lit(False)
+            ).alias("nonfinite"),
+        ).row(0)
+        if not n_us and t_min >= MIN_PLAUSIBLE_MS and not nonfinite:
+            return parsed
     is_us = t >= MICROS_THRESHOLD
     n_us = int(is_us.sum())
     if 0 < n_us < t.len():
@@ -527,7 +549,6 @@ def _finish(parsed: Parsed) -> Parsed:
             )
         t = aligned
     frame = frame.with_columns(t.alias(time_col))
-    floats = [c for c, dt in frame.schema.items() if dt == pl.Float64]
     if floats:
         nonfinite = frame.select(
             pl.any_horizontal(~pl.col(c).is_finite() for c in floats)
@@ -569,6 +590,9 @@ def read_path(
     try:
         if suffix in (".parquet", ".feather"):
             return [read_table_file(path, hints=hints, **opts)]
+        if suffix == ".csv.gz":
+            data = gunzip(path.read_bytes(), source=str(path))
+            return [read_csv_bytes(data, source=str(path), path=path, hints=hints, **opts)]
         if suffix != ".zip":
             return [read_csv_bytes(path, source=str(path), path=path, hints=hints, **opts)]
         checksum = path.with_name(path.name + ".CHECKSUM")

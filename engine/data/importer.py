@@ -93,6 +93,16 @@ def check_order(parsed: Parsed) -> None:
     """Reject unsorted or duplicated times, and bars off the interval's grid."""
     ds = parsed.dataset
     col = TIME_COLUMN[ds.table]
+    step = interval_ms(ds.interval) if ds.table != FUNDING else 0
+    on_grid = 0 < step <= DAY_MS and DAY_MS % step == 0  # 3d, 1w bars are anchored elsewhere
+    # One pass for the common case; the code below finds and names the first bad row.
+    c = pl.col(col)
+    unordered, off_grid = parsed.frame.select(
+        (c.diff() <= 0).any().alias("unordered"),
+        ((c % step != 0).any() if on_grid else pl.lit(False)).alias("off_grid"),
+    ).row(0)
+    if not unordered and not off_grid:
+        return
     t = parsed.frame[col]
     d = t.diff()
     bad = d <= 0
@@ -109,11 +119,8 @@ def check_order(parsed: Parsed) -> None:
             f" after {t[i - 1]} ({fmt_ms(int(t[i - 1]))}) on {parsed.where(i - 1)}",
             hint="sort the file by time (a file must be in time order)",
         )
-    if ds.table == FUNDING:
+    if not on_grid:
         return
-    step = interval_ms(ds.interval)
-    if step > DAY_MS or DAY_MS % step:
-        return  # 3d and 1w bars are anchored elsewhere; only intervals dividing a day are checked
     off = t % step != 0
     if off.any():
         i = int(off.arg_max() or 0)

@@ -9,6 +9,10 @@ Layout under the store root (``--store`` / ``ENGINE_DATA`` / ``./data``)::
 Each file is sorted by its time column with unique times; the partition keys live in the
 folder names only (DuckDB: ``read_parquet('klines/**/*.parquet', hive_partitioning=true)``).
 
+Files are uncompressed Parquet with the time column DELTA_BINARY_PACKED (a regular grid
+packs to almost nothing) and min/max statistics: writing them is about half the CPU of LZ4,
+loading them is faster too, and they are ~1.4x the size of LZ4 files.
+
 Writes are atomic per file: a temporary file in the same folder, fsync, ``os.replace``.
 A batch of partitions is written in two phases (every temporary file first, then every
 rename), under an exclusive lock on ``<store>/.lock``, so a failure before the renames leaves
@@ -21,6 +25,7 @@ import calendar
 import contextlib
 import datetime as _dt
 import fcntl
+import functools
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -35,10 +40,19 @@ from engine.data.schema import FUNDING, TABLES, TIME_COLUMN, Dataset
 from engine.errors import DataError
 from engine.paths import store_dir
 
+_TIME_COLUMNS = frozenset(TIME_COLUMN.values())
 PART_FILE = "data.parquet"
 DOWNLOADS_DIR = "_downloads"
-_COMPRESSION: Final = "lz4"  # fastest to write and read here; DuckDB, Spark, Trino read it
-_FSYNC_THREADS = 16
+_COMPRESSION: Final = "none"  # see the module docstring; DuckDB, Spark, Trino read it
+# Encoding a month file and fsyncing it both release the GIL; concurrent fsyncs share ext4
+# journal commits, so more threads than cores pay off (one fsync after another is ~5 ms each).
+_IO_THREADS = 8
+
+
+@functools.cache
+def _io_pool() -> ThreadPoolExecutor:
+    """Threads shared by every write (created once: starting threads per import costs ms)."""
+    return ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="engine-store-io")
 
 
 def month_start_ms(month: str) -> int:
@@ -210,12 +224,15 @@ class Store:
                     d.mkdir()
                     created_dirs.append(d)
                 temps.append((path.with_name(f".{path.name}.{os.getpid()}.tmp"), path))
-            # Parquet encoding releases the GIL; concurrent fsyncs share journal commits, so
-            # both run in threads (one fsync after another costs ~5 ms each on ext4).
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                list(pool.map(_write_one, [t for t, _ in temps], [f for _, f in items]))
-            with ThreadPoolExecutor(max_workers=_FSYNC_THREADS) as pool:
-                list(pool.map(_fsync, [t for t, _ in temps]))
+            # Each thread encodes a month file and fsyncs it: encoding and syncing overlap.
+            futures = [
+                _io_pool().submit(_write_one, tmp, frame)
+                for (tmp, _), (_, frame) in zip(temps, items, strict=True)
+            ]
+            for fut in futures:  # wait for all before raising the first error (cleanup below)
+                fut.exception()
+            for fut in futures:
+                fut.result()
         except BaseException:
             for tmp, _ in temps:
                 with contextlib.suppress(OSError):
@@ -227,12 +244,25 @@ class Store:
         for tmp, path in temps:
             os.replace(tmp, path)
         dirs = {path.parent for _, path in temps} | {d.parent for d in created_dirs}
-        with ThreadPoolExecutor(max_workers=_FSYNC_THREADS) as pool:
-            list(pool.map(_fsync, sorted(dirs)))
+        list(_io_pool().map(_fsync, sorted(dirs)))
 
 
 def _write_one(tmp: Path, frame: pl.DataFrame) -> None:
-    frame.write_parquet(tmp, compression=_COMPRESSION, statistics=True)
+    """Write one partition file (see the module docstring for the encoding) and fsync it."""
+    import pyarrow.parquet as pq  # imported here: loading candles never needs it
+
+    time_col = next(c for c in frame.columns if c in _TIME_COLUMNS)
+    with open(tmp, "wb") as fh:
+        pq.write_table(
+            frame.to_arrow(),
+            fh,
+            compression=_COMPRESSION,
+            use_dictionary=False,
+            column_encoding={time_col: "DELTA_BINARY_PACKED"},
+            write_statistics=True,
+        )
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _fsync(path: Path) -> None:

@@ -58,6 +58,25 @@ def test_corrupt_zip(store: Path, vision_mirror: Path, tmp_path: Path) -> None:
     assert_rejected(store, [bad], str(bad), "not a readable zip")
 
 
+def test_truncated_gzip(store: Path, usdm_dir: Path, tmp_path: Path) -> None:
+    src = usdm_dir / "klines" / "ETHUSDT-1h.csv.gz"
+    bad = tmp_path / "in" / src.name
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    assert_rejected(store, [bad], str(bad), "cannot read", "corrupt or truncated")
+
+
+def test_corrupt_gzip(store: Path, usdm_dir: Path, tmp_path: Path) -> None:
+    src = usdm_dir / "klines" / "ETHUSDT-1h.csv.gz"
+    data = bytearray(src.read_bytes())
+    for i in range(200, 400):  # inside the deflate stream
+        data[i] ^= 0x5A
+    bad = tmp_path / "in" / src.name
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(bytes(data))
+    assert_rejected(store, [bad], str(bad), "cannot read")
+
+
 def test_checksum_mismatch(store: Path, vision_mirror: Path, tmp_path: Path) -> None:
     src = vision_mirror / MIRROR_1H / "BTCUSDT-1h-2023-05.zip"
     folder = tmp_path / "in" / "spot"
