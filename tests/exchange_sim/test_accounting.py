@@ -1,5 +1,6 @@
 """Parity: the same orders on the same bars give the same fills, fees, funding and balance in
-the exchange simulator (through ccxt) as in the backtest simulator (engine.sim.simulate)."""
+the exchange simulator (through ccxt) as in the backtest simulator (engine.sim.simulate),
+including orders that fill at a funding bar's open (both settle funding before them)."""
 
 from __future__ import annotations
 
@@ -39,14 +40,24 @@ def _grid(market: MarketData) -> dict[str, np.ndarray]:
     return out
 
 
+FUNDING_BARS = (96, 192, 288)  # 08:00, 16:00 and 00:00 after START
+
+
 def _direction(fr: np.ndarray) -> np.ndarray:
-    """A scripted strategy: longs, shorts and flats, with changes away from funding bars."""
+    """A scripted strategy: longs, shorts, flips and flats, some decided at the close just
+    before a funding time (bars 95, 191, 287) so they fill at the funding bar's open."""
     d = np.full((N, 2), np.nan)
-    script = {0: [(5, 1), (40, 0), (70, -1), (150, 1), (230, 0), (260, -1)], 1: [(12, -1), (90, 0), (120, 1), (200, -1), (300, 0)]}
+    script = {
+        # flips short -> long at the 08:00 and 16:00 bars: the short pays/receives there
+        0: [(5, 1), (40, 0), (70, -1), (95, 1), (150, -1), (191, 1), (230, 0), (260, -1)],
+        # opens from flat at 08:00 (no funding), closes at 16:00 (pays that funding)
+        1: [(12, -1), (90, 0), (95, 1), (191, 0), (200, -1), (300, 0)],
+    }
     for j, steps in script.items():
         for bar, value in steps:
-            assert np.isnan(fr[bar + 1, j]), "a decision must not fill at a funding bar (see docs)"
             d[bar, j] = value
+    for t in FUNDING_BARS:
+        assert np.isfinite(fr[t]).all() and np.isnan(fr[t - 1]).all()
     return d
 
 
@@ -71,6 +82,15 @@ def test_scripted_orders_match_the_backtest(market: MarketData, case: str) -> No
     kinds = set(bt.fills["kind"].tolist())
     assert must <= kinds, f"the script must exercise {must}"
     assert len(bt.funding) >= 3
+    # orders fill exactly at funding bars, where funding settles first, on the position held
+    # before them: some close/flip a position that pays there, some open one that does not
+    at_funding = [f for f in bt.fills if f["kind"] in (FillKind.ENTRY, FillKind.EXIT) and f["bar"] in FUNDING_BARS]
+    paid = {(int(f["bar"]), int(f["symbol"])) for f in bt.funding}
+    assert any(f["kind"] == FillKind.EXIT and (int(f["bar"]), int(f["symbol"])) in paid for f in at_funding)
+    assert any(
+        f["kind"] == FillKind.ENTRY and (int(f["bar"]), int(f["symbol"])) not in paid
+        for f in at_funding
+    ), "the script must open a position at a funding bar's open from flat"
     stop_pct = cfg.stop_loss_pct
 
     start = parse_time(START)
