@@ -771,134 +771,430 @@ def aggregate_nb(t, op, hi, lo, cl, vo, valid, base_ms, tf_ms):  # type: ignore[
     return bars[:, :m].copy(), vis[:m].copy()
 
 
-@njit(**_JIT)
-def fold_op_nb(kind, p0, p1, p2, pf, state_len, t, op, hi, lo, cl, vo, fr, base_ms, out, dst):  # type: ignore[no-untyped-def]
-    """Fold one indicator's step kernel over arrays of (valid) bars: output k of bar i goes to
-    ``out[dst[k], i]``.
+# Each *_batch_nb below is the fold of one step kernel over arrays of valid bars, rewritten
+# with the state in local variables (the input array is the ring buffer) and one output array
+# per output: the same floating-point operations in the same order, so the values are equal
+# bit for bit (tests/features/test_batch_kernels.py proves each against the fold of its step).
+# Arrays may be empty. Outputs nobody asked for go to a scratch array.
 
-    SMA, EMA, RSI and MOM are specialised here (state in local variables instead of the state
-    vector, same operations in the same order); the tests prove every kind equal to
-    :func:`fold_plan_nb`, bit for bit.
+
+@njit(**_JIT)
+def sma_batch_nb(x, n, out_avg, out_ratio):  # type: ignore[no-untyped-def]
+    """:func:`sma_step_nb` folded over ``x`` (oracle: that fold, and ``talib.SMA(x, n)``)."""
+    m = x.shape[0]
+    total = 0.0
+    for i in range(min(n - 1, m)):
+        total += x[i]
+        out_avg[i] = NAN
+        out_ratio[i] = NAN
+    for i in range(n - 1, m):
+        xi = x[i]
+        total += xi
+        avg = total / n
+        total -= x[i - n + 1]
+        out_avg[i] = avg
+        out_ratio[i] = xi / avg if avg != 0.0 else 1.0
+
+
+@njit(**_JIT)
+def ema_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
+    """:func:`ema_step_nb` folded over ``x`` (oracle: that fold, and ``talib.EMA(x, n)``)."""
+    m = x.shape[0]
+    k = 2.0 / (n + 1)
+    total = 0.0
+    for i in range(min(n - 1, m)):
+        total += x[i]
+        out[i] = NAN
+    if m < n:
+        return
+    total += x[n - 1]
+    prev = total / n
+    out[n - 1] = prev
+    for i in range(n, m):
+        prev = ((x[i] - prev) * k) + prev
+        out[i] = prev
+
+
+@njit(**_JIT)
+def rsi_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
+    """:func:`rsi_step_nb` folded over ``x`` (oracle: that fold, and ``talib.RSI(x, n)``)."""
+    m = x.shape[0]
+    if m == 0:
+        return
+    out[0] = NAN
+    prev = x[0]
+    gain = 0.0
+    loss = 0.0
+    for i in range(1, min(n, m)):
+        xi = x[i]
+        d = xi - prev
+        prev = xi
+        if d < 0:
+            loss -= d
+        else:
+            gain += d
+        out[i] = NAN
+    if m <= n:
+        return
+    xi = x[n]
+    d = xi - prev
+    prev = xi
+    if d < 0:
+        loss -= d
+    else:
+        gain += d
+    loss /= n
+    gain /= n
+    out[n] = _rsi_value(gain, loss)
+    for i in range(n + 1, m):
+        xi = x[i]
+        d = xi - prev
+        prev = xi
+        loss *= n - 1
+        gain *= n - 1
+        if d < 0:
+            loss -= d
+        else:
+            gain += d
+        loss /= n
+        gain /= n
+        out[i] = _rsi_value(gain, loss)
+
+
+@njit(**_JIT)
+def macd_batch_nb(x, fast, slow, signal, out_macd, out_signal, out_hist):  # type: ignore[no-untyped-def]
+    """:func:`macd_step_nb` folded over ``x``, the three outputs from one pass.
+
+    Oracle: that fold, and ``talib.MACD(x, fast, slow, signal)``.
     """
-    n = t.shape[0]
-    st = np.zeros(state_len)
-    res = np.empty(MAX_OUTPUTS)
+    if fast > slow:
+        fast, slow = slow, fast
+    m = x.shape[0]
+    ks = 2.0 / (slow + 1)
+    kf = 2.0 / (fast + 1)
+    kg = 2.0 / (signal + 1)
+    slow_sum = 0.0
+    fast_sum = 0.0
+    for i in range(min(slow - 1, m)):
+        slow_sum += x[i]
+        if i >= slow - fast:
+            fast_sum += x[i]
+        out_macd[i] = NAN
+        out_signal[i] = NAN
+        out_hist[i] = NAN
+    if m < slow:
+        return
+    xi = x[slow - 1]
+    slow_sum += xi
+    if slow - 1 >= slow - fast:
+        fast_sum += xi
+    slow_ema = slow_sum / slow
+    fast_ema = fast_sum / fast
+    sig_sum = 0.0
+    sig = 0.0
+    # j = i - (slow - 1) counts MACD values; the signal is seeded by the first `signal` ones.
+    for i in range(slow - 1, m):
+        if i >= slow:
+            xi = x[i]
+            slow_ema = ((xi - slow_ema) * ks) + slow_ema
+            fast_ema = ((xi - fast_ema) * kf) + fast_ema
+        mv = fast_ema - slow_ema
+        j = i - (slow - 1)
+        if j < signal:
+            sig_sum += mv
+            if j == signal - 1:
+                sig = sig_sum / signal
+                out_macd[i] = mv
+                out_signal[i] = sig
+                out_hist[i] = mv - sig
+            else:
+                out_macd[i] = NAN
+                out_signal[i] = NAN
+                out_hist[i] = NAN
+        else:
+            sig = ((mv - sig) * kg) + sig
+            out_macd[i] = mv
+            out_signal[i] = sig
+            out_hist[i] = mv - sig
+
+
+@njit(**_JIT)
+def bbands_batch_nb(x, n, nbdev, out_up, out_mid, out_low, out_width, out_pct, extras):  # type: ignore[no-untyped-def]
+    """:func:`bbands_step_nb` folded over ``x``, all bands from one pass (``x`` is the ring).
+
+    Width and %b are computed only when ``extras`` (otherwise their arrays are untouched).
+    Oracle: that fold, and ``talib.BBANDS(x, n, nbdev, nbdev, 0)``.
+    """
+    m = x.shape[0]
+    total = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    shift = 0.0
+    for i in range(min(n - 1, m)):
+        xi = x[i]
+        total += xi
+        d = xi - shift
+        s1 += d
+        s2 += d * d
+        out_up[i] = NAN
+        out_mid[i] = NAN
+        out_low[i] = NAN
+        if extras:
+            out_width[i] = NAN
+            out_pct[i] = NAN
+    for i in range(n - 1, m):
+        xi = x[i]
+        total += xi
+        if i >= n:
+            d = x[i - n] - shift
+            s1 -= d
+            s2 -= d * d
+        d = xi - shift
+        s1 += d
+        s2 += d * d
+        mid = total / n
+        total -= x[i - n + 1]
+        if (i + 1) % n == 0:
+            shift = mid
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(i - n + 1, i + 1):
+                d = x[j] - shift
+                s1 += d
+                s2 += d * d
+        m1 = s1 / n
+        var = s2 / n - m1 * m1
+        sd = math.sqrt(var) if var > 0.0 else 0.0
+        dev = sd * nbdev
+        upper = mid + dev
+        lower = mid - dev
+        out_up[i] = upper
+        out_mid[i] = mid
+        out_low[i] = lower
+        if extras:
+            out_width[i] = (upper - lower) / mid if mid != 0.0 else 0.0
+            out_pct[i] = (xi - lower) / (upper - lower) if upper != lower else 0.5
+
+
+@njit(**_JIT)
+def atr_batch_nb(hi, lo, cl, n, out_atr, out_pct):  # type: ignore[no-untyped-def]
+    """:func:`atr_step_nb` folded over the bars, ATR and NATR from one pass.
+
+    Oracle: that fold, and ``talib.ATR`` / ``talib.NATR``.
+    """
+    m = cl.shape[0]
+    if m == 0:
+        return
+    out_atr[0] = NAN
+    out_pct[0] = NAN
+    prev = cl[0]
+    total = 0.0
+    for i in range(1, min(n, m)):
+        total += true_range_nb(hi[i], lo[i], prev)
+        prev = cl[i]
+        out_atr[i] = NAN
+        out_pct[i] = NAN
+    if m <= n:
+        return
+    total += true_range_nb(hi[n], lo[n], prev)
+    prev = cl[n]
+    atr = total / n
+    out_atr[n] = atr
+    out_pct[n] = (atr / prev) * 100.0 if not _is_zero(prev) else 0.0
+    for i in range(n + 1, m):
+        tr = true_range_nb(hi[i], lo[i], prev)
+        prev = cl[i]
+        atr *= n - 1
+        atr += tr
+        atr /= n
+        out_atr[i] = atr
+        out_pct[i] = (atr / prev) * 100.0 if not _is_zero(prev) else 0.0
+
+
+@njit(**_JIT)
+def obv_batch_nb(cl, vo, out):  # type: ignore[no-untyped-def]
+    """:func:`obv_step_nb` folded over the bars (oracle: that fold, and ``talib.OBV``)."""
+    m = cl.shape[0]
+    if m == 0:
+        return
+    obv = vo[0]
+    prev = cl[0]
+    out[0] = obv
+    for i in range(1, m):
+        ci = cl[i]
+        if ci > prev:
+            obv += vo[i]
+        elif ci < prev:
+            obv -= vo[i]
+        prev = ci
+        out[i] = obv
+
+
+@njit(**_JIT)
+def dmi_batch_nb(hi, lo, cl, n, out_adx, out_plus, out_minus):  # type: ignore[no-untyped-def]
+    """:func:`dmi_step_nb` folded over the bars: ADX, +DI and -DI from one pass.
+
+    Oracle: that fold, and ``talib.ADX`` / ``talib.PLUS_DI`` / ``talib.MINUS_DI``.
+    """
+    m = cl.shape[0]
+    if m == 0:
+        return
+    out_adx[0] = NAN
+    out_plus[0] = NAN
+    out_minus[0] = NAN
+    ph = hi[0]
+    pl = lo[0]
+    pc = cl[0]
+    pdm = 0.0
+    mdm = 0.0
+    trs = 0.0
+    for i in range(1, min(n, m)):
+        h = hi[i]
+        low = lo[i]
+        diff_p = h - ph
+        diff_m = pl - low
+        ph = h
+        pl = low
+        tr = true_range_nb(h, low, pc)
+        pc = cl[i]
+        if diff_m > 0 and diff_p < diff_m:
+            mdm += diff_m
+        elif diff_p > 0 and diff_p > diff_m:
+            pdm += diff_p
+        trs += tr
+        out_adx[i] = NAN
+        out_plus[i] = NAN
+        out_minus[i] = NAN
+    sum_dx = 0.0
+    adx = 0.0
+    for i in range(n, m):
+        h = hi[i]
+        low = lo[i]
+        diff_p = h - ph
+        diff_m = pl - low
+        ph = h
+        pl = low
+        tr = true_range_nb(h, low, pc)
+        pc = cl[i]
+        mdm -= mdm / n
+        pdm -= pdm / n
+        if diff_m > 0 and diff_p < diff_m:
+            mdm += diff_m
+        elif diff_p > 0 and diff_p > diff_m:
+            pdm += diff_p
+        trs = trs - trs / n + tr
+        dx = NAN
+        if not _is_zero(trs):
+            minus_di = 100.0 * (mdm / trs)
+            plus_di = 100.0 * (pdm / trs)
+            s = minus_di + plus_di
+            if not _is_zero(s):
+                dx = 100.0 * (abs(minus_di - plus_di) / s)
+        else:
+            minus_di = 0.0
+            plus_di = 0.0
+        out_plus[i] = plus_di
+        out_minus[i] = minus_di
+        if i < 2 * n - 1:
+            if not math.isnan(dx):
+                sum_dx += dx
+            out_adx[i] = NAN
+        elif i == 2 * n - 1:
+            if not math.isnan(dx):
+                sum_dx += dx
+            adx = sum_dx / n
+            out_adx[i] = adx
+        else:
+            if not math.isnan(dx):
+                adx = (adx * (n - 1) + dx) / n
+            out_adx[i] = adx
+
+
+@njit(**_JIT)
+def candle_batch_nb(op, hi, lo, cl, out_body, out_upper, out_lower):  # type: ignore[no-untyped-def]
+    """:func:`candle_step_nb` over the bars (oracle: that fold, and its formulas)."""
+    for i in range(cl.shape[0]):
+        high = hi[i]
+        low = lo[i]
+        o = op[i]
+        c = cl[i]
+        rng = high - low
+        if rng > 0.0:
+            out_body[i] = abs(c - o) / rng
+            out_upper[i] = (high - max(o, c)) / rng
+            out_lower[i] = (min(o, c) - low) / rng
+        else:
+            out_body[i] = 0.0
+            out_upper[i] = 0.0
+            out_lower[i] = 0.0
+
+
+@njit(**_JIT)
+def mom_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
+    """:func:`mom_step_nb` folded over ``x`` (oracle: that fold, and ``talib.MOM(x, n)``)."""
+    m = x.shape[0]
+    for i in range(min(n, m)):
+        out[i] = NAN
+    for i in range(n, m):
+        out[i] = x[i] - x[i - n]
+
+
+@njit(**_JIT)
+def logret_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
+    """:func:`logret_step_nb` folded over ``x`` (oracle: that fold, and ``numpy.log``)."""
+    m = x.shape[0]
+    for i in range(min(n, m)):
+        out[i] = NAN
+    for i in range(n, m):
+        xi = x[i]
+        old = x[i - n]
+        out[i] = math.log(xi / old) if (xi > 0.0 and old > 0.0) else NAN
+
+
+@njit(**_JIT)
+def funding_batch_nb(t, fr, base_ms, out_rate, out_minutes):  # type: ignore[no-untyped-def]
+    """:func:`funding_step_nb` over the bars (oracle: that fold, and its definitions)."""
+    for i in range(t.shape[0]):
+        close_ms = t[i] + base_ms
+        out_rate[i] = fr[i]
+        out_minutes[i] = (FUNDING_PERIOD_MS - close_ms % FUNDING_PERIOD_MS) / 60_000.0
+
+
+@njit(**_JIT)
+def fold_op_nb(  # type: ignore[no-untyped-def]
+    kind, p0, p1, p2, pf, t, op, hi, lo, cl, vo, fr, base_ms, o0, o1, o2, o3, o4, extras
+):
+    """Run one indicator over arrays of (valid) bars with its ``*_batch_nb`` kernel; output k
+    goes to ``ok`` (a scratch array where nobody asked for it). ``extras``: Bollinger width
+    and %b are wanted. Every kind is proved equal to :func:`fold_plan_nb`, bit for bit.
+    """
     x = vo if p1 == SRC_VOLUME else cl
-    d0 = dst[0]
-    d1 = dst[1] if dst.shape[0] > 1 else 0
-    d2 = dst[2] if dst.shape[0] > 2 else 0
     if kind == RAW_VOLUME:
-        for i in range(n):
-            raw_volume_step_nb(st, 0, vo[i], res)
-            out[d0, i] = res[0]
+        o0[:] = vo
     elif kind == SMA:
-        # Specialised (state in registers): the operations of sma_step_nb, in its order.
-        total = 0.0
-        for i in range(n):
-            total += x[i]
-            if i >= p0 - 1:
-                avg = total / p0
-                total -= x[i - p0 + 1]
-                out[d0, i] = avg
-                out[d1, i] = x[i] / avg if avg != 0.0 else 1.0
-            else:
-                out[d0, i] = NAN
-                out[d1, i] = NAN
+        sma_batch_nb(x, p0, o0, o1)
     elif kind == EMA:
-        # Specialised: the operations of ema_step_nb, in its order.
-        k = 2.0 / (p0 + 1)
-        total = 0.0
-        prev = 0.0
-        for i in range(n):
-            if i < p0:
-                total += x[i]
-                if i == p0 - 1:
-                    prev = total / p0
-                    out[d0, i] = prev
-                else:
-                    out[d0, i] = NAN
-            else:
-                prev = ((x[i] - prev) * k) + prev
-                out[d0, i] = prev
+        ema_batch_nb(x, p0, o0)
     elif kind == RSI:
-        # Specialised: the operations of rsi_step_nb, in its order.
-        prev = 0.0
-        gain = 0.0
-        loss = 0.0
-        for i in range(n):
-            xi = cl[i]
-            if i == 0:
-                prev = xi
-                out[d0, i] = NAN
-                continue
-            d = xi - prev
-            prev = xi
-            if i <= p0:
-                if d < 0:
-                    loss -= d
-                else:
-                    gain += d
-                if i == p0:
-                    loss /= p0
-                    gain /= p0
-                    out[d0, i] = _rsi_value(gain, loss)
-                else:
-                    out[d0, i] = NAN
-            else:
-                loss *= p0 - 1
-                gain *= p0 - 1
-                if d < 0:
-                    loss -= d
-                else:
-                    gain += d
-                loss /= p0
-                gain /= p0
-                out[d0, i] = _rsi_value(gain, loss)
+        rsi_batch_nb(cl, p0, o0)
     elif kind == MACD:
-        for i in range(n):
-            macd_step_nb(st, 0, cl[i], p0, p1, p2, res)
-            out[d0, i] = res[0]
-            out[d1, i] = res[1]
-            out[d2, i] = res[2]
+        macd_batch_nb(cl, p0, p1, p2, o0, o1, o2)
     elif kind == BBANDS:
-        for i in range(n):
-            bbands_step_nb(st, 0, cl[i], p0, pf, res)
-            for j in range(5):
-                out[dst[j], i] = res[j]
+        bbands_batch_nb(cl, p0, pf, o0, o1, o2, o3, o4, extras)
     elif kind == ATR:
-        for i in range(n):
-            atr_step_nb(st, 0, hi[i], lo[i], cl[i], p0, res)
-            out[d0, i] = res[0]
-            out[d1, i] = res[1]
+        atr_batch_nb(hi, lo, cl, p0, o0, o1)
     elif kind == OBV:
-        for i in range(n):
-            obv_step_nb(st, 0, cl[i], vo[i], res)
-            out[d0, i] = res[0]
+        obv_batch_nb(cl, vo, o0)
     elif kind == DMI:
-        for i in range(n):
-            dmi_step_nb(st, 0, hi[i], lo[i], cl[i], p0, res)
-            out[d0, i] = res[0]
-            out[d1, i] = res[1]
-            out[d2, i] = res[2]
+        dmi_batch_nb(hi, lo, cl, p0, o0, o1, o2)
     elif kind == CANDLE:
-        for i in range(n):
-            candle_step_nb(st, 0, op[i], hi[i], lo[i], cl[i], res)
-            out[d0, i] = res[0]
-            out[d1, i] = res[1]
-            out[d2, i] = res[2]
+        candle_batch_nb(op, hi, lo, cl, o0, o1, o2)
     elif kind == MOM:
-        # Specialised: mom_step_nb without the ring (the array is the ring).
-        for i in range(n):
-            out[d0, i] = x[i] - x[i - p0] if i >= p0 else NAN
+        mom_batch_nb(x, p0, o0)
     elif kind == LOGRET:
-        for i in range(n):
-            logret_step_nb(st, 0, cl[i], p0, res)
-            out[d0, i] = res[0]
+        logret_batch_nb(cl, p0, o0)
     elif kind == FUNDING:
-        for i in range(n):
-            funding_step_nb(st, 0, t[i], fr[i], base_ms, res)
-            out[d0, i] = res[0]
-            out[d1, i] = res[1]
+        funding_batch_nb(t, fr, base_ms, o0, o1)
 
 
 @njit(**_JIT)
@@ -910,15 +1206,18 @@ def scatter_nb(values, rows, n, dest):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
-def forward_fill_nb(values, vis, valid, dest):  # type: ignore[no-untyped-def]
+def forward_fill_nb(values, vis, invalid, dest):  # type: ignore[no-untyped-def]
     """HTF values onto base bars: at base bar i, the value of the last HTF bar completed at
-    or before i (NaN before the first, and NaN at invalid base bars)."""
+    or before i (``vis`` is sorted); NaN before the first and at the ``invalid`` base bars."""
     n = dest.shape[0]
     m = vis.shape[0]
-    j = 0
-    cur = np.nan
-    for i in range(n):
-        while j < m and vis[j] <= i:
-            cur = values[j]
-            j += 1
-        dest[i] = cur if valid[i] else np.nan
+    first = vis[0] if m else n
+    for i in range(first):
+        dest[i] = np.nan
+    for j in range(m):
+        end = vis[j + 1] if j + 1 < m else n
+        val = values[j]
+        for i in range(vis[j], end):
+            dest[i] = val
+    for r in invalid:
+        dest[r] = np.nan

@@ -1,0 +1,164 @@
+"""Every specialised batch kernel equals the fold of its step kernel, bit for bit.
+
+``compute_columns`` runs each indicator with its ``*_batch_nb`` kernel (state in local
+variables, the input array as the ring buffer); ``compute_columns_fold`` folds the streaming
+step (``step_plan_nb``) over the same bars. They must agree to the last bit (``-0.0`` is not
+``0.0`` here), for every output of every kind, including outputs that were not requested
+(which the batch path skips or sends to scratch), on real data and on random walks with NaN
+bars, gaps and higher-timeframe columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.features import kernels as k
+from engine.features.batch import candle_arrays, compute_columns, compute_columns_fold, funding_asof
+from engine.features.catalogue import build_plan
+
+from .test_stream import make_bars, make_funding
+
+
+def group(kind: str, p: int, q: int = 0, r: int = 0) -> list[str]:
+    """Every output name of one indicator kind with period(s) p (q, r for MACD)."""
+    return {
+        "sma": [f"sma_{p}"],
+        "volume_sma": [f"volume_sma_{p}", f"volume_ratio_{p}"],
+        "ema": [f"ema_{p}"],
+        "rsi": [f"rsi_{p}"],
+        "macd": [f"macd_{p}_{q}_{r}", f"macd_signal_{p}_{q}_{r}", f"macd_hist_{p}_{q}_{r}"],
+        "bb": [f"bb_{o}_{p}" for o in ("upper", "middle", "lower", "width", "pct")],
+        "atr": [f"atr_{p}", f"atr_pct_{p}"],
+        "obv": ["obv"],
+        "dmi": [f"adx_{p}", f"plus_di_{p}", f"minus_di_{p}"],
+        "candle": ["body_ratio", "upper_shadow", "lower_shadow"],
+        "mom": [f"momentum_{p}", f"volume_momentum_{p}"],
+        "logret": [f"log_return_{p}"],
+        "volume": ["volume"],
+    }[kind]
+
+
+KINDS = ("sma", "volume_sma", "ema", "rsi", "macd", "bb", "atr", "obv", "dmi", "candle", "mom", "logret", "volume")  # fmt: skip
+
+
+def assert_bits(a: np.ndarray, b: np.ndarray, label: str) -> None:
+    """Equal bit patterns (any NaN equals any NaN)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    assert a.shape == b.shape, label
+    same = (a.view(np.int64) == b.view(np.int64)) | (np.isnan(a) & np.isnan(b))
+    if not same.all():
+        i = int(np.flatnonzero(~same)[0])
+        raise AssertionError(f"{label}: first difference at row {i}: {a[i]!r} != {b[i]!r}")
+
+
+def check_batch_equals_fold(
+    df: pl.DataFrame, names: list[str], funding: pl.DataFrame | None = None
+) -> None:
+    interval, (t, o, h, lo, c, v) = candle_arrays(df, interval="5m")
+    fr = funding_asof(funding, t, 300_000)
+    plan = build_plan(names, interval=interval)
+    folded = compute_columns_fold(plan, t, o, h, lo, c, v, fr)
+    batch = compute_columns(plan, t, o, h, lo, c, v, fr)
+    for j, name in enumerate(names):
+        assert_bits(batch[j], folded[j], f"batch vs fold: {name}")
+
+
+def test_kernels_directly_equal_the_step_fold_on_real_bars(btc5m: pl.DataFrame) -> None:
+    """Each ``*_batch_nb`` called on its own over 20,000 real bars, every output, against the
+    step kernel folded one bar at a time through :func:`kernels.op_step_nb`."""
+    df = btc5m.slice(3_001, 20_000)
+    arr = {c: df[c].to_numpy().astype(np.float64) for c in ("open", "high", "low", "close", "volume")}  # fmt: skip
+    tv = df["open_time"].to_numpy().astype(np.float64)
+    fr = np.linspace(-1e-4, 1e-4, df.height)
+    cases = [
+        (k.SMA, 20, k.SRC_VOLUME, 0), (k.SMA, 100, k.SRC_CLOSE, 0), (k.EMA, 9, 0, 0),
+        (k.EMA, 200, k.SRC_VOLUME, 0), (k.RSI, 14, 0, 0), (k.RSI, 2, 0, 0),
+        (k.MACD, 12, 26, 9), (k.MACD, 5, 5, 1), (k.MACD, 26, 12, 9), (k.BBANDS, 20, 0, 0),
+        (k.BBANDS, 7, 0, 0), (k.ATR, 14, 0, 0), (k.ATR, 1, 0, 0), (k.OBV, 0, 0, 0),
+        (k.DMI, 14, 0, 0), (k.DMI, 2, 0, 0), (k.CANDLE, 0, 0, 0), (k.MOM, 10, k.SRC_VOLUME, 0),
+        (k.LOGRET, 3, 0, 0), (k.FUNDING, 0, 0, 0), (k.RAW_VOLUME, 0, 0, 0),
+    ]  # fmt: skip
+    n = df.height
+    for kind, p0, p1, p2 in cases:
+        n_out = k.N_OUTPUTS[kind]
+        st_ = np.zeros(k.state_size(kind, p0, p1, p2))
+        res = np.empty(k.MAX_OUTPUTS)
+        want = np.empty((n_out, n))
+        for i in range(n):
+            k.op_step_nb(
+                kind, st_, 0, p0, p1, p2, 2.0, tv[i], arr["open"][i], arr["high"][i],
+                arr["low"][i], arr["close"][i], arr["volume"][i], fr[i], 300_000, res,
+            )  # fmt: skip
+            want[:, i] = res[:n_out]
+        for m in (0, 1, max(p0 - 1, 0), p0, p0 + 1, 2 * p0, n):  # short series too
+            outs = [np.full(m, 7.0) for _ in range(5)]
+            k.fold_op_nb(
+                kind, p0, p1, p2, 2.0, tv[:m], arr["open"][:m], arr["high"][:m],
+                arr["low"][:m], arr["close"][:m], arr["volume"][:m], fr[:m], 300_000, *outs, True,
+            )  # fmt: skip
+            for j in range(n_out):
+                assert_bits(outs[j], want[j, :m], f"kind {kind} ({p0},{p1},{p2}) output {j} m={m}")
+
+
+def test_bbands_without_extras_leaves_width_and_pct_alone() -> None:
+    x = np.cumsum(np.random.default_rng(4).normal(0, 1, 500)) + 100.0
+    outs = [np.full(500, 7.0) for _ in range(5)]
+    k.bbands_batch_nb(x, 20, 2.0, *outs, False)
+    assert (outs[3] == 7.0).all() and (outs[4] == 7.0).all()
+    assert np.isnan(outs[0][:19]).all() and not np.isnan(outs[0][19:]).any()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_real_bars_with_nan_bars_gaps_and_htf(
+    kind: str, btc5m: pl.DataFrame, btc_funding: pl.DataFrame
+) -> None:
+    """Default-size periods on 12,000 real bars (starting mid-hour, NaN bars, a gap), on the
+    base interval and on 15m/1h bars; only part of the outputs requested in the 1h variant."""
+    df = btc5m.slice(5_003, 12_000)
+    close = df["close"].to_numpy().copy()
+    close[[0, 77, 78, 5_000]] = np.nan
+    df = df.with_columns(close=pl.Series(close)).filter(
+        ~pl.col("open_time").is_between(int(df["open_time"][900]), int(df["open_time"][950]))
+    )
+    names = group(kind, 14) + group(kind, 50) if kind != "macd" else group(kind, 12, 26, 9)
+    names = list(dict.fromkeys(names))
+    names += [f"{x}_15m" for x in names] + [f"{x}_1h" for x in names[:1]]
+    check_batch_equals_fold(df, names + ["funding_rate", "minutes_to_funding"], btc_funding)
+
+
+def test_every_bar_valid_writes_straight_into_the_result(btc5m: pl.DataFrame) -> None:
+    """The all-valid fast path (kernels writing into the result block), whole catalogue shape."""
+    df = btc5m.slice(10, 6_000)
+    names = [n for kind in KINDS for n in group(kind, 21, 8, 5) if "macd" not in n]
+    names += group("macd", 8, 21, 5) + ["macd", "macd_12_26_9", "bb_pct", "bb_pct_20"]
+    check_batch_equals_fold(df, names)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=st.sampled_from(KINDS),
+    p=st.integers(2, 40),
+    q=st.integers(2, 40),
+    r=st.integers(1, 12),
+    n=st.integers(1, 700),
+    seed=st.integers(0, 10_000),
+    offset=st.integers(0, 23),
+    nan_frac=st.sampled_from([0.0, 0.03, 0.15]),
+    gap_frac=st.sampled_from([0.0, 0.02, 0.2]),
+    subset=st.integers(0, 7),
+)
+def test_random_walks_batch_equals_fold(
+    kind: str, p: int, q: int, r: int, n: int, seed: int, offset: int, nan_frac: float,
+    gap_frac: float, subset: int,
+) -> None:  # fmt: skip
+    df = make_bars(n, seed, offset, nan_frac, gap_frac)
+    names = group(kind, p, q, r)
+    if len(names) > 1 and subset:  # some outputs only (the others go to scratch)
+        names = [x for i, x in enumerate(names) if (subset >> (i % 3)) & 1] or names[:1]
+    names = names + [f"{x}_15m" for x in names] + [f"{x}_1h" for x in names]
+    check_batch_equals_fold(df, names, make_funding(df, seed) if seed % 2 else None)
