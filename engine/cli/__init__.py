@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "engine.cli.report_cmd",
     "engine.cli.sim_exchange_cmd",
     "engine.cli.serve_model_cmd",
+    "engine.cli.live_cmd",
 )
 
 app = typer.Typer(

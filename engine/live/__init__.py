@@ -1,0 +1,18 @@
+"""Live mode: the strategy graph one closed bar at a time against a Binance USD-M venue.
+
+``engine live STRATEGY.yaml --testnet`` (or ``--url/--ws-url`` for any Binance-compatible
+server such as ``engine sim-exchange``). See :mod:`engine.live.runner`.
+"""
+
+from engine.live.decider import LiveDecider, check_live_supported, warmup_needed
+from engine.live.runner import LiveOptions, LiveResult, read_keys, run_live
+
+__all__ = [
+    "LiveDecider",
+    "LiveOptions",
+    "LiveResult",
+    "check_live_supported",
+    "read_keys",
+    "run_live",
+    "warmup_needed",
+]

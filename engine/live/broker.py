@@ -1,0 +1,298 @@
+"""The Binance USD-M broker and REST market data for live mode, through ccxt ``binanceusdm``.
+
+Every REST call goes through :meth:`Broker.call`: retried with tenacity on network errors,
+5xx (``ExchangeNotAvailable``), ``DDoSProtection`` and ``RateLimitExceeded`` (429/418),
+waiting ``Retry-After`` when the server sends it and exponential backoff otherwise. Orders
+are idempotent (invariant 7): :meth:`Broker.market_order` sends the client order id the
+caller derived (and logged as ``new``) and, when an attempt ends with an unknown status
+(5xx, timeout, dropped connection), looks the order up by that id before sending again, so
+an order the exchange accepted is never sent twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.errors import ExchangeError
+from engine.live.decider import AccountView, Bar
+
+EventFn = Callable[[str, str, str, dict[str, Any]], None]
+
+TESTNET_REST = "https://testnet.binancefuture.com"
+TESTNET_WS = "wss://fstream.binancefuture.com"
+PROD_REST = "https://fapi.binance.com"
+PROD_WS = "wss://fstream.binance.com"
+
+
+class OrderRejected(Exception):
+    """The exchange refused the order (filters, margin): record it and continue."""
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """A placed order as the exchange reports it."""
+
+    client_order_id: str
+    exchange_order_id: str
+    status: str
+    filled: float
+    average: float
+    time_ms: int
+
+
+class Broker:
+    """ccxt (async) access to one Binance-compatible USD-M venue.
+
+    Parameters
+    ----------
+    exchange : a ``ccxt.async_support.binanceusdm`` (see :func:`engine.exchange_sim.client.make_ccxt`).
+    symbols : exchange symbols (``BTCUSDT``) in graph order.
+    interval : the base kline interval.
+    event : callback ``(severity, component, message, data)`` for system events.
+    max_attempts, max_wait_s : retry budget (attempts per call, the longest single wait).
+    """
+
+    def __init__(
+        self,
+        exchange: Any,
+        symbols: tuple[str, ...],
+        interval: str,
+        *,
+        event: EventFn,
+        max_attempts: int = 8,
+        max_wait_s: float = 60.0,
+    ) -> None:
+        from engine.timeutil import interval_ms
+
+        self.ex = exchange
+        self.symbols = symbols
+        self.interval = interval
+        self.step = interval_ms(interval)
+        self.event = event
+        self.max_attempts = max_attempts
+        self.max_wait_s = max_wait_s
+        self.market_ids: dict[str, str] = {}
+        self.retries = 0
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _wait(self, err: BaseException, attempt: int) -> float:
+        import ccxt
+
+        wait = min(0.2 * 2 ** (attempt - 1), self.max_wait_s)
+        if isinstance(err, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
+            headers = getattr(self.ex, "last_response_headers", None) or {}
+            ra = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+            if ra is not None:
+                try:
+                    wait = min(max(float(ra), 0.0), self.max_wait_s)
+                except ValueError:
+                    pass
+        return wait
+
+    async def call(self, what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one REST call with retries on temporary trouble (see the module docstring)."""
+        import ccxt
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+        def wait(state: Any) -> float:
+            return self._wait(state.outcome.exception(), state.attempt_number)
+
+        def before_sleep(state: Any) -> None:
+            self.retries += 1
+            err = state.outcome.exception()
+            self.event(
+                "warning", "broker", f"{what}: {type(err).__name__}, retrying",
+                {"attempt": state.attempt_number, "error": _short(err)},
+            )
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(ccxt.NetworkError),
+                wait=wait,
+                stop=stop_after_attempt(self.max_attempts),
+                before_sleep=before_sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    return await fn()
+        except ccxt.NetworkError as err:
+            raise ExchangeError(
+                f"{what}: the exchange did not answer after {self.max_attempts} attempts ({_short(err)})",
+                hint="check --url / network; the run can be restarted (it reconciles with the exchange)",
+            ) from err
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ------------------------------------------------------------------ setup
+
+    async def load(self) -> None:
+        await self.call("load markets", self.ex.load_markets)
+        by_id = {m["id"]: m["symbol"] for m in self.ex.markets.values() if m.get("swap")}
+        missing = [s for s in self.symbols if s not in by_id]
+        if missing:
+            raise ExchangeError(
+                f"the exchange does not list {', '.join(missing)}",
+                hint="check data.symbols / --symbols against the venue's exchangeInfo",
+            )
+        self.market_ids = {s: by_id[s] for s in self.symbols}
+
+    async def configure(self, *, leverage: int, margin_mode: str) -> None:
+        """Set leverage and margin type per symbol ("no need to change" counts as done)."""
+        import ccxt
+
+        for s in self.symbols:
+            m = self.market_ids[s]
+            await self.call(f"set leverage {s}", lambda m=m: self.ex.set_leverage(leverage, m))
+            try:
+                await self.call(f"set margin mode {s}", lambda m=m: self.ex.set_margin_mode(margin_mode, m))
+            except (ccxt.MarginModeAlreadySet, ccxt.NoChange):
+                pass
+            except ccxt.BadRequest as err:
+                if "No need to change" not in str(err):
+                    raise ExchangeError(f"set margin mode {s}: {_short(err)}") from err
+
+    async def server_time(self) -> int:
+        return int(await self.call("server time", self.ex.fetch_time))
+
+    # ------------------------------------------------------------------ market data
+
+    async def closed_bars(self, symbol: str, *, start: int, end: int, now: int) -> list[Bar]:
+        """Closed bars with ``start <= open_time <= end`` (and closed by ``now``), paginated."""
+        out: list[Bar] = []
+        since = start
+        m = self.market_ids[symbol]
+        while since <= end:
+            rows = await self.call(
+                f"klines {symbol}",
+                lambda since=since: self.ex.fetch_ohlcv(m, self.interval, since=since, limit=1500),
+            )
+            if not rows:
+                break
+            for r in rows:
+                t = int(r[0])
+                if t < since or t > end or t + self.step > now:
+                    continue
+                out.append(Bar(symbol, t, float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5])))
+            last = int(rows[-1][0])
+            if last < since:
+                break
+            since = last + self.step
+            if len(rows) < 1500:
+                break
+        return out
+
+    # ------------------------------------------------------------------ account
+
+    async def account(self) -> AccountView:
+        """Wallet, positions, entry prices and margins (isolated wallet or initial margin)."""
+        acc = await self.call("account", lambda: self.ex.fapiPrivateV2GetAccount())
+        wallet = next(float(a["walletBalance"]) for a in acc["assets"] if a["asset"] == "USDT")
+        n = len(self.symbols)
+        qty, entry, margin = np.zeros(n), np.zeros(n), np.zeros(n)
+        index = {s: j for j, s in enumerate(self.symbols)}
+        for p in acc["positions"]:
+            j = index.get(p["symbol"])
+            if j is None or p.get("positionSide", "BOTH") != "BOTH":
+                continue
+            qty[j] = float(p["positionAmt"])
+            entry[j] = float(p.get("entryPrice") or 0.0)
+            iso = p.get("isolated") in (True, "true")
+            margin[j] = float(p["isolatedWallet"] if iso else p["initialMargin"])
+        return AccountView(wallet=wallet, qty=qty, entry_price=entry, margin=margin)
+
+    async def open_orders(self, symbol: str) -> list[dict[str, Any]]:
+        m = self.market_ids[symbol]
+        return list(await self.call(f"open orders {symbol}", lambda: self.ex.fetch_open_orders(m)))
+
+    async def cancel(self, symbol: str, order_id: str) -> None:
+        m = self.market_ids[symbol]
+        await self.call(f"cancel {symbol}", lambda: self.ex.cancel_order(order_id, m))
+
+    async def lookup(self, symbol: str, client_order_id: str) -> OrderResult | None:
+        """The order with this client id, or None when the exchange does not know it."""
+        import ccxt
+
+        m = self.market_ids[symbol]
+        try:
+            o = await self.call(
+                f"look up {client_order_id}",
+                lambda: self.ex.fetch_order("", m, params={"origClientOrderId": client_order_id}),
+            )
+        except ccxt.OrderNotFound:
+            return None
+        return _result(o, client_order_id)
+
+    async def market_order(
+        self, symbol: str, side: str, qty: float, *, client_order_id: str, reduce_only: bool
+    ) -> OrderResult:
+        """Send a market order at most once (see the module docstring); wait for its fill."""
+        import ccxt
+
+        m = self.market_ids[symbol]
+        params: dict[str, Any] = {"newClientOrderId": client_order_id, "newOrderRespType": "RESULT"}
+        if reduce_only:
+            params["reduceOnly"] = True
+        result: OrderResult | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                o = await self.ex.create_order(m, "market", side, qty, None, params)
+                result = _result(o, client_order_id)
+                break
+            except (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest) as err:
+                if isinstance(err, ccxt.DuplicateOrderId):
+                    result = await self.lookup(symbol, client_order_id)
+                    if result is not None:
+                        break
+                raise OrderRejected(_short(err)) from err
+            except ccxt.NetworkError as err:
+                self.retries += 1
+                self.event(
+                    "warning", "broker",
+                    f"order {client_order_id}: {type(err).__name__}, status unknown; looking it up",
+                    {"attempt": attempt, "error": _short(err), "symbol": symbol},
+                )
+                import asyncio
+
+                await asyncio.sleep(self._wait(err, attempt))
+                result = await self.lookup(symbol, client_order_id)
+                if result is not None:
+                    self.event("info", "broker", f"order {client_order_id} was accepted; not resent",
+                               {"symbol": symbol})
+                    break
+        if result is None:
+            raise ExchangeError(
+                f"order {client_order_id} ({symbol} {side} {qty:g}) could not be placed after "
+                f"{self.max_attempts} attempts",
+                hint="the intent is in the run log; restart to reconcile",
+            )
+        for _ in range(self.max_attempts):
+            if result.status in ("closed", "canceled", "rejected", "expired"):
+                break
+            import asyncio
+
+            await asyncio.sleep(0.05)
+            found = await self.lookup(symbol, client_order_id)
+            result = found or result
+        return result
+
+
+def _result(o: dict[str, Any], cid: str) -> OrderResult:
+    info = o.get("info") or {}
+    t = o.get("timestamp") or o.get("lastTradeTimestamp") or info.get("updateTime") or 0
+    return OrderResult(
+        client_order_id=str(o.get("clientOrderId") or cid),
+        exchange_order_id=str(o.get("id")),
+        status=str(o.get("status") or ""),
+        filled=float(o.get("filled") or 0.0),
+        average=float(o.get("average") or o.get("price") or float("nan")),
+        time_ms=int(t),
+    )
+
+
+def _short(err: BaseException) -> str:
+    text = str(err)
+    return text if len(text) <= 300 else text[:300] + "..."

@@ -1,0 +1,406 @@
+"""``engine live``: a strategy graph one closed bar at a time against a Binance USD-M venue.
+
+Order of work:
+
+1. load and check the graph (rule strategies; see :func:`engine.live.decider.check_live_supported`);
+2. connect (ccxt ``binanceusdm``), set leverage and margin type, reconcile: adopt the
+   exchange's positions, cancel our stale open orders (client ids ``e-...``), log both;
+3. warm up from REST klines (the features' warm-up + the rules' lookback);
+4. read the kline websocket; per closed bar (all symbols in, or backfilled through REST):
+   features -> rules -> the simulator's risk step -> market orders (intent logged ``new``
+   BEFORE sending, deterministic client ids) -> decisions, orders and equity in the run log.
+   After any reconnect, or on a gap, missed bars are fetched through REST first, so no bar
+   is skipped and none is processed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.errors import ConfigError, UsageError
+from engine.live.broker import TESTNET_REST, TESTNET_WS, Broker, OrderRejected
+from engine.live.decider import ACTION, Bar, LiveDecider, breaker_events, warmup_needed
+from engine.live.stream import Connected, kline_stream, stream_url
+from engine.strategy.graph import StrategyGraph
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """Where to trade and how long.
+
+    ``url``/``ws_url``: REST and websocket base URLs (``testnet`` picks Binance's futures
+    testnet). ``key``/``secret`` are never printed or logged. ``max_bars``: stop after this
+    many live closed bars (None: until stopped).
+    """
+
+    url: str | None = None
+    ws_url: str | None = None
+    testnet: bool = False
+    key: str = field(default="", repr=False)
+    secret: str = field(default="", repr=False)
+    results: str | os.PathLike[str] | None = None
+    max_bars: int | None = None
+    max_attempts: int = 8
+    max_wait_s: float = 60.0
+
+    def endpoints(self) -> tuple[str, str]:
+        if self.testnet and (self.url or self.ws_url):
+            raise UsageError("--testnet and --url/--ws-url exclude each other",
+                             hint="use --testnet alone, or point --url and --ws-url at a server")
+        if self.testnet:
+            return TESTNET_REST, TESTNET_WS
+        if not self.url or not self.ws_url:
+            raise UsageError(
+                "live mode needs a venue: --testnet, or --url and --ws-url",
+                hint="e.g. --url http://127.0.0.1:8900 --ws-url ws://127.0.0.1:8900 (engine sim-exchange)",
+            )
+        return self.url, self.ws_url
+
+
+@dataclass
+class LiveResult:
+    run_id: str
+    status: str
+    bars: int
+    orders: int
+    equity: float
+
+
+def read_keys(key_file: str | None) -> tuple[str, str]:
+    """API key and secret from ``--key-file`` (two lines, or KEY=/SECRET= lines) or the
+    BINANCE_API_KEY / BINANCE_API_SECRET environment variables."""
+    if key_file:
+        try:
+            text = open(key_file, encoding="utf-8").read()  # noqa: SIM115
+        except OSError as err:
+            raise UsageError(f"--key-file {key_file}: cannot read ({err.strerror})") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+        kv = dict(ln.split("=", 1) for ln in lines if "=" in ln)
+        key = kv.get("BINANCE_API_KEY") or (lines[0] if len(lines) >= 2 and "=" not in lines[0] else "")
+        secret = kv.get("BINANCE_API_SECRET") or (lines[1] if len(lines) >= 2 and "=" not in lines[1] else "")
+        if not key or not secret:
+            raise UsageError(f"--key-file {key_file}: expected the API key and secret",
+                             hint="two lines (key, then secret) or BINANCE_API_KEY=... / BINANCE_API_SECRET=...")
+        return key.strip(), secret.strip()
+    key, secret = os.environ.get("BINANCE_API_KEY", ""), os.environ.get("BINANCE_API_SECRET", "")
+    if not key or not secret:
+        raise UsageError("no API key: set BINANCE_API_KEY and BINANCE_API_SECRET, or pass --key-file",
+                         hint="keys are read from the environment or the file only, never from the command line")
+    return key, secret
+
+
+class LiveRunner:
+    """One live run (see the module docstring). Use :func:`run_live`."""
+
+    def __init__(self, graph: StrategyGraph, opts: LiveOptions, *,
+                 on_bar: Callable[[int], None] | None = None,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        from engine.timeutil import interval_ms
+
+        self.graph = graph
+        self.opts = opts
+        self.url, self.ws_url = opts.endpoints()
+        self.decider = LiveDecider(graph)
+        self.symbols = self.decider.symbols
+        self.step = interval_ms(graph.interval)
+        self.on_bar = on_bar
+        self.on_ready = on_ready
+        self.stop = asyncio.Event()
+        self.stopped_by_signal = False
+        self.last_done: int | None = None  # open time of the last bar processed
+        self.pending: dict[int, dict[str, Bar]] = {}
+        self.bars = 0
+        self.orders = 0
+        self.equity = float("nan")
+        self.run_id = ""
+        self.log: Any = None
+
+    # ------------------------------------------------------------------ log helpers
+
+    def event(self, severity: str, component: str, message: str, data: dict[str, Any] | None = None,
+              time_ms: int | None = None) -> None:
+        self.log.event(self.run_id, severity=severity, component=component, message=message,
+                       data=data, time_ms=time_ms)
+
+    # ------------------------------------------------------------------ main
+
+    async def run(self) -> LiveResult:
+        from engine.backtest.runner import strategy_hash
+        from engine.exchange_sim.client import make_ccxt
+        from engine.runlog import RunLog
+
+        if not self.opts.key or not self.opts.secret:
+            raise UsageError("live mode needs an API key and secret",
+                             hint="set BINANCE_API_KEY / BINANCE_API_SECRET or pass --key-file")
+        e = self.graph.config.execution
+        lev = int(e.leverage)
+        if lev != e.leverage:
+            raise ConfigError(f"execution.leverage: Binance takes whole leverage values, got {e.leverage}",
+                              hint="use an integer leverage, e.g. 2")
+        ex = make_ccxt(self.url, self.opts.key, self.opts.secret, async_=True)
+        self.log = RunLog(self.opts.results)
+        status = "failed"
+        try:
+            params = {
+                "symbols": list(self.symbols), "interval": self.graph.interval,
+                "venue": self.url, "ws": self.ws_url, "testnet": self.opts.testnet,
+                "params": dict(self.graph.config.params), "overrides": list(self.graph.overrides),
+                "config": self.graph.resolved(), "initial_equity": e.initial_cash,
+            }
+            self.run_id = self.log.start_run(mode="live", strategy=self.graph.name, params=params,
+                                             strategy_hash=strategy_hash(self.graph))
+            self.broker = Broker(ex, self.symbols, self.graph.interval, event=self._event_cb,
+                                 max_attempts=self.opts.max_attempts, max_wait_s=self.opts.max_wait_s)
+            try:
+                await self._session(lev, e.margin_mode)
+                status = "stopped" if self.stopped_by_signal else "ok"
+            except BaseException as err:
+                self.event("error", "live", f"run failed: {type(err).__name__}: {str(err)[:500]}")
+                raise
+            finally:
+                self.log.finish_run(self.run_id, status=status, metrics={
+                    "bars": self.bars, "orders": self.orders, "final_equity": self.equity,
+                    "retries": getattr(self.broker, "retries", 0)})
+        finally:
+            await ex.close()
+            self.log.close()
+        return LiveResult(self.run_id, status, self.bars, self.orders, self.equity)
+
+    def _event_cb(self, severity: str, component: str, message: str, data: dict[str, Any]) -> None:
+        self.event(severity, component, message, data)
+
+    async def _session(self, leverage: int, margin_mode: str) -> None:
+        b = self.broker
+        await b.load()
+        await b.configure(leverage=leverage, margin_mode=margin_mode)
+        await self._reconcile()
+        now = await b.server_time()
+        last_closed = (now // self.step) * self.step - self.step
+        w = warmup_needed(self.graph)
+        first = last_closed - (w - 1) * self.step if w > 0 else last_closed + self.step
+        self.log.append(self.run_id, "system_events", {
+            "time": now, "severity": "info", "component": "live",
+            "message": f"warm-up: {w} closed {self.graph.interval} bars from REST",
+            "data": {"warmup_start": first, "warmup_bars": w, "first_live_bar": last_closed + self.step}})
+        if w > 0:
+            bars = await self._rest_bars(first, last_closed, now)
+            for t in range(first, last_closed + 1, self.step):
+                for s in self.symbols:
+                    bar = bars.get((s, t))
+                    if bar is not None:
+                        self.decider.signal_step(bar)
+                self.decider.bar_index += 1
+        self.last_done = last_closed
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        url = stream_url(self.ws_url, self.symbols, self.graph.interval)
+        reader = asyncio.create_task(kline_stream(url, self.graph.interval, queue, stop=self.stop,
+                                                  event=self._event_cb))
+        try:
+            while not self.stop.is_set():
+                get = asyncio.ensure_future(queue.get())
+                stopper = asyncio.ensure_future(self.stop.wait())
+                done, _ = await asyncio.wait({get, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if get not in done:
+                    get.cancel()
+                    break
+                item = get.result()
+                if reader.done() and reader.exception() is not None:
+                    raise reader.exception()  # type: ignore[misc]
+                if isinstance(item, Connected):
+                    await self._catch_up(await b.server_time())
+                    if item.n == 1 and self.on_ready is not None:
+                        self.on_ready()
+                else:
+                    await self._on_bar(item)
+        finally:
+            self.stop.set()
+            reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+
+    async def _reconcile(self) -> None:
+        acc = await self.broker.account()
+        held = {s: float(q) for s, q in zip(self.symbols, acc.qty, strict=True) if q != 0.0}
+        stale = []
+        for s in self.symbols:
+            for o in await self.broker.open_orders(s):
+                cid = str(o.get("clientOrderId") or "")
+                if cid.startswith("e-"):
+                    await self.broker.cancel(s, str(o["id"]))
+                    stale.append({"symbol": s, "client_order_id": cid})
+        self.event("info", "reconcile",
+                   f"start: wallet {acc.wallet:.8f}, positions {held or 'none'}, "
+                   f"{len(stale)} stale open order(s) canceled",
+                   {"wallet": acc.wallet, "positions": held, "canceled": stale})
+
+    async def _rest_bars(self, start: int, end: int, now: int) -> dict[tuple[str, int], Bar]:
+        out: dict[tuple[str, int], Bar] = {}
+        for s in self.symbols:
+            for bar in await self.broker.closed_bars(s, start=start, end=end, now=now):
+                out[(s, bar.open_time)] = bar
+        return out
+
+    async def _catch_up(self, now: int) -> None:
+        """Process every closed bar after the last one done, from REST (after a (re)connect)."""
+        assert self.last_done is not None
+        last_closed = (now // self.step) * self.step - self.step
+        if last_closed <= self.last_done:
+            return
+        start = self.last_done + self.step
+        bars = await self._rest_bars(start, last_closed, now)
+        n = (last_closed - start) // self.step + 1
+        self.event("info", "stream", f"backfilled {n} bar(s) through REST",
+                   {"from": start, "to": last_closed}, time_ms=now)
+        for t in range(start, last_closed + 1, self.step):
+            if self.stop.is_set():
+                return
+            got = {s: bars[(s, t)] for s in self.symbols if (s, t) in bars}
+            got.update(self.pending.pop(t, {}))
+            await self._process(t, got)
+
+    async def _on_bar(self, bar: Bar) -> None:
+        assert self.last_done is not None
+        t = bar.open_time
+        if t <= self.last_done or bar.symbol not in self.symbols:
+            return  # already processed (a frame repeated after a backfill)
+        if t > self.last_done + self.step:
+            # a gap: bars before t are missing; fetch them through REST first
+            await self._catch_up(t)
+            if t <= (self.last_done or 0):
+                return
+        self.pending.setdefault(t, {})[bar.symbol] = bar
+        if len(self.pending[t]) == len(self.symbols):
+            await self._process(t, self.pending.pop(t))
+
+    # ------------------------------------------------------------------ one bar
+
+    async def _process(self, t: int, bars: dict[str, Bar]) -> None:
+        n = len(self.symbols)
+        closes = np.full(n, np.nan)
+        directions = np.full(n, np.nan)
+        states = np.zeros(n, dtype=np.int64)
+        for j, s in enumerate(self.symbols):
+            bar = bars.get(s)
+            if bar is None:
+                states[j] = self.decider.state[s]
+                continue
+            st, d = self.decider.signal_step(bar)
+            states[j], directions[j], closes[j] = st, d, bar.close
+        acc = await self.broker.account()
+        target, reason, equity = self.decider.size(t, closes, directions, acc)
+        self.equity = equity
+        decided_at = t + self.step
+        rows = []
+        from engine.backtest.records import REASON
+
+        for j, s in enumerate(self.symbols):
+            if np.isnan(closes[j]):
+                continue
+            rs = int(reason[j])
+            rname = REASON.get(rs, str(rs))
+            rejected = states[j] != 0 and rname in ("breaker", "filter", "edge") and target[j] == 0
+            rows.append({
+                "symbol": s, "open_time": t, "action": ACTION[int(states[j])],
+                "target_position": float(target[j]), "confidence": 1.0, "probability": None,
+                "risk_check": "pass" if rs == 0 else rname,
+                "position_size": abs(target[j]) * closes[j] / equity if equity > 0 else None,
+                "rejection_reason": rname if rejected else None, "price": float(closes[j]),
+            })
+        if rows:
+            self.log.append(self.run_id, "ensemble_decisions", rows)
+        for ev in breaker_events(self.decider):
+            self.event("warning" if ev["code"] else "info", "risk",
+                       f"circuit breaker event {ev['code']} ({ev['value']:.4g})", ev, time_ms=decided_at)
+        for j, s in enumerate(self.symbols):
+            if not np.isnan(closes[j]) and target[j] != acc.qty[j]:
+                await self._trade(s, t, float(acc.qty[j]), float(target[j]))
+        exposure = float(np.nansum(np.abs(acc.qty) * np.where(np.isnan(closes), 0.0, closes)))
+        self.log.append(self.run_id, "equity", {"time": t, "equity": equity, "cash": acc.wallet,
+                                               "exposure": exposure})
+        self.last_done = t
+        self.bars += 1
+        if self.on_bar is not None:
+            self.on_bar(t)
+        if self.opts.max_bars is not None and self.bars >= self.opts.max_bars:
+            self.stop.set()
+
+    async def _trade(self, symbol: str, t: int, q: float, target: float) -> None:
+        """The two legs of engine.sim's fill: close/reduce first (``exit``), then open (``entry``)."""
+        if q != 0.0 and (target == 0.0 or (target > 0) != (q > 0)):
+            close_qty = -q
+        elif q != 0.0 and abs(target) < abs(q):
+            close_qty = target - q
+        else:
+            close_qty = 0.0
+        legs = []
+        if close_qty != 0.0:
+            legs.append(("exit", close_qty, True))
+        open_qty = target - (q + close_qty)
+        if open_qty != 0.0:
+            legs.append(("entry", open_qty, False))
+        for leg, dq, reduce_only in legs:
+            await self._send(symbol, t, leg, dq, reduce_only)
+
+    async def _send(self, symbol: str, t: int, leg: str, dq: float, reduce_only: bool) -> None:
+        from engine.backtest.records import client_order_id
+
+        spec = self.decider.specs[self.symbols.index(symbol)]
+        qty = round(abs(dq), spec.qty_precision)
+        side = "buy" if dq > 0 else "sell"
+        cid = client_order_id(self.run_id, symbol, t, leg)
+        created = t + self.step
+        base = {"client_order_id": cid, "symbol": symbol, "side": side, "type": "market",
+                "quantity": qty, "created_at": created, "open_time": t, "leg": leg,
+                "reduce_only": reduce_only}
+        self.log.append(self.run_id, "orders", {**base, "status": "new", "updated_at": created})
+        try:
+            r = await self.broker.market_order(symbol, side, qty, client_order_id=cid,
+                                               reduce_only=reduce_only)
+        except OrderRejected as err:
+            self.log.append(self.run_id, "orders", {**base, "status": "rejected", "updated_at": created,
+                                                    "message": str(err)})
+            self.event("warning", "broker", f"order {cid} rejected: {err}",
+                       {"symbol": symbol, "leg": leg, "qty": qty}, time_ms=created)
+            return
+        status = {"closed": "filled", "open": "new", "canceled": "canceled", "expired": "expired",
+                  "rejected": "rejected"}.get(r.status, r.status)
+        self.log.append(self.run_id, "orders", {
+            **base, "status": status, "exchange_order_id": r.exchange_order_id,
+            "filled_quantity": r.filled, "avg_price": r.average,
+            "price": r.average, "updated_at": max(r.time_ms, created)})
+        self.orders += 1
+
+
+def run_live(graph: StrategyGraph, opts: LiveOptions, *,
+             on_bar: Callable[[int], None] | None = None,
+             on_ready: Callable[[], None] | None = None,
+             install_signals: bool = False) -> LiveResult:
+    """Run live until ``opts.max_bars`` closed bars, SIGINT/SIGTERM (run marked ``stopped``),
+    or an error (``failed``). ``on_bar(open_time)`` is called after each processed bar,
+    ``on_ready()`` once the stream is connected and caught up."""
+
+    async def main() -> LiveResult:
+        runner = LiveRunner(graph, opts, on_bar=on_bar, on_ready=on_ready)
+        if install_signals:
+            import signal
+
+            loop = asyncio.get_running_loop()
+
+            def stop() -> None:
+                runner.stopped_by_signal = True
+                runner.stop.set()
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop)
+        return await runner.run()
+
+    return asyncio.run(main())
