@@ -28,7 +28,7 @@ import fcntl
 import functools
 import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -211,45 +211,62 @@ class Store:
         Call with the lock held. If anything fails before the renames, the temporary files
         and any folders created for them are removed and the store is unchanged.
         """
-        created_dirs: list[Path] = []
+        created_dirs: list[Path] = []  # in creation order (parents first)
+        made_months: list[Path] = []  # month folders made by the write tasks
         temps: list[tuple[Path, Path]] = []
+        futures: list[Future[None]] = []
+        known: set[Path] = set()
         try:
             for path, _ in items:
+                # Folders above the month are few and shared: made here, in order. Each month
+                # folder belongs to one file and is made by its write task (mkdir is a
+                # journaled metadata write: ~0.2 ms, and it releases the GIL).
                 missing = []
-                d = path.parent
-                while not d.exists():
+                d = path.parent.parent
+                while d not in known and not d.exists():
                     missing.append(d)
                     d = d.parent
                 for d in reversed(missing):
                     d.mkdir()
                     created_dirs.append(d)
+                known.add(path.parent.parent)
                 temps.append((path.with_name(f".{path.name}.{os.getpid()}.tmp"), path))
-            # Each thread encodes a month file and fsyncs it: encoding and syncing overlap.
+            # Each task makes its month folder, encodes the file and fsyncs it.
+            pool = _io_pool()
             futures = [
-                _io_pool().submit(_write_one, tmp, frame)
+                pool.submit(_write_one, tmp, frame, made_months)
                 for (tmp, _), (_, frame) in zip(temps, items, strict=True)
             ]
-            for fut in futures:  # wait for all before raising the first error (cleanup below)
-                fut.exception()
             for fut in futures:
                 fut.result()
         except BaseException:
+            for fut in futures:
+                fut.cancel()
+            wait(futures)  # no task may still be writing while we clean up
             for tmp, _ in temps:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
-            for d in reversed(created_dirs):
+            for d in [*made_months, *reversed(created_dirs)]:
                 with contextlib.suppress(OSError):
                     d.rmdir()
             raise
         for tmp, path in temps:
             os.replace(tmp, path)
-        dirs = {path.parent for _, path in temps} | {d.parent for d in created_dirs}
+        dirs = {path.parent for _, path in temps}
+        dirs |= {d.parent for d in [*created_dirs, *made_months]}
         list(_io_pool().map(_fsync, sorted(dirs)))
 
 
-def _write_one(tmp: Path, frame: pl.DataFrame) -> None:
-    """Write one partition file (see the module docstring for the encoding) and fsync it."""
+def _write_one(tmp: Path, frame: pl.DataFrame, made_months: list[Path]) -> None:
+    """Make the month folder if needed (recording it), write one partition file (see the
+    module docstring for the encoding) and fsync it."""
     import pyarrow.parquet as pq  # imported here: loading candles never needs it
+
+    try:
+        os.mkdir(tmp.parent)
+        made_months.append(tmp.parent)  # list.append is atomic
+    except FileExistsError:
+        pass
 
     time_col = next(c for c in frame.columns if c in _TIME_COLUMNS)
     with open(tmp, "wb") as fh:
