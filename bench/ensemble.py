@@ -34,7 +34,6 @@ def main() -> None:
     from engine.backtest.runner import simulate_graph
     from engine.ml import decide
     from engine.ml.models.base import Segment
-    from engine.ml.node import LAST_RESULT
     from engine.strategy import load_strategy
 
     graph = load_strategy(ROOT / "strategies" / "ensemble.yaml")
@@ -60,13 +59,13 @@ def main() -> None:
         t = time.perf_counter()
         dec1 = decide(graph, market, features, results_dir=tmp)
         first_s = time.perf_counter() - t
-        res1 = LAST_RESULT["last"]
+        res1 = dec1.ml
         train_s = res1.train_seconds
         # 2. inference + simulation: the same run again, models reused (warm process)
         t = time.perf_counter()
         dec2 = decide(graph, market, features, results_dir=tmp)
         infer_s = time.perf_counter() - t
-        res2 = LAST_RESULT["last"]
+        res2 = dec2.ml
         plan_s = infer_s - res2.predict_seconds
         assert res2.n_fitted == 0, "the second run should reuse every model"
         for name in ("state", "probability"):

@@ -12,7 +12,8 @@ Live mode calls :func:`decide_symbol` with the last ``graph.lookback`` rows of f
 ML slot: when the strategy has ``models:``, :func:`decide` hands the features to
 ``engine.ml.decide(graph, market, features, results_dir=..., progress=...)``, which returns
 a :class:`Decisions` (direction, probability, the ensemble columns and the model
-predictions); risk and execution are then the same as for rules.
+predictions, and on ``Decisions.ml`` the ensemble result whose metrics and events the
+runner logs); risk and execution are then the same as for rules.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Decisions:
     confidence : float64, logged confidence (1 for rules).
     extra : more ``ensemble_decisions`` columns by name, each [n, S] (ML ensembles).
     predictions : ``model_predictions`` rows (ML ensembles), or None.
+    ml : the ML stage's :class:`engine.ml.EnsembleResult` (fold metrics, calibration curve,
+        contributions, events) for the run log and the summary, or None for rule strategies.
     """
 
     state: np.ndarray
@@ -53,6 +56,7 @@ class Decisions:
     confidence: np.ndarray
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     predictions: pl.DataFrame | None = None
+    ml: Any = None
 
 
 def compute_features(

@@ -214,6 +214,8 @@ def run_backtest(
     timings["simulate"] = time.perf_counter() - t2
     say(STEPS[3])
     metrics = run_metrics(graph, market, res)
+    if dec.ml is not None:
+        metrics.update(ml_metrics(dec.ml))
     run_id = None
     if log:
         t3 = time.perf_counter()
@@ -251,6 +253,38 @@ def run_metrics(graph: StrategyGraph, market: Market, res: SimResult) -> dict[st
         fees_total=fees,
         liquidations=res.liquidations,
     )
+
+
+def ml_metrics(ml: Any) -> dict[str, Any]:
+    """``models`` (per-model walk-forward scores, calibration curve, contribution) and ``ml``
+    (versions fitted/reused, folds, timings) of an ML strategy's ensemble result."""
+    from engine.ml.summary import ml_info, models_metrics
+
+    return {"models": models_metrics(ml), "ml": ml_info(ml)}
+
+
+def event_frame(market: Market, res: SimResult, dec: Decisions) -> Any:
+    """``system_events``: the simulator's (breaker, liquidations) and the ML stage's."""
+    import polars as pl
+
+    from engine.backtest import records
+
+    sim_events = records.event_frame(market, res)
+    if dec.ml is None:
+        return sim_events
+    from engine.ml.summary import event_rows
+
+    schema = {
+        "time": pl.Int64,
+        "severity": pl.Utf8,
+        "component": pl.Utf8,
+        "message": pl.Utf8,
+        "data": pl.Utf8,
+    }
+    ml_events = pl.DataFrame(event_rows(dec.ml), schema=schema)
+    if sim_events.height:
+        ml_events = pl.concat([sim_events.select(list(schema)).cast(schema), ml_events])  # type: ignore[arg-type]
+    return ml_events.sort("time", maintain_order=True)
 
 
 def run_params(graph: StrategyGraph, market: Market, *, store: Any) -> dict[str, Any]:
@@ -300,7 +334,7 @@ def write_run(
                 "orders": records.order_frame(run_id, market, res),
                 "trades": records.trade_frame(market, res),
                 "equity": records.equity_frame(market, res),
-                "system_events": records.event_frame(market, res),
+                "system_events": event_frame(market, res, dec),
             }
             if dec.predictions is not None:
                 frames["model_predictions"] = dec.predictions

@@ -53,7 +53,10 @@ def backtest(
     ),
     set_: list[str] | None = SetOpt,
     json_out: bool = typer.Option(
-        False, "--json", help='Print one JSON object {"run_id", "metrics"} on stdout, nothing else.'
+        False,
+        "--json",
+        help='Print one JSON object {"run_id", "metrics"} on stdout, nothing else '
+        "(ML strategies: per-model scores under metrics.models, versions under metrics.ml).",
     ),
     store: str | None = StoreOpt,
     results: str | None = ResultsOpt,
@@ -134,8 +137,45 @@ def _print_table(r: BacktestResult) -> None:
         if key in m:
             table.add_row(label, _fmt(m[key], kind))
     console.print(table)
+    models = m.get("models")
+    if isinstance(models, dict) and models:
+        _print_models(models, m.get("ml"))
     console.print(f"run_id [bold]{r.run_id}[/]", highlight=False)
     console.print(
         f"  engine query \"select * from trades where run_id = '{r.run_id}' limit 10\"",
         highlight=False,
     )
+
+
+#: per-model columns of the ML summary: key -> (header, format)
+MODEL_COLUMNS = (
+    ("auc", "AUC", "num"),
+    ("log_loss", "Log loss", "num"),
+    ("brier", "Brier", "num"),
+    ("calibration_error", "ECE", "num"),
+    ("weight", "Contribution", "pct"),
+    ("n", "OOF bars", "int"),
+)
+
+
+def _print_models(models: dict[str, object], ml: object) -> None:
+    """Walk-forward scores per model on out-of-fold bars (runs.metrics['models'])."""
+    from rich.table import Table
+
+    info = ml if isinstance(ml, dict) else {}
+    title = "Models: walk-forward, out-of-fold"
+    if info:
+        title += f" ({info.get('models_fitted', 0)} versions fitted, {info.get('models_reused', 0)} reused)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("model", style="cyan")
+    for _key, header, _kind in MODEL_COLUMNS:
+        table.add_column(header, justify="right")
+    for name, vals in models.items():
+        if not isinstance(vals, dict):
+            continue
+        cells = [
+            "-" if vals.get(key) is None else _fmt(vals[key], kind)
+            for key, _header, kind in MODEL_COLUMNS
+        ]
+        table.add_row(name, *cells)
+    console.print(table)

@@ -17,7 +17,6 @@ The per-bar fusion itself is the numba step kernel in :mod:`engine.ml.fusion_nb`
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,13 +151,10 @@ def score(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
         return {"n": 0, "auc": nan, "log_loss": nan, "brier": nan, "ece": nan, "hit_rate": nan}
     pp, yy = p[ok], y[ok]
     q = np.clip(pp, 1e-12, 1 - 1e-12)
-    auc = nan
-    if np.unique(yy).shape[0] == 2:
-        from sklearn.metrics import roc_auc_score
+    from engine.metrics import roc_auc  # rank formula; oracle sklearn's roc_auc_score
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            auc = float(roc_auc_score(yy, pp))
+    a = roc_auc(yy, pp)
+    auc = nan if a is None else float(a)
     return {
         "n": n,
         "auc": auc,

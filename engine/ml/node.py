@@ -10,7 +10,11 @@ result on the market grid as a :class:`engine.backtest.decide.Decisions`:
 * ``extra``: ``agreement``, ``uncertainty``, ``expected_value`` (ensemble_decisions columns)
   and ``payoff`` (the recent payoff ratio b, the risk manager's Kelly ``b``),
 * ``predictions``: the ``model_predictions`` rows (raw and calibrated P(up), the model's fusion
-  weight, model version, the realised label where known).
+  weight, model version, the realised label where known),
+* ``ml``: the :class:`engine.ml.EnsembleResult` itself (fold metrics, calibration curve,
+  contributions, events), handed to the runner explicitly: it writes them to
+  ``runs.metrics['models']`` / ``runs.metrics['ml']`` and ``system_events``
+  (:mod:`engine.ml.summary`).
 """
 
 from __future__ import annotations
@@ -19,10 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.ml.pipeline import EnsembleResult, run_ensemble
-
-#: the last ensemble result of :func:`decide` (fold metrics for the summary and the report)
-LAST_RESULT: dict[str, EnsembleResult] = {}
+from engine.ml.pipeline import run_ensemble
 
 
 def decide(
@@ -33,13 +34,19 @@ def decide(
     results_dir: Any = None,
     progress: Any = None,
 ) -> Any:
-    """Decisions of an ML strategy on the market grid (see the module docstring)."""
+    """Decisions of an ML strategy on the market grid (see the module docstring).
+
+    ``progress`` is the runner's step callback (a callable) or None; the fold-training
+    progress bar is shown either way (on stderr, so ``--json`` output stays clean).
+    """
     import polars as pl
 
     from engine.backtest.decide import Decisions
 
     ml = graph.config.ml()
     syms = list(market.symbols)
+    if callable(progress):
+        progress("ML ensemble: walk-forward training and inference")
     res = run_ensemble(
         ml,
         {s: market.candles[s] for s in syms},
@@ -48,7 +55,6 @@ def decide(
         results_dir=results_dir,
         progress=True,
     )
-    LAST_RESULT["last"] = res
     n, k = market.n_bars, len(syms)
     state = np.zeros((n, k), dtype=np.int8)
     direction = np.full((n, k), np.nan)
@@ -68,14 +74,11 @@ def decide(
         extra["uncertainty"][rows, j] = r.uncertainty
         extra["expected_value"][rows, j] = r.expected_value
         extra["payoff"][rows, j] = r.payoff_ratio
-        # a grid bar the symbol lacks keeps its previous state
-        if not market.has_bar[:, j].all():
-            last = 0
-            for i in range(n):
-                if market.has_bar[i, j]:
-                    last = state[i, j]
-                else:
-                    state[i, j] = last
+        # a grid bar the symbol lacks keeps its previous state (0 before its first bar)
+        has = market.has_bar[:, j]
+        if not has.all():
+            last = np.maximum.accumulate(np.where(has, np.arange(n), -1))
+            state[:, j] = np.where(last >= 0, state[np.maximum(last, 0), j], 0)
         preds.append(predictions_frame(r))
     predictions = pl.concat(preds) if preds else None
     return Decisions(
@@ -85,6 +88,7 @@ def decide(
         confidence=prob.copy(),
         extra=extra,
         predictions=predictions,
+        ml=res,
     )
 
 

@@ -8,6 +8,7 @@ the live counterpart (one closed bar at a time) built from the same functions. S
 from __future__ import annotations
 
 import difflib
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,18 +28,20 @@ from engine.ml.walkforward import (
     Fold,
     FoldExecutor,
     Schedule,
-    config_hash,
     data_digest,
     default_executor,
     fit_task,
+    library_version,
     make_schedule,
+    model_strategy_hash,
     model_version,
     train_mask,
 )
 
 HOUR_MS = 3_600_000
-#: threads for batch prediction (predictions do not depend on the thread count)
-PREDICT_THREADS = 2
+#: threads for prediction: rows are predicted independently, so LightGBM's and XGBoost's
+#: outputs do not depend on the thread count (training keeps ``training.threads``)
+PREDICT_THREADS = min(2, os.cpu_count() or 1)
 
 
 def as_sections(config: Any) -> MLSections:
@@ -177,6 +180,44 @@ class FitPlan:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class FoldRows:
+    """A fold's training rows for one feature matrix: indices, span and input digest.
+
+    Shared by every model of a symbol that reads the same feature list (computed once per
+    fold); ``digest`` hashes the raw input slice of the training window in place
+    (:func:`engine.ml.walkforward.data_digest`), the training matrix is built only to fit.
+    """
+
+    idx: np.ndarray | None  # None: too few rows or one class only
+    span: tuple[int, int]
+    digest: str
+
+
+def fold_rows(
+    sd: SymbolData, X: np.ndarray, fold: Fold, sched: Schedule, ml: MLSections
+) -> FoldRows:
+    """Training rows of a fold over the feature matrix ``X`` (window, embargo, purge, stride,
+    finite label and features, ``min_train_rows``, two classes)."""
+    ot = sd.open_time
+    i_ms, emb = sched.interval_ms, sched.embargo
+    # the last row a fold may train on: closed ``embargo`` before the cutoff, label known at it
+    last = min(fold.cutoff - emb - i_ms, fold.cutoff - (sched.horizon + 1) * i_ms)
+    lo = int(np.searchsorted(ot, fold.train_start, side="left"))
+    hi = int(np.searchsorted(ot, last, side="right"))
+    hi = max(hi, lo)
+    m = train_mask(ot[lo:hi], fold, sched, row_stride=ml.training.row_stride)
+    m &= np.isfinite(sd.y[lo:hi])
+    if X.shape[1]:
+        m &= np.isfinite(X[lo:hi]).all(axis=1)
+    idx = np.flatnonzero(m) + lo
+    # the rows chosen (their open times) and the raw inputs they are chosen from and fitted on
+    digest = data_digest(ot[idx], X[lo:hi], sd.y[lo:hi])
+    if idx.shape[0] < ml.training.min_train_rows or np.unique(sd.y[idx]).shape[0] < 2:
+        return FoldRows(None, (0, 0), digest)
+    return FoldRows(idx, (int(ot[idx[0]]), int(ot[idx[-1]])), digest)
+
+
 def fold_trainset(
     sd: SymbolData,
     node: ModelNode,
@@ -184,8 +225,12 @@ def fold_trainset(
     fold: Fold,
     sched: Schedule,
     ml: MLSections,
+    rows: FoldRows | None = None,
 ) -> tuple[TrainSet, tuple[int, int], str] | None:
-    """The training set of a fold: ``(train set, (first, last) time, data digest)`` or None."""
+    """The training set of a fold: ``(train set, (first, last) time, data digest)`` or None.
+
+    ``rows``: the fold's :class:`FoldRows` when already computed (ignored for Prophet).
+    """
     lab: LabelsConfig = ml.labels
     tau = (lab.cost_bps + lab.flat_band_bps) / 1e4
     common = {
@@ -209,20 +254,12 @@ def fold_trainset(
         )
         ts = TrainSet(np.empty((0, 0)), np.empty(0), (), ht, hc, ftimes, **common)
         return ts, (int(ht[0]), int(ht[-1])), data_digest(ht, hc, ftimes)
-    m = train_mask(sd.open_time, fold, sched, row_stride=ml.training.row_stride)
+    fr = rows if rows is not None else fold_rows(sd, sd.X[node.name], fold, sched, ml)
+    if fr.idx is None:
+        return None
     X = sd.X[node.name]
-    m &= np.isfinite(sd.y)
-    if X.shape[1]:
-        m &= np.isfinite(X).all(axis=1)
-    idx = np.flatnonzero(m)
-    if idx.shape[0] < ml.training.min_train_rows:
-        return None
-    Xt = np.ascontiguousarray(X[idx])
-    yt = sd.y[idx].copy()
-    if np.unique(yt).shape[0] < 2:
-        return None
-    ts = TrainSet(Xt, yt, tuple(features), **common)
-    return ts, (int(sd.open_time[idx[0]]), int(sd.open_time[idx[-1]])), data_digest(Xt, yt)
+    ts = TrainSet(np.ascontiguousarray(X[fr.idx]), sd.y[fr.idx].copy(), tuple(features), **common)
+    return ts, fr.span, fr.digest
 
 
 def plan_fold(
@@ -233,24 +270,39 @@ def plan_fold(
     sched: Schedule,
     ml: MLSections,
     models_dir: Path,
+    rows: FoldRows | None = None,
 ) -> FitPlan:
-    """Decide the version of one (symbol, fold, model) and whether it must be fitted."""
-    got = fold_trainset(sd, node, features, fold, sched, ml)
-    if got is None:
-        return FitPlan(None, None, reason="too few training rows (or one class only)")
-    ts, span, digest = got
-    version = model_version(
-        cfg_hash=config_hash(ml.labels, ml.training, node),
-        symbol=sd.symbol,
-        node=node,
+    """Decide the version of one (symbol, fold, model) and whether it must be fitted.
+
+    The version needs only the fold's rows (span and input digest); the training matrix is
+    built when the version is not saved yet.
+    """
+    if node.kind == "prophet":
+        got = fold_trainset(sd, node, features, fold, sched, ml)
+        if got is None:
+            return FitPlan(None, None, reason="too few hourly closes before the cutoff")
+        span, digest = got[1], got[2]
+    else:
+        fr = rows if rows is not None else fold_rows(sd, sd.X[node.name], fold, sched, ml)
+        if fr.idx is None:
+            return FitPlan(None, None, reason="too few training rows (or one class only)")
+        span, digest, got = fr.span, fr.digest, None
+    shash = model_strategy_hash(
+        ml.labels,
+        ml.training,
+        node,
         features=features,
         interval_ms=sd.interval_ms,
-        fold=fold,
-        train_span=span,
-        digest=digest,
+        symbols=[sd.symbol],
+    )
+    version = model_version(
+        strategy_hash=shash, symbol=sd.symbol, node=node, fold=fold, train_span=span, digest=digest
     )
     if (models_dir / version / "meta.json").is_file():
         return FitPlan(version, None)
+    if got is None:
+        got = fold_trainset(sd, node, features, fold, sched, ml, rows=fr)
+        assert got is not None
     meta = {
         "symbol": sd.symbol,
         "model": node.name,
@@ -260,6 +312,9 @@ def plan_fold(
         "train_span": list(span),
         "features": features,
         "interval_ms": sd.interval_ms,
+        "strategy_hash": shash,
+        "library": library_version(node.kind),
+        "data_digest": digest,
     }
     task = FitTask(
         version,
@@ -267,7 +322,7 @@ def plan_fold(
         dict(node.params),
         ml.training.seed,
         ml.training.threads,
-        ts,
+        got[0],
         str(models_dir),
         meta,
     )
@@ -490,11 +545,25 @@ class SymbolPipeline:
     def plan(self, folds: list[Fold]) -> list[FitPlan]:
         out = []
         for fold in folds:
+            shared: dict[int, FoldRows] = {}  # one FoldRows per distinct feature matrix
             for node in self.ml.models:
                 if not node.trained:
                     continue
+                rows = None
+                if node.kind != "prophet":
+                    X = self.sd.X[node.name]
+                    if id(X) not in shared:
+                        shared[id(X)] = fold_rows(self.sd, X, fold, self.sched, self.ml)
+                    rows = shared[id(X)]
                 plan = plan_fold(
-                    self.sd, node, self.feats[node.name], fold, self.sched, self.ml, self.models_dir
+                    self.sd,
+                    node,
+                    self.feats[node.name],
+                    fold,
+                    self.sched,
+                    self.ml,
+                    self.models_dir,
+                    rows=rows,
                 )
                 if plan.version is None:
                     self.events.append(
@@ -504,6 +573,8 @@ class SymbolPipeline:
                             "component": f"ml.train.{node.name}",
                             "message": f"{self.sd.symbol} fold {fold.index}: {node.name} not trained "
                             f"({plan.reason}); it abstains until the next cutoff",
+                            "model": node.name,
+                            "fold": fold.index,
                         }
                     )
                 self.plans[(fold.index, node.name)] = plan
@@ -527,7 +598,7 @@ class SymbolPipeline:
                 node.kind,
                 self.models_dir / plan.version,
                 node.params,
-                threads=self.ml.training.threads,
+                threads=max(self.ml.training.threads, PREDICT_THREADS),
             )
         return self.loaded[plan.version]
 
@@ -637,9 +708,10 @@ def run_ensemble(
     events: list[dict[str, Any]] = []
     for sym, pipe in pipes.items():
         results[sym] = _predict_symbol(pipe)
-        events.extend(pipe.events)
+        sym_events = list(pipe.events)
         for ext in pipe.external.values():
-            events.extend(getattr(ext, "events", []))
+            sym_events.extend(getattr(ext, "events", []))
+        events.extend({**e, "symbol": sym} for e in sym_events)
     predict_s = time.perf_counter() - t1
     metrics, curve, contrib = _metrics(results, pipes)
     return EnsembleResult(

@@ -18,9 +18,25 @@ folds up to its end). With all spans in ms and ``I`` the base interval:
   - a finite label (flat rows dropped per ``labels.drop_flat``) and finite features,
   - ``((open_time[t] - run_start) / I) % row_stride == 0`` (optional thinning).
 
-A model version is a hash of everything that determines it: the hash of the relevant config
-(labels, training, the model node), the symbol, the model kind and params, the feature
-list, the interval, the training span and cutoff, and a digest of the exact training rows.
+A model version is a hash of everything that determines it (:func:`model_version`):
+
+* the model's *strategy hash* (:func:`model_strategy_hash`): the strategy sections that
+  determine the fitted model, i.e. ``labels``, ``training`` (minus the fan-out ``workers``),
+  the model node (kind and params; not its display name), the node's resolved feature list,
+  the base interval and the model's symbol set (the symbols whose bars it is trained on: one,
+  as models are per symbol). Risk, execution, the ensemble (calibration, fusion, gate) and
+  the other symbols of the run do not change a fitted model and are left out, so a run that
+  only changes them (or drops a symbol) reuses every version;
+* the model library and its version (a different LightGBM may fit a different model);
+* the training span (first and last training row) and the cutoff (and next cutoff);
+* a digest of the raw inputs of the fold's training window: the bytes of the open times,
+  the feature matrix and the labels of the rows in ``[train_start, cutoff)`` (Prophet: the
+  hourly closes of its window and the forecast times). The training rows are a
+  deterministic function of these and of the hashed config, so this is as strong as
+  hashing the training matrix itself, but it hashes contiguous slices in place (no copy),
+  once per fold and feature list, and builds the training matrix only when a version must
+  be fitted.
+
 Versions live under ``results/models/<version>/`` (written to a temporary folder and renamed
 into place, so a failed fit leaves nothing); an existing version is reused.
 
@@ -31,6 +47,7 @@ same protocol.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -127,18 +144,65 @@ def config_hash(labels: LabelsConfig, training: TrainingConfig, node: ModelNode)
     """Hash of the config that determines a model (labels, training minus fan-out, the node)."""
     tr = training.model_dump(mode="json")
     tr.pop("workers", None)
+    nd = node.model_dump(mode="json")
+    nd.pop("name", None)  # a display name; renaming a node does not change the model
+    blob = json.dumps(
+        {"labels": labels.model_dump(mode="json"), "training": tr, "node": nd}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def model_strategy_hash(
+    labels: LabelsConfig,
+    training: TrainingConfig,
+    node: ModelNode,
+    *,
+    features: Sequence[str],
+    interval_ms: int,
+    symbols: Sequence[str],
+) -> str:
+    """The strategy hash of a model: the strategy sections that determine the fitted model.
+
+    ``labels``, ``training`` (minus ``workers``), the node (kind, params), its resolved
+    feature list, the base interval and the model's symbol set (see the module docstring).
+    """
     blob = json.dumps(
         {
-            "labels": labels.model_dump(mode="json"),
-            "training": tr,
-            "node": node.model_dump(mode="json"),
+            "config": config_hash(labels, training, node),
+            "features": list(features),
+            "interval_ms": int(interval_ms),
+            "symbols": sorted(symbols),
         },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+#: the distribution whose version determines each trained kind's fit
+LIBRARY = {
+    "lightgbm": "lightgbm",
+    "xgboost": "xgboost",
+    "prophet": "prophet",
+    "mlp": "scikit-learn",
+}
+
+
+@functools.cache
+def library_version(kind: str) -> str:
+    """``<distribution>==<version>`` of the library that fits ``kind`` (``kind`` if none)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = LIBRARY.get(kind)
+    if dist is None:
+        return kind
+    try:
+        return f"{dist}=={version(dist)}"
+    except PackageNotFoundError:
+        return f"{dist}==?"
+
+
 def data_digest(*arrays: np.ndarray | None) -> str:
+    """Digest of arrays' dtype, shape and bytes (C-contiguous arrays are hashed in place)."""
     h = hashlib.blake2b(digest_size=16)
     for a in arrays:
         if a is None:
@@ -146,17 +210,15 @@ def data_digest(*arrays: np.ndarray | None) -> str:
             continue
         a = np.ascontiguousarray(a)
         h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(a.tobytes())
+        h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 
 def model_version(
     *,
-    cfg_hash: str,
+    strategy_hash: str,
     symbol: str,
     node: ModelNode,
-    features: Sequence[str],
-    interval_ms: int,
     fold: Fold,
     train_span: tuple[int, int],
     digest: str,
@@ -164,12 +226,10 @@ def model_version(
     """``<kind>-<16 hex>``: hash of everything that determines the trained model."""
     blob = json.dumps(
         {
-            "config": cfg_hash,
+            "strategy": strategy_hash,
             "symbols": [symbol],
             "kind": node.kind,
-            "params": node.params,
-            "features": list(features),
-            "interval_ms": interval_ms,
+            "library": library_version(node.kind),
             "train_span": list(train_span),
             "cutoff": fold.cutoff,
             "next_cutoff": fold.next_cutoff,
