@@ -1,7 +1,7 @@
 """The Binance USD-M broker and REST market data for live mode, through ccxt ``binanceusdm``.
 
-Every REST call goes through :meth:`Broker.call`: retried with tenacity on network errors,
-5xx (``ExchangeNotAvailable``), ``DDoSProtection`` and ``RateLimitExceeded`` (429/418),
+Every REST call goes through :meth:`Broker.call`: retried with tenacity on network errors
+and ``OperationFailed`` (5xx, -1001/-1007) (``ExchangeNotAvailable``), ``DDoSProtection`` and ``RateLimitExceeded`` (429/418),
 waiting ``Retry-After`` when the server sends it and exponential backoff otherwise. Orders
 are idempotent (invariant 7): :meth:`Broker.market_order` sends the client order id the
 caller derived (and logged as ``new``) and, when an attempt ends with an unknown status
@@ -112,7 +112,7 @@ class Broker:
 
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(ccxt.NetworkError),
+                retry=retry_if_exception_type(ccxt.OperationFailed),
                 wait=wait,
                 stop=stop_after_attempt(self.max_attempts),
                 before_sleep=before_sleep,
@@ -120,7 +120,7 @@ class Broker:
             ):
                 with attempt:
                     return await fn()
-        except ccxt.NetworkError as err:
+        except ccxt.OperationFailed as err:
             raise ExchangeError(
                 f"{what}: the exchange did not answer after {self.max_attempts} attempts ({_short(err)})",
                 hint="check --url / network; the run can be restarted (it reconciles with the exchange)",
@@ -248,7 +248,7 @@ class Broker:
                     if result is not None:
                         break
                 raise OrderRejected(_short(err)) from err
-            except ccxt.NetworkError as err:
+            except ccxt.OperationFailed as err:  # NetworkError, 5xx (-1001/-1007): status unknown
                 self.retries += 1
                 self.event(
                     "warning", "broker",

@@ -96,7 +96,7 @@ async def kline_stream(
                         return
         except asyncio.CancelledError:
             raise
-        except (OSError, websockets.exceptions.WebSocketException, asyncio.TimeoutError) as err:
+        except (TimeoutError, OSError, websockets.exceptions.WebSocketException) as err:
             if stop.is_set():
                 return
             event("warning", "stream", f"websocket lost ({type(err).__name__}); reconnecting",

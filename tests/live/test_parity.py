@@ -88,7 +88,7 @@ def test_live_replay_matches_the_backtest(market: MarketData, usdm_store: Path, 
     assert n_fills >= 20, "the short EMA cross must trade often"
     assert exchange_orders == len(sim_fills)  # every order reached the exchange once
     # the exchange's own (unrounded) fill prices are the backtest's to the last bit
-    bt_id = q(f"SELECT run_id FROM runs WHERE mode = 'backtest'", tmp_path)[0]["run_id"]
+    bt_id = q("SELECT run_id FROM runs WHERE mode = 'backtest'", tmp_path)[0]["run_id"]
     bt = q(f"SELECT symbol, quantity, price FROM order_events WHERE run_id = '{bt_id}' "
            f"ORDER BY updated_at, symbol, leg DESC", tmp_path)
     ex = [(f["symbol"], f["qty"], f["price"]) for f in sim_fills][: len(bt)]
@@ -117,4 +117,24 @@ def test_websocket_drops_skip_and_double_no_bar(market: MarketData, usdm_store: 
     assert ts == list(range(ts[0], ts[0] + BAR * len(ts), BAR)) and len(ts) == 60
     ev = q(f"SELECT count(*) AS n FROM events WHERE run_id = '{res.run_id}' AND component = 'stream'", tmp_path)
     assert ev[0]["n"] > 0
+    assert_parity(res.run_id, tmp_path, usdm_store)
+
+
+def test_5xx_after_accept_never_doubles_an_order(market: MarketData, usdm_store: Path, tmp_path: Path) -> None:
+    """Order POSTs answer 503 (half of them AFTER the order was accepted): live mode looks the
+    order up by its client id before resending, so each decision's order exists once."""
+    with simulator(market, faults=faults("http_5xx=0.3"), seed=3) as sim:
+        res = drive(sim, strategy(), tmp_path, bars=80)
+        orders = sim.call(lambda s: [o.client_id for o in s.exchange.orders.values()])
+        events = sim.call(lambda s: s.faults.snapshot(last=10_000)["events"])
+    accepted = [e for e in events if e["kind"] == "http_5xx" and e.get("accepted")]
+    assert accepted, "the fault must have answered 503 after accepting an order"
+    not_resent = q(f"SELECT count(*) AS n FROM events WHERE run_id = '{res.run_id}' "
+                   f"AND message LIKE '%was accepted; not resent%'", tmp_path)
+    assert not_resent[0]["n"] >= len(accepted)
+    assert len(orders) == len(set(orders)), "an order was sent twice"
+    live_ids = q(f"SELECT client_order_id FROM orders WHERE run_id = '{res.run_id}' AND status = 'filled'", tmp_path)
+    assert sorted(r["client_order_id"] for r in live_ids) == sorted(orders)
+    retries = q(f"SELECT count(*) AS n FROM events WHERE run_id = '{res.run_id}' AND component = 'broker'", tmp_path)
+    assert retries[0]["n"] > 0
     assert_parity(res.run_id, tmp_path, usdm_store)
