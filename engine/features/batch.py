@@ -46,31 +46,31 @@ def candle_arrays(candles: pl.DataFrame, *, interval: str | None) -> tuple[str, 
             f"candles: missing column(s) {', '.join(missing)}; got {', '.join(candles.columns)}",
             hint="pass the frame returned by engine.data.load_candles",
         )
-    t = candles["open_time"].cast(pl.Int64).to_numpy()
+    t = np.ascontiguousarray(candles["open_time"].cast(pl.Int64).to_numpy(), dtype=np.int64)
     if candles["open_time"].null_count():
         raise DataError(
             "candles: open_time has nulls", hint="every bar needs its open time (ms UTC)"
         )
     arrays = [t]
     for col in CANDLE_COLUMNS[1:]:
-        arrays.append(
-            np.ascontiguousarray(
-                candles[col].cast(pl.Float64).fill_null(np.nan).to_numpy(), dtype=np.float64
-            )
+        s = candles[col]
+        if s.dtype != pl.Float64 or s.null_count():  # else to_numpy is a view, no copy
+            s = s.cast(pl.Float64).fill_null(np.nan)
+        arrays.append(np.ascontiguousarray(s.to_numpy(), dtype=np.float64))
+    given = interval is not None
+    i, on_grid = k.check_times_nb(t, interval_ms(interval) if interval is not None else 1)
+    if i >= 0:
+        raise DataError(
+            f"candles: open_time must be strictly increasing; row {i} ({fmt_ms(int(t[i]))}) "
+            f"follows row {i - 1} ({fmt_ms(int(t[i - 1]))})",
+            hint="sort the candles by open_time and drop duplicates",
         )
-    if t.shape[0] > 1:
-        bad = np.flatnonzero(np.diff(t) <= 0)
-        if bad.size:
-            i = int(bad[0]) + 1
-            raise DataError(
-                f"candles: open_time must be strictly increasing; row {i} ({fmt_ms(int(t[i]))}) "
-                f"follows row {i - 1} ({fmt_ms(int(t[i - 1]))})",
-                hint="sort the candles by open_time and drop duplicates",
-            )
     if interval is None:
         interval = infer_interval(t)
     step = interval_ms(interval)
-    if t.shape[0]:
+    if not given:
+        on_grid = k.check_times_nb(t, step)[1]
+    if not on_grid:
         off = np.flatnonzero(t % step)
         if off.size:
             i = int(off[0])
@@ -134,12 +134,14 @@ def compute_columns(
     for j, s in enumerate(plan.sel.tolist()):
         rows_of.setdefault(s, []).append(j)
     tf_bars: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}
-    rows = np.flatnonzero(valid)
-    invalid = np.flatnonzero(~valid)
+    rows = np.empty(0, dtype=np.int64) if all_valid else np.flatnonzero(valid)
+    invalid = np.empty(0, dtype=np.int64) if all_valid else np.flatnonzero(~valid)
     tv = t.astype(np.float64)
     base_in = [tv, o, h, lo, c, v, fr] if all_valid else [a[rows] for a in (tv, o, h, lo, c, v, fr)]
+    ops = plan.ops.tolist()
     pfs = plan.pf.tolist()
-    for i, (kind, tf, _, slot, p0, p1, p2, n_out) in enumerate(plan.ops.tolist()):
+    for job in _jobs(ops):
+        tf = ops[job[0]][1]
         tf_ms = int(plan.tfs[tf, 0])
         if tf == 0:
             src = base_in
@@ -148,32 +150,59 @@ def compute_columns(
                 bars, vis = k.aggregate_nb(t, o, h, lo, c, v, valid, base_ms, tf_ms)
                 tf_bars[tf] = ([bars[j] for j in range(6)] + [np.full(bars.shape[1], np.nan)], vis)
             src = tf_bars[tf][0]
-        primary = [rows_of[slot + j][0] if slot + j in rows_of else -1 for j in range(n_out)]
         direct = tf == 0 and all_valid
-        if direct:
-            outs = [
-                result[primary[j]] if j < n_out and primary[j] >= 0 else result[n_names]
-                for j in range(5)
-            ]
+        outs_of = []
+        for i in job:
+            kind, _, _, slot, p0, p1, p2, n_out = ops[i]
+            primary = [rows_of[slot + j][0] if slot + j in rows_of else -1 for j in range(n_out)]
+            if direct:
+                outs = [result[primary[j]] if j < n_out and primary[j] >= 0 else result[n_names] for j in range(5)]  # fmt: skip
+            else:
+                tmp = np.empty((n_out + 1, src[0].shape[0]))
+                outs = [tmp[j] if j < n_out else tmp[n_out] for j in range(5)]
+            outs_of.append((primary, outs))
+        if len(job) == 2:  # two EMAs or two RSIs of one series: one loop
+            (kind, _, _, _, pa, p1, _, _), (_, _, _, _, pb, _, _, _) = ops[job[0]], ops[job[1]]
+            x = src[5] if kind == k.EMA and p1 == k.SRC_VOLUME else src[4]
+            pair = k.ema2_batch_nb if kind == k.EMA else k.rsi2_batch_nb
+            pair(x, pa, pb, outs_of[0][1][0], outs_of[1][1][0])
         else:
-            tmp = np.empty((n_out + 1, src[0].shape[0]))
-            outs = [tmp[j] if j < n_out else tmp[n_out] for j in range(5)]
-        extras = kind == k.BBANDS and (primary[3] >= 0 or primary[4] >= 0)
-        k.fold_op_nb(kind, p0, p1, p2, pfs[i], *src, tf_ms, *outs, extras)
+            kind, _, _, _, p0, p1, p2, _ = ops[job[0]]
+            primary, outs = outs_of[0]
+            extras = kind == k.BBANDS and (primary[3] >= 0 or primary[4] >= 0)
+            k.fold_op_nb(kind, p0, p1, p2, pfs[job[0]], *src, tf_ms, *outs, extras)
         if direct:
             continue
-        for j in range(n_out):
-            r = primary[j]
-            if r < 0:
-                continue
-            if tf == 0:
-                k.scatter_nb(outs[j], rows, n, result[r])
-            else:
-                k.forward_fill_nb(outs[j], tf_bars[tf][1], invalid, result[r])
+        for primary, outs in outs_of:
+            for j, r in enumerate(primary):
+                if r < 0:
+                    continue
+                if tf == 0:
+                    k.scatter_nb(outs[j], rows, n, result[r])
+                else:
+                    k.forward_fill_nb(outs[j], tf_bars[tf][1], invalid, result[r])
     for js in rows_of.values():
         for j in js[1:]:
             result[j] = result[js[0]]
     return result[:n_names]
+
+
+def _jobs(ops: list[list[int]]) -> list[list[int]]:
+    """The plan's ops (rows of ``plan.ops``) in kernel calls: EMAs of one series on one
+    timeframe go two by two, as do RSIs (two latency-bound chains overlap in one loop)."""
+    jobs: list[list[int]] = []
+    waiting: dict[tuple[int, int, int], int] = {}
+    for i, (kind, tf, _, _, _, p1, _, _) in enumerate(ops):
+        if kind not in (k.EMA, k.RSI):
+            jobs.append([i])
+            continue
+        key = (kind, tf, p1 if kind == k.EMA else 0)
+        if key in waiting:
+            jobs[waiting.pop(key)].append(i)
+        else:
+            waiting[key] = len(jobs)
+            jobs.append([i])
+    return jobs
 
 
 def compute_columns_fold(

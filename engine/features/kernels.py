@@ -747,6 +747,23 @@ def valid_mask_nb(op, hi, lo, cl, vo):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
+def check_times_nb(t, step):  # type: ignore[no-untyped-def]
+    """``(i, ok)``: i is the first row whose open time does not exceed the previous one's (-1
+    if none); ok is False when some open time is not a multiple of ``step``."""
+    n = t.shape[0]
+    if n == 0:
+        return -1, True
+    ok = t[0] % step == 0
+    for i in range(1, n):
+        d = t[i] - t[i - 1]
+        if d <= 0:
+            return i, ok
+        if d != step and d % step != 0:
+            ok = False
+    return -1, ok
+
+
+@njit(**_JIT)
 def aggregate_nb(t, op, hi, lo, cl, vo, valid, base_ms, tf_ms):  # type: ignore[no-untyped-def]
     """Fold :func:`agg_step_nb` over base bars.
 
@@ -754,8 +771,10 @@ def aggregate_nb(t, op, hi, lo, cl, vo, valid, base_ms, tf_ms):  # type: ignore[
     and, for each, the index of the base bar at which it completed.
     """
     n = t.shape[0]
-    bars = np.empty((6, 2 * n + 1))
-    vis = np.empty(2 * n + 1, dtype=np.int64)
+    # Each completed bar holds a valid base bar and has its own period: at most min(n, periods).
+    cap = min(n, (t[n - 1] - t[0]) // tf_ms + 2) + 1 if n else 1
+    bars = np.empty((6, cap))
+    vis = np.empty(cap, dtype=np.int64)
     st = np.zeros(8)
     fin = np.empty((2, 6))
     m = 0
@@ -816,11 +835,36 @@ def ema_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
+def ema2_batch_nb(x, na, nb, out_a, out_b):  # type: ignore[no-untyped-def]
+    """Two EMAs of one series in one loop (their dependency chains overlap): equal to
+    :func:`ema_batch_nb` for each, bit for bit (once seeded, an EMA's state is its output)."""
+    m = x.shape[0]
+    s = min(max(na, nb), m)
+    ema_batch_nb(x[:s], na, out_a[:s])
+    ema_batch_nb(x[:s], nb, out_b[:s])
+    if s == m:
+        return
+    ka = 2.0 / (na + 1)
+    kb = 2.0 / (nb + 1)
+    pa = out_a[s - 1]
+    pb = out_b[s - 1]
+    for i in range(s, m):
+        xi = x[i]
+        pa = ((xi - pa) * ka) + pa
+        pb = ((xi - pb) * kb) + pb
+        out_a[i] = pa
+        out_b[i] = pb
+
+
+@njit(**_JIT)
 def rsi_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
-    """:func:`rsi_step_nb` folded over ``x`` (oracle: that fold, and ``talib.RSI(x, n)``)."""
+    """:func:`rsi_step_nb` folded over ``x`` (oracle: that fold, and ``talib.RSI(x, n)``).
+
+    Returns the state after the last bar: (average gain, average loss) once past bar n.
+    """
     m = x.shape[0]
     if m == 0:
-        return
+        return 0.0, 0.0
     out[0] = NAN
     prev = x[0]
     gain = 0.0
@@ -835,7 +879,7 @@ def rsi_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
             gain += d
         out[i] = NAN
     if m <= n:
-        return
+        return gain, loss
     xi = x[n]
     d = xi - prev
     prev = xi
@@ -859,6 +903,40 @@ def rsi_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
         loss /= n
         gain /= n
         out[i] = _rsi_value(gain, loss)
+    return gain, loss
+
+
+@njit(**_JIT)
+def rsi2_batch_nb(x, na, nb, out_a, out_b):  # type: ignore[no-untyped-def]
+    """Two RSIs of one series in one loop (their dependency chains overlap): equal to
+    :func:`rsi_batch_nb` for each, bit for bit (same operations per RSI, in the same order)."""
+    m = x.shape[0]
+    s = min(max(na, nb) + 1, m)
+    ga, la = rsi_batch_nb(x[:s], na, out_a[:s])
+    gb, lb = rsi_batch_nb(x[:s], nb, out_b[:s])
+    if s == m:
+        return
+    prev = x[s - 1]
+    for i in range(s, m):
+        xi = x[i]
+        d = xi - prev
+        prev = xi
+        la *= na - 1
+        ga *= na - 1
+        lb *= nb - 1
+        gb *= nb - 1
+        if d < 0:
+            la -= d
+            lb -= d
+        else:
+            ga += d
+            gb += d
+        la /= na
+        ga /= na
+        lb /= nb
+        gb /= nb
+        out_a[i] = _rsi_value(ga, la)
+        out_b[i] = _rsi_value(gb, lb)
 
 
 @njit(**_JIT)
@@ -1154,10 +1232,13 @@ def logret_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
 @njit(**_JIT)
 def funding_batch_nb(t, fr, base_ms, out_rate, out_minutes):  # type: ignore[no-untyped-def]
     """:func:`funding_step_nb` over the bars (oracle: that fold, and its definitions)."""
+    nxt = -1  # the next funding time strictly after the close (exact integers in ms)
     for i in range(t.shape[0]):
-        close_ms = t[i] + base_ms
+        close_ms = np.int64(t[i]) + base_ms
+        if close_ms >= nxt or close_ms < nxt - FUNDING_PERIOD_MS:
+            nxt = close_ms - close_ms % FUNDING_PERIOD_MS + FUNDING_PERIOD_MS
         out_rate[i] = fr[i]
-        out_minutes[i] = (FUNDING_PERIOD_MS - close_ms % FUNDING_PERIOD_MS) / 60_000.0
+        out_minutes[i] = (nxt - close_ms) / 60_000.0
 
 
 @njit(**_JIT)

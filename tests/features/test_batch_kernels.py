@@ -158,7 +158,53 @@ def test_random_walks_batch_equals_fold(
 ) -> None:  # fmt: skip
     df = make_bars(n, seed, offset, nan_frac, gap_frac)
     names = group(kind, p, q, r)
+    if kind in ("ema", "rsi", "sma", "atr", "dmi", "bb") and subset % 2:  # two periods (pairs)
+        names = list(dict.fromkeys(names + group(kind, q)))
     if len(names) > 1 and subset:  # some outputs only (the others go to scratch)
         names = [x for i, x in enumerate(names) if (subset >> (i % 3)) & 1] or names[:1]
     names = names + [f"{x}_15m" for x in names] + [f"{x}_1h" for x in names]
     check_batch_equals_fold(df, names, make_funding(df, seed) if seed % 2 else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.sampled_from([300_000, 600_000, 7_200_000, 1, 299_999, 0, -5]), max_size=30),
+    start=st.sampled_from([0, 300_000, 1_700_000_100_000, 17]),
+)
+def test_check_times_equals_numpy(steps: list[int], start: int) -> None:
+    """The one-pass open-time check against its numpy oracle (order first, then the grid)."""
+    t = np.array([start, *(start + np.cumsum(steps))], dtype=np.int64)
+    bad = np.flatnonzero(np.diff(t) <= 0)
+    i, ok = k.check_times_nb(t, 300_000)
+    assert i == (int(bad[0]) + 1 if bad.size else -1)
+    if i < 0:
+        assert ok == (not np.any(t % 300_000))
+
+
+@pytest.mark.parametrize("interval", ["5m", None])
+def test_off_grid_row_in_the_middle_is_named(interval: str | None) -> None:
+    from engine.errors import DataError
+    from engine.features import compute
+
+    from .helpers import random_walk
+
+    df = random_walk(50, seed=1)
+    t = df["open_time"].to_numpy().copy()
+    t[30:] += 60_000  # rows 30.. open at xx:x1
+    with pytest.raises(DataError, match=r"row 30 opens at .* not a multiple of the 5m interval"):
+        compute(df.with_columns(open_time=pl.Series(t)), ["ema_3"], interval=interval)
+
+
+def test_pair_kernels_equal_two_single_kernels(btc5m: pl.DataFrame) -> None:
+    """ema2_batch_nb / rsi2_batch_nb against ema_batch_nb / rsi_batch_nb run one by one."""
+    x = btc5m["close"].to_numpy()[:5_000].astype(np.float64)
+    for na, nb in ((9, 200), (200, 9), (14, 14), (2, 3), (28, 14)):
+        for m in (0, 1, min(na, nb), max(na, nb), max(na, nb) + 1, max(na, nb) + 2, 5_000):
+            for single, pair in ((k.ema_batch_nb, k.ema2_batch_nb), (k.rsi_batch_nb, k.rsi2_batch_nb)):  # fmt: skip
+                want_a, want_b = np.full(m, 7.0), np.full(m, 7.0)
+                single(x[:m], na, want_a)
+                single(x[:m], nb, want_b)
+                got_a, got_b = np.full(m, 7.0), np.full(m, 7.0)
+                pair(x[:m], na, nb, got_a, got_b)
+                assert_bits(got_a, want_a, f"{pair.__name__} a ({na}, {nb}) m={m}")
+                assert_bits(got_b, want_b, f"{pair.__name__} b ({na}, {nb}) m={m}")
