@@ -274,7 +274,9 @@ def _write_one(tmp: Path, frame: pl.DataFrame, made_months: list[Path]) -> None:
     # file cost more system time than the encoding of a month.
     sink = pa.BufferOutputStream()
     pq.write_table(
-        frame.to_arrow(),
+        # A month is a slice of a bigger frame: pyarrow encodes offset arrays ~1.6x slower
+        # than a compact copy of the slice costs.
+        frame.rechunk().to_arrow(),
         sink,
         compression=_COMPRESSION,
         use_dictionary=False,
