@@ -137,7 +137,10 @@ def compute_columns(
     rows = np.empty(0, dtype=np.int64) if all_valid else np.flatnonzero(valid)
     invalid = np.empty(0, dtype=np.int64) if all_valid else np.flatnonzero(~valid)
     tv = t.astype(np.float64)
-    base_in = [tv, o, h, lo, c, v, fr] if all_valid else [a[rows] for a in (tv, o, h, lo, c, v, fr)]
+    # fr may be empty when no funding feature is requested (then nothing reads it)
+    base_in = [tv, o, h, lo, c, v, fr]
+    if not all_valid:
+        base_in = [a[rows] if a.shape[0] else a for a in base_in]
     ops = plan.ops.tolist()
     pfs = plan.pf.tolist()
     for job in _jobs(ops):
@@ -264,7 +267,10 @@ def compute(
 
     interval, (t, o, h, lo, c, v) = candle_arrays(candles, interval=interval)
     plan = build_plan(names, interval=interval)
-    fr = funding_asof(funding, t, interval_ms(interval))
+    if funding is not None or bool(np.any(plan.ops[:, 0] == k.FUNDING)):
+        fr = funding_asof(funding, t, interval_ms(interval))  # validates a given frame
+    else:  # no funding and nobody reads the rates: no array of NaN
+        fr = np.empty(0)
     block = compute_columns(plan, t, o, h, lo, c, v, fr)
     data: dict[str, pl.Series] = {"open_time": pl.Series("open_time", t, dtype=pl.Int64)}
     for j, name in enumerate(plan.names):

@@ -1020,6 +1020,7 @@ def bbands_batch_nb(x, n, nbdev, out_up, out_mid, out_low, out_width, out_pct, e
         if extras:
             out_width[i] = NAN
             out_pct[i] = NAN
+    rebuild = n - 1  # the next bar at which (i + 1) % n == 0
     for i in range(n - 1, m):
         xi = x[i]
         total += xi
@@ -1032,7 +1033,8 @@ def bbands_batch_nb(x, n, nbdev, out_up, out_mid, out_low, out_width, out_pct, e
         s2 += d * d
         mid = total / n
         total -= x[i - n + 1]
-        if (i + 1) % n == 0:
+        if i == rebuild:
+            rebuild += n
             shift = mid
             s1 = 0.0
             s2 = 0.0
