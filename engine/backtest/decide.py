@@ -114,16 +114,20 @@ def decide(
     *,
     results_dir: Any = None,
     progress: Callable[[str], None] | None = None,
+    features: dict[str, pl.DataFrame] | None = None,
 ) -> tuple[Decisions, dict[str, pl.DataFrame]]:
     """Features for every symbol, then decisions on the market grid.
 
+    ``features`` (each symbol's frame of the graph's feature columns over its own bars)
+    skips computing them: sweeps compute each distinct feature once for the whole grid.
     Returns the decisions and each symbol's features frame (over its own bars).
     """
-    features: dict[str, pl.DataFrame] = {}
-    for sym in market.symbols:
-        if progress:
-            progress(f"features {sym}")
-        features[sym] = compute_features(graph, market.candles[sym], market.funding.get(sym))
+    if features is None:
+        features = {}
+        for sym in market.symbols:
+            if progress:
+                progress(f"features {sym}")
+            features[sym] = compute_features(graph, market.candles[sym], market.funding.get(sym))
     if graph.config.models is not None:
         from engine.ml import decide as ml_decide  # the ML engineer's node (engine/ml)
 
