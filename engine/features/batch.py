@@ -164,7 +164,11 @@ def compute_columns(
                 tmp = np.empty((n_out + 1, src[0].shape[0]))
                 outs = [tmp[j] if j < n_out else tmp[n_out] for j in range(5)]
             outs_of.append((primary, outs))
-        if len(job) == 2:  # two EMAs or two RSIs of one series: one loop
+        if len(job) == 2 and ops[job[0]][0] in (k.ATR, k.DMI):  # DMI + ATR: one loop
+            dmi, atr = (0, 1) if ops[job[0]][0] == k.DMI else (1, 0)
+            d_outs, a_outs = outs_of[dmi][1], outs_of[atr][1]
+            k.dmi_atr_batch_nb(src[2], src[3], src[4], ops[job[0]][4], *d_outs[:3], *a_outs[:2])
+        elif len(job) == 2:  # two EMAs or two RSIs of one series: one loop
             (kind, _, _, _, pa, p1, _, _), (_, _, _, _, pb, _, _, _) = ops[job[0]], ops[job[1]]
             x = src[5] if kind == k.EMA and p1 == k.SRC_VOLUME else src[4]
             pair = k.ema2_batch_nb if kind == k.EMA else k.rsi2_batch_nb
@@ -192,14 +196,20 @@ def compute_columns(
 
 def _jobs(ops: list[list[int]]) -> list[list[int]]:
     """The plan's ops (rows of ``plan.ops``) in kernel calls: EMAs of one series on one
-    timeframe go two by two, as do RSIs (two latency-bound chains overlap in one loop)."""
+    timeframe go two by two, as do RSIs (two latency-bound chains overlap in one loop), and
+    an ATR goes with the DMI of its period."""
     jobs: list[list[int]] = []
     waiting: dict[tuple[int, int, int], int] = {}
-    for i, (kind, tf, _, _, _, p1, _, _) in enumerate(ops):
-        if kind not in (k.EMA, k.RSI):
+    for i, (kind, tf, _, _, p0, p1, _, _) in enumerate(ops):
+        if kind == k.EMA:
+            key = (kind, tf, p1)
+        elif kind == k.RSI:
+            key = (kind, tf, 0)
+        elif kind in (k.ATR, k.DMI):  # an ATR and a DMI of one period share the true range
+            key = (k.DMI, tf, p0)
+        else:
             jobs.append([i])
             continue
-        key = (kind, tf, p1 if kind == k.EMA else 0)
         if key in waiting:
             jobs[waiting.pop(key)].append(i)
         else:

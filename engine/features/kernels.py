@@ -1191,6 +1191,101 @@ def dmi_batch_nb(hi, lo, cl, n, out_adx, out_plus, out_minus):  # type: ignore[n
 
 
 @njit(**_JIT)
+def dmi_atr_batch_nb(hi, lo, cl, n, out_adx, out_plus, out_minus, out_atr, out_natr):  # type: ignore[no-untyped-def]
+    """:func:`dmi_batch_nb` and :func:`atr_batch_nb` of the same period in one pass: one true
+    range per bar, and the ATR's dependency chain overlaps the DMI's. Equal to the two kernels
+    (each keeps its own operations in its own order), so to the folds of both step kernels.
+    """
+    m = cl.shape[0]
+    if m == 0:
+        return
+    out_adx[0] = NAN
+    out_plus[0] = NAN
+    out_minus[0] = NAN
+    out_atr[0] = NAN
+    out_natr[0] = NAN
+    ph = hi[0]
+    pl = lo[0]
+    pc = cl[0]
+    pdm = 0.0
+    mdm = 0.0
+    trs = 0.0
+    atr = 0.0  # the sum of the true ranges until bar n, then Wilder's average
+    for i in range(1, min(n, m)):
+        h = hi[i]
+        low = lo[i]
+        diff_p = h - ph
+        diff_m = pl - low
+        ph = h
+        pl = low
+        tr = true_range_nb(h, low, pc)
+        pc = cl[i]
+        if diff_m > 0 and diff_p < diff_m:
+            mdm += diff_m
+        elif diff_p > 0 and diff_p > diff_m:
+            pdm += diff_p
+        trs += tr
+        atr += tr
+        out_adx[i] = NAN
+        out_plus[i] = NAN
+        out_minus[i] = NAN
+        out_atr[i] = NAN
+        out_natr[i] = NAN
+    sum_dx = 0.0
+    adx = 0.0
+    for i in range(n, m):
+        h = hi[i]
+        low = lo[i]
+        diff_p = h - ph
+        diff_m = pl - low
+        ph = h
+        pl = low
+        tr = true_range_nb(h, low, pc)
+        pc = cl[i]
+        mdm -= mdm / n
+        pdm -= pdm / n
+        if diff_m > 0 and diff_p < diff_m:
+            mdm += diff_m
+        elif diff_p > 0 and diff_p > diff_m:
+            pdm += diff_p
+        trs = trs - trs / n + tr
+        if i == n:
+            atr += tr
+            atr = atr / n
+        else:
+            atr *= n - 1
+            atr += tr
+            atr /= n
+        out_atr[i] = atr
+        out_natr[i] = (atr / pc) * 100.0 if not _is_zero(pc) else 0.0
+        dx = NAN
+        if not _is_zero(trs):
+            minus_di = 100.0 * (mdm / trs)
+            plus_di = 100.0 * (pdm / trs)
+            s = minus_di + plus_di
+            if not _is_zero(s):
+                dx = 100.0 * (abs(minus_di - plus_di) / s)
+        else:
+            minus_di = 0.0
+            plus_di = 0.0
+        out_plus[i] = plus_di
+        out_minus[i] = minus_di
+        if i < 2 * n - 1:
+            if not math.isnan(dx):
+                sum_dx += dx
+            out_adx[i] = NAN
+        elif i == 2 * n - 1:
+            if not math.isnan(dx):
+                sum_dx += dx
+            adx = sum_dx / n
+            out_adx[i] = adx
+        else:
+            if not math.isnan(dx):
+                adx = (adx * (n - 1) + dx) / n
+            out_adx[i] = adx
+
+
+@njit(**_JIT)
 def candle_batch_nb(op, hi, lo, cl, out_body, out_upper, out_lower):  # type: ignore[no-untyped-def]
     """:func:`candle_step_nb` over the bars (oracle: that fold, and its formulas)."""
     for i in range(cl.shape[0]):

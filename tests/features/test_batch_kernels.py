@@ -35,6 +35,7 @@ def group(kind: str, p: int, q: int = 0, r: int = 0) -> list[str]:
         "atr": [f"atr_{p}", f"atr_pct_{p}"],
         "obv": ["obv"],
         "dmi": [f"adx_{p}", f"plus_di_{p}", f"minus_di_{p}"],
+        "dmi_atr": [f"adx_{p}", f"atr_{p}", f"minus_di_{p}", f"atr_pct_{p}", f"plus_di_{p}"],
         "candle": ["body_ratio", "upper_shadow", "lower_shadow"],
         "mom": [f"momentum_{p}", f"volume_momentum_{p}"],
         "logret": [f"log_return_{p}"],
@@ -42,7 +43,7 @@ def group(kind: str, p: int, q: int = 0, r: int = 0) -> list[str]:
     }[kind]
 
 
-KINDS = ("sma", "volume_sma", "ema", "rsi", "macd", "bb", "atr", "obv", "dmi", "candle", "mom", "logret", "volume")  # fmt: skip
+KINDS = ("sma", "volume_sma", "ema", "rsi", "macd", "bb", "atr", "obv", "dmi", "dmi_atr", "candle", "mom", "logret", "volume")  # fmt: skip
 
 
 def assert_bits(a: np.ndarray, b: np.ndarray, label: str) -> None:
@@ -136,7 +137,7 @@ def test_every_bar_valid_writes_straight_into_the_result(btc5m: pl.DataFrame) ->
     df = btc5m.slice(10, 6_000)
     names = [n for kind in KINDS for n in group(kind, 21, 8, 5) if "macd" not in n]
     names += group("macd", 8, 21, 5) + ["macd", "macd_12_26_9", "bb_pct", "bb_pct_20"]
-    check_batch_equals_fold(df, names)
+    check_batch_equals_fold(df, list(dict.fromkeys(names)))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -158,7 +159,9 @@ def test_random_walks_batch_equals_fold(
 ) -> None:  # fmt: skip
     df = make_bars(n, seed, offset, nan_frac, gap_frac)
     names = group(kind, p, q, r)
-    if kind in ("ema", "rsi", "sma", "atr", "dmi", "bb") and subset % 2:  # two periods (pairs)
+    if (
+        kind in ("ema", "rsi", "sma", "atr", "dmi", "dmi_atr", "bb") and subset % 2
+    ):  # two periods (pairs)
         names = list(dict.fromkeys(names + group(kind, q)))
     if len(names) > 1 and subset:  # some outputs only (the others go to scratch)
         names = [x for i, x in enumerate(names) if (subset >> (i % 3)) & 1] or names[:1]
@@ -208,3 +211,21 @@ def test_pair_kernels_equal_two_single_kernels(btc5m: pl.DataFrame) -> None:
                 pair(x[:m], na, nb, got_a, got_b)
                 assert_bits(got_a, want_a, f"{pair.__name__} a ({na}, {nb}) m={m}")
                 assert_bits(got_b, want_b, f"{pair.__name__} b ({na}, {nb}) m={m}")
+
+
+def test_dmi_atr_kernel_equals_the_two_kernels(btc5m: pl.DataFrame) -> None:
+    """dmi_atr_batch_nb against dmi_batch_nb and atr_batch_nb run one by one."""
+    df = btc5m.slice(700, 5_000)
+    h, lo, c = (df[x].to_numpy().astype(np.float64) for x in ("high", "low", "close"))
+    c[1_000:1_200] = c[1_000]  # a flat stretch (zero DX sums)
+    h[1_000:1_200] = c[1_000]
+    lo[1_000:1_200] = c[1_000]
+    for n in (2, 3, 14, 50):
+        for m in (0, 1, n - 1, n, n + 1, 2 * n - 1, 2 * n, 2 * n + 1, 5_000):
+            want = [np.full(m, 7.0) for _ in range(5)]
+            k.dmi_batch_nb(h[:m], lo[:m], c[:m], n, *want[:3])
+            k.atr_batch_nb(h[:m], lo[:m], c[:m], n, *want[3:])
+            got = [np.full(m, 7.0) for _ in range(5)]
+            k.dmi_atr_batch_nb(h[:m], lo[:m], c[:m], n, *got)
+            for j in range(5):
+                assert_bits(got[j], want[j], f"dmi_atr output {j} n={n} m={m}")
