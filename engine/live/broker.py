@@ -26,6 +26,7 @@ TESTNET_REST = "https://testnet.binancefuture.com"
 TESTNET_WS = "wss://fstream.binancefuture.com"
 PROD_REST = "https://fapi.binance.com"
 PROD_WS = "wss://fstream.binance.com"
+HOUR_MS = 3_600_000
 
 
 class OrderRejected(Exception):
@@ -184,6 +185,34 @@ class Broker:
             if len(rows) < 1500:
                 break
         return out
+
+    async def funding_events(self, symbol: str, *, start: int, end: int) -> list[tuple[int, float]]:
+        """Settled funding events ``(funding_time, rate)`` with ``start <= time <= end``, paginated
+        (``GET /fapi/v1/fundingRate``); times rounded to the hour (Binance's ms jitter removed,
+        as at data import)."""
+        m = self.market_ids[symbol]
+        exid = self.ex.markets[m]["id"]
+        out: dict[int, float] = {}
+        since = start
+        while since <= end:
+            rows = await self.call(
+                f"funding rates {symbol}",
+                lambda since=since: self.ex.fapiPublicGetFundingRate(
+                    {"symbol": exid, "startTime": since, "endTime": end, "limit": 1000}),
+            )
+            if not rows:
+                break
+            last = since
+            for r in rows:
+                raw = int(r["fundingTime"])
+                last = max(last, raw)
+                t = ((raw + HOUR_MS // 2) // HOUR_MS) * HOUR_MS
+                if start <= t <= end:
+                    out[t] = float(r["fundingRate"])
+            if len(rows) < 1000:
+                break
+            since = last + 1
+        return sorted(out.items())
 
     # ------------------------------------------------------------------ account
 

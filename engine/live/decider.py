@@ -87,11 +87,6 @@ def check_live_supported(graph: StrategyGraph) -> None:
             f"{src}: risk.breaker.max_consecutive_losses: the loss-streak breaker is not supported live yet",
             hint="use daily_loss_pct / drawdown_pct, or --set risk.breaker.max_consecutive_losses=null",
         )
-    if any(n.startswith(("funding_rate", "minutes_to_funding")) for n in graph.feature_columns):
-        raise ConfigError(
-            f"{src}: features: funding features are not supported by `engine live` yet",
-            hint="remove funding_rate / minutes_to_funding from features",
-        )
 
 
 def warmup_needed(graph: StrategyGraph) -> int:
@@ -144,6 +139,12 @@ class LiveDecider:
         self.recs = new_records(fills=4, trades=4, funding=4, events=64)
         self.bar_index = 0
         self._empty = np.empty(0)
+        # funding_rate reads settled funding events (the backtest loads them when data.funding)
+        self.needs_funding = "funding_rate" in names and bool(graph.config.data.funding)
+
+    def add_funding(self, symbol: str, funding_time: int, rate: float) -> None:
+        """Record a settled funding event of one symbol (feeds its FeatureStream)."""
+        self.streams[symbol].add_funding(int(funding_time), float(rate))
 
     # ------------------------------------------------------------------ signals
 

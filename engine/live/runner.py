@@ -115,6 +115,7 @@ class LiveRunner:
         self.stopped_by_signal = False
         self.last_done: int | None = None  # open time of the last bar processed
         self.pending: dict[int, dict[str, Bar]] = {}
+        self.funding_upto = 0  # funding events with time <= this have been fetched
         self.bars = 0
         self.orders = 0
         self.equity = float("nan")
@@ -188,6 +189,10 @@ class LiveRunner:
             "time": now, "severity": "info", "component": "live",
             "message": f"warm-up: {w} closed {self.graph.interval} bars from REST",
             "data": {"warmup_start": first, "warmup_bars": w, "first_live_bar": last_closed + self.step}})
+        if self.decider.needs_funding:
+            # the backtest over [first, ...] knows the funding events from its first bar on
+            await self._poll_funding(first, now, require=False)
+            self.funding_upto = max(now, last_closed + self.step)
         if w > 0:
             bars = await self._rest_bars(first, last_closed, now)
             for t in range(first, last_closed + 1, self.step):
@@ -242,6 +247,32 @@ class LiveRunner:
                    f"{len(stale)} stale open order(s) canceled",
                    {"wallet": acc.wallet, "positions": held, "canceled": stale})
 
+    async def _poll_funding(self, start: int, end: int, *, require: bool) -> None:
+        """Fetch each symbol's funding events in ``[start, end]`` into the feature streams.
+
+        With ``require``, a funding hour (a multiple of 8 h, as ``minutes_to_funding``) in the
+        span whose event the venue has not published yet is polled again with backoff (a
+        bounded number of times; then a warning and the last known rate stays in force)."""
+        from engine.features.kernels import FUNDING_PERIOD_MS
+
+        P = FUNDING_PERIOD_MS
+        due = list(range(((start + P - 1) // P) * P, end + 1, P)) if require else []
+        for s in self.symbols:
+            for attempt in range(6):
+                events = await self.broker.funding_events(s, start=start, end=end)
+                for ft, rate in events:
+                    self.decider.add_funding(s, ft, rate)
+                have = {ft for ft, _ in events}
+                missing = [t for t in due if t not in have]
+                if not missing:
+                    break
+                if attempt == 5:
+                    self.event("warning", "funding",
+                               f"{s}: funding event(s) not published by the venue; last rate kept",
+                               {"symbol": s, "missing": missing}, time_ms=end)
+                    break
+                await asyncio.sleep(min(0.25 * 2**attempt, self.opts.max_wait_s))
+
     async def _rest_bars(self, start: int, end: int, now: int) -> dict[tuple[str, int], Bar]:
         out: dict[tuple[str, int], Bar] = {}
         for s in self.symbols:
@@ -285,6 +316,11 @@ class LiveRunner:
 
     async def _process(self, t: int, bars: dict[str, Bar]) -> None:
         n = len(self.symbols)
+        close_time = t + self.step
+        if self.decider.needs_funding and close_time > self.funding_upto:
+            # the rate a bar's features read is the last one settled at or before its close
+            await self._poll_funding(self.funding_upto + 1, close_time, require=True)
+            self.funding_upto = close_time
         closes = np.full(n, np.nan)
         directions = np.full(n, np.nan)
         states = np.zeros(n, dtype=np.int64)

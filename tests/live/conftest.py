@@ -57,10 +57,13 @@ execution:
 """
 
 
-def strategy(start: int | str = "2024-01-01", end: int | str = "2024-01-02") -> Any:
+def strategy(start: int | str = "2024-01-01", end: int | str = "2024-01-02", *,
+             text: str = STRATEGY, sets: tuple[str, ...] = ()) -> Any:
+    """The strategy ``text`` (a format string with ``{start}``/``{end}``), with ``--set`` overrides."""
     from engine.strategy.load import load_strategy_text
 
-    return load_strategy_text(STRATEGY.format(start=start, end=end), file="ema_fast_cross.yaml")
+    return load_strategy_text(text.format(start=start, end=end), file="ema_fast_cross.yaml",
+                              overrides=list(sets))
 
 
 @pytest.fixture(scope="session")

@@ -29,11 +29,12 @@ def live_span(run_id: str, results: Path) -> tuple[int, int]:
     return int(data["warmup_start"]), int(data["first_live_bar"])
 
 
-def backtest_for(run_id: str, results: Path, store: Path) -> tuple[str, int]:
-    """The backtest over exactly the live run's bars (warm-up included); returns (run_id, first live bar)."""
+def backtest_for(run_id: str, results: Path, store: Path, **graph: Any) -> tuple[str, int]:
+    """The backtest over exactly the live run's bars (warm-up included); returns (run_id, first live bar).
+    ``graph``: the live run's strategy keywords (see conftest.strategy)."""
     first, first_live = live_span(run_id, results)
     last = q(f"SELECT max(open_time) AS t FROM decisions WHERE run_id = '{run_id}'", results)[0]["t"]
-    res = run_backtest(strategy(first, int(last)), store=store, results=results)
+    res = run_backtest(strategy(first, int(last), **graph), store=store, results=results)
     assert res.run_id is not None
     return res.run_id, first_live
 
@@ -53,8 +54,8 @@ def fills(run_id: str, since: int, results: Path) -> list[tuple[Any, ...]]:
     return [tuple(r.values()) for r in rows]
 
 
-def assert_parity(live_id: str, results: Path, store: Path) -> tuple[int, int]:
-    bt_id, first_live = backtest_for(live_id, results, store)
+def assert_parity(live_id: str, results: Path, store: Path, **graph: Any) -> tuple[int, int]:
+    bt_id, first_live = backtest_for(live_id, results, store, **graph)
     d_live, d_bt = decisions(live_id, first_live, results), decisions(bt_id, first_live, results)
     assert len(d_live) == len(d_bt) > 0
     for a, b in zip(d_live, d_bt, strict=True):
