@@ -8,7 +8,8 @@ Measures
      against pandas ``read_parquet`` of the file it wrote.
 
 Both paths are first checked to hold the same data. Targets (issue 2): load under 30 ms;
-import at least 5x the pandas path.
+import at least 5x the pandas path. Besides wall time the import's CPU time (all threads)
+is printed: on a loaded machine the wall ratio tends to the CPU ratio.
 
 Run: ``python bench/data_io.py [--repeat N]`` (data from $ENGINE_SHARED_DATA or ../shared/data).
 """
