@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from engine.data import Store, import_paths, load_candles, load_funding
+from engine.data.formats import gunzip
 from engine.data.naming import PathHints, path_hints
 from engine.data.schema import Dataset
 from engine.errors import DataError
@@ -147,3 +148,20 @@ def test_months_with_and_without_extra_columns_load_together(
     assert df["trades"].null_count() == 31 * 24 and df["trades"].dtype == pl.Int64
     jan_only = load_candles("BTCUSDT", "1h", market="spot", end="2023-01-31", store=store)
     assert "trades" not in jan_only.columns
+
+
+def test_gunzip_matches_gzip_for_one_and_several_members(usdm_dir: Path) -> None:
+    raw = (usdm_dir / "klines" / "ETHUSDT-1h.csv.gz").read_bytes()
+    assert gunzip(raw, source="f") == gzip.decompress(raw)
+    two = gzip.compress(b"a,b\n") + gzip.compress(b"1,2\n")  # `cat x.gz y.gz` is valid gzip
+    assert gunzip(two, source="f") == b"a,b\n1,2\n"
+    assert gunzip(gzip.compress(b""), source="f") == b""
+
+
+def test_gunzip_rejects_a_bad_checksum_and_trailing_junk() -> None:
+    data = bytearray(gzip.compress(b"1,2,3\n" * 100))
+    data[-8] ^= 1  # the member's CRC-32
+    with pytest.raises(DataError, match="f: cannot read"):
+        gunzip(bytes(data), source="f")
+    with pytest.raises(DataError, match="f: cannot read"):
+        gunzip(gzip.compress(b"1,2\n") + b"not gzip at all, but long enough", source="f")
