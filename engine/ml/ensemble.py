@@ -78,7 +78,9 @@ def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray, *, min_rows: int) 
     if method == "isotonic":
         from engine.ml.isotonic_nb import pava_nb
 
-        order = np.argsort(pp, kind="stable")
+        # equal p are pooled with the sum of their 0/1 labels (exact in any order), so the
+        # faster unstable sort gives the same knots as a stable one
+        order = np.argsort(pp)
         kx, ky = pava_nb(
             np.ascontiguousarray(pp[order]), np.ascontiguousarray(yy[order], dtype=np.float64)
         )

@@ -29,13 +29,14 @@ A model version is a hash of everything that determines it (:func:`model_version
   only changes them (or drops a symbol) reuses every version;
 * the model library and its version (a different LightGBM may fit a different model);
 * the training span (first and last training row) and the cutoff (and next cutoff);
-* a digest of the raw inputs of the fold's training window: the bytes of the open times,
-  the feature matrix and the labels of the rows in ``[train_start, cutoff)`` (Prophet: the
-  hourly closes of its window and the forecast times). The training rows are a
-  deterministic function of these and of the hashed config, so this is as strong as
-  hashing the training matrix itself, but it hashes contiguous slices in place (no copy),
-  once per fold and feature list, and builds the training matrix only when a version must
-  be fitted.
+* a digest of the raw inputs (``pipeline.fold_rows``): the open times of the chosen
+  training rows, and the bytes of the open times, the feature matrix and the labels of the
+  window's rows up to the last row a fold may train on (Prophet: the hourly closes of its
+  window and the forecast times). The training rows are a deterministic function of these
+  and of the hashed config, so this is as strong as hashing the training matrix itself, but
+  it hashes contiguous slices in place (no copy), once per fold and feature list, and builds
+  the training matrix only when a version must be fitted. Labels not yet known at the
+  cutoff lie outside the slice, so live (which cannot know them) and batch agree.
 
 Versions live under ``results/models/<version>/`` (written to a temporary folder and renamed
 into place, so a failed fit leaves nothing); an existing version is reused.

@@ -15,7 +15,12 @@ from engine.ml.models.base import Segment, TrainSet, masked_predict
 
 
 class LightGBMModel:
-    """``lightgbm`` node: binary GBDT, ``deterministic=True``, ``force_col_wise``, fixed seed."""
+    """``lightgbm`` node: binary GBDT, ``deterministic=True``, ``force_col_wise``, fixed seed.
+
+    Prediction goes through the numba tree kernel (:mod:`engine.ml.models.trees_nb`,
+    bit-identical to ``Booster.predict``); a loaded model builds its LightGBM ``booster``
+    only when asked for it (or for a model the kernel does not cover).
+    """
 
     kind = "lightgbm"
     FILE = "model.txt"
@@ -23,7 +28,18 @@ class LightGBMModel:
     def __init__(self, params: dict[str, Any], *, threads: int = 1) -> None:
         self.params = dict(params)
         self.threads = threads
-        self.booster: Any = None
+        self._booster: Any = None
+        self._text: str | None = None  # the model text, when loaded and not parsed into a booster
+        self._trees: Any = None  # trees_nb.Trees, False if not covered, None not parsed yet
+
+    @property
+    def booster(self) -> Any:
+        """The ``lightgbm.Booster`` (built from the saved text on first use)."""
+        if self._booster is None and self._text is not None:
+            import lightgbm as lgb
+
+            self._booster = lgb.Booster(model_str=self._text)
+        return self._booster
 
     def fit(self, train: TrainSet, *, seed: int, threads: int) -> LightGBMModel:
         import lightgbm as lgb
@@ -52,22 +68,40 @@ class LightGBMModel:
             params={"verbosity": -1, "num_threads": threads, "seed": seed},
             free_raw_data=True,
         )
-        self.booster = lgb.train(lgb_params, ds, num_boost_round=p["n_estimators"])
+        self._booster = lgb.train(lgb_params, ds, num_boost_round=p["n_estimators"])
+        self._text = None
+        self._trees = None
         self.threads = threads
         return self
 
+    def _kernel(self) -> Any:
+        if self._trees is None:
+            from engine.ml.models.trees_nb import parse_lightgbm
+
+            text = self._text if self._text is not None else self.booster.model_to_string()
+            self._trees = parse_lightgbm(text) or False
+        return self._trees
+
     def predict_proba(self, seg: Segment) -> np.ndarray:
-        return masked_predict(seg.X, lambda X: self.booster.predict(X, num_threads=self.threads))
+        trees = self._kernel()
+        if trees is False:
+            return masked_predict(
+                seg.X, lambda X: self.booster.predict(X, num_threads=self.threads)
+            )
+        from engine.ml.models.trees_nb import predict_trees
+
+        return masked_predict(seg.X, lambda X: predict_trees(trees, X))
 
     def save(self, path: Path) -> None:
-        self.booster.save_model(str(path / self.FILE))
+        if self._booster is None and self._text is not None:
+            (path / self.FILE).write_text(self._text)
+        else:
+            self.booster.save_model(str(path / self.FILE))
 
     @classmethod
     def load(cls, path: Path, params: dict[str, Any], *, threads: int = 1) -> LightGBMModel:
-        import lightgbm as lgb
-
         m = cls(params, threads=threads)
-        m.booster = lgb.Booster(model_file=str(path / cls.FILE))
+        m._text = (path / cls.FILE).read_text()
         return m
 
 
