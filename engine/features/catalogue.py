@@ -282,6 +282,8 @@ def build_plan(
 ) -> Plan:
     """Parse ``names`` and compile them into a :class:`Plan` (one indicator per distinct
     kind/parameters/timeframe, however many of its outputs are requested)."""
+    if isinstance(names, str):  # check_names says what to write instead
+        check_names(names, where=where, interval=interval)
     names = list(names) if names is not None else default_names(interval)
     specs = check_names(names, where=where, interval=interval)
     tf_order = [""] + sorted({s.tf for s in specs if s.tf is not None}, key=interval_ms)

@@ -229,3 +229,25 @@ def test_dmi_atr_kernel_equals_the_two_kernels(btc5m: pl.DataFrame) -> None:
             k.dmi_atr_batch_nb(h[:m], lo[:m], c[:m], n, *got)
             for j in range(5):
                 assert_bits(got[j], want[j], f"dmi_atr output {j} n={n} m={m}")
+
+
+def test_remembered_plans_give_the_same_frames_and_errors() -> None:
+    """compute() remembers compiled plans: a list and a tuple of names give the same frame,
+    the plan's arrays cannot be changed, and bad names still raise every time."""
+    from engine.errors import ConfigError
+    from engine.features import compute
+    from engine.features.batch import _plan
+
+    from .helpers import random_walk
+
+    df = random_walk(300, seed=8)
+    a = compute(df, ["ema_3", "rsi_5_15m"], interval="5m")
+    b = compute(df, ("ema_3", "rsi_5_15m"), interval="5m")
+    assert a.equals(b, null_equal=True)
+    with pytest.raises(ValueError, match="read-only"):
+        _plan(("ema_3",), "5m").ops[0, 0] = 0
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="did you mean 'rsi_14'"):
+            compute(df, ["rsi_14", "rsi_1x"], interval="5m")
+    with pytest.raises(ConfigError, match="got the string 'rsi_14'"):
+        compute(df, "rsi_14", interval="5m")  # type: ignore[arg-type]
