@@ -43,6 +43,7 @@ class OrderResult:
     filled: float
     average: float
     time_ms: int
+    update_ms: int = 0  # the last change (a triggered stop: when it filled)
 
 
 class Broker:
@@ -309,6 +310,62 @@ class Broker:
         return result
 
 
+    async def trigger_order(
+        self, symbol: str, kind: str, side: str, stop_price: str, *, client_order_id: str
+    ) -> OrderResult:
+        """Place a reduce-only ``STOP_MARKET`` / ``TAKE_PROFIT_MARKET`` order with
+        ``closePosition=true`` (it closes whatever position is held when it triggers, on the
+        last traded price). Sent at most once, as :meth:`market_order`. Raises
+        :class:`OrderRejected` when the exchange refuses it (e.g. -2021: would trigger now)."""
+        import asyncio
+
+        import ccxt
+
+        exid = self.ex.markets[self.market_ids[symbol]]["id"]
+        req = {"symbol": exid, "side": side.upper(), "type": kind, "stopPrice": stop_price,
+               "closePosition": "true", "workingType": "CONTRACT_PRICE",
+               "newClientOrderId": client_order_id}
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                o = await self.ex.fapiPrivatePostOrder(dict(req))
+                return OrderResult(client_order_id=client_order_id,
+                                   exchange_order_id=str(o.get("orderId")),
+                                   status="open", filled=0.0, average=float("nan"),
+                                   time_ms=int(o.get("updateTime") or 0))
+            except (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest) as err:
+                if isinstance(err, ccxt.DuplicateOrderId):
+                    found = await self.lookup(symbol, client_order_id)
+                    if found is not None:
+                        return found
+                raise OrderRejected(_short(err)) from err
+            except ccxt.OperationFailed as err:
+                self.retries += 1
+                self.event("warning", "broker",
+                           f"order {client_order_id}: {type(err).__name__}, status unknown; looking it up",
+                           {"attempt": attempt, "error": _short(err), "symbol": symbol})
+                await asyncio.sleep(self._wait(err, attempt))
+                found = await self.lookup(symbol, client_order_id)
+                if found is not None:
+                    return found
+        raise ExchangeError(
+            f"order {client_order_id} ({symbol} {kind} at {stop_price}) could not be placed after "
+            f"{self.max_attempts} attempts",
+            hint="the intent is in the run log; restart to reconcile",
+        )
+
+    async def cancel_by_client_id(self, symbol: str, client_order_id: str) -> OrderResult | None:
+        """Cancel an order by client id; returns its final state (None if unknown)."""
+        import ccxt
+
+        m = self.market_ids[symbol]
+        try:
+            await self.call(f"cancel {client_order_id}", lambda: self.ex.cancel_order(
+                "", m, params={"origClientOrderId": client_order_id}))
+        except (ccxt.OrderNotFound, ccxt.InvalidOrder):
+            pass  # already triggered, expired or canceled: its state says which
+        return await self.lookup(symbol, client_order_id)
+
+
 def _result(o: dict[str, Any], cid: str) -> OrderResult:
     info = o.get("info") or {}
     t = o.get("timestamp") or o.get("lastTradeTimestamp") or info.get("updateTime") or 0
@@ -319,6 +376,7 @@ def _result(o: dict[str, Any], cid: str) -> OrderResult:
         filled=float(o.get("filled") or 0.0),
         average=float(o.get("average") or o.get("price") or float("nan")),
         time_ms=int(t),
+        update_ms=int(info.get("updateTime") or o.get("lastUpdateTimestamp") or t or 0),
     )
 
 

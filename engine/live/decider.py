@@ -77,11 +77,6 @@ def check_live_supported(graph: StrategyGraph) -> None:
             f"{src}: execution.order_type: live mode sends market orders only, got {e.order_type!r}",
             hint="set execution.order_type: market (or --set execution.order_type=market)",
         )
-    if e.stop_loss is not None or e.take_profit is not None:
-        raise ConfigError(
-            f"{src}: execution.stop_loss/take_profit: exchange-side stop orders are not supported by `engine live` yet",
-            hint="remove stop_loss/take_profit (or --set execution.stop_loss=null --set execution.take_profit=null)",
-        )
     if cfg.risk.breaker.max_consecutive_losses is not None:
         raise ConfigError(
             f"{src}: risk.breaker.max_consecutive_losses: the loss-streak breaker is not supported live yet",
@@ -141,6 +136,25 @@ class LiveDecider:
         self._empty = np.empty(0)
         # funding_rate reads settled funding events (the backtest loads them when data.funding)
         self.needs_funding = "funding_rate" in names and bool(graph.config.data.funding)
+        # ATR stops/targets read atr_N at the decision bar (as the backtest's ``atr`` input)
+        e = graph.config.execution
+        atr_stop = next((x for x in (e.stop_loss, e.take_profit) if x is not None and x.atr is not None), None)
+        self.atr_name = f"atr_{atr_stop.atr_period}" if atr_stop is not None else None
+        self.atr = dict.fromkeys(self.symbols, float("nan"))
+        self.has_exits = e.stop_loss is not None or e.take_profit is not None
+
+    def exit_prices(self, symbol: str, side: int, entry_price: float) -> tuple[float, float]:
+        """Stop-loss and take-profit trigger prices after an entry (NaN: none), as the
+        simulator sets them (:func:`engine.sim.accounting.stop_target_prices_nb` with the ATR
+        of the decision bar)."""
+        from engine.sim.accounting import stop_target_prices_nb
+
+        j = self.symbols.index(symbol)
+        p = self.prm
+        stop, target = stop_target_prices_nb(
+            int(side), float(entry_price), p.stop_pct, p.target_pct, p.stop_atr, p.target_atr,
+            self.atr[symbol], float(self.spa.tick[j]))
+        return float(stop), float(target)
 
     def add_funding(self, symbol: str, funding_time: int, rate: float) -> None:
         """Record a settled funding event of one symbol (feeds its FeatureStream)."""
@@ -163,6 +177,8 @@ class LiveDecider:
         row = {k: float(v) for k, v in feats.items()}
         for c in self.price_cols:
             row[c] = float(getattr(bar, c))
+        if self.atr_name is not None:
+            self.atr[bar.symbol] = row.get(self.atr_name, float("nan"))
         rows = self.rows[bar.symbol]
         rows.append(row)
         cols = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in row}

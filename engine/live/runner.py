@@ -116,6 +116,8 @@ class LiveRunner:
         self.last_done: int | None = None  # open time of the last bar processed
         self.pending: dict[int, dict[str, Bar]] = {}
         self.funding_upto = 0  # funding events with time <= this have been fetched
+        # resting stop-loss / take-profit orders per symbol: [(leg, client id, base row)]
+        self.protect: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
         self.bars = 0
         self.orders = 0
         self.equity = float("nan")
@@ -332,6 +334,8 @@ class LiveRunner:
             st, d = self.decider.signal_step(bar)
             states[j], directions[j], closes[j] = st, d, bar.close
         acc = await self.broker.account()
+        if self.protect:
+            acc = await self._check_exits(t, acc)
         target, reason, equity = self.decider.size(t, closes, directions, acc)
         self.equity = equity
         decided_at = t + self.step
@@ -370,7 +374,10 @@ class LiveRunner:
             self.stop.set()
 
     async def _trade(self, symbol: str, t: int, q: float, target: float) -> None:
-        """The two legs of engine.sim's fill: close/reduce first (``exit``), then open (``entry``)."""
+        """The two legs of engine.sim's fill: close/reduce first (``exit``), then open (``entry``).
+
+        Resting stop/target orders are canceled before a leg that closes, flips or adds to the
+        position, and placed anew after an entry fill (from the exchange's entry price)."""
         if q != 0.0 and (target == 0.0 or (target > 0) != (q > 0)):
             close_qty = -q
         elif q != 0.0 and abs(target) < abs(q):
@@ -383,10 +390,95 @@ class LiveRunner:
         open_qty = target - (q + close_qty)
         if open_qty != 0.0:
             legs.append(("entry", open_qty, False))
+        if self.protect.get(symbol) and (open_qty != 0.0 or q + close_qty == 0.0):
+            await self._cancel_exits(symbol, t + self.step)
+        entered = False
         for leg, dq, reduce_only in legs:
-            await self._send(symbol, t, leg, dq, reduce_only)
+            filled = await self._send(symbol, t, leg, dq, reduce_only)
+            entered = entered or (leg == "entry" and filled)
+        if entered and self.decider.has_exits:
+            await self._place_exits(symbol, t)
 
-    async def _send(self, symbol: str, t: int, leg: str, dq: float, reduce_only: bool) -> None:
+    # ------------------------------------------------------------------ stop-loss / take-profit
+
+    async def _place_exits(self, symbol: str, t: int) -> None:
+        """STOP_MARKET then TAKE_PROFIT_MARKET (closePosition) at the simulator's trigger prices."""
+        from engine.backtest.records import client_order_id
+
+        acc = await self.broker.account()
+        j = self.symbols.index(symbol)
+        qty, entry = float(acc.qty[j]), float(acc.entry_price[j])
+        if qty == 0.0:
+            return
+        side = 1 if qty > 0 else -1
+        stop, target = self.decider.exit_prices(symbol, side, entry)
+        digits = self.decider.specs[j].price_precision
+        created = t + self.step
+        placed = []
+        for leg, kind, px in (("stop", "STOP_MARKET", stop), ("target", "TAKE_PROFIT_MARKET", target)):
+            if np.isnan(px):
+                continue
+            cid = client_order_id(self.run_id, symbol, t, leg)
+            o_side = "sell" if side > 0 else "buy"
+            base = {"client_order_id": cid, "symbol": symbol, "side": o_side,
+                    "type": kind.lower(), "quantity": abs(qty), "price": px, "created_at": created,
+                    "open_time": t, "leg": leg, "reduce_only": True}
+            self.log.append(self.run_id, "orders", {**base, "status": "new", "updated_at": created})
+            try:
+                r = await self.broker.trigger_order(symbol, kind, o_side, f"{px:.{digits}f}",
+                                                    client_order_id=cid)
+            except OrderRejected as err:
+                self.log.append(self.run_id, "orders", {**base, "status": "rejected",
+                                                        "updated_at": created, "message": str(err)})
+                self.event("warning", "broker", f"{leg} order {cid} rejected: {err}",
+                           {"symbol": symbol, "price": px}, time_ms=created)
+                continue
+            base["exchange_order_id"] = r.exchange_order_id
+            placed.append((leg, cid, base))
+        if placed:
+            self.protect[symbol] = placed
+
+    async def _cancel_exits(self, symbol: str, now: int) -> None:
+        for leg, cid, base in self.protect.pop(symbol, []):
+            r = await self.broker.cancel_by_client_id(symbol, cid)
+            if r is not None and r.status == "closed" and r.filled > 0:
+                self._log_exit_fill(symbol, leg, base, r)
+                continue
+            self.log.append(self.run_id, "orders", {**base, "status": "canceled", "updated_at": now})
+
+    async def _check_exits(self, t: int, acc: Any) -> Any:
+        """After bar ``t``: log the stop/target orders that triggered during it and cancel
+        their siblings (a position the exchange closed leaves none of ours resting)."""
+        changed = False
+        for symbol in list(self.protect):
+            j = self.symbols.index(symbol)
+            if acc.qty[j] != 0.0:
+                continue
+            for leg, cid, base in self.protect.pop(symbol):
+                r = await self.broker.lookup(symbol, cid)
+                if r is not None and r.status == "closed" and r.filled > 0:
+                    self._log_exit_fill(symbol, leg, base, r)
+                    changed = True
+                    continue
+                if r is not None and r.status == "open":
+                    await self.broker.cancel_by_client_id(symbol, cid)
+                self.log.append(self.run_id, "orders", {
+                    **base, "status": "canceled" if r is None or r.status == "open" else
+                    {"expired": "expired", "canceled": "canceled"}.get(r.status, r.status),
+                    "updated_at": t + self.step})
+        return await self.broker.account() if changed else acc
+
+    def _log_exit_fill(self, symbol: str, leg: str, base: dict[str, Any], r: Any) -> None:
+        # the row names the bar whose prices triggered it (as the backtest's stop/target rows)
+        when = r.update_ms or r.time_ms
+        trig = ((when - 1) // self.step) * self.step if when else base["open_time"]
+        self.log.append(self.run_id, "orders", {
+            **base, "status": "filled", "open_time": trig, "filled_quantity": r.filled,
+            "avg_price": r.average, "price": r.average, "updated_at": max(when, trig)})
+        self.orders += 1
+
+    async def _send(self, symbol: str, t: int, leg: str, dq: float, reduce_only: bool) -> bool:
+        """One market leg; True when it filled."""
         from engine.backtest.records import client_order_id
 
         spec = self.decider.specs[self.symbols.index(symbol)]
@@ -406,7 +498,7 @@ class LiveRunner:
                                                     "message": str(err)})
             self.event("warning", "broker", f"order {cid} rejected: {err}",
                        {"symbol": symbol, "leg": leg, "qty": qty}, time_ms=created)
-            return
+            return False
         status = {"closed": "filled", "open": "new", "canceled": "canceled", "expired": "expired",
                   "rejected": "rejected"}.get(r.status, r.status)
         self.log.append(self.run_id, "orders", {
@@ -414,6 +506,7 @@ class LiveRunner:
             "filled_quantity": r.filled, "avg_price": r.average,
             "price": r.average, "updated_at": max(r.time_ms, created)})
         self.orders += 1
+        return status == "filled" and r.filled > 0
 
 
 def run_live(graph: StrategyGraph, opts: LiveOptions, *,
