@@ -49,10 +49,15 @@ _COMPRESSION: Final = "none"  # see the module docstring; DuckDB, Spark, Trino r
 _IO_THREADS = 8
 
 
-@functools.cache
 def _io_pool() -> ThreadPoolExecutor:
-    """Threads shared by every write (created once: starting threads per import costs ms)."""
-    return ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="engine-store-io")
+    """Threads shared by every write (created once per process: starting threads per import
+    costs ms; a forked child gets its own pool, as its parent's threads do not exist in it)."""
+    return _pool_for(os.getpid())
+
+
+@functools.cache
+def _pool_for(pid: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix=f"engine-store-io-{pid}")
 
 
 def month_start_ms(month: str) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from pathlib import Path
 
 import polars as pl
@@ -49,3 +51,21 @@ def test_batch_write_replaces_and_adds_months(store: Path) -> None:
     assert "DELTA_BINARY_PACKED" in md.encodings
     assert md.statistics.min == changed["open_time"][0]
     assert md.statistics.max == changed["open_time"][-1]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_writes_with_its_own_threads(store: Path) -> None:
+    st = Store(store)
+    frame = pl.read_parquet(st.partition_path(BTC_1H, "2023-01"))
+    st.write_partitions([(st.partition_path(BTC_1H, "2023-01"), frame)])  # the parent's pool
+    target = st.partition_path(Dataset("klines", "usdm", "ETHUSDT", "1h"), "2023-01")
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=st.write_partitions, args=([(target, frame)],))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+    assert child.exitcode == 0, "the child hung or failed writing through its parent's pool"
+    assert pl.read_parquet(target).equals(frame)
