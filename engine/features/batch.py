@@ -178,7 +178,7 @@ def compute_columns(
             kind, _, _, _, p0, p1, p2, _ = ops[job[0]]
             primary, outs = outs_of[0]
             extras = kind == k.BBANDS and (primary[3] >= 0 or primary[4] >= 0)
-            k.fold_op_nb(kind, p0, p1, p2, pfs[job[0]], *src, tf_ms, *outs, extras)
+            run_op(kind, p0, p1, p2, pfs[job[0]], *src, tf_ms, *outs, extras=extras)
         if direct:
             continue
         for primary, outs in outs_of:
@@ -193,6 +193,59 @@ def compute_columns(
         for j in js[1:]:
             result[j] = result[js[0]]
     return result[:n_names]
+
+
+def run_op(
+    kind: int,
+    p0: int,
+    p1: int,
+    p2: int,
+    pf: float,
+    t: np.ndarray,
+    op: np.ndarray,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    cl: np.ndarray,
+    vo: np.ndarray,
+    fr: np.ndarray,
+    base_ms: int,
+    *outs: np.ndarray,
+    extras: bool,
+) -> None:
+    """Run one indicator over arrays of (valid) bars with its ``*_batch_nb`` kernel: output j
+    goes to ``outs[j]`` (5 arrays; a scratch array where nobody asked for the output).
+    ``extras``: Bollinger width and %b are wanted. Dispatched here rather than in one numba
+    function so that only the kernels a plan uses are compiled."""
+    x = vo if p1 == k.SRC_VOLUME else cl
+    o0, o1, o2, o3, o4 = outs
+    if kind == k.RAW_VOLUME:
+        o0[:] = vo
+    elif kind == k.SMA:
+        k.sma_batch_nb(x, p0, o0, o1)
+    elif kind == k.EMA:
+        k.ema_batch_nb(x, p0, o0)
+    elif kind == k.RSI:
+        k.rsi_batch_nb(cl, p0, o0)
+    elif kind == k.MACD:
+        k.macd_batch_nb(cl, p0, p1, p2, o0, o1, o2)
+    elif kind == k.BBANDS:
+        k.bbands_batch_nb(cl, p0, pf, o0, o1, o2, o3, o4, extras)
+    elif kind == k.ATR:
+        k.atr_batch_nb(hi, lo, cl, p0, o0, o1)
+    elif kind == k.OBV:
+        k.obv_batch_nb(cl, vo, o0)
+    elif kind == k.DMI:
+        k.dmi_batch_nb(hi, lo, cl, p0, o0, o1, o2)
+    elif kind == k.CANDLE:
+        k.candle_batch_nb(op, hi, lo, cl, o0, o1, o2)
+    elif kind == k.MOM:
+        k.mom_batch_nb(x, p0, o0)
+    elif kind == k.LOGRET:
+        k.logret_batch_nb(cl, p0, o0)
+    elif kind == k.FUNDING:
+        k.funding_batch_nb(t, fr, base_ms, o0, o1)
+    else:
+        raise AssertionError(f"unknown indicator kind {kind}")
 
 
 def _jobs(ops: list[list[int]]) -> list[list[int]]:

@@ -12,9 +12,10 @@ The state of the whole plan is one float64 vector ``st`` (every indicator's slic
 higher timeframe's bar aggregator) and ``last`` (the latest value of every output).
 
 :func:`step_plan_nb` is THE step: one base bar through the whole plan. Streaming calls it
-once per closed bar; :func:`fold_plan_nb` folds it over an array of bars. :func:`fold_op_nb`
-and :func:`aggregate_nb` are the specialised batch path (one tight loop per indicator, the same
-step kernels); the tests prove it equal to the fold.
+once per closed bar; :func:`fold_plan_nb` folds it over an array of bars. The ``*_batch_nb``
+kernels and :func:`aggregate_nb` are the specialised batch path (one tight loop per indicator,
+the operations of its step kernel in the same order, state in local variables); the tests
+prove them equal to the fold, bit for bit.
 
 Rules, identical in every path:
 
@@ -1336,43 +1337,6 @@ def funding_batch_nb(t, fr, base_ms, out_rate, out_minutes):  # type: ignore[no-
             nxt = close_ms - close_ms % FUNDING_PERIOD_MS + FUNDING_PERIOD_MS
         out_rate[i] = fr[i]
         out_minutes[i] = (nxt - close_ms) / 60_000.0
-
-
-@njit(**_JIT)
-def fold_op_nb(  # type: ignore[no-untyped-def]
-    kind, p0, p1, p2, pf, t, op, hi, lo, cl, vo, fr, base_ms, o0, o1, o2, o3, o4, extras
-):
-    """Run one indicator over arrays of (valid) bars with its ``*_batch_nb`` kernel; output k
-    goes to ``ok`` (a scratch array where nobody asked for it). ``extras``: Bollinger width
-    and %b are wanted. Every kind is proved equal to :func:`fold_plan_nb`, bit for bit.
-    """
-    x = vo if p1 == SRC_VOLUME else cl
-    if kind == RAW_VOLUME:
-        o0[:] = vo
-    elif kind == SMA:
-        sma_batch_nb(x, p0, o0, o1)
-    elif kind == EMA:
-        ema_batch_nb(x, p0, o0)
-    elif kind == RSI:
-        rsi_batch_nb(cl, p0, o0)
-    elif kind == MACD:
-        macd_batch_nb(cl, p0, p1, p2, o0, o1, o2)
-    elif kind == BBANDS:
-        bbands_batch_nb(cl, p0, pf, o0, o1, o2, o3, o4, extras)
-    elif kind == ATR:
-        atr_batch_nb(hi, lo, cl, p0, o0, o1)
-    elif kind == OBV:
-        obv_batch_nb(cl, vo, o0)
-    elif kind == DMI:
-        dmi_batch_nb(hi, lo, cl, p0, o0, o1, o2)
-    elif kind == CANDLE:
-        candle_batch_nb(op, hi, lo, cl, o0, o1, o2)
-    elif kind == MOM:
-        mom_batch_nb(x, p0, o0)
-    elif kind == LOGRET:
-        logret_batch_nb(cl, p0, o0)
-    elif kind == FUNDING:
-        funding_batch_nb(t, fr, base_ms, o0, o1)
 
 
 @njit(**_JIT)

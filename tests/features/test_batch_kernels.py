@@ -17,7 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.features import kernels as k
-from engine.features.batch import candle_arrays, compute_columns, compute_columns_fold, funding_asof
+from engine.features.batch import (
+    candle_arrays,
+    compute_columns,
+    compute_columns_fold,
+    funding_asof,
+    run_op,
+)
 from engine.features.catalogue import build_plan
 
 from .test_stream import make_bars, make_funding
@@ -98,9 +104,10 @@ def test_kernels_directly_equal_the_step_fold_on_real_bars(btc5m: pl.DataFrame) 
             want[:, i] = res[:n_out]
         for m in (0, 1, max(p0 - 1, 0), p0, p0 + 1, 2 * p0, n):  # short series too
             outs = [np.full(m, 7.0) for _ in range(5)]
-            k.fold_op_nb(
+            run_op(
                 kind, p0, p1, p2, 2.0, tv[:m], arr["open"][:m], arr["high"][:m],
-                arr["low"][:m], arr["close"][:m], arr["volume"][:m], fr[:m], 300_000, *outs, True,
+                arr["low"][:m], arr["close"][:m], arr["volume"][:m], fr[:m], 300_000, *outs,
+                extras=True,
             )  # fmt: skip
             for j in range(n_out):
                 assert_bits(outs[j], want[j, :m], f"kind {kind} ({p0},{p1},{p2}) output {j} m={m}")
