@@ -187,6 +187,17 @@ class Broker:
                 break
         return out
 
+    async def funding_settled(self, symbol: str, funding_time: int) -> tuple[float, float] | None:
+        """``(rate, mark price)`` of the funding settled at ``funding_time`` (None: not known)."""
+        exid = self.ex.markets[self.market_ids[symbol]]["id"]
+        rows = await self.call(f"funding rate {symbol}", lambda: self.ex.fapiPublicGetFundingRate(
+            {"symbol": exid, "startTime": funding_time - 60_000, "endTime": funding_time + 60_000,
+             "limit": 10}))
+        for r in rows or []:
+            if abs(int(r["fundingTime"]) - funding_time) <= 60_000:
+                return float(r["fundingRate"]), float(r.get("markPrice") or "nan")
+        return None
+
     async def funding_events(self, symbol: str, *, start: int, end: int) -> list[tuple[int, float]]:
         """Settled funding events ``(funding_time, rate)`` with ``start <= time <= end``, paginated
         (``GET /fapi/v1/fundingRate``); times rounded to the hour (Binance's ms jitter removed,

@@ -118,6 +118,10 @@ class LiveRunner:
         self.funding_upto = 0  # funding events with time <= this have been fetched
         # resting stop-loss / take-profit orders per symbol: [(leg, client id, base row)]
         self.protect: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+        from engine.live.trades import TradeBook
+
+        self.book = TradeBook(self.symbols)
+        self.taker_fee = float(graph.config.execution.taker_fee)
         self.bars = 0
         self.orders = 0
         self.equity = float("nan")
@@ -237,6 +241,9 @@ class LiveRunner:
     async def _reconcile(self) -> None:
         acc = await self.broker.account()
         held = {s: float(q) for s, q in zip(self.symbols, acc.qty, strict=True) if q != 0.0}
+        now = await self.broker.server_time()
+        for j, s in enumerate(self.symbols):
+            self.book.adopt(s, float(acc.qty[j]), float(acc.entry_price[j]), now)
         stale = []
         for s in self.symbols:
             for o in await self.broker.open_orders(s):
@@ -360,6 +367,7 @@ class LiveRunner:
         for ev in breaker_events(self.decider):
             self.event("warning" if ev["code"] else "info", "risk",
                        f"circuit breaker event {ev['code']} ({ev['value']:.4g})", ev, time_ms=decided_at)
+        await self._settle_funding(t, acc)
         for j, s in enumerate(self.symbols):
             if not np.isnan(closes[j]) and target[j] != acc.qty[j]:
                 await self._trade(s, t, float(acc.qty[j]), float(target[j]))
@@ -468,6 +476,31 @@ class LiveRunner:
                     "updated_at": t + self.step})
         return await self.broker.account() if changed else acc
 
+    async def _settle_funding(self, t: int, acc: Any) -> None:
+        """Funding settled at the close of bar ``t`` (a funding time) on the positions held
+        through it (before this close's orders fill), added to their open trades."""
+        from engine.features.kernels import FUNDING_PERIOD_MS
+
+        f = t + self.step
+        if f % FUNDING_PERIOD_MS or not self.graph.config.data.funding:
+            return
+        for j, s in enumerate(self.symbols):
+            q = float(acc.qty[j])
+            if q == 0.0:
+                continue
+            got = await self.broker.funding_settled(s, f)
+            if got is None or np.isnan(got[1]):
+                self.event("warning", "funding", f"{s}: funding at {f} not published; not in the trade",
+                           {"symbol": s, "funding_time": f}, time_ms=f)
+                continue
+            self.book.add_funding(s, q * got[1] * got[0])
+
+    def _book_fill(self, symbol: str, qty: float, price: float, time_ms: int, reason: str) -> None:
+        fee = abs(qty) * price * self.taker_fee
+        rows = self.book.fill(symbol, qty, price, fee, time_ms=time_ms, reason=reason)
+        if rows:
+            self.log.append(self.run_id, "trades", rows)
+
     def _log_exit_fill(self, symbol: str, leg: str, base: dict[str, Any], r: Any) -> None:
         # the row names the bar whose prices triggered it (as the backtest's stop/target rows)
         when = r.update_ms or r.time_ms
@@ -476,6 +509,8 @@ class LiveRunner:
             **base, "status": "filled", "open_time": trig, "filled_quantity": r.filled,
             "avg_price": r.average, "price": r.average, "updated_at": max(when, trig)})
         self.orders += 1
+        sgn = -1.0 if base["side"] == "sell" else 1.0
+        self._book_fill(symbol, sgn * r.filled, r.average, trig, leg)
 
     async def _send(self, symbol: str, t: int, leg: str, dq: float, reduce_only: bool) -> bool:
         """One market leg; True when it filled."""
@@ -506,6 +541,8 @@ class LiveRunner:
             "filled_quantity": r.filled, "avg_price": r.average,
             "price": r.average, "updated_at": max(r.time_ms, created)})
         self.orders += 1
+        if r.filled > 0:
+            self._book_fill(symbol, (1.0 if dq > 0 else -1.0) * r.filled, r.average, t + self.step, "signal")
         return status == "filled" and r.filled > 0
 
 
