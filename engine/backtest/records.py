@@ -90,8 +90,10 @@ def decision_frame(market: Market, dec: Decisions, res: SimResult) -> pl.DataFra
             "price": close,
         }
         for name, arr in dec.extra.items():
-            # only the log's own columns: e.g. the Kelly payoff ratio feeds the simulator, not the log
-            if name in logged and name not in cols:
+            # only the log's own columns: e.g. the Kelly payoff ratio feeds the simulator, not
+            # the log; an extra named like a column wins (the ML slot logs the fused P(up) as
+            # ``probability`` while the simulator's Kelly p is the chosen side's probability)
+            if name in logged:
                 cols[name] = arr[rows, j]
         frames.append(pl.DataFrame(cols).with_columns(symbol=pl.lit(sym)))
     if not frames:

@@ -7,8 +7,10 @@ result on the market grid as a :class:`engine.backtest.decide.Decisions`:
   symbol has no bar),
 * ``probability``: the probability that the chosen side is right, ``max(p, 1 - p)`` of the
   fused calibrated P(up) (the risk manager's Kelly ``p``); ``confidence`` the same,
-* ``extra``: ``agreement``, ``uncertainty``, ``expected_value`` (ensemble_decisions columns)
-  and ``payoff`` (the recent payoff ratio b, the risk manager's Kelly ``b``),
+* ``extra``: ``probability`` (the fused calibrated P(up), logged as
+  ``ensemble_decisions.probability``), ``agreement``, ``uncertainty``, ``expected_value``
+  (ensemble_decisions columns) and ``payoff`` (the recent payoff ratio b, the risk manager's
+  Kelly ``b``),
 * ``predictions``: the ``model_predictions`` rows (raw and calibrated P(up), the model's fusion
   weight, model version, the realised label where known),
 * ``ml``: the :class:`engine.ml.EnsembleResult` itself (fold metrics, calibration curve,
@@ -61,7 +63,7 @@ def decide(
     prob = np.full((n, k), np.nan)
     extra = {
         name: np.full((n, k), np.nan)
-        for name in ("agreement", "uncertainty", "expected_value", "payoff")
+        for name in ("probability", "agreement", "uncertainty", "expected_value", "payoff")
     }
     preds = []
     for j, sym in enumerate(syms):
@@ -70,6 +72,7 @@ def decide(
         state[rows, j] = r.direction
         direction[rows, j] = r.direction
         prob[rows, j] = r.confidence
+        extra["probability"][rows, j] = r.p
         extra["agreement"][rows, j] = r.agreement
         extra["uncertainty"][rows, j] = r.uncertainty
         extra["expected_value"][rows, j] = r.expected_value

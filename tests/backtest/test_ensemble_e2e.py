@@ -7,8 +7,11 @@ four weeks of data with tiny models and three folds.
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +130,15 @@ def test_predictions_from_all_models_and_decisions_for_both_symbols(runs) -> Non
     )
     assert [r["symbol"] for r in dec] == list(SYMBOLS)
     assert all(r["n"] == 27 * 288 and r["actions"] >= 2 for r in dec)
+    # ensemble_decisions.probability is the fused P(up) (below 1/2 when the ensemble leans
+    # down), confidence the chosen side's probability max(p, 1 - p)
+    (row,) = query(
+        "SELECT min(probability) AS lo, max(probability) AS hi, "
+        "max(abs(confidence - greatest(probability, 1 - probability))) AS diff "
+        f"FROM ensemble_decisions WHERE run_id = '{rid}' AND probability IS NOT NULL",
+        results,
+    )
+    assert row["lo"] < 0.5 < row["hi"] and row["diff"] < 1e-12
 
 
 def test_model_metrics_in_the_run(runs) -> None:  # type: ignore[no-untyped-def]
@@ -167,3 +179,70 @@ def test_second_run_gives_identical_decisions(runs) -> None:  # type: ignore[no-
     ma = {k: v for k, v in docs[0]["metrics"].items() if k != "ml"}
     mb = {k: v for k, v in docs[1]["metrics"].items() if k != "ml"}
     assert ma == mb
+
+
+def test_summary_table_shows_the_models(runs, usdm_store: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without --json the summary adds the per-model table (a rerun: nothing is trained)."""
+    results, _ = runs
+    cfg = tmp_path / "ensemble_small.yaml"
+    cfg.write_text(CONFIG)
+    out = engine("backtest", str(cfg), "--store", str(usdm_store), "--results", str(results))
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    assert "Models: walk-forward, out-of-fold (0 versions fitted, 24 reused)" in text
+    for head in ("AUC", "Log loss", "Brier", "ECE", "Contribution"):
+        assert head in text, head
+    for name in (*MODELS, "ensemble"):
+        assert re.search(rf"{name}\s*│\s*0\.\d{{3}}\s*│", text), name
+
+
+def test_report_shows_models_in_chromium(runs, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """engine report of the ensemble run: per-model metrics, calibration curve, contributions,
+    drawn by a real headless Chromium with the network blocked."""
+    results, docs = runs
+    rid = docs[0]["run_id"]
+    page = tmp_path / "report.html"
+    out = engine("report", rid, "--results", str(results), "--out", str(page))
+    assert out.returncode == 0, out.stderr[-3000:]
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.fail("chromium is not installed: apt-get install -y chromium (.ci/run installs it)")
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--proxy-server=http://127.0.0.1:9",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    got = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr[-2000:]
+    dom = html.unescape(got.stdout)
+    assert "Uncaught" not in got.stderr, got.stderr[-2000:]
+    for div in ("calibration", "contribution"):
+        assert re.search(rf'<div id="{div}"[^>]*class="[^"]*js-plotly-plot', dom), div
+    assert "Walk-forward metrics reported by training (runs.metrics['models'])" in dom
+    assert "Calibration curve" in dom and "Model contributions" in dom
+    stored = docs[0]["metrics"]["models"]
+    # the stored walk-forward table: one row per model with its AUC (4 decimals on the page)
+    section = dom.split("Walk-forward metrics reported by training", 1)[1].split("</table>", 1)[0]
+    for name in (*MODELS, "ensemble"):
+        row = re.search(rf"<tr><td[^>]*>{name}</td>(.*?)</tr>", section)
+        assert row, name
+        assert f"{stored[name]['auc']:.4f}" in row.group(1), name
+    # scored from the log (fused P(up) vs realised labels) the ensemble agrees with training's
+    logged = dom.split("Out-of-sample over this run", 1)[1].split("</table>", 1)[0]
+    row = re.search(r"<tr><td[^>]*>ensemble</td>(.*?)</tr>", logged)
+    assert row and f"{stored['ensemble']['auc']:.4f}" in row.group(1)
+    # the calibration figure has one trace per model and the ensemble
+    for name in (*MODELS, "ensemble"):
+        assert name in dom.split('id="calibration"', 1)[1], name
