@@ -178,7 +178,11 @@ def compute_columns(
             kind, _, _, _, p0, p1, p2, _ = ops[job[0]]
             primary, outs = outs_of[0]
             extras = kind == k.BBANDS and (primary[3] >= 0 or primary[4] >= 0)
-            run_op(kind, p0, p1, p2, pfs[job[0]], *src, tf_ms, *outs, extras=extras)
+            t_, op_, hi_, lo_, cl_, vo_, fr_ = src
+            run_op(
+                kind, p0, p1, p2, pfs[job[0]], t_, op_, hi_, lo_, cl_, vo_, fr_, tf_ms, *outs,
+                extras=extras,
+            )  # fmt: skip
         if direct:
             continue
         for primary, outs in outs_of:

@@ -121,7 +121,7 @@ def default_names(interval: str) -> list[str]:
 
 def _suggest(name: str, interval: str | None) -> str:
     tokens = name.split("_")
-    tail = []
+    tail: list[str] = []
     while tokens and (_NUM_RE.match(tokens[-1]) or _TF_RE.match(tokens[-1])):
         tail.insert(0, tokens.pop())
     candidates = set(default_names(interval or "5m")) | set(FAMILIES)

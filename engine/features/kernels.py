@@ -55,6 +55,8 @@ does not notice when a kernel defined in another module changes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from numba import njit
@@ -87,7 +89,12 @@ MAX_OUTPUTS = 5
 
 FUNDING_PERIOD_MS = 8 * 3_600_000
 
-_JIT = {"cache": True, "error_model": "numpy", "nogil": True}
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def kernel(fn: _F) -> _F:
+    """Compile ``fn`` with numba: on-disk cache, numpy's error model, no GIL."""
+    return njit(cache=True, error_model="numpy", nogil=True)(fn)  # type: ignore[return-value]
 
 
 def state_size(kind: int, p0: int, p1: int, p2: int) -> int:
@@ -127,7 +134,7 @@ def warmup(kind: int, output: int, p0: int, p1: int, p2: int) -> int:
     return 0
 
 
-@njit(**_JIT)
+@kernel
 def _is_zero(v: float) -> bool:
     """The zero test of the TA-Lib build this project is checked against (0.8): exact.
 
@@ -136,7 +143,7 @@ def _is_zero(v: float) -> bool:
     return v == 0.0
 
 
-@njit(**_JIT)
+@kernel
 def true_range_nb(high: float, low: float, prev_close: float) -> float:
     """True range as TA-Lib's TRANGE computes it (greatest of three spans)."""
     greatest = high - low
@@ -149,14 +156,14 @@ def true_range_nb(high: float, low: float, prev_close: float) -> float:
     return greatest
 
 
-@njit(**_JIT)
+@kernel
 def raw_volume_step_nb(st, so, volume, res):  # type: ignore[no-untyped-def]
     """The bar's volume (oracle: the input itself)."""
     st[so] += 1.0
     res[0] = volume
 
 
-@njit(**_JIT)
+@kernel
 def sma_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     """Simple moving average and x / average. Oracle: ``talib.SMA(x, n)``.
 
@@ -178,7 +185,7 @@ def sma_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     st[so + 1] = total
 
 
-@njit(**_JIT)
+@kernel
 def ema_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     """Exponential moving average seeded with the SMA of its first n values.
 
@@ -201,7 +208,7 @@ def ema_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     res[0] = prev
 
 
-@njit(**_JIT)
+@kernel
 def _rsi_value(gain: float, loss: float) -> float:
     s = gain + loss
     if not _is_zero(s):
@@ -209,7 +216,7 @@ def _rsi_value(gain: float, loss: float) -> float:
     return 0.0
 
 
-@njit(**_JIT)
+@kernel
 def rsi_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     """Wilder's RSI. Oracle: ``talib.RSI(x, n)``."""
     c = int(st[so])
@@ -247,7 +254,7 @@ def rsi_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     st[so + 3] = loss
 
 
-@njit(**_JIT)
+@kernel
 def macd_step_nb(st, so, x, fast, slow, signal, res):  # type: ignore[no-untyped-def]
     """MACD line, signal and histogram with TA-Lib's seeding.
 
@@ -301,7 +308,7 @@ def macd_step_nb(st, so, x, fast, slow, signal, res):  # type: ignore[no-untyped
         res[2] = NAN
 
 
-@njit(**_JIT)
+@kernel
 def bbands_step_nb(st, so, x, n, nbdev, res):  # type: ignore[no-untyped-def]
     """Bollinger bands (SMA middle, population sigma) plus width and %b.
 
@@ -360,7 +367,7 @@ def bbands_step_nb(st, so, x, n, nbdev, res):  # type: ignore[no-untyped-def]
     st[so + 3] = s2
 
 
-@njit(**_JIT)
+@kernel
 def atr_step_nb(st, so, high, low, close, n, res):  # type: ignore[no-untyped-def]
     """Average true range (Wilder) and ATR as a percent of the close.
 
@@ -392,7 +399,7 @@ def atr_step_nb(st, so, high, low, close, n, res):  # type: ignore[no-untyped-de
     res[1] = (atr / close) * 100.0 if not _is_zero(close) else 0.0
 
 
-@njit(**_JIT)
+@kernel
 def obv_step_nb(st, so, close, volume, res):  # type: ignore[no-untyped-def]
     """On-balance volume, starting at the first bar's volume. Oracle: ``talib.OBV(c, v)``."""
     c = int(st[so])
@@ -411,7 +418,7 @@ def obv_step_nb(st, so, close, volume, res):  # type: ignore[no-untyped-def]
     res[0] = obv
 
 
-@njit(**_JIT)
+@kernel
 def dmi_step_nb(st, so, high, low, close, n, res):  # type: ignore[no-untyped-def]
     """Wilder's directional movement: ADX, +DI, -DI (``res[0..3)``).
 
@@ -489,7 +496,7 @@ def dmi_step_nb(st, so, high, low, close, n, res):  # type: ignore[no-untyped-de
         res[0] = st[so + 8]
 
 
-@njit(**_JIT)
+@kernel
 def candle_step_nb(st, so, op, high, low, close, res):  # type: ignore[no-untyped-def]
     """Body, upper and lower shadow as fractions of the bar's range (0 when high == low).
 
@@ -508,7 +515,7 @@ def candle_step_nb(st, so, op, high, low, close, res):  # type: ignore[no-untype
         res[2] = 0.0
 
 
-@njit(**_JIT)
+@kernel
 def mom_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     """Momentum x[t] - x[t-n]. Oracle: ``talib.MOM(x, n)``."""
     c = int(st[so])
@@ -518,7 +525,7 @@ def mom_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     st[slot] = x
 
 
-@njit(**_JIT)
+@kernel
 def logret_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     """Log return ln(x[t] / x[t-n]); NaN if either price is not positive.
 
@@ -535,7 +542,7 @@ def logret_step_nb(st, so, x, n, res):  # type: ignore[no-untyped-def]
     st[slot] = x
 
 
-@njit(**_JIT)
+@kernel
 def funding_step_nb(st, so, open_time, rate, base_ms, res):  # type: ignore[no-untyped-def]
     """Funding rate known at the bar's close and minutes from the close to the next funding.
 
@@ -549,7 +556,7 @@ def funding_step_nb(st, so, open_time, rate, base_ms, res):  # type: ignore[no-u
     res[1] = (FUNDING_PERIOD_MS - close_ms % FUNDING_PERIOD_MS) / 60_000.0
 
 
-@njit(**_JIT)
+@kernel
 def op_step_nb(kind, st, so, p0, p1, p2, pf, t, op, hi, lo, cl, vo, fr, base_ms, res):  # type: ignore[no-untyped-def]
     """Run one indicator of any kind on one bar (the dispatcher of the streaming plan)."""
     if kind == RAW_VOLUME:
@@ -586,7 +593,7 @@ def op_step_nb(kind, st, so, p0, p1, p2, pf, t, op, hi, lo, cl, vo, fr, base_ms,
 AGG_STATE = 8  # started, has_data, period_start, open, high, low, close, volume
 
 
-@njit(**_JIT)
+@kernel
 def _finish(st, so, fin, k):  # type: ignore[no-untyped-def]
     fin[k, 0] = st[so + 2]
     for j in range(5):
@@ -594,7 +601,7 @@ def _finish(st, so, fin, k):  # type: ignore[no-untyped-def]
     st[so + 1] = 0.0
 
 
-@njit(**_JIT)
+@kernel
 def agg_step_nb(st, so, t, op, hi, lo, cl, vo, valid, base_ms, tf_ms, fin):  # type: ignore[no-untyped-def]
     """Feed one base bar to a higher-timeframe bar builder; return how many HTF bars completed.
 
@@ -632,12 +639,12 @@ def agg_step_nb(st, so, t, op, hi, lo, cl, vo, valid, base_ms, tf_ms, fin):  # t
     return nfin
 
 
-@njit(**_JIT)
+@kernel
 def _is_valid(op, hi, lo, cl, vo):  # type: ignore[no-untyped-def]
     return not (np.isnan(op) or np.isnan(hi) or np.isnan(lo) or np.isnan(cl) or np.isnan(vo))
 
 
-@njit(**_JIT)
+@kernel
 def _run_ops(ops, pf, first, end, st, last, res, t, op, hi, lo, cl, vo, fr, base_ms):  # type: ignore[no-untyped-def]
     for i in range(first, end):
         kind = ops[i, 0]
@@ -664,7 +671,7 @@ def _run_ops(ops, pf, first, end, st, last, res, t, op, hi, lo, cl, vo, fr, base
             last[slot + j] = res[j]
 
 
-@njit(**_JIT)
+@kernel
 def step_plan_nb(ops, pf, tfs, sel, st, last, fin, res, out, t, op, hi, lo, cl, vo, fr):  # type: ignore[no-untyped-def]
     """One closed base bar through the whole plan (all features, all timeframes).
 
@@ -702,7 +709,7 @@ def step_plan_nb(ops, pf, tfs, sel, st, last, fin, res, out, t, op, hi, lo, cl, 
         out[:] = np.nan
 
 
-@njit(**_JIT)
+@kernel
 def fold_plan_nb(ops, pf, tfs, sel, st, last, t, op, hi, lo, cl, vo, fr):  # type: ignore[no-untyped-def]
     """Fold :func:`step_plan_nb` over arrays of bars; returns ``[n_names, n_bars]``."""
     n = t.shape[0]
@@ -737,7 +744,7 @@ def fold_plan_nb(ops, pf, tfs, sel, st, last, t, op, hi, lo, cl, vo, fr):  # typ
 # Specialised batch path: the same step kernels, one tight loop per indicator.
 
 
-@njit(**_JIT)
+@kernel
 def valid_mask_nb(op, hi, lo, cl, vo):  # type: ignore[no-untyped-def]
     """True where the bar has no NaN in open/high/low/close/volume."""
     n = op.shape[0]
@@ -747,7 +754,7 @@ def valid_mask_nb(op, hi, lo, cl, vo):  # type: ignore[no-untyped-def]
     return m
 
 
-@njit(**_JIT)
+@kernel
 def check_times_nb(t, step):  # type: ignore[no-untyped-def]
     """``(i, ok)``: i is the first row whose open time does not exceed the previous one's (-1
     if none); ok is False when some open time is not a multiple of ``step``."""
@@ -764,7 +771,7 @@ def check_times_nb(t, step):  # type: ignore[no-untyped-def]
     return -1, ok
 
 
-@njit(**_JIT)
+@kernel
 def aggregate_nb(t, op, hi, lo, cl, vo, valid, base_ms, tf_ms):  # type: ignore[no-untyped-def]
     """Fold :func:`agg_step_nb` over base bars.
 
@@ -798,7 +805,7 @@ def aggregate_nb(t, op, hi, lo, cl, vo, valid, base_ms, tf_ms):  # type: ignore[
 # Arrays may be empty. Outputs nobody asked for go to a scratch array.
 
 
-@njit(**_JIT)
+@kernel
 def sma_batch_nb(x, n, out_avg, out_ratio):  # type: ignore[no-untyped-def]
     """:func:`sma_step_nb` folded over ``x`` (oracle: that fold, and ``talib.SMA(x, n)``)."""
     m = x.shape[0]
@@ -816,7 +823,7 @@ def sma_batch_nb(x, n, out_avg, out_ratio):  # type: ignore[no-untyped-def]
         out_ratio[i] = xi / avg if avg != 0.0 else 1.0
 
 
-@njit(**_JIT)
+@kernel
 def ema_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
     """:func:`ema_step_nb` folded over ``x`` (oracle: that fold, and ``talib.EMA(x, n)``)."""
     m = x.shape[0]
@@ -835,7 +842,7 @@ def ema_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
         out[i] = prev
 
 
-@njit(**_JIT)
+@kernel
 def ema2_batch_nb(x, na, nb, out_a, out_b):  # type: ignore[no-untyped-def]
     """Two EMAs of one series in one loop (their dependency chains overlap): equal to
     :func:`ema_batch_nb` for each, bit for bit (once seeded, an EMA's state is its output)."""
@@ -857,7 +864,7 @@ def ema2_batch_nb(x, na, nb, out_a, out_b):  # type: ignore[no-untyped-def]
         out_b[i] = pb
 
 
-@njit(**_JIT)
+@kernel
 def rsi_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
     """:func:`rsi_step_nb` folded over ``x`` (oracle: that fold, and ``talib.RSI(x, n)``).
 
@@ -907,7 +914,7 @@ def rsi_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
     return gain, loss
 
 
-@njit(**_JIT)
+@kernel
 def rsi2_batch_nb(x, na, nb, out_a, out_b):  # type: ignore[no-untyped-def]
     """Two RSIs of one series in one loop (their dependency chains overlap): equal to
     :func:`rsi_batch_nb` for each, bit for bit (same operations per RSI, in the same order)."""
@@ -940,7 +947,7 @@ def rsi2_batch_nb(x, na, nb, out_a, out_b):  # type: ignore[no-untyped-def]
         out_b[i] = _rsi_value(gb, lb)
 
 
-@njit(**_JIT)
+@kernel
 def macd_batch_nb(x, fast, slow, signal, out_macd, out_signal, out_hist):  # type: ignore[no-untyped-def]
     """:func:`macd_step_nb` folded over ``x``, the three outputs from one pass.
 
@@ -997,7 +1004,7 @@ def macd_batch_nb(x, fast, slow, signal, out_macd, out_signal, out_hist):  # typ
             out_hist[i] = mv - sig
 
 
-@njit(**_JIT)
+@kernel
 def bbands_batch_nb(x, n, nbdev, out_up, out_mid, out_low, out_width, out_pct, extras):  # type: ignore[no-untyped-def]
     """:func:`bbands_step_nb` folded over ``x``, all bands from one pass (``x`` is the ring).
 
@@ -1057,7 +1064,7 @@ def bbands_batch_nb(x, n, nbdev, out_up, out_mid, out_low, out_width, out_pct, e
             out_pct[i] = (xi - lower) / (upper - lower) if upper != lower else 0.5
 
 
-@njit(**_JIT)
+@kernel
 def atr_batch_nb(hi, lo, cl, n, out_atr, out_pct):  # type: ignore[no-untyped-def]
     """:func:`atr_step_nb` folded over the bars, ATR and NATR from one pass.
 
@@ -1092,7 +1099,7 @@ def atr_batch_nb(hi, lo, cl, n, out_atr, out_pct):  # type: ignore[no-untyped-de
         out_pct[i] = (atr / prev) * 100.0 if not _is_zero(prev) else 0.0
 
 
-@njit(**_JIT)
+@kernel
 def obv_batch_nb(cl, vo, out):  # type: ignore[no-untyped-def]
     """:func:`obv_step_nb` folded over the bars (oracle: that fold, and ``talib.OBV``)."""
     m = cl.shape[0]
@@ -1111,7 +1118,7 @@ def obv_batch_nb(cl, vo, out):  # type: ignore[no-untyped-def]
         out[i] = obv
 
 
-@njit(**_JIT)
+@kernel
 def dmi_batch_nb(hi, lo, cl, n, out_adx, out_plus, out_minus):  # type: ignore[no-untyped-def]
     """:func:`dmi_step_nb` folded over the bars: ADX, +DI and -DI from one pass.
 
@@ -1191,7 +1198,7 @@ def dmi_batch_nb(hi, lo, cl, n, out_adx, out_plus, out_minus):  # type: ignore[n
             out_adx[i] = adx
 
 
-@njit(**_JIT)
+@kernel
 def dmi_atr_batch_nb(hi, lo, cl, n, out_adx, out_plus, out_minus, out_atr, out_natr):  # type: ignore[no-untyped-def]
     """:func:`dmi_batch_nb` and :func:`atr_batch_nb` of the same period in one pass: one true
     range per bar, and the ATR's dependency chain overlaps the DMI's. Equal to the two kernels
@@ -1286,7 +1293,7 @@ def dmi_atr_batch_nb(hi, lo, cl, n, out_adx, out_plus, out_minus, out_atr, out_n
             out_adx[i] = adx
 
 
-@njit(**_JIT)
+@kernel
 def candle_batch_nb(op, hi, lo, cl, out_body, out_upper, out_lower):  # type: ignore[no-untyped-def]
     """:func:`candle_step_nb` over the bars (oracle: that fold, and its formulas)."""
     for i in range(cl.shape[0]):
@@ -1305,7 +1312,7 @@ def candle_batch_nb(op, hi, lo, cl, out_body, out_upper, out_lower):  # type: ig
             out_lower[i] = 0.0
 
 
-@njit(**_JIT)
+@kernel
 def mom_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
     """:func:`mom_step_nb` folded over ``x`` (oracle: that fold, and ``talib.MOM(x, n)``)."""
     m = x.shape[0]
@@ -1315,7 +1322,7 @@ def mom_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
         out[i] = x[i] - x[i - n]
 
 
-@njit(**_JIT)
+@kernel
 def logret_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
     """:func:`logret_step_nb` folded over ``x`` (oracle: that fold, and ``numpy.log``)."""
     m = x.shape[0]
@@ -1327,7 +1334,7 @@ def logret_batch_nb(x, n, out):  # type: ignore[no-untyped-def]
         out[i] = math.log(xi / old) if (xi > 0.0 and old > 0.0) else NAN
 
 
-@njit(**_JIT)
+@kernel
 def funding_batch_nb(t, fr, base_ms, out_rate, out_minutes):  # type: ignore[no-untyped-def]
     """:func:`funding_step_nb` over the bars (oracle: that fold, and its definitions)."""
     nxt = -1  # the next funding time strictly after the close (exact integers in ms)
@@ -1339,7 +1346,7 @@ def funding_batch_nb(t, fr, base_ms, out_rate, out_minutes):  # type: ignore[no-
         out_minutes[i] = (nxt - close_ms) / 60_000.0
 
 
-@njit(**_JIT)
+@kernel
 def scatter_nb(values, rows, n, dest):  # type: ignore[no-untyped-def]
     """``dest[rows[i]] = values[i]``; NaN elsewhere (values computed on valid bars only)."""
     dest[:] = np.nan
@@ -1347,7 +1354,7 @@ def scatter_nb(values, rows, n, dest):  # type: ignore[no-untyped-def]
         dest[rows[i]] = values[i]
 
 
-@njit(**_JIT)
+@kernel
 def forward_fill_nb(values, vis, invalid, dest):  # type: ignore[no-untyped-def]
     """HTF values onto base bars: at base bar i, the value of the last HTF bar completed at
     or before i (``vis`` is sorted); NaN before the first and at the ``invalid`` base bars."""
