@@ -119,7 +119,7 @@ def compute_columns(
     """All requested features, ``[n_names, n]``, by the specialised batch kernels.
 
     Equal to :func:`compute_columns_fold` (proved by the tests): base indicators run over the
-    valid bars, higher-timeframe ones over the bars :func:`kernels.aggregate_nb` builds, and
+    valid bars, higher-timeframe ones over the bars :func:`kernels.aggregate_batch_nb` builds, and
     HTF values are forward-filled to the base bar at which their bar completed. When every bar
     is valid, base indicators write straight into their rows of the result. The result is one
     block: numpy backs a block this large with huge pages, and fresh memory is most of the
@@ -151,7 +151,7 @@ def compute_columns(
             src = base_in
         else:
             if tf not in tf_bars:
-                bars, vis = k.aggregate_nb(t, o, h, lo, c, v, valid, base_ms, tf_ms)
+                bars, vis = k.aggregate_batch_nb(t, o, h, lo, c, v, valid, base_ms, tf_ms)
                 tf_bars[tf] = ([bars[j] for j in range(6)] + [np.full(bars.shape[1], np.nan)], vis)
             src = tf_bars[tf][0]
         direct = tf == 0 and all_valid

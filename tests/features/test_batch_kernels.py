@@ -258,3 +258,38 @@ def test_remembered_plans_give_the_same_frames_and_errors() -> None:
             compute(df, ["rsi_14", "rsi_1x"], interval="5m")
     with pytest.raises(ConfigError, match="got the string 'rsi_14'"):
         compute(df, "rsi_14", interval="5m")  # type: ignore[arg-type]
+
+
+def check_aggregate(df: pl.DataFrame, tf_ms: int) -> None:
+    _, (t, o, h, lo, c, v) = candle_arrays(df, interval="5m")
+    valid = k.valid_mask_nb(o, h, lo, c, v)
+    want_bars, want_vis = k.aggregate_nb(t, o, h, lo, c, v, valid, 300_000, tf_ms)
+    got_bars, got_vis = k.aggregate_batch_nb(t, o, h, lo, c, v, valid, 300_000, tf_ms)
+    assert got_bars.shape == want_bars.shape
+    assert np.array_equal(got_vis, want_vis)
+    for j in range(6):
+        assert_bits(got_bars[j], want_bars[j], f"aggregate tf={tf_ms} field {j}")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 500),
+    seed=st.integers(0, 10_000),
+    offset=st.integers(0, 47),
+    nan_frac=st.sampled_from([0.0, 0.05, 0.3]),
+    gap_frac=st.sampled_from([0.0, 0.05, 0.5]),
+    tf=st.sampled_from([900_000, 3_600_000, 14_400_000]),
+)
+def test_aggregate_batch_equals_the_aggregator_fold(
+    n: int, seed: int, offset: int, nan_frac: float, gap_frac: float, tf: int
+) -> None:
+    """The specialised HTF bar builder against the fold of agg_step_nb (NaN bars, gaps that
+    skip whole periods, data starting mid-period)."""
+    check_aggregate(make_bars(n, seed, offset, nan_frac, gap_frac), tf)
+
+
+def test_aggregate_batch_on_real_bars(btc5m: pl.DataFrame) -> None:
+    df = btc5m.slice(1_003, 30_000)
+    df = df.filter(~pl.col("open_time").is_between(int(df["open_time"][5_000]), int(df["open_time"][5_300])))  # fmt: skip
+    for tf in (900_000, 3_600_000, 86_400_000):
+        check_aggregate(df, tf)
