@@ -68,8 +68,14 @@ class Calibrator:
         return out
 
 
-def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray, *, min_rows: int) -> Calibrator:
-    """Fit a calibrator on out-of-fold ``p`` and labels ``y`` (NaNs ignored)."""
+def fit_calibrator(
+    method: str, p: np.ndarray, y: np.ndarray, *, min_rows: int, presorted: bool = False
+) -> Calibrator:
+    """Fit a calibrator on out-of-fold ``p`` and labels ``y`` (NaNs ignored).
+
+    ``presorted``: ``p`` is already in ascending order (NaNs anywhere), so the isotonic fit
+    skips its sort; the knots are the same as from unsorted input.
+    """
     ok = np.isfinite(p) & np.isfinite(y)
     n = int(ok.sum())
     if method == "none" or n < min_rows or np.unique(y[ok]).shape[0] < 2:
@@ -80,7 +86,7 @@ def fit_calibrator(method: str, p: np.ndarray, y: np.ndarray, *, min_rows: int) 
 
         # equal p are pooled with the sum of their 0/1 labels (exact in any order), so the
         # faster unstable sort gives the same knots as a stable one
-        order = np.argsort(pp)
+        order = slice(None) if presorted else np.argsort(pp)
         kx, ky = pava_nb(
             np.ascontiguousarray(pp[order]), np.ascontiguousarray(yy[order], dtype=np.float64)
         )

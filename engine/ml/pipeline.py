@@ -608,16 +608,39 @@ class SymbolPipeline:
         return self.plans[(fold.index, node.name)].version
 
     # -- calibration at a cutoff (out-of-fold only)
-    def calibrate(self, fold: Fold, raw: np.ndarray, cal: np.ndarray, fold_of: np.ndarray) -> None:
-        """Fit fold ``fold``'s calibrators and stacker on OOF rows known at its cutoff."""
+    def calibrate(
+        self,
+        fold: Fold,
+        raw: np.ndarray,
+        cal: np.ndarray,
+        fold_of: np.ndarray,
+        order: np.ndarray | None = None,
+    ) -> None:
+        """Fit fold ``fold``'s calibrators and stacker on OOF rows known at its cutoff.
+
+        ``order``: optional ``argsort`` of each column of ``raw`` (n, M); the isotonic fit then
+        takes the OOF rows in that order instead of sorting them (same knots: equal p are
+        pooled with the exact sum of their 0/1 labels).
+        """
         lab = self.ml.labels
         known = self.sd.open_time + (lab.horizon + 1) * self.sd.interval_ms <= fold.cutoff
         oof = known & (fold_of >= 0) & (fold_of < fold.index)
         ens = self.ml.ensemble
         for j, name in enumerate(self.names):
-            self.calibrators[(fold.index, name)] = fit_calibrator(
-                ens.calibration, raw[oof, j], self.sd.y[oof], min_rows=ens.min_calibration_rows
-            )
+            if order is not None and ens.calibration == "isotonic":
+                sel = order[:, j][oof[order[:, j]]]
+                cal_j = fit_calibrator(
+                    ens.calibration,
+                    raw[sel, j],
+                    self.sd.y[sel],
+                    min_rows=ens.min_calibration_rows,
+                    presorted=True,
+                )
+            else:
+                cal_j = fit_calibrator(
+                    ens.calibration, raw[oof, j], self.sd.y[oof], min_rows=ens.min_calibration_rows
+                )
+            self.calibrators[(fold.index, name)] = cal_j
         if ens.fusion == "stacked":
             self.coefs[fold.index] = fit_stacker(
                 cal[oof], self.sd.y[oof], min_rows=ens.min_calibration_rows
@@ -737,10 +760,15 @@ def _predict_symbol(pipe: SymbolPipeline) -> SymbolResult:
     cal = np.full((n, m), np.nan)
     coefs = np.zeros((n, m + 1))
     versions: dict[str, list[str | None]] = {name: [] for name in pipe.names}
-    for fold in sched.folds:
-        rows = np.flatnonzero(fold_of == fold.index)
+    fold_rows_ = [np.flatnonzero(fold_of == fold.index) for fold in sched.folds]
+    # raw predictions do not depend on calibration: predict every fold (one call per model
+    # and fold), sort each model's column once, then calibrate fold by fold (fold k's maps
+    # read only folds < k)
+    for fold, rows in zip(sched.folds, fold_rows_, strict=True):
         raw[rows] = pipe.predict_fold(fold, rows)
-        pipe.calibrate(fold, raw, cal, fold_of)
+    order = np.argsort(raw, axis=0)
+    for fold, rows in zip(sched.folds, fold_rows_, strict=True):
+        pipe.calibrate(fold, raw, cal, fold_of, order)
         for j, name in enumerate(pipe.names):
             cal[rows, j] = pipe.calibrators[(fold.index, name)](raw[rows, j])
         coefs[rows] = pipe.coefs[fold.index]

@@ -50,14 +50,17 @@ class Trees(NamedTuple):
     n_features: int
 
 
-def _fields(block: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+def _numbers(lines: list[str], dtype: type) -> np.ndarray:
+    """All space-separated numbers of ``lines`` in order, in one conversion."""
+    return np.array(" ".join(lines).split(), dtype=dtype)
 
 
 def parse_lightgbm(text: str) -> Trees | None:
     """Parse LightGBM model text; None when the kernel cannot reproduce the model exactly."""
+    import re
+
     head, _, body = text.partition("\nTree=")
-    kv = _fields(head)
+    kv = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
     obj = kv.get("objective", "").split()
     if (
         not body
@@ -71,64 +74,54 @@ def parse_lightgbm(text: str) -> Trees | None:
     for tok in obj[1:]:
         if tok.startswith("sigmoid:"):
             sigmoid = float(tok.split(":", 1)[1])
-    body = body.split("\nend of trees", 1)[0]
-    trees = [_fields(b) for b in ("Tree=" + body).split("\nTree=")]
-    feats, thrs, kids_l, leaves, tree_nodes = [], [], [], [], []
-    n_nodes = 0
-    for t in trees:
-        if int(t.get("num_cat", "0")) or t.get("is_linear", "0") != "0":
-            return None
-        lv = np.array(t["leaf_value"].split(), dtype=np.float64)
-        if lv.shape[0] != int(t["num_leaves"]):
-            return None
-        leaves.append(lv)
-        if lv.shape[0] == 1:
-            tree_nodes.append(None)
-            continue
-        dt = np.array(t["decision_type"].split(), dtype=np.int64)
-        if np.any(dt & 1) or np.any(((dt >> 2) & 3) == 1):  # categorical / zero as missing
-            return None
-        f = np.array(t["split_feature"].split(), dtype=np.int64)
-        lc = np.array(t["left_child"].split(), dtype=np.int64)
-        rc = np.array(t["right_child"].split(), dtype=np.int64)
-        feats.append(f)
-        thrs.append(np.array(t["threshold"].split(), dtype=np.float64))
-        kids_l.append((lc, rc, n_nodes))
-        tree_nodes.append(n_nodes)
-        n_nodes += f.shape[0]
-    n_leaf_total = sum(lv.shape[0] for lv in leaves)
-    total = n_nodes + n_leaf_total
+    body = "Tree=" + body.split("\nend of trees", 1)[0]
+
+    def field(name: str) -> list[str]:
+        return re.findall(rf"^{name}=(.*)$", body, flags=re.MULTILINE)
+
+    if re.search(r"^num_cat=[1-9]", body, re.MULTILINE) or re.search(
+        r"^is_linear=1", body, re.MULTILINE
+    ):
+        return None
+    n_leaves = np.array(field("num_leaves"), dtype=np.int64)
+    leaf_value = _numbers(field("leaf_value"), np.float64)
+    if n_leaves.shape[0] == 0 or leaf_value.shape[0] != int(n_leaves.sum()):
+        return None
+    split = n_leaves > 1  # trees with splits (a single-leaf tree has no split lines)
+    n_int = np.where(split, n_leaves - 1, 0)
+    dt = _numbers(field("decision_type"), np.int64)
+    if dt.shape[0] != int(n_int.sum()):
+        return None
+    if np.any(dt & 1) or np.any(((dt >> 2) & 3) == 1):  # categorical / zero as missing
+        return None
+    f = _numbers(field("split_feature"), np.int64)
+    th = _numbers(field("threshold"), np.float64)
+    lc = _numbers(field("left_child"), np.int64)
+    rc = _numbers(field("right_child"), np.int64)
+    n_nodes = int(n_int.sum())
+    total = n_nodes + leaf_value.shape[0]
+    # global ids: internal nodes of tree t at node_base[t] + i, its leaves at leaf_base[t] + l
+    node_base = np.concatenate([[0], np.cumsum(n_int)[:-1]]).astype(np.int64)
+    leaf_base = n_nodes + np.concatenate([[0], np.cumsum(n_leaves)[:-1]]).astype(np.int64)
+    owner = np.repeat(np.arange(n_leaves.shape[0]), n_int)
+    nb_, lb_ = node_base[owner], leaf_base[owner]
     feature = np.zeros(total, dtype=np.int64)
     threshold = np.full(total, np.inf)
     kids = np.empty((total, 2), dtype=np.int64)
     value = np.zeros(total)
-    roots = np.empty(len(trees), dtype=np.int64)
-    depth = np.zeros(len(trees), dtype=np.int64)
-    leaf_base = n_nodes
-    k = 0
-    for ti, lv in enumerate(leaves):
-        nl = lv.shape[0]
-        leaf_ids = np.arange(leaf_base, leaf_base + nl)
-        value[leaf_ids] = lv
-        kids[leaf_ids, 0] = leaf_ids
-        kids[leaf_ids, 1] = leaf_ids
-        if tree_nodes[ti] is None:
-            roots[ti] = leaf_base
-        else:
-            lc, rc, base = kids_l[k]
-            f, th = feats[k], thrs[k]
-            k += 1
-            ids = np.arange(base, base + f.shape[0])
-            feature[ids] = f
-            threshold[ids] = th
-            # a child >= 0 is an internal node of this tree, < 0 is leaf ~child
-            kids[ids, 0] = np.where(lc >= 0, lc + base, leaf_base + (-lc - 1))
-            kids[ids, 1] = np.where(rc >= 0, rc + base, leaf_base + (-rc - 1))
-            roots[ti] = base
-            depth[ti] = _depth(kids, base, leaf_base)
-        leaf_base += nl
+    feature[:n_nodes] = f
+    threshold[:n_nodes] = th
+    kids[:n_nodes, 0] = np.where(lc >= 0, lc + nb_, lb_ + (-lc - 1))
+    kids[:n_nodes, 1] = np.where(rc >= 0, rc + nb_, lb_ + (-rc - 1))
+    leaf_ids = np.arange(n_nodes, total)
+    kids[n_nodes:, 0] = leaf_ids
+    kids[n_nodes:, 1] = leaf_ids
+    value[n_nodes:] = leaf_value
+    roots = np.where(split, node_base, leaf_base).astype(np.int64)
+    depth = np.zeros(n_leaves.shape[0], dtype=np.int64)
+    tree_depths_nb(kids, roots, n_nodes, depth)
     n_features = int(kv.get("max_feature_idx", "-1")) + 1
-    if n_nodes and int(feature.max()) >= n_features:
+    if n_nodes and int(f.max()) >= n_features:
         return None
     return Trees(
         feature=feature,
@@ -142,18 +135,33 @@ def parse_lightgbm(text: str) -> Trees | None:
     )
 
 
-def _depth(kids: np.ndarray, root: int, first_leaf: int) -> int:
-    """Levels from ``root`` to its deepest leaf (leaves are ids >= ``first_leaf``)."""
-    best = 0
-    stack = [(root, 0)]
-    while stack:
-        node, d = stack.pop()
-        if node >= first_leaf:
-            best = max(best, d)
-            continue
-        stack.append((int(kids[node, 0]), d + 1))
-        stack.append((int(kids[node, 1]), d + 1))
-    return best
+@nb.njit(cache=True)
+def tree_depths_nb(kids: np.ndarray, roots: np.ndarray, first_leaf: int, out: np.ndarray) -> None:
+    """Levels from each root to its deepest leaf (ids >= ``first_leaf`` are leaves).
+
+    Oracle: a recursive walk of the tree (``Booster.dump_model`` structure).
+    """
+    stack = np.empty((kids.shape[0] + 1, 2), dtype=np.int64)
+    for t in range(roots.shape[0]):
+        best = 0
+        k = 0
+        stack[0, 0] = roots[t]
+        stack[0, 1] = 0
+        k = 1
+        while k > 0:
+            k -= 1
+            node = stack[k, 0]
+            d = stack[k, 1]
+            if node >= first_leaf:
+                if d > best:
+                    best = d
+                continue
+            stack[k, 0] = kids[node, 0]
+            stack[k, 1] = d + 1
+            stack[k + 1, 0] = kids[node, 1]
+            stack[k + 1, 1] = d + 1
+            k += 2
+        out[t] = best
 
 
 def predict_trees(trees: Trees, X: np.ndarray) -> np.ndarray:
