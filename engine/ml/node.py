@@ -99,23 +99,32 @@ def predictions_frame(r: Any) -> Any:
     """``model_predictions`` rows of one symbol (bars from the first cutoff on)."""
     import polars as pl
 
-    sel = r.fold >= 0
-    cnt = int(sel.sum())
-    label = np.where(np.isfinite(r.labels[sel]), r.labels[sel], np.nan)
+    sel = np.flatnonzero(r.fold >= 0)
+    fold = pl.Series(r.fold[sel].astype(np.int64))
+    label = pl.Series("label", r.labels[sel], dtype=pl.Float64, nan_to_null=True).cast(pl.Int64)
     parts = []
     for j, name in enumerate(r.model_names):
+        # one version per fold, gathered by each bar's fold
+        versions = pl.Series(list(r.versions[name]), dtype=pl.Utf8).gather(fold)
         parts.append(
             pl.DataFrame(
                 {
-                    "symbol": pl.Series([r.symbol] * cnt, dtype=pl.Utf8),
                     "open_time": r.open_time[sel],
-                    "model": pl.Series([name] * cnt, dtype=pl.Utf8),
-                    "model_version": pl.Series(r.model_version(name)[sel].tolist(), dtype=pl.Utf8),
+                    "model_version": versions,
                     "probability": r.raw[sel, j],
                     "calibrated": r.probs[sel, j],
                     "weight": r.weights[sel, j],
-                    "label": pl.Series(label, dtype=pl.Float64, nan_to_null=True).cast(pl.Int64),
+                    "label": label,
                 }
+            ).select(
+                pl.lit(r.symbol, dtype=pl.Utf8).alias("symbol"),
+                "open_time",
+                pl.lit(name, dtype=pl.Utf8).alias("model"),
+                "model_version",
+                "probability",
+                "calibrated",
+                "weight",
+                "label",
             )
         )
     return pl.concat(parts)

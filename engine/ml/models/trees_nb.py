@@ -57,8 +57,6 @@ def _numbers(lines: list[str], dtype: type) -> np.ndarray:
 
 def parse_lightgbm(text: str) -> Trees | None:
     """Parse LightGBM model text; None when the kernel cannot reproduce the model exactly."""
-    import re
-
     head, _, body = text.partition("\nTree=")
     kv = dict(line.split("=", 1) for line in head.splitlines() if "=" in line)
     obj = kv.get("objective", "").split()
@@ -75,13 +73,16 @@ def parse_lightgbm(text: str) -> Trees | None:
         if tok.startswith("sigmoid:"):
             sigmoid = float(tok.split(":", 1)[1])
     body = "Tree=" + body.split("\nend of trees", 1)[0]
+    fields: dict[str, list[str]] = {}
+    for line in body.splitlines():  # one pass: every tree's lines, grouped by key, in order
+        key, eq, val = line.partition("=")
+        if eq:
+            fields.setdefault(key, []).append(val)
 
     def field(name: str) -> list[str]:
-        return re.findall(rf"^{name}=(.*)$", body, flags=re.MULTILINE)
+        return fields.get(name, [])
 
-    if re.search(r"^num_cat=[1-9]", body, re.MULTILINE) or re.search(
-        r"^is_linear=1", body, re.MULTILINE
-    ):
+    if any(int(v) for v in field("num_cat")) or any(v != "0" for v in field("is_linear")):
         return None
     n_leaves = np.array(field("num_leaves"), dtype=np.int64)
     leaf_value = _numbers(field("leaf_value"), np.float64)
