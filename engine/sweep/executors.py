@@ -34,9 +34,7 @@ class Executor(Protocol):
 
     workers: int
 
-    def run(
-        self, fn: TaskFn, shared: Any, tasks: Sequence[Any], on_result: OnResult
-    ) -> None: ...
+    def run(self, fn: TaskFn, shared: Any, tasks: Sequence[Any], on_result: OnResult) -> None: ...
 
 
 class LocalExecutor:
@@ -119,9 +117,7 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            ray.init(
-                num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False
-            )
+            ray.init(num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False)
         ref = ray.put(shared)
         remote = ray.remote(_ray_task)
         pending = {remote.remote(fn, ref, task): i for i, task in enumerate(tasks)}

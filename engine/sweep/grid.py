@@ -196,9 +196,7 @@ def check_axes(
     from engine.strategy.params import apply_overrides, parse_set
 
     set_names = (
-        set(fixed)
-        if isinstance(fixed, Mapping)
-        else {parse_set(s)[0] for s in fixed}  # type: ignore[union-attr]
+        set(fixed) if isinstance(fixed, Mapping) else {parse_set(s)[0] for s in fixed}  # type: ignore[union-attr]
     )
     params = raw.get("params") if isinstance(raw, dict) else None
     params = params if isinstance(params, dict) else {}

@@ -99,9 +99,7 @@ def check_sort(sort: str) -> str:
     return sort
 
 
-def rank(
-    results: Iterable[ComboResult], sort: str, *, top: int | None = None
-) -> list[ComboResult]:
+def rank(results: Iterable[ComboResult], sort: str, *, top: int | None = None) -> list[ComboResult]:
     """Sort combinations best first by metric ``sort`` (see :data:`LOWER_IS_BETTER`)."""
     sign = 1.0 if sort in LOWER_IS_BETTER else -1.0
 
@@ -286,7 +284,12 @@ def run_sweep(
             continue
         d = g.config.data
         m = load_market(
-            g.symbols, d.interval, start=d.start, end=d.end, store=store, funding=d.funding,
+            g.symbols,
+            d.interval,
+            start=d.start,
+            end=d.end,
+            store=store,
+            funding=d.funding,
             market=d.market,
         )
         if m.n_bars < 2:
