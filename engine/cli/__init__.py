@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "engine.cli.features_cmd",
     "engine.cli.validate_cmd",
     "engine.cli.backtest_cmd",
+    "engine.cli.sweep_cmd",
     "engine.cli.query_cmd",
     "engine.cli.report_cmd",
     "engine.cli.sim_exchange_cmd",

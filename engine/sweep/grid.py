@@ -127,14 +127,14 @@ def parse_axis(item: str) -> Axis:
                 hint=f"separate values by single commas, e.g. --grid {name}=5,9,12",
             )
         values = tuple(_scalar(p) for p in parts)
-    seen: list[Any] = []
+    seen: list[tuple[type, Any]] = []
     for v in values:
-        if v in seen:
+        if (type(v), v) in seen:
             raise UsageError(
                 f"--grid {item!r}: value {v!r} is listed twice",
                 hint="each value of an axis once",
             )
-        seen.append(v)
+        seen.append((type(v), v))
     return Axis(name=name, values=values, spec=item)
 
 

@@ -1,0 +1,198 @@
+"""``engine sweep STRATEGY.yaml --grid fast=5,9,12 --grid slow=26,50,100``: parameter sweeps."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from engine.cli.common import ResultsOpt, StoreOpt, console, err_console, guarded
+
+if TYPE_CHECKING:
+    from engine.sweep import SweepResult
+
+#: columns of the results table after the params: key -> (header, format)
+COLUMNS = (
+    ("sharpe", "Sharpe", "num"),
+    ("total_return", "Return", "pct"),
+    ("max_drawdown", "Max DD", "pct"),
+    ("win_rate", "Win", "pct"),
+    ("profit_factor", "PF", "num"),
+    ("trades", "Trades", "int"),
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
+
+
+@guarded
+def sweep(
+    strategy: str = typer.Argument(..., help="Strategy YAML file, e.g. strategies/ema_cross.yaml."),
+    grid: list[str] | None = typer.Option(
+        None,
+        "--grid",
+        help="An axis: name=v1,v2,... or name=start:stop:step (inclusive); a param or a dotted "
+        "key (risk.fraction=0.05:0.2:0.05). Repeatable: the sweep runs every combination.",
+    ),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="Override for every combination (name=value or dotted.key=value)."
+    ),
+    start: str | None = typer.Option(None, "--start", help="First bar; overrides data.start."),
+    end: str | None = typer.Option(
+        None, "--end", help="Last bar, inclusive (a date means the whole day); overrides data.end."
+    ),
+    symbols: str | None = typer.Option(
+        None, "--symbols", help="Comma-separated symbols; overrides data.symbols."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Processes to run combinations in (default: the cores here)."
+    ),
+    executor: str = typer.Option(
+        "process", "--executor", help="process (local pool), local (this process) or ray."
+    ),
+    sort: str = typer.Option(
+        "sharpe",
+        "--sort",
+        help="Rank by this metric: sharpe, sortino, total_return, cagr, max_drawdown (lowest "
+        "first), win_rate, profit_factor, trades, final_equity, ...",
+    ),
+    top: int | None = typer.Option(
+        None, "--top", min=1, help="Show the best K (table default 10; --json: all unless given)."
+    ),
+    log_decisions: bool = typer.Option(
+        False, "--log-decisions", help="Also log each combination's ensemble_decisions."
+    ),
+    force: bool = typer.Option(False, "--force", help="Allow more than 10,000 combinations."),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help='Print one JSON object {"run_id", "results": [{"params", "metrics", "run_id"}]} '
+        "on stdout, best first, nothing else.",
+    ),
+    store: str | None = StoreOpt,
+    results: str | None = ResultsOpt,
+) -> None:
+    """Backtest a strategy over every combination of the --grid axes and log the sweep.
+
+    Candles and funding are loaded once and each distinct feature computed once; the
+    combinations run in a process pool. The log gets a parent run (mode 'sweep', the grid in
+    params) and one child run per combination (parent_run_id set; equity and trades):
+    engine query "select run_id, metrics->>'$.sharpe' from runs where parent_run_id = '<id>'".
+    Exit 2 on a bad grid or config, 1 on missing data; in both cases nothing is written.
+    """
+    from engine.sweep import run_sweep
+    from engine.sweep.grid import n_combos, parse_grid
+    from engine.sweep.runner import check_sort
+
+    check_sort(sort)
+    n = n_combos(parse_grid(grid or [], force=force))
+    sym_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols is not None else None
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]sweep[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("combinations", total=n)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = run_sweep(
+            strategy,
+            grid or [],
+            overrides=set_ or [],
+            symbols=sym_list,
+            start=start,
+            end=end,
+            store=store,
+            results=results,
+            workers=workers,
+            executor=executor,
+            log_decisions=log_decisions,
+            force=force,
+            sort=sort,
+            progress=progress,
+        )
+
+    if json_out:
+        import json
+        import sys
+
+        doc = {
+            "run_id": result.run_id,
+            "results": [
+                {"params": r.params, "metrics": r.metrics, "run_id": r.run_id}
+                for r in result.ranked(sort, top=top)
+            ],
+        }
+        sys.stdout.write(json.dumps(doc, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    _print_table(result, sort=sort, top=top or 10)
+
+
+def _fmt(value: object, kind: str) -> str:
+    if value is None:
+        return "-"
+    if not isinstance(value, int | float):
+        return str(value)
+    if kind == "pct":
+        return f"{value * 100:,.2f}%"
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "money":
+        return f"{value:,.2f}"
+    return f"{value:,.3f}"
+
+
+def _print_table(result: SweepResult, *, sort: str, top: int) -> None:
+    from rich.table import Table
+
+    ranked = result.ranked(sort, top=top)
+    t = result.timings
+    n = len(result.results)
+    console.print(
+        f"[bold]{n} combinations[/] in {t.get('total', 0):.1f} s "
+        f"({t.get('combos', 0) / max(n, 1) * 1000:.0f} ms each on {result.workers} worker(s)); "
+        f"top {len(ranked)} by {sort}",
+        highlight=False,
+    )
+    table = Table(pad_edge=False)
+    table.add_column("#", justify="right", style="dim")
+    for axis in result.axes:
+        table.add_column(axis.name, justify="right", style="cyan")
+    cols = list(COLUMNS)
+    if sort not in {k for k, _, _ in cols}:
+        cols.insert(0, (sort, sort, "num"))
+    for key, header, _ in cols:
+        table.add_column(header + (" *" if key == sort else ""), justify="right")
+    for rank_no, r in enumerate(ranked, 1):
+        table.add_row(
+            str(rank_no),
+            *(str(r.params[a.name]) for a in result.axes),
+            *(_fmt(r.metrics.get(key), kind) for key, _, kind in cols),
+        )
+    console.print(table)
+    console.print(f"sweep run_id [bold]{result.run_id}[/]", highlight=False)
+    console.print(
+        "  engine query \"select run_id, params->>'$.sweep.combo' as combo, "
+        "cast(metrics->>'$.sharpe' as double) as sharpe from runs "
+        f"where parent_run_id = '{result.run_id}' order by sharpe desc\"",
+        highlight=False,
+        soft_wrap=True,
+    )

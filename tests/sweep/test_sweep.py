@@ -1,0 +1,104 @@
+"""A 3x3 ema_cross sweep over real BTC/ETH 5m bars: exact parity with standalone backtests,
+the same results on any number of workers, and parent/child rows in the run log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.backtest import run_backtest
+from engine.runlog import RunLog
+from engine.runlog.query import run_query
+from engine.strategy import load_strategy
+from engine.sweep import parse_grid, run_sweep
+from engine.sweep.runner import SORT_KEYS, _shared_features, build_graphs, data_key
+
+from .helpers import EMA, GRID, SPAN
+
+
+def test_each_child_equals_a_standalone_backtest(logged_sweep, usdm_store: Path) -> None:  # type: ignore[no-untyped-def]
+    assert logged_sweep.workers == 2
+    assert [r.params for r in logged_sweep.results] == [
+        {"fast": f, "slow": s} for f in (5, 9, 12) for s in (26, 50, 100)
+    ]
+    for r in logged_sweep.results:
+        graph = load_strategy(EMA, overrides=r.params, **SPAN)
+        alone = run_backtest(graph, store=usdm_store, log=False)
+        assert r.metrics == alone.metrics, r.params  # exactly, every key
+        assert r.metrics["trades"] > 0
+    # the grid is not degenerate: different params, different outcomes
+    assert len({r.metrics["total_return"] for r in logged_sweep.results}) == 9
+
+
+def test_worker_count_does_not_change_results(logged_sweep, usdm_store: Path) -> None:  # type: ignore[no-untyped-def]
+    one = run_sweep(EMA, GRID, store=usdm_store, log=False, workers=1, **SPAN)
+    assert one.workers == 1 and one.run_id is None
+    assert [r.params for r in one.results] == [r.params for r in logged_sweep.results]
+    assert [r.metrics for r in one.results] == [r.metrics for r in logged_sweep.results]
+    for key in ("sharpe", "max_drawdown", "total_return"):
+        assert [r.index for r in one.ranked(key)] == [r.index for r in logged_sweep.ranked(key)]
+
+
+def test_each_distinct_feature_is_computed_once(usdm_store: Path) -> None:
+    from engine.backtest.market import load_market
+
+    _combos, graphs = build_graphs(EMA, parse_grid(GRID), **SPAN)
+    d = graphs[0].config.data
+    market = load_market(
+        graphs[0].symbols, d.interval, start=d.start, end=d.end, store=usdm_store, funding=True
+    )
+    shared = _shared_features(graphs, {data_key(graphs[0]): market})
+    frame = shared[data_key(graphs[0])]["BTCUSDT"]
+    # 9 combinations read 18 feature columns, 6 of them distinct
+    assert frame.columns == ["open_time", "ema_5", "ema_26", "ema_50", "ema_100", "ema_9", "ema_12"]
+
+
+def test_parent_and_child_rows_in_the_log(logged_sweep, sweep_results: Path) -> None:  # type: ignore[no-untyped-def]
+    log = RunLog(sweep_results)
+    parent = log.get_run(logged_sweep.run_id)
+    assert parent is not None
+    assert parent["mode"] == "sweep" and parent["status"] == "ok"
+    assert parent["parent_run_id"] is None
+    assert parent["params"]["grid"] == {"fast": [5, 9, 12], "slow": [26, 50, 100]}
+    assert parent["params"]["combos"] == 9
+    best = logged_sweep.ranked("sharpe")[0]
+    assert parent["metrics"]["best"]["params"] == best.params
+    assert parent["metrics"]["best"]["run_id"] == best.run_id
+    assert parent["metrics"]["combos"] == 9
+
+    rows = run_query(
+        f"select run_id, mode, status, parent_run_id from runs "
+        f"where parent_run_id = '{logged_sweep.run_id}' order by run_id",
+        results_dir=sweep_results,
+    ).to_pylist()
+    assert len(rows) == 9
+    assert {r["mode"] for r in rows} == {"sweep"} and {r["status"] for r in rows} == {"ok"}
+    assert {r["run_id"] for r in rows} == {r.run_id for r in logged_sweep.results}
+    for r in logged_sweep.results:
+        child = log.get_run(r.run_id)
+        assert child["params"]["sweep"]["combo"] == r.params
+        assert child["params"]["sweep"]["index"] == r.index
+        assert {k: child["metrics"][k] for k in SORT_KEYS} == {k: r.metrics[k] for k in SORT_KEYS}
+        tables = sorted(p.stem for p in log.run_dir(r.run_id).glob("*.parquet"))
+        assert tables == ["equity", "trades"]  # decisions only with log_decisions
+        eq = log.read(r.run_id, "equity")
+        assert eq.height > 0
+        assert log.read(r.run_id, "trades").height == r.metrics["trades"]
+
+
+def test_log_decisions_adds_the_decisions(usdm_store: Path, tmp_path: Path) -> None:
+    res = run_sweep(
+        EMA, ["fast=9", "risk.fraction=0.1:0.2:0.1"], store=usdm_store, results=tmp_path,
+        workers=1, log_decisions=True, **SPAN,
+    )  # fmt: skip
+    assert [r.params for r in res.results] == [
+        {"fast": 9, "risk.fraction": 0.1},
+        {"fast": 9, "risk.fraction": 0.2},
+    ]
+    log = RunLog(tmp_path)
+    for r in res.results:
+        assert log.read(r.run_id, "ensemble_decisions").height > 0
+        assert (
+            log.get_run(r.run_id)["params"]["config"]["risk"]["fraction"]
+            == r.params["risk.fraction"]
+        )
+    assert res.results[0].metrics["final_equity"] != res.results[1].metrics["final_equity"]
