@@ -37,6 +37,8 @@ def test_equal_to_booster_on_real_features(small) -> None:  # type: ignore[no-un
     trees = parse_lightgbm(booster.model_to_string())
     assert trees is not None and trees.depth.max() >= 3
     np.testing.assert_array_equal(predict_trees(trees, X), booster.predict(X))
+    big = np.tile(X, (max(1, 10_000 // X.shape[0] + 1), 1))  # enough rows for 2 threads
+    np.testing.assert_array_equal(predict_trees(trees, big, threads=2), booster.predict(big))
 
 
 @pytest.mark.parametrize("sigmoid", [1.0, 0.7])

@@ -90,7 +90,7 @@ class LightGBMModel:
             )
         from engine.ml.models.trees_nb import predict_trees
 
-        return masked_predict(seg.X, lambda X: predict_trees(trees, X))
+        return masked_predict(seg.X, lambda X: predict_trees(trees, X, threads=self.threads))
 
     def save(self, path: Path) -> None:
         if self._booster is None and self._text is not None:
