@@ -233,7 +233,7 @@ def fold_trainset(
     """
     lab: LabelsConfig = ml.labels
     tau = (lab.cost_bps + lab.flat_band_bps) / 1e4
-    common = {
+    common: dict[str, Any] = {
         "tau": tau,
         "drop_flat": lab.drop_flat,
         "horizon": lab.horizon,
@@ -473,8 +473,8 @@ class EnsembleResult:
 class _Progress:
     def __init__(self, progress: Any, total: int, label: str) -> None:
         self.own = None
-        self.task = None
-        self.p = None
+        self.task: Any = None
+        self.p: Any = None
         if progress is False or progress is None or total == 0:
             return
         if progress is True:
@@ -503,7 +503,7 @@ class _Progress:
 
     def advance(self, desc: str | None = None) -> None:
         if self.p is not None:
-            self.p.update(self.task, advance=1, **({"description": desc} if desc else {}))
+            self.p.update(self.task, advance=1, description=desc)
 
     def close(self) -> None:
         if self.own is not None:

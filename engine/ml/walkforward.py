@@ -211,7 +211,7 @@ def data_digest(*arrays: np.ndarray | None) -> str:
             continue
         a = np.ascontiguousarray(a)
         h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(memoryview(a).cast("B"))
+        h.update(a.data.cast("B"))
     return h.hexdigest()[:32]
 
 
