@@ -183,7 +183,7 @@ def build_graphs(
     from engine.strategy.params import apply_overrides, parse_set
     from engine.strategy.yamlio import load_yaml_file
 
-    raw, smap = load_yaml_file(path)
+    raw, smap = load_yaml_file(Path(path))
     override_list = list(overrides)
     set_map = dict(parse_set(s) for s in override_list)
     if not isinstance(raw, dict):
