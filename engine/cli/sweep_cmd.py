@@ -46,7 +46,7 @@ def sweep(
         None, "--symbols", help="Comma-separated symbols; overrides data.symbols."
     ),
     workers: int | None = typer.Option(
-        None, "--workers", help="Processes to run combinations in (default: the cores here)."
+        None, "--workers", help="Processes to run combinations in (default 1, this process: a worker costs ~1.5 s to start; use the core count for big grids or ML strategies)."
     ),
     executor: str = typer.Option(
         "process", "--executor", help="process (local pool), local (this process) or ray."

@@ -153,7 +153,10 @@ def make_executor(kind: str = "process", *, workers: int | None = None, tasks: i
         raise UsageError(f"--workers must be >= 1, got {workers}", hint="e.g. --workers 2")
     if kind == "ray":
         return RayExecutor(workers)
-    n = default_workers() if workers is None else workers
+    # Without --workers, run here: a worker process costs ~1.5 s to start (polars and numba
+    # imports, the shared market pickled across), more than a grid of a hundred rule-strategy
+    # combinations takes in one process (bench/sweep.py: 1.8 s local vs 3.5 s on a 2-process pool).
+    n = 1 if workers is None else workers
     if kind == "local" or n == 1 or tasks <= 1:
         return LocalExecutor()
     return ProcessPoolExecutor(min(n, tasks))
