@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
 
         signal.signal(signal.SIGTERM, stop)
         h, p = server.server_address[:2]
+        h = h.decode() if isinstance(h, bytes) else h  # AF_UNIX servers give bytes; ours is TCP
         console.print(
             f"serving {service.version} ({service.kind}) on http://{h}:{p}", highlight=False
         )

@@ -382,7 +382,7 @@ def gunzip(raw: bytes, *, source: str) -> bytes:
             if inflater.eof and not inflater.unused_data and len(out) == size:
                 return out
         return gzip_ng.decompress(raw)
-    except (OSError, EOFError, zlib_ng.error) as err:
+    except (OSError, EOFError, zlib_ng.error) as err:  # type: ignore[misc]  # zlib_ng.error is an exception class; its stub says otherwise
         raise DataError(
             f"{source}: cannot read: {err}",
             hint="the file is corrupt or truncated; re-download or re-export it",

@@ -102,7 +102,7 @@ class MLPModel:
         for i, (w, b) in enumerate(zip(self.coefs, self.intercepts, strict=True)):
             arrays[f"coef_{i}"] = w
             arrays[f"intercept_{i}"] = b
-        np.savez(path / "weights.npz", **arrays)
+        np.savez(path / "weights.npz", **arrays)  # type: ignore[arg-type]  # numpy stub types **kwds as allow_pickle
         write_json(
             path / "architecture.json",
             {
