@@ -21,6 +21,11 @@ def live(
     set_: list[str] | None = typer.Option(None, "--set", help="Override a param or dotted key (k=v). Repeatable."),
     results: str | None = ResultsOpt,
     max_bars: int | None = typer.Option(None, "--max-bars", min=1, help="Stop after N closed bars."),
+    since: str | None = typer.Option(
+        None, "--since",
+        help="First warm-up bar (UTC, e.g. 2024-01-01): read history from there. ML strategies "
+        "anchor their walk-forward folds there (a backtest's data.start reuses its models).",
+    ),
     key_file: str | None = typer.Option(
         None, "--key-file", help="File with the API key and secret (else BINANCE_API_KEY/BINANCE_API_SECRET)."
     ),
@@ -38,7 +43,13 @@ def live(
     from engine.live.decider import check_live_supported
 
     check_live_supported(graph)
-    opts = LiveOptions(url=url, ws_url=ws_url, testnet=testnet, results=results, max_bars=max_bars)
+    since_ms = None
+    if since is not None:
+        from engine.timeutil import parse_time
+
+        since_ms = parse_time(since)
+    opts = LiveOptions(url=url, ws_url=ws_url, testnet=testnet, results=results, max_bars=max_bars,
+                       since=since_ms)
     opts.endpoints()
     key, secret = read_keys(key_file)
     import dataclasses

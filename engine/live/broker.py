@@ -183,8 +183,8 @@ class Broker:
             if last < since:
                 break
             since = last + self.step
-            if len(rows) < 1500:
-                break
+            # no break on a short page: a server may cap pages below the limit asked for
+            # (the simulator serves 1000, as Binance's default); an empty page ends the loop
         return out
 
     async def funding_settled(self, symbol: str, funding_time: int) -> tuple[float, float] | None:

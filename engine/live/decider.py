@@ -66,11 +66,6 @@ def check_live_supported(graph: StrategyGraph) -> None:
     """Raise ConfigError for the parts of a graph live mode does not run yet (named, with a hint)."""
     cfg = graph.config
     src = getattr(graph, "source", None) or graph.name
-    if cfg.models is not None:
-        raise ConfigError(
-            f"{src}: models: ML strategies are not supported by `engine live` yet",
-            hint="run ML strategies with `engine backtest`; live mode runs rule strategies (signals:)",
-        )
     e = cfg.execution
     if e.order_type != "market":
         raise ConfigError(
@@ -86,12 +81,95 @@ def check_live_supported(graph: StrategyGraph) -> None:
 
 def warmup_needed(graph: StrategyGraph) -> int:
     """Closed bars to read before the first live decision: the features' warm-up plus the
-    rules' lookback - 1, so the first live bar is the first one with every rule defined."""
+    rules' lookback - 1, so the first live bar is the first one with every rule defined.
+
+    An ML strategy needs at least the walk-forward warm-up (``training.warmup``, default
+    ``training.train_window``) too, so that its first fold's cutoff is at or before the
+    first live bar (the schedule is anchored at the first warm-up bar, as a backtest's at
+    its first bar)."""
     from engine.features import warmup_bars
 
     names = list(graph.feature_columns)
     w = warmup_bars(names, interval=graph.interval) if names else 0
-    return w + max(graph.lookback, 1) - 1
+    need = w + max(graph.lookback, 1) - 1
+    ml = graph.config.ml()
+    if ml is not None:
+        from engine.ml.config import span_ms
+        from engine.timeutil import interval_ms
+
+        t = ml.training
+        step = interval_ms(graph.interval)
+        span = t.train_window if t.warmup is None else t.warmup
+        where = "training.train_window" if t.warmup is None else "training.warmup"
+        need = max(need, -(-span_ms(span, step, where=where) // step))
+    return need
+
+
+@dataclass(frozen=True)
+class MLBar:
+    """The ensemble's output for one closed bar of one symbol, as the backtest maps it.
+
+    ``state``/``direction``: the gated side; ``prob``: P(the chosen side is right), the
+    Kelly p (``SymbolResult.confidence``); ``payoff``: the Kelly b (``payoff_ratio``);
+    ``columns``: the ``ensemble_decisions`` ML columns; ``predictions``: the
+    ``model_predictions`` rows (one per model, none before the first cutoff).
+    """
+
+    state: int
+    direction: float
+    prob: float
+    payoff: float
+    columns: dict[str, float]
+    predictions: list[dict[str, Any]]
+
+
+def ml_bar(symbol: str, out: dict[str, Any], model_names: list[str]) -> MLBar:
+    """Map one :meth:`engine.ml.LiveEnsemble.on_bar` output to the simulator's inputs and the
+    log's rows through the batch path's own objects: a one-bar
+    :class:`engine.ml.SymbolResult` (its ``confidence``) and
+    :func:`engine.ml.node.predictions_frame`; the fields taken are those
+    ``engine.ml.node.decide`` puts on the market grid (direction, confidence as the Kelly
+    probability, payoff_ratio as the Kelly payoff, p as the logged probability)."""
+    from engine.ml.node import predictions_frame
+    from engine.ml.pipeline import SymbolResult
+
+    k = int(out["fold"])
+    one = np.array
+    r = SymbolResult(
+        symbol=symbol,
+        open_time=one([out["open_time"]], dtype=np.int64),
+        model_names=list(model_names),
+        raw=np.asarray(out["raw"], dtype=np.float64)[None, :],
+        probs=np.asarray(out["probs"], dtype=np.float64)[None, :],
+        fold=one([0 if k >= 0 else -1], dtype=np.int32),
+        versions={m: [out["model_versions"][m]] for m in model_names},
+        p=one([out["p"]]),
+        agreement=one([out["agreement"]]),
+        disagreement=one([out["disagreement"]]),
+        entropy=one([out["entropy"]]),
+        uncertainty=one([out["uncertainty"]]),
+        payoff_ratio=one([out["payoff_ratio"]]),
+        expected_value=one([out["expected_value"]]),
+        direction=one([out["direction"]], dtype=np.int8),
+        gate_code=one([out["gate_code"]], dtype=np.int8),
+        weights=np.asarray(out["weights"], dtype=np.float64)[None, :],
+        labels=one([np.nan]),  # the label of a live bar is not known at its close
+    )
+    d = int(r.direction[0])
+    return MLBar(
+        state=d,
+        direction=float(d),
+        prob=float(r.confidence[0]),
+        payoff=float(r.payoff_ratio[0]),
+        columns={
+            "confidence": float(r.confidence[0]),
+            "probability": float(r.p[0]),
+            "agreement": float(r.agreement[0]),
+            "uncertainty": float(r.uncertainty[0]),
+            "expected_value": float(r.expected_value[0]),
+        },
+        predictions=predictions_frame(r).to_dicts() if k >= 0 else [],
+    )
 
 
 class LiveDecider:
@@ -142,6 +220,69 @@ class LiveDecider:
         self.atr_name = f"atr_{atr_stop.atr_period}" if atr_stop is not None else None
         self.atr = dict.fromkeys(self.symbols, float("nan"))
         self.has_exits = e.stop_loss is not None or e.take_profit is not None
+        # ML strategies: candles and features of the warm-up per symbol, then a LiveEnsemble
+        self.ml = graph.config.ml()
+        self.kelly = graph.config.risk.sizing == "kelly"
+        self.history: dict[str, list[tuple[Bar, dict[str, float]]]] = {s: [] for s in self.symbols}
+        self.ensembles: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ warm-up
+
+    def warm_step(self, bar: Bar) -> None:
+        """Feed one warm-up bar (no decision is acted on): rules step their state machine;
+        an ML strategy keeps the bar and its features for :meth:`start_ml`."""
+        if self.ml is None:
+            self.signal_step(bar)
+            return
+        self.history[bar.symbol].append((bar, self._features(bar)))
+
+    def start_ml(self, *, run_start: int, results_dir: Any = None) -> None:
+        """Warm up each symbol's :class:`engine.ml.LiveEnsemble` on the warm-up bars: the
+        batch walk-forward anchored at ``run_start`` (the first warm-up bar, as a backtest
+        from there), models trained or reused from ``<results>/models`` as the backtest does."""
+        import polars as pl
+
+        from engine.errors import DataError
+        from engine.ml.live import LiveEnsemble
+
+        assert self.ml is not None
+        for s in self.symbols:
+            hist = self.history[s]
+            if not hist:
+                raise DataError(f"{s}: no warm-up bars from the venue for the ML ensemble",
+                                hint="check the symbol and that the venue serves its klines")
+            cols = ("open_time", "open", "high", "low", "close", "volume")
+            candles = pl.DataFrame(
+                {c: [getattr(b, c) for b, _ in hist] for c in cols},
+                schema={c: pl.Int64 if c == "open_time" else pl.Float64 for c in cols},
+            )
+            feats = pl.DataFrame(
+                {"open_time": candles["open_time"],
+                 **{n: pl.Series(n, [f[n] for _, f in hist], dtype=pl.Float64) for n in self.names}},
+            )
+            self.ensembles[s] = LiveEnsemble.from_history(
+                self.ml, candles, feats, symbol=s, run_start=run_start, results_dir=results_dir)
+            self.history[s] = []
+
+    def ml_step(self, bar: Bar) -> MLBar:
+        """Feed one live closed bar of an ML strategy: FeatureStream -> LiveEnsemble.on_bar ->
+        the backtest's mapping (:func:`ml_bar`)."""
+        assert self.ml is not None
+        feats = self._features(bar)
+        out = self.ensembles[bar.symbol].on_bar(bar.open_time, bar.close, feats)
+        r = ml_bar(bar.symbol, out, [m.name for m in self.ml.models])
+        self.state[bar.symbol] = r.state
+        return r
+
+    def _features(self, bar: Bar) -> dict[str, float]:
+        feats = self.streams[bar.symbol].update(
+            {"open_time": bar.open_time, "open": bar.open, "high": bar.high, "low": bar.low,
+             "close": bar.close, "volume": bar.volume}
+        )
+        row = {k: float(v) for k, v in feats.items()}
+        if self.atr_name is not None:
+            self.atr[bar.symbol] = row.get(self.atr_name, float("nan"))
+        return row
 
     def exit_prices(self, symbol: str, side: int, entry_price: float) -> tuple[float, float]:
         """Stop-loss and take-profit trigger prices after an entry (NaN: none), as the
@@ -170,15 +311,9 @@ class LiveDecider:
         """
         from engine.strategy.rules_nb import rule_step_nb
 
-        feats = self.streams[bar.symbol].update(
-            {"open_time": bar.open_time, "open": bar.open, "high": bar.high, "low": bar.low,
-             "close": bar.close, "volume": bar.volume}
-        )
-        row = {k: float(v) for k, v in feats.items()}
+        row = self._features(bar)
         for c in self.price_cols:
             row[c] = float(getattr(bar, c))
-        if self.atr_name is not None:
-            self.atr[bar.symbol] = row.get(self.atr_name, float("nan"))
         rows = self.rows[bar.symbol]
         rows.append(row)
         cols = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in row}
@@ -197,12 +332,17 @@ class LiveDecider:
         closes: np.ndarray,
         directions: np.ndarray,
         account: AccountView,
+        *,
+        prob: np.ndarray | None = None,
+        payoff: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """The simulator's decide phase at a close: breaker step, then each symbol's target.
 
         ``closes``/``directions`` are per symbol (NaN close: the symbol has no bar). The
         account (wallet, positions, margins) comes from the exchange; equity is
         ``wallet + sum(qty * (close - entry))``, the backtest's mark to market at the close.
+        ``prob``/``payoff`` (ML strategies, per symbol): the Kelly p and b, passed as the
+        backtest passes them (p only with ``risk.sizing: kelly``).
         Returns ``(target qty, reason code, equity)``.
         """
         from engine.sim.loop import decide_phase_nb
@@ -224,7 +364,9 @@ class LiveDecider:
             a, self.pend, self.brk, self.spa, self.prm, self.recs, self.bar_index, int(open_time),
             equity, np.ascontiguousarray(closes, dtype=np.float64),
             np.ascontiguousarray(directions, dtype=np.float64),
-            self._empty, self._empty, self._empty, target, reason,
+            np.ascontiguousarray(prob, dtype=np.float64) if prob is not None and self.kelly else self._empty,
+            np.ascontiguousarray(payoff, dtype=np.float64) if payoff is not None else self._empty,
+            self._empty, target, reason,
         )
         self.bar_index += 1
         return target, reason, equity

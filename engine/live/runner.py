@@ -36,7 +36,10 @@ class LiveOptions:
 
     ``url``/``ws_url``: REST and websocket base URLs (``testnet`` picks Binance's futures
     testnet). ``key``/``secret`` are never printed or logged. ``max_bars``: stop after this
-    many live closed bars (None: until stopped).
+    many live closed bars (None: until stopped). ``since``: open time (UTC ms) of the first
+    warm-up bar, to read more history than the minimum (:func:`warmup_needed`); an ML
+    strategy's walk-forward schedule is anchored there, so ``since`` = a backtest's first bar
+    continues that backtest's folds (and reuses its models from ``<results>/models``).
     """
 
     url: str | None = None
@@ -48,6 +51,7 @@ class LiveOptions:
     max_bars: int | None = None
     max_attempts: int = 8
     max_wait_s: float = 60.0
+    since: int | None = None
 
     def endpoints(self) -> tuple[str, str]:
         if self.testnet and (self.url or self.ws_url):
@@ -191,6 +195,17 @@ class LiveRunner:
         last_closed = (now // self.step) * self.step - self.step
         w = warmup_needed(self.graph)
         first = last_closed - (w - 1) * self.step if w > 0 else last_closed + self.step
+        if self.opts.since is not None:
+            since = -(-int(self.opts.since) // self.step) * self.step
+            if since > first:
+                from engine.timeutil import fmt_ms
+
+                raise ConfigError(
+                    f"--since {fmt_ms(int(self.opts.since))}: {self.graph.name} needs {w} closed "
+                    f"{self.graph.interval} bars of warm-up, from {fmt_ms(first)} at the latest",
+                    hint=f"start the warm-up at or before {fmt_ms(first)}, or drop --since")
+            first = since
+            w = (last_closed - first) // self.step + 1
         self.log.append(self.run_id, "system_events", {
             "time": now, "severity": "info", "component": "live",
             "message": f"warm-up: {w} closed {self.graph.interval} bars from REST",
@@ -205,8 +220,10 @@ class LiveRunner:
                 for s in self.symbols:
                     bar = bars.get((s, t))
                     if bar is not None:
-                        self.decider.signal_step(bar)
+                        self.decider.warm_step(bar)
                 self.decider.bar_index += 1
+            if self.decider.ml is not None:
+                self.decider.start_ml(run_start=first, results_dir=self.opts.results)
         self.last_done = last_closed
         queue: asyncio.Queue[Any] = asyncio.Queue()
         url = stream_url(self.ws_url, self.symbols, self.graph.interval)
@@ -333,17 +350,32 @@ class LiveRunner:
         closes = np.full(n, np.nan)
         directions = np.full(n, np.nan)
         states = np.zeros(n, dtype=np.int64)
+        ml = self.decider.ml is not None
+        prob = np.full(n, np.nan) if ml else None
+        payoff = np.full(n, np.nan) if ml else None
+        ml_cols: dict[str, dict[str, float]] = {}
+        predictions: list[dict[str, Any]] = []
         for j, s in enumerate(self.symbols):
             bar = bars.get(s)
             if bar is None:
                 states[j] = self.decider.state[s]
                 continue
-            st, d = self.decider.signal_step(bar)
+            if ml:
+                assert prob is not None and payoff is not None
+                mb = self.decider.ml_step(bar)
+                st, d = mb.state, mb.direction
+                prob[j], payoff[j], ml_cols[s] = mb.prob, mb.payoff, mb.columns
+                predictions.extend(mb.predictions)
+            else:
+                st, d = self.decider.signal_step(bar)
             states[j], directions[j], closes[j] = st, d, bar.close
+        if predictions:
+            self.log.append(self.run_id, "model_predictions", predictions)
         acc = await self.broker.account()
         if self.protect:
             acc = await self._check_exits(t, acc)
-        target, reason, equity = self.decider.size(t, closes, directions, acc)
+        target, reason, equity = self.decider.size(t, closes, directions, acc, prob=prob,
+                                                   payoff=payoff)
         self.equity = equity
         decided_at = t + self.step
         rows = []
@@ -361,6 +393,7 @@ class LiveRunner:
                 "risk_check": "pass" if rs == 0 else rname,
                 "position_size": abs(target[j]) * closes[j] / equity if equity > 0 else None,
                 "rejection_reason": rname if rejected else None, "price": float(closes[j]),
+                **{k: (None if np.isnan(v) else v) for k, v in ml_cols.get(s, {}).items()},
             })
         if rows:
             self.log.append(self.run_id, "ensemble_decisions", rows)

@@ -111,7 +111,7 @@ def faults(spec: str) -> FaultSpec:
 
 
 def drive(sim: ServerThread, graph: Any, results: Path, *, bars: int, between: Any = None,
-          timeout: float = 60.0) -> Any:
+          timeout: float = 60.0, since: int | None = None) -> Any:
     """Run live (max_bars=bars) in a thread; after it is ready, advance the clock one bar at a
     time, waiting for each bar to be processed. ``between(k)`` runs after bar k is done."""
     from engine.live import LiveOptions, run_live
@@ -121,7 +121,7 @@ def drive(sim: ServerThread, graph: Any, results: Path, *, bars: int, between: A
     ready = threading.Event()
     out: dict[str, Any] = {}
     opts = LiveOptions(url=sim.server.url, ws_url=sim.server.ws_url, key=KEY, secret=SECRET,
-                       results=results, max_bars=bars, max_wait_s=2.0)
+                       results=results, max_bars=bars, max_wait_s=2.0, since=since)
 
     def target() -> None:
         try:
@@ -132,7 +132,7 @@ def drive(sim: ServerThread, graph: Any, results: Path, *, bars: int, between: A
 
     th = threading.Thread(target=target, daemon=True)
     th.start()
-    assert ready.wait(timeout), "live mode did not get ready"
+    assert ready.wait(timeout * 2), "live mode did not get ready"
     for k in range(bars):
         if "error" in out:
             break
@@ -140,6 +140,9 @@ def drive(sim: ServerThread, graph: Any, results: Path, *, bars: int, between: A
         try:
             done.get(timeout=timeout)
         except queue.Empty:
+            th.join(1.0)
+            if "error" in out:  # the run failed on this bar: its error, not the timeout
+                raise out["error"] from None
             raise AssertionError(f"bar {k} was not processed in {timeout}s") from None
         if between is not None:
             between(k)

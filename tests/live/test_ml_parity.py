@@ -1,0 +1,136 @@
+"""Live ML: a small walk-forward ensemble (LightGBM + MLP, two folds, Kelly sizing) run live
+against the exchange simulator decides, predicts and fills exactly as the backtest over the
+same real bars, reusing the backtest's models (same model versions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.backtest import run_backtest
+from engine.exchange_sim.market import MarketData
+from engine.live import warmup_needed
+from engine.timeutil import parse_end, parse_time
+
+from .conftest import BAR, SYMBOLS, drive, simulator, strategy
+from .test_parity import PRICE_DIGITS, decisions, fills, live_span, q
+
+pytestmark = pytest.mark.slow
+
+START = "2024-01-01"  # the backtest's first bar = the live warm-up's first bar (the anchor)
+FIRST_LIVE = "2024-01-06T20:00"  # START + training.warmup (140h): fold 0's cutoff
+N_BARS = 150  # folds 0, 1, 2 (cutoffs every 6 h = 72 bars) are all rolled in live
+
+ML_STRATEGY = """
+name: ml_small
+data:
+  symbols: [BTCUSDT, ETHUSDT]
+  interval: 5m
+  start: {start}
+  end: {end}
+  market: usdm
+  funding: true
+features: [rsi_14, bb_pct, atr_pct_14, log_return_1, volume_ratio]
+labels: {{horizon: 6, cost_bps: 2, flat_band_bps: 0, drop_flat: true}}
+training:
+  train_window: 3d
+  retrain_every: 6h
+  warmup: 140h
+  embargo: 2
+  min_train_rows: 200
+  seed: 3
+  threads: 1
+  workers: 1
+models:
+  - {{kind: lightgbm, name: lightgbm, params: {{n_estimators: 15, num_leaves: 7, min_data_in_leaf: 20}}}}
+  - {{kind: mlp, name: mlp, params: {{hidden_layer_sizes: [8], max_iter: 15}}}}
+ensemble:
+  calibration: isotonic
+  fusion: bayesian
+  payoff_lookback: 200
+  min_calibration_rows: 40
+  gate: {{max_uncertainty: 0.9999, min_agreement: 0.5, min_edge: 0.0}}
+risk:
+  sizing: kelly
+  kelly_fraction: 0.5
+  max_position_pct: 50
+  max_leverage: 2
+  max_exposure_pct: 100
+execution:
+  order_type: market
+  leverage: 2
+  margin_mode: cross
+  taker_fee: 0.0005
+  maker_fee: 0.0002
+  slippage_bps: 1
+  initial_cash: 10000
+"""
+
+
+@pytest.fixture(scope="module")
+def ml_market(usdm_store: Path) -> MarketData:
+    md, _ = MarketData.load(list(SYMBOLS), interval="5m", start_ms=parse_time(START),
+                            end_ms=parse_end("2024-01-07T12:00"), store=usdm_store)
+    return md
+
+
+def predictions(run_id: str, since: int, until: int, results: Path) -> list[tuple[Any, ...]]:
+    rows = q(
+        f"SELECT symbol, open_time, model, model_version, probability, calibrated, weight "
+        f"FROM predictions WHERE run_id = '{run_id}' AND open_time BETWEEN {since} AND {until} "
+        f"ORDER BY open_time, symbol, model", results)
+    return [tuple(r.values()) for r in rows]
+
+
+def ml_decisions(run_id: str, since: int, results: Path) -> list[tuple[Any, ...]]:
+    rows = q(
+        f"SELECT symbol, open_time, confidence, probability, agreement, uncertainty, expected_value "
+        f"FROM decisions WHERE run_id = '{run_id}' AND open_time >= {since} "
+        f"ORDER BY open_time, symbol", results)
+    return [tuple(r.values()) for r in rows]
+
+
+def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store: Path,
+                                               tmp_path: Path) -> None:
+    first_live = parse_time(FIRST_LIVE)
+    last = first_live + (N_BARS - 1) * BAR
+    # 1. the backtest over [START, last bar]: trains folds 0-2, saved under tmp_path/models
+    bt = run_backtest(strategy(START, last, text=ML_STRATEGY), store=usdm_store, results=tmp_path)
+    assert bt.run_id is not None
+    # 2. live: the minimal warm-up (training.warmup) is [START, first_live), then N_BARS bars
+    graph = strategy(START, last, text=ML_STRATEGY)
+    assert warmup_needed(graph) == (first_live - parse_time(START)) // BAR
+    with simulator(ml_market, start_ms=first_live) as sim:
+        res = drive(sim, graph, tmp_path, bars=N_BARS)
+    assert res.status == "ok" and res.bars == N_BARS
+    assert live_span(res.run_id, tmp_path) == (parse_time(START), first_live)
+
+    d_live, d_bt = decisions(res.run_id, first_live, tmp_path), decisions(bt.run_id, first_live, tmp_path)
+    assert len(d_live) == len(d_bt) == 2 * N_BARS
+    assert d_live == d_bt
+    assert {a[2] for a in d_live} >= {"long", "short"}, "the ensemble must take both sides"
+    assert sum(a[3] != 0 for a in d_live) > N_BARS // 2, "Kelly must size positions"
+    assert ml_decisions(res.run_id, first_live, tmp_path) == ml_decisions(bt.run_id, first_live, tmp_path)
+
+    p_live = predictions(res.run_id, first_live, last, tmp_path)
+    p_bt = predictions(bt.run_id, first_live, last, tmp_path)
+    assert len(p_live) == len(p_bt) == 2 * 2 * N_BARS
+    assert p_live == p_bt
+    # three folds per symbol and model, each rolled in live on the backtest's model version
+    versions = {(r[0], r[2], r[3]) for r in p_live}
+    assert len(versions) == 2 * 2 * 3
+    assert all(r[3] is not None for r in p_live)
+
+    # orders decided at the last bar fill after it: outside the backtest's bars
+    f_live = [f for f in fills(res.run_id, first_live, tmp_path) if f[1] < last]
+    f_bt = fills(bt.run_id, first_live, tmp_path)
+    assert len(f_live) == len(f_bt) > 0
+    for a, b in zip(f_live, f_bt, strict=True):
+        assert a[:4] == b[:4], f"fill differs: live {a} backtest {b}"
+        assert a[4] == pytest.approx(b[4], abs=1e-9)
+        assert abs(a[5] - b[5]) <= 0.5 * 10.0 ** -PRICE_DIGITS[a[0]] + 1e-9
+    early = q(f"SELECT count(*) AS n FROM orders WHERE run_id = '{bt.run_id}' AND open_time < {first_live}",
+              tmp_path)
+    assert early[0]["n"] == 0  # no fold before the first live bar: both start flat with the same cash
