@@ -47,7 +47,7 @@ def live(
     if since is not None:
         from engine.timeutil import parse_time
 
-        since_ms = parse_time(since)
+        since_ms = parse_time(since, name="--since")
     opts = LiveOptions(url=url, ws_url=ws_url, testnet=testnet, results=results, max_bars=max_bars,
                        since=since_ms)
     opts.endpoints()
