@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -148,9 +149,9 @@ class Broker:
 
         for s in self.symbols:
             m = self.market_ids[s]
-            await self.call(f"set leverage {s}", lambda m=m: self.ex.set_leverage(leverage, m))
+            await self.call(f"set leverage {s}", partial(self.ex.set_leverage, leverage, m))
             try:
-                await self.call(f"set margin mode {s}", lambda m=m: self.ex.set_margin_mode(margin_mode, m))
+                await self.call(f"set margin mode {s}", partial(self.ex.set_margin_mode, margin_mode, m))
             except (ccxt.MarginModeAlreadySet, ccxt.NoChange):
                 pass
             except ccxt.BadRequest as err:
@@ -170,7 +171,7 @@ class Broker:
         while since <= end:
             rows = await self.call(
                 f"klines {symbol}",
-                lambda since=since: self.ex.fetch_ohlcv(m, self.interval, since=since, limit=1500),
+                partial(self.ex.fetch_ohlcv, m, self.interval, since=since, limit=1500),
             )
             if not rows:
                 break
@@ -209,8 +210,10 @@ class Broker:
         while since <= end:
             rows = await self.call(
                 f"funding rates {symbol}",
-                lambda since=since: self.ex.fapiPublicGetFundingRate(
-                    {"symbol": exid, "startTime": since, "endTime": end, "limit": 1000}),
+                partial(
+                    self.ex.fapiPublicGetFundingRate,
+                    {"symbol": exid, "startTime": since, "endTime": end, "limit": 1000},
+                ),
             )
             if not rows:
                 break
