@@ -72,11 +72,6 @@ def check_live_supported(graph: StrategyGraph) -> None:
             f"{src}: execution.order_type: live mode sends market orders only, got {e.order_type!r}",
             hint="set execution.order_type: market (or --set execution.order_type=market)",
         )
-    if cfg.risk.breaker.max_consecutive_losses is not None:
-        raise ConfigError(
-            f"{src}: risk.breaker.max_consecutive_losses: the loss-streak breaker is not supported live yet",
-            hint="use daily_loss_pct / drawdown_pct, or --set risk.breaker.max_consecutive_losses=null",
-        )
 
 
 def warmup_needed(graph: StrategyGraph) -> int:
@@ -297,6 +292,15 @@ class LiveDecider:
             self.atr[symbol], float(self.spa.tick[j]))
         return float(stop), float(target)
 
+    def trade_closed(self, pnl: float) -> None:
+        """Count one closed trade into the loss streak the breaker reads, as
+        ``engine.sim.steps._close_trade_nb`` does: ``pnl < 0`` (net of fees and funding)
+        adds one, anything else resets it (the breaker's reset zeroes it too)."""
+        if pnl < 0.0:
+            self.acct.loss_streak[0] += 1
+        else:
+            self.acct.loss_streak[0] = 0
+
     def add_funding(self, symbol: str, funding_time: int, rate: float) -> None:
         """Record a settled funding event of one symbol (feeds its FeatureStream)."""
         self.streams[symbol].add_funding(int(funding_time), float(rate))
@@ -394,7 +398,7 @@ def breaker_events(decider: LiveDecider) -> list[dict[str, Any]]:
     """Breaker trips/resets recorded by the last :meth:`LiveDecider.size` (then cleared)."""
     ev = decider.recs.events
     out = [
-        {"code": int(ev.code[i]), "value": float(ev.value[i])}
+        {"code": int(ev.code[i]), "value": float(ev.value[i]), "bar": int(ev.bar[i])}
         for i in range(min(int(ev.n[0]), ev.code.shape[0]))
     ]
     ev.n[0] = 0

@@ -131,6 +131,11 @@ class LiveRunner:
         self.equity = float("nan")
         self.run_id = ""
         self.log: Any = None
+        # what the run logged, for its metrics at the end (engine.metrics.compute_metrics)
+        self.equity_rows: list[dict[str, float]] = []
+        self.trade_rows: list[dict[str, Any]] = []
+        self.fees_total = 0.0
+        self.funding_total = 0.0  # + = received, as the log's trades.funding
 
     # ------------------------------------------------------------------ log helpers
 
@@ -175,13 +180,39 @@ class LiveRunner:
                 self.event("error", "live", f"run failed: {type(err).__name__}: {str(err)[:500]}")
                 raise
             finally:
-                self.log.finish_run(self.run_id, status=status, metrics={
-                    "bars": self.bars, "orders": self.orders, "final_equity": self.equity,
-                    "retries": getattr(self.broker, "retries", 0)})
+                self.log.finish_run(self.run_id, status=status, metrics=self.metrics())
         finally:
             await ex.close()
             self.log.close()
         return LiveResult(self.run_id, status, self.bars, self.orders, self.equity)
+
+    def metrics(self) -> dict[str, Any]:
+        """The run's summary metrics: :func:`engine.metrics.compute_metrics` over the equity
+        rows and closed trades it logged (as a backtest's, see
+        ``engine.backtest.runner.run_metrics``), plus ``orders`` and ``retries``. A run that
+        logged no bar has only the counters."""
+        out: dict[str, Any] = {"bars": self.bars, "orders": self.orders, "final_equity": self.equity,
+                               "retries": getattr(getattr(self, "broker", None), "retries", 0)}
+        if not self.equity_rows:
+            return out
+        import polars as pl
+
+        from engine.metrics import compute_metrics
+
+        eq = self.equity_rows
+        trades = pl.DataFrame(self.trade_rows) if self.trade_rows else None
+        try:
+            m = compute_metrics(
+                times_ms=np.array([r["time"] for r in eq], dtype=np.int64),
+                equity=np.array([r["equity"] for r in eq], dtype=np.float64),
+                trades=trades, bar_interval_ms=self.step,
+                exposure=np.array([r["exposure"] for r in eq], dtype=np.float64),
+                funding_total=self.funding_total, fees_total=self.fees_total,
+            )
+        except Exception as err:  # noqa: BLE001 - the run's own status must still be written
+            self.event("error", "live", f"metrics not computed: {type(err).__name__}: {str(err)[:300]}")
+            return out
+        return {**m, "orders": self.orders, "retries": out["retries"]}
 
     def _event_cb(self, severity: str, component: str, message: str, data: dict[str, Any]) -> None:
         self.event(severity, component, message, data)
@@ -377,7 +408,6 @@ class LiveRunner:
         target, reason, equity = self.decider.size(t, closes, directions, acc, prob=prob,
                                                    payoff=payoff)
         self.equity = equity
-        decided_at = t + self.step
         rows = []
         from engine.backtest.records import REASON
 
@@ -398,15 +428,15 @@ class LiveRunner:
         if rows:
             self.log.append(self.run_id, "ensemble_decisions", rows)
         for ev in breaker_events(self.decider):
-            self.event("warning" if ev["code"] else "info", "risk",
-                       f"circuit breaker event {ev['code']} ({ev['value']:.4g})", ev, time_ms=decided_at)
+            self._breaker_event(t, ev)
         await self._settle_funding(t, acc)
         for j, s in enumerate(self.symbols):
             if not np.isnan(closes[j]) and target[j] != acc.qty[j]:
                 await self._trade(s, t, float(acc.qty[j]), float(target[j]))
         exposure = float(np.nansum(np.abs(acc.qty) * np.where(np.isnan(closes), 0.0, closes)))
-        self.log.append(self.run_id, "equity", {"time": t, "equity": equity, "cash": acc.wallet,
-                                               "exposure": exposure})
+        eq_row = {"time": t, "equity": equity, "cash": acc.wallet, "exposure": exposure}
+        self.log.append(self.run_id, "equity", eq_row)
+        self.equity_rows.append(eq_row)
         self.last_done = t
         self.bars += 1
         if self.on_bar is not None:
@@ -526,13 +556,35 @@ class LiveRunner:
                 self.event("warning", "funding", f"{s}: funding at {f} not published; not in the trade",
                            {"symbol": s, "funding_time": f}, time_ms=f)
                 continue
-            self.book.add_funding(s, q * got[1] * got[0])
+            paid = q * got[1] * got[0]
+            self.book.add_funding(s, paid)
+            self.funding_total -= paid
 
     def _book_fill(self, symbol: str, qty: float, price: float, time_ms: int, reason: str) -> None:
         fee = abs(qty) * price * self.taker_fee
+        self.fees_total += fee
         rows = self.book.fill(symbol, qty, price, fee, time_ms=time_ms, reason=reason)
         if rows:
             self.log.append(self.run_id, "trades", rows)
+            self.trade_rows.extend(rows)
+            for r in rows:
+                # the loss streak the breaker reads at the next close (engine.sim's definition)
+                self.decider.trade_closed(float(r["pnl"]))
+
+    def _breaker_event(self, t: int, ev: dict[str, Any]) -> None:
+        """A breaker trip or reset at the close of bar ``t``, as the backtest logs it
+        (``engine.backtest.records.event_frame``: time = the bar's open time)."""
+        from engine.sim.enums import BreakerEvent, names
+        from engine.timeutil import fmt_ms
+
+        what = names(BreakerEvent).get(ev["code"], str(ev["code"]))
+        if ev["code"] == BreakerEvent.RESET:
+            msg, sev = f"circuit breaker reset at {fmt_ms(t)}: new entries allowed", "info"
+        else:
+            msg = (f"circuit breaker tripped ({what}, {ev['value']:.4g}) at {fmt_ms(t)}: "
+                   "new entries halted")
+            sev = "warning"
+        self.event(sev, "risk", msg, {"event": what, "value": ev["value"], "bar": ev["bar"]}, time_ms=t)
 
     def _log_exit_fill(self, symbol: str, leg: str, base: dict[str, Any], r: Any) -> None:
         # the row names the bar whose prices triggered it (as the backtest's stop/target rows)
