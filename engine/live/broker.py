@@ -271,19 +271,27 @@ class Broker:
         return _result(o, client_order_id)
 
     async def market_order(
-        self, symbol: str, side: str, qty: float, *, client_order_id: str, reduce_only: bool
+        self, symbol: str, side: str, qty: float, *, client_order_id: str, reduce_only: bool,
+        limit_price: float | None = None,
     ) -> OrderResult:
-        """Send a market order at most once (see the module docstring); wait for its fill."""
+        """Send a market order at most once (see the module docstring); wait for its fill.
+
+        With ``limit_price``: a GTC LIMIT order at that price instead, sent at most once the
+        same way, and returned as the exchange acknowledged it (not waited for)."""
         import ccxt
 
         m = self.market_ids[symbol]
         params: dict[str, Any] = {"newClientOrderId": client_order_id, "newOrderRespType": "RESULT"}
         if reduce_only:
             params["reduceOnly"] = True
+        kind = "market"
+        if limit_price is not None:
+            kind = "limit"
+            params["timeInForce"] = "GTC"
         result: OrderResult | None = None
         for attempt in range(1, self.max_attempts + 1):
             try:
-                o = await self.ex.create_order(m, "market", side, qty, None, params)
+                o = await self.ex.create_order(m, kind, side, qty, limit_price, params)
                 result = _result(o, client_order_id)
                 break
             except (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest) as err:
@@ -313,7 +321,7 @@ class Broker:
                 f"{self.max_attempts} attempts",
                 hint="the intent is in the run log; restart to reconcile",
             )
-        for _ in range(self.max_attempts):
+        for _ in range(self.max_attempts if limit_price is None else 0):
             if result.status in ("closed", "canceled", "rejected", "expired"):
                 break
             import asyncio

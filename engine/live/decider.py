@@ -67,10 +67,17 @@ def check_live_supported(graph: StrategyGraph) -> None:
     cfg = graph.config
     src = getattr(graph, "source", None) or graph.name
     e = cfg.execution
-    if e.order_type != "market":
+    if e.order_type == "limit" and (e.stop_loss is not None or e.take_profit is not None):
         raise ConfigError(
-            f"{src}: execution.order_type: live mode sends market orders only, got {e.order_type!r}",
-            hint="set execution.order_type: market (or --set execution.order_type=market)",
+            f"{src}: execution.order_type: limit entries with stop_loss/take_profit are not supported "
+            "live yet (the backtest arms the stop inside the bar the limit fills in)",
+            hint="use execution.order_type: market with stops, or drop stop_loss/take_profit",
+        )
+    if e.order_type == "limit" and not e.limit_offset_bps:
+        raise ConfigError(
+            f"{src}: execution.limit_offset_bps: 0 puts a live limit entry at the close, where the "
+            "exchange fills it at once as a taker (the backtest fills it in the next bar as a maker)",
+            hint="set execution.limit_offset_bps > 0, e.g. 2, or execution.order_type: market",
         )
 
 

@@ -126,6 +126,10 @@ class LiveRunner:
 
         self.book = TradeBook(self.symbols)
         self.taker_fee = float(graph.config.execution.taker_fee)
+        self.maker_fee = float(graph.config.execution.maker_fee)
+        self.limit_entries = graph.config.execution.order_type == "limit"
+        # limit entries resting for one bar, per symbol: (client id, base row)
+        self.resting: dict[str, tuple[str, dict[str, Any]]] = {}
         self.bars = 0
         self.orders = 0
         self.equity = float("nan")
@@ -403,6 +407,8 @@ class LiveRunner:
         if predictions:
             self.log.append(self.run_id, "model_predictions", predictions)
         acc = await self.broker.account()
+        if self.resting:
+            await self._settle_limits(t)
         if self.protect:
             acc = await self._check_exits(t, acc)
         target, reason, equity = self.decider.size(t, closes, directions, acc, prob=prob,
@@ -465,6 +471,11 @@ class LiveRunner:
             await self._cancel_exits(symbol, t + self.step)
         entered = False
         for leg, dq, reduce_only in legs:
+            if leg == "entry" and self.limit_entries:
+                j = self.symbols.index(symbol)
+                await self._send(symbol, t, leg, dq, reduce_only,
+                                 limit_price=float(self.decider.pend.limit_price[j]))
+                continue
             filled = await self._send(symbol, t, leg, dq, reduce_only)
             entered = entered or (leg == "entry" and filled)
         if entered and self.decider.has_exits:
@@ -560,8 +571,33 @@ class LiveRunner:
             self.book.add_funding(s, paid)
             self.funding_total -= paid
 
-    def _book_fill(self, symbol: str, qty: float, price: float, time_ms: int, reason: str) -> None:
-        fee = abs(qty) * price * self.taker_fee
+    async def _settle_limits(self, t: int) -> None:
+        """After bar ``t``: the limit entries placed at the previous close lived this one bar
+        (the simulator's one-bar limit lifetime). Cancel what is left; log and book the fill
+        (maker fee, fill bar ``t``) of those the bar touched."""
+        for symbol, (cid, base) in list(self.resting.items()):
+            del self.resting[symbol]
+            r = await self.broker.cancel_by_client_id(symbol, cid)
+            now = t + self.step
+            if r is not None and r.filled > 0:
+                self.log.append(self.run_id, "orders", {
+                    **base, "status": "filled", "filled_quantity": r.filled, "avg_price": r.average,
+                    "exchange_order_id": r.exchange_order_id,
+                    "updated_at": max(r.update_ms or r.time_ms or now, base["created_at"])})
+                self.orders += 1
+                sgn = 1.0 if base["side"] == "buy" else -1.0
+                self._book_fill(symbol, sgn * r.filled, r.average, t, "signal", rate=self.maker_fee)
+                if r.filled < base["quantity"]:
+                    self.event("warning", "broker", f"limit entry {cid} partly filled; rest canceled",
+                               {"symbol": symbol, "filled": r.filled, "quantity": base["quantity"]},
+                               time_ms=now)
+                continue
+            status = "expired" if r is None or r.status in ("open", "canceled") else r.status
+            self.log.append(self.run_id, "orders", {**base, "status": status, "updated_at": now})
+
+    def _book_fill(self, symbol: str, qty: float, price: float, time_ms: int, reason: str, *,
+                   rate: float | None = None) -> None:
+        fee = abs(qty) * price * (self.taker_fee if rate is None else rate)
         self.fees_total += fee
         rows = self.book.fill(symbol, qty, price, fee, time_ms=time_ms, reason=reason)
         if rows:
@@ -597,8 +633,10 @@ class LiveRunner:
         sgn = -1.0 if base["side"] == "sell" else 1.0
         self._book_fill(symbol, sgn * r.filled, r.average, trig, leg)
 
-    async def _send(self, symbol: str, t: int, leg: str, dq: float, reduce_only: bool) -> bool:
-        """One market leg; True when it filled."""
+    async def _send(self, symbol: str, t: int, leg: str, dq: float, reduce_only: bool, *,
+                    limit_price: float | None = None) -> bool:
+        """One market leg; True when it filled. With ``limit_price``: a GTC limit entry left
+        resting until the next close (:meth:`_settle_limits`)."""
         from engine.backtest.records import client_order_id
 
         spec = self.decider.specs[self.symbols.index(symbol)]
@@ -606,18 +644,25 @@ class LiveRunner:
         side = "buy" if dq > 0 else "sell"
         cid = client_order_id(self.run_id, symbol, t, leg)
         created = t + self.step
-        base = {"client_order_id": cid, "symbol": symbol, "side": side, "type": "market",
-                "quantity": qty, "created_at": created, "open_time": t, "leg": leg,
-                "reduce_only": reduce_only}
+        base: dict[str, Any] = {
+            "client_order_id": cid, "symbol": symbol, "side": side,
+            "type": "market" if limit_price is None else "limit", "quantity": qty,
+            "created_at": created, "open_time": t, "leg": leg, "reduce_only": reduce_only}
+        if limit_price is not None:
+            base["price"] = limit_price
         self.log.append(self.run_id, "orders", {**base, "status": "new", "updated_at": created})
         try:
             r = await self.broker.market_order(symbol, side, qty, client_order_id=cid,
-                                               reduce_only=reduce_only)
+                                               reduce_only=reduce_only, limit_price=limit_price)
         except OrderRejected as err:
             self.log.append(self.run_id, "orders", {**base, "status": "rejected", "updated_at": created,
                                                     "message": str(err)})
             self.event("warning", "broker", f"order {cid} rejected: {err}",
                        {"symbol": symbol, "leg": leg, "qty": qty}, time_ms=created)
+            return False
+        if limit_price is not None and r.status == "open" and r.filled == 0:
+            base["exchange_order_id"] = r.exchange_order_id
+            self.resting[symbol] = (cid, base)
             return False
         status = {"closed": "filled", "open": "new", "canceled": "canceled", "expired": "expired",
                   "rejected": "rejected"}.get(r.status, r.status)
