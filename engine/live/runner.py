@@ -282,6 +282,7 @@ class LiveRunner:
                         self.on_ready()
                 else:
                     await self._on_bar(item)
+            await self._cancel_resting()
         finally:
             self.stop.set()
             reader.cancel()
@@ -570,6 +571,18 @@ class LiveRunner:
             paid = q * got[1] * got[0]
             self.book.add_funding(s, paid)
             self.funding_total -= paid
+
+    async def _cancel_resting(self) -> None:
+        """At a clean end (``--max-bars``, a signal): no limit entry of ours is left resting;
+        one filled in the meantime is logged ``filled`` (its position stays, as any other)."""
+        for symbol, (cid, base) in list(self.resting.items()):
+            del self.resting[symbol]
+            r = await self.broker.cancel_by_client_id(symbol, cid)
+            now = await self.broker.server_time()
+            filled = r is not None and r.filled > 0
+            self.log.append(self.run_id, "orders", {
+                **base, "status": "filled" if filled else "canceled", "updated_at": now,
+                **({"filled_quantity": r.filled, "avg_price": r.average} if filled and r else {})})
 
     async def _settle_limits(self, t: int) -> None:
         """After bar ``t``: the limit entries placed at the previous close lived this one bar

@@ -23,7 +23,9 @@ def test_limit_entries_match_the_backtest(market: MarketData, usdm_store: Path, 
     assert "order_type: limit" in LIMIT_STRATEGY
     with simulator(market) as sim:
         res = drive(sim, strategy(text=LIMIT_STRATEGY), tmp_path, bars=N_BARS)
+        resting = sim.call(lambda s: [o.client_id for o in s.exchange.orders.values() if o.is_open])
     assert res.status == "ok"
+    assert resting == [], "a limit entry was left resting after the run ended"
     n_dec, n_fills = assert_parity(res.run_id, tmp_path, usdm_store, text=LIMIT_STRATEGY)
     assert n_dec == 2 * N_BARS
     by = {(r["type"], r["status"]): r["n"] for r in q(
