@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     import polars as pl
 
+    from engine.strategy.graph import StrategyGraph
+
 PRICES = ("open", "high", "low", "close", "volume")
 
 
@@ -93,6 +95,33 @@ def load_market(
         interval,
         funding_frames=_funding(symbols, candles, load_funding, store) if funding else None,
     )
+
+
+def load_graph_market(graph: StrategyGraph, *, store: str | os.PathLike[str] | None) -> Market:
+    """The market a strategy graph runs on: its symbols, interval, span and funding.
+
+    Raises
+    ------
+    DataError
+        As :func:`load_market`, or when the span holds fewer than two bars (a decision at one
+        bar's close needs a next bar to fill at).
+    """
+    d = graph.config.data
+    market = load_market(
+        graph.symbols,
+        d.interval,
+        start=d.start,
+        end=d.end,
+        store=store,
+        funding=d.funding,
+        market=d.market,
+    )
+    if market.n_bars < 2:
+        raise DataError(
+            f"only {market.n_bars} {d.interval} bar(s) between {fmt_ms(d.start)} and {fmt_ms(d.end)}",
+            hint="widen the span (--start/--end or data.start/data.end)",
+        )
+    return market
 
 
 def _funding(symbols, candles, load_funding, store):  # type: ignore[no-untyped-def]

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.errors import DataError
 from engine.strategy.graph import StrategyGraph
 from engine.timeutil import fmt_ms, interval_ms
 
@@ -182,27 +181,13 @@ def run_backtest(
         Missing data (the message names symbol, interval and span and how to get it).
     """
     from engine.backtest.decide import decide
-    from engine.backtest.market import load_market
+    from engine.backtest.market import load_graph_market
 
     say = progress or (lambda _step: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    d = graph.config.data
     say(STEPS[0])
-    market = load_market(
-        graph.symbols,
-        d.interval,
-        start=d.start,
-        end=d.end,
-        store=store,
-        funding=d.funding,
-        market=d.market,
-    )
-    if market.n_bars < 2:
-        raise DataError(
-            f"only {market.n_bars} {d.interval} bar(s) between {fmt_ms(d.start)} and {fmt_ms(d.end)}",
-            hint="widen the span (--start/--end or data.start/data.end)",
-        )
+    market = load_graph_market(graph, store=store)
     timings["load"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     say(STEPS[1])

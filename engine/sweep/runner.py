@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ConfigError, DataError, UsageError
+from engine.errors import ConfigError, UsageError
+from engine.metrics import METRIC_KEYS
 from engine.sweep.executors import Executor, make_executor
 from engine.sweep.grid import Axis, check_axes, combinations, parse_grid
 
@@ -39,21 +40,7 @@ if TYPE_CHECKING:
     from engine.strategy.graph import StrategyGraph
 
 #: metrics a sweep can be sorted by; those in LOWER_IS_BETTER sort ascending
-SORT_KEYS = (
-    "sharpe",
-    "sortino",
-    "total_return",
-    "cagr",
-    "max_drawdown",
-    "win_rate",
-    "profit_factor",
-    "exposure",
-    "trades",
-    "fees",
-    "funding",
-    "liquidations",
-    "final_equity",
-)
+SORT_KEYS = tuple(k for k in METRIC_KEYS if k not in ("initial_equity", "bars"))
 LOWER_IS_BETTER = frozenset({"max_drawdown", "fees", "liquidations"})
 
 Progress = Callable[[int, int], None]
@@ -259,8 +246,7 @@ def run_sweep(
     >>> r.ranked("sharpe", top=1)[0].params  # doctest: +SKIP
     {'fast': 9, 'slow': 26}
     """
-    from engine.backtest.market import load_market
-    from engine.timeutil import fmt_ms
+    from engine.backtest.market import load_graph_market
 
     t0 = time.perf_counter()
     check_sort(sort)
@@ -282,22 +268,7 @@ def run_sweep(
         key = data_key(g)
         if key in markets:
             continue
-        d = g.config.data
-        m = load_market(
-            g.symbols,
-            d.interval,
-            start=d.start,
-            end=d.end,
-            store=store,
-            funding=d.funding,
-            market=d.market,
-        )
-        if m.n_bars < 2:
-            raise DataError(
-                f"only {m.n_bars} {d.interval} bar(s) between {fmt_ms(d.start)} and {fmt_ms(d.end)}",
-                hint="widen the span (--start/--end or data.start/data.end)",
-            )
-        markets[key] = m
+        markets[key] = load_graph_market(g, store=store)
     timings["load"] = time.perf_counter() - t1
 
     # 3. each distinct feature once per symbol
