@@ -87,9 +87,7 @@ def _describe(e: Any, schema: type[BaseModel]) -> tuple[PathKey, str, str | None
         fields = _fields_at(schema, parent)
         key = str(loc[-1])
         close = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
-        if close:
-            hint = f"did you mean {close[0]!r}?"
-        elif fields:
+        if fields:
             hint = f"valid keys here: {', '.join(fields)}"
         text = f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
         return loc, text, hint
