@@ -227,6 +227,9 @@ class LiveDecider:
         self.kelly = graph.config.risk.sizing == "kelly"
         self.history: dict[str, list[tuple[Bar, dict[str, float]]]] = {s: [] for s in self.symbols}
         self.ensembles: dict[str, Any] = {}
+        from engine.live.ml_summary import LiveMLTrace
+
+        self.ml_trace = LiveMLTrace(self.symbols)  # live bars' ensemble outputs, for the run's end
 
     # ------------------------------------------------------------------ warm-up
 
@@ -248,6 +251,7 @@ class LiveDecider:
         from engine.ml.live import LiveEnsemble
 
         assert self.ml is not None
+        t0 = self.ml_trace.clock()
         for s in self.symbols:
             hist = self.history[s]
             if not hist:
@@ -265,13 +269,19 @@ class LiveDecider:
             self.ensembles[s] = LiveEnsemble.from_history(
                 self.ml, candles, feats, symbol=s, run_start=run_start, results_dir=results_dir)
             self.history[s] = []
+        self.ml_trace.train_seconds += self.ml_trace.clock() - t0
 
     def ml_step(self, bar: Bar) -> MLBar:
         """Feed one live closed bar of an ML strategy: FeatureStream -> LiveEnsemble.on_bar ->
         the backtest's mapping (:func:`ml_bar`)."""
         assert self.ml is not None
         feats = self._features(bar)
-        out = self.ensembles[bar.symbol].on_bar(bar.open_time, bar.close, feats)
+        ens = self.ensembles[bar.symbol]
+        k = ens._fold_for(bar.open_time)
+        rolled = k >= 0 and not any(f.index == k for f in ens.pipe.sched.folds)
+        t0 = self.ml_trace.clock()
+        out = ens.on_bar(bar.open_time, bar.close, feats)
+        self.ml_trace.add(bar.symbol, bar.close, out, self.ml_trace.clock() - t0, rolled=rolled)
         r = ml_bar(bar.symbol, out, [m.name for m in self.ml.models])
         self.state[bar.symbol] = r.state
         return r

@@ -184,7 +184,8 @@ class LiveRunner:
                 self.event("error", "live", f"run failed: {type(err).__name__}: {str(err)[:500]}")
                 raise
             finally:
-                self.log.finish_run(self.run_id, status=status, metrics=self.metrics())
+                self.log.finish_run(self.run_id, status=status,
+                                    metrics={**self.metrics(), **self.ml_metrics()})
         finally:
             await ex.close()
             self.log.close()
@@ -217,6 +218,28 @@ class LiveRunner:
             self.event("error", "live", f"metrics not computed: {type(err).__name__}: {str(err)[:300]}")
             return out
         return {**m, "orders": self.orders, "retries": out["retries"]}
+
+    def ml_metrics(self) -> dict[str, Any]:
+        """An ML strategy's ``models`` and ``ml`` metrics over the live bars it predicted
+        (:func:`engine.live.ml_summary.live_ml_summary`, the backtest's writers), writing its
+        ML ``system_events`` (models not trained for a fold, remote failures, abstentions) as
+        the backtest does. Empty for a rule strategy or a run that predicted no bar."""
+        d = self.decider
+        if d.ml is None or not d.ensembles:
+            return {}
+        import json
+
+        from engine.live.ml_summary import live_ml_summary
+
+        try:
+            doc, rows = live_ml_summary(d.ml_trace, d.ensembles)
+        except Exception as err:  # noqa: BLE001 - the run's own status must still be written
+            self.event("error", "live", f"ML metrics not computed: {type(err).__name__}: {str(err)[:300]}")
+            return {}
+        for r in rows:
+            self.event(r["severity"], r["component"], r["message"],
+                       json.loads(r["data"]) if r["data"] else None, time_ms=int(r["time"]))
+        return doc
 
     def _event_cb(self, severity: str, component: str, message: str, data: dict[str, Any]) -> None:
         self.event(severity, component, message, data)

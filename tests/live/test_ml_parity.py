@@ -4,12 +4,15 @@ same real bars, reusing the backtest's models (same model versions)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from engine.backtest import run_backtest
+from engine.cli import app
 from engine.exchange_sim.market import MarketData
 from engine.live import warmup_needed
 from engine.timeutil import parse_end, parse_time
@@ -134,3 +137,40 @@ def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store
     early = q(f"SELECT count(*) AS n FROM orders WHERE run_id = '{bt.run_id}' AND open_time < {first_live}",
               tmp_path)
     assert early[0]["n"] == 0  # no fold before the first live bar: both start flat with the same cash
+
+    # 3. the run's end stores the backtest's ML documents over the live bars it predicted
+    m_live = json.loads(q(f"SELECT metrics FROM runs WHERE run_id = '{res.run_id}'", tmp_path)[0]["metrics"])
+    m_bt = json.loads(q(f"SELECT metrics FROM runs WHERE run_id = '{bt.run_id}'", tmp_path)[0]["metrics"])
+    models = m_live["models"]
+    assert set(models) == {"lightgbm", "mlp", "ensemble"}
+    labelled = 2 * (N_BARS - 6)  # the last `horizon` (6) live bars of each symbol have no label yet
+    for name, entry in models.items():
+        assert all(entry[k] is not None for k in ("auc", "log_loss", "brier", "calibration_error")), name
+        assert 0 < entry["n"] <= labelled, name
+        # folds 0-2 per symbol; fold 2 holds only the last 6 bars, still unlabelled: not scored
+        assert len(entry["per_fold"]) == 2 * 3 and entry["folds"] == 2 * 2
+        assert [f["n"] for f in entry["per_fold"] if f["fold"] == 2] == [0, 0]
+        assert set(entry["per_symbol"]) == set(SYMBOLS)
+        if name != "ensemble":
+            assert 0 < entry["weight"] <= 1
+    # the backtest over the same bars scores the same predictions: its bars end where the
+    # live run's end, so its last `horizon` bars have no label either -> identical scores
+    for name in models:
+        for k in ("n", "auc", "log_loss", "brier", "calibration_error", "weight"):
+            assert models[name].get(k) == pytest.approx(m_bt["models"][name].get(k), rel=1e-9, abs=1e-12), (name, k)
+    info = m_live["ml"]
+    assert info["versions"] == m_bt["ml"]["versions"]
+    assert all(v["labelled"] <= v["predicted"] - 6 and v["predicted"] == N_BARS
+               for v in info["scored_bars"].values())
+    ev = q(f"SELECT component, message FROM events WHERE run_id = '{res.run_id}' "
+           f"AND component LIKE 'ml%'", tmp_path)
+    assert any(e["component"] == "ml.train" and "walk-forward: 6 folds" in e["message"] for e in ev), ev
+
+    # 4. engine report renders the live run's models section from runs.metrics['models']
+    page = tmp_path / "live_report.html"
+    out = CliRunner().invoke(app, ["report", res.run_id, "--results", str(tmp_path), "--out", str(page)])
+    assert out.exit_code == 0, out.output
+    html = page.read_text()
+    assert "Walk-forward metrics reported by training (runs.metrics[&#x27;models&#x27;])" in html or \
+        "Walk-forward metrics reported by training (runs.metrics['models'])" in html
+    assert "Calibration curve" in html
