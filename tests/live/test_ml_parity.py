@@ -5,6 +5,8 @@ same real bars, reusing the backtest's models (same model versions)."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +176,17 @@ def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store
     assert "Walk-forward metrics reported by training (runs.metrics[&#x27;models&#x27;])" in html or \
         "Walk-forward metrics reported by training (runs.metrics['models'])" in html
     assert "Calibration curve" in html
+    # the page loads in a real headless Chromium (network blocked) with the table in its DOM
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chromium-profile'}", "--proxy-server=http://127.0.0.1:9",
+         "--host-resolver-rules=MAP * ~NOTFOUND", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=15000", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Walk-forward metrics reported by training" in dom.stdout and "Uncaught" not in dom.stderr
+    assert all(f">{m}<" in dom.stdout for m in ("lightgbm", "mlp", "ensemble"))
