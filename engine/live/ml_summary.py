@@ -84,10 +84,10 @@ def live_ensemble_result(trace: LiveMLTrace, ensembles: dict[str, Any]) -> Any:
     """An :class:`engine.ml.EnsembleResult` over the live bars (None if no symbol had one).
 
     Fold scores, calibration and contributions are computed by the batch path's own
-    ``engine.ml.pipeline._metrics`` over the live bars; ``events`` are the pipelines' (models
+    ``engine.ml.pipeline.score_results`` over the live bars; ``events`` are the pipelines' (models
     not trained for a fold at warm-up or at a live roll, remote models' failures);
     ``n_fitted``/``n_reused`` count the pipelines' fit plans."""
-    from engine.ml.pipeline import EnsembleResult, _metrics
+    from engine.ml.pipeline import EnsembleResult, score_results
 
     results = {s: _symbol_result(s, outs, trace.closes[s], ensembles[s].pipe)
                for s, outs in trace.outs.items() if outs}
@@ -106,7 +106,7 @@ def live_ensemble_result(trace: LiveMLTrace, ensembles: dict[str, Any]) -> Any:
                 fitted += 1
             elif plan.version is not None:
                 reused += 1
-    metrics, curve, contrib = _metrics(results, pipes)
+    metrics, curve, contrib = score_results(results, pipes)
     return EnsembleResult(
         symbols=results,
         schedule={s: p.sched for s, p in pipes.items()},

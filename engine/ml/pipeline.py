@@ -736,7 +736,7 @@ def run_ensemble(
             sym_events.extend(getattr(ext, "events", []))
         events.extend({**e, "symbol": sym} for e in sym_events)
     predict_s = time.perf_counter() - t1
-    metrics, curve, contrib = _metrics(results, pipes)
+    metrics, curve, contrib = score_results(results, pipes)
     return EnsembleResult(
         symbols=results,
         schedule={s: p.sched for s, p in pipes.items()},
@@ -799,9 +799,13 @@ def _predict_symbol(pipe: SymbolPipeline) -> SymbolResult:
     )
 
 
-def _metrics(
+def score_results(
     results: dict[str, SymbolResult], pipes: dict[str, SymbolPipeline]
 ) -> tuple[Any, Any, Any]:
+    """Out-of-fold scores per model, symbol and fold, the calibration curve, and each
+    model's contribution: the ``(metrics, curve, contributions)`` frames of an
+    :class:`EnsembleResult`. Used by the batch run and by live mode over its own bars.
+    """
     import polars as pl
 
     from engine.ml.ensemble import calibration_curve
