@@ -6,7 +6,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from engine.cli.common import ResultsOpt, StoreOpt, console, err_console, guarded
+from engine.cli.common import (
+    EndOpt,
+    ResultsOpt,
+    StartOpt,
+    StoreOpt,
+    SymbolsOpt,
+    console,
+    err_console,
+    guarded,
+)
 
 if TYPE_CHECKING:
     from engine.backtest import BacktestResult
@@ -42,15 +51,9 @@ def register(app: typer.Typer) -> None:
 @guarded
 def backtest(
     strategy: str = typer.Argument(..., help="Strategy YAML file, e.g. strategies/ema_cross.yaml."),
-    start: str | None = typer.Option(
-        None, "--start", help="First bar (ISO date/time or ms); overrides data.start."
-    ),
-    end: str | None = typer.Option(
-        None, "--end", help="Last bar, inclusive (a date means the whole day); overrides data.end."
-    ),
-    symbols: str | None = typer.Option(
-        None, "--symbols", help="Comma-separated symbols; overrides data.symbols."
-    ),
+    start: str | None = StartOpt,
+    end: str | None = EndOpt,
+    symbols: str | None = SymbolsOpt,
     set_: list[str] | None = SetOpt,
     json_out: bool = typer.Option(
         False,

@@ -17,7 +17,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
 err_console = Console(stderr=True)
 
-StoreOpt = typer.Option(None, "--store", help="Data store directory (default: $ENGINE_DATA or ./data).")
+StoreOpt = typer.Option(
+    None, "--store", help="Data store directory (default: $ENGINE_DATA or ./data)."
+)
+# A strategy's span and symbols, overridden from the command line (backtest, sweep, live).
+StartOpt = typer.Option(
+    None, "--start", help="First bar (ISO date/time or ms); overrides data.start."
+)
+EndOpt = typer.Option(
+    None, "--end", help="Last bar, inclusive (a date means the whole day); overrides data.end."
+)
+SymbolsOpt = typer.Option(
+    None, "--symbols", help="Comma-separated symbols; overrides data.symbols."
+)
 ResultsOpt = typer.Option(
     None, "--results", help="Results directory (default: $ENGINE_RESULTS or ./results)."
 )

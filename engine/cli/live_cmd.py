@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from engine.cli.common import ResultsOpt, console, guarded
+from engine.cli.common import ResultsOpt, SymbolsOpt, console, guarded
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +17,7 @@ def live(
     testnet: bool = typer.Option(False, "--testnet", help="Trade on Binance's USD-M futures testnet."),
     url: str | None = typer.Option(None, "--url", help="REST base URL of a Binance-compatible server."),
     ws_url: str | None = typer.Option(None, "--ws-url", help="Websocket base URL (market streams)."),
-    symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated symbols; overrides data.symbols."),
+    symbols: str | None = SymbolsOpt,
     set_: list[str] | None = typer.Option(None, "--set", help="Override a param or dotted key (k=v). Repeatable."),
     results: str | None = ResultsOpt,
     max_bars: int | None = typer.Option(None, "--max-bars", min=1, help="Stop after N closed bars."),

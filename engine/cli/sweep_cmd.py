@@ -6,7 +6,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from engine.cli.common import ResultsOpt, StoreOpt, console, err_console, guarded
+from engine.cli.common import (
+    EndOpt,
+    ResultsOpt,
+    StartOpt,
+    StoreOpt,
+    SymbolsOpt,
+    console,
+    err_console,
+    guarded,
+)
 
 if TYPE_CHECKING:
     from engine.sweep import SweepResult
@@ -38,15 +47,13 @@ def sweep(
     set_: list[str] | None = typer.Option(
         None, "--set", help="Override for every combination (name=value or dotted.key=value)."
     ),
-    start: str | None = typer.Option(None, "--start", help="First bar; overrides data.start."),
-    end: str | None = typer.Option(
-        None, "--end", help="Last bar, inclusive (a date means the whole day); overrides data.end."
-    ),
-    symbols: str | None = typer.Option(
-        None, "--symbols", help="Comma-separated symbols; overrides data.symbols."
-    ),
+    start: str | None = StartOpt,
+    end: str | None = EndOpt,
+    symbols: str | None = SymbolsOpt,
     workers: int | None = typer.Option(
-        None, "--workers", help="Processes to run combinations in (default 1, this process: a worker costs ~1.5 s to start; use the core count for big grids or ML strategies)."
+        None,
+        "--workers",
+        help="Processes to run combinations in (default 1, this process: a worker costs ~1.5 s to start; use the core count for big grids or ML strategies).",
     ),
     executor: str = typer.Option(
         "process", "--executor", help="process (local pool), local (this process) or ray."
