@@ -29,8 +29,8 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from engine.backtest.decide import compute_features
-    from engine.backtest.market import load_market
+    from engine.decisions.decide import compute_features
+    from engine.decisions.market import load_market
     from engine.backtest.runner import simulate_graph
     from engine.ml import decide
     from engine.ml.models.base import Segment

@@ -3,28 +3,14 @@
 Public API::
 
     run_backtest(graph, *, store=None, results=None, log=True, progress=None) -> BacktestResult
-    load_market(symbols, interval, *, start, end, store, funding) -> Market
-    decide(graph, market, *, results_dir=None, progress=None) -> (Decisions, features)
-    client_order_id(run_id, symbol, open_time, leg) -> str
+
+The parts a backtest shares with sweeps and live mode live below it: the market grid,
+features and decisions in :mod:`engine.decisions`, the simulator settings in
+:mod:`engine.strategy.execution`.
 """
 
 from __future__ import annotations
 
-from engine.backtest.decide import Decisions, decide, decide_symbol
-from engine.backtest.market import Market, align, load_market
-from engine.backtest.records import client_order_id
-from engine.backtest.runner import BacktestResult, run_backtest, sim_config, symbol_specs
+from engine.backtest.runner import BacktestResult, run_backtest
 
-__all__ = [
-    "BacktestResult",
-    "Decisions",
-    "Market",
-    "align",
-    "client_order_id",
-    "decide",
-    "decide_symbol",
-    "load_market",
-    "run_backtest",
-    "sim_config",
-    "symbol_specs",
-]
+__all__ = ["BacktestResult", "run_backtest"]

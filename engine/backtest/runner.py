@@ -2,8 +2,8 @@
 
 Order of work (nothing is written before every input has been read and checked):
 
-1. candles of every symbol on one grid, funding (:mod:`engine.backtest.market`);
-2. features, signals or the ML ensemble (:mod:`engine.backtest.decide`);
+1. candles of every symbol on one grid, funding (:mod:`engine.decisions.market`);
+2. features, signals or the ML ensemble (:mod:`engine.decisions.decide`);
 3. risk and execution: :func:`engine.sim.simulate` (a decision at the close of bar t fills
    at the open of bar t+1);
 4. metrics (:func:`engine.metrics.compute_metrics`);
@@ -13,9 +13,6 @@ Order of work (nothing is written before every input has been read and checked):
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,15 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.strategy.execution import sim_config, strategy_hash, symbol_specs
 from engine.strategy.graph import StrategyGraph
 from engine.timeutil import fmt_ms, interval_ms
 
 if TYPE_CHECKING:
     import os
 
-    from engine.backtest.decide import Decisions
-    from engine.backtest.market import Market
-    from engine.sim import SimConfig, SimResult, SymbolSpec
+    from engine.decisions.types import Decisions
+    from engine.decisions.market import Market
+    from engine.sim import SimResult
 
 Progress = Callable[[str], None]
 
@@ -53,74 +51,6 @@ class BacktestResult:
     decisions: Decisions
     sim: SimResult
     timings: dict[str, float]
-
-
-def sim_config(graph: StrategyGraph) -> SimConfig:
-    """The simulator options a strategy's risk and execution sections stand for."""
-    from engine.sim import SimConfig
-
-    r, e = graph.config.risk, graph.config.execution
-    sl, tp = e.stop_loss, e.take_profit
-    return SimConfig(
-        initial_cash=e.initial_cash,
-        leverage=e.leverage,
-        margin_mode=e.margin_mode,
-        taker_fee=e.taker_fee,
-        maker_fee=e.maker_fee,
-        slippage_bps=e.slippage_bps,
-        entry_order=e.order_type,
-        limit_offset_bps=e.limit_offset_bps,
-        stop_loss_pct=sl.pct if sl is not None else None,
-        stop_loss_atr=sl.atr if sl is not None else None,
-        take_profit_pct=tp.pct if tp is not None else None,
-        take_profit_atr=tp.atr if tp is not None else None,
-        sizing=r.sizing,
-        fixed_fraction=r.fraction,
-        kelly_fraction=r.kelly_fraction,
-        payoff_ratio=r.payoff_ratio,
-        max_position_pct=r.max_position_pct,
-        max_leverage=r.max_leverage,
-        max_exposure_pct=r.max_exposure_pct,
-        daily_loss_pct=r.breaker.daily_loss_pct,
-        max_drawdown_pct=r.breaker.drawdown_pct,
-        max_loss_streak=r.breaker.max_consecutive_losses,
-        cooldown_bars=r.breaker.cooldown_bars,
-        close_at_end=e.close_at_end,
-    )
-
-
-UNFILTERED_GRID = 1e-8
-
-
-def symbol_specs(graph: StrategyGraph) -> list[SymbolSpec]:
-    """The exchange rules of the symbols; with ``execution.exchange_filters: false`` the
-    filters are lifted (quantities and prices on a 1e-8 grid, no min qty/notional, no max
-    qty) while the leverage brackets (maintenance margin, liquidation) stay."""
-    from engine.sim import load_specs
-
-    specs = load_specs(list(graph.symbols))
-    if graph.config.execution.exchange_filters:
-        return specs
-    return [
-        dataclasses.replace(
-            sp,
-            tick_size=UNFILTERED_GRID,
-            step_size=UNFILTERED_GRID,
-            min_qty=0.0,
-            max_qty=np.inf,
-            market_max_qty=np.inf,
-            min_notional=0.0,
-        )
-        for sp in specs
-    ]
-
-
-def strategy_hash(graph: StrategyGraph) -> str:
-    """A stable hash of the resolved strategy (config with params applied, rules resolved)."""
-    resolved = graph.resolved()
-    resolved.pop("source", None)
-    text = json.dumps(resolved, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def simulate_graph(
@@ -180,8 +110,8 @@ def run_backtest(
     DataError
         Missing data (the message names symbol, interval and span and how to get it).
     """
-    from engine.backtest.decide import decide
-    from engine.backtest.market import load_graph_market
+    from engine.decisions.decide import decide
+    from engine.decisions.market import load_graph_market
 
     say = progress or (lambda _step: None)
     timings: dict[str, float] = {}
@@ -221,7 +151,7 @@ def run_backtest(
 
 def run_metrics(graph: StrategyGraph, market: Market, res: SimResult) -> dict[str, Any]:
     """Summary metrics of a simulation (:func:`engine.metrics.compute_metrics`)."""
-    from engine.backtest.records import equity_frame, trade_frame
+    from engine.decisions.records import equity_frame, trade_frame
     from engine.metrics import compute_metrics
 
     trades = trade_frame(market, res)
@@ -252,7 +182,7 @@ def event_frame(market: Market, res: SimResult, dec: Decisions) -> Any:
     """``system_events``: the simulator's (breaker, liquidations) and the ML stage's."""
     import polars as pl
 
-    from engine.backtest import records
+    from engine.decisions import records
 
     sim_events = records.event_frame(market, res)
     if dec.ml is None:
@@ -304,7 +234,7 @@ def write_run(
     results: Any,
 ) -> str:
     """Write one finished backtest to the run log; returns its ``run_id``."""
-    from engine.backtest import records
+    from engine.decisions import records
     from engine.runlog import RunLog
 
     with RunLog(results) as runlog:

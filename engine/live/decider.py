@@ -96,7 +96,7 @@ def warmup_needed(graph: StrategyGraph) -> int:
     need = w + max(graph.lookback, 1) - 1
     ml = graph.config.ml()
     if ml is not None:
-        from engine.ml.config import span_ms
+        from engine.strategy.ml_config import span_ms
         from engine.timeutil import interval_ms
 
         t = ml.training
@@ -129,10 +129,10 @@ def ml_bar(symbol: str, out: dict[str, Any], model_names: list[str]) -> MLBar:
     """Map one :meth:`engine.ml.LiveEnsemble.on_bar` output to the simulator's inputs and the
     log's rows through the batch path's own objects: a one-bar
     :class:`engine.ml.SymbolResult` (its ``confidence``) and
-    :func:`engine.ml.node.predictions_frame`; the fields taken are those
-    ``engine.ml.node.decide`` puts on the market grid (direction, confidence as the Kelly
+    :func:`engine.decisions.ml_slot.predictions_frame`; the fields taken are those
+    ``engine.decisions.ml_slot.decide`` puts on the market grid (direction, confidence as the Kelly
     probability, payoff_ratio as the Kelly payoff, p as the logged probability)."""
-    from engine.ml.node import predictions_frame
+    from engine.decisions.ml_slot import predictions_frame
     from engine.ml.pipeline import SymbolResult
 
     k = int(out["fold"])
@@ -183,7 +183,7 @@ class LiveDecider:
     """
 
     def __init__(self, graph: StrategyGraph) -> None:
-        from engine.backtest.runner import sim_config, symbol_specs
+        from engine.strategy.execution import sim_config, symbol_specs
         from engine.features import FeatureStream
         from engine.sim.specs import spec_arrays
         from engine.sim.state import new_account, new_breaker, new_pending, new_records
@@ -327,7 +327,7 @@ class LiveDecider:
     def signal_step(self, bar: Bar) -> tuple[int, float]:
         """Feed one closed bar of one symbol: step its features and the rule state machine.
 
-        Returns ``(state, direction)`` exactly as :func:`engine.backtest.decide.decide_symbol`
+        Returns ``(state, direction)`` exactly as :func:`engine.decisions.decide.decide_symbol`
         gives for this bar over the whole history.
         """
         from engine.strategy.rules_nb import rule_step_nb

@@ -151,7 +151,7 @@ class LiveRunner:
     # ------------------------------------------------------------------ main
 
     async def run(self) -> LiveResult:
-        from engine.backtest.runner import strategy_hash
+        from engine.strategy.execution import strategy_hash
         from engine.exchange_sim.client import make_ccxt
         from engine.runlog import RunLog
 
@@ -439,7 +439,7 @@ class LiveRunner:
                                                    payoff=payoff)
         self.equity = equity
         rows = []
-        from engine.backtest.records import REASON
+        from engine.decisions.records import REASON
 
         for j, s in enumerate(self.symbols):
             if np.isnan(closes[j]):
@@ -509,7 +509,7 @@ class LiveRunner:
 
     async def _place_exits(self, symbol: str, t: int) -> None:
         """STOP_MARKET then TAKE_PROFIT_MARKET (closePosition) at the simulator's trigger prices."""
-        from engine.backtest.records import client_order_id
+        from engine.decisions.records import client_order_id
 
         acc = await self.broker.account()
         j = self.symbols.index(symbol)
@@ -645,7 +645,7 @@ class LiveRunner:
 
     def _breaker_event(self, t: int, ev: dict[str, Any]) -> None:
         """A breaker trip or reset at the close of bar ``t``, as the backtest logs it
-        (``engine.backtest.records.event_frame``: time = the bar's open time)."""
+        (``engine.decisions.records.event_frame``: time = the bar's open time)."""
         from engine.sim.enums import BreakerEvent, names
         from engine.timeutil import fmt_ms
 
@@ -673,7 +673,7 @@ class LiveRunner:
                     limit_price: float | None = None) -> bool:
         """One market leg; True when it filled. With ``limit_price``: a GTC limit entry left
         resting until the next close (:meth:`_settle_limits`)."""
-        from engine.backtest.records import client_order_id
+        from engine.decisions.records import client_order_id
 
         spec = self.decider.specs[self.symbols.index(symbol)]
         qty = round(abs(dq), spec.qty_precision)

@@ -2,7 +2,7 @@
 
 A trade opens when a position leaves zero and closes when it returns to zero (or flips: one
 fill through zero closes the trade and opens the next, its fee split pro rata). Its row is
-the backtest's ``trades`` row (:func:`engine.backtest.records.trade_frame`): entry and exit
+the backtest's ``trades`` row (:func:`engine.decisions.records.trade_frame`): entry and exit
 prices are the quantity-weighted averages of the opening and closing fills, ``quantity`` the
 quantity opened, ``fees`` the fees of its fills, ``funding`` the funding settled while it
 was open (+ = received) and ``pnl = realised - fees - funding paid``.

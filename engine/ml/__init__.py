@@ -6,9 +6,9 @@ Batch entry (the backtest)::
                  results_dir=None, progress=False, executor=None, interval_ms=None)
         -> EnsembleResult
 
-* ``config``: an :class:`engine.ml.config.MLSections`, or a strategy config with the optional
+* ``config``: an :class:`engine.strategy.ml_config.MLSections`, or a strategy config with the optional
   sections ``labels``, ``training``, ``models``, ``ensemble`` (defined in
-  :mod:`engine.ml.config`).
+  :mod:`engine.strategy.ml_config`).
 * ``frames_by_symbol``: symbol -> polars candles (``open_time`` ms, ``close``, ...) on a regular
   bar grid; ``features_by_symbol``: symbol -> polars features (``open_time`` + Float64 columns,
   NaN until warm), row-aligned with the candles.
@@ -31,8 +31,8 @@ reliability curve; ``contributions`` each model's mean weight; ``events`` what w
 Risk: the risk manager (engine.sim) takes ``confidence`` as the Kelly probability of the
 chosen side and ``payoff_ratio`` as b, per bar per symbol.
 
-The backtest runner's slot is :func:`decide` (``engine.ml.decide(graph, market, features,
-results_dir=, progress=)`` -> ``engine.backtest.decide.Decisions``). Live mode uses
+The backtest runner's ML slot is :func:`engine.decisions.ml_slot.decide` (above this package:
+it puts an :class:`EnsembleResult` on the market grid as ``engine.decisions.Decisions``). Live mode uses
 :class:`LiveEnsemble`: the same fold models, calibrators and fusion kernel, one closed bar
 at a time.
 """
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.ml.config import (
+from engine.strategy.ml_config import (
     EnsembleConfig,
     GateConfig,
     LabelsConfig,
@@ -52,7 +52,6 @@ from engine.ml.config import (
 )
 
 _LAZY = {
-    "decide": "engine.ml.node",
     "run_ensemble": "engine.ml.pipeline",
     "EnsembleResult": "engine.ml.pipeline",
     "SymbolResult": "engine.ml.pipeline",
@@ -62,7 +61,7 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     # numba, sklearn and the model libraries load only when the ML stage runs, so importing
-    # engine.ml.config (the strategy schema does) stays cheap
+    # engine.strategy.ml_config (the strategy schema does) stays cheap
     if name in _LAZY:
         import importlib
 
@@ -81,6 +80,5 @@ __all__ = [
     "ModelNode",
     "SymbolResult",
     "TrainingConfig",
-    "decide",
     "run_ensemble",
 ]

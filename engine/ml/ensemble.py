@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.ml.config import EnsembleConfig, LabelsConfig
+from engine.strategy.ml_config import EnsembleConfig, LabelsConfig
 from engine.ml.fusion_nb import (
     BAYESIAN,
     GATE_REASONS,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.ml.config import LabelsConfig
+from engine.strategy.ml_config import LabelsConfig
 
 
 def forward_returns(close: np.ndarray, *, horizon: int, kind: str = "log") -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ConfigError, DataError
-from engine.ml.config import LabelsConfig, MLSections, ModelNode, span_ms
+from engine.strategy.ml_config import LabelsConfig, MLSections, ModelNode, span_ms
 from engine.ml.ensemble import Calibrator, FusionRunner, fit_calibrator, fit_stacker, score
 from engine.ml.fusion_nb import GATE_REASONS
 from engine.ml.labels import make_labels

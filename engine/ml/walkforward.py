@@ -62,7 +62,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from engine.errors import ConfigError
-from engine.ml.config import LabelsConfig, ModelNode, TrainingConfig, span_ms
+from engine.strategy.ml_config import LabelsConfig, ModelNode, TrainingConfig, span_ms
 from engine.ml.models.base import TrainSet, write_json
 
 T = TypeVar("T")

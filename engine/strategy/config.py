@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine.ml.config import EnsembleConfig, LabelsConfig, MLSections, ModelList, TrainingConfig
+from engine.strategy.ml_config import EnsembleConfig, LabelsConfig, MLSections, ModelList, TrainingConfig
 from engine.timeutil import INTERVALS, interval_ms, parse_end, parse_time
 
 Num = Annotated[float, Strict()]
@@ -281,7 +281,7 @@ class StrategyConfig(_Model):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     log: LogConfig = Field(default_factory=LogConfig)
-    # the ML sections (schema owned by engine.ml.config); ``models`` makes it an ML strategy
+    # the ML sections (schema owned by engine.strategy.ml_config); ``models`` makes it an ML strategy
     labels: LabelsConfig | None = None
     training: TrainingConfig | None = None
     models: ModelList | None = None

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     import polars as pl
 
-    from engine.backtest.market import Market
+    from engine.decisions.market import Market
     from engine.strategy.graph import StrategyGraph
 
 #: metrics a sweep can be sorted by; those in LOWER_IS_BETTER sort ascending
@@ -130,8 +130,8 @@ def data_key(graph: StrategyGraph) -> tuple[Any, ...]:
 def run_combo(shared: _Shared, task: _Task) -> dict[str, Any]:
     """One combination: decisions from the shared features, the simulator, the metrics
     (and, when logging, the child run's frames). The worker function of every executor."""
-    from engine.backtest import records
-    from engine.backtest.decide import decide
+    from engine.decisions import records
+    from engine.decisions.decide import decide
     from engine.backtest.runner import ml_metrics, run_metrics, simulate_graph
 
     graph = task.graph
@@ -246,7 +246,7 @@ def run_sweep(
     >>> r.ranked("sharpe", top=1)[0].params  # doctest: +SKIP
     {'fast': 9, 'slow': 26}
     """
-    from engine.backtest.market import load_graph_market
+    from engine.decisions.market import load_graph_market
 
     t0 = time.perf_counter()
     check_sort(sort)
@@ -369,7 +369,8 @@ def _run_logged(
     say: Progress,
 ) -> str:
     """Run the combinations and write the parent and child runs (children in index order)."""
-    from engine.backtest.runner import run_params, strategy_hash
+    from engine.backtest.runner import run_params
+    from engine.strategy.execution import strategy_hash
     from engine.runlog import RunLog
 
     total = len(tasks)

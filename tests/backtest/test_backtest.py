@@ -12,7 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from engine.backtest import client_order_id, run_backtest
+from engine.backtest import run_backtest
+from engine.decisions import client_order_id
 from engine.errors import DataError
 from engine.runlog import RunLog
 from engine.strategy import load_strategy

@@ -30,7 +30,7 @@ def small(btc_5m):
 
 def small_config(models=None, **over):
     """A tiny ML config for tests: 3-day window, 2-day retrains, 6-bar horizon."""
-    from engine.ml.config import MLSections
+    from engine.strategy.ml_config import MLSections
 
     cfg = {
         "labels": {"horizon": 6, "cost_bps": 2.0},

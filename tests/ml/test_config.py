@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from engine.errors import ConfigError
-from engine.ml.config import EnsembleConfig, MLSections, ModelNode, TrainingConfig, span_ms
+from engine.strategy.ml_config import EnsembleConfig, MLSections, ModelNode, TrainingConfig, span_ms
 
 
 def test_spans():

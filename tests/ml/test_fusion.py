@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.ml.config import EnsembleConfig, LabelsConfig
+from engine.strategy.ml_config import EnsembleConfig, LabelsConfig
 from engine.ml.ensemble import FusionRunner
 
 

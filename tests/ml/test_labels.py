@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from engine.ml.config import LabelsConfig
+from engine.strategy.ml_config import LabelsConfig
 from engine.ml.labels import classify, forward_returns, label_known_at, make_labels
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.ml.config import ModelNode
+from engine.strategy.ml_config import ModelNode
 from engine.ml.models import load_model, new_model
 from engine.ml.models.base import Segment, TrainSet
 
@@ -21,7 +21,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def train_data(small):
-    from engine.ml.config import LabelsConfig
+    from engine.strategy.ml_config import LabelsConfig
     from engine.ml.labels import make_labels
 
     candles, feats = small

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.ml.config import ModelNode
+from engine.strategy.ml_config import ModelNode
 from engine.ml.models import new_model
 from engine.ml.models.base import Segment, TrainSet, write_json
 from engine.ml.models.external import RemoteModel

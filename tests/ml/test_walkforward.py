@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.ml.config import TrainingConfig
+from engine.strategy.ml_config import TrainingConfig
 from engine.ml.walkforward import make_schedule, train_mask
 
 MIN = 60_000  # 1m bars keep the arithmetic readable

@@ -39,7 +39,7 @@ def test_worker_count_does_not_change_results(logged_sweep, usdm_store: Path) ->
 
 
 def test_each_distinct_feature_is_computed_once(usdm_store: Path) -> None:
-    from engine.backtest.market import load_market
+    from engine.decisions.market import load_market
 
     _combos, graphs = build_graphs(EMA, parse_grid(GRID), **SPAN)
     d = graphs[0].config.data

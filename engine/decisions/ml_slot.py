@@ -1,7 +1,7 @@
-"""The ML slot of the backtest graph: ``engine.ml.decide`` (called by engine.backtest.decide).
+"""The ML slot of the backtest graph: ``engine.ml.decide`` (called by engine.decisions.decide).
 
 It runs :func:`engine.ml.run_ensemble` over each symbol's own bars and features and puts the
-result on the market grid as a :class:`engine.backtest.decide.Decisions`:
+result on the market grid as a :class:`engine.decisions.decide.Decisions`:
 
 * ``state`` / ``direction``: the gated side (+1 long, -1 short, 0 flat; NaN direction where a
   symbol has no bar),
@@ -43,7 +43,7 @@ def decide(
     """
     import polars as pl
 
-    from engine.backtest.decide import Decisions
+    from engine.decisions.types import Decisions
 
     ml = graph.config.ml()
     syms = list(market.symbols)

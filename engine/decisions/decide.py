@@ -19,11 +19,11 @@ runner logs); risk and execution are then the same as for rules.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.decisions.types import Decisions
 from engine.strategy.expr import PRICE_COLUMNS
 from engine.strategy.graph import StrategyGraph
 from engine.strategy.rules_nb import rule_fold_nb
@@ -31,32 +31,7 @@ from engine.strategy.rules_nb import rule_fold_nb
 if TYPE_CHECKING:
     import polars as pl
 
-    from engine.backtest.market import Market
-
-
-@dataclass(frozen=True, eq=False)
-class Decisions:
-    """The graph's output per bar and symbol, on the market grid ([n_bars, n_symbols]).
-
-    Attributes
-    ----------
-    state : int8, the side the strategy wants (+1 long, -1 short, 0 flat): the log's action.
-    direction : float64, what the simulator receives (+1/0/-1; NaN: no decision, hold).
-    probability : float64, P(the position is profitable) for Kelly sizing (NaN for rules).
-    confidence : float64, logged confidence (1 for rules).
-    extra : more ``ensemble_decisions`` columns by name, each [n, S] (ML ensembles).
-    predictions : ``model_predictions`` rows (ML ensembles), or None.
-    ml : the ML stage's :class:`engine.ml.EnsembleResult` (fold metrics, calibration curve,
-        contributions, events) for the run log and the summary, or None for rule strategies.
-    """
-
-    state: np.ndarray
-    direction: np.ndarray
-    probability: np.ndarray
-    confidence: np.ndarray
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
-    predictions: pl.DataFrame | None = None
-    ml: Any = None
+    from engine.decisions.market import Market
 
 
 def compute_features(
@@ -129,7 +104,7 @@ def decide(
                 progress(f"features {sym}")
             features[sym] = compute_features(graph, market.candles[sym], market.funding.get(sym))
     if graph.config.models is not None:
-        from engine.ml import decide as ml_decide  # the ML engineer's node (engine/ml)
+        from engine.decisions.ml_slot import decide as ml_decide  # loads the ML stack
 
         return ml_decide(
             graph, market, features, results_dir=results_dir, progress=progress

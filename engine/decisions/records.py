@@ -7,60 +7,20 @@ same id and a retry can never double an order.
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.sim.enums import BreakerEvent, FillKind, OrderType, Reason, names
+from engine.decisions.codes import ACTION, EXIT_REASON, LEG, ORDER_TYPE, REASON, client_order_id
+from engine.sim.enums import BreakerEvent, FillKind, Reason, names
 from engine.timeutil import fmt_ms, interval_ms
 
 if TYPE_CHECKING:
     import polars as pl
 
-    from engine.backtest.decide import Decisions
-    from engine.backtest.market import Market
+    from engine.decisions.types import Decisions
+    from engine.decisions.market import Market
     from engine.sim import SimResult
-
-LEG = {
-    FillKind.ENTRY: "entry",
-    FillKind.EXIT: "exit",
-    FillKind.STOP: "stop",
-    FillKind.TARGET: "target",
-    FillKind.LIQUIDATION: "liquidation",
-    FillKind.END: "end",
-}
-EXIT_REASON = {
-    FillKind.ENTRY: "signal",
-    FillKind.EXIT: "signal",
-    FillKind.STOP: "stop",
-    FillKind.TARGET: "target",
-    FillKind.LIQUIDATION: "liquidation",
-    FillKind.END: "end",
-}
-ORDER_TYPE = {
-    OrderType.MARKET: "market",
-    OrderType.LIMIT: "limit",
-    OrderType.STOP_MARKET: "stop_market",
-    OrderType.TAKE_PROFIT_MARKET: "take_profit_market",
-    OrderType.LIQUIDATION: "liquidation",
-}
-REASON = names(Reason)
-ACTION = {1: "long", -1: "short", 0: "flat"}
-
-
-def client_order_id(run_id: str, symbol: str, open_time: int, leg: str) -> str:
-    """Deterministic Binance-valid client order id (<= 36 chars of ``[A-Za-z0-9_-]``).
-
-    ``open_time`` is the open time of the bar whose close made the decision (for stop,
-    target and liquidation legs: the bar that triggered them).
-
-    >>> client_order_id("r1", "BTCUSDT", 1704067200000, "entry")
-    'e-8a4b9fc0b7d3e0c1d1e0b1d5e7b8ac70'
-    """
-    digest = hashlib.sha256(f"{run_id}|{symbol}|{int(open_time)}|{leg}".encode()).hexdigest()
-    return f"e-{digest[:32]}"
-
 
 def decision_frame(market: Market, dec: Decisions, res: SimResult) -> pl.DataFrame:
     """``ensemble_decisions``: one row per bar and symbol that has a bar."""
