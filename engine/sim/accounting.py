@@ -139,6 +139,28 @@ def apply_fill_nb(
 
 
 @njit(cache=True)
+def order_legs_nb(pos_qty: float, target: float) -> tuple[float, float]:
+    """Split the move from ``pos_qty`` to ``target`` into ``(exit_qty, entry_qty)``.
+
+    The exit leg closes or reduces the position (a market order, reduce-only); the entry leg
+    opens or increases it, from the position the exit leg leaves: ``pos_qty + exit_qty``
+    with :func:`apply_fill_nb`'s rule that less than 1e-12 is flat. A flip is both legs; a
+    move with nothing to close has an exit leg of 0. The simulator's fill phase and live
+    mode's order manager both split a target here.
+    """
+    if pos_qty != 0.0 and (target == 0.0 or (target > 0) != (pos_qty > 0)):
+        exit_qty = -pos_qty
+    elif pos_qty != 0.0 and abs(target) < abs(pos_qty):
+        exit_qty = target - pos_qty
+    else:
+        exit_qty = 0.0
+    after = pos_qty + exit_qty
+    if abs(after) < 1e-12:
+        after = 0.0
+    return exit_qty, target - after
+
+
+@njit(cache=True)
 def unrealized_pnl_nb(qty: float, entry_price: float, mark: float) -> float:
     """Unrealised PnL of a position marked at ``mark``: ``qty * (mark - entry)``."""
     if qty == 0.0:

@@ -34,6 +34,7 @@ from engine.sim.accounting import (
     fee_nb,
     limit_fill_price_nb,
     max_notional_nb,
+    order_legs_nb,
     round_price_nb,
     slipped_price_nb,
     stop_target_prices_nb,
@@ -66,12 +67,7 @@ def fill_pending_nb(acct, pend, spec, prm, recs, bar, s, open_, high, low):  # t
     q = acct.qty[s]
     if target == q:
         return
-    if q != 0.0 and (target == 0.0 or (target > 0) != (q > 0)):
-        close_qty = -q
-    elif q != 0.0 and abs(target) < abs(q):
-        close_qty = target - q
-    else:
-        close_qty = 0.0
+    close_qty, open_qty = order_legs_nb(q, target)
     if close_qty != 0.0:
         side = 1 if close_qty > 0 else -1
         price = slipped_price_nb(side, open_, prm.slippage_bps)
@@ -79,8 +75,6 @@ def fill_pending_nb(acct, pend, spec, prm, recs, bar, s, open_, high, low):  # t
         execute_fill_nb(
             acct, recs, bar, s, close_qty, price, fee, FillKind.EXIT, OrderType.MARKET, prm.leverage
         )
-    q = acct.qty[s]
-    open_qty = target - q
     if open_qty == 0.0:
         return
     side = 1 if open_qty > 0 else -1

@@ -49,6 +49,17 @@ def rule_step_nb(state: int, le: bool, lx: bool, se: bool, sx: bool) -> int:
 
 
 @njit(cache=True)
+def rule_bar_nb(state: int, le: bool, lx: bool, se: bool, sx: bool, events: bool) -> tuple[int, float]:
+    """One closed bar: ``(new state, direction)``; the step :func:`rule_fold_nb` folds and
+    live mode calls once per bar. ``direction`` is the new state, or NaN for event rules
+    whose state did not change (see the module docstring)."""
+    new = rule_step_nb(state, le, lx, se, sx)
+    if not events or new != state:
+        return new, float(new)
+    return new, np.nan
+
+
+@njit(cache=True)
 def rule_fold_nb(
     le: np.ndarray,
     lx: np.ndarray,
@@ -70,10 +81,9 @@ def rule_fold_nb(
         if not has_bar[i]:
             state[i] = s
             continue
-        new = rule_step_nb(s, le[i], lx[i], se[i], sx[i])
+        new, d = rule_bar_nb(s, le[i], lx[i], se[i], sx[i], events)
         state[i] = new
-        if not events or new != s:
-            direction[i] = float(new)
+        direction[i] = d
         s = new
     return state, direction
 
