@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from engine.data import Store, import_paths, load_candles, load_funding
-from engine.data.formats import gunzip
+from engine.data.csvfile import gunzip
 from engine.data.naming import PathHints, path_hints
 from engine.data.schema import Dataset
 from engine.errors import DataError
