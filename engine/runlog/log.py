@@ -14,6 +14,12 @@ final status. A reader therefore never sees a half-written file: a run's bulk ro
 at once, when it finishes. Appends (:meth:`RunLog.append`) commit to SQLite (``synchronous=FULL``)
 before they return, so live mode can write its intent before it acts.
 
+``runlog.sqlite`` brings itself to the current schema when it is opened
+(:mod:`engine.runlog.migrate`); older Parquet runs read with the columns they lack as nulls.
+The jobs live in their own modules: :mod:`~engine.runlog.store` (SQLite),
+:mod:`~engine.runlog.parquet` (staging and publishing), :mod:`~engine.runlog.conform` (the
+checks every row passes); this module is the facade that ties them to a run's life.
+
 A run whose process dies without finishing stays ``running`` until the next
 :meth:`RunLog.start_run` or query on the same host sees that its process is gone: it is then
 marked ``failed``, an event says so, and whatever complete parts it had staged are published.
@@ -23,107 +29,41 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
-import shutil
 import socket
-import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import paths
+from engine import __version__, paths
 from engine.errors import RunError, UsageError
-from engine.runlog import schema
+from engine.runlog import parquet, schema
+from engine.runlog.conform import (
+    conform_frame,
+    conform_row,
+    dumps_json,
+    features_to_long,
+    new_run_id,
+    now_ms,
+)
+from engine.runlog.parquet import PARTIAL_DIR, RUNS_DIR
+from engine.runlog.store import SQLITE_NAME, SqliteStore
 
 if TYPE_CHECKING:
     import polars as pl
 
-SQLITE_NAME = "runlog.sqlite"
-RUNS_DIR = "runs"
-PARTIAL_DIR = ".partial"
-
-
-def now_ms() -> int:
-    """Wall-clock UTC ms (run start/finish stamps only; bar times come from the data)."""
-    return time.time_ns() // 1_000_000
-
-
-def new_run_id(strategy: str, *, at_ms: int | None = None) -> str:
-    """A readable, unique run id: ``20261124T071500Z-ema_cross-3f2a1c``.
-
-    >>> new_run_id("ema cross!", at_ms=0)[:26]
-    '19700101T000000Z-ema_cross'
-    """
-    import datetime as dt
-
-    at = now_ms() if at_ms is None else at_ms
-    stamp = dt.datetime.fromtimestamp(at / 1000, tz=dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    slug = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in strategy.strip())
-    slug = "_".join(p for p in slug.split("_") if p)[:40] or "run"
-    return f"{stamp}-{slug}-{secrets.token_hex(3)}"
-
-
-def dumps_json(value: Any) -> str:
-    """JSON text for a params/metrics/data value (numpy scalars ok; NaN/inf become null)."""
-    import orjson
-
-    return orjson.dumps(
-        value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=_json_default
-    ).decode()
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if hasattr(value, "model_dump"):  # pydantic models
-        return value.model_dump(mode="json")
-    raise TypeError(f"cannot store {type(value).__name__} as JSON")
-
-
-def features_to_long(wide: pl.DataFrame, *, symbol: str | None = None) -> pl.DataFrame:
-    """Melt a wide features frame (``open_time`` + one column per feature) into ``snapshots`` rows.
-
-    Parameters
-    ----------
-    wide
-        ``open_time`` (Int64 ms), optionally ``symbol``, and one numeric column per feature.
-    symbol
-        The symbol of every row, when ``wide`` has no ``symbol`` column.
-
-    Returns
-    -------
-    polars.DataFrame
-        ``symbol, open_time, feature, value`` ready for ``RunLog.write(run_id, "snapshots", ...)``.
-
-    Examples
-    --------
-    >>> import polars as pl
-    >>> w = pl.DataFrame({"open_time": [0, 300000], "rsi_14": [50.0, 55.0]})
-    >>> features_to_long(w, symbol="BTCUSDT").shape
-    (2, 4)
-    """
-    import polars as pl
-
-    index = ["open_time"] + (["symbol"] if "symbol" in wide.columns else [])
-    if "symbol" not in wide.columns:
-        if symbol is None:
-            raise UsageError(
-                "features_to_long: the frame has no 'symbol' column and no symbol= was given"
-            )
-    feats = [c for c in wide.columns if c not in index]
-    long = wide.unpivot(on=feats, index=index, variable_name="feature", value_name="value")
-    if "symbol" not in long.columns:
-        long = long.with_columns(pl.lit(symbol, dtype=pl.Utf8).alias("symbol"))
-    return long.select(
-        pl.col("symbol"),
-        pl.col("open_time").cast(pl.Int64),
-        pl.col("feature"),
-        pl.col("value").cast(pl.Float64),
-    )
+__all__ = [
+    "PARTIAL_DIR",
+    "RUNS_DIR",
+    "SQLITE_NAME",
+    "RunLog",
+    "conform_frame",
+    "conform_row",
+    "dumps_json",
+    "features_to_long",
+    "new_run_id",
+    "now_ms",
+]
 
 
 class RunLog:
@@ -148,47 +88,34 @@ class RunLog:
     def __init__(self, results_dir: str | os.PathLike[str] | None = None) -> None:
         self.root = paths.results_dir(results_dir)
         self.sqlite_path = self.root / SQLITE_NAME
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
+        self.store = SqliteStore(self.sqlite_path)
+        self._lock = threading.RLock()  # guards _running
         self._running: set[str] = set()
 
     # ------------------------------------------------------------------ paths
 
     def run_dir(self, run_id: str) -> Path:
         """Where a finished run's Parquet tables are."""
-        return self.root / RUNS_DIR / run_id
+        return parquet.run_dir(self.root, run_id)
 
     def staging_dir(self, run_id: str) -> Path:
         """Where a running run's Parquet parts are staged."""
-        return self.root / RUNS_DIR / PARTIAL_DIR / run_id
+        return parquet.staging_dir(self.root, run_id)
 
     # ------------------------------------------------------------------ sqlite
 
-    def _db(self) -> sqlite3.Connection:
-        with self._lock:
-            if self._conn is None:
-                self.root.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.sqlite_path, timeout=30.0, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.execute("PRAGMA busy_timeout=30000")
-                with conn:
-                    for table in schema.TABLES:
-                        conn.execute(schema.sqlite_ddl(table))
-                        _add_missing_columns(conn, table)
-                        if table != "runs":
-                            conn.execute(
-                                f'CREATE INDEX IF NOT EXISTS "ix_{table}_run" ON "{table}" (run_id)'
-                            )
-                self._conn = conn
-            return self._conn
+    def open(self) -> RunLog:
+        """Open ``runlog.sqlite`` now (creating or migrating it); later calls do nothing.
+
+        Every method opens it on first use; call this to fail early, for example on a file
+        written by a newer engine (:class:`engine.runlog.migrate.NewerSchemaError`).
+        """
+        self.store.conn()
+        return self
 
     def close(self) -> None:
         """Close the SQLite connection (reopened on next use)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self.store.close()
 
     def __enter__(self) -> RunLog:
         return self
@@ -216,8 +143,6 @@ class RunLog:
         """
         if mode not in schema.MODES:
             raise UsageError(f"run mode must be one of {', '.join(schema.MODES)}, got {mode!r}")
-        from engine import __version__
-
         self.reap_abandoned()
         rid = run_id or new_run_id(strategy)
         row = {
@@ -235,17 +160,8 @@ class RunLog:
             "host": socket.gethostname(),
             "pid": os.getpid(),
         }
-        cols = schema.column_names("runs")
-        db = self._db()
+        self.store.insert_run(row)
         with self._lock:
-            try:
-                with db:
-                    db.execute(
-                        f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                        [row[c] for c in cols],
-                    )
-            except sqlite3.IntegrityError:
-                raise UsageError(f"run_id {rid!r} already exists in {self.sqlite_path}") from None
             self._running.add(rid)
         return rid
 
@@ -262,18 +178,14 @@ class RunLog:
                 f"finish_run: status must be one of {', '.join(schema.FINAL_STATUSES)}, got {status!r}"
             )
         self._require_running(run_id)
-        self._publish(run_id)
-        db = self._db()
-        with self._lock, db:
-            db.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, metrics = ? WHERE run_id = ?",
-                (
-                    status,
-                    now_ms(),
-                    dumps_json(dict(metrics)) if metrics is not None else None,
-                    run_id,
-                ),
-            )
+        parquet.publish(self.staging_dir(run_id), self.run_dir(run_id))
+        self.store.finish_run(
+            run_id,
+            status=status,
+            finished_at=now_ms(),
+            metrics_json=dumps_json(dict(metrics)) if metrics is not None else None,
+        )
+        with self._lock:
             self._running.discard(run_id)
 
     @contextlib.contextmanager
@@ -304,29 +216,11 @@ class RunLog:
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The ``runs`` row of ``run_id`` as a dict (params/metrics parsed), or None."""
-        if not self.sqlite_path.exists():
-            return None
-        db = self._db()
-        with self._lock:
-            cur = db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,))
-            row = cur.fetchone()
-            names = [d[0] for d in cur.description]
-        if row is None:
-            return None
-        return _parse_run(dict(zip(names, row, strict=True)))
+        return self.store.get_run(run_id)
 
     def recent_runs(self, limit: int = 10) -> list[dict[str, Any]]:
         """The most recently started runs, newest first."""
-        if not self.sqlite_path.exists():
-            return []
-        db = self._db()
-        with self._lock:
-            cur = db.execute(
-                "SELECT * FROM runs ORDER BY started_at DESC, run_id DESC LIMIT ?", (limit,)
-            )
-            names = [d[0] for d in cur.description]
-            rows = cur.fetchall()
-        return [_parse_run(dict(zip(names, r, strict=True))) for r in rows]
+        return self.store.recent_runs(limit)
 
     def _is_running(self, run_id: str) -> bool:
         if run_id in self._running:
@@ -369,53 +263,7 @@ class RunLog:
         frame = conform_frame(run_id, table, df)
         if frame.height == 0:
             return
-        stage = self.staging_dir(run_id)
-        stage.mkdir(parents=True, exist_ok=True)
-        name = f"{table}-{time.time_ns():020d}-{secrets.token_hex(3)}.parquet"
-        tmp = stage / f".{name}.tmp"
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
-        os.replace(tmp, stage / name)
-
-    def _publish(self, run_id: str) -> None:
-        """Merge each table's staged parts into ``<table>.parquet`` and move the folder into runs/."""
-        import pyarrow.parquet as pq
-
-        stage = self.staging_dir(run_id)
-        if not stage.exists():
-            return
-        for tmp in stage.glob(".*.tmp"):  # an interrupted write: never published
-            tmp.unlink()
-        for table in schema.RUN_TABLES:
-            parts = sorted(stage.glob(f"{table}-*.parquet"))
-            if not parts:
-                continue
-            target = stage / f"{table}.parquet"
-            if len(parts) == 1:
-                os.replace(parts[0], target)
-                continue
-            tmp = stage / f".{table}.parquet.tmp"
-            writer: pq.ParquetWriter | None = None
-            try:
-                for part in parts:
-                    pf = pq.ParquetFile(part)
-                    for i in range(pf.num_row_groups):
-                        rg = pf.read_row_group(i)
-                        if writer is None:
-                            writer = pq.ParquetWriter(tmp, rg.schema, compression="zstd")
-                        writer.write_table(rg)
-            finally:
-                if writer is not None:
-                    writer.close()
-            os.replace(tmp, target)
-            for part in parts:
-                part.unlink()
-        final = self.run_dir(run_id)
-        if final.exists():  # published before (should not happen): keep both, never overwrite
-            for f in stage.iterdir():
-                os.replace(f, final / f.name)
-            shutil.rmtree(stage, ignore_errors=True)
-        else:
-            os.replace(stage, final)
+        parquet.stage_part(self.staging_dir(run_id), table, frame)
 
     # ------------------------------------------------------------------ append
 
@@ -443,13 +291,8 @@ class RunLog:
         else:
             dict_rows = rows  # type: ignore[assignment]
         values = [conform_row(run_id, table, r) for r in dict_rows]
-        if not values:
-            return
-        cols = schema.column_names(table)
-        sql = f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})'
-        db = self._db()
-        with self._lock, db:
-            db.executemany(sql, values)
+        if values:
+            self.store.insert(table, values)
 
     def event(
         self,
@@ -477,53 +320,36 @@ class RunLog:
     # ------------------------------------------------------------------ read
 
     def read(self, run_id: str, table: str) -> pl.DataFrame:
-        """All rows of ``table`` for one run: its published Parquet plus its SQLite rows."""
+        """All rows of ``table`` for one run: its published Parquet, then its SQLite rows.
+
+        Always the current schema's columns, typed: a column an older Parquet file lacks
+        is null in its rows.
+        """
         import polars as pl
 
         if table == "runs":
             raise UsageError("RunLog.read: use get_run() for the runs table")
         schema.columns(table)
-        frames = []
-        path = self.run_dir(run_id) / f"{table}.parquet"
-        if path.exists():
-            frames.append(pl.read_parquet(path))
-        if self.sqlite_path.exists():
-            db = self._db()
-            cols = schema.column_names(table)
-            with self._lock:
-                rows = db.execute(
-                    f'SELECT {", ".join(cols)} FROM "{table}" WHERE run_id = ? ORDER BY rowid',
-                    (run_id,),
-                ).fetchall()
-            if rows:
-                frames.append(_rows_to_polars(table, rows))
+        frames = [
+            _current_columns(f, table)
+            for f in (
+                parquet.read_published(self.root, run_id, table),
+                self.store.read(table, run_id),
+            )
+            if f is not None
+        ]
         if not frames:
             return pl.DataFrame(schema=schema.polars_schema(table))
-        out = pl.concat(frames, how="diagonal_relaxed")
-        return out.select(
-            [
-                pl.col(c.name).cast(c.polars_type())
-                if c.name in out.columns
-                else pl.lit(None, dtype=c.polars_type()).alias(c.name)
-                for c in schema.columns(table)
-            ]
-        )
+        return pl.concat(frames, how="vertical")
 
     # ------------------------------------------------------------------ crash recovery
 
     def reap_abandoned(self) -> list[str]:
         """Mark ``running`` runs of dead processes on this host ``failed``; return their ids."""
-        if not self.sqlite_path.exists():
-            return []
         host = socket.gethostname()
-        db = self._db()
-        with self._lock:
-            rows = db.execute(
-                "SELECT run_id, pid FROM runs WHERE status = 'running' AND host = ?", (host,)
-            ).fetchall()
         reaped = []
-        for rid, pid in rows:
-            if pid is None or _pid_alive(int(pid)) or rid in self._running:
+        for rid, pid in self.store.running_on_host(host):
+            if pid is None or _pid_alive(pid) or rid in self._running:
                 continue
             self._running.add(rid)
             self.event(
@@ -537,7 +363,18 @@ class RunLog:
         return reaped
 
 
-# ---------------------------------------------------------------------- helpers
+def _current_columns(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    """``frame`` with exactly ``table``'s current columns, typed; the ones it lacks are null."""
+    import polars as pl
+
+    return frame.select(
+        [
+            pl.col(c.name).cast(c.polars_type())
+            if c.name in frame.columns
+            else pl.lit(None, dtype=c.polars_type()).alias(c.name)
+            for c in schema.columns(table)
+        ]
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -550,148 +387,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _add_missing_columns(conn: sqlite3.Connection, table: str) -> None:
-    have = {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
-    for col in schema.columns(table):
-        if col.name not in have:
-            conn.execute(f'ALTER TABLE "{table}" ADD COLUMN "{col.name}" {col.sqlite_type}')
-
-
-def _parse_run(row: dict[str, Any]) -> dict[str, Any]:
-    import orjson
-
-    for key in ("params", "metrics"):
-        if row.get(key) is not None:
-            row[key] = orjson.loads(row[key])
-    return row
-
-
-def _rows_to_polars(table: str, rows: list[tuple[Any, ...]]) -> pl.DataFrame:
-    import polars as pl
-
-    cols = schema.columns(table)
-    data = {c.name: [r[i] for r in rows] for i, c in enumerate(cols)}
-    for c in cols:
-        if c.type == "bool":
-            data[c.name] = [None if v is None else bool(v) for v in data[c.name]]
-        elif c.type == "f64":
-            data[c.name] = [None if v is None else float(v) for v in data[c.name]]
-    return pl.DataFrame(data, schema={c.name: c.polars_type() for c in cols}, strict=False)
-
-
-def _check_values(table: str, column: str, values: Sequence[Any]) -> None:
-    allowed = {
-        ("ensemble_decisions", "action"): schema.ACTIONS,
-        ("system_events", "severity"): schema.SEVERITIES,
-    }
-    ok = allowed.get((table, column))
-    if ok is None:
-        return
-    bad = sorted({v for v in values if v is not None and v not in ok})
-    if bad:
-        raise RunError(
-            f"{table}.{column}: values must be one of {', '.join(ok)}, got {', '.join(map(repr, bad[:5]))}"
-        )
-
-
-def conform_frame(run_id: str, table: str, df: pl.DataFrame) -> pl.DataFrame:
-    """``df`` cast to ``table``'s schema (columns in order, ``run_id`` filled, JSON encoded)."""
-    import polars as pl
-
-    cols = schema.columns(table)
-    names = [c.name for c in cols]
-    unknown = [c for c in df.columns if c not in names]
-    if unknown:
-        raise RunError(
-            f"{table}: unknown column(s) {', '.join(unknown)}",
-            hint=f"{table} columns: {', '.join(names)} (see engine/runlog/schema.py)",
-        )
-    missing = [
-        c.name for c in cols if c.required and c.name != "run_id" and c.name not in df.columns
-    ]
-    if missing:
-        raise RunError(
-            f"{table}: missing required column(s) {', '.join(missing)}",
-            hint=f"{table} columns: {', '.join(names)} (see engine/runlog/schema.py)",
-        )
-    if "run_id" in df.columns:
-        others = df.filter(pl.col("run_id") != run_id)["run_id"].unique().to_list()
-        if others:
-            raise RunError(f"{table}: rows carry run_id {others[0]!r}, expected {run_id!r}")
-    exprs = []
-    for c in cols:
-        if c.name == "run_id":
-            exprs.append(pl.lit(run_id, dtype=pl.Utf8).alias("run_id"))
-            continue
-        if c.name not in df.columns:
-            exprs.append(pl.lit(None, dtype=c.polars_type()).alias(c.name))
-            continue
-        dtype = df.schema[c.name]
-        expr = pl.col(c.name)
-        if c.type == "json" and isinstance(dtype, pl.Struct):
-            expr = expr.struct.json_encode()
-        elif c.type == "json" and dtype != pl.Utf8 and dtype != pl.Null:
-            raise RunError(f"{table}.{c.name}: expected JSON text or a struct column, got {dtype}")
-        exprs.append(expr.cast(c.polars_type(), strict=True).alias(c.name))
-    try:
-        out = df.select(exprs)
-    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as err:
-        raise RunError(
-            f"{table}: a column does not fit its type: {err}",
-            hint=f"types: {', '.join(f'{c.name}={c.type}' for c in cols)}",
-        ) from None
-    for c in cols:
-        if c.required and c.name != "run_id" and out[c.name].null_count():
-            raise RunError(
-                f"{table}.{c.name}: required, but {out[c.name].null_count()} row(s) are null"
-            )
-    for col in ("action", "severity"):
-        if col in out.columns:
-            _check_values(table, col, out[col].unique().to_list())
-    return out
-
-
-def conform_row(run_id: str, table: str, row: Mapping[str, Any]) -> tuple[Any, ...]:
-    """One row as a tuple in ``table``'s column order, values coerced to SQLite types."""
-    cols = schema.columns(table)
-    names = {c.name for c in cols}
-    unknown = [k for k in row if k not in names]
-    if unknown:
-        raise RunError(
-            f"{table}: unknown column(s) {', '.join(unknown)}",
-            hint=f"{table} columns: {', '.join(c.name for c in cols)} (see engine/runlog/schema.py)",
-        )
-    out: list[Any] = []
-    for c in cols:
-        if c.name == "run_id":
-            rid = row.get("run_id", run_id)
-            if rid != run_id:
-                raise RunError(f"{table}: row carries run_id {rid!r}, expected {run_id!r}")
-            out.append(run_id)
-            continue
-        v = row.get(c.name)
-        if v is None:
-            if c.required:
-                raise RunError(f"{table}.{c.name}: required, but missing or null in {dict(row)!r}")
-            out.append(None)
-            continue
-        try:
-            if c.type == "i64":
-                v = int(v)
-            elif c.type == "f64":
-                v = float(v)
-            elif c.type == "bool":
-                v = int(bool(v))
-            elif c.type == "json":
-                v = v if isinstance(v, str) else dumps_json(v)
-            else:
-                v = str(v)
-        except (TypeError, ValueError):
-            raise RunError(f"{table}.{c.name}: expected {c.type}, got {v!r}") from None
-        out.append(v)
-    for col in ("action", "severity"):
-        if col in names:
-            _check_values(table, col, [out[[c.name for c in cols].index(col)]])
-    return tuple(out)

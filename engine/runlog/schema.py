@@ -22,6 +22,13 @@ by the writer; optional ones may be left out and are stored as null.
 ``PIVOT`` in DuckDB gives the wide form back. :func:`engine.runlog.features_to_long` melts a
 wide features frame.
 
+The columns evolve: :data:`VERSION` numbers them. ``runlog.sqlite`` stores the version it was
+brought to (``PRAGMA user_version``) and :mod:`engine.runlog.migrate` brings an older file up to
+date when it is opened; older Parquet runs read with the new columns null. Bump
+:data:`VERSION` whenever a table or column is added or a column's type changes (a test pins
+each version's columns: ``tests/runlog/fixtures/schema_v<N>.json``). Columns are added, never
+renamed or dropped in place: a rename is a new column.
+
 ``orders`` is an append-only log of order states: the intent is written (status ``new``)
 before the order is sent, and each later state (``filled``, ``canceled``, ...) is another
 row with a later ``updated_at``. The ``orders`` view of ``engine query`` shows each order's
@@ -31,6 +38,9 @@ latest state; ``order_events`` shows every row.
 from __future__ import annotations
 
 from typing import Any, Final, NamedTuple
+
+#: The schema's version; ``runlog.sqlite`` records the version it was migrated to.
+VERSION: Final = 1
 
 LOGICAL_TYPES: Final = ("str", "i64", "f64", "bool", "json")
 
@@ -63,6 +73,17 @@ class Column(NamedTuple):
             "f64": pl.Float64,
             "bool": pl.Boolean,
             "json": pl.Utf8,
+        }[self.type]
+
+    def arrow_type(self) -> Any:  # a pyarrow DataType (pyarrow is imported lazily)
+        import pyarrow as pa
+
+        return {
+            "str": pa.string(),
+            "i64": pa.int64(),
+            "f64": pa.float64(),
+            "bool": pa.bool_(),
+            "json": pa.string(),
         }[self.type]
 
 
@@ -221,8 +242,10 @@ def polars_schema(table: str) -> dict[str, Any]:
     return {c.name: c.polars_type() for c in columns(table)}
 
 
-def sqlite_ddl(table: str) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` for ``table`` in SQLite (same columns, same order)."""
-    cols = ", ".join(f'"{c.name}" {c.sqlite_type}' for c in columns(table))
-    key = ", PRIMARY KEY (run_id)" if table == "runs" else ""
-    return f'CREATE TABLE IF NOT EXISTS "{table}" ({cols}{key})'
+def describe() -> dict[str, list[list[str]]]:
+    """``{table: [[column, logical type], ...]}``: what :data:`VERSION` pins.
+
+    >>> describe()["equity"][:2]
+    [['run_id', 'str'], ['time', 'i64']]
+    """
+    return {t: [[c.name, c.type] for c in cols] for t, cols in TABLES.items()}
