@@ -18,13 +18,16 @@ times off the hour.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from engine.data.formats import read_path
+from engine.data.importer import collect_files
 from engine.data.schema import FUNDING, KLINES, TIME_COLUMN, Dataset
 from engine.data.store import Store
 from engine.timeutil import DAY_MS, HOUR_MS, fmt_ms, interval_ms
@@ -101,6 +104,141 @@ def summarize(store: Store) -> list[SeriesSummary]:
     return out
 
 
+DetailFn = Callable[[dict[str, Any]], str]
+
+
+def _findings(
+    kind: str,
+    severity: str,
+    label: str,
+    col: str,
+    rows: pl.DataFrame,
+    detail: DetailFn,
+    count_col: str | None = None,
+) -> list[Finding]:
+    """One Finding per row of ``rows`` (``_w`` the place, ``_from``/``_to`` the span if any)."""
+    return [
+        Finding(
+            kind,
+            severity,
+            label,
+            r["_w"],
+            r.get("_from", r[col]),
+            r.get("_to", r[col]),
+            int(r[count_col]) if count_col else 1,
+            detail(r),
+        )
+        for r in rows.iter_rows(named=True)
+    ]
+
+
+def _order_findings(f: pl.DataFrame, col: str, label: str) -> list[Finding]:
+    """Unsorted times (in the order given) and duplicated times."""
+    t = pl.col(col)
+    prev = f.with_columns(t.shift(1).alias("_prev"), pl.col("_w").shift(1).alias("_pw"))
+    out = _findings(
+        "unsorted",
+        ERROR,
+        label,
+        col,
+        prev.filter(pl.col("_prev") > t),
+        lambda r: f"{r[col]} comes after {r['_prev']} ({fmt_ms(r['_prev'])}, {r['_pw']})",
+    )
+    dup = f.filter(t.is_duplicated())
+    if dup.height:
+        groups = dup.group_by(col, maintain_order=True).agg(
+            pl.len().alias("_n"), pl.col("_w").str.join(", ").alias("_w")
+        )
+        out += _findings(
+            "duplicate", ERROR, label, col, groups, lambda r: f"{r['_n']} rows at {r[col]}", "_n"
+        )
+    return out
+
+
+def _grid_findings(f: pl.DataFrame, col: str, ds: Dataset, label: str) -> list[Finding]:
+    """Gaps between the sorted unique times, and times off the interval's grid."""
+    t = pl.col(col)
+    step = _step(ds)
+    s = f.unique(subset=[col], keep="first").sort(col)
+    d = s.with_columns((t - t.shift(1)).alias("_d"), t.shift(1).alias("_prev"))
+    gaps = d.filter(pl.col("_d") > step)
+    if ds.table == FUNDING:
+        gaps = gaps.with_columns((pl.col("_prev") + 1).alias("_from"), (t - 1).alias("_to"))
+        out = _findings(
+            "gap",
+            ERROR,
+            label,
+            col,
+            gaps,
+            lambda r: f"{(r['_d']) / HOUR_MS:.0f} h without funding after {fmt_ms(r['_prev'])}",
+        )
+    else:
+        gaps = gaps.with_columns(
+            (pl.col("_prev") + step).alias("_from"),
+            (t - step).alias("_to"),
+            (pl.col("_d") // step - 1).alias("_n"),
+        )
+        out = _findings(
+            "gap",
+            ERROR,
+            label,
+            col,
+            gaps,
+            lambda r: f"{r['_n']} missing bar(s) between {fmt_ms(r['_prev'])} and {fmt_ms(r[col])}",
+            "_n",
+        )
+    grid = step if ds.table != FUNDING else HOUR_MS
+    if grid <= DAY_MS and DAY_MS % grid == 0:
+        out += _findings(
+            "misaligned",
+            ERROR,
+            label,
+            col,
+            f.filter(t % grid != 0),
+            lambda r: f"{r[col]} is not on the {ds.interval or '1h'} grid",
+        )
+    return out
+
+
+def _value_findings(
+    f: pl.DataFrame, col: str, ds: Dataset, label: str, strict: bool
+) -> list[Finding]:
+    """OHLC violations and prices <= 0; negative and (warning unless strict) zero volume."""
+    o, h, lo, c = (pl.col(x) for x in ("open", "high", "low", "close"))
+    bad = f.filter(
+        (h < pl.max_horizontal(o, c, lo))
+        | (lo > pl.min_horizontal(o, c, h))
+        | (pl.min_horizontal(o, h, lo, c) <= 0)
+    )
+    out = _findings(
+        "ohlc",
+        ERROR,
+        label,
+        col,
+        bad,
+        lambda r: f"open {r['open']} high {r['high']} low {r['low']} close {r['close']}",
+    )
+    if ds.table == KLINES:
+        vol = pl.col("volume")
+        out += _findings(
+            "negative_volume",
+            ERROR,
+            label,
+            col,
+            f.filter(vol < 0),
+            lambda r: f"volume {r['volume']}",
+        )
+        out += _findings(
+            "zero_volume",
+            ERROR if strict else WARNING,
+            label,
+            col,
+            f.filter(vol == 0),
+            lambda r: "volume 0",
+        )
+    return out
+
+
 def check_frame(
     frame: pl.DataFrame,
     *,
@@ -111,112 +249,20 @@ def check_frame(
     """Every problem in one series' rows, in the order given.
 
     ``where`` is either one label for all rows or a per-row String Series (file, line).
+    Findings come kind by kind: unsorted, duplicate, gap, misaligned, then (klines and mark
+    price) ohlc, negative_volume, zero_volume.
     """
-    label = ds.label()
-    col = TIME_COLUMN[ds.table]
     n = frame.height
     if n == 0:
         return []
-    idx = pl.int_range(n, dtype=pl.Int64, eager=True).alias("_i")
+    label = ds.label()
+    col = TIME_COLUMN[ds.table]
     w = where if isinstance(where, pl.Series) else pl.Series("_w", [where] * n)
-    f = frame.with_columns(idx, w.alias("_w"))
-    t = pl.col(col)
-    findings: list[Finding] = []
-
-    def add(
-        kind: str, sev: str, sub: pl.DataFrame, detail_fn, count_col: str | None = None
-    ) -> None:  # type: ignore[no-untyped-def]
-        for r in sub.iter_rows(named=True):
-            findings.append(
-                Finding(
-                    kind,
-                    sev,
-                    label,
-                    r["_w"],
-                    r.get("_from", r[col]),
-                    r.get("_to", r[col]),
-                    int(r[count_col]) if count_col else 1,
-                    detail_fn(r),
-                )
-            )
-
-    # unsorted (file order)
-    prev = f.with_columns(t.shift(1).alias("_prev"), pl.col("_w").shift(1).alias("_pw"))
-    uns = prev.filter(pl.col("_prev") > t)
-    add(
-        "unsorted",
-        ERROR,
-        uns,
-        lambda r: f"{r[col]} comes after {r['_prev']} ({fmt_ms(r['_prev'])}, {r['_pw']})",
-    )
-    # duplicates
-    dup = f.filter(t.is_duplicated())
-    if dup.height:
-        groups = dup.group_by(col, maintain_order=True).agg(
-            pl.len().alias("_n"), pl.col("_w").str.join(", ").alias("_ws")
-        )
-        add(
-            "duplicate",
-            ERROR,
-            groups.with_columns(pl.col("_ws").alias("_w")),
-            lambda r: f"{r['_n']} rows at {r[col]}",
-            "_n",
-        )
-    # gaps and grid, on the sorted unique times
-    s = f.unique(subset=[col], keep="first").sort(col)
-    step = _step(ds)
-    d = s.with_columns(
-        (t - t.shift(1)).alias("_d"), t.shift(1).alias("_prev"), pl.col("_w").shift(1).alias("_pw")
-    )
-    gaps = d.filter(pl.col("_d") > step).with_columns(
-        (pl.col("_prev") + step).alias("_from"),
-        (t - step).alias("_to"),
-        (pl.col("_d") // step - 1).alias("_n"),
-    )
-    if ds.table == FUNDING:
-        gaps = gaps.with_columns(
-            (pl.col("_prev") + 1).alias("_from"), (t - 1).alias("_to"), pl.lit(0).alias("_n")
-        )
-        add(
-            "gap",
-            ERROR,
-            gaps,
-            lambda r: f"{(r['_d']) / HOUR_MS:.0f} h without funding after {fmt_ms(r['_prev'])}",
-        )
-    else:
-        add(
-            "gap",
-            ERROR,
-            gaps,
-            lambda r: f"{r['_n']} missing bar(s) between {fmt_ms(r['_prev'])} and {fmt_ms(r[col])}",
-            "_n",
-        )
-    grid = step if ds.table != FUNDING else HOUR_MS
-    if grid <= DAY_MS and DAY_MS % grid == 0:
-        off = f.filter(t % grid != 0)
-        add(
-            "misaligned", ERROR, off, lambda r: f"{r[col]} is not on the {ds.interval or '1h'} grid"
-        )
-    if ds.table == FUNDING:
-        return findings
-    o, h, lo, c = (pl.col(x) for x in ("open", "high", "low", "close"))
-    bad = f.filter(
-        (h < pl.max_horizontal(o, c, lo))
-        | (lo > pl.min_horizontal(o, c, h))
-        | (pl.min_horizontal(o, h, lo, c) <= 0)
-    )
-    add(
-        "ohlc",
-        ERROR,
-        bad,
-        lambda r: f"open {r['open']} high {r['high']} low {r['low']} close {r['close']}",
-    )
-    if ds.table == KLINES:
-        neg = f.filter(pl.col("volume") < 0)
-        add("negative_volume", ERROR, neg, lambda r: f"volume {r['volume']}")
-        zero = f.filter(pl.col("volume") == 0)
-        add("zero_volume", ERROR if strict else WARNING, zero, lambda r: "volume 0")
-    return findings
+    f = frame.with_columns(w.alias("_w"))
+    out = _order_findings(f, col, label) + _grid_findings(f, col, ds, label)
+    if ds.table != FUNDING:
+        out += _value_findings(f, col, ds, label, strict)
+    return out
 
 
 def check_store(
@@ -263,8 +309,6 @@ def check_files(
     strict: bool = False,
 ) -> tuple[list[Dataset], list[Finding]]:
     """Check raw data files as they are (file order kept, so unsorted rows are found)."""
-    from engine.data.importer import collect_files
-
     files, _ = collect_files([os.fspath(p) for p in paths])
     checked = []
     findings: list[Finding] = []
