@@ -17,13 +17,17 @@ Python's ``sqlite3`` into Arrow and registered; the Parquet side is read where i
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import paths
 from engine.errors import UsageError
 from engine.runlog import schema
-from engine.runlog.log import PARTIAL_DIR, RUNS_DIR, SQLITE_NAME
+from engine.runlog.log import RunLog
+from engine.runlog.migrate import check_version
+from engine.runlog.parquet import PARTIAL_DIR, RUNS_DIR
+from engine.runlog.store import SQLITE_NAME
 
 if TYPE_CHECKING:
     import duckdb
@@ -42,41 +46,24 @@ FRIENDLY_VIEWS: dict[str, str] = {
     ),
 }
 
-#: Raw table -> view name (only ``orders`` is renamed: its view shows the latest states).
-RAW_VIEW_NAME = {t: ("order_events" if t == "orders" else t) for t in schema.TABLES}
+
+def raw_view_name(table: str) -> str:
+    """The view of a run-log table: its own name, but ``orders`` -> ``order_events``."""
+    return "order_events" if table == "orders" else table
 
 
 def view_names() -> list[str]:
     """Every view ``engine query`` offers, friendly ones first."""
     friendly = ["runs", "decisions", "trades", "orders", "equity", "predictions", "events"]
-    raw = [v for v in RAW_VIEW_NAME.values() if v not in friendly]
+    raw = [raw_view_name(t) for t in schema.TABLES if raw_view_name(t) not in friendly]
     return friendly + raw
 
 
-def _sqlite_arrow(db_path: Path, table: str) -> pa.Table:
-    """All rows of one SQLite table as an Arrow table typed by the schema (empty if none)."""
-    import sqlite3
-
+def _typed_arrow(table: str, rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Rows in the schema's column order as an Arrow table with every column, typed."""
     import pyarrow as pa
 
     cols = schema.columns(table)
-    arrow_types = {
-        "str": pa.string(),
-        "json": pa.string(),
-        "i64": pa.int64(),
-        "f64": pa.float64(),
-        "bool": pa.bool_(),
-    }
-    rows: list[tuple[Any, ...]] = []
-    if db_path.exists():
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
-        try:
-            have = {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
-            if have:
-                select = ", ".join(f'"{c.name}"' if c.name in have else "NULL" for c in cols)
-                rows = conn.execute(f'SELECT {select} FROM "{table}" ORDER BY rowid').fetchall()
-        finally:
-            conn.close()
     data: dict[str, list[Any]] = {c.name: [] for c in cols}
     for r in rows:
         for c, v in zip(cols, r, strict=True):
@@ -85,44 +72,68 @@ def _sqlite_arrow(db_path: Path, table: str) -> pa.Table:
             elif v is not None and c.type == "f64":
                 v = float(v)
             data[c.name].append(v)
-    return pa.table(
-        {c.name: pa.array(data[c.name], type=arrow_types[c.type]) for c in cols},
-    )
+    return pa.table({c.name: pa.array(data[c.name], type=c.arrow_type()) for c in cols})
+
+
+def _sqlite_rows(db_path: Path, table: str) -> list[tuple[Any, ...]]:
+    """Every row of one SQLite table in the schema's column order (NULL for absent columns).
+
+    Read-only: a file this process may not write is not migrated, so a column or table it
+    lacks reads as NULL / no rows. A file from a newer engine is refused.
+    """
+    if not db_path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30.0)
+    try:
+        check_version(conn, db_path)
+        have = {r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')}
+        if not have:
+            return []
+        cols = schema.columns(table)
+        select = ", ".join(f'"{c.name}"' if c.name in have else "NULL" for c in cols)
+        return conn.execute(f'SELECT {select} FROM "{table}" ORDER BY rowid').fetchall()
+    finally:
+        conn.close()
 
 
 def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _has_parquet(root: Path, table: str) -> bool:
+    runs = root / RUNS_DIR
+    return runs.exists() and any(
+        p.parent.name != PARTIAL_DIR for p in runs.glob(f"*/{table}.parquet")
+    )
+
+
 def connect(results_dir: str | os.PathLike[str] | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with every run-log view defined over ``results_dir``."""
+    """An in-memory DuckDB connection with every run-log view defined over ``results_dir``.
+
+    Each view has the current schema's columns, typed, whatever the age of the files under it:
+    a zero-row typed table heads each union (``UNION ALL BY NAME``), so a column that no
+    Parquet file has yet (every run is older) is still there, NULL.
+    """
     import duckdb
 
     root = paths.results_dir(results_dir)
     db_path = root / SQLITE_NAME
     if db_path.exists() and os.access(db_path, os.W_OK):
-        from engine.runlog.log import RunLog
-
-        with RunLog(root) as log:  # crashed runs of this host become 'failed' before we read
+        with RunLog(root) as log:  # migrate; crashed runs of this host become 'failed'
             log.reap_abandoned()
     con = duckdb.connect(":memory:")
     for table in schema.TABLES:
         cols = schema.columns(table)
-        sqlite_name = f"_sqlite_{table}"
-        con.register(sqlite_name, _sqlite_arrow(db_path, table))
-        sources = [f"SELECT * FROM {sqlite_name}"]
-        if table != "runs":
-            runs = root / RUNS_DIR
-            if runs.exists() and any(
-                p.parent.name != PARTIAL_DIR for p in runs.glob(f"*/{table}.parquet")
-            ):
-                pattern = str(runs / "*" / f"{table}.parquet")
-                sources.insert(
-                    0, f"SELECT * FROM read_parquet({_sql_str(pattern)}, union_by_name = true)"
-                )
+        con.register(f"_schema_{table}", _typed_arrow(table, []))
+        con.register(f"_sqlite_{table}", _typed_arrow(table, _sqlite_rows(db_path, table)))
+        sources = [f"SELECT * FROM _schema_{table}"]
+        if table != "runs" and _has_parquet(root, table):
+            pattern = _sql_str(str(root / RUNS_DIR / "*" / f"{table}.parquet"))
+            sources.append(f"SELECT * FROM read_parquet({pattern}, union_by_name = true)")
+        sources.append(f"SELECT * FROM _sqlite_{table}")
         union = " UNION ALL BY NAME ".join(sources)
         select = ", ".join(f'CAST("{c.name}" AS {c.duckdb_type}) AS "{c.name}"' for c in cols)
-        con.execute(f'CREATE VIEW "{RAW_VIEW_NAME[table]}" AS SELECT {select} FROM ({union})')
+        con.execute(f'CREATE VIEW "{raw_view_name(table)}" AS SELECT {select} FROM ({union})')
     for name, sql in FRIENDLY_VIEWS.items():
         con.execute(f'CREATE VIEW "{name}" AS {sql}')
     return con
