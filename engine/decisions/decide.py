@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.decisions.signals import event_rules, rule_signals
 from engine.decisions.types import Decisions
 from engine.strategy.expr import PRICE_COLUMNS
 from engine.strategy.graph import StrategyGraph
@@ -64,23 +65,9 @@ def decide_symbol(
 
     ``columns`` holds equal-length arrays ending at the latest bar (see :func:`rule_columns`).
     """
-    n = len(next(iter(columns.values())))
-    r = graph.rules
-    false = np.zeros(n, dtype=bool)
-    if "long" in r:
-        le = r["long"].evaluate(columns)
-        lx = ~le
-    else:
-        le = r["long_entry"].evaluate(columns) if "long_entry" in r else false
-        lx = r["long_exit"].evaluate(columns) if "long_exit" in r else false
-    if "short" in r:
-        se = r["short"].evaluate(columns)
-        sx = ~se
-    else:
-        se = r["short_entry"].evaluate(columns) if "short_entry" in r else false
-        sx = r["short_exit"].evaluate(columns) if "short_exit" in r else false
-    events = "long" not in r and "short" not in r  # the schema forbids mixing the two styles
-    return rule_fold_nb(le, lx, se, sx, np.ones(n, dtype=np.bool_), events)
+    le, lx, se, sx = rule_signals(graph, columns)
+    has_bar = np.ones(le.shape[0], dtype=np.bool_)
+    return rule_fold_nb(le, lx, se, sx, has_bar, event_rules(graph))
 
 
 def decide(

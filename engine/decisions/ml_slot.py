@@ -1,7 +1,7 @@
-"""The ML slot of the backtest graph: ``engine.ml.decide`` (called by engine.decisions.decide).
+"""The ML slot of the strategy graph: :func:`decide` (called by engine.decisions.decide).
 
 It runs :func:`engine.ml.run_ensemble` over each symbol's own bars and features and puts the
-result on the market grid as a :class:`engine.decisions.decide.Decisions`:
+result on the market grid as a :class:`engine.decisions.Decisions`:
 
 * ``state`` / ``direction``: the gated side (+1 long, -1 short, 0 flat; NaN direction where a
   symbol has no bar),
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.ml.pipeline import run_ensemble
+from engine.ml import run_ensemble
 
 
 def decide(
@@ -61,28 +61,22 @@ def decide(
     state = np.zeros((n, k), dtype=np.int8)
     direction = np.full((n, k), np.nan)
     prob = np.full((n, k), np.nan)
-    extra = {
-        name: np.full((n, k), np.nan)
-        for name in ("probability", "agreement", "uncertainty", "expected_value", "payoff")
-    }
+    extra = {name: np.full((n, k), np.nan) for name in EXTRA}
     preds = []
     for j, sym in enumerate(syms):
-        r = res.symbols[sym]
+        cols = symbol_columns(res.symbols[sym])
         rows = market.rows[sym]
-        state[rows, j] = r.direction
-        direction[rows, j] = r.direction
-        prob[rows, j] = r.confidence
-        extra["probability"][rows, j] = r.p
-        extra["agreement"][rows, j] = r.agreement
-        extra["uncertainty"][rows, j] = r.uncertainty
-        extra["expected_value"][rows, j] = r.expected_value
-        extra["payoff"][rows, j] = r.payoff_ratio
+        state[rows, j] = cols["state"]
+        direction[rows, j] = cols["direction"]
+        prob[rows, j] = cols["kelly_p"]
+        for name in EXTRA:
+            extra[name][rows, j] = cols[name]
         # a grid bar the symbol lacks keeps its previous state (0 before its first bar)
         has = market.has_bar[:, j]
         if not has.all():
             last = np.maximum.accumulate(np.where(has, np.arange(n), -1))
             state[:, j] = np.where(last >= 0, state[np.maximum(last, 0), j], 0)
-        preds.append(predictions_frame(r))
+        preds.append(predictions_frame(res.symbols[sym]))
     predictions = pl.concat(preds) if preds else None
     return Decisions(
         state=state,
@@ -93,6 +87,31 @@ def decide(
         predictions=predictions,
         ml=res,
     )
+
+
+#: the ensemble columns a decision carries beyond state and probability: the fused P(up)
+#: (logged as ``probability``), agreement, uncertainty and expected value (logged), and the
+#: payoff ratio b (the risk manager's Kelly ``b``, not logged)
+EXTRA = ("probability", "agreement", "uncertainty", "expected_value", "payoff")
+
+
+def symbol_columns(r: Any) -> dict[str, np.ndarray]:
+    """One symbol's :class:`engine.ml.SymbolResult` as decision columns over its bars: the
+    gated side as ``state`` and ``direction``, ``kelly_p`` (P(the chosen side is right),
+    ``max(p, 1 - p)``: the risk manager's Kelly p, also logged as ``confidence``) and
+    :data:`EXTRA`. The backtest scatters them onto the market grid; live mode takes its
+    one bar's."""
+    d = np.asarray(r.direction)
+    return {
+        "state": d.astype(np.int8),
+        "direction": d.astype(np.float64),
+        "kelly_p": np.asarray(r.confidence, dtype=np.float64),
+        "probability": r.p,
+        "agreement": r.agreement,
+        "uncertainty": r.uncertainty,
+        "expected_value": r.expected_value,
+        "payoff": r.payoff_ratio,
+    }
 
 
 def predictions_frame(r: Any) -> Any:
