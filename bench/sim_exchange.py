@@ -80,7 +80,7 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
 
 
 async def bench_orders(url: str, *, seconds: float, workers: int) -> dict[str, float]:
-    from engine.exchange_sim.client import make_ccxt
+    from engine.binance.venue import make_ccxt
 
     ex = make_ccxt(url, KEY, SECRET, async_=True)
     try:

@@ -41,6 +41,17 @@ def _progress():  # type: ignore[no-untyped-def]
     )
 
 
+def _drawer(prog, description: str):  # type: ignore[no-untyped-def]
+    """An :class:`engine.progress.Progress` drawing on one bar of ``prog`` (rich): the bar
+    shows the task reported last, ``done`` of ``total`` (a spinner while total is None)."""
+    bar = prog.add_task(description, total=None, name="")
+
+    def progress(task: str, done: int, total: int | None) -> None:
+        prog.update(bar, completed=done, total=total, name=task)
+
+    return progress
+
+
 def _print_wide(table: Table) -> None:
     """Print a table at its natural width, so that values are never cut to fit 80 columns."""
     from rich.console import Console
@@ -104,7 +115,6 @@ def import_cmd(
     files, skipped = collect_files(paths)
     st = Store(store)
     with _progress() as prog:
-        task = prog.add_task("reading", total=len(files), name="")
         report = import_paths(
             paths,
             store=st,
@@ -112,7 +122,7 @@ def import_cmd(
             symbol=symbol,
             interval=interval,
             files=files or None,
-            progress=lambda p: prog.update(task, advance=1, name=p.name),
+            progress=_drawer(prog, "reading"),
         )
     report.skipped = skipped
     _print_import(report)
@@ -145,10 +155,9 @@ def download_cmd(
     store: str | None = StoreOpt,
 ) -> None:
     """Download Binance Vision klines (checksums verified, resumable) and import them."""
-    if source == "rest":  # owned by the exchange-simulator engineer: engine/rest_backfill.py
-        from engine.rest_backfill import download_rest_cmd
-
-        download_rest_cmd(_split(symbol), _split(interval), start=start, end=end, market=market, url=rest_url, store=store)
+    if source == "rest":
+        _download_rest(_split(symbol), _split(interval), start=start, end=end, market=market,
+                       url=rest_url, store=store)
         return
     if source != "vision":
         from engine.errors import UsageError
@@ -157,11 +166,6 @@ def download_cmd(
     from engine.data.download import download
 
     with _progress() as prog:
-        task = prog.add_task("downloading", total=None, name="")
-
-        def on_progress(done: int, total: int, name: str) -> None:
-            prog.update(task, completed=done, total=total, name=name)
-
         report = download(
             _split(symbol),
             _split(interval),
@@ -170,7 +174,7 @@ def download_cmd(
             market=market,
             store=store,
             base_url=vision_url,
-            progress=on_progress,
+            progress=_drawer(prog, "downloading"),
         )
     console.print(
         f"fetched {len(report.fetched)} file(s), {len(report.cached)} already downloaded and verified"
@@ -190,6 +194,26 @@ def download_cmd(
             " listed, or not yet published); narrow --start/--end"
         )
         sys.exit(1)
+
+
+def _download_rest(
+    symbols: list[str], intervals: list[str], *, start: str, end: str | None, market: str,
+    url: str, store: str | None,
+) -> None:
+    """``engine data download --source rest``: klines through a Binance-compatible REST API
+    (:func:`engine.binance.backfill.backfill_klines`), one progress bar per series."""
+    from engine.binance.backfill import backfill_klines
+    from engine.errors import UsageError
+
+    if market != "usdm":
+        raise UsageError(f"--source rest: market {market!r} is not supported", hint="use --market usdm")
+    with _progress() as prog:
+        report = backfill_klines(symbols, intervals, start=start, end=end, url=url, store=store,
+                                 progress=_drawer(prog, "fetching klines"))
+    if report is None:
+        console.print("no closed klines in that span on the server")
+        return
+    _print_import(report)
 
 
 @data_app.command("list")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from engine.cli.common import StoreOpt, console, guarded
@@ -41,19 +43,45 @@ def sim_exchange_cmd(
 ) -> None:
     """Replay stored candles as a Binance USD-M futures exchange (REST + websockets, one port).
 
-    Point ccxt (engine.exchange_sim.client.make_ccxt) or live mode at the printed URLs.
+    Point ccxt (engine.binance.make_ccxt) or live mode at the printed URLs.
     Request timestamps are checked against the real clock; /fapi/v1/time answers the market clock.
     """
     import asyncio
     import os
-    import signal
     from pathlib import Path
 
     from engine.errors import UsageError
     from engine.exchange_sim.config import SimConfig
     from engine.exchange_sim.faults import FaultSpec
-    from engine.exchange_sim.server import SimServer
     from engine.paths import store_dir
+
+    syms, start_ms, end_ms = _check_options(
+        symbols, interval, start, end, speed=speed, port=port, limits=(weight_limit, orders_10s, orders_1m),
+        substeps=substeps,
+    )
+    key = api_key or os.environ.get("BINANCE_API_KEY", "")
+    secret = api_secret or os.environ.get("BINANCE_API_SECRET", "")
+    if not key or not secret:
+        raise UsageError(
+            "no API key/secret for the simulator",
+            hint="pass --api-key and --api-secret, or set BINANCE_API_KEY and BINANCE_API_SECRET",
+        )
+    config = SimConfig(
+        symbols=syms, interval=interval, start_ms=start_ms, end_ms=end_ms, speed=speed, host=host, port=port,
+        api_key=key, api_secret=secret, balance=balance, faults=FaultSpec.parse(faults), seed=seed,
+        store=str(store_dir(store)), substeps=substeps, slippage_bps=slippage_bps, taker_fee=taker_fee,
+        maker_fee=maker_fee, fault_log=Path(fault_log) if fault_log else None, weight_limit=weight_limit,
+        orders_10s=orders_10s, orders_1m=orders_1m,
+    )
+    asyncio.run(_serve(config, faults))
+
+
+def _check_options(
+    symbols: str, interval: str, start: str, end: str | None, *, speed: float, port: int,
+    limits: tuple[int, int, int], substeps: int,
+) -> tuple[tuple[str, ...], int, int | None]:
+    """Validate the options at the door: (symbols, start ms, end ms or None)."""
+    from engine.errors import UsageError
     from engine.timeutil import interval_ms, parse_end, parse_time
 
     syms = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
@@ -69,51 +97,44 @@ def sim_exchange_cmd(
         raise UsageError(f"--speed: must be >= 0, got {speed}", hint="for example --speed 300")
     if not 0 <= port <= 65535:
         raise UsageError(f"--port: {port} is not a TCP port", hint="use 1-65535, or 0 for any free port")
-    if min(weight_limit, orders_10s, orders_1m) < 1:
+    if min(limits) < 1:
         raise UsageError("--weight-limit/--orders-10s/--orders-1m: must be >= 1", hint="for example --orders-10s 300")
     if substeps < 1:
         raise UsageError(f"--substeps: must be >= 1, got {substeps}", hint="for example --substeps 4")
-    key = api_key or os.environ.get("BINANCE_API_KEY", "")
-    secret = api_secret or os.environ.get("BINANCE_API_SECRET", "")
-    if not key or not secret:
-        raise UsageError(
-            "no API key/secret for the simulator",
-            hint="pass --api-key and --api-secret, or set BINANCE_API_KEY and BINANCE_API_SECRET",
-        )
-    config = SimConfig(
-        symbols=syms, interval=interval, start_ms=start_ms, end_ms=end_ms, speed=speed, host=host, port=port,
-        api_key=key, api_secret=secret, balance=balance, faults=FaultSpec.parse(faults), seed=seed,
-        store=str(store_dir(store)), substeps=substeps, slippage_bps=slippage_bps, taker_fee=taker_fee,
-        maker_fee=maker_fee, fault_log=Path(fault_log) if fault_log else None, weight_limit=weight_limit,
-        orders_10s=orders_10s, orders_1m=orders_1m,
+    return syms, start_ms, end_ms
+
+
+async def _serve(config: Any, faults: str | None) -> None:
+    """Start the simulator, print where it listens, serve until SIGINT/SIGTERM."""
+    import asyncio
+    import signal
+
+    from engine.errors import UsageError
+    from engine.exchange_sim.server import SimServer
+    from engine.timeutil import fmt_ms
+
+    server = SimServer(config)
+    try:
+        bound = await server.start()
+    except OSError as err:
+        raise UsageError(f"cannot listen on {config.host}:{config.port}: {err.strerror}",
+                         hint="choose another --port") from None
+    for note in server.notices:
+        console.print(f"[dim]{note}[/]", highlight=False)
+    host = config.host
+    base = f"http://{host}:{bound}"
+    console.print(f"REST       {base}/fapi/v1  (v2, v3 alike)", highlight=False)
+    console.print(f"websocket  ws://{host}:{bound}/ws/<stream>   ws://{host}:{bound}/stream?streams=a/b", highlight=False)
+    console.print(f"admin      {base}/sim/state  {base}/sim/faults", highlight=False)
+    console.print(
+        f"replay     {', '.join(config.symbols)} {config.interval} from {fmt_ms(config.start_ms)} "
+        f"to {fmt_ms(server.exchange.end_ms)} at {config.speed:g}x" + (f"; faults: {faults}" if faults else ""),
+        highlight=False,
     )
-
-    async def main() -> None:
-        server = SimServer(config)
-        try:
-            bound = await server.start()
-        except OSError as err:
-            raise UsageError(f"cannot listen on {host}:{port}: {err.strerror}", hint="choose another --port") from None
-        for note in server.notices:
-            console.print(f"[dim]{note}[/]", highlight=False)
-        ex = server.exchange
-        from engine.timeutil import fmt_ms
-
-        base = f"http://{host}:{bound}"
-        console.print(f"REST       {base}/fapi/v1  (v2, v3 alike)", highlight=False)
-        console.print(f"websocket  ws://{host}:{bound}/ws/<stream>   ws://{host}:{bound}/stream?streams=a/b", highlight=False)
-        console.print(f"admin      {base}/sim/state  {base}/sim/faults", highlight=False)
-        console.print(
-            f"replay     {', '.join(syms)} {interval} from {fmt_ms(start_ms)} to {fmt_ms(ex.end_ms)} at {speed:g}x"
-            + (f"; faults: {faults}" if faults else ""),
-            highlight=False,
-        )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        console.print("stopping", highlight=False)
-        await server.stop()
-
-    asyncio.run(main())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    console.print("stopping", highlight=False)
+    await server.stop()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.exchange_sim.client import make_ccxt
+from engine.binance.venue import make_ccxt
 from engine.exchange_sim.market import MarketData
 from engine.sim import SimConfig, load_specs, simulate
 from engine.sim.accounting import stop_target_prices_nb

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.binance.backfill import fetch_klines
 from engine.data import load_candles
 from engine.exchange_sim.market import MarketData
-from engine.rest_backfill import fetch_klines
 from engine.timeutil import parse_time
 
 from .conftest import KEY, SECRET, running, url

@@ -11,8 +11,8 @@ import aiohttp
 import ccxt
 import pytest
 
+from engine.binance.venue import make_ccxt
 from engine.errors import UsageError
-from engine.exchange_sim.client import make_ccxt
 from engine.exchange_sim.faults import FaultSpec
 from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.runner import serve

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ccxt
 import pytest
 
-from engine.exchange_sim.client import make_ccxt
+from engine.binance.venue import make_ccxt
 from engine.exchange_sim.market import MarketData
 from engine.timeutil import parse_time
 

@@ -139,7 +139,7 @@ async def test_server_ping_and_bad_stream(market: MarketData) -> None:
 
 
 async def test_user_data_stream(market: MarketData) -> None:
-    from engine.exchange_sim.client import make_ccxt
+    from engine.binance.venue import make_ccxt
 
     from .conftest import KEY, SECRET
 

@@ -1,0 +1,355 @@
+"""The Binance USD-M client: market data, account and orders over ccxt ``binanceusdm`` (async).
+
+Every REST call goes through :meth:`BinanceClient.call`: paced by the one
+:class:`engine.binance.pacer.Pacer` (request weight and order counts read from the answers'
+headers), retried by the one :class:`engine.binance.retry.RetryPolicy` while
+:func:`engine.binance.errors.classify` says TEMPORARY (each retry a ``broker`` event and one
+more in :attr:`BinanceClient.retries`), and ended in a typed error otherwise. Every order,
+whatever its kind, goes through :meth:`BinanceClient.send`: sent with the caller's client order id and, after an unknown-status outcome, looked up by
+that id before it is sent again, so an order the exchange accepted is never sent twice
+(invariant 7). Answers are decoded at the edge into the records of
+:mod:`engine.binance.records`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+from engine.binance.errors import (
+    FATAL_HINT,
+    OrderRejected,
+    RequestRejected,
+    VenueFatal,
+    VenueUnavailable,
+    classify,
+    short,
+)
+from engine.binance.klines import KlinePager
+from engine.binance.pacer import Pacer
+from engine.binance.records import (
+    FINAL,
+    AccountView,
+    Bar,
+    OrderRequest,
+    OrderResult,
+    account_from_binance,
+    bar_from_kline,
+    order_from_binance,
+    order_from_ccxt,
+)
+from engine.binance.retry import RetryPolicy
+from engine.errors import ExchangeError
+
+T = TypeVar("T")
+# event(severity, component, message, data): a system event for the caller's run log
+EventFn = Callable[[str, str, str, dict[str, Any]], None]
+HOUR_MS = 3_600_000
+FUNDING_PAGE = 1000
+
+
+class BinanceClient:
+    """ccxt (async) access to one Binance-compatible USD-M venue.
+
+    Parameters
+    ----------
+    exchange : a ``ccxt.async_support.binanceusdm`` (see :func:`engine.binance.venue.make_ccxt`);
+        the caller closes it.
+    symbols : exchange symbols (``BTCUSDT``) in the caller's order (AccountView's order).
+    interval : the base kline interval.
+    event : callback ``(severity, component, message, data)`` for system events.
+    max_attempts, max_wait_s : retry budget (attempts per call, the longest backoff wait);
+        ignored when ``retry`` is given.
+    retry : the retry policy (inject one with fake sleeps in tests).
+    pacer : the request pacer (default: 90 % of Binance's usual budgets).
+    """
+
+    def __init__(
+        self,
+        exchange: Any,
+        symbols: tuple[str, ...],
+        interval: str,
+        *,
+        event: EventFn,
+        max_attempts: int = 8,
+        max_wait_s: float = 60.0,
+        retry: RetryPolicy | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        from engine.timeutil import interval_ms
+
+        self.ex = exchange
+        self.symbols = symbols
+        self.interval = interval
+        self.step = interval_ms(interval)
+        self.event = event
+        self.retry = retry or RetryPolicy(max_attempts=max_attempts, max_wait_s=max_wait_s)
+        self.max_attempts = self.retry.max_attempts
+        self.max_wait_s = self.retry.max_wait_s
+        self.pacer = pacer or Pacer()
+        self.market_ids: dict[str, str] = {}
+        self.retries = 0
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _headers(self) -> Any:
+        return getattr(self.ex, "last_response_headers", None)
+
+    def _paced(
+        self, fn: Callable[[], Awaitable[T]], weight: int, orders: int
+    ) -> Callable[[], Awaitable[T]]:
+        async def paced() -> T:
+            await self.pacer.abefore(weight=weight, orders=orders)
+            try:
+                return await fn()
+            finally:
+                self.pacer.observe(self._headers())
+
+        return paced
+
+    def _on_retry(self, what: str, err: BaseException, attempt: int, wait: float) -> None:
+        self.retries += 1
+        self.event("warning", "broker", f"{what}: {type(err).__name__}, retrying",
+                   {"attempt": attempt, "error": short(err), "wait_s": round(wait, 3)})
+
+    async def call(
+        self, what: str, fn: Callable[[], Awaitable[T]], *, weight: int = 1, orders: int = 0
+    ) -> T:
+        """One REST call, paced and retried (see the module docstring); ``weight`` and
+        ``orders`` are its cost on the venue's budgets. Raises
+        :class:`engine.binance.errors.VenueUnavailable` / ``RequestRejected`` / ``VenueFatal``."""
+        return await self.retry.arun(what, self._paced(fn, weight, orders),
+                                     headers=self._headers, on_retry=self._on_retry)
+
+    # ------------------------------------------------------------------ setup
+
+    async def load(self) -> None:
+        """Load the venue's markets; every symbol must be listed as a perpetual."""
+        await self.call("load markets", self.ex.load_markets, weight=1)
+        by_id = {m["id"]: m["symbol"] for m in self.ex.markets.values() if m.get("swap")}
+        missing = [s for s in self.symbols if s not in by_id]
+        if missing:
+            raise ExchangeError(
+                f"the exchange does not list {', '.join(missing)}",
+                hint="check data.symbols / --symbols against the venue's exchangeInfo",
+            )
+        self.market_ids = {s: by_id[s] for s in self.symbols}
+
+    async def configure(self, *, leverage: int, margin_mode: str) -> None:
+        """Set leverage and margin type per symbol ("no need to change" counts as done)."""
+        for s in self.symbols:
+            m = self.market_ids[s]
+            await self.call(f"set leverage {s}", partial(self.ex.set_leverage, leverage, m))
+            try:
+                await self.call(f"set margin mode {s}",
+                                partial(self.ex.set_margin_mode, margin_mode, m))
+            except RequestRejected as err:
+                if not err.no_change:
+                    raise
+
+    async def server_time(self) -> int:
+        """The venue's clock (UTC ms)."""
+        return int(await self.call("server time", self.ex.fetch_time))
+
+    # ------------------------------------------------------------------ market data
+
+    async def closed_bars(self, symbol: str, *, start: int, end: int, now: int) -> list[Bar]:
+        """Closed bars with ``start <= open_time <= end`` (and closed by ``now``), paginated."""
+        pager = KlinePager(start=start, stop=end, now=now, step=self.step)
+        out: list[Bar] = []
+        while not pager.done:
+            rows = await self.call(
+                f"klines {symbol}",
+                partial(self.ex.fapiPublicGetKlines, pager.params(symbol, self.interval)),
+                weight=pager.weight,
+            )
+            out.extend(bar_from_kline(symbol, r) for r in pager.take(rows))
+        return out
+
+    async def funding_settled(self, symbol: str, funding_time: int) -> tuple[float, float] | None:
+        """``(rate, mark price)`` of the funding settled at ``funding_time`` (None: not known)."""
+        rows = await self.call(f"funding rate {symbol}", partial(
+            self.ex.fapiPublicGetFundingRate,
+            {"symbol": symbol, "startTime": funding_time - 60_000,
+             "endTime": funding_time + 60_000, "limit": 10}))
+        for r in rows or []:
+            if abs(int(r["fundingTime"]) - funding_time) <= 60_000:
+                return float(r["fundingRate"]), float(r.get("markPrice") or "nan")
+        return None
+
+    async def funding_events(self, symbol: str, *, start: int, end: int) -> list[tuple[int, float]]:
+        """Settled funding events ``(funding_time, rate)`` with ``start <= time <= end``, paginated
+        (``GET /fapi/v1/fundingRate``); times rounded to the hour (Binance's ms jitter removed,
+        as at data import)."""
+        out: dict[int, float] = {}
+        since = start
+        while since <= end:
+            rows = await self.call(f"funding rates {symbol}", partial(
+                self.ex.fapiPublicGetFundingRate,
+                {"symbol": symbol, "startTime": since, "endTime": end, "limit": FUNDING_PAGE}))
+            if not rows:
+                break
+            last = since
+            for r in rows:
+                raw = int(r["fundingTime"])
+                last = max(last, raw)
+                t = ((raw + HOUR_MS // 2) // HOUR_MS) * HOUR_MS
+                if start <= t <= end:
+                    out[t] = float(r["fundingRate"])
+            if len(rows) < FUNDING_PAGE:
+                break
+            since = last + 1
+        return sorted(out.items())
+
+    # ------------------------------------------------------------------ account
+
+    async def account(self) -> AccountView:
+        """Wallet, positions, entry prices and margins (isolated wallet or initial margin)."""
+        acc = await self.call("account", self.ex.fapiPrivateV2GetAccount, weight=5)
+        return account_from_binance(acc, self.symbols)
+
+    async def open_orders(self, symbol: str) -> list[dict[str, Any]]:
+        """The symbol's open orders as ccxt reports them (``id``, ``clientOrderId``, ...)."""
+        m = self.market_ids[symbol]
+        return list(await self.call(f"open orders {symbol}",
+                                    partial(self.ex.fetch_open_orders, m)))
+
+    async def cancel(self, symbol: str, order_id: str) -> None:
+        """Cancel an order by the exchange's id."""
+        m = self.market_ids[symbol]
+        await self.call(f"cancel {symbol}", partial(self.ex.cancel_order, order_id, m))
+
+    # ------------------------------------------------------------------ orders
+
+    async def lookup(self, symbol: str, client_order_id: str) -> OrderResult | None:
+        """The order with this client id, or None when the exchange does not know it."""
+        m = self.market_ids[symbol]
+        try:
+            o = await self.call(f"look up {client_order_id}", partial(
+                self.ex.fetch_order, "", m, params={"origClientOrderId": client_order_id}))
+        except RequestRejected as err:
+            if err.not_found:
+                return None
+            raise
+        return order_from_ccxt(o, client_order_id)
+
+    async def _post(self, req: OrderRequest) -> OrderResult:
+        """One attempt at sending ``req`` (no retry here)."""
+        cid = req.client_order_id
+        if req.trigger:
+            o = await self.ex.fapiPrivatePostOrder({
+                "symbol": req.symbol, "side": req.side.upper(), "type": req.kind,
+                "stopPrice": req.stop_price, "closePosition": "true",
+                "workingType": "CONTRACT_PRICE", "newClientOrderId": cid})
+            return order_from_binance(o, cid)
+        params: dict[str, Any] = {"newClientOrderId": cid, "newOrderRespType": "RESULT"}
+        if req.reduce_only:
+            params["reduceOnly"] = True
+        if req.kind == "limit":
+            params["timeInForce"] = "GTC"
+        m = self.market_ids[req.symbol]
+        o = await self.ex.create_order(m, req.kind, req.side, req.qty, req.price, params)
+        return order_from_ccxt(o, cid)
+
+    async def _found(self, req: OrderRequest) -> OrderResult | None:
+        """The order when the exchange has it (logged: not resent). A lookup the exchange
+        refuses for another reason than "unknown order" is FATAL, never an order rejection."""
+        try:
+            found = await self.lookup(req.symbol, req.client_order_id)
+        except RequestRejected as err:
+            raise VenueFatal(err.message, verdict=err.verdict, hint=FATAL_HINT) from err
+        if found is not None:
+            self.event("info", "broker", f"order {req.client_order_id} was accepted; not resent",
+                       {"symbol": req.symbol})
+        return found
+
+    def _on_order_retry(self, what: str, err: BaseException, attempt: int, wait: float) -> None:
+        self.retries += 1
+        status = "status unknown; looking it up" if classify(err).unknown_status else "retrying"
+        self.event("warning", "broker", f"{what}: {type(err).__name__}, {status}",
+                   {"attempt": attempt, "error": short(err), "wait_s": round(wait, 3)})
+
+    async def send(self, req: OrderRequest) -> OrderResult:
+        """Send one order of any kind AT MOST ONCE, as the exchange acknowledged it.
+
+        Retried as every call; but after an attempt whose outcome is unknown (5xx, -1007,
+        timeout, dropped connection) the order is looked up by its client id first and
+        returned, not resent, when the exchange has it. A duplicate client id (-4116) is
+        looked up too. Raises :class:`OrderRejected` when the exchange refuses it, and
+        ``VenueUnavailable`` when it cannot be placed within the retry budget.
+        """
+        import ccxt
+
+        cid = req.client_order_id
+        unknown = False
+
+        async def attempt() -> OrderResult:
+            nonlocal unknown
+            if unknown and (found := await self._found(req)) is not None:
+                return found
+            try:
+                return await self._post(req)
+            except ccxt.BaseError as err:
+                unknown = unknown or classify(err).unknown_status
+                raise
+
+        try:
+            return await self.retry.arun(f"order {cid}", self._paced(attempt, 0, 1),
+                                         headers=self._headers, on_retry=self._on_order_retry)
+        except RequestRejected as err:
+            if err.code == -4116 or err.verdict.reason == "DuplicateOrderId":
+                if (found := await self._found(req)) is not None:
+                    return found
+            cause = err.__cause__ or err
+            raise OrderRejected(short(cause), verdict=err.verdict, client_order_id=cid) from cause
+        except VenueUnavailable as err:
+            if unknown and (found := await self._found(req)) is not None:
+                return found
+            raise VenueUnavailable(
+                f"order {cid} ({req.describe()}) could not be placed after "
+                f"{self.retry.max_attempts} attempts", verdict=err.verdict,
+                hint="the intent is in the run log; restart to reconcile",
+            ) from err
+
+    async def market_order(
+        self, symbol: str, side: str, qty: float, *, client_order_id: str, reduce_only: bool,
+        limit_price: float | None = None,
+    ) -> OrderResult:
+        """A market order through :meth:`send`, waited for until its fill is final.
+
+        With ``limit_price``: a GTC LIMIT order at that price instead, returned as the
+        exchange acknowledged it (not waited for)."""
+        kind = "market" if limit_price is None else "limit"
+        req = OrderRequest(symbol, side, kind, client_order_id, qty=qty, price=limit_price,
+                           reduce_only=reduce_only)
+        result = await self.send(req)
+        for _ in range(self.retry.max_attempts if kind == "market" else 0):
+            if result.status in FINAL:
+                break
+            await self.retry.asleep(0.05)
+            result = await self.lookup(symbol, client_order_id) or result
+        return result
+
+    async def trigger_order(
+        self, symbol: str, kind: str, side: str, stop_price: str, *, client_order_id: str
+    ) -> OrderResult:
+        """A ``STOP_MARKET`` / ``TAKE_PROFIT_MARKET`` order with ``closePosition=true`` (it
+        closes whatever position is held when it triggers, on the last traded price), through
+        :meth:`send`. Raises :class:`OrderRejected` when refused (e.g. -2021: would trigger
+        now)."""
+        return await self.send(OrderRequest(symbol, side, kind, client_order_id,
+                                            stop_price=stop_price, reduce_only=True))
+
+    async def cancel_by_client_id(self, symbol: str, client_order_id: str) -> OrderResult | None:
+        """Cancel an order by client id; returns its final state (None if unknown)."""
+        m = self.market_ids[symbol]
+        try:
+            await self.call(f"cancel {client_order_id}", partial(
+                self.ex.cancel_order, "", m, params={"origClientOrderId": client_order_id}))
+        except RequestRejected:
+            pass  # already triggered, expired or canceled: its state says which
+        return await self.lookup(symbol, client_order_id)
+
+
+Broker = BinanceClient  # the name live mode used (engine/live/broker.py)
