@@ -78,15 +78,18 @@ def test_schema_version_pins_the_columns() -> None:
 
 
 def test_fixture_is_what_the_unversioned_engine_wrote() -> None:
-    conn = sqlite3.connect(f"file:{RESULTS_V1 / 'runlog.sqlite'}?mode=ro", uri=True)
+    # immutable: a read-only WAL reader would leave -wal/-shm files in the source tree
+    conn = sqlite3.connect(f"file:{RESULTS_V1 / 'runlog.sqlite'}?immutable=1", uri=True)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         for table, cols in schema_columns(1).items():
             assert list(_columns(conn, table)) == [n for n, _ in cols]
     finally:
         conn.close()
     assert sorted(p.name for p in (RESULTS_V1 / "runs").iterdir()) == [BACKTEST_ID]
+    header = (RESULTS_V1 / "runlog.sqlite").read_bytes()[:20]
+    assert header[18:20] == b"\x02\x02"  # the file format bytes of a WAL database
+    assert sorted(p.name for p in RESULTS_V1.iterdir()) == ["runlog.sqlite", "runs"]
 
 
 def test_current_engine_opens_the_old_folder(old: Path) -> None:
