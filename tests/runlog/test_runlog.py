@@ -306,3 +306,57 @@ def test_concurrent_processes_share_one_log(tmp_path: Path) -> None:
             float(r["metrics"]["k"]),
         ]
         assert log.read(r["run_id"], "system_events").height == 10
+
+
+def test_none_and_nan_in_float_columns(tmp_path: Path) -> None:
+    """Both stores take None and NaN in a float column; how each keeps them is pinned here.
+
+    None is NULL everywhere. NaN is passed through as given: Parquet keeps it as NaN, while
+    SQLite itself stores a NaN REAL as NULL. (Turning a NaN that means "no value" into None is
+    the row builders' job, not the run log's.)
+    """
+    nan = float("nan")
+    row = {"symbol": "X", "action": "flat", "target_position": 0.0}
+    log = RunLog(tmp_path)
+    live = log.start_run(mode="live", strategy="s", params={})
+    log.append(
+        live,
+        "ensemble_decisions",
+        [
+            {**row, "open_time": 0, "confidence": None, "probability": nan},
+            {**row, "open_time": 1, "confidence": 0.5, "probability": 0.7},
+        ],
+    )
+    log.append(
+        live,
+        "ensemble_decisions",
+        pl.DataFrame([{**row, "open_time": 2, "confidence": None, "probability": nan}]),
+    )
+    conn = sqlite3.connect(tmp_path / SQLITE_NAME)
+    stored = conn.execute(
+        "SELECT typeof(confidence), typeof(probability) FROM ensemble_decisions ORDER BY rowid"
+    ).fetchall()
+    conn.close()
+    assert stored == [("null", "null"), ("real", "real"), ("null", "null")]
+    bt = log.start_run(mode="backtest", strategy="s", params={})
+    frame = pl.DataFrame(
+        {
+            "symbol": ["X", "X"],
+            "open_time": [0, 1],
+            "action": ["flat", "flat"],
+            "target_position": [0.0, 0.0],
+            "confidence": [None, None],  # an all-null column (dtype Null) is cast to Float64
+            "probability": [None, nan],
+        }
+    )
+    log.write(bt, "ensemble_decisions", frame)
+    log.finish_run(bt, status="ok")
+    log.finish_run(live, status="stopped")
+    parquet = pl.read_parquet(tmp_path / RUNS_DIR / bt / "ensemble_decisions.parquet")
+    assert parquet.schema["confidence"] == pl.Float64
+    assert parquet["confidence"].null_count() == 2
+    assert parquet["probability"].is_null().to_list() == [True, False]
+    assert parquet["probability"].is_nan().to_list() == [None, True]
+    back = log.read(live, "ensemble_decisions")
+    assert back["probability"].to_list() == [None, 0.7, None]
+    assert log.read(bt, "ensemble_decisions")["probability"].is_nan().to_list() == [None, True]
