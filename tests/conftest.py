@@ -1,4 +1,10 @@
-"""Shared fixtures: where the real Binance data lies (../shared/data beside the checkout)."""
+"""Shared fixtures: where the real Binance data lies (../shared/data beside the checkout).
+
+Tests never download: a load that finds the store short of data raises its DataError, as
+with ``ENGINE_VISION_URL=off``, unless a test points ``ENGINE_VISION_URL`` at its own HTTP
+server on 127.0.0.1 (tests/data). ``ENGINE_LOCAL_DATA`` from the caller's environment is
+dropped too: a test that wants it sets it. Subprocesses (``engine ...``) inherit both.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ENGINE_SHARED_DATA", REPO.parent / "shared" / "data"))
 USDM = SHARED_DATA / "binance-usdm"
 VISION_MIRROR = SHARED_DATA / "binance-vision-mirror"
+
+os.environ["ENGINE_VISION_URL"] = "off"
+os.environ.pop("ENGINE_LOCAL_DATA", None)
 
 
 @pytest.fixture(scope="session")

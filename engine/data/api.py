@@ -2,9 +2,17 @@
 
 ``load_candles`` / ``load_mark_price`` / ``load_funding`` read only the month partitions
 that overlap the request and cut the exact span by binary search on the sorted times.
-When the store lacks the requested span and ``ENGINE_LOCAL_DATA`` names a folder, the
-matching files of that folder are imported first; otherwise a DataError names the missing
-span and the command that fetches it.
+
+When the store lacks the requested span (at either edge), the missing data is fetched:
+
+- ``ENGINE_LOCAL_DATA`` names a folder: the matching files of that folder are imported, and
+  nothing is downloaded (machines without internet, CI with ``../shared`` beside it);
+- otherwise (unset, or naming no folder) the missing months come from Binance Vision
+  (:func:`engine.data.download.fetch_series`, the code of ``engine data download``), unless
+  ``ENGINE_VISION_URL=off``.
+
+If the data is still missing, a DataError names the span, why it could not be fetched, and
+the command that fetches it. A failed fetch leaves the store's tables unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from pathlib import Path
 
 import polars as pl
 
+from engine.data.download import VISION_ENV, VISION_OFF, auto_fetch_enabled, fetch_series
 from engine.data.importer import collect_files, import_paths
 from engine.data.naming import path_hints
 from engine.data.schema import (
@@ -30,6 +39,7 @@ from engine.data.schema import (
 )
 from engine.data.store import Store, read_partition
 from engine.errors import DataError, EngineError, UsageError
+from engine.progress import Progress
 from engine.timeutil import HOUR_MS, fmt_ms, interval_ms, parse_end, parse_time
 
 LOCAL_DATA_ENV = "ENGINE_LOCAL_DATA"
@@ -100,7 +110,11 @@ def _day(ms: int) -> str:
 
 
 def _missing_error(
-    ds: Dataset, span: tuple[int | None, int | None], store: Store, explicit_store: bool
+    ds: Dataset,
+    span: tuple[int | None, int | None],
+    store: Store,
+    explicit_store: bool,
+    why: str = "",
 ) -> DataError:
     lo, hi = span
     what = (
@@ -110,28 +124,26 @@ def _missing_error(
         f" to {fmt_ms(hi) if hi is not None else 'the end'} UTC"
     )
     store_opt = f" --store {store.root}" if explicit_store else ""
-    if ds.table == KLINES:
-        start = f" --start {_day(lo)}" if lo is not None else " --start YYYY-MM-DD"
+    local = f"`engine data import DIR{store_opt}` with local files, or set {LOCAL_DATA_ENV}=DIR"
+    if ds.table == FUNDING:
+        local = f"`engine data import DIR{store_opt}` with a folder holding {ds.symbol} funding files, or set {LOCAL_DATA_ENV}=DIR"
+    if lo is None:
+        fetch = ""
+    else:
+        table = "" if ds.table == KLINES else f" --data {ds.table}"
+        interval = f" --interval {ds.interval}" if ds.interval else ""
         end = f" --end {_day(hi)}" if hi is not None else ""
         fetch = (
-            f"engine data download --market {ds.market} --symbol {ds.symbol}"
-            f" --interval {ds.interval}{start}{end}{store_opt}"
+            f"run `engine data download --market {ds.market} --symbol {ds.symbol}{interval}"
+            f"{table} --start {_day(lo)}{end}{store_opt}`, or "
         )
-        hint = f"run `{fetch}`, or `engine data import DIR{store_opt}` with local files, or set {LOCAL_DATA_ENV}=DIR"
-    else:
-        hint = f"run `engine data import DIR{store_opt}` with a folder holding {ds.symbol} {ds.table} files, or set {LOCAL_DATA_ENV}=DIR"
-    return DataError(f"the store {store.root} has {what} for {ds.label()}", hint=hint)
+    hint = f"{fetch}{local}"
+    return DataError(f"the store {store.root} has {what} for {ds.label()}{why}", hint=hint)
 
 
-def _auto_import(store: Store, ds: Dataset, folder: str) -> bool:
+def _auto_import(store: Store, ds: Dataset, folder: Path) -> bool:
     """Import the files of ``folder`` that belong to ``ds``; True if any was found."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(
-            f"{LOCAL_DATA_ENV}={folder}: not a folder",
-            hint=f"point {LOCAL_DATA_ENV} at a folder of Binance data files, or unset it",
-        )
-    files, _ = collect_files([root])
+    files, _ = collect_files([folder])
     chosen = []
     for f in files:
         try:
@@ -150,24 +162,74 @@ def _auto_import(store: Store, ds: Dataset, folder: str) -> bool:
     return True
 
 
+def _why_not_fetched(
+    span: tuple[int | None, int | None], tried: list[tuple[int | None, int | None]], local: str
+) -> str | None:
+    """Why the missing span is not fetched from Vision (appended to the error), or None."""
+    note = f"; {LOCAL_DATA_ENV}={local} is not a folder" if local else ""
+    if not auto_fetch_enabled():
+        return f" ({VISION_ENV}={VISION_OFF}: nothing downloaded{note})"
+    if span[0] is None:
+        return f" (give a start to fetch it from Binance Vision{note})"
+    if span in tried:
+        return f" (Binance Vision's files do not cover it either{note})"
+    return None
+
+
+def _fill(
+    st: Store,
+    ds: Dataset,
+    lo: int | None,
+    hi: int | None,
+    explicit_store: bool,
+    progress: Progress | None,
+) -> pl.DataFrame:
+    """The stored rows of [lo, hi], after fetching missing edges (local folder, else Vision)."""
+    frame = _read(st, ds, lo, hi)
+    span = _missing(frame, ds, lo, hi)
+    if span is None:
+        return frame
+    local = os.environ.get(LOCAL_DATA_ENV, "")
+    if local and Path(local).is_dir():  # a local folder: import from it, never download
+        if _auto_import(st, ds, Path(local)):
+            frame = _read(st, ds, lo, hi)
+            span = _missing(frame, ds, lo, hi)
+        if span is not None:
+            raise _missing_error(
+                ds, span, st, explicit_store, f" (nor has {LOCAL_DATA_ENV}={local})"
+            )
+        return frame
+    tried: list[tuple[int | None, int | None]] = []
+    while span is not None:
+        why = _why_not_fetched(span, tried, local)
+        if why is not None:
+            raise _missing_error(ds, span, st, explicit_store, why)
+        assert span[0] is not None
+        try:
+            fetch_series(ds, span[0], span[1], store=st, progress=progress)
+        except DataError as err:
+            note = f"; {LOCAL_DATA_ENV}={local} is not a folder" if local else ""
+            why = f", and fetching it from Binance Vision failed: {err.message}{note}"
+            raise _missing_error(ds, span, st, explicit_store, why) from None
+        tried.append(span)
+        frame = _read(st, ds, lo, hi)
+        span = _missing(frame, ds, lo, hi)
+    return frame
+
+
 def _load(
-    ds: Dataset, start: TimeArg, end: TimeArg, store: str | os.PathLike[str] | Store | None
+    ds: Dataset,
+    start: TimeArg,
+    end: TimeArg,
+    store: str | os.PathLike[str] | Store | None,
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
     lo = parse_time(start, name="start")
     hi = parse_end(end, name="end")
     if lo is not None and hi is not None and lo > hi:
         raise UsageError(f"start {fmt_ms(lo)} is after end {fmt_ms(hi)}", hint="swap start and end")
     st = store if isinstance(store, Store) else Store(store)
-    frame = _read(st, ds, lo, hi)
-    span = _missing(frame, ds, lo, hi)
-    if span is not None:
-        local = os.environ.get(LOCAL_DATA_ENV)
-        if local and _auto_import(st, ds, local):
-            frame = _read(st, ds, lo, hi)
-            span = _missing(frame, ds, lo, hi)
-        if span is not None:
-            raise _missing_error(ds, span, st, store is not None)
-    return frame
+    return _fill(st, ds, lo, hi, store is not None, progress)
 
 
 def _drop_empty_extras(frame: pl.DataFrame) -> pl.DataFrame:
@@ -185,8 +247,9 @@ def load_candles(
     end: TimeArg = None,
     store: str | os.PathLike[str] | Store | None = None,
     market: str = "usdm",
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
-    """Klines of one symbol and interval from the store.
+    """Klines of one symbol and interval from the store (missing bars fetched first).
 
     Parameters
     ----------
@@ -201,6 +264,9 @@ def load_candles(
         Store root (default ``$ENGINE_DATA`` or ``./data``).
     market
         ``"usdm"`` (default) or ``"spot"``.
+    progress
+        :mod:`engine.progress`'s ``progress(task, done, total)``, told about a download from
+        Binance Vision and the import that follows it (nothing is reported otherwise).
 
     Returns
     -------
@@ -212,14 +278,31 @@ def load_candles(
     Raises
     ------
     DataError
-        The store (after importing from ``$ENGINE_LOCAL_DATA`` if set) lacks bars at either
-        edge of the request; the message names the span, the hint the command that fetches it.
+        The store lacks bars at either edge of the request, also after importing from
+        ``$ENGINE_LOCAL_DATA`` or fetching from Binance Vision (see the module docstring);
+        the message names the span and why it could not be fetched, the hint the command
+        that fetches it.
 
     Examples
     --------
-    >>> df = load_candles("BTCUSDT", "5m", start="2024-01-01", end="2024-01-31")  # doctest: +SKIP
-    >>> df.height  # doctest: +SKIP
-    8928
+    A store holding three real BTCUSDT 1h bars (imported from a CSV), read back:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> csv = Path(tmp.name) / "BTCUSDT-1h.csv"
+    >>> _ = csv.write_text(
+    ...     "open_time,open,high,low,close,volume\\n"
+    ...     "1704067200000,42314.0,42603.2,42289.6,42503.5,8459.477\\n"
+    ...     "1704070800000,42503.5,42832.0,42462.0,42647.9,9043.411\\n"
+    ...     "1704074400000,42647.9,42676.9,42530.0,42620.4,4653.067\\n"
+    ... )
+    >>> store = Path(tmp.name) / "store"
+    >>> _ = import_paths([csv], store=store)
+    >>> df = load_candles("BTCUSDT", "1h", start="2024-01-01T01:00", end="2024-01-01", store=store)
+    >>> df["open_time"].to_list(), df["close"].to_list()
+    ([1704070800000, 1704074400000], [42647.9, 42620.4])
+    >>> tmp.cleanup()
     """
     ds = Dataset(
         KLINES,
@@ -227,7 +310,7 @@ def load_candles(
         check_symbol(symbol, where="symbol"),
         check_interval(interval, where="interval"),
     )
-    return _drop_empty_extras(_load(ds, start, end, store))
+    return _drop_empty_extras(_load(ds, start, end, store, progress))
 
 
 def load_mark_price(
@@ -237,10 +320,11 @@ def load_mark_price(
     start: TimeArg = None,
     end: TimeArg = None,
     store: str | os.PathLike[str] | Store | None = None,
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
     """Mark-price klines (``open_time`` + Float64 ``open, high, low, close``) of a USD-M symbol.
 
-    Bounds and errors as for :func:`load_candles`.
+    Bounds, fetching, ``progress`` and errors as for :func:`load_candles`.
     """
     ds = Dataset(
         MARKPRICE,
@@ -248,7 +332,7 @@ def load_mark_price(
         check_symbol(symbol, where="symbol"),
         check_interval(interval, where="interval"),
     )
-    return _load(ds, start, end, store)
+    return _load(ds, start, end, store, progress)
 
 
 def load_funding(
@@ -257,8 +341,9 @@ def load_funding(
     start: TimeArg = None,
     end: TimeArg = None,
     store: str | os.PathLike[str] | Store | None = None,
+    progress: Progress | None = None,
 ) -> pl.DataFrame:
-    """Funding rates of a USD-M symbol.
+    """Funding rates of a USD-M symbol (missing events fetched first, as for :func:`load_candles`).
 
     Returns
     -------
@@ -266,12 +351,27 @@ def load_funding(
         ``funding_time`` (Int64 ms UTC, on the funding hour: Binance's ms jitter removed at
         import) and ``funding_rate`` (Float64), sorted. ``start``/``end`` bound
         ``funding_time`` inclusively; a request edge more than 8 h from the stored data
-        counts as missing (DataError, after trying ``$ENGINE_LOCAL_DATA``).
+        counts as missing (fetched, else a DataError, as for :func:`load_candles`).
 
     Examples
     --------
-    >>> load_funding("BTCUSDT", start="2024-01-01", end="2024-01-01")["funding_time"].to_list()  # doctest: +SKIP
-    [1704067200000, 1704096000000, 1704124800000]
+    Binance's ``calc_time`` (here 1 ms late) is put on the funding hour at import:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> csv = Path(tmp.name) / "BTCUSDT-fundingRate.csv"
+    >>> _ = csv.write_text(
+    ...     "calc_time,funding_interval_hours,last_funding_rate\\n"
+    ...     "1704009600001,8,0.00034573\\n"
+    ...     "1704038400000,8,0.00033597\\n"
+    ...     "1704067200000,8,0.00037409\\n"
+    ... )
+    >>> store = Path(tmp.name) / "store"
+    >>> _ = import_paths([csv], store=store)
+    >>> load_funding("BTCUSDT", end="2023-12-31", store=store)["funding_time"].to_list()
+    [1704009600000, 1704038400000]
+    >>> tmp.cleanup()
     """
     ds = Dataset(FUNDING, "usdm", check_symbol(symbol, where="symbol"), "")
-    return _load(ds, start, end, store).select("funding_time", "funding_rate")
+    return _load(ds, start, end, store, progress).select("funding_time", "funding_rate")

@@ -1,19 +1,30 @@
-"""``engine data download``: fetch Binance Vision kline files, verify them, import them.
+"""Binance Vision: plan its files, fetch and verify them, then import them.
+
+``engine data download`` and the loaders' automatic fetch (:func:`fetch_series`, used by
+:mod:`engine.data.api` when a run needs bars the store lacks) both run through here.
 
 URL layout (base ``https://data.binance.vision``, or ``--vision-url`` / ``ENGINE_VISION_URL``)::
 
-    data/{futures/um|spot}/monthly/klines/{SYM}/{INT}/{SYM}-{INT}-{YYYY-MM}.zip
-    data/{futures/um|spot}/daily/klines/{SYM}/{INT}/{SYM}-{INT}-{YYYY-MM-DD}.zip
+    data/{futures/um|spot}/{monthly|daily}/klines/{SYM}/{INT}/{SYM}-{INT}-{YYYY-MM[-DD]}.zip
+    data/futures/um/{monthly|daily}/markPriceKlines/{SYM}/{INT}/{SYM}-{INT}-{YYYY-MM[-DD]}.zip
+    data/futures/um/monthly/fundingRate/{SYM}/{SYM}-fundingRate-{YYYY-MM}.zip
     ... each with a ``.CHECKSUM`` beside it ("<sha256>  <file name>")
 
-Whole months before the current one come as monthly files; the current month as daily
-files up to yesterday. The previous month falls back to daily files while its monthly file
-is not yet published. Files land in ``<store>/_downloads/`` under the same path as on the
-site, first as ``.part`` and renamed once complete; a file whose checksum verified is never
-fetched again, so a re-run after an interruption fetches only the rest. Nothing is
-imported until every file is fetched and verified; then the files are imported together
-(see :mod:`engine.data.importer`). Transient failures (5xx, 429, dropped connections,
-timeouts) are retried with exponential backoff (tenacity).
+Klines and mark price: whole months before the current one come as monthly files; the
+current month as daily files up to yesterday. The previous month falls back to daily files
+while its monthly file is not yet published. Funding comes in monthly files only (Vision
+publishes no daily ones), so the current month cannot be fetched from it.
+
+Files land in ``<store>/_downloads/`` under the same path as on the site, first as ``.part``
+and renamed once complete; a file whose checksum verified is never fetched again, so a re-run
+after an interruption fetches only the rest. Nothing is imported until every file is
+fetched and verified; then the files are imported together (see
+:mod:`engine.data.importer`). Transient failures (5xx, 429, dropped connections, timeouts)
+are retried with exponential backoff (tenacity). Progress is reported through
+:mod:`engine.progress` (``progress(task, done, total)``); nothing here draws.
+
+``ENGINE_VISION_URL=off`` switches the automatic fetch off (and makes ``engine data
+download`` ask for ``--vision-url``).
 """
 
 from __future__ import annotations
@@ -25,7 +36,6 @@ import http.client
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,14 +49,26 @@ from tenacity import (
 
 from engine.data.formats import verify_checksum
 from engine.data.importer import ImportReport, import_paths
-from engine.data.schema import check_interval, check_market, check_symbol
+from engine.data.schema import (
+    FUNDING,
+    KLINES,
+    MARKPRICE,
+    Dataset,
+    check_interval,
+    check_market,
+    check_symbol,
+)
 from engine.data.store import Store
 from engine.errors import DataError, RunError, UsageError
+from engine.progress import Progress, step
 from engine.timeutil import fmt_ms, parse_end, parse_time
 
 DEFAULT_VISION_URL = "https://data.binance.vision"
 VISION_ENV = "ENGINE_VISION_URL"
+VISION_OFF = "off"
 _MARKET_PATH = {"usdm": "futures/um", "spot": "spot"}
+# The folder of each store table on Vision.
+VISION_KIND = {KLINES: "klines", MARKPRICE: "markPriceKlines", FUNDING: "fundingRate"}
 _CHUNK = 1 << 16
 
 
@@ -57,8 +79,9 @@ class RemoteFile:
     path: str
     market: str
     symbol: str
-    interval: str
+    interval: str  # "" for funding
     period: str  # YYYY-MM (monthly) or YYYY-MM-DD (daily)
+    table: str = KLINES
 
     @property
     def name(self) -> str:
@@ -74,6 +97,11 @@ class DownloadReport:
     missing: list[str] = field(default_factory=list)
     imported: ImportReport | None = None
 
+    @property
+    def files(self) -> list[Path]:
+        """Every verified file, fetched now or found in the cache."""
+        return [*self.fetched, *self.cached]
+
 
 class _NotFound(Exception):
     pass
@@ -83,21 +111,70 @@ class _Transient(Exception):
     """A failure worth retrying (5xx, 429, dropped connection, short body, timeout)."""
 
 
+def auto_fetch_enabled() -> bool:
+    """False when ``ENGINE_VISION_URL=off``: the loaders then never download."""
+    return (os.environ.get(VISION_ENV) or "").strip().lower() != VISION_OFF
+
+
 def vision_url(override: str | None = None) -> str:
-    """The Vision base URL: option, then ``ENGINE_VISION_URL``, then Binance's site."""
-    url = override or os.environ.get(VISION_ENV) or DEFAULT_VISION_URL
+    """The Vision base URL: option, then ``ENGINE_VISION_URL``, then Binance's site.
+
+    >>> vision_url("http://127.0.0.1:8000/")
+    'http://127.0.0.1:8000'
+    """
+    url = (override or os.environ.get(VISION_ENV) or DEFAULT_VISION_URL).strip()
+    if url.lower() == VISION_OFF:
+        raise UsageError(
+            f"{VISION_ENV}=off: downloading from Binance Vision is switched off",
+            hint=f"pass --vision-url URL, or unset {VISION_ENV}",
+        )
     return url.rstrip("/")
 
 
-def _remote(market: str, freq: str, symbol: str, interval: str, period: str) -> RemoteFile:
-    name = f"{symbol}-{interval}-{period}.zip"
-    path = f"data/{_MARKET_PATH[market]}/{freq}/klines/{symbol}/{interval}/{name}"
-    return RemoteFile(path, market, symbol, interval, period)
+def remote_file(
+    table: str, market: str, freq: str, symbol: str, interval: str, period: str
+) -> RemoteFile:
+    """The Vision file of one period (``freq`` ``"monthly"`` or ``"daily"``) of a series.
+
+    >>> remote_file("funding", "usdm", "monthly", "BTCUSDT", "", "2024-01").path
+    'data/futures/um/monthly/fundingRate/BTCUSDT/BTCUSDT-fundingRate-2024-01.zip'
+    >>> remote_file("markprice", "usdm", "daily", "ETHUSDT", "8h", "2024-01-02").name
+    'ETHUSDT-8h-2024-01-02.zip'
+    """
+    kind = VISION_KIND[table]
+    if table == FUNDING:
+        name = f"{symbol}-fundingRate-{period}.zip"
+        path = f"data/{_MARKET_PATH[market]}/{freq}/{kind}/{symbol}/{name}"
+    else:
+        name = f"{symbol}-{interval}-{period}.zip"
+        path = f"data/{_MARKET_PATH[market]}/{freq}/{kind}/{symbol}/{interval}/{name}"
+    return RemoteFile(path, market, symbol, interval, period, table)
 
 
 def _month_add(y: int, m: int, k: int) -> tuple[int, int]:
     n = y * 12 + (m - 1) + k
     return n // 12, n % 12 + 1
+
+
+def _months(first: _dt.date, last: _dt.date) -> list[tuple[int, int, _dt.date, _dt.date]]:
+    """(year, month, first day, last day) of each month touched by [first, last]."""
+    out = []
+    y, m = first.year, first.month
+    while (y, m) <= (last.year, last.month):
+        ny, nm = _month_add(y, m, 1)
+        lo = max(first, _dt.date(y, m, 1))
+        hi = min(last, _dt.date(ny, nm, 1) - _dt.timedelta(days=1))
+        out.append((y, m, lo, hi))
+        y, m = ny, nm
+    return out
+
+
+def _date(ms: int) -> _dt.date:
+    return _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.UTC).date()
+
+
+def _day_ms(day: _dt.date) -> int:
+    return int(_dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC).timestamp() * 1000)
 
 
 def plan(
@@ -108,36 +185,42 @@ def plan(
     end: int,
     market: str,
     today: _dt.date,
+    table: str = KLINES,
 ) -> list[tuple[RemoteFile, list[RemoteFile]]]:
     """Files to fetch: (file, fallback daily files if it is missing) for each piece.
 
     ``start``/``end`` are inclusive UTC ms; nothing at or after ``today`` is requested.
+    Funding (``table="funding"``, ``intervals`` ignored) has monthly files only, none for
+    the current month.
     """
-    first = _dt.datetime.fromtimestamp(start / 1000, tz=_dt.UTC).date()
-    last = min(
-        _dt.datetime.fromtimestamp(end / 1000, tz=_dt.UTC).date(), today - _dt.timedelta(days=1)
-    )
-    out: list[tuple[RemoteFile, list[RemoteFile]]] = []
+    first = _date(start)
+    last = min(_date(end), today - _dt.timedelta(days=1))
     if last < first:
-        return out
+        return []
     prev_month = _month_add(today.year, today.month, -1)
+    out: list[tuple[RemoteFile, list[RemoteFile]]] = []
     for sym in symbols:
-        for iv in intervals:
-            y, m = first.year, first.month
-            while (y, m) <= (last.year, last.month):
-                lo = max(first, _dt.date(y, m, 1))
-                ny, nm = _month_add(y, m, 1)
-                hi = min(last, _dt.date(ny, nm, 1) - _dt.timedelta(days=1))
+        for iv in [""] if table == FUNDING else intervals:
+            for y, m, lo, hi in _months(first, last):
+                current = (y, m) == (today.year, today.month)
+                if table == FUNDING:
+                    if not current:
+                        out.append(
+                            (remote_file(table, market, "monthly", sym, iv, f"{y:04d}-{m:02d}"), [])
+                        )
+                    continue
                 days = [
-                    _remote(market, "daily", sym, iv, (lo + _dt.timedelta(days=k)).isoformat())
+                    remote_file(
+                        table, market, "daily", sym, iv, (lo + _dt.timedelta(days=k)).isoformat()
+                    )
                     for k in range((hi - lo).days + 1)
                 ]
-                if (y, m) == (today.year, today.month):
+                if current:
                     out.extend((d, []) for d in days)
                 else:
                     fallback = days if (y, m) == prev_month else []
-                    out.append((_remote(market, "monthly", sym, iv, f"{y:04d}-{m:02d}"), fallback))
-                y, m = ny, nm
+                    month = remote_file(table, market, "monthly", sym, iv, f"{y:04d}-{m:02d}")
+                    out.append((month, fallback))
     return out
 
 
@@ -246,6 +329,66 @@ def _fetch_one(
     return dest, True
 
 
+def fetch_files(
+    todo: list[tuple[RemoteFile, list[RemoteFile]]],
+    *,
+    base: str,
+    cache: Path,
+    timeout: float = 30.0,
+    retries: int = 4,
+    backoff: float = 0.5,
+    progress: Progress | None = None,
+) -> DownloadReport:
+    """Fetch and verify the planned files into ``cache``; a 404 lands in ``missing``.
+
+    Progress: ``(file name, files done, files planned)`` after each file (and 0 at the start).
+
+    Raises
+    ------
+    DataError
+        A checksum mismatch (the bad file is deleted).
+    RunError
+        The site could not be reached after the retries (finished files stay cached).
+    """
+    report = DownloadReport()
+    opts = {"timeout": timeout, "retries": retries, "backoff": backoff}
+    total = len(todo)
+    if todo:
+        step(progress, todo[0][0].name, 0, total)
+    for k, (rf, fallback) in enumerate(todo, start=1):
+        for piece in [rf, *fallback] if fallback else [rf]:
+            try:
+                path, fetched = _fetch_one(piece, base, cache, **opts)  # type: ignore[arg-type]
+            except _NotFound:
+                if piece is not rf or not fallback:
+                    report.missing.append(f"{base}/{piece.path}")
+                continue
+            (report.fetched if fetched else report.cached).append(path)
+            if piece is rf:
+                break
+        step(progress, rf.name, k, total)
+    return report
+
+
+def _span(start: int | str, end: int | str | None, today: _dt.date) -> tuple[int, int]:
+    """Parse and check --start/--end (end defaults to the end of yesterday, UTC)."""
+    lo = parse_time(start, name="--start")
+    if lo is None:
+        raise UsageError("--start is required", hint="pass --start YYYY-MM-DD")
+    hi = parse_end(end, name="--end")
+    midnight = _day_ms(today)
+    if hi is None:
+        hi = midnight - 1
+    if lo >= midnight:
+        raise UsageError(
+            f"--start {fmt_ms(lo)} is today or later; Binance Vision publishes a day's file after it ends",
+            hint=f"use a start before {today.isoformat()}",
+        )
+    if lo > hi:
+        raise UsageError(f"--start {fmt_ms(lo)} is after --end {fmt_ms(hi)}", hint="swap them")
+    return lo, hi
+
+
 def download(
     symbols: list[str],
     intervals: list[str],
@@ -253,31 +396,35 @@ def download(
     start: int | str,
     end: int | str | None = None,
     market: str = "usdm",
+    table: str = KLINES,
     store: str | os.PathLike[str] | Store | None = None,
     base_url: str | None = None,
     today: _dt.date | None = None,
     timeout: float = 30.0,
     retries: int = 4,
     backoff: float = 0.5,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> DownloadReport:
-    """Download Vision kline files for the symbols and intervals over [start, end], then import.
+    """Download Vision files for the symbols and intervals over [start, end], then import.
 
     Parameters
     ----------
     symbols, intervals
-        E.g. ``["BTCUSDT", "ETHUSDT"]`` and ``["5m"]``.
+        E.g. ``["BTCUSDT", "ETHUSDT"]`` and ``["5m"]`` (intervals are ignored for funding).
     start, end
         Inclusive; ms or ISO dates (a date-only end means the whole day). ``end`` defaults
         to yesterday (UTC).
     market
         ``"usdm"`` (futures/um) or ``"spot"``.
+    table
+        ``"klines"`` (default), ``"markprice"`` or ``"funding"`` (the last two: USD-M only).
     base_url
         Vision base URL (default ``$ENGINE_VISION_URL`` or https://data.binance.vision).
     today
         The current UTC date (default: the system clock); files from today on do not exist.
     progress
-        Called as ``progress(done, total, file_name)`` after each file.
+        :mod:`engine.progress`'s ``progress(task, done, total)``: files downloaded, then
+        files imported.
 
     Returns
     -------
@@ -292,48 +439,91 @@ def download(
         The site could not be reached after the retries (finished files stay cached).
     """
     syms = [check_symbol(s) for s in symbols]
-    ivs = [check_interval(i) for i in intervals]
     mk = check_market(market)
+    if table not in VISION_KIND:
+        raise UsageError(f"unknown data {table!r}", hint=f"use one of: {', '.join(VISION_KIND)}")
+    if table != KLINES and mk != "usdm":
+        raise UsageError(f"{table} data exists only for USD-M futures", hint="use --market usdm")
+    ivs = [check_interval(i) for i in intervals] if table != FUNDING else [""]
     if not syms or not ivs:
         raise UsageError("give at least one --symbol and one --interval")
     now = today or _dt.datetime.now(tz=_dt.UTC).date()
-    lo = parse_time(start, name="--start")
-    assert lo is not None
-    hi = parse_end(end, name="--end")
-    if hi is None:
-        hi = int(_dt.datetime(now.year, now.month, now.day, tzinfo=_dt.UTC).timestamp() * 1000) - 1
-    if lo >= int(_dt.datetime(now.year, now.month, now.day, tzinfo=_dt.UTC).timestamp() * 1000):
-        raise UsageError(
-            f"--start {fmt_ms(lo)} is today or later; Binance Vision publishes a day's file after it ends",
-            hint=f"use a start before {now.isoformat()}",
-        )
-    if lo > hi:
-        raise UsageError(f"--start {fmt_ms(lo)} is after --end {fmt_ms(hi)}", hint="swap them")
+    lo, hi = _span(start, end, now)
     st = store if isinstance(store, Store) else Store(store)
+    todo = plan(syms, ivs, start=lo, end=hi, market=mk, today=now, table=table)
+    report = fetch_files(
+        todo,
+        base=vision_url(base_url),
+        cache=st.downloads,
+        timeout=timeout,
+        retries=retries,
+        backoff=backoff,
+        progress=progress,
+    )
+    if report.files:
+        report.imported = import_paths(
+            [], store=st, market=mk, files=report.files, progress=progress
+        )
+    return report
+
+
+def fetch_series(
+    ds: Dataset,
+    start: int,
+    end: int | None,
+    *,
+    store: Store,
+    base_url: str | None = None,
+    today: _dt.date | None = None,
+    timeout: float = 30.0,
+    retries: int = 4,
+    backoff: float = 0.5,
+    progress: Progress | None = None,
+) -> DownloadReport:
+    """Fetch the Vision files holding [start, end] of one series and import them: all or nothing.
+
+    ``end`` None means up to yesterday (UTC). This is the loaders' automatic fetch.
+
+    Raises
+    ------
+    DataError
+        Vision has no file for the span yet, a file is missing on the site (404), a checksum
+        does not match, or the site cannot be reached: the message says which. Nothing is
+        imported then (files that verified stay in the download cache, so a retry fetches
+        only the rest).
+    """
+    now = today or _dt.datetime.now(tz=_dt.UTC).date()
+    hi = _day_ms(now) - 1 if end is None else end
+    todo = plan(
+        [ds.symbol], [ds.interval], start=start, end=hi, market=ds.market, today=now, table=ds.table
+    )
+    if not todo:
+        when = "the current month" if ds.table == FUNDING else "today"
+        raise DataError(
+            f"Binance Vision has no file for {fmt_ms(start)} to {fmt_ms(hi)} UTC yet: it publishes"
+            f" {ds.table} files for {when} only after {when} ends",
+        )
     base = vision_url(base_url)
-    cache = st.downloads
-    todo = plan(syms, ivs, start=lo, end=hi, market=mk, today=now)
-    report = DownloadReport()
-    files: list[Path] = []
-    total = len(todo)
-    opts = {"timeout": timeout, "retries": retries, "backoff": backoff}
-    for k, (rf, fallback) in enumerate(todo, start=1):
-        try:
-            path, fetched = _fetch_one(rf, base, cache, **opts)  # type: ignore[arg-type]
-            (report.fetched if fetched else report.cached).append(path)
-            files.append(path)
-        except _NotFound:
-            if not fallback:
-                report.missing.append(f"{base}/{rf.path}")
-            for day in fallback:
-                try:
-                    path, fetched = _fetch_one(day, base, cache, **opts)  # type: ignore[arg-type]
-                    (report.fetched if fetched else report.cached).append(path)
-                    files.append(path)
-                except _NotFound:
-                    report.missing.append(f"{base}/{day.path}")
-        if progress is not None:
-            progress(k, total, rf.name)
-    if files:
-        report.imported = import_paths([], store=st, market=mk, files=files)
+    try:
+        report = fetch_files(
+            todo,
+            base=base,
+            cache=store.downloads,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            progress=progress,
+        )
+    except RunError as err:
+        raise DataError(err.message, hint=err.hint) from None
+    if report.missing:
+        names = ", ".join(url.rsplit("/", 1)[-1] for url in report.missing[:3])
+        more = f" and {len(report.missing) - 3} more" if len(report.missing) > 3 else ""
+        raise DataError(
+            f"{len(report.missing)} file(s) not found on {base}: {names}{more}"
+            f" (first: {report.missing[0]})",
+        )
+    report.imported = import_paths(
+        [], store=store, market=ds.market, files=report.files, progress=progress
+    )
     return report

@@ -21,6 +21,7 @@ from engine.data.naming import data_suffix
 from engine.data.schema import COLUMN_TYPES, FUNDING, TIME_COLUMN, Dataset
 from engine.data.store import DOWNLOADS_DIR, Store, read_partition, split_by_month
 from engine.errors import DataError
+from engine.progress import Progress, step
 from engine.timeutil import DAY_MS, fmt_ms, interval_ms
 
 # Column order in store files.
@@ -137,9 +138,12 @@ def parse_files(
     market: str | None = None,
     symbol: str | None = None,
     interval: str | None = None,
-    progress: Callable[[Path], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[Parsed]:
-    """Parse and validate every file (two threads); the first bad file raises."""
+    """Parse and validate every file (two threads); the first bad file raises.
+
+    Progress: ``(file name, files done, files)`` after each file (and 0 at the start).
+    """
 
     def one(path: Path) -> list[Parsed]:
         out = read_path(path, market=market, symbol=symbol, interval=interval)
@@ -148,11 +152,12 @@ def parse_files(
         return out
 
     results: list[Parsed] = []
+    if files:
+        step(progress, files[0].name, 0, len(files))
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for path, parsed in zip(files, pool.map(one, files), strict=True):
+        for k, (path, parsed) in enumerate(zip(files, pool.map(one, files), strict=True), 1):
             results.extend(parsed)
-            if progress is not None:
-                progress(path)
+            step(progress, path.name, k, len(files))
     return results
 
 
@@ -264,7 +269,7 @@ def import_paths(
     market: str | None = None,
     symbol: str | None = None,
     interval: str | None = None,
-    progress: Callable[[Path], None] | None = None,
+    progress: Progress | None = None,
     files: list[Path] | None = None,
 ) -> ImportReport:
     """Import data files and folders into the store.
@@ -278,7 +283,8 @@ def import_paths(
     market, symbol, interval
         Used for files whose name and path do not say; a name that says otherwise is an error.
     progress
-        Called with each file once it has been parsed and validated.
+        :mod:`engine.progress`'s ``progress(task, done, total)``: ``(file name, files
+        parsed and validated, files)`` after each file.
     files
         Already-collected data files (skips the folder walk; ``paths`` is then ignored).
 
@@ -289,7 +295,23 @@ def import_paths(
 
     Examples
     --------
-    >>> import_paths(["../shared/data/binance-usdm"], store="data")  # doctest: +SKIP
+    Importing a file twice adds its rows once (merging is idempotent):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> csv = Path(tmp.name) / "markPriceKlines" / "ETHUSDT-8h.csv"
+    >>> csv.parent.mkdir()
+    >>> _ = csv.write_text(
+    ...     "open_time,open,high,low,close\\n"
+    ...     "1704067200000,2283.75151515,2308.42797766,2266.71,2286.33682895\\n"
+    ... )
+    >>> first = import_paths([csv], store=Path(tmp.name) / "store")
+    >>> [(ds.label(), change.rows_after) for ds, change in first.series.items()]
+    [('usdm ETHUSDT 8h markprice', 1)]
+    >>> import_paths([csv], store=Path(tmp.name) / "store").rows_added
+    0
+    >>> tmp.cleanup()
     """
     st = store if isinstance(store, Store) else Store(store)
     skipped: list[Path] = []

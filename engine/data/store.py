@@ -36,7 +36,7 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from engine.data.schema import FUNDING, TABLES, TIME_COLUMN, Dataset
+from engine.data.schema import COLUMN_TYPES, FUNDING, TABLES, TIME_COLUMN, Dataset
 from engine.errors import DataError
 from engine.paths import store_dir
 
@@ -307,8 +307,6 @@ def _fsync(path: Path) -> None:
 
 
 def _schema_type(col: str) -> pl.DataType:
-    from engine.data.schema import COLUMN_TYPES
-
     return pl.Int64() if COLUMN_TYPES[col] == "i64" else pl.Float64()
 
 

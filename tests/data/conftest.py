@@ -1,11 +1,15 @@
-"""Helpers for the data-store tests: the CLI runner, store snapshots, a local Vision server."""
+"""Helpers for the data-store tests: the CLI runner, store snapshots, a local Vision server
+and a USD-M Vision mirror made from the real recordings."""
 
 from __future__ import annotations
 
 import functools
+import gzip
+import hashlib
 import http.server
 import shutil
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -116,3 +120,70 @@ def vision_server() -> Iterator[Callable[[Path], VisionServer]]:
         return srv
 
     yield make
+
+
+# The USD-M months the mirror holds (the recordings span 2023-01 to 2024-05-14).
+USDM_MONTHS = ("2023-01", "2023-02", "2023-03", "2024-01", "2024-02")
+
+
+def _month_of(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m")
+
+
+def _write_vision_zip(path: Path, header: str, rows: list[str]) -> None:
+    """A Vision zip (one CSV member named like the zip) and its ``.CHECKSUM`` beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(path.name[: -len(".zip")] + ".csv", "\n".join([header, *rows]) + "\n")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    (path.parent / (path.name + ".CHECKSUM")).write_text(f"{digest}  {path.name}\n")
+
+
+def _split_months(src: Path) -> tuple[str, dict[str, list[str]]]:
+    with gzip.open(src, "rt") as fh:
+        header = next(fh).rstrip("\n")
+        months: dict[str, list[str]] = {}
+        for line in fh:
+            line = line.rstrip("\n")
+            months.setdefault(_month_of(int(line.split(",", 1)[0])), []).append(line)
+    return header, months
+
+
+@pytest.fixture(scope="session")
+def usdm_vision(usdm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder in Binance Vision's USD-M layout, made from the real recordings in binance-usdm.
+
+    ``data/futures/um/monthly/{klines/SYM/INT, markPriceKlines/SYM/8h, fundingRate/SYM}/...zip``
+    with a ``.CHECKSUM`` beside each, for BTCUSDT and ETHUSDT, klines 5m and 1h, mark price 8h
+    and funding, over :data:`USDM_MONTHS`. Each zip holds one CSV with a header row, as recent
+    Vision files do; the rows are the recordings' own columns (klines: the 6 OHLCV columns, as
+    the recordings have no more; the 12-column Vision parse is tested with the spot mirror).
+    """
+    root = tmp_path_factory.mktemp("usdm_vision")
+    um = root / "data" / "futures" / "um" / "monthly"
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        sources = [
+            (usdm_dir / "klines" / f"{sym}-{iv}.csv.gz", um / "klines" / sym / iv, f"{sym}-{iv}")
+            for iv in ("5m", "1h")
+        ]
+        sources.append(
+            (
+                usdm_dir / "markPriceKlines" / f"{sym}-8h.csv.gz",
+                um / "markPriceKlines" / sym / "8h",
+                f"{sym}-8h",
+            )
+        )
+        sources.append(
+            (
+                usdm_dir / "fundingRate" / f"{sym}-fundingRate.csv.gz",
+                um / "fundingRate" / sym,
+                f"{sym}-fundingRate",
+            )
+        )
+        for src, folder, stem in sources:
+            header, months = _split_months(src)
+            for month in USDM_MONTHS:
+                _write_vision_zip(folder / f"{stem}-{month}.zip", header, months[month])
+    return root
