@@ -101,7 +101,7 @@ def test_current_engine_opens_the_old_folder(old: Path) -> None:
             assert migration is None
         else:
             assert migration is not None and migration.from_version == 0
-        assert log.get_run(BACKTEST_ID)["status"] == "ok"
+        assert (log.get_run(BACKTEST_ID) or {}).get("status") == "ok"
         assert log.read(LIVE_ID, "orders")["status"].to_list() == ["new", "filled"]
         assert log.read(BACKTEST_ID, "equity")["equity"].to_list() == [1000.0, 1000.0, 1000.9]
     assert _user_version(old) == schema.VERSION
@@ -258,7 +258,7 @@ def test_opening_twice_migrates_once(old: Path, future: int) -> None:
         with RunLog(old) as again:
             again.open()
             assert again.store.migration is None
-            assert again.get_run(LIVE_ID)["status"] == "stopped"
+            assert (again.get_run(LIVE_ID) or {}).get("status") == "stopped"
     conn = _sqlite(old)
     assert conn.execute("PRAGMA schema_version").fetchone()[0] == cookie
     assert conn.execute(f'SELECT count(*) FROM "{MIGRATIONS_TABLE}"').fetchone()[0] == 1

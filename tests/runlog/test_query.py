@@ -21,18 +21,29 @@ from engine.runlog.query import connect, run_query, view_names
 BAR = 300_000
 
 
+TARGET = {"flat": 0.0, "long": 0.01, "short": -0.01}
+TIMES = [i * BAR for i in range(6)]
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """A backtest written in bulk and a live run appended bar by bar over the same bars."""
     root = tmp_path_factory.mktemp("results")
     log = RunLog(root)
+    bt = _write_backtest(log)
+    live = _append_live(log)
+    log.close()
+    return root, bt, live
+
+
+def _write_backtest(log: RunLog) -> str:
     bt = log.start_run(
         mode="backtest", strategy="ema_cross", params={"symbols": ["BTCUSDT"], "interval": "5m"}
     )
-    n = 6
-    times = [i * BAR for i in range(n)]
+    n = len(TIMES)
+    times = TIMES
     actions = ["flat", "long", "long", "short", "flat", "long"]
-    target = {"flat": 0.0, "long": 0.01, "short": -0.01}
+    target = TARGET
     log.write(
         bt,
         "ensemble_decisions",
@@ -96,7 +107,11 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
         ),
     )
     log.finish_run(bt, status="ok", metrics={"total_return": 0.005, "trades": 1})
+    return bt
 
+
+def _append_live(log: RunLog) -> str:
+    times, target = TIMES, TARGET
     live = log.start_run(mode="live", strategy="ema_cross", params={"symbols": ["BTCUSDT"]})
     live_actions = ["flat", "long", "short"]  # differs from the backtest at bar 2
     for i, a in enumerate(live_actions):
@@ -125,8 +140,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
         live, "orders", {**order, "status": "filled", "updated_at": BAR + 50, "avg_price": 100.5}
     )
     log.event(live, severity="warning", component="stream", message="reconnected", time_ms=BAR)
-    log.close()
-    return root, bt, live
+    return live
 
 
 def test_views_union_bulk_and_live_with_one_schema(two_runs: tuple[Path, str, str]) -> None:
