@@ -12,6 +12,11 @@ Each run-log table is a view under its own name (``runs``, ``snapshots``, ``mode
 DuckDB's SQLite extension would have to be downloaded, so the SQLite tables are read with
 Python's ``sqlite3`` into Arrow and registered; the Parquet side is read where it lies
 (``runs/*/<table>.parquet``). A missing or empty results directory gives empty views.
+
+Every view has the current schema's columns and types whatever the age of the files under it:
+a column an older Parquet file (or a read-only, unmigrated SQLite file) lacks reads as NULL.
+A ``runlog.sqlite`` written by a newer engine is refused
+(:class:`engine.runlog.migrate.NewerSchemaError`).
 """
 
 from __future__ import annotations
