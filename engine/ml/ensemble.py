@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from engine.strategy.ml_config import EnsembleConfig, LabelsConfig
 from engine.ml.fusion_nb import (
     BAYESIAN,
     GATE_REASONS,
@@ -33,6 +32,7 @@ from engine.ml.fusion_nb import (
     fuse_step_nb,
     new_state,
 )
+from engine.strategy.ml_config import EnsembleConfig, LabelsConfig
 
 _CLIP = 1e-4
 

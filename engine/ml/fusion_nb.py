@@ -1,6 +1,6 @@
 """The per-bar ensemble step kernel: reliability update, fusion, uncertainty, payoff, gate.
 
-Imports only numpy and numba. ``fuse_step_nb(state, params, close, probs, fixed_w, coef,
+Imports only numpy and engine.kernels. ``fuse_step_nb(state, params, close, probs, fixed_w, coef,
 w_out)`` advances one closed bar; ``fuse_batch_nb`` folds it over a whole segment (the batch
 path is that fold, nothing else). Live mode calls the step once per closed bar: O(1) per bar.
 
@@ -37,8 +37,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
+
+from engine.kernels import kernel
 
 BAYESIAN, WEIGHTED, STACKED = 0, 1, 2
 GATE_REASONS = ("", "no_models", "uncertainty", "agreement", "edge", "no_payoff")
@@ -85,13 +86,13 @@ def new_state(
     )
 
 
-@nb.njit(cache=True)
+@kernel
 def _logit_nb(p: float) -> float:
     q = min(max(p, _EPS), 1.0 - _EPS)
     return math.log(q / (1.0 - q))
 
 
-@nb.njit(cache=True)
+@kernel
 def _sigmoid_nb(z: float) -> float:
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
@@ -99,7 +100,7 @@ def _sigmoid_nb(z: float) -> float:
     return e / (1.0 + e)
 
 
-@nb.njit(cache=True)
+@kernel
 def fuse_step_nb(state, params, close, probs, fixed_w, coef, w_out):  # noqa: ANN001, ANN201
     """One closed bar. Returns (p, agreement, disagreement, entropy, uncertainty, b, ev,
     direction, reason); writes each model's normalized weight into ``w_out``."""
@@ -227,7 +228,7 @@ def fuse_step_nb(state, params, close, probs, fixed_w, coef, w_out):  # noqa: AN
     return p, agreement, disagreement, entropy, uncertainty, b, ev, direction, reason
 
 
-@nb.njit(cache=True)
+@kernel
 def fuse_batch_nb(state, params, closes, probs, fixed_w, coefs, out_f, out_i, w_out):  # noqa: ANN001, ANN201
     """Fold :func:`fuse_step_nb` over bars. ``out_f`` (n, 7): p, agreement, disagreement,
     entropy, uncertainty, b, ev; ``out_i`` (n, 2): direction, reason; ``w_out`` (n, M)."""

@@ -1,17 +1,18 @@
 """Isotonic regression (pool adjacent violators) as a numba kernel, for calibration.
 
-Imports only numpy and numba. Oracle: ``sklearn.isotonic.IsotonicRegression`` (increasing,
+Imports only numpy and engine.kernels. Oracle: ``sklearn.isotonic.IsotonicRegression`` (increasing,
 ``out_of_bounds='clip'``): the fitted values at the training points agree to 1e-12
 (tests/ml/test_calibration.py).
 """
 
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
+from engine.kernels import kernel
 
-@nb.njit(cache=True)
+
+@kernel(allocates=True)
 def pava_nb(x_sorted: np.ndarray, y_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Knots ``(x, value)`` of the increasing isotonic fit of y on sorted x (unit weights).
 

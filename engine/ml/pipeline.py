@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ConfigError, DataError
-from engine.strategy.ml_config import LabelsConfig, MLSections, ModelNode, span_ms
 from engine.ml.ensemble import Calibrator, FusionRunner, fit_calibrator, fit_stacker, score
 from engine.ml.fusion_nb import GATE_REASONS
 from engine.ml.labels import make_labels
@@ -37,6 +36,7 @@ from engine.ml.walkforward import (
     model_version,
     train_mask,
 )
+from engine.strategy.ml_config import LabelsConfig, MLSections, ModelNode, span_ms
 
 HOUR_MS = 3_600_000
 #: threads for prediction: rows are predicted independently, so LightGBM's and XGBoost's

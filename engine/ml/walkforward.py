@@ -62,8 +62,8 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from engine.errors import ConfigError
-from engine.strategy.ml_config import LabelsConfig, ModelNode, TrainingConfig, span_ms
 from engine.ml.models.base import TrainSet, write_json
+from engine.strategy.ml_config import LabelsConfig, ModelNode, TrainingConfig, span_ms
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -16,7 +16,6 @@ kernels compile (or load from cache) on the first :func:`simulate` call.
 
 from __future__ import annotations
 
-from engine.sim import _cache  # noqa: F401  (first: drops numba caches made stale by an edit)
 from engine.sim.api import SimResult, simulate
 from engine.sim.config import SimConfig, SimParams
 from engine.sim.enums import (

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.sim._jit import kernel
+from engine.kernels import kernel
 from engine.sim.accounting import (
     fee_nb,
     limit_fill_price_nb,

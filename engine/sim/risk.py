@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.sim._jit import kernel
+from engine.kernels import kernel
 from engine.sim.accounting import floor_qty_nb
 from engine.sim.enums import BreakerEvent, Reason, Sizing
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.sim._jit import kernel
+from engine.kernels import kernel
 from engine.sim.accounting import (
     apply_fill_nb,
     check_order_nb,

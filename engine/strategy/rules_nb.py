@@ -23,10 +23,11 @@ Oracle: :func:`rule_fold_py`, the same machine in plain Python (tests compare th
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from engine.kernels import kernel
 
 
-@njit(cache=True)
+@kernel
 def rule_step_nb(state: int, le: bool, lx: bool, se: bool, sx: bool) -> int:
     """One bar of the state machine: the new side (+1, 0, -1) from the old one and the signals."""
     if state == 0:
@@ -48,7 +49,7 @@ def rule_step_nb(state: int, le: bool, lx: bool, se: bool, sx: bool) -> int:
     return -1
 
 
-@njit(cache=True)
+@kernel
 def rule_bar_nb(state: int, le: bool, lx: bool, se: bool, sx: bool, events: bool) -> tuple[int, float]:
     """One closed bar: ``(new state, direction)``; the step :func:`rule_fold_nb` folds and
     live mode calls once per bar. ``direction`` is the new state, or NaN for event rules
@@ -59,7 +60,7 @@ def rule_bar_nb(state: int, le: bool, lx: bool, se: bool, sx: bool, events: bool
     return new, np.nan
 
 
-@njit(cache=True)
+@kernel(allocates=True)
 def rule_fold_nb(
     le: np.ndarray,
     lx: np.ndarray,

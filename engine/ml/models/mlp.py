@@ -13,13 +13,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numba as nb
 import numpy as np
 
+from engine.kernels import kernel
 from engine.ml.models.base import Segment, TrainSet, masked_predict, read_json, write_json
 
 
-@nb.njit(cache=True)
+@kernel(allocates=True)
 def dense_nb(a: np.ndarray, w: np.ndarray, b: np.ndarray, relu: bool) -> np.ndarray:
     """``a @ w + b`` (then ReLU) with each output summed in a fixed order, so a row's result
     does not depend on how many rows are computed with it (BLAS may differ by 1 ulp

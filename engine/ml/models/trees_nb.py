@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numba as nb
 import numpy as np
+
+from engine.kernels import kernel
 
 #: LightGBM's kZeroThreshold (the float literal 1e-35f)
 ZERO_THRESHOLD = float(np.float32(1e-35))
@@ -136,7 +137,7 @@ def parse_lightgbm(text: str) -> Trees | None:
     )
 
 
-@nb.njit(cache=True)
+@kernel(allocates=True)
 def tree_depths_nb(kids: np.ndarray, roots: np.ndarray, first_leaf: int, out: np.ndarray) -> None:
     """Levels from each root to its deepest leaf (ids >= ``first_leaf`` are leaves).
 
@@ -212,7 +213,7 @@ def predict_trees(trees: Trees, X: np.ndarray, *, threads: int = 1) -> np.ndarra
     return out
 
 
-@nb.njit(cache=True, nogil=True)
+@kernel(allocates=True)
 def trees_proba_nb(
     X: np.ndarray,
     feature: np.ndarray,

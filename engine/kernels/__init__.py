@@ -1,0 +1,21 @@
+"""The one way the engine compiles a numba kernel, and the guard that keeps numba's on-disk
+cache true to the sources.
+
+- :func:`kernel`: the decorator of every kernel (``engine.features``, ``engine.sim``,
+  ``engine.strategy.rules_nb``, ``engine.ml``): cached on disk, no GIL, numpy's error model,
+  numba's reference counting only for the kernels that allocate.
+- :func:`guard_cache` / :func:`source_digest`: numba keys a cached function on its own file
+  only, so a kernel that calls (or inlines) a kernel of another module keeps its stale machine
+  code when only the callee changes. :func:`kernel` runs the guard once per cache folder:
+  it hashes every source of the kernel's package (and of this package) and drops the
+  folder's cached machine code when the hash differs from the one stamped there.
+
+This package imports only numpy, numba and the standard library (layer 1 of the engine).
+"""
+
+from __future__ import annotations
+
+from engine.kernels.cache import STAMP, guard_cache, source_digest
+from engine.kernels.jit import kernel
+
+__all__ = ["STAMP", "guard_cache", "kernel", "source_digest"]
