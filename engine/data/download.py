@@ -177,6 +177,30 @@ def _day_ms(day: _dt.date) -> int:
     return int(_dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC).timestamp() * 1000)
 
 
+def _series_plan(
+    table: str, market: str, sym: str, iv: str, first: _dt.date, last: _dt.date, today: _dt.date
+) -> list[tuple[RemoteFile, list[RemoteFile]]]:
+    """:func:`plan` for one series."""
+    prev_month = _month_add(today.year, today.month, -1)
+    out: list[tuple[RemoteFile, list[RemoteFile]]] = []
+    for y, m, lo, hi in _months(first, last):
+        current = (y, m) == (today.year, today.month)
+        month = remote_file(table, market, "monthly", sym, iv, f"{y:04d}-{m:02d}")
+        if table == FUNDING:  # monthly files only: none yet for the current month
+            if not current:
+                out.append((month, []))
+            continue
+        days = [
+            remote_file(table, market, "daily", sym, iv, (lo + _dt.timedelta(days=k)).isoformat())
+            for k in range((hi - lo).days + 1)
+        ]
+        if current:
+            out.extend((d, []) for d in days)
+        else:
+            out.append((month, days if (y, m) == prev_month else []))
+    return out
+
+
 def plan(
     symbols: list[str],
     intervals: list[str],
@@ -197,31 +221,12 @@ def plan(
     last = min(_date(end), today - _dt.timedelta(days=1))
     if last < first:
         return []
-    prev_month = _month_add(today.year, today.month, -1)
-    out: list[tuple[RemoteFile, list[RemoteFile]]] = []
-    for sym in symbols:
-        for iv in [""] if table == FUNDING else intervals:
-            for y, m, lo, hi in _months(first, last):
-                current = (y, m) == (today.year, today.month)
-                if table == FUNDING:
-                    if not current:
-                        out.append(
-                            (remote_file(table, market, "monthly", sym, iv, f"{y:04d}-{m:02d}"), [])
-                        )
-                    continue
-                days = [
-                    remote_file(
-                        table, market, "daily", sym, iv, (lo + _dt.timedelta(days=k)).isoformat()
-                    )
-                    for k in range((hi - lo).days + 1)
-                ]
-                if current:
-                    out.extend((d, []) for d in days)
-                else:
-                    fallback = days if (y, m) == prev_month else []
-                    month = remote_file(table, market, "monthly", sym, iv, f"{y:04d}-{m:02d}")
-                    out.append((month, fallback))
-    return out
+    return [
+        piece
+        for sym in symbols
+        for iv in ([""] if table == FUNDING else intervals)
+        for piece in _series_plan(table, market, sym, iv, first, last, today)
+    ]
 
 
 def _retryable(err: BaseException) -> bool:

@@ -43,6 +43,24 @@ def test_plan_monthly_then_daily() -> None:
     assert todo[0][1] == [] and len(todo[2][1]) == 31  # last month falls back to daily files
 
 
+def test_plan_funding_and_mark_price() -> None:
+    jan1 = 1_704_067_200_000
+    kw = {"start": jan1, "end": jan1 + 100 * 86_400_000, "market": "usdm"}
+    funding = plan(["ETHUSDT"], ["5m"], table="funding", today=dt.date(2024, 3, 5), **kw)
+    assert [(rf.path, fb) for rf, fb in funding] == [
+        (f"data/futures/um/monthly/fundingRate/ETHUSDT/ETHUSDT-fundingRate-2024-0{m}.zip", [])
+        for m in (1, 2)  # no daily funding files: the current month (March) is not planned
+    ]
+    mark = plan(["ETHUSDT"], ["8h"], table="markprice", today=dt.date(2024, 3, 3), **kw)
+    assert [rf.path for rf, _ in mark] == [
+        "data/futures/um/monthly/markPriceKlines/ETHUSDT/8h/ETHUSDT-8h-2024-01.zip",
+        "data/futures/um/monthly/markPriceKlines/ETHUSDT/8h/ETHUSDT-8h-2024-02.zip",
+        "data/futures/um/daily/markPriceKlines/ETHUSDT/8h/ETHUSDT-8h-2024-03-01.zip",
+        "data/futures/um/daily/markPriceKlines/ETHUSDT/8h/ETHUSDT-8h-2024-03-02.zip",
+    ]
+    assert len(mark[1][1]) == 29  # last month falls back to its daily files
+
+
 def test_download_equals_import_and_resumes_from_cache(
     vision_mirror: Path, vision_server, tmp_path: Path
 ) -> None:
