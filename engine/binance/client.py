@@ -13,6 +13,7 @@ that id before it is sent again, so an order the exchange accepted is never sent
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -304,11 +305,14 @@ class BinanceClient:
             cause = err.__cause__ or err
             raise OrderRejected(short(cause), verdict=err.verdict, client_order_id=cid) from cause
         except VenueUnavailable as err:
-            if unknown and (found := await self._found(req)) is not None:
-                return found
+            if unknown:  # one last look: it may have been accepted by the last attempt
+                with contextlib.suppress(VenueUnavailable):
+                    if (found := await self._found(req)) is not None:
+                        return found
+            status = "its status is unknown" if unknown else "it was not placed"
             raise VenueUnavailable(
                 f"order {cid} ({req.describe()}) could not be placed after "
-                f"{self.retry.max_attempts} attempts", verdict=err.verdict,
+                f"{self.retry.max_attempts} attempts; {status}", verdict=err.verdict,
                 hint="the intent is in the run log; restart to reconcile",
             ) from err
 

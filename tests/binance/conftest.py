@@ -1,0 +1,116 @@
+"""Fixtures: a real exchange simulator on 127.0.0.1 (port 0, frozen clock) in the test's own
+event loop, and a BinanceClient on it whose retry sleeps are recorded, not slept."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.binance import BinanceClient, RetryPolicy, make_ccxt
+from engine.exchange_sim.config import SimConfig
+from engine.exchange_sim.faults import FaultInjector, FaultSpec
+from engine.exchange_sim.market import MarketData
+from engine.exchange_sim.runner import serve
+from engine.exchange_sim.server import SimServer
+from engine.timeutil import parse_end, parse_time
+
+KEY = "binKey0123456789abcdefABCDEF0123456789abcdefABCDEF0123456789abcd"
+SECRET = "binSecret0123456789abcdefABCDEF0123456789abcdefABCDEF0123456789"
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+START = "2024-01-01"
+
+
+@pytest.fixture(scope="session")
+def market(usdm_store: Path) -> MarketData:
+    """BTCUSDT + ETHUSDT 5m up to 2024-01-03; the replay starts 2024-01-01."""
+    md, _ = MarketData.load(list(SYMBOLS), interval="5m", start_ms=parse_time(START),
+                            end_ms=parse_end("2024-01-03"), store=usdm_store)
+    return md
+
+
+def config(**kw: Any) -> SimConfig:
+    base: dict[str, Any] = {
+        "symbols": SYMBOLS, "interval": "5m", "start_ms": parse_time(START), "speed": 0.0,
+        "port": 0, "api_key": KEY, "api_secret": SECRET, "ping_interval_s": 0.0,
+    }
+    base.update(kw)
+    return SimConfig(**base)
+
+
+class Scripted(FaultInjector):
+    """The simulator's fault injector driven by the test instead of a random draw: the next
+    ``after`` order POSTs answer 503 -1007 AFTER the order was accepted, the next ``before``
+    requests 503 -1001 before anything happens. Every fault is still counted and logged."""
+
+    def __init__(self) -> None:
+        super().__init__(FaultSpec())
+        self.after = 0
+        self.before = 0
+
+    def draw_5xx(self) -> bool:
+        return self.after > 0 or self.before > 0
+
+    def draw_after_accept(self) -> bool:
+        if self.after > 0:
+            self.after -= 1
+            return True
+        return False
+
+    def record(self, kind: str, **detail: Any) -> None:
+        if kind == "http_5xx" and not detail.get("accepted"):
+            self.before = max(0, self.before - 1)
+        super().record(kind, **detail)
+
+
+class Sleeps:
+    """An async sleep that records what it was asked and returns at once."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        await asyncio.sleep(0)
+
+
+class Events(list[tuple[str, str, str, dict[str, Any]]]):
+    """The client's system events, as a list."""
+
+    def __call__(self, severity: str, component: str, message: str, data: dict[str, Any]) -> None:
+        self.append((severity, component, message, data))
+
+    def messages(self) -> list[str]:
+        return [m for _, _, m, _ in self]
+
+
+@contextlib.asynccontextmanager
+async def venue(
+    market: MarketData, *, key: str = KEY, secret: str = SECRET, max_attempts: int = 8,
+    load: bool = True, **kw: Any,
+) -> AsyncIterator[tuple[SimServer, BinanceClient, Events, Sleeps]]:
+    """A simulator (``kw`` -> SimConfig) and a loaded BinanceClient on it."""
+    async with serve(config(**kw), market=market) as server:
+        ex = make_ccxt(server.url, key, secret, async_=True)
+        events, sleeps = Events(), Sleeps()
+        client = BinanceClient(ex, SYMBOLS, "5m", event=events,
+                               retry=RetryPolicy(max_attempts=max_attempts, asleep=sleeps))
+        try:
+            if load:
+                await client.load()
+            yield server, client, events, sleeps
+        finally:
+            await ex.close()
+
+
+def orders_by_client_id(server: SimServer) -> dict[str, int]:
+    """How many orders the exchange holds under each client order id."""
+    ex = server.exchange
+    out: dict[str, int] = {}
+    for o in [*ex.orders.values(), *ex.algo.values()]:
+        out[o.client_id] = out.get(o.client_id, 0) + 1
+    return out
