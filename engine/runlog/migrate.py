@@ -6,9 +6,10 @@ open:
 
 - the same version as :data:`engine.runlog.schema.VERSION`: nothing to do;
 - an older version (0 = written before versions were stored, or a new empty file): the file is
-  migrated in ONE ``BEGIN IMMEDIATE`` transaction with ``sqlite-utils``: missing tables are
-  created, missing columns added (``Table.add_column``; old rows read NULL) and columns whose
-  type changed are rebuilt (``Table.transform``, rows and rowids kept). The new version and a
+  migrated in ONE ``BEGIN IMMEDIATE`` transaction: missing tables are created from the
+  schema's DDL, and existing tables are brought up to date with ``sqlite-utils``: missing
+  columns added (``Table.add_column``; old rows read NULL) and columns whose type changed
+  rebuilt (``Table.transform``; rows, rowids and indexes kept). The new version and a
   ``runlog_migrations`` row (from, to, when, by which engine, what changed) are written in the
   same transaction, so a crash leaves the old schema or the new one, never half of it;
 - a newer version: :class:`NewerSchemaError`; the file is not touched.
@@ -108,35 +109,48 @@ def ensure_schema(conn: sqlite3.Connection, path: Path) -> Migration | None:
 
 def _migrate(conn: sqlite3.Connection, from_version: int) -> Migration:
     """Every step of one migration, inside the caller's transaction."""
-    import sqlite_utils
-
-    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
     migration = Migration(from_version, schema.VERSION)
-    existing = set(db.table_names())
+    existing = _declared_columns(conn)
     for table in schema.TABLES:
         if table not in existing:
-            _create_table(db, table)
+            conn.execute(schema.sqlite_ddl(table))
             migration.created_tables.append(table)
-            continue
-        _add_columns(db, table, migration)
-        _retype_columns(db, table, migration)
+    stale = [
+        t
+        for t in schema.TABLES
+        if t in existing
+        and any(existing[t].get(c.name) != c.sqlite_type for c in schema.columns(t))
+    ]
+    if stale:
+        _alter(conn, stale, migration)
     for table in schema.TABLES:
         if table != "runs":
-            db.table(table).create_index(
-                ["run_id"], index_name=f"ix_{table}_run", if_not_exists=True
-            )
-    _record(db, migration)
+            conn.execute(f'CREATE INDEX IF NOT EXISTS "ix_{table}_run" ON "{table}" (run_id)')
+    _record(conn, migration)
     return migration
 
 
-def _create_table(db: sqlite_utils.Database, table: str) -> None:
-    cols = schema.columns(table)
-    db.create_table(
-        table,
-        {c.name: c.sqlite_type for c in cols},
-        pk="run_id" if table == "runs" else None,
-        column_order=[c.name for c in cols],
-    )
+def _declared_columns(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
+    """``{table: {column: declared type}}`` of every table in the file."""
+    names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    return {
+        t: {r[1]: str(r[2]).upper() for r in conn.execute(f'PRAGMA table_info("{t}")')}
+        for t in names
+    }
+
+
+def _alter(conn: sqlite3.Connection, tables: list[str], migration: Migration) -> None:
+    """Bring the columns of existing ``tables`` up to date with sqlite-utils.
+
+    sqlite-utils is imported here only (it takes seconds to import): a new or current file
+    never needs it.
+    """
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    for table in tables:
+        _add_columns(db, table, migration)
+        _retype_columns(db, table, migration)
 
 
 def _add_columns(db: sqlite_utils.Database, table: str, migration: Migration) -> None:
@@ -164,35 +178,28 @@ def _retype_columns(db: sqlite_utils.Database, table: str, migration: Migration)
     )
 
 
-def _record(db: sqlite_utils.Database, migration: Migration) -> None:
+def _record(conn: sqlite3.Connection, migration: Migration) -> None:
+    """One ``runlog_migrations`` row: from, to, when, by which engine, what changed."""
     import orjson
 
-    table = db.table(MIGRATIONS_TABLE)
-    if not table.exists():
-        db.create_table(
-            MIGRATIONS_TABLE,
-            {
-                "from_version": "INTEGER",
-                "to_version": "INTEGER",
-                "migrated_at": "INTEGER",
-                "engine_version": "TEXT",
-                "changes": "TEXT",
-            },
-        )
+    conn.execute(
+        f'CREATE TABLE IF NOT EXISTS "{MIGRATIONS_TABLE}" ("from_version" INTEGER, '
+        '"to_version" INTEGER, "migrated_at" INTEGER, "engine_version" TEXT, "changes" TEXT)'
+    )
     changes = {
         "created_tables": migration.created_tables,
         "added_columns": migration.added_columns,
         "retyped_columns": migration.retyped_columns,
     }
-    db.execute(
+    conn.execute(
         f'INSERT INTO "{MIGRATIONS_TABLE}" VALUES (?, ?, ?, ?, ?)',
-        [
+        (
             migration.from_version,
             migration.to_version,
             now_ms(),
             __version__,
             orjson.dumps(changes).decode(),
-        ],
+        ),
     )
 
 

@@ -249,3 +249,10 @@ def describe() -> dict[str, list[list[str]]]:
     [['run_id', 'str'], ['time', 'i64']]
     """
     return {t: [[c.name, c.type] for c in cols] for t, cols in TABLES.items()}
+
+
+def sqlite_ddl(table: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for ``table`` in SQLite (same columns, same order)."""
+    cols = ", ".join(f'"{c.name}" {c.sqlite_type}' for c in columns(table))
+    key = ", PRIMARY KEY (run_id)" if table == "runs" else ""
+    return f'CREATE TABLE IF NOT EXISTS "{table}" ({cols}{key})'

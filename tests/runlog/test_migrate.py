@@ -92,6 +92,23 @@ def test_fixture_is_what_the_unversioned_engine_wrote() -> None:
     assert sorted(p.name for p in RESULTS_V1.iterdir()) == ["runlog.sqlite", "runs"]
 
 
+def test_a_new_or_current_file_does_not_import_sqlite_utils(tmp_path: Path) -> None:
+    """sqlite-utils (slow to import) is loaded only to alter the tables of an older file."""
+    code = (
+        "import sys\n"
+        "from engine.runlog import RunLog\n"
+        "for _ in range(2):\n"
+        "    log = RunLog(sys.argv[1]).open()\n"
+        "    print(log.store.migration is not None, 'sqlite_utils' in sys.modules)\n"
+        "    log.close()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "False", "False"]
+
+
 def test_current_engine_opens_the_old_folder(old: Path) -> None:
     stamped = _user_version(old)
     with RunLog(old) as log:
@@ -311,9 +328,10 @@ def test_a_crash_mid_migration_leaves_the_old_schema(old: Path, future: int) -> 
     code = FUTURE + (
         "import os\n"
         "from engine.runlog import RunLog, migrate\n"
-        "def crash(db, migration):\n"
-        "    cols = db.execute('PRAGMA table_info(orders)').fetchall()\n"
-        "    print(cols[-1][1], db.table('funding_payments').exists(), flush=True)\n"
+        "def crash(conn, migration):\n"
+        "    cols = conn.execute('PRAGMA table_info(orders)').fetchall()\n"
+        "    new = conn.execute(\"SELECT name FROM sqlite_master WHERE name = 'funding_payments'\")\n"
+        "    print(cols[-1][1], new.fetchone() is not None, flush=True)\n"
         "    os._exit(9)\n"
         "migrate._record = crash\n"
         "RunLog(sys.argv[1]).open()\n"
