@@ -3,13 +3,48 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.errors import ConfigError, DataError
-from engine.features import kernels as k
 from engine.features.catalogue import Plan, build_plan
+from engine.features.htf_nb import aggregate_batch_nb, forward_fill_nb
+from engine.features.indicators_batch_nb import (
+    atr_batch_nb,
+    bbands_batch_nb,
+    candle_batch_nb,
+    dmi_atr_batch_nb,
+    dmi_batch_nb,
+    ema2_batch_nb,
+    ema_batch_nb,
+    funding_batch_nb,
+    logret_batch_nb,
+    macd_batch_nb,
+    mom_batch_nb,
+    obv_batch_nb,
+    rsi2_batch_nb,
+    rsi_batch_nb,
+    sma_batch_nb,
+)
+from engine.features.kinds import (
+    ATR,
+    BBANDS,
+    CANDLE,
+    DMI,
+    EMA,
+    FUNDING,
+    LOGRET,
+    MACD,
+    MOM,
+    OBV,
+    RAW_VOLUME,
+    RSI,
+    SMA,
+    SRC_VOLUME,
+)
+from engine.features.plan_nb import check_times_nb, fold_plan_nb, scatter_nb, valid_mask_nb
 from engine.timeutil import INTERVALS, fmt_ms, interval_ms
 
 if TYPE_CHECKING:
@@ -59,7 +94,7 @@ def candle_arrays(candles: pl.DataFrame, *, interval: str | None) -> tuple[str, 
             s = s.cast(pl.Float64).fill_null(np.nan)
         arrays.append(np.ascontiguousarray(s.to_numpy(), dtype=np.float64))
     given = interval is not None
-    i, on_grid = k.check_times_nb(t, interval_ms(interval) if interval is not None else 1)
+    i, on_grid = check_times_nb(t, interval_ms(interval) if interval is not None else 1)
     if i >= 0:
         raise DataError(
             f"candles: open_time must be strictly increasing; row {i} ({fmt_ms(int(t[i]))}) "
@@ -70,7 +105,7 @@ def candle_arrays(candles: pl.DataFrame, *, interval: str | None) -> tuple[str, 
         interval = infer_interval(t)
     step = interval_ms(interval)
     if not given:
-        on_grid = k.check_times_nb(t, step)[1]
+        on_grid = check_times_nb(t, step)[1]
     if not on_grid:
         off = np.flatnonzero(t % step)
         if off.size:
@@ -106,6 +141,27 @@ def funding_asof(funding: pl.DataFrame | None, t: np.ndarray, base_ms: int) -> n
     return np.ascontiguousarray(out, dtype=np.float64)
 
 
+@dataclass
+class _Block:
+    """The batch path's working set: the result block and where each output goes."""
+
+    plan: Plan
+    result: np.ndarray  # [n_names + 1, n]: the last row takes outputs nobody asked for
+    rows_of: dict[int, list[int]]  # output slot -> result rows that requested it
+    valid: np.ndarray  # bool per base bar
+    all_valid: bool
+    rows: np.ndarray  # indices of the valid base bars (empty when all are valid)
+    invalid: np.ndarray  # indices of the invalid base bars (empty when all are valid)
+    base_in: list[np.ndarray]  # t (float), o, h, l, c, v, funding over the valid base bars
+    # t, o, h, l, c, v of every base bar (the higher-timeframe bars are built from them)
+    ohlcv: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    tf_bars: dict[int, tuple[list[np.ndarray], np.ndarray]]  # tf -> (bar arrays, visible at)
+
+    @property
+    def scratch(self) -> np.ndarray:
+        return self.result[-1]
+
+
 def compute_columns(
     plan: Plan,
     t: np.ndarray,
@@ -119,84 +175,112 @@ def compute_columns(
     """All requested features, ``[n_names, n]``, by the specialised batch kernels.
 
     Equal to :func:`compute_columns_fold` (proved by the tests): base indicators run over the
-    valid bars, higher-timeframe ones over the bars :func:`kernels.aggregate_batch_nb` builds, and
-    HTF values are forward-filled to the base bar at which their bar completed. When every bar
-    is valid, base indicators write straight into their rows of the result. The result is one
-    block: numpy backs a block this large with huge pages, and fresh memory is most of the
-    cost at this size (89 separate columns of 143,900 bars fault in 4 KiB pages, ~4x slower).
+    valid bars, higher-timeframe ones over the bars :func:`engine.features.htf_nb.aggregate_batch_nb`
+    builds, and HTF values are forward-filled to the base bar at which their bar completed.
+    When every bar is valid, base indicators write straight into their rows of the result.
+    The result is one block: numpy backs a block this large with huge pages, and fresh memory
+    is most of the cost at this size (89 separate columns of 143,900 bars fault in 4 KiB
+    pages, ~4x slower).
     """
     n = t.shape[0]
     n_names = plan.sel.shape[0]
-    base_ms = int(plan.tfs[0, 0])
-    valid = k.valid_mask_nb(o, h, lo, c, v)
+    valid = valid_mask_nb(o, h, lo, c, v)
     all_valid = bool(valid.all())
-    result = np.empty((n_names + 1, n))  # the last row takes outputs nobody asked for
     rows_of: dict[int, list[int]] = {}
     for j, s in enumerate(plan.sel.tolist()):
         rows_of.setdefault(s, []).append(j)
-    tf_bars: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}
-    rows = np.empty(0, dtype=np.int64) if all_valid else np.flatnonzero(valid)
-    invalid = np.empty(0, dtype=np.int64) if all_valid else np.flatnonzero(~valid)
-    tv = t.astype(np.float64)
     # fr may be empty when no funding feature is requested (then nothing reads it)
-    base_in = [tv, o, h, lo, c, v, fr]
+    base_in = [t.astype(np.float64), o, h, lo, c, v, fr]
+    rows = np.empty(0, dtype=np.int64) if all_valid else np.flatnonzero(valid)
     if not all_valid:
         base_in = [a[rows] if a.shape[0] else a for a in base_in]
+    blk = _Block(
+        plan=plan,
+        result=np.empty((n_names + 1, n)),
+        rows_of=rows_of,
+        valid=valid,
+        all_valid=all_valid,
+        rows=rows,
+        invalid=np.empty(0, dtype=np.int64) if all_valid else np.flatnonzero(~valid),
+        base_in=base_in,
+        ohlcv=(t, o, h, lo, c, v),
+        tf_bars={},
+    )
     ops = plan.ops.tolist()
-    pfs = plan.pf.tolist()
     for job in _jobs(ops):
-        tf = ops[job[0]][1]
-        tf_ms = int(plan.tfs[tf, 0])
-        if tf == 0:
-            src = base_in
-        else:
-            if tf not in tf_bars:
-                bars, vis = k.aggregate_batch_nb(t, o, h, lo, c, v, valid, base_ms, tf_ms)
-                tf_bars[tf] = ([bars[j] for j in range(6)] + [np.full(bars.shape[1], np.nan)], vis)
-            src = tf_bars[tf][0]
-        direct = tf == 0 and all_valid
-        outs_of = []
-        for i in job:
-            kind, _, _, slot, p0, p1, p2, n_out = ops[i]
-            primary = [rows_of[slot + j][0] if slot + j in rows_of else -1 for j in range(n_out)]
-            if direct:
-                outs = [result[primary[j]] if j < n_out and primary[j] >= 0 else result[n_names] for j in range(5)]  # fmt: skip
-            else:
-                tmp = np.empty((n_out + 1, src[0].shape[0]))
-                outs = [tmp[j] if j < n_out else tmp[n_out] for j in range(5)]
-            outs_of.append((primary, outs))
-        if len(job) == 2 and ops[job[0]][0] in (k.ATR, k.DMI):  # DMI + ATR: one loop
-            dmi, atr = (0, 1) if ops[job[0]][0] == k.DMI else (1, 0)
-            d_outs, a_outs = outs_of[dmi][1], outs_of[atr][1]
-            k.dmi_atr_batch_nb(src[2], src[3], src[4], ops[job[0]][4], *d_outs[:3], *a_outs[:2])
-        elif len(job) == 2:  # two EMAs or two RSIs of one series: one loop
-            (kind, _, _, _, pa, p1, _, _), (_, _, _, _, pb, _, _, _) = ops[job[0]], ops[job[1]]
-            x = src[5] if kind == k.EMA and p1 == k.SRC_VOLUME else src[4]
-            pair = k.ema2_batch_nb if kind == k.EMA else k.rsi2_batch_nb
-            pair(x, pa, pb, outs_of[0][1][0], outs_of[1][1][0])
-        else:
-            kind, _, _, _, p0, p1, p2, _ = ops[job[0]]
-            primary, outs = outs_of[0]
-            extras = kind == k.BBANDS and (primary[3] >= 0 or primary[4] >= 0)
-            t_, op_, hi_, lo_, cl_, vo_, fr_ = src
-            run_op(
-                kind, p0, p1, p2, pfs[job[0]], t_, op_, hi_, lo_, cl_, vo_, fr_, tf_ms, *outs,
-                extras=extras,
-            )  # fmt: skip
-        if direct:
-            continue
-        for primary, outs in outs_of:
-            for j, r in enumerate(primary):
-                if r < 0:
-                    continue
-                if tf == 0:
-                    k.scatter_nb(outs[j], rows, n, result[r])
-                else:
-                    k.forward_fill_nb(outs[j], tf_bars[tf][1], invalid, result[r])
+        _run_job(blk, ops, job)
     for js in rows_of.values():
         for j in js[1:]:
-            result[j] = result[js[0]]
-    return result[:n_names]
+            blk.result[j] = blk.result[js[0]]
+    return blk.result[:n_names]
+
+
+def _run_job(blk: _Block, ops: list[list[int]], job: list[int]) -> None:
+    """One kernel call (one indicator, or two fused) and its outputs into the result rows."""
+    tf = ops[job[0]][1]
+    tf_ms = int(blk.plan.tfs[tf, 0])
+    src = blk.base_in if tf == 0 else _htf_bars(blk, tf, tf_ms)
+    direct = tf == 0 and blk.all_valid
+    outs_of = [_outputs(blk, ops[i], direct, src[0].shape[0]) for i in job]
+    if len(job) == 2 and ops[job[0]][0] in (ATR, DMI):  # DMI + ATR: one loop
+        dmi, atr = (0, 1) if ops[job[0]][0] == DMI else (1, 0)
+        d_outs, a_outs = outs_of[dmi][1], outs_of[atr][1]
+        dmi_atr_batch_nb(src[2], src[3], src[4], ops[job[0]][4], *d_outs[:3], *a_outs[:2])
+    elif len(job) == 2:  # two EMAs or two RSIs of one series: one loop
+        (kind, _, _, _, pa, p1, _, _), (_, _, _, _, pb, _, _, _) = ops[job[0]], ops[job[1]]
+        x = src[5] if kind == EMA and p1 == SRC_VOLUME else src[4]
+        pair = ema2_batch_nb if kind == EMA else rsi2_batch_nb
+        pair(x, pa, pb, outs_of[0][1][0], outs_of[1][1][0])
+    else:
+        kind, _, _, _, p0, p1, p2, _ = ops[job[0]]
+        primary, outs = outs_of[0]
+        extras = kind == BBANDS and (primary[3] >= 0 or primary[4] >= 0)
+        t_, op_, hi_, lo_, cl_, vo_, fr_ = src
+        pf = float(blk.plan.pf[job[0]])
+        run_op(kind, p0, p1, p2, pf, t_, op_, hi_, lo_, cl_, vo_, fr_, tf_ms, *outs, extras=extras)
+    if not direct:
+        _place(blk, tf, outs_of)
+
+
+def _htf_bars(blk: _Block, tf: int, tf_ms: int) -> list[np.ndarray]:
+    """The bars of higher timeframe ``tf`` (built once) plus a NaN funding column."""
+    if tf not in blk.tf_bars:
+        base_ms = int(blk.plan.tfs[0, 0])
+        t, o, h, lo, c, v = blk.ohlcv
+        bars, vis = aggregate_batch_nb(t, o, h, lo, c, v, blk.valid, base_ms, tf_ms)
+        blk.tf_bars[tf] = ([bars[j] for j in range(6)] + [np.full(bars.shape[1], np.nan)], vis)
+    return blk.tf_bars[tf][0]
+
+
+def _outputs(
+    blk: _Block, op: list[int], direct: bool, m: int
+) -> tuple[list[int], list[np.ndarray]]:
+    """``(primary rows, 5 output arrays)`` of one op: each output's first result row (-1 if
+    nobody asked for it) and where the kernel writes it: that row itself on the direct path,
+    else a temporary over the kernel's ``m`` bars; unrequested outputs go to a scratch row."""
+    slot, n_out = op[3], op[7]
+    primary = [blk.rows_of[slot + j][0] if slot + j in blk.rows_of else -1 for j in range(n_out)]
+    if direct:
+        res = blk.result
+        outs = [res[primary[j]] if j < n_out and primary[j] >= 0 else blk.scratch for j in range(5)]
+    else:
+        tmp = np.empty((n_out + 1, m))
+        outs = [tmp[j] if j < n_out else tmp[n_out] for j in range(5)]
+    return primary, outs
+
+
+def _place(blk: _Block, tf: int, outs_of: list[tuple[list[int], list[np.ndarray]]]) -> None:
+    """Temporaries into the result rows: base values scattered to the valid bars, HTF values
+    forward-filled from the base bar at which their bar completed."""
+    n = blk.result.shape[1]
+    for primary, outs in outs_of:
+        for j, r in enumerate(primary):
+            if r < 0:
+                continue
+            if tf == 0:
+                scatter_nb(outs[j], blk.rows, n, blk.result[r])
+            else:
+                forward_fill_nb(outs[j], blk.tf_bars[tf][1], blk.invalid, blk.result[r])
 
 
 def run_op(
@@ -220,34 +304,34 @@ def run_op(
     goes to ``outs[j]`` (5 arrays; a scratch array where nobody asked for the output).
     ``extras``: Bollinger width and %b are wanted. Dispatched here rather than in one numba
     function so that only the kernels a plan uses are compiled."""
-    x = vo if p1 == k.SRC_VOLUME else cl
+    x = vo if p1 == SRC_VOLUME else cl
     o0, o1, o2, o3, o4 = outs
-    if kind == k.RAW_VOLUME:
+    if kind == RAW_VOLUME:
         o0[:] = vo
-    elif kind == k.SMA:
-        k.sma_batch_nb(x, p0, o0, o1)
-    elif kind == k.EMA:
-        k.ema_batch_nb(x, p0, o0)
-    elif kind == k.RSI:
-        k.rsi_batch_nb(cl, p0, o0)
-    elif kind == k.MACD:
-        k.macd_batch_nb(cl, p0, p1, p2, o0, o1, o2)
-    elif kind == k.BBANDS:
-        k.bbands_batch_nb(cl, p0, pf, o0, o1, o2, o3, o4, extras)
-    elif kind == k.ATR:
-        k.atr_batch_nb(hi, lo, cl, p0, o0, o1)
-    elif kind == k.OBV:
-        k.obv_batch_nb(cl, vo, o0)
-    elif kind == k.DMI:
-        k.dmi_batch_nb(hi, lo, cl, p0, o0, o1, o2)
-    elif kind == k.CANDLE:
-        k.candle_batch_nb(op, hi, lo, cl, o0, o1, o2)
-    elif kind == k.MOM:
-        k.mom_batch_nb(x, p0, o0)
-    elif kind == k.LOGRET:
-        k.logret_batch_nb(cl, p0, o0)
-    elif kind == k.FUNDING:
-        k.funding_batch_nb(t, fr, base_ms, o0, o1)
+    elif kind == SMA:
+        sma_batch_nb(x, p0, o0, o1)
+    elif kind == EMA:
+        ema_batch_nb(x, p0, o0)
+    elif kind == RSI:
+        rsi_batch_nb(cl, p0, o0)
+    elif kind == MACD:
+        macd_batch_nb(cl, p0, p1, p2, o0, o1, o2)
+    elif kind == BBANDS:
+        bbands_batch_nb(cl, p0, pf, o0, o1, o2, o3, o4, extras)
+    elif kind == ATR:
+        atr_batch_nb(hi, lo, cl, p0, o0, o1)
+    elif kind == OBV:
+        obv_batch_nb(cl, vo, o0)
+    elif kind == DMI:
+        dmi_batch_nb(hi, lo, cl, p0, o0, o1, o2)
+    elif kind == CANDLE:
+        candle_batch_nb(op, hi, lo, cl, o0, o1, o2)
+    elif kind == MOM:
+        mom_batch_nb(x, p0, o0)
+    elif kind == LOGRET:
+        logret_batch_nb(cl, p0, o0)
+    elif kind == FUNDING:
+        funding_batch_nb(t, fr, base_ms, o0, o1)
     else:
         raise AssertionError(f"unknown indicator kind {kind}")
 
@@ -259,12 +343,12 @@ def _jobs(ops: list[list[int]]) -> list[list[int]]:
     jobs: list[list[int]] = []
     waiting: dict[tuple[int, int, int], int] = {}
     for i, (kind, tf, _, _, p0, p1, _, _) in enumerate(ops):
-        if kind == k.EMA:
+        if kind == EMA:
             key = (kind, tf, p1)
-        elif kind == k.RSI:
+        elif kind == RSI:
             key = (kind, tf, 0)
-        elif kind in (k.ATR, k.DMI):  # an ATR and a DMI of one period share the true range
-            key = (k.DMI, tf, p0)
+        elif kind in (ATR, DMI):  # an ATR and a DMI of one period share the true range
+            key = (DMI, tf, p0)
         else:
             jobs.append([i])
             continue
@@ -298,7 +382,7 @@ def compute_columns_fold(
 ) -> np.ndarray:
     """All requested features by folding the streaming step over the bars: ``[n_names, n]``."""
     st, last = plan.new_state()
-    return k.fold_plan_nb(
+    return fold_plan_nb(
         plan.ops, plan.pf, plan.tfs, plan.sel, st, last, t.astype(np.int64), o, h, lo, c, v, fr
     )
 
@@ -350,7 +434,7 @@ def compute(
         plan = _plan(tuple(names) if names is not None else None, interval)
     else:  # not a list of strings: build_plan raises the ConfigError that says so
         plan = build_plan(names, interval=interval)
-    if funding is not None or bool(np.any(plan.ops[:, 0] == k.FUNDING)):
+    if funding is not None or bool(np.any(plan.ops[:, 0] == FUNDING)):
         fr = funding_asof(funding, t, interval_ms(interval))  # validates a given frame
     else:  # no funding and nobody reads the rates: no array of NaN
         fr = np.empty(0)

@@ -3,7 +3,7 @@
 A feature name is ``<family>[_<params>][_<timeframe>]``: ``rsi_14``, ``bb_upper_50``,
 ``macd_hist``, ``volume_ratio_30``, ``rsi_14_1h``. The timeframe suffix (any Binance interval
 longer than, and a multiple of, the base interval) selects the same feature computed on bars
-built from the base bars; see :mod:`engine.features.kernels` for when such values appear.
+built from the base bars; see :mod:`engine.features.htf_nb` for when such values appear.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.errors import ConfigError
-from engine.features import kernels as ind
+from engine.features import kinds as ind
 from engine.timeutil import INTERVALS, interval_ms
 
 MAX_PERIOD = 100_000
@@ -84,7 +84,7 @@ _NUM_RE = re.compile(r"^\d+$")
 class FeatureSpec:
     """One parsed feature name.
 
-    ``kind``/``output`` select an indicator output (see :mod:`engine.features.kernels`),
+    ``kind``/``output`` select an indicator output (see :mod:`engine.features.kinds`),
     ``params`` its integer parameters ``(p0, p1, p2)``, ``tf`` the higher timeframe (None for
     the base interval) and ``warmup`` the index, in bars of that timeframe, of its first value.
     """
@@ -259,7 +259,7 @@ def warmup_bars(names: list[str] | None, *, interval: str) -> int:
 
 @dataclass(frozen=True)
 class Plan:
-    """A compiled plan (see :mod:`engine.features.kernels` for the array layout)."""
+    """A compiled plan (see :mod:`engine.features.plan_nb` for the array layout)."""
 
     names: tuple[str, ...]
     specs: tuple[FeatureSpec, ...]

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.errors import DataError
-from engine.features import kernels as k
 from engine.features.catalogue import build_plan
-from engine.features.kernels import warmup as _kind_warmup
+from engine.features.kinds import warmup as _kind_warmup
+from engine.features.plan_nb import step_plan_nb
 from engine.timeutil import fmt_ms, interval_ms
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class FeatureStream:
             )
         fr = self._funding_at(open_time + self._base_ms)
         p = self._plan
-        k.step_plan_nb(
+        step_plan_nb(
             p.ops,
             p.pf,
             p.tfs,

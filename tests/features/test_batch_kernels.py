@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.features import kernels as k
+from engine.features import htf_nb, kinds, plan_nb
+from engine.features import indicators_batch_nb as ib
 from engine.features.batch import (
     candle_arrays,
     compute_columns,
@@ -77,27 +78,27 @@ def check_batch_equals_fold(
 
 def test_kernels_directly_equal_the_step_fold_on_real_bars(btc5m: pl.DataFrame) -> None:
     """Each ``*_batch_nb`` called on its own over 20,000 real bars, every output, against the
-    step kernel folded one bar at a time through :func:`kernels.op_step_nb`."""
+    step kernel folded one bar at a time through :func:`engine.features.plan_nb.op_step_nb`."""
     df = btc5m.slice(3_001, 20_000)
     arr = {c: df[c].to_numpy().astype(np.float64) for c in ("open", "high", "low", "close", "volume")}  # fmt: skip
     tv = df["open_time"].to_numpy().astype(np.float64)
     fr = np.linspace(-1e-4, 1e-4, df.height)
     cases = [
-        (k.SMA, 20, k.SRC_VOLUME, 0), (k.SMA, 100, k.SRC_CLOSE, 0), (k.EMA, 9, 0, 0),
-        (k.EMA, 200, k.SRC_VOLUME, 0), (k.RSI, 14, 0, 0), (k.RSI, 2, 0, 0),
-        (k.MACD, 12, 26, 9), (k.MACD, 5, 5, 1), (k.MACD, 26, 12, 9), (k.BBANDS, 20, 0, 0),
-        (k.BBANDS, 7, 0, 0), (k.ATR, 14, 0, 0), (k.ATR, 1, 0, 0), (k.OBV, 0, 0, 0),
-        (k.DMI, 14, 0, 0), (k.DMI, 2, 0, 0), (k.CANDLE, 0, 0, 0), (k.MOM, 10, k.SRC_VOLUME, 0),
-        (k.LOGRET, 3, 0, 0), (k.FUNDING, 0, 0, 0), (k.RAW_VOLUME, 0, 0, 0),
+        (kinds.SMA, 20, kinds.SRC_VOLUME, 0), (kinds.SMA, 100, kinds.SRC_CLOSE, 0), (kinds.EMA, 9, 0, 0),
+        (kinds.EMA, 200, kinds.SRC_VOLUME, 0), (kinds.RSI, 14, 0, 0), (kinds.RSI, 2, 0, 0),
+        (kinds.MACD, 12, 26, 9), (kinds.MACD, 5, 5, 1), (kinds.MACD, 26, 12, 9), (kinds.BBANDS, 20, 0, 0),
+        (kinds.BBANDS, 7, 0, 0), (kinds.ATR, 14, 0, 0), (kinds.ATR, 1, 0, 0), (kinds.OBV, 0, 0, 0),
+        (kinds.DMI, 14, 0, 0), (kinds.DMI, 2, 0, 0), (kinds.CANDLE, 0, 0, 0), (kinds.MOM, 10, kinds.SRC_VOLUME, 0),
+        (kinds.LOGRET, 3, 0, 0), (kinds.FUNDING, 0, 0, 0), (kinds.RAW_VOLUME, 0, 0, 0),
     ]  # fmt: skip
     n = df.height
     for kind, p0, p1, p2 in cases:
-        n_out = k.N_OUTPUTS[kind]
-        st_ = np.zeros(k.state_size(kind, p0, p1, p2))
-        res = np.empty(k.MAX_OUTPUTS)
+        n_out = kinds.N_OUTPUTS[kind]
+        st_ = np.zeros(kinds.state_size(kind, p0, p1, p2))
+        res = np.empty(kinds.MAX_OUTPUTS)
         want = np.empty((n_out, n))
         for i in range(n):
-            k.op_step_nb(
+            plan_nb.op_step_nb(
                 kind, st_, 0, p0, p1, p2, 2.0, tv[i], arr["open"][i], arr["high"][i],
                 arr["low"][i], arr["close"][i], arr["volume"][i], fr[i], 300_000, res,
             )  # fmt: skip
@@ -116,7 +117,7 @@ def test_kernels_directly_equal_the_step_fold_on_real_bars(btc5m: pl.DataFrame) 
 def test_bbands_without_extras_leaves_width_and_pct_alone() -> None:
     x = np.cumsum(np.random.default_rng(4).normal(0, 1, 500)) + 100.0
     outs = [np.full(500, 7.0) for _ in range(5)]
-    k.bbands_batch_nb(x, 20, 2.0, *outs, False)
+    ib.bbands_batch_nb(x, 20, 2.0, *outs, False)
     assert (outs[3] == 7.0).all() and (outs[4] == 7.0).all()
     assert np.isnan(outs[0][:19]).all() and not np.isnan(outs[0][19:]).any()
 
@@ -185,7 +186,7 @@ def test_check_times_equals_numpy(steps: list[int], start: int) -> None:
     """The one-pass open-time check against its numpy oracle (order first, then the grid)."""
     t = np.array([start, *(start + np.cumsum(steps))], dtype=np.int64)
     bad = np.flatnonzero(np.diff(t) <= 0)
-    i, ok = k.check_times_nb(t, 300_000)
+    i, ok = plan_nb.check_times_nb(t, 300_000)
     assert i == (int(bad[0]) + 1 if bad.size else -1)
     if i < 0:
         assert ok == (not np.any(t % 300_000))
@@ -210,7 +211,7 @@ def test_pair_kernels_equal_two_single_kernels(btc5m: pl.DataFrame) -> None:
     x = btc5m["close"].to_numpy()[:5_000].astype(np.float64)
     for na, nb in ((9, 200), (200, 9), (14, 14), (2, 3), (28, 14)):
         for m in (0, 1, min(na, nb), max(na, nb), max(na, nb) + 1, max(na, nb) + 2, 5_000):
-            for single, pair in ((k.ema_batch_nb, k.ema2_batch_nb), (k.rsi_batch_nb, k.rsi2_batch_nb)):  # fmt: skip
+            for single, pair in ((ib.ema_batch_nb, ib.ema2_batch_nb), (ib.rsi_batch_nb, ib.rsi2_batch_nb)):  # fmt: skip
                 want_a, want_b = np.full(m, 7.0), np.full(m, 7.0)
                 single(x[:m], na, want_a)
                 single(x[:m], nb, want_b)
@@ -230,10 +231,10 @@ def test_dmi_atr_kernel_equals_the_two_kernels(btc5m: pl.DataFrame) -> None:
     for n in (2, 3, 14, 50):
         for m in (0, 1, n - 1, n, n + 1, 2 * n - 1, 2 * n, 2 * n + 1, 5_000):
             want = [np.full(m, 7.0) for _ in range(5)]
-            k.dmi_batch_nb(h[:m], lo[:m], c[:m], n, *want[:3])
-            k.atr_batch_nb(h[:m], lo[:m], c[:m], n, *want[3:])
+            ib.dmi_batch_nb(h[:m], lo[:m], c[:m], n, *want[:3])
+            ib.atr_batch_nb(h[:m], lo[:m], c[:m], n, *want[3:])
             got = [np.full(m, 7.0) for _ in range(5)]
-            k.dmi_atr_batch_nb(h[:m], lo[:m], c[:m], n, *got)
+            ib.dmi_atr_batch_nb(h[:m], lo[:m], c[:m], n, *got)
             for j in range(5):
                 assert_bits(got[j], want[j], f"dmi_atr output {j} n={n} m={m}")
 
@@ -262,9 +263,9 @@ def test_remembered_plans_give_the_same_frames_and_errors() -> None:
 
 def check_aggregate(df: pl.DataFrame, tf_ms: int) -> None:
     _, (t, o, h, lo, c, v) = candle_arrays(df, interval="5m")
-    valid = k.valid_mask_nb(o, h, lo, c, v)
-    want_bars, want_vis = k.aggregate_nb(t, o, h, lo, c, v, valid, 300_000, tf_ms)
-    got_bars, got_vis = k.aggregate_batch_nb(t, o, h, lo, c, v, valid, 300_000, tf_ms)
+    valid = plan_nb.valid_mask_nb(o, h, lo, c, v)
+    want_bars, want_vis = htf_nb.aggregate_nb(t, o, h, lo, c, v, valid, 300_000, tf_ms)
+    got_bars, got_vis = htf_nb.aggregate_batch_nb(t, o, h, lo, c, v, valid, 300_000, tf_ms)
     assert got_bars.shape == want_bars.shape
     assert np.array_equal(got_vis, want_vis)
     for j in range(6):
