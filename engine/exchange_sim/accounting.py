@@ -11,12 +11,16 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from pydantic import ValidationError
 
 from engine.exchange_sim import errors as E
 from engine.sim import accounting as K
 from engine.sim import steps as ST
+from engine.sim.config import SimConfig
 from engine.sim.enums import FillKind, MarginMode, OrderCheck
-from engine.sim.specs import SymbolSpec
+from engine.sim.settings import ExecutionSettings, settings_error
+from engine.sim.specs import SymbolSpec, load_specs, spec_arrays
+from engine.sim.state import new_account, new_records
 
 NAN = float("nan")
 
@@ -123,10 +127,6 @@ class Book:
         slippage_bps: float,
         leverage: int,
     ) -> None:
-        from engine.sim.config import SimConfig
-        from engine.sim.specs import spec_arrays
-        from engine.sim.state import new_account, new_records
-
         self.symbols = [sp.symbol for sp in specs]
         self.col = {sp.symbol: i for i, sp in enumerate(specs)}
         self.specs = {sp.symbol: sp for sp in specs}
@@ -134,10 +134,15 @@ class Book:
         n = len(specs)
         self.acct = new_account(n, cash=cash)
         self.recs = new_records(fills=16, trades=16, funding=16, events=4)
-        self._base = SimConfig(
-            initial_cash=cash, leverage=1.0, margin_mode="cross", taker_fee=taker_fee, maker_fee=maker_fee,
-            slippage_bps=slippage_bps,
-        ).to_params()
+        # the exchange's fees and slippage, checked against the simulator's own ranges; leverage
+        # and margin type are per symbol (see prm)
+        try:
+            execution = ExecutionSettings(
+                initial_cash=cash, margin_mode="cross", taker_fee=taker_fee, maker_fee=maker_fee, slippage_bps=slippage_bps
+            )
+        except ValidationError as err:
+            raise settings_error(err, where="exchange simulator") from None
+        self._base = SimConfig(execution=execution).to_params()
         self.leverage = {s: int(leverage) for s in self.symbols}
         self.isolated = {s: False for s in self.symbols}
         self.fills: list[dict[str, object]] = []
@@ -278,8 +283,6 @@ def warm_up() -> None:
     K.max_notional_nb(1.0, caps, np.array([10.0]), 1)
     K.liquidation_price_nb(1.0, 1.0, 1.0, np.array([0.0]), caps, np.array([0.01]), np.array([0.0]), 1)
     K.exit_trigger_nb(1.0, 1.0, 1.0, 1.0, NAN, NAN, NAN)
-    from engine.sim.specs import load_specs
-
     book = Book(load_specs(["BTCUSDT"]), cash=1e6, taker_fee=0.0005, maker_fee=0.0002, slippage_bps=0.0, leverage=10)
     book.set_last("BTCUSDT", 30000.0)
     book.place_market("BTCUSDT", 0.01, 30000.0, kind=0, order_type=0, t=0)

@@ -3,7 +3,9 @@
 Public API
 ----------
 - :func:`simulate` — batch backtest over ``[n_bars, n_symbols]`` arrays -> :class:`SimResult`.
-- :class:`SimConfig` — frozen, validated options (leverage, margin mode, fees, stops, sizing, caps, breaker).
+- :class:`SimConfig` — the validated settings: :class:`ExecutionSettings` (orders, leverage, margin
+  mode, fees, slippage, stops, filters, cash) and :class:`RiskSettings` (sizing, caps, breaker),
+  the strategy file's ``execution`` and ``risk`` sections (:mod:`engine.sim.settings`).
 - :func:`load_specs` / :class:`SymbolSpec` — exchange filters and leverage brackets per symbol.
 - Enums: :data:`FillKind`, :data:`OrderType`, :data:`Reason`, :data:`BreakerEvent`, :data:`MarginMode`, :data:`Sizing`.
 - Step kernels for callers that drive one bar or one order at a time (the exchange simulator):
@@ -28,21 +30,26 @@ from engine.sim.enums import (
     Side,
     Sizing,
 )
+from engine.sim.settings import BreakerSettings, ExecutionSettings, RiskSettings, StopSettings
 from engine.sim.specs import SpecArrays, SymbolSpec, load_specs, spec_arrays
 
 __all__ = [
     "BreakerEvent",
+    "BreakerSettings",
+    "ExecutionSettings",
     "FillKind",
     "MarginMode",
     "OrderCheck",
     "OrderType",
     "Reason",
+    "RiskSettings",
     "Side",
     "SimConfig",
     "SimParams",
     "SimResult",
     "Sizing",
     "SpecArrays",
+    "StopSettings",
     "SymbolSpec",
     "load_specs",
     "simulate",

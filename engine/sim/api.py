@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from engine.errors import ConfigError, DataError
 from engine.sim.config import SimConfig
+from engine.sim.enums import BreakerEvent, FillKind, OrderType, names
 from engine.sim.specs import SymbolSpec, spec_arrays
 from engine.sim.state import (
     Account,
@@ -101,8 +102,6 @@ class SimResult:
         readable ``kind`` / ``order_type`` / ``exit_kind`` / ``code`` and a ``symbol`` name."""
         import polars as pl
 
-        from engine.sim.enums import BreakerEvent, FillKind, OrderType, names
-
         def frame(arr: np.ndarray, maps: dict[str, dict[int, str]]) -> pl.DataFrame:
             cols: dict[str, Any] = {name: arr[name] for name in arr.dtype.names or ()}
             for col, mapping in maps.items():
@@ -131,6 +130,10 @@ def _as_2d(name: str, value: Any, shape: tuple[int, int]) -> np.ndarray:
             hint="align every input on one time grid, one column per symbol",
         )
     return arr
+
+
+def _optional(name: str, value: Any, shape: tuple[int, int], *, absent: np.ndarray) -> np.ndarray:
+    return absent if value is None else _as_2d(name, value, shape)
 
 
 def _first_bad(mask: np.ndarray) -> tuple[int, int]:
@@ -189,18 +192,19 @@ def simulate(
         (hold). It fills at the open of bar t+1, never at the close of t.
     prob : float64[n, s], optional
         Probability that a position in ``direction`` wins (for a short pass 1 - P(up));
-        required when ``config.sizing == "kelly"``.
+        required when ``config.risk.sizing == "kelly"``.
     payoff : float64[n, s], optional
-        Payoff ratio b (average win / average loss); ``config.payoff_ratio`` when None/NaN.
+        Payoff ratio b (average win / average loss); ``config.risk.payoff_ratio`` when None/NaN.
     atr : float64[n, s], optional
         ATR at each decision bar; required for ATR-multiple stops or targets.
     mark_price : float64[n, s], optional
         Mark price used for funding at a funding bar; the bar's open when None/NaN.
     open_time : int64[n], optional
-        Bar open times (ms, UTC); required by ``config.daily_loss_pct`` (UTC days).
+        Bar open times (ms, UTC); required by ``risk.breaker.daily_loss_pct`` (UTC days).
     specs : list[SymbolSpec]
         One per column (:func:`engine.sim.specs.load_specs`).
     config : SimConfig
+        The execution and risk settings (:mod:`engine.sim.settings`).
 
     Returns
     -------
@@ -209,27 +213,108 @@ def simulate(
     Example
     -------
     >>> import numpy as np
-    >>> from engine.sim import SimConfig, load_specs, simulate
+    >>> from engine.sim import ExecutionSettings, RiskSettings, SimConfig, load_specs, simulate
     >>> px = np.array([[100.0], [101.0], [102.0]]) * 300
+    >>> cfg = SimConfig(execution=ExecutionSettings(taker_fee=0.0), risk=RiskSettings(fraction=1))
     >>> r = simulate(px, px, px, px, funding_rate=None, direction=np.array([[1.0], [1.0], [0.0]]),
-    ...              specs=load_specs(["BTCUSDT"]), config=SimConfig(taker_fee=0.0))
+    ...              specs=load_specs(["BTCUSDT"]), config=cfg)
     >>> r.position[:, 0].tolist()
     [0.0, 0.33, 0.33]
     """
-    from engine.sim.loop import simulate_nb
-
     if not isinstance(config, SimConfig):
         raise ConfigError(f"config: expected a SimConfig, got {type(config).__name__}")
+    o, h, lo, c = _ohlc(open, high, low, close, specs)
+    shape = (o.shape[0], o.shape[1])
+    none2 = np.empty((0, shape[1]))
+    inputs = _Inputs(  # checked in this order; the kernel takes _Inputs' field order
+        funding_rate=_optional("funding_rate", funding_rate, shape, absent=np.full(shape, np.nan)),
+        direction=_direction(direction, shape),
+        prob=none2 if prob is None else _prob(prob, shape),
+        payoff=_optional("payoff", payoff, shape, absent=none2),
+        atr=_optional("atr", atr, shape, absent=none2),
+        mark_price=_optional("mark_price", mark_price, shape, absent=none2),
+        open_time=np.empty(0, np.int64) if open_time is None else _open_time(open_time, shape[0]),
+    )  # fmt: skip
+    _check_needs(
+        config, specs, prob=prob is not None, atr=atr is not None, times=open_time is not None
+    )
+    return _run(o, h, lo, c, inputs, specs=specs, config=config)
+
+
+class _Inputs(NamedTuple):
+    """The checked per-bar inputs besides prices, in the kernel's order (empty when absent)."""
+
+    funding_rate: np.ndarray
+    mark_price: np.ndarray
+    direction: np.ndarray
+    prob: np.ndarray
+    payoff: np.ndarray
+    atr: np.ndarray
+    open_time: np.ndarray
+
+
+def _run(
+    o: np.ndarray,
+    h: np.ndarray,
+    lo: np.ndarray,
+    c: np.ndarray,
+    inputs: _Inputs,
+    *,
+    specs: list[SymbolSpec],
+    config: SimConfig,
+) -> SimResult:
+    """Allocate the state and the outputs, fold the bars (``simulate_nb``), collect."""
+    from engine.sim.loop import simulate_nb  # lazy: the kernels load numba
+
+    n, n_sym = o.shape
+    cash = config.execution.initial_cash
+    acct = new_account(n_sym, cash=cash)
+    recs = _new_records(n, n_sym, funding_bars=int((~np.isnan(inputs.funding_rate)).sum()))
+    equity = np.empty(n)
+    wallet = np.empty(n)
+    position = np.zeros((n, n_sym))
+    target = np.zeros((n, n_sym))
+    reason = np.zeros((n, n_sym), dtype=np.int64)
+    simulate_nb(
+        o, h, lo, c, *inputs, spec_arrays(specs), config.to_params(),
+        acct, new_pending(n_sym), new_breaker(equity=cash), recs,
+        equity, wallet, position, target, reason, np.empty(0),
+    )  # fmt: skip
+    arrays = records_to_arrays(recs)
+    return SimResult(
+        equity=equity,
+        wallet=wallet,
+        position=position,
+        target_qty=target,
+        reason=reason,
+        fills=arrays["fills"],
+        trades=arrays["trades"],
+        funding=arrays["funding"],
+        events=arrays["events"],
+        liquidations=int(acct.n_liquidations[0]),
+        account=acct,
+        symbols=tuple(sp.symbol for sp in specs),
+    )
+
+
+def _ohlc(
+    open: Any,  # noqa: A002 - the market's own word
+    high: Any,
+    low: Any,
+    close: Any,
+    specs: list[SymbolSpec],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four price arrays, checked: one shape, one spec per column, NaN together, and
+    each bar's high/low around its open and close."""
     o = np.ascontiguousarray(open, dtype=np.float64)
     if o.ndim == 1:
         o = o.reshape(-1, 1)
     if o.ndim != 2:
         raise DataError(f"open: expected a 2-D array [n_bars, n_symbols], got {o.ndim} dimensions")
     shape = (o.shape[0], o.shape[1])
-    n, n_sym = shape
-    if len(specs) != n_sym:
+    if len(specs) != shape[1]:
         raise ConfigError(
-            f"specs: {len(specs)} symbol specs for {n_sym} price columns",
+            f"specs: {len(specs)} symbol specs for {shape[1]} price columns",
             hint="give one SymbolSpec per column",
         )
     h = _as_2d("high", high, shape)
@@ -252,113 +337,74 @@ def simulate(
             f"bar [{t}, {s}] ({specs[s].symbol}): inconsistent OHLC "
             f"(open={o[t, s]}, high={h[t, s]}, low={lo[t, s]}, close={c[t, s]})"
         )
-    fr = (
-        np.full(shape, np.nan)
-        if funding_rate is None
-        else _as_2d("funding_rate", funding_rate, shape)
-    )
+    return o, h, lo, c
+
+
+def _direction(direction: Any, shape: tuple[int, int]) -> np.ndarray:
     d = _as_2d("direction", direction, shape)
     with np.errstate(invalid="ignore"):
         bad = ~np.isnan(d) & (d != -1) & (d != 0) & (d != 1)
     if bad.any():
         t, s = _first_bad(bad)
         raise DataError(f"direction[{t}, {s}]: must be -1, 0, +1 or NaN, got {d[t, s]}")
-    none2 = np.empty((0, n_sym))
-    p = none2 if prob is None else _as_2d("prob", prob, shape)
-    if prob is not None:
-        with np.errstate(invalid="ignore"):
-            bad = (p < 0) | (p > 1)
-        if bad.any():
-            t, s = _first_bad(bad)
-            raise DataError(
-                f"prob[{t}, {s}]: must be a probability in [0, 1] or NaN, got {p[t, s]}"
-            )
-    if config.sizing == "kelly" and prob is None:
+    return d
+
+
+def _prob(prob: Any, shape: tuple[int, int]) -> np.ndarray:
+    p = _as_2d("prob", prob, shape)
+    with np.errstate(invalid="ignore"):
+        bad = (p < 0) | (p > 1)
+    if bad.any():
+        t, s = _first_bad(bad)
+        raise DataError(f"prob[{t}, {s}]: must be a probability in [0, 1] or NaN, got {p[t, s]}")
+    return p
+
+
+def _open_time(open_time: Any, n: int) -> np.ndarray:
+    tm = np.ascontiguousarray(open_time, dtype=np.int64)
+    if tm.shape != (n,):
+        raise DataError(f"open_time: expected shape ({n},), got {tm.shape}")
+    return tm
+
+
+def _check_needs(
+    config: SimConfig, specs: list[SymbolSpec], *, prob: bool, atr: bool, times: bool
+) -> None:
+    """The inputs the settings need are given, and the leverage fits every symbol."""
+    e, r = config.execution, config.risk
+    if r.sizing == "kelly" and not prob:
         raise ConfigError(
             "sizing: 'kelly' needs prob (calibrated probabilities)",
             hint="pass prob=... or use sizing='fixed'",
         )
-    b = none2 if payoff is None else _as_2d("payoff", payoff, shape)
-    a = none2 if atr is None else _as_2d("atr", atr, shape)
-    if atr is None and (config.stop_loss_atr is not None or config.take_profit_atr is not None):
+    atr_stops = [s for s in (e.stop_loss, e.take_profit) if s is not None and s.atr is not None]
+    if atr_stops and not atr:
         raise ConfigError(
-            "stop_loss_atr/take_profit_atr need the atr input",
+            "stop_loss.atr/take_profit.atr need the atr input",
             hint="pass atr=... (ATR at each bar)",
         )
-    m = none2 if mark_price is None else _as_2d("mark_price", mark_price, shape)
-    if open_time is None:
-        if config.daily_loss_pct is not None:
-            raise ConfigError(
-                "daily_loss_pct needs open_time to know UTC days", hint="pass open_time=... (ms)"
-            )
-        tm = np.empty(0, dtype=np.int64)
-    else:
-        tm = np.ascontiguousarray(open_time, dtype=np.int64)
-        if tm.shape != (n,):
-            raise DataError(f"open_time: expected shape ({n},), got {tm.shape}")
+    if r.breaker.daily_loss_pct is not None and not times:
+        raise ConfigError(
+            "breaker.daily_loss_pct needs open_time to know UTC days",
+            hint="pass open_time=... (ms)",
+        )
     for sp in specs:
         top = float(sp.bracket_leverage.max())
-        if config.leverage > top:
+        if e.leverage > top:
             raise ConfigError(
-                f"leverage: {config.leverage:g} exceeds {sp.symbol}'s maximum of {top:g}",
+                f"leverage: {e.leverage:g} exceeds {sp.symbol}'s maximum of {top:g}",
                 hint=f"use leverage <= {top:g}",
             )
-    prm = config.to_params()
-    spa = spec_arrays(specs)
-    acct = new_account(n_sym, cash=config.initial_cash)
-    pend = new_pending(n_sym)
-    brk = new_breaker(equity=config.initial_cash)
-    # per symbol and bar at most a closing leg, an opening leg and one exit; every trade has
-    # an opening and a closing fill of its own
+
+
+def _new_records(n: int, n_sym: int, *, funding_bars: int) -> Records:
+    """Record buffers large enough for any run of ``n`` bars: per symbol and bar at most a
+    closing leg, an opening leg and one exit; every trade has an opening and a closing fill
+    of its own."""
     cap_fills = 3 * n * n_sym + 2 * n_sym + 16
-    recs = new_records(
+    return new_records(
         fills=cap_fills,
         trades=cap_fills // 2 + n_sym + 1,
-        funding=int((~np.isnan(fr)).sum()) + 1,
+        funding=funding_bars + 1,
         events=n + 2,
-    )
-    equity = np.empty(n)
-    wallet = np.empty(n)
-    position = np.zeros(shape)
-    target = np.zeros(shape)
-    reason = np.zeros(shape, dtype=np.int64)
-    simulate_nb(
-        o,
-        h,
-        lo,
-        c,
-        fr,
-        m,
-        d,
-        p,
-        b,
-        a,
-        tm,
-        spa,
-        prm,
-        acct,
-        pend,
-        brk,
-        recs,
-        equity,
-        wallet,
-        position,
-        target,
-        reason,
-        np.empty(0),
-    )
-    arrays = records_to_arrays(recs)
-    return SimResult(
-        equity=equity,
-        wallet=wallet,
-        position=position,
-        target_qty=target,
-        reason=reason,
-        fills=arrays["fills"],
-        trades=arrays["trades"],
-        funding=arrays["funding"],
-        events=arrays["events"],
-        liquidations=int(acct.n_liquidations[0]),
-        account=acct,
-        symbols=tuple(sp.symbol for sp in specs),
     )

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from engine.errors import ConfigError
+from engine.sim.settings import AT_FIELD
 from engine.strategy.params import _model_of
 from engine.strategy.yamlio import PathKey, SourceMap, format_path
 
@@ -71,12 +72,11 @@ def _describe(e: Any, schema: type[BaseModel]) -> tuple[PathKey, str, str | None
     msg = str(e["msg"])
     value = e.get("input")
     hint = None
+    if etype == AT_FIELD:
+        ctx = e.get("ctx", {})
+        return (*loc, *str(ctx["field"]).split(".")), str(ctx["message"]), hint
     if etype == "value_error":
         msg = msg.removeprefix("Value error, ")
-        if msg.startswith("@"):
-            _, field, msg = msg.split("@", 2)
-            loc = (*loc, *field.split("."))
-            return loc, msg, hint
         return (
             loc,
             _with_value(msg, value, show=value is not None and not isinstance(value, dict)),

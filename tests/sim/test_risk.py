@@ -139,7 +139,10 @@ def test_size_never_above_any_cap(equity, price, fixed, leverage, fee, max_pos, 
 
 
 def test_breaker_halts_entries_but_lets_exits_through(btc):
-    cfg = SimConfig(fixed_fraction=1.0, taker_fee=0.0, max_drawdown_pct=10, cooldown_bars=3)
+    cfg = SimConfig(
+        execution={"taker_fee": 0.0, "margin_mode": "isolated"},
+        risk={"fraction": 1.0, "breaker": {"drawdown_pct": 10, "cooldown_bars": 3}},
+    )
     rows = [FLAT, FLAT, (20000, 20000, 17000, 17000)] + [(17000,) * 4] * 5
     o, h, lo, c = (np.array(rows, dtype=float)[:, i : i + 1] for i in range(4))
     d = np.array([1, 1, -1, 1, 1, 1, NAN, NAN], dtype=float).reshape(-1, 1)
@@ -158,7 +161,10 @@ def test_breaker_halts_entries_but_lets_exits_through(btc):
 
 
 def test_breaker_daily_loss_uses_utc_days(btc):
-    cfg = SimConfig(fixed_fraction=1.0, taker_fee=0.0, daily_loss_pct=5, cooldown_bars=2)
+    cfg = SimConfig(
+        execution={"taker_fee": 0.0, "margin_mode": "isolated"},
+        risk={"fraction": 1.0, "breaker": {"daily_loss_pct": 5, "cooldown_bars": 2}},
+    )
     day = 86_400_000
     t0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
     # 4 bars on Jan 1 (the last at 23:00), then Jan 2
@@ -202,8 +208,18 @@ def _walk(rets: list[float], start: float = 20000.0) -> tuple[np.ndarray, ...]:
 def test_no_new_entry_until_cooldown_ends(rets, dirs, streak, cooldown, dd):
     o, h, lo, c = _walk(rets)
     n = len(rets)
-    cfg = SimConfig(fixed_fraction=2.0, leverage=3, max_loss_streak=streak, cooldown_bars=cooldown,
-                    max_drawdown_pct=dd, stop_loss_pct=1.0)  # fmt: skip
+    # all of the equity as margin (the largest fraction there is) at 3x: trips come fast
+    cfg = SimConfig(
+        execution={"leverage": 3, "margin_mode": "isolated", "stop_loss": {"pct": 1.0}},
+        risk={
+            "fraction": 1.0,
+            "breaker": {
+                "max_consecutive_losses": streak,
+                "cooldown_bars": cooldown,
+                "drawdown_pct": dd,
+            },
+        },
+    )
     r = simulate(o, h, lo, c, funding_rate=None, direction=np.array(dirs[:n]).reshape(-1, 1),
                  specs=load_specs(["BTCUSDT"]), config=cfg)  # fmt: skip
     entries = r.fills["bar"][r.fills["kind"] == FillKind.ENTRY]
@@ -239,9 +255,22 @@ def test_deterministic_and_the_books_balance(rets, seed, cross, leverage):
     prob = rng.uniform(0.3, 0.8, size=(n, 1))
     funding = np.where(rng.random((n, 1)) < 0.2, rng.normal(0, 0.001, (n, 1)), NAN)
     atr = np.abs(rng.normal(200, 50, (n, 1)))
-    cfg = SimConfig(sizing="kelly", kelly_fraction=1.0, payoff_ratio=1.5, leverage=leverage,
-                    margin_mode="cross" if cross else "isolated", stop_loss_atr=2, take_profit_pct=3,
-                    slippage_bps=3, max_loss_streak=3, cooldown_bars=5, rebalance=True)  # fmt: skip
+    cfg = SimConfig(
+        execution={
+            "leverage": leverage,
+            "margin_mode": "cross" if cross else "isolated",
+            "slippage_bps": 3,
+            "stop_loss": {"atr": 2},
+            "take_profit": {"pct": 3},
+        },
+        risk={
+            "sizing": "kelly",
+            "kelly_fraction": 1.0,
+            "payoff_ratio": 1.5,
+            "breaker": {"max_consecutive_losses": 3, "cooldown_bars": 5},
+        },
+        rebalance=True,
+    )
     specs = load_specs(["BTCUSDT"])
 
     def run():

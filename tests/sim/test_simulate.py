@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from engine.errors import ConfigError, DataError
 from engine.sim import FillKind, OrderType, Reason, SimConfig
@@ -18,7 +19,7 @@ FLAT = (20000.0, 20000.0, 20000.0, 20000.0)
 
 
 def test_taker_fee_on_entry_and_exit(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005)
+    cfg = SimConfig(execution={"taker_fee": 0.0005}, risk={"fraction": 0.5})
     rows = [
         FLAT,
         (20000, 20100, 19900, 20050),
@@ -44,7 +45,14 @@ def test_taker_fee_on_entry_and_exit(run_btc):
 
 
 def test_maker_fee_on_limit_fill(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, entry_order="limit", limit_offset_bps=10, maker_fee=0.0002)
+    cfg = SimConfig(
+        execution={
+            "order_type": "limit",
+            "limit_offset_bps": 10,
+            "maker_fee": 0.0002,
+        },
+        risk={"fraction": 0.5},
+    )
     rows = [FLAT, (20010, 20050, 19970, 20000), (20100, 20100, 20100, 20100)]
     r = run_btc(rows, [1, 0, NAN], config=cfg)
     # buy limit = 20 000 * (1 - 0.001) = 19 980.0; t1 low 19 970 touches it, the open
@@ -58,7 +66,10 @@ def test_maker_fee_on_limit_fill(run_btc):
 
 
 def test_limit_not_touched_does_not_fill_and_gap_fills_at_open(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, entry_order="limit", limit_offset_bps=10)
+    cfg = SimConfig(
+        execution={"order_type": "limit", "limit_offset_bps": 10},
+        risk={"fraction": 0.5},
+    )
     # limit 19 980: the low 19 990 never reaches it
     r = run_btc([FLAT, (20010, 20050, 19990, 20000)], [1, NAN], config=cfg)
     assert len(r.fills) == 0 and r.position[1, 0] == 0.0
@@ -68,7 +79,10 @@ def test_limit_not_touched_does_not_fill_and_gap_fills_at_open(run_btc):
 
 
 def test_slippage_against_the_trader(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, slippage_bps=10, taker_fee=0.0005)
+    cfg = SimConfig(
+        execution={"slippage_bps": 10, "taker_fee": 0.0005},
+        risk={"fraction": 0.5},
+    )
     r = run_btc([FLAT, FLAT, (20200, 20200, 20200, 20200)], [1, 0, NAN], config=cfg)
     # buy at 20 000 * 1.001 = 20 020, fee 0.25 * 20 020 * 0.0005 = 2.5025
     # sell at 20 200 * 0.999 = 20 179.8: pnl 0.25 * 159.8 = 39.95, fee 2.522475
@@ -78,7 +92,7 @@ def test_slippage_against_the_trader(run_btc):
 
 @pytest.mark.parametrize(("side", "sign"), [(1, 1.0), (-1, -1.0)])
 def test_funding_paid_long_received_short_at_funding_bars_only(run_btc, side, sign):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0)
+    cfg = SimConfig(execution={"taker_fee": 0.0}, risk={"fraction": 0.5})
     up = (20100, 20100, 20100, 20100)
     rows = [FLAT, FLAT, up, up, (20200, 20200, 20200, 20200)]
     funding = [0.0005, 0.0002, 0.0001, NAN, 0.0003]
@@ -98,7 +112,7 @@ def test_funding_paid_long_received_short_at_funding_bars_only(run_btc, side, si
 
 
 def test_funding_uses_mark_price_when_given(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0)
+    cfg = SimConfig(execution={"taker_fee": 0.0}, risk={"fraction": 0.5})
     mark = np.array([[NAN], [NAN], [20080.0]])
     r = run_btc(
         [FLAT, FLAT, FLAT], [1, 1, 1], funding=[NAN, NAN, 0.0001], config=cfg, mark_price=mark
@@ -107,7 +121,7 @@ def test_funding_uses_mark_price_when_given(run_btc):
 
 
 def test_trade_records_funding_and_pnl_net(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005)
+    cfg = SimConfig(execution={"taker_fee": 0.0005}, risk={"fraction": 0.5})
     r = run_btc(
         [FLAT, FLAT, FLAT, FLAT], [1, 1, 0, NAN], funding=[NAN, NAN, 0.001, NAN], config=cfg
     )
@@ -119,7 +133,7 @@ def test_trade_records_funding_and_pnl_net(run_btc):
 
 
 def test_position_opened_by_a_fill_at_a_funding_bar_open_pays_no_funding_for_it(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005)
+    cfg = SimConfig(execution={"taker_fee": 0.0005}, risk={"fraction": 0.5})
     r = run_btc([FLAT, FLAT, FLAT], [1, NAN, NAN], funding=[NAN, 0.001, 0.001], config=cfg)
     # decided at close t0 (23:55 bar), the buy reaches the exchange after t1's funding time:
     # t1: funding first, on the position held then (none) -> no payment; buy 0.25 @ 20 000,
@@ -134,7 +148,7 @@ def test_position_opened_by_a_fill_at_a_funding_bar_open_pays_no_funding_for_it(
 
 @pytest.mark.parametrize(("mark", "paid"), [(None, 5.025), (20080.0, 5.02)])
 def test_position_closed_by_a_fill_at_a_funding_bar_open_pays_that_funding(run_btc, mark, paid):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005)
+    cfg = SimConfig(execution={"taker_fee": 0.0005}, risk={"fraction": 0.5})
     up = (20100, 20100, 20100, 20100)
     kw = {} if mark is None else {"mark_price": np.array([[NAN], [NAN], [mark]])}
     r = run_btc([FLAT, FLAT, up], [1, 0, NAN], funding=[NAN, NAN, 0.001], config=cfg, **kw)
@@ -156,7 +170,7 @@ def test_position_closed_by_a_fill_at_a_funding_bar_open_pays_that_funding(run_b
 
 
 def test_flip_at_a_funding_bar_open_charges_the_old_position(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005)
+    cfg = SimConfig(execution={"taker_fee": 0.0005}, risk={"fraction": 0.5})
     r = run_btc([FLAT, FLAT, FLAT], [1, -1, NAN], funding=[NAN, NAN, 0.001], config=cfg)
     # t1: buy 0.25 @ 20 000, fee 2.5 -> equity 9 997.5 at the close;
     #     short target 0.5 * 9 997.5 / 20 000 = 0.2499375 -> floored to 0.249
@@ -176,7 +190,10 @@ def test_flip_at_a_funding_bar_open_charges_the_old_position(run_btc):
 
 
 def test_liquidation_isolated(run_btc):
-    cfg = SimConfig(leverage=10, fixed_fraction=0.4, taker_fee=0.0)
+    cfg = SimConfig(
+        execution={"leverage": 10, "taker_fee": 0.0, "margin_mode": "isolated"},
+        risk={"fraction": 0.4},
+    )
     rows = [FLAT, FLAT, (19500, 19600, 18000, 18500), (18500, 18500, 18500, 18500)]
     r = run_btc(rows, [1, 1, 1, NAN], config=cfg)
     # notional 0.4 * 10 000 * 10 = 40 000 -> 2 BTC; isolated margin 40 000 / 10 = 4 000
@@ -200,7 +217,9 @@ def test_liquidation_isolated(run_btc):
 
 
 def test_liquidation_cross(run_btc):
-    cfg = SimConfig(leverage=10, fixed_fraction=0.4, taker_fee=0.0, margin_mode="cross")
+    cfg = SimConfig(
+        execution={"leverage": 10, "taker_fee": 0.0, "margin_mode": "cross"}, risk={"fraction": 0.4}
+    )
     # the isolated position above would die at 18 072; in cross the whole wallet backs it
     safe = run_btc([FLAT, FLAT, (19500, 19600, 16000, 18500)], [1, 1, NAN], config=cfg)
     assert safe.liquidations == 0
@@ -217,7 +236,10 @@ def test_liquidation_cross(run_btc):
 
 
 def test_liquidation_through_a_gap_stops_at_the_bankruptcy_price(run_btc):
-    cfg = SimConfig(leverage=10, fixed_fraction=0.4, taker_fee=0.0)
+    cfg = SimConfig(
+        execution={"leverage": 10, "taker_fee": 0.0, "margin_mode": "isolated"},
+        risk={"fraction": 0.4},
+    )
     # t2 opens at 17 000, below LP 18 072 and below the bankruptcy price
     # 20 000 - 4 000 / 2 = 18 000: the trader loses exactly the margin, no more.
     r = run_btc([FLAT, FLAT, (17000, 17100, 16900, 17000)], [1, 1, NAN], config=cfg)
@@ -227,7 +249,14 @@ def test_liquidation_through_a_gap_stops_at_the_bankruptcy_price(run_btc):
 
 
 def test_stop_fills_first_when_stop_and_target_touched_in_one_bar(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, stop_loss_pct=2, take_profit_pct=2, taker_fee=0.0005)
+    cfg = SimConfig(
+        execution={
+            "taker_fee": 0.0005,
+            "stop_loss": {"pct": 2},
+            "take_profit": {"pct": 2},
+        },
+        risk={"fraction": 0.5},
+    )
     r = run_btc([FLAT, FLAT, (20000, 20500, 19500, 20000)], [1, 1, NAN], config=cfg)
     # entry 20 000: stop 19 600, target 20 400; t2 touches both -> the stop
     # pnl 0.25 * -400 = -100; fee 0.25 * 19 600 * 0.0005 = 2.45
@@ -243,7 +272,14 @@ def test_stop_fills_first_when_stop_and_target_touched_in_one_bar(run_btc):
 
 
 def test_target_alone_and_stop_through_a_gap(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, stop_loss_pct=2, take_profit_pct=2, taker_fee=0.0)
+    cfg = SimConfig(
+        execution={
+            "taker_fee": 0.0,
+            "stop_loss": {"pct": 2},
+            "take_profit": {"pct": 2},
+        },
+        risk={"fraction": 0.5},
+    )
     r = run_btc([FLAT, FLAT, (20000, 20500, 19700, 20300)], [1, 1, NAN], config=cfg)
     assert (r.fills[-1]["kind"], r.fills[-1]["price"]) == (FillKind.TARGET, 20400.0)
     assert r.wallet[2] == pytest.approx(10100.0, abs=1e-9)
@@ -253,7 +289,14 @@ def test_target_alone_and_stop_through_a_gap(run_btc):
 
 
 def test_short_stop_and_target(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, stop_loss_pct=1, take_profit_pct=3, taker_fee=0.0)
+    cfg = SimConfig(
+        execution={
+            "taker_fee": 0.0,
+            "stop_loss": {"pct": 1},
+            "take_profit": {"pct": 3},
+        },
+        risk={"fraction": 0.5},
+    )
     # short 0.25 at 20 000: stop 20 200, target 19 400
     r = run_btc([FLAT, FLAT, (20000, 20100, 19300, 19500)], [-1, -1, NAN], config=cfg)
     assert (r.fills[-1]["kind"], r.fills[-1]["price"]) == (FillKind.TARGET, 19400.0)
@@ -263,7 +306,14 @@ def test_short_stop_and_target(run_btc):
 
 
 def test_atr_multiple_stop_uses_the_decision_bar_atr(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, stop_loss_atr=2, take_profit_atr=3, taker_fee=0.0)
+    cfg = SimConfig(
+        execution={
+            "taker_fee": 0.0,
+            "stop_loss": {"atr": 2},
+            "take_profit": {"atr": 3},
+        },
+        risk={"fraction": 0.5},
+    )
     atr = np.array([[150.0], [1000.0], [1000.0]])
     # ATR at the decision bar t0 is 150: stop 20 000 - 300 = 19 700, target 20 450
     r = run_btc(
@@ -284,14 +334,21 @@ def test_atr_multiple_stop_uses_the_decision_bar_atr(run_btc):
 
 def test_min_notional_rejection_and_step_floor(run_btc):
     # 150 USDT at 50 %: 75 USDT -> 0.00375 BTC -> floor 0.003 -> 60 USDT < MIN_NOTIONAL 100
-    r = run_btc([FLAT, FLAT], [1, NAN], config=SimConfig(initial_cash=150, fixed_fraction=0.5))
+    r = run_btc(
+        [FLAT, FLAT],
+        [1, NAN],
+        config=SimConfig(execution={"initial_cash": 150}, risk={"fraction": 0.5}),
+    )
     assert r.reason[0, 0] == Reason.FILTER and r.target_qty[0, 0] == 0.0
     assert len(r.fills) == 0
     # 1 000 USDT at 37 %: 370 / 20 000 = 0.0185 -> floored to 0.018 (never rounded up)
     r = run_btc(
         [FLAT, FLAT],
         [1, NAN],
-        config=SimConfig(initial_cash=1000, fixed_fraction=0.37, taker_fee=0),
+        config=SimConfig(
+            execution={"initial_cash": 1000, "taker_fee": 0},
+            risk={"fraction": 0.37},
+        ),
     )
     assert r.target_qty[0, 0] == 0.018 and r.fills["qty"].tolist() == [0.018]
 
@@ -299,7 +356,9 @@ def test_min_notional_rejection_and_step_floor(run_btc):
 def test_decision_at_close_fills_at_next_open_never_at_close(run_btc):
     rows = [(100.0 * k, 100.0 * k + 50, 100.0 * k - 50, 100.0 * k + 30) for k in range(200, 206)]
     r = run_btc(
-        rows, [NAN, NAN, 1, NAN, NAN, NAN], config=SimConfig(fixed_fraction=0.5, taker_fee=0)
+        rows,
+        [NAN, NAN, 1, NAN, NAN, NAN],
+        config=SimConfig(execution={"taker_fee": 0}, risk={"fraction": 0.5}),
     )
     # decided at the close of bar 2 (20 230): 5 000 / 20 230 = 0.24716 -> 0.247
     assert r.position[2, 0] == 0.0 and r.position[3, 0] == 0.247
@@ -308,7 +367,7 @@ def test_decision_at_close_fills_at_next_open_never_at_close(run_btc):
 
 
 def test_flip_long_to_short(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005)
+    cfg = SimConfig(execution={"taker_fee": 0.0005}, risk={"fraction": 0.5})
     up = (20400, 20400, 20400, 20400)
     r = run_btc([FLAT, FLAT, (20000, 20400, 20000, 20400), up], [1, 1, -1, NAN], config=cfg)
     # t1 buy 0.25 @ 20 000, fee 2.5 -> wallet 9 997.5
@@ -328,7 +387,10 @@ def test_flip_long_to_short(run_btc):
 
 
 def test_close_at_end(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0.0005, close_at_end=True)
+    cfg = SimConfig(
+        execution={"taker_fee": 0.0005, "close_at_end": True},
+        risk={"fraction": 0.5},
+    )
     r = run_btc([FLAT, FLAT, (20000, 20200, 20000, 20200)], [1, 1, 1], config=cfg)
     assert r.position[-1, 0] == 0.0
     assert r.fills["kind"].tolist() == [FillKind.ENTRY, FillKind.END]
@@ -336,7 +398,7 @@ def test_close_at_end(run_btc):
 
 
 def test_missing_bar_holds_position_and_defers_the_order(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, taker_fee=0)
+    cfg = SimConfig(execution={"taker_fee": 0}, risk={"fraction": 0.5})
     gap = (NAN, NAN, NAN, NAN)
     r = run_btc([FLAT, gap, (20100, 20100, 20100, 20100)], [1, NAN, NAN], config=cfg)
     # no bar at t1: the order waits for t2's open
@@ -351,20 +413,32 @@ def test_bad_inputs_are_rejected(run_btc, btc):
     with pytest.raises(DataError, match="inconsistent OHLC"):
         run_btc([FLAT, (20000, 19000, 19500, 19800)], [1, 1])
     with pytest.raises(ConfigError, match="kelly"):
-        run_btc([FLAT], [1], config=SimConfig(sizing="kelly"))
-    with pytest.raises(ConfigError, match="leverage"):
-        SimConfig(leverage=200)
-    with pytest.raises(ConfigError, match="stop_loss_atr"):
-        SimConfig(stop_loss_pct=1, stop_loss_atr=2)
+        run_btc(
+            [FLAT],
+            [1],
+            config=SimConfig(risk={"sizing": "kelly"}),
+        )
+    with pytest.raises(ValidationError, match=r"execution\.leverage\n.*must be in \[1, 125\]"):
+        SimConfig(execution={"leverage": 200})
+    with pytest.raises(ValidationError, match="stop_loss\n.*give exactly one of pct or atr"):
+        SimConfig(execution={"stop_loss": {"pct": 1, "atr": 2}})
     with pytest.raises(ConfigError, match="daily_loss_pct"):
-        run_btc([FLAT], [1], config=SimConfig(daily_loss_pct=5))
+        run_btc(
+            [FLAT],
+            [1],
+            config=SimConfig(
+                risk={"breaker": {"daily_loss_pct": 5}},
+            ),
+        )
 
 
 def test_cross_liquidation_counts_the_other_positions():
     from engine.sim import load_specs, simulate
 
     specs = load_specs(["BTCUSDT", "ETHUSDT"])
-    cfg = SimConfig(leverage=10, fixed_fraction=0.2, taker_fee=0.0, margin_mode="cross")
+    cfg = SimConfig(
+        execution={"leverage": 10, "taker_fee": 0.0, "margin_mode": "cross"}, risk={"fraction": 0.2}
+    )
     btc = [FLAT, FLAT, (20000, 20000, 10000, 10500)]
     eth = [(1000.0,) * 4] * 3
     o, h, lo, c = (
@@ -390,7 +464,10 @@ def test_cross_liquidation_counts_the_other_positions():
 
 
 def test_frames_name_the_codes(run_btc):
-    cfg = SimConfig(fixed_fraction=0.5, stop_loss_pct=2, take_profit_pct=2)
+    cfg = SimConfig(
+        execution={"stop_loss": {"pct": 2}, "take_profit": {"pct": 2}},
+        risk={"fraction": 0.5},
+    )
     # funding at t2 (not t1: at t1's open the entry has not filled yet, nothing is held)
     r = run_btc(
         [FLAT, FLAT, (20000, 20500, 19500, 20000)],

@@ -75,26 +75,34 @@ def market(usdm_dir):
 
 CONFIGS = {
     "cross": SimConfig(
-        leverage=5,
-        margin_mode="cross",
-        fixed_fraction=0.4,
-        slippage_bps=2,
-        stop_loss_atr=3,
-        take_profit_atr=5,
-        max_exposure_pct=300,
-        max_drawdown_pct=8,
-        cooldown_bars=50,
-        daily_loss_pct=3,
-        max_loss_streak=4,
+        execution={
+            "leverage": 5,
+            "margin_mode": "cross",
+            "slippage_bps": 2,
+            "stop_loss": {"atr": 3},
+            "take_profit": {"atr": 5},
+        },
+        risk={
+            "fraction": 0.4,
+            "max_exposure_pct": 300,
+            "breaker": {
+                "drawdown_pct": 8,
+                "cooldown_bars": 50,
+                "daily_loss_pct": 3,
+                "max_consecutive_losses": 4,
+            },
+        },
     ),  # fmt: skip
     "isolated-limit": SimConfig(
-        leverage=20,
-        fixed_fraction=0.5,
-        entry_order="limit",
-        limit_offset_bps=3,
-        stop_loss_pct=0.15,
-        take_profit_pct=0.25,
-        max_position_pct=400,
+        execution={
+            "leverage": 20,
+            "order_type": "limit",
+            "limit_offset_bps": 3,
+            "margin_mode": "isolated",
+            "stop_loss": {"pct": 0.15},
+            "take_profit": {"pct": 0.25},
+        },
+        risk={"fraction": 0.5, "max_position_pct": 400},
     ),  # fmt: skip
 }
 
@@ -107,8 +115,8 @@ def _batch(m, cfg, specs):
 def _stepwise(m, cfg, specs, *, mode: str):
     n, s = m["o"].shape
     prm, spa = cfg.to_params(), spec_arrays(specs)
-    acct, pend = new_account(s, cash=cfg.initial_cash), new_pending(s)
-    brk = new_breaker(equity=cfg.initial_cash)
+    acct, pend = new_account(s, cash=cfg.execution.initial_cash), new_pending(s)
+    brk = new_breaker(equity=cfg.execution.initial_cash)
     recs = new_records(fills=4 * n * s, trades=4 * n * s, funding=n * s, events=n + 2)
     equity = np.empty(n)
     position = np.empty((n, s))
