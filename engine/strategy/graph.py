@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.strategy.config import StrategyConfig
+from engine.strategy.config import DataConfig, StrategyConfig
 from engine.strategy.expr import PRICE_COLUMNS, CompiledExpr
+from engine.strategy.ml_config import MLSections
 from engine.timeutil import fmt_ms
 
 RULE_KEYS = ("long", "short", "long_entry", "long_exit", "short_entry", "short_exit")
@@ -73,108 +74,50 @@ class StrategyGraph:
     def nodes(self) -> list[tuple[str, str]]:
         """(node, description) pairs in graph order, for ``engine validate``."""
         c = self.config
-        d = c.data
-        span = f"{fmt_ms(d.start) if d.start is not None else 'store start'} .. {fmt_ms(d.end) if d.end is not None else 'store end'}"
-        htf = f" + {', '.join(d.higher_timeframes)} derived" if d.higher_timeframes else ""
         out = [
-            (
-                "candles",
-                f"{d.market} {', '.join(d.symbols)} {d.interval}{htf}; {span}"
-                + ("; funding" if d.funding else ""),
-            ),
+            ("candles", _candles_text(c.data)),
             ("features", f"{len(self.feature_columns)}: {', '.join(self.feature_columns) or '-'}"),
         ]
         for key, rule in self.rules.items():
             out.append((f"signal {key}", f"{rule.text}  (lookback {rule.lookback})"))
         ml = c.ml()
         if ml is not None:
-            lab, tr, ens = ml.labels, ml.training, ml.ensemble
-            out.append(
-                (
-                    "labels",
-                    f"forward {lab.horizon} bars, cost {lab.cost_bps:g} bp, flat band {lab.flat_band_bps:g} bp",
-                )
-            )
-            out.append(
-                (
-                    "training",
-                    f"walk-forward: window {tr.train_window}, retrain every {tr.retrain_every}, embargo {tr.embargo}, seed {tr.seed}",
-                )
-            )
-            out.append(
-                (
-                    "models",
-                    ", ".join(
-                        m.name if m.name == m.kind else f"{m.name} ({m.kind})" for m in ml.models
-                    ),
-                )
-            )
-            gate = ens.gate
-            out.append(
-                (
-                    "ensemble",
-                    f"{ens.fusion} fusion, {ens.calibration} calibration; gate: uncertainty <= {gate.max_uncertainty:g}, "
-                    f"agreement >= {gate.min_agreement:g}, edge >= {gate.min_edge:g}",
-                )
-            )
-        r = c.risk
-        sizing = (
-            f"fixed {r.fraction:g} of equity"
-            if r.sizing == "fixed"
-            else f"kelly x {r.kelly_fraction:g}"
-        )
-        br = r.breaker
-        breaker = ", ".join(
-            s
-            for s in (
-                f"daily loss {br.daily_loss_pct:g}%" if br.daily_loss_pct is not None else "",
-                f"drawdown {br.drawdown_pct:g}%" if br.drawdown_pct is not None else "",
-                f"{br.max_consecutive_losses} losses"
-                if br.max_consecutive_losses is not None
-                else "",
-            )
-            if s
-        )
-        caps = ", ".join(
-            s
-            for s in (
-                f"position <= {r.max_position_pct:g}%" if r.max_position_pct is not None else "",
-                f"exposure <= {r.max_exposure_pct:g}%" if r.max_exposure_pct is not None else "",
-                f"leverage <= {r.max_leverage:g}" if r.max_leverage is not None else "",
-            )
-            if s
-        )
-        out.append(
-            (
-                "risk",
-                f"{sizing}; "
-                + (caps or "no caps")
-                + (
-                    f"; breaker: {breaker}, cooldown {br.cooldown_bars} bars"
-                    if breaker
-                    else "; no breaker"
-                ),
-            )
-        )
-        e = c.execution
-        stops = []
-        for label, s in (("stop", e.stop_loss), ("target", e.take_profit)):
-            if s is not None:
-                stops.append(
-                    f"{label} {s.pct:g}%"
-                    if s.pct is not None
-                    else f"{label} {s.atr:g} x atr_{s.atr_period}"
-                )
-        order = e.order_type + (
-            f" (offset {e.limit_offset_bps:g} bp)" if e.order_type == "limit" else ""
-        )
-        out.append(
-            (
-                "execution",
-                f"{order}, {e.margin_mode} x{e.leverage:g}, fees taker {e.taker_fee:g} maker {e.maker_fee:g}, "
-                f"slippage {e.slippage_bps:g} bp, cash {e.initial_cash:g}"
-                + (f"; {', '.join(stops)}" if stops else "")
-                + ("" if e.exchange_filters else "; exchange filters OFF"),
-            )
-        )
+            out.extend(_ml_nodes(ml))
+        out.append(("risk", c.risk.describe()))
+        out.append(("execution", c.execution.describe()))
         return out
+
+
+def _candles_text(d: DataConfig) -> str:
+    start = fmt_ms(d.start) if d.start is not None else "store start"
+    end = fmt_ms(d.end) if d.end is not None else "store end"
+    htf = f" + {', '.join(d.higher_timeframes)} derived" if d.higher_timeframes else ""
+    return f"{d.market} {', '.join(d.symbols)} {d.interval}{htf}; {start} .. {end}" + (
+        "; funding" if d.funding else ""
+    )
+
+
+def _ml_nodes(ml: MLSections) -> list[tuple[str, str]]:
+    """The labels, training, models and ensemble nodes of an ML strategy."""
+    lab, tr, ens = ml.labels, ml.training, ml.ensemble
+    models = ", ".join(m.name if m.name == m.kind else f"{m.name} ({m.kind})" for m in ml.models)
+    gate = ens.gate
+    return [
+        (
+            "labels",
+            f"forward {lab.horizon} bars, cost {lab.cost_bps:g} bp, "
+            f"flat band {lab.flat_band_bps:g} bp",
+        ),
+        (
+            "training",
+            f"walk-forward: window {tr.train_window}, retrain every {tr.retrain_every}, "
+            f"embargo {tr.embargo}, seed {tr.seed}",
+        ),
+        ("models", models),
+        (
+            "ensemble",
+            f"{ens.fusion} fusion, {ens.calibration} calibration; gate: uncertainty <= "
+            f"{gate.max_uncertainty:g}, agreement >= {gate.min_agreement:g}, "
+            f"edge >= {gate.min_edge:g}",
+        ),
+    ]

@@ -13,19 +13,23 @@ path; nothing is written anywhere):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import difflib
+import json
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from engine.errors import ConfigError
+from engine.sim.specs import EXCHANGE_INFO, load_specs
 from engine.strategy.config import StrategyConfig
 from engine.strategy.errors import config_error
-from engine.strategy.expr import PRICE_COLUMNS, compile_expr
+from engine.strategy.expr import PRICE_COLUMNS, CompiledExpr, compile_expr
 from engine.strategy.graph import RULE_KEYS, StrategyGraph
 from engine.strategy.params import apply_overrides, substitute
 from engine.strategy.yamlio import SourceMap, format_path, load_yaml_file, load_yaml_text
+from engine.timeutil import INTERVALS
 
 
 def load_strategy(
@@ -80,7 +84,44 @@ def build_graph(
         if isinstance(overrides, Mapping)
         else list(overrides)
     )
+    # 2. --set overrides and the command line's --symbols/--start/--end
     doc, origins = apply_overrides(raw, overrides, schema=StrategyConfig)
+    _apply_cli(doc, origins, symbols=symbols, start=start, end=end)
+    # 3. the schema
+    try:
+        config = StrategyConfig.model_validate(doc)
+    except ValidationError as err:
+        raise config_error(err, schema=StrategyConfig, smap=smap, origins=origins) from None
+    where = _locator(smap, origins)
+    # 4. params in feature names and rules; compile the rules
+    found = _Features()
+    rules = _compile_rules(config, where, found)
+    _model_and_stop_features(config, where, found)
+    # 5. feature names against the catalogue; 6. symbols against the exchangeInfo snapshot
+    _check_features([f for f in found.names if f not in PRICE_COLUMNS], found.where, config)
+    _check_symbols(config, where)
+    return StrategyGraph(
+        config=config,
+        source=smap.file,
+        overrides=tuple(override_list),
+        features=tuple(found.names),
+        rules=rules,
+    )
+
+
+Where = Callable[[tuple[str | int, ...]], str]
+
+
+def _apply_cli(
+    doc: dict[str, Any],
+    origins: dict[Any, str],
+    *,
+    symbols: list[str] | None,
+    start: str | int | None,
+    end: str | int | None,
+) -> None:
+    """Put ``--symbols/--start/--end`` into the document's data section, remembering the
+    option each came from (its errors then name the option, not a line)."""
     cli: dict[str, tuple[str, Any]] = {}
     if symbols is not None:
         cli["symbols"] = ("--symbols", list(symbols))
@@ -91,16 +132,14 @@ def build_graph(
     for key, (label, value) in cli.items():
         data = doc.setdefault("data", {})
         if not isinstance(data, dict):
-            break  # the schema reports the bad data section
+            return  # the schema reports the bad data section
         data[key] = value
-        origins[("data", key)] = (
-            f"{label} {value if not isinstance(value, list) else ','.join(value)}"
-        )
+        shown = value if not isinstance(value, list) else ",".join(value)
+        origins[("data", key)] = f"{label} {shown}"
 
-    try:
-        config = StrategyConfig.model_validate(doc)
-    except ValidationError as err:
-        raise config_error(err, schema=StrategyConfig, smap=smap, origins=origins) from None
+
+def _locator(smap: SourceMap, origins: dict[Any, str]) -> Where:
+    """``file:line: path`` of a YAML path, or ``--set ...: path`` when an override set it."""
 
     def where(p: tuple[str | int, ...]) -> str:
         for op, label in origins.items():
@@ -108,17 +147,31 @@ def build_graph(
                 return f"{label}: {format_path(p)}"
         return f"{smap.where(p)}: {format_path(p)}"
 
-    params = config.params
+    return where
 
-    # 4. params in feature names and rules; compile the rules
-    features: list[str] = []
-    feature_where: dict[str, str] = {}
+
+class _Features:
+    """Feature names in first-seen order, each with where it was first asked for."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.where: dict[str, str] = {}
+
+    def add(self, name: str, where: str) -> None:
+        if name not in self.where:
+            self.names.append(name)
+            self.where[name] = where
+
+
+def _compile_rules(
+    config: StrategyConfig, where: Where, found: _Features
+) -> dict[str, CompiledExpr]:
+    """Listed features (params resolved), then each rule compiled and the features it reads."""
+    params = config.params
     for i, name in enumerate(config.features):
-        resolved = substitute(name, params, where=where(("features", i)))
-        if resolved not in feature_where:
-            features.append(resolved)
-            feature_where[resolved] = where(("features", i))
-    rules = {}
+        w = where(("features", i))
+        found.add(substitute(name, params, where=w), w)
+    rules: dict[str, CompiledExpr] = {}
     for key in RULE_KEYS if config.signals is not None else ():
         text = getattr(config.signals, key)
         if text is None:
@@ -127,47 +180,31 @@ def build_graph(
         rule = compile_expr(substitute(text, params, where=w), where=w)
         rules[key] = rule
         for name in sorted(rule.names):
-            if name in params and name not in feature_where:
+            if name in params and name not in found.where:
                 raise ConfigError(
                     f"{w}: {name!r} is a param; in a rule, write it as {{{name}}}",
                     hint=f"e.g. '... < {{{name}}}'; bare names in rules are features",
                 )
-            if name not in feature_where:
-                features.append(name)
-                feature_where[name] = w
+            found.add(name, w)
+    return rules
+
+
+def _model_and_stop_features(config: StrategyConfig, where: Where, found: _Features) -> None:
+    """The model nodes' features and the ``atr_N`` an ATR stop or target reads."""
     for m, model in enumerate(config.models or ()):
         for i, name in enumerate(model.features or ()):
-            resolved = substitute(name, params, where=where(("models", m, "features", i)))
-            if resolved not in feature_where:
-                features.append(resolved)
-                feature_where[resolved] = where(("models", m, "features", i))
+            w = where(("models", m, "features", i))
+            found.add(substitute(name, config.params, where=w), w)
     for label, stop in (
         ("stop_loss", config.execution.stop_loss),
         ("take_profit", config.execution.take_profit),
     ):
         if stop is not None and stop.atr is not None:
-            name = f"atr_{stop.atr_period}"
-            if name not in feature_where:
-                features.append(name)
-                feature_where[name] = where(("execution", label, "atr"))
-
-    # 5. feature names against the catalogue
-    _check_features([f for f in features if f not in PRICE_COLUMNS], feature_where, config)
-
-    # 6. symbols against the exchangeInfo snapshot
-    _check_symbols(config, where)
-
-    return StrategyGraph(
-        config=config,
-        source=smap.file,
-        overrides=tuple(override_list),
-        features=tuple(features),
-        rules=rules,
-    )
+            found.add(f"atr_{stop.atr_period}", where(("execution", label, "atr")))
 
 
 def _check_features(names: list[str], where: dict[str, str], config: StrategyConfig) -> None:
-    from engine.features import check_names
+    from engine.features import check_names  # lazy: engine.features loads numba
 
     for name in names:
         w = where[name]
@@ -183,8 +220,6 @@ def _check_features(names: list[str], where: dict[str, str], config: StrategyCon
 
 def _check_timeframes(names: list[str], where: dict[str, str], config: StrategyConfig) -> None:
     """A higher-timeframe feature (``*_1h``) needs its timeframe in data.higher_timeframes."""
-    from engine.timeutil import INTERVALS
-
     declared = set(config.data.higher_timeframes)
     for name in names:
         suffix = name.rsplit("_", 1)[-1] if "_" in name else ""
@@ -195,18 +230,11 @@ def _check_timeframes(names: list[str], where: dict[str, str], config: StrategyC
             )
 
 
-def _check_symbols(config: StrategyConfig, where: Any) -> None:
-    from engine.sim.specs import load_specs
-
+def _check_symbols(config: StrategyConfig, where: Where) -> None:
     for i, symbol in enumerate(config.data.symbols):
         try:
             load_specs([symbol])
         except ConfigError as err:
-            import difflib
-            import json
-
-            from engine.sim.specs import EXCHANGE_INFO
-
             known = [s["symbol"] for s in json.loads(EXCHANGE_INFO.read_text()).get("symbols", [])]
             close = difflib.get_close_matches(symbol, known, n=1, cutoff=0.5)
             raise ConfigError(
