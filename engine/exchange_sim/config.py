@@ -1,4 +1,9 @@
-"""Settings of one simulator instance (frozen; built by the CLI or by tests)."""
+"""Settings of one exchange-simulator instance (frozen; built by the CLI or by tests).
+
+Named apart from :class:`engine.sim.SimConfig` (the portfolio simulator's settings, which a
+strategy's execution and risk sections are): this one says how the local exchange serves
+(market replay, network, keys, rate limits, faults), not how a strategy trades.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from engine.exchange_sim.faults import FaultSpec
 
 
 @dataclass(frozen=True)
-class SimConfig:
+class ExchangeSimSettings:
     """Everything ``engine sim-exchange`` takes.
 
     ``start_ms``/``end_ms`` bound the market clock; ``speed`` is market seconds per real
@@ -45,3 +50,8 @@ class SimConfig:
     fault_log: Path | None = None
     ping_interval_s: float = 180.0
     queue_limit: int = 100_000
+
+
+SimConfig = ExchangeSimSettings
+"""Deprecated old name, kept while engine/cli/sim_exchange_cmd.py, tests/exchange_sim/conftest.py
+and tests/live/conftest.py still import it; use :class:`ExchangeSimSettings`."""

@@ -8,16 +8,16 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from engine.exchange_sim.config import SimConfig
+from engine.exchange_sim.config import ExchangeSimSettings
 from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.server import SimServer
 
 
 @contextlib.asynccontextmanager
-async def serve(config: SimConfig, *, market: MarketData | None = None) -> AsyncIterator[SimServer]:
+async def serve(config: ExchangeSimSettings, *, market: MarketData | None = None) -> AsyncIterator[SimServer]:
     """Start a simulator in the running loop; yield it (``.port``, ``.url``, ``.ws_url``).
 
-    >>> # async with serve(SimConfig(symbols=("BTCUSDT",), interval="5m", start_ms=..., port=0)) as sim:
+    >>> # async with serve(ExchangeSimSettings(symbols=("BTCUSDT",), interval="5m", start_ms=..., port=0)) as sim:
     >>> #     print(sim.url)
     """
     server = SimServer(config, market=market)
@@ -35,7 +35,7 @@ class ServerThread:
     on the server's loop and returns its result (the state is single-threaded).
     """
 
-    def __init__(self, config: SimConfig, *, market: MarketData | None = None) -> None:
+    def __init__(self, config: ExchangeSimSettings, *, market: MarketData | None = None) -> None:
         self.config = config
         self._market = market
         self.loop = asyncio.new_event_loop()

@@ -28,7 +28,7 @@ from aiohttp import WSMsgType, web
 from engine.exchange_sim import errors as E
 from engine.exchange_sim import shapes as S
 from engine.exchange_sim.clock import MarketClock
-from engine.exchange_sim.config import SimConfig
+from engine.exchange_sim.config import ExchangeSimSettings
 from engine.exchange_sim.exchange import Exchange
 from engine.exchange_sim.faults import FaultInjector
 from engine.exchange_sim.market import MarketData
@@ -65,7 +65,7 @@ class SimServer:
 
     def __init__(
         self,
-        config: SimConfig,
+        config: ExchangeSimSettings,
         *,
         market: MarketData | None = None,
         notices: list[str] | None = None,
