@@ -12,9 +12,10 @@ As freqtrade groups its exceptions, an error from the venue is one of three kind
     -4005, -4014, -4023, ...), unknown orders (``OrderNotFound``: -2011/-2013), "no need to
     change" (``NoChange``: -4046/-4059), and any other exchange error ccxt does not name.
 ``FATAL``: stop and fix the set-up: ``AuthenticationError``/``PermissionDenied`` (-1022,
-    -2014, -2015), ``NotSupported``, an unknown symbol (``BadSymbol``: -1121), invalid
-    leverage (-4028), an account in hedge mode (-4061), a margin type that cannot change
-    (-4047/-4048).
+    -2014, -2015), ``NotSupported``, ``RestrictedLocation``, an unknown symbol (``BadSymbol``:
+    -1121), invalid leverage (-4028), an account in hedge mode (-4061), a margin type that
+    cannot change (-4047/-4048), an order type the endpoint no longer takes (-4120), and any
+    error that is not ccxt's (a bug: never retried, never recorded as a rejection).
 
 The class decides, except for the Binance codes in :data:`CODES`, which ccxt files under a
 class of another kind. :func:`classify` is the ONE table; the client
@@ -69,6 +70,7 @@ CODES: dict[int, Kind] = {
     -4047: Kind.FATAL,  # OperationRejected: margin type cannot change with open orders
     -4048: Kind.FATAL,  # OperationRejected: margin type cannot change with a position
     -4061: Kind.FATAL,  # OperationRejected: position side mismatch (the account is in hedge mode)
+    -4120: Kind.FATAL,  # ExchangeError: order type not supported on this endpoint (client outdated)
     -1000: Kind.TEMPORARY,  # unknown error while processing: status unknown
     -1001: Kind.TEMPORARY,  # internal error, unable to process: status unknown
     -1006: Kind.TEMPORARY,  # unexpected response from the message bus: status unknown
@@ -97,7 +99,8 @@ def _class_kind(err: BaseException) -> tuple[Kind, bool]:
     if isinstance(err, ccxt.OperationFailed):  # NetworkError, RequestTimeout, BadResponse, ...
         return Kind.TEMPORARY, True
     fatal = (ccxt.AuthenticationError, ccxt.NotSupported, ccxt.BadSymbol, ccxt.ArgumentsRequired,
-             ccxt.ExchangeClosedByUser)
+             ccxt.ExchangeClosedByUser, ccxt.InvalidProxySettings, ccxt.RestrictedLocation,
+             ccxt.ManualInteractionNeeded)
     if isinstance(err, fatal):
         return Kind.FATAL, False
     return Kind.REJECTED, False

@@ -45,12 +45,17 @@ def config(**kw: Any) -> SimConfig:
 class Scripted(FaultInjector):
     """The simulator's fault injector driven by the test instead of a random draw: the next
     ``after`` order POSTs answer 503 -1007 AFTER the order was accepted, the next ``before``
-    requests 503 -1001 before anything happens. Every fault is still counted and logged."""
+    requests 503 -1001 before anything happens, and while ``burst`` is set every request
+    answers 429 with that Retry-After. Every fault is still counted and logged."""
 
     def __init__(self) -> None:
         super().__init__(FaultSpec())
         self.after = 0
         self.before = 0
+        self.burst: int | None = None
+
+    def burst_retry_after(self, now: float | None = None) -> int | None:
+        return self.burst
 
     def draw_5xx(self) -> bool:
         return self.after > 0 or self.before > 0
