@@ -3,7 +3,7 @@
 Batch entry (the backtest)::
 
     run_ensemble(config, frames_by_symbol, features_by_symbol, *, run_start=None,
-                 results_dir=None, progress=False, executor=None, interval_ms=None)
+                 results_dir=None, progress=None, executor=None, interval_ms=None)
         -> EnsembleResult
 
 * ``config``: an :class:`engine.strategy.ml_config.MLSections`, or a strategy config with the optional
@@ -15,7 +15,8 @@ Batch entry (the backtest)::
 * ``run_start``: the run's first bar open time (ms; default the first bar); the walk-forward
   schedule is anchored there (:mod:`engine.ml.walkforward`).
 * ``results_dir``: models are saved and reused under ``<results_dir>/models/<version>/``.
-* ``progress``: ``True`` for a rich progress bar over fold fits, or a ``rich.progress.Progress``.
+* ``progress``: an :class:`engine.progress.Progress` told ``("training folds", done, total)``
+  as fits finish and ``("predicting", done, symbols)``; the ML stage draws nothing itself.
 
 ``EnsembleResult.symbols[sym]`` is a :class:`SymbolResult` of arrays aligned with the symbol's
 bars: ``raw``/``probs`` (n, M) raw and calibrated P(up) per model (NaN = abstain),
@@ -26,7 +27,9 @@ gate), ``gate_code``/``gate_reason`` (why flat), ``weights`` (each model's share
 p). ``EnsembleResult.metrics`` holds per fold and pooled (fold -1) AUC, log loss, Brier, ECE
 and hit rate per model and for the ensemble, on out-of-fold bars; ``calibration`` the
 reliability curve; ``contributions`` each model's mean weight; ``events`` what went wrong
-(a model not trained for a fold, a remote model that abstained).
+(a model not trained for a fold, a remote model that abstained). ``score_results(results,
+pipelines)`` computes those three frames for any set of symbol results (live mode scores its
+own bars with it).
 
 Risk: the risk manager (engine.sim) takes ``confidence`` as the Kelly probability of the
 chosen side and ``payoff_ratio`` as b, per bar per symbol.
@@ -35,6 +38,13 @@ The backtest runner's ML slot is :func:`engine.decisions.ml_slot.decide` (above 
 it puts an :class:`EnsembleResult` on the market grid as ``engine.decisions.Decisions``). Live mode uses
 :class:`LiveEnsemble`: the same fold models, calibrators and fusion kernel, one closed bar
 at a time.
+
+Modules: ``inputs`` (candles and features -> arrays, labels), ``walkforward`` (schedule,
+versions, fit tasks, executors), ``folds`` (each fold's rows and model versions),
+``symbol_pipeline`` (one symbol's fits, predictions, calibrators), ``pipeline``
+(:func:`run_ensemble`), ``results`` (:class:`SymbolResult`, :class:`EnsembleResult`,
+:func:`score_results`), ``live`` (:class:`LiveEnsemble`), ``summary`` (what the run log keeps);
+kernels: ``fusion_nb``, ``isotonic_nb``, ``models/trees_nb``.
 """
 
 from __future__ import annotations
@@ -53,8 +63,9 @@ from engine.strategy.ml_config import (
 
 _LAZY = {
     "run_ensemble": "engine.ml.pipeline",
-    "EnsembleResult": "engine.ml.pipeline",
-    "SymbolResult": "engine.ml.pipeline",
+    "EnsembleResult": "engine.ml.results",
+    "SymbolResult": "engine.ml.results",
+    "score_results": "engine.ml.results",
     "LiveEnsemble": "engine.ml.live",
 }
 
@@ -81,4 +92,5 @@ __all__ = [
     "SymbolResult",
     "TrainingConfig",
     "run_ensemble",
+    "score_results",
 ]

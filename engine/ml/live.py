@@ -20,7 +20,10 @@ import numpy as np
 
 from engine.errors import DataError
 from engine.ml.fusion_nb import GATE_REASONS
-from engine.ml.pipeline import SymbolPipeline, as_sections, run_ensemble, symbol_data
+from engine.ml.inputs import as_sections, symbol_data
+from engine.ml.models.base import Segment
+from engine.ml.pipeline import run_ensemble
+from engine.ml.symbol_pipeline import SymbolPipeline
 from engine.ml.walkforward import Fold, SerialExecutor, fit_task
 
 
@@ -126,8 +129,6 @@ class LiveEnsemble:
 
     def on_bar(self, open_time: int, close: float, features: Mapping[str, float]) -> dict[str, Any]:
         """Decide on one closed bar (its open time, close and feature values by name)."""
-        from engine.ml.models.base import Segment
-
         pipe = self.pipe
         step = pipe.sd.interval_ms
         if open_time != self.last_open + step:
@@ -155,7 +156,8 @@ class LiveEnsemble:
                 raw[j] = model.predict_proba(seg)[0]
                 cal[j] = pipe.calibrators[(k, node.name)](raw[j : j + 1])[0]
             coef = pipe.coefs[k]
-        out = pipe.runner.step(close, cal, coef)  # type: ignore[attr-defined]
+        assert pipe.runner is not None  # set by the batch run of from_history
+        out = pipe.runner.step(close, cal, coef)
         self._ot.append(np.array([open_time], dtype=np.int64))
         self._close.append(np.array([close]))
         self._X.append(x)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.ml.pipeline import EnsembleResult
+from engine.ml.results import EnsembleResult
 
 SCORE_KEYS = ("n", "auc", "log_loss", "brier", "calibration_error")
 

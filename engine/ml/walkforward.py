@@ -29,7 +29,7 @@ A model version is a hash of everything that determines it (:func:`model_version
   only changes them (or drops a symbol) reuses every version;
 * the model library and its version (a different LightGBM may fit a different model);
 * the training span (first and last training row) and the cutoff (and next cutoff);
-* a digest of the raw inputs (``pipeline.fold_rows``): the open times of the chosen
+* a digest of the raw inputs (``folds.fold_rows``): the open times of the chosen
   training rows, and the bytes of the open times, the feature matrix and the labels of the
   window's rows up to the last row a fold may train on (Prophet: the hourly closes of its
   window and the forecast times). The training rows are a deterministic function of these

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.strategy.ml_config import EnsembleConfig, LabelsConfig
 from engine.ml.ensemble import FusionRunner
+from engine.strategy.ml_config import EnsembleConfig, LabelsConfig
 
 
 def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, coefs=None):

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from engine.strategy.ml_config import LabelsConfig
 from engine.ml.labels import classify, forward_returns, label_known_at, make_labels
+from engine.strategy.ml_config import LabelsConfig
 
 
 def test_forward_returns_match_pandas_shift(btc_5m):

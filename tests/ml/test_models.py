@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.strategy.ml_config import ModelNode
 from engine.ml.models import load_model, new_model
 from engine.ml.models.base import Segment, TrainSet
+from engine.strategy.ml_config import ModelNode
 
 TINY = {
     "lightgbm": {"n_estimators": 20, "num_leaves": 7, "min_data_in_leaf": 20},
@@ -21,8 +21,8 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def train_data(small):
-    from engine.strategy.ml_config import LabelsConfig
     from engine.ml.labels import make_labels
+    from engine.strategy.ml_config import LabelsConfig
 
     candles, feats = small
     X = feats.drop("open_time").to_numpy()

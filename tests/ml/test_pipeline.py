@@ -99,7 +99,7 @@ def test_calibration_uses_out_of_fold_rows_known_at_the_cutoff(full):
     """Changing everything from a fold's cutoff on leaves that fold's calibrators unchanged."""
     res, _ = full
     r = res.symbols["BTCUSDT"]
-    from engine.ml.pipeline import SymbolPipeline
+    from engine.ml.symbol_pipeline import SymbolPipeline
 
     sched = res.schedule["BTCUSDT"]
     fold = sched.folds[3]

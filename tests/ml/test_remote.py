@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.strategy.ml_config import ModelNode
 from engine.ml.models import new_model
 from engine.ml.models.base import Segment, TrainSet, write_json
 from engine.ml.models.external import RemoteModel
 from engine.ml.serve import ModelService, make_server
+from engine.strategy.ml_config import ModelNode
 
 FEATS = ["f0", "f1", "f2"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.strategy.ml_config import TrainingConfig
 from engine.ml.walkforward import make_schedule, train_mask
+from engine.strategy.ml_config import TrainingConfig
 
 MIN = 60_000  # 1m bars keep the arithmetic readable
 
