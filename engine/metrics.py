@@ -163,6 +163,42 @@ def compute_metrics(
     >>> round(m["total_return"], 4), round(m["max_drawdown"], 4)
     (-0.01, 0.1)
     """
+    t, eq = _checked_series(times_ms, equity, bar_interval_ms)
+    n = int(eq.size)
+    initial = float(eq[0]) if n else 0.0
+    final = float(eq[-1]) if n else 0.0
+    periods = YEAR_MS / bar_interval_ms
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # degenerate equity (e.g. 1e-300 then 1.0) overflows: such ratios become 0.0 below
+        r = bar_returns(eq)
+        dd = drawdown(eq)
+        sharpe = sharpe_ratio(r, periods_per_year=periods)
+        sortino = sortino_ratio(r, periods_per_year=periods)
+    n_trades, win_rate, profit_factor = _trade_stats(trades)
+    in_pos = _in_position(t, eq, trades, exposure, n_trades)
+    return {
+        "total_return": _finite(final / initial - 1.0 if initial > 0 else 0.0),
+        "cagr": _finite(_cagr(t, initial, final)),
+        "sharpe": sharpe,
+        "sortino": sortino,
+        "max_drawdown": _finite(float(dd.max()) if n else 0.0),
+        "win_rate": _finite(win_rate),
+        "profit_factor": _finite(profit_factor),
+        "exposure": _finite(float(in_pos.mean()) if n else 0.0),
+        "trades": n_trades,
+        "fees": _finite(fees_total),
+        "funding": _finite(funding_total),
+        "liquidations": int(liquidations),
+        "final_equity": _finite(final),
+        "initial_equity": _finite(initial),
+        "bars": n,
+    }
+
+
+def _checked_series(
+    times_ms: Any, equity: Any, bar_interval_ms: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Times and equity as arrays: 1-D, one length, finite equity, strictly increasing times."""
     t = np.asarray(times_ms, dtype=np.int64)
     eq = np.asarray(equity, dtype=np.float64)
     if t.ndim != 1 or eq.ndim != 1 or t.size != eq.size:
@@ -176,72 +212,54 @@ def compute_metrics(
         raise RunError(f"compute_metrics: equity is not finite at index {bad} (time {t[bad]})")
     if t.size > 1 and np.any(np.diff(t) <= 0):
         raise RunError("compute_metrics: times_ms must be strictly increasing")
+    return t, eq
 
-    n = int(eq.size)
-    initial = float(eq[0]) if n else 0.0
-    final = float(eq[-1]) if n else 0.0
-    total_return = final / initial - 1.0 if initial > 0 else 0.0
-    years = (int(t[-1]) - int(t[0])) / YEAR_MS if n > 1 else 0.0
-    if years > 0 and initial > 0:
-        ratio = final / initial
-        if ratio > 0 and math.isfinite(ratio):
-            cagr = math.expm1(min(math.log(ratio) / years, 700.0))
-        else:
-            cagr = -1.0 if ratio <= 0 else 0.0
-    else:
-        cagr = 0.0
-    periods = YEAR_MS / bar_interval_ms
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        # degenerate equity (e.g. 1e-300 then 1.0) overflows: such ratios become 0.0 below
-        r = bar_returns(eq)
-        dd = drawdown(eq)
-        sharpe = sharpe_ratio(r, periods_per_year=periods)
-        sortino = sortino_ratio(r, periods_per_year=periods)
 
-    n_trades = 0
-    win_rate = 0.0
-    profit_factor = 0.0
-    pnl = np.zeros(0)
-    if trades is not None and trades.height:
-        pnl = trades["pnl"].cast(float).fill_null(0.0).to_numpy()
-        n_trades = int(pnl.size)
-        win_rate = float(np.count_nonzero(pnl > 0)) / n_trades
-        gross_loss = -float(pnl[pnl < 0].sum())
-        profit_factor = float(pnl[pnl > 0].sum()) / gross_loss if gross_loss > 0 else 0.0
+def _cagr(t: np.ndarray, initial: float, final: float) -> float:
+    """Compound annual growth over the span of ``t`` (365-day years); -1 when wiped out,
+    0 when the span or the start is not positive; capped where exp would overflow."""
+    years = (int(t[-1]) - int(t[0])) / YEAR_MS if t.size > 1 else 0.0
+    if not (years > 0 and initial > 0):
+        return 0.0
+    ratio = final / initial
+    if ratio > 0 and math.isfinite(ratio):
+        return math.expm1(min(math.log(ratio) / years, 700.0))
+    return -1.0 if ratio <= 0 else 0.0
 
+
+def _trade_stats(trades: pl.DataFrame | None) -> tuple[int, float, float]:
+    """(number of trades, win rate, profit factor) from the trades' net ``pnl``."""
+    if trades is None or not trades.height:
+        return 0, 0.0, 0.0
+    pnl = trades["pnl"].cast(float).fill_null(0.0).to_numpy()
+    n_trades = int(pnl.size)
+    win_rate = float(np.count_nonzero(pnl > 0)) / n_trades
+    gross_loss = -float(pnl[pnl < 0].sum())
+    profit_factor = float(pnl[pnl > 0].sum()) / gross_loss if gross_loss > 0 else 0.0
+    return n_trades, win_rate, profit_factor
+
+
+def _in_position(
+    t: np.ndarray,
+    eq: np.ndarray,
+    trades: pl.DataFrame | None,
+    exposure: Any,
+    n_trades: int,
+) -> np.ndarray:
+    """Bars in a position: from the exposure array when given, else from the trades' spans."""
     if exposure is not None:
         ex = np.asarray(exposure, dtype=np.float64)
         if ex.shape != eq.shape:
             raise RunError(f"compute_metrics: exposure has shape {ex.shape}, equity {eq.shape}")
-        in_pos = np.nan_to_num(ex) != 0
-    elif n_trades and trades is not None and "entry_time" in trades.columns:
+        return np.asarray(np.nan_to_num(ex) != 0)
+    if n_trades and trades is not None and "entry_time" in trades.columns:
         exits = (
             trades["exit_time"].cast(float).to_numpy()
             if "exit_time" in trades.columns
             else np.full(n_trades, np.nan)
         )
-        in_pos = in_position_mask(t, trades["entry_time"].cast(int).to_numpy(), exits)
-    else:
-        in_pos = np.zeros(n, dtype=bool)
-    exposure_frac = float(in_pos.mean()) if n else 0.0
-
-    return {
-        "total_return": _finite(total_return),
-        "cagr": _finite(cagr),
-        "sharpe": sharpe,
-        "sortino": sortino,
-        "max_drawdown": _finite(float(dd.max()) if n else 0.0),
-        "win_rate": _finite(win_rate),
-        "profit_factor": _finite(profit_factor),
-        "exposure": _finite(exposure_frac),
-        "trades": n_trades,
-        "fees": _finite(fees_total),
-        "funding": _finite(funding_total),
-        "liquidations": int(liquidations),
-        "final_equity": _finite(final),
-        "initial_equity": _finite(initial),
-        "bars": n,
-    }
+        return in_position_mask(t, trades["entry_time"].cast(int).to_numpy(), exits)
+    return np.zeros(eq.size, dtype=bool)
 
 
 # ---------------------------------------------------------------------- model metrics
