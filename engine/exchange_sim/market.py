@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DataError
+from engine.timeutil import interval_ms as interval_to_ms
 
 FINE_MS = 60_000
 OPTIONAL = ("quote_volume", "trades", "taker_buy_volume", "taker_buy_quote_volume")
@@ -163,10 +164,9 @@ class MarketData:
         fine: bool = True,
     ) -> tuple[MarketData, list[str]]:
         """Load from the data store; return the data and notices to print (e.g. no funding)."""
-        from engine.data import load_candles, load_funding
-        from engine.timeutil import interval_ms as _ims
+        from engine.data import load_candles, load_funding  # lazy: engine.data loads polars
 
-        ims = _ims(interval)
+        ims = interval_to_ms(interval)
         notices: list[str] = []
         candles, funding, fine_frames = {}, {}, {}
         for sym in symbols:

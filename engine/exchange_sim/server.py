@@ -27,6 +27,7 @@ from aiohttp import WSMsgType, web
 
 from engine.exchange_sim import errors as E
 from engine.exchange_sim import shapes as S
+from engine.exchange_sim.accounting import warm_up
 from engine.exchange_sim.clock import MarketClock
 from engine.exchange_sim.config import ExchangeSimSettings
 from engine.exchange_sim.exchange import Exchange
@@ -35,6 +36,7 @@ from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.ratelimit import RateLimiter
 from engine.exchange_sim.rest import ROUTES, Ctx, dumps
 from engine.exchange_sim.signing import check_api_key, check_signed, parse_params
+from engine.sim.specs import EXCHANGE_INFO, LEVERAGE_BRACKETS, load_specs
 
 log = logging.getLogger("engine.exchange_sim")
 
@@ -70,9 +72,6 @@ class SimServer:
         market: MarketData | None = None,
         notices: list[str] | None = None,
     ) -> None:
-        from engine.exchange_sim.accounting import warm_up
-        from engine.sim.specs import EXCHANGE_INFO, LEVERAGE_BRACKETS, load_specs
-
         self.config = config
         self.notices = list(notices or [])
         if market is None:

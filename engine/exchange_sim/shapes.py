@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from engine.exchange_sim.accounting import max_notional
 from engine.exchange_sim.exchange import CONDITIONAL, Exchange, Order
 
 if TYPE_CHECKING:
@@ -205,8 +206,6 @@ def position_risk(ex: Exchange, s: str, *, v3: bool) -> dict[str, Any]:
 
 
 def _max_notional(ex: Exchange, s: str) -> float:
-    from engine.exchange_sim.accounting import max_notional
-
     return max_notional(ex.specs[s], ex.book.leverage[s])
 
 
