@@ -138,16 +138,20 @@ class BinanceClient:
         self.market_ids = {s: by_id[s] for s in self.symbols}
 
     async def configure(self, *, leverage: int, margin_mode: str) -> None:
-        """Set leverage and margin type per symbol ("no need to change" counts as done)."""
+        """Set leverage and margin type per symbol ("no need to change" counts as done).
+
+        A setting the venue refuses is a configuration error: :class:`VenueFatal`."""
         for s in self.symbols:
             m = self.market_ids[s]
-            await self.call(f"set leverage {s}", partial(self.ex.set_leverage, leverage, m))
-            try:
-                await self.call(f"set margin mode {s}",
-                                partial(self.ex.set_margin_mode, margin_mode, m))
-            except RequestRejected as err:
-                if not err.no_change:
-                    raise
+            calls = ((f"set leverage {s}", partial(self.ex.set_leverage, leverage, m)),
+                     (f"set margin mode {s}", partial(self.ex.set_margin_mode, margin_mode, m)))
+            for what, fn in calls:
+                try:
+                    await self.call(what, fn)
+                except RequestRejected as err:
+                    if not err.no_change:
+                        raise VenueFatal(err.message, verdict=err.verdict,
+                                         hint="check execution.leverage / margin_mode") from err
 
     async def server_time(self) -> int:
         """The venue's clock (UTC ms)."""
