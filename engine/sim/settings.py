@@ -205,7 +205,8 @@ class ExecutionSettings(FrozenModel):
     ``taker_fee``); ``limit`` entries rest ``limit_offset_bps`` inside the decision bar's close
     for one bar and fill at ``maker_fee`` when touched. ``exchange_filters: false`` lifts the
     symbols' tick/step/min-notional filters (the leverage brackets stay). ``close_at_end``
-    closes what is open at the last bar.
+    closes what is open at the last bar. ``margin_mode`` defaults to cross, as every contract
+    does on Binance until it is switched (and as the exchange simulator starts).
     """
 
     order_type: OrderTypeName = "market"
