@@ -1,65 +1,36 @@
-"""The strategy graph one closed bar at a time: features -> rules -> risk, as the backtest.
+"""The strategy graph one closed bar at a time: features -> rules or the ensemble -> decisions.
 
 :class:`LiveDecider` holds, per symbol, a :class:`engine.features.FeatureStream` and the
-last ``graph.lookback`` rows of the columns the rules read; each closed bar steps the
-features, evaluates the SAME compiled rule expressions over those rows (their value at the
-last row equals the whole-column value, see :mod:`engine.strategy.expr`), steps the rule
-state machine :func:`engine.strategy.rules_nb.rule_step_nb` and, when every symbol of the
-bar is in, sizes the decisions with the simulator's own decide phase
-(:func:`engine.sim.loop.decide_phase_nb`: circuit breaker, then
-:func:`engine.sim.risk.risk_target_nb`) on an account synchronised from the exchange.
+last ``graph.lookback`` rows of the columns the rules read (an array, newest row last).
+Each closed bar steps the features, evaluates the SAME compiled rules over those rows with
+:func:`engine.decisions.signals.rule_signals` (their value at the last row equals the
+whole-column value, see :mod:`engine.strategy.expr`) and steps the rule state machine
+(:func:`engine.strategy.rules_nb.rule_bar_nb`, the step the backtest folds); an ML strategy
+steps its :class:`engine.ml.LiveEnsemble` and maps the output with the backtest's own
+:func:`engine.decisions.ml_slot.symbol_columns`. The result is a one-bar
+:class:`engine.decisions.Decisions` that the runner sizes with the simulator's decide phase
+(:class:`engine.live.book.Book`) and logs with :mod:`engine.decisions.records`.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engine.errors import ConfigError
+from engine.binance.records import Bar
+from engine.decisions.ml_slot import EXTRA, predictions_frame, symbol_columns
+from engine.decisions.signals import event_rules, rule_signals
+from engine.decisions.types import Decisions
+from engine.errors import ConfigError, DataError
+from engine.features import FeatureStream, warmup_bars
+from engine.live.ml_summary import LiveMLTrace
 from engine.strategy.expr import PRICE_COLUMNS
 from engine.strategy.graph import StrategyGraph
-
-ACTION = {1: "long", -1: "short", 0: "flat"}
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One closed bar of one symbol (times UTC ms, prices as floats)."""
-
-    symbol: str
-    open_time: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-
-@dataclass(frozen=True)
-class AccountView:
-    """What the exchange says about the account at a close (per symbol in graph order)."""
-
-    wallet: float
-    qty: np.ndarray
-    entry_price: np.ndarray
-    margin: np.ndarray
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One symbol's decision at a close: the rule state, what goes to risk, and the target."""
-
-    symbol: str
-    open_time: int
-    state: int
-    direction: float
-    target: float
-    reason: int
-    price: float
-    equity: float
+from engine.strategy.ml_config import span_ms
+from engine.strategy.rules_nb import rule_bar_nb
+from engine.timeutil import interval_ms
 
 
 def check_live_supported(graph: StrategyGraph) -> None:
@@ -89,16 +60,11 @@ def warmup_needed(graph: StrategyGraph) -> int:
     ``training.train_window``) too, so that its first fold's cutoff is at or before the
     first live bar (the schedule is anchored at the first warm-up bar, as a backtest's at
     its first bar)."""
-    from engine.features import warmup_bars
-
     names = list(graph.feature_columns)
     w = warmup_bars(names, interval=graph.interval) if names else 0
     need = w + max(graph.lookback, 1) - 1
     ml = graph.config.ml()
     if ml is not None:
-        from engine.strategy.ml_config import span_ms
-        from engine.timeutil import interval_ms
-
         t = ml.training
         step = interval_ms(graph.interval)
         span = t.train_window if t.warmup is None else t.warmup
@@ -107,37 +73,178 @@ def warmup_needed(graph: StrategyGraph) -> int:
     return need
 
 
-@dataclass(frozen=True)
-class MLBar:
-    """The ensemble's output for one closed bar of one symbol, as the backtest maps it.
+@dataclass(frozen=True, eq=False)
+class BarDecisions:
+    """What the graph decided at one close, for every symbol (graph order).
 
-    ``state``/``direction``: the gated side; ``prob``: P(the chosen side is right), the
-    Kelly p (``SymbolResult.confidence``); ``payoff``: the Kelly b (``payoff_ratio``);
-    ``columns``: the ``ensemble_decisions`` ML columns; ``predictions``: the
-    ``model_predictions`` rows (one per model, none before the first cutoff).
+    ``decisions`` is a one-bar :class:`Decisions` (``[1, S]`` arrays, as the backtest's
+    grid); ``has_bar``/``close`` say which symbols had the bar; ``atr`` is the ATR the
+    simulator reads for ATR stops (NaN: none); ``predictions`` the ``model_predictions`` rows.
     """
 
-    state: int
-    direction: float
-    prob: float
-    payoff: float
-    columns: dict[str, float]
+    open_time: int
+    has_bar: np.ndarray
+    close: np.ndarray
+    decisions: Decisions
+    atr: np.ndarray | None
     predictions: list[dict[str, Any]]
 
 
-def ml_bar(symbol: str, out: dict[str, Any], model_names: list[str]) -> MLBar:
-    """Map one :meth:`engine.ml.LiveEnsemble.on_bar` output to the simulator's inputs and the
-    log's rows through the batch path's own objects: a one-bar
-    :class:`engine.ml.SymbolResult` (its ``confidence``) and
-    :func:`engine.decisions.ml_slot.predictions_frame`; the fields taken are those
-    ``engine.decisions.ml_slot.decide`` puts on the market grid (direction, confidence as the Kelly
-    probability, payoff_ratio as the Kelly payoff, p as the logged probability)."""
-    from engine.decisions.ml_slot import predictions_frame
-    from engine.ml.pipeline import SymbolResult
+class LiveDecider:
+    """Per-bar decisions of a strategy graph on the backtest's code path."""
+
+    def __init__(self, graph: StrategyGraph) -> None:
+        check_live_supported(graph)
+        self.graph = graph
+        self.symbols = tuple(graph.symbols)
+        self.names = list(graph.feature_columns)
+        self.streams = {s: FeatureStream(self.names, interval=graph.interval) for s in self.symbols}
+        read: set[str] = set()
+        for r in graph.rules.values():
+            read |= set(r.names)
+        self.price_cols = [c for c in PRICE_COLUMNS if c in read and c not in self.names]
+        self.columns = self.names + self.price_cols
+        self.window = max(graph.lookback, 1)
+        # the last ``window`` rows of each symbol's rule columns (newest last) and how many are real
+        self.rows = {s: np.full((self.window, len(self.columns)), np.nan) for s in self.symbols}
+        self.filled = dict.fromkeys(self.symbols, 0)
+        self.state = dict.fromkeys(self.symbols, 0)
+        self.events = event_rules(graph) if graph.rules else False
+        self.needs_funding = "funding_rate" in self.names and bool(graph.config.data.funding)
+        e = graph.config.execution
+        atr_stop = next((x for x in (e.stop_loss, e.take_profit) if x is not None and x.atr is not None), None)
+        self.atr_col = self.names.index(f"atr_{atr_stop.atr_period}") if atr_stop is not None else None
+        self.ml = graph.config.ml()
+        self.kelly = graph.config.risk.sizing == "kelly"
+        self.history: dict[str, list[tuple[Bar, np.ndarray]]] = {s: [] for s in self.symbols}
+        self.ensembles: dict[str, Any] = {}
+        self.ml_trace = LiveMLTrace(self.symbols)  # live bars' ensemble outputs, for the run's end
+
+    # ------------------------------------------------------------------ features
+
+    def _features(self, bar: Bar) -> np.ndarray:
+        out = self.streams[bar.symbol].update_values(bar.open_time, bar.open, bar.high, bar.low,
+                                                     bar.close, bar.volume)
+        return out.copy()  # the stream reuses its output buffer
+
+    def add_funding(self, symbol: str, funding_time: int, rate: float) -> None:
+        """Record a settled funding event of one symbol (feeds its FeatureStream)."""
+        self.streams[symbol].add_funding(int(funding_time), float(rate))
+
+    # ------------------------------------------------------------------ warm-up
+
+    def warm_step(self, bar: Bar) -> None:
+        """Feed one warm-up bar (no decision is acted on): rules step their state machine;
+        an ML strategy keeps the bar and its features for :meth:`start_ml`."""
+        if self.ml is None:
+            self._rule_step(bar, self._features(bar))
+            return
+        self.history[bar.symbol].append((bar, self._features(bar)))
+
+    def start_ml(self, *, run_start: int, results_dir: Any = None) -> None:
+        """Warm up each symbol's :class:`engine.ml.LiveEnsemble` on the warm-up bars: the
+        batch walk-forward anchored at ``run_start`` (the first warm-up bar, as a backtest
+        from there), models trained or reused from ``<results>/models`` as the backtest does."""
+        import polars as pl
+
+        from engine.ml import LiveEnsemble
+
+        assert self.ml is not None
+        t0 = self.ml_trace.clock()
+        for s in self.symbols:
+            hist = self.history[s]
+            if not hist:
+                raise DataError(f"{s}: no warm-up bars from the venue for the ML ensemble",
+                                hint="check the symbol and that the venue serves its klines")
+            cols = ("open_time", "open", "high", "low", "close", "volume")
+            candles = pl.DataFrame(
+                {c: [getattr(b, c) for b, _ in hist] for c in cols},
+                schema={c: pl.Int64 if c == "open_time" else pl.Float64 for c in cols},
+            )
+            values = np.array([f for _, f in hist]).reshape(len(hist), len(self.names))
+            feats = pl.DataFrame({"open_time": candles["open_time"],
+                                  **{n: values[:, i] for i, n in enumerate(self.names)}})
+            self.ensembles[s] = LiveEnsemble.from_history(
+                self.ml, candles, feats, symbol=s, run_start=run_start, results_dir=results_dir)
+            self.history[s] = []
+        self.ml_trace.train_seconds += self.ml_trace.clock() - t0
+
+    # ------------------------------------------------------------------ one close
+
+    def step(self, open_time: int, bars: dict[str, Bar]) -> BarDecisions:
+        """Decide at the close of bar ``open_time`` for the symbols in ``bars`` (a symbol
+        without a bar keeps its state and gets no decision, as on the backtest's grid)."""
+        n = len(self.symbols)
+        has = np.zeros((1, n), dtype=bool)
+        close = np.full((1, n), np.nan)
+        state = np.zeros((1, n), dtype=np.int8)
+        direction = np.full((1, n), np.nan)
+        prob = np.full((1, n), np.nan)
+        conf = np.full((1, n), np.nan)
+        extra = {k: np.full((1, n), np.nan) for k in EXTRA} if self.ml is not None else {}
+        atr = np.full((1, n), np.nan) if self.atr_col is not None else None
+        preds: list[dict[str, Any]] = []
+        for j, s in enumerate(self.symbols):
+            bar = bars.get(s)
+            if bar is None:
+                state[0, j] = self.state[s]
+                continue
+            has[0, j], close[0, j] = True, bar.close
+            feats = self._features(bar)
+            if atr is not None:
+                atr[0, j] = feats[self.atr_col]
+            if self.ml is None:
+                state[0, j], direction[0, j] = self._rule_step(bar, feats)
+                conf[0, j] = 1.0
+                continue
+            cols, rows = self._ml_step(bar, feats)
+            state[0, j], direction[0, j] = cols["state"][0], cols["direction"][0]
+            prob[0, j] = conf[0, j] = cols["kelly_p"][0]
+            for k in EXTRA:
+                extra[k][0, j] = cols[k][0]
+            preds.extend(rows)
+        dec = Decisions(state=state, direction=direction, probability=prob, confidence=conf,
+                        extra=extra)
+        return BarDecisions(open_time, has, close, dec, atr, preds)
+
+    def _rule_step(self, bar: Bar, feats: np.ndarray) -> tuple[int, float]:
+        buf = self.rows[bar.symbol]
+        buf[:-1] = buf[1:]
+        buf[-1, : len(self.names)] = feats
+        for i, c in enumerate(self.price_cols):
+            buf[-1, len(self.names) + i] = getattr(bar, c)
+        k = self.filled[bar.symbol] = min(self.filled[bar.symbol] + 1, self.window)
+        cols = {c: buf[self.window - k:, i] for i, c in enumerate(self.columns)}
+        le, lx, se, sx = rule_signals(self.graph, cols)
+        new, d = rule_bar_nb(self.state[bar.symbol], bool(le[-1]), bool(lx[-1]), bool(se[-1]),
+                             bool(sx[-1]), self.events)
+        self.state[bar.symbol] = int(new)
+        return int(new), float(d)
+
+    def _ml_step(self, bar: Bar, feats: np.ndarray) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+        """One closed bar of an ML strategy: LiveEnsemble.on_bar, then the backtest's mapping
+        of an ensemble result to decision columns and ``model_predictions`` rows."""
+        assert self.ml is not None
+        ens = self.ensembles[bar.symbol]
+        k = ens._fold_for(bar.open_time)
+        rolled = k >= 0 and not any(f.index == k for f in ens.pipe.sched.folds)
+        t0 = self.ml_trace.clock()
+        out = ens.on_bar(bar.open_time, bar.close, dict(zip(self.names, feats.tolist(), strict=True)))
+        self.ml_trace.add(bar.symbol, bar.close, out, self.ml_trace.clock() - t0, rolled=rolled)
+        r = one_bar_result(bar.symbol, out, [m.name for m in self.ml.models])
+        self.state[bar.symbol] = int(r.direction[0])
+        rows = predictions_frame(r).to_dicts() if int(out["fold"]) >= 0 else []
+        return symbol_columns(r), rows
+
+
+def one_bar_result(symbol: str, out: dict[str, Any], model_names: list[str]) -> Any:
+    """One :meth:`engine.ml.LiveEnsemble.on_bar` output as a one-bar
+    :class:`engine.ml.SymbolResult`, the object the batch path maps to decisions."""
+    from engine.ml import SymbolResult
 
     k = int(out["fold"])
     one = np.array
-    r = SymbolResult(
+    return SymbolResult(
         symbol=symbol,
         open_time=one([out["open_time"]], dtype=np.int64),
         model_names=list(model_names),
@@ -157,266 +264,3 @@ def ml_bar(symbol: str, out: dict[str, Any], model_names: list[str]) -> MLBar:
         weights=np.asarray(out["weights"], dtype=np.float64)[None, :],
         labels=one([np.nan]),  # the label of a live bar is not known at its close
     )
-    d = int(r.direction[0])
-    return MLBar(
-        state=d,
-        direction=float(d),
-        prob=float(r.confidence[0]),
-        payoff=float(r.payoff_ratio[0]),
-        columns={
-            "confidence": float(r.confidence[0]),
-            "probability": float(r.p[0]),
-            "agreement": float(r.agreement[0]),
-            "uncertainty": float(r.uncertainty[0]),
-            "expected_value": float(r.expected_value[0]),
-        },
-        predictions=predictions_frame(r).to_dicts() if k >= 0 else [],
-    )
-
-
-class LiveDecider:
-    """Per-bar decisions of a rule graph on the backtest's code path.
-
-    Parameters
-    ----------
-    graph : a loaded strategy graph (rule signals).
-    """
-
-    def __init__(self, graph: StrategyGraph) -> None:
-        from engine.strategy.execution import sim_config, symbol_specs
-        from engine.features import FeatureStream
-        from engine.sim.specs import spec_arrays
-        from engine.sim.state import new_account, new_breaker, new_pending, new_records
-
-        check_live_supported(graph)
-        self.graph = graph
-        self.symbols = tuple(graph.symbols)
-        n = len(self.symbols)
-        names = list(graph.feature_columns)
-        self.streams = {s: FeatureStream(names, interval=graph.interval) for s in self.symbols}
-        self.names = names
-        read: set[str] = set()
-        for r in graph.rules.values():
-            read |= set(r.names)
-        self.price_cols = [c for c in PRICE_COLUMNS if c in read and c not in names]
-        self.window = max(graph.lookback, 1)
-        self.rows: dict[str, deque[dict[str, float]]] = {s: deque(maxlen=self.window) for s in self.symbols}
-        self.state = dict.fromkeys(self.symbols, 0)
-        self.events = "long" not in graph.rules and "short" not in graph.rules
-        cfg = sim_config(graph)
-        self.config = cfg
-        self.prm = cfg.to_params()
-        self.specs = symbol_specs(graph)
-        self.spa = spec_arrays(self.specs)
-        self.acct = new_account(n, cash=cfg.initial_cash)
-        self.pend = new_pending(n)
-        self.brk = new_breaker(equity=cfg.initial_cash)
-        self.recs = new_records(fills=4, trades=4, funding=4, events=64)
-        self.bar_index = 0
-        self._empty = np.empty(0)
-        # funding_rate reads settled funding events (the backtest loads them when data.funding)
-        self.needs_funding = "funding_rate" in names and bool(graph.config.data.funding)
-        # ATR stops/targets read atr_N at the decision bar (as the backtest's ``atr`` input)
-        e = graph.config.execution
-        atr_stop = next((x for x in (e.stop_loss, e.take_profit) if x is not None and x.atr is not None), None)
-        self.atr_name = f"atr_{atr_stop.atr_period}" if atr_stop is not None else None
-        self.atr = dict.fromkeys(self.symbols, float("nan"))
-        self.has_exits = e.stop_loss is not None or e.take_profit is not None
-        # ML strategies: candles and features of the warm-up per symbol, then a LiveEnsemble
-        self.ml = graph.config.ml()
-        self.kelly = graph.config.risk.sizing == "kelly"
-        self.history: dict[str, list[tuple[Bar, dict[str, float]]]] = {s: [] for s in self.symbols}
-        self.ensembles: dict[str, Any] = {}
-        from engine.live.ml_summary import LiveMLTrace
-
-        self.ml_trace = LiveMLTrace(self.symbols)  # live bars' ensemble outputs, for the run's end
-
-    # ------------------------------------------------------------------ warm-up
-
-    def warm_step(self, bar: Bar) -> None:
-        """Feed one warm-up bar (no decision is acted on): rules step their state machine;
-        an ML strategy keeps the bar and its features for :meth:`start_ml`."""
-        if self.ml is None:
-            self.signal_step(bar)
-            return
-        self.history[bar.symbol].append((bar, self._features(bar)))
-
-    def start_ml(self, *, run_start: int, results_dir: Any = None) -> None:
-        """Warm up each symbol's :class:`engine.ml.LiveEnsemble` on the warm-up bars: the
-        batch walk-forward anchored at ``run_start`` (the first warm-up bar, as a backtest
-        from there), models trained or reused from ``<results>/models`` as the backtest does."""
-        import polars as pl
-
-        from engine.errors import DataError
-        from engine.ml.live import LiveEnsemble
-
-        assert self.ml is not None
-        t0 = self.ml_trace.clock()
-        for s in self.symbols:
-            hist = self.history[s]
-            if not hist:
-                raise DataError(f"{s}: no warm-up bars from the venue for the ML ensemble",
-                                hint="check the symbol and that the venue serves its klines")
-            cols = ("open_time", "open", "high", "low", "close", "volume")
-            candles = pl.DataFrame(
-                {c: [getattr(b, c) for b, _ in hist] for c in cols},
-                schema={c: pl.Int64 if c == "open_time" else pl.Float64 for c in cols},
-            )
-            feats = pl.DataFrame(
-                {"open_time": candles["open_time"],
-                 **{n: pl.Series(n, [f[n] for _, f in hist], dtype=pl.Float64) for n in self.names}},
-            )
-            self.ensembles[s] = LiveEnsemble.from_history(
-                self.ml, candles, feats, symbol=s, run_start=run_start, results_dir=results_dir)
-            self.history[s] = []
-        self.ml_trace.train_seconds += self.ml_trace.clock() - t0
-
-    def ml_step(self, bar: Bar) -> MLBar:
-        """Feed one live closed bar of an ML strategy: FeatureStream -> LiveEnsemble.on_bar ->
-        the backtest's mapping (:func:`ml_bar`)."""
-        assert self.ml is not None
-        feats = self._features(bar)
-        ens = self.ensembles[bar.symbol]
-        k = ens._fold_for(bar.open_time)
-        rolled = k >= 0 and not any(f.index == k for f in ens.pipe.sched.folds)
-        t0 = self.ml_trace.clock()
-        out = ens.on_bar(bar.open_time, bar.close, feats)
-        self.ml_trace.add(bar.symbol, bar.close, out, self.ml_trace.clock() - t0, rolled=rolled)
-        r = ml_bar(bar.symbol, out, [m.name for m in self.ml.models])
-        self.state[bar.symbol] = r.state
-        return r
-
-    def _features(self, bar: Bar) -> dict[str, float]:
-        feats = self.streams[bar.symbol].update(
-            {"open_time": bar.open_time, "open": bar.open, "high": bar.high, "low": bar.low,
-             "close": bar.close, "volume": bar.volume}
-        )
-        row = {k: float(v) for k, v in feats.items()}
-        if self.atr_name is not None:
-            self.atr[bar.symbol] = row.get(self.atr_name, float("nan"))
-        return row
-
-    def exit_prices(self, symbol: str, side: int, entry_price: float) -> tuple[float, float]:
-        """Stop-loss and take-profit trigger prices after an entry (NaN: none), as the
-        simulator sets them (:func:`engine.sim.accounting.stop_target_prices_nb` with the ATR
-        of the decision bar)."""
-        from engine.sim.accounting import stop_target_prices_nb
-
-        j = self.symbols.index(symbol)
-        p = self.prm
-        stop, target = stop_target_prices_nb(
-            int(side), float(entry_price), p.stop_pct, p.target_pct, p.stop_atr, p.target_atr,
-            self.atr[symbol], float(self.spa.tick[j]))
-        return float(stop), float(target)
-
-    def trade_closed(self, pnl: float) -> None:
-        """Count one closed trade into the loss streak the breaker reads, as
-        ``engine.sim.steps._close_trade_nb`` does: ``pnl < 0`` (net of fees and funding)
-        adds one, anything else resets it (the breaker's reset zeroes it too)."""
-        if pnl < 0.0:
-            self.acct.loss_streak[0] += 1
-        else:
-            self.acct.loss_streak[0] = 0
-
-    def add_funding(self, symbol: str, funding_time: int, rate: float) -> None:
-        """Record a settled funding event of one symbol (feeds its FeatureStream)."""
-        self.streams[symbol].add_funding(int(funding_time), float(rate))
-
-    # ------------------------------------------------------------------ signals
-
-    def signal_step(self, bar: Bar) -> tuple[int, float]:
-        """Feed one closed bar of one symbol: step its features and the rule state machine.
-
-        Returns ``(state, direction)`` exactly as :func:`engine.decisions.decide.decide_symbol`
-        gives for this bar over the whole history.
-        """
-        from engine.strategy.rules_nb import rule_step_nb
-
-        row = self._features(bar)
-        for c in self.price_cols:
-            row[c] = float(getattr(bar, c))
-        rows = self.rows[bar.symbol]
-        rows.append(row)
-        cols = {k: np.array([r[k] for r in rows], dtype=np.float64) for k in row}
-        le, lx, se, sx = _signals(self.graph, cols)
-        old = self.state[bar.symbol]
-        new = int(rule_step_nb(old, bool(le), bool(lx), bool(se), bool(sx)))
-        self.state[bar.symbol] = new
-        direction = float(new) if (not self.events or new != old) else float("nan")
-        return new, direction
-
-    # ------------------------------------------------------------------ risk
-
-    def size(
-        self,
-        open_time: int,
-        closes: np.ndarray,
-        directions: np.ndarray,
-        account: AccountView,
-        *,
-        prob: np.ndarray | None = None,
-        payoff: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        """The simulator's decide phase at a close: breaker step, then each symbol's target.
-
-        ``closes``/``directions`` are per symbol (NaN close: the symbol has no bar). The
-        account (wallet, positions, margins) comes from the exchange; equity is
-        ``wallet + sum(qty * (close - entry))``, the backtest's mark to market at the close.
-        ``prob``/``payoff`` (ML strategies, per symbol): the Kelly p and b, passed as the
-        backtest passes them (p only with ``risk.sizing: kelly``).
-        Returns ``(target qty, reason code, equity)``.
-        """
-        from engine.sim.loop import decide_phase_nb
-
-        a = self.acct
-        a.wallet[0] = account.wallet
-        a.qty[:] = account.qty
-        a.entry_price[:] = account.entry_price
-        a.margin[:] = account.margin
-        for j in range(len(self.symbols)):
-            if not np.isnan(closes[j]):
-                a.last_price[j] = closes[j]
-        with np.errstate(invalid="ignore"):
-            upnl = np.where(a.qty != 0.0, a.qty * (a.last_price - a.entry_price), 0.0)
-        equity = float(a.wallet[0] + np.nansum(upnl))
-        target = np.zeros(len(self.symbols))
-        reason = np.zeros(len(self.symbols), dtype=np.int64)
-        decide_phase_nb(
-            a, self.pend, self.brk, self.spa, self.prm, self.recs, self.bar_index, int(open_time),
-            equity, np.ascontiguousarray(closes, dtype=np.float64),
-            np.ascontiguousarray(directions, dtype=np.float64),
-            np.ascontiguousarray(prob, dtype=np.float64) if prob is not None and self.kelly else self._empty,
-            np.ascontiguousarray(payoff, dtype=np.float64) if payoff is not None else self._empty,
-            self._empty, target, reason,
-        )
-        self.bar_index += 1
-        return target, reason, equity
-
-
-def _signals(graph: StrategyGraph, cols: dict[str, np.ndarray]) -> tuple[bool, bool, bool, bool]:
-    """The four rule signals at the last row (the same expressions as ``decide_symbol``)."""
-    r = graph.rules
-    if "long" in r:
-        le = bool(r["long"].evaluate(cols)[-1])
-        lx = not le
-    else:
-        le = bool(r["long_entry"].evaluate(cols)[-1]) if "long_entry" in r else False
-        lx = bool(r["long_exit"].evaluate(cols)[-1]) if "long_exit" in r else False
-    if "short" in r:
-        se = bool(r["short"].evaluate(cols)[-1])
-        sx = not se
-    else:
-        se = bool(r["short_entry"].evaluate(cols)[-1]) if "short_entry" in r else False
-        sx = bool(r["short_exit"].evaluate(cols)[-1]) if "short_exit" in r else False
-    return le, lx, se, sx
-
-
-def breaker_events(decider: LiveDecider) -> list[dict[str, Any]]:
-    """Breaker trips/resets recorded by the last :meth:`LiveDecider.size` (then cleared)."""
-    ev = decider.recs.events
-    out = [
-        {"code": int(ev.code[i]), "value": float(ev.value[i]), "bar": int(ev.bar[i])}
-        for i in range(min(int(ev.n[0]), ev.code.shape[0]))
-    ]
-    ev.n[0] = 0
-    return out

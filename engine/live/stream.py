@@ -1,7 +1,7 @@
 """The kline websocket: ``<symbol>@kline_<interval>`` on a combined stream, closed bars only.
 
 :func:`kline_stream` connects to ``{ws_url}/stream?streams=a@kline_5m/b@kline_5m``, decodes
-each frame at the edge into a :class:`engine.live.decider.Bar` (only ``x: true`` frames: a
+each frame at the edge into a :class:`engine.binance.records.Bar` (only ``x: true`` frames: a
 bar exists once it has closed), and reconnects with backoff when the connection drops. It
 puts on the queue either a ``Bar`` or a :class:`Connected` marker (after every connect), so
 the runner backfills missed bars through REST before it acts on the next frame.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.live.decider import Bar
+from engine.binance.records import Bar
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,11 @@ import pytest
 
 from engine.backtest import run_backtest
 from engine.exchange_sim.market import MarketData
-from engine.runlog.query import run_query
 
 from .conftest import BAR, admin, drive, faults, simulator, strategy
+from .parity import compare_runs, q
 
 N_BARS = 200
-PRICE_DIGITS = {"BTCUSDT": 4, "ETHUSDT": 5}
-
-
-def q(sql: str, results: Path) -> list[dict[str, Any]]:
-    return run_query(sql, results_dir=results).to_pylist()
 
 
 def live_span(run_id: str, results: Path) -> tuple[int, int]:
@@ -39,42 +34,18 @@ def backtest_for(run_id: str, results: Path, store: Path, **graph: Any) -> tuple
     return res.run_id, first_live
 
 
-def decisions(run_id: str, since: int, results: Path) -> list[tuple[Any, ...]]:
-    rows = q(
-        f"SELECT symbol, open_time, action, target_position FROM decisions "
-        f"WHERE run_id = '{run_id}' AND open_time >= {since} ORDER BY open_time, symbol", results)
-    return [tuple(r.values()) for r in rows]
-
-
-def fills(run_id: str, since: int, results: Path) -> list[tuple[Any, ...]]:
-    rows = q(
-        f"SELECT symbol, open_time, leg, side, filled_quantity, avg_price FROM orders "
-        f"WHERE run_id = '{run_id}' AND status = 'filled' AND open_time >= {since} "
-        f"ORDER BY open_time, symbol, leg DESC", results)
-    return [tuple(r.values()) for r in rows]
-
-
 def assert_parity(live_id: str, results: Path, store: Path, **graph: Any) -> tuple[int, int]:
+    """Every column of decisions, final order states, trades and equity (tests/live/parity.py);
+    returns (decision rows, filled orders) of the live span."""
     bt_id, first_live = backtest_for(live_id, results, store, **graph)
-    d_live, d_bt = decisions(live_id, first_live, results), decisions(bt_id, first_live, results)
-    assert len(d_live) == len(d_bt) > 0
-    for a, b in zip(d_live, d_bt, strict=True):
-        assert a == b, f"decision differs: live {a} backtest {b}"
-    last = d_live[-1][1]
-    # orders decided at the last bar fill after it: outside the backtest's bars
-    f_live = [f for f in fills(live_id, first_live, results) if f[1] < last]
-    f_bt = fills(bt_id, first_live, results)
-    assert len(f_live) == len(f_bt)
-    for a, b in zip(f_live, f_bt, strict=True):
-        assert a[:4] == b[:4], f"fill differs: live {a} backtest {b}"
-        assert a[4] == pytest.approx(b[4], abs=1e-9)
-        # Binance reports avgPrice as a decimal string with price precision + 3 digits
-        digits = PRICE_DIGITS[a[0]]
-        assert abs(a[5] - b[5]) <= 0.5 * 10.0**-digits + 1e-9, f"price differs: live {a} backtest {b}"
+    compare_runs(live_id, bt_id, first_live, results)
     # the backtest must have traded before its first live bar: never (warm-up only)
     early = q(f"SELECT count(*) AS n FROM orders WHERE run_id = '{bt_id}' AND open_time < {first_live}", results)
     assert early[0]["n"] == 0
-    return len(d_live), len(f_live)
+    n_dec = q(f"SELECT count(*) AS n FROM decisions WHERE run_id = '{bt_id}' AND open_time >= {first_live}",
+              results)[0]["n"]
+    n_fills = q(f"SELECT count(*) AS n FROM orders WHERE run_id = '{bt_id}'", results)[0]["n"]
+    return n_dec, n_fills
 
 
 @pytest.mark.slow
