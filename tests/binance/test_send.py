@@ -41,13 +41,24 @@ def posted(server: SimServer) -> list[dict]:  # type: ignore[type-arg]
     return [e for e in server.faults.snapshot(last=10_000)["events"] if e["kind"] == "http_5xx"]
 
 
+# (order POSTs answered 503 after accepting, requests answered 503 before anything happened)
+# -> the 503s in order (accepted or not), retries, and whether the order was found, not resent
+SCENARIOS = {
+    "after accept": ((1, 0), [True], 1, True),
+    "after accept, then two lookups fail": ((1, 2), [True, False, False], 3, True),
+    "before accept": ((0, 1), [False], 1, False),
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.parametrize("kind", KINDS)
-async def test_5xx_after_accept_is_looked_up_not_resent(market: MarketData, kind: str) -> None:
+async def test_a_5xx_never_doubles_an_order(market: MarketData, kind: str, scenario: str) -> None:
+    (after, before), answers, retries, found = SCENARIOS[scenario]
     async with venue(market) as (server, client, events, sleeps):
         cid = f"t-{kind.lower()}-1"
         await prepare(client, kind, cid)
         server.faults = faults = Scripted()
-        faults.after = 1  # the next order POST: accepted, then answered 503 -1007
+        faults.after, faults.before = after, before
         r = await place(client, server, kind, cid)
         held = orders_by_client_id(server)
         exchange_id = next(str(o.order_id) for o in server.exchange.orders.values()
@@ -55,43 +66,14 @@ async def test_5xx_after_accept_is_looked_up_not_resent(market: MarketData, kind
         post_events = posted(server)
     assert held[cid] == 1, "the order was sent twice"
     assert r.client_order_id == cid and r.exchange_order_id == exchange_id
-    assert [e["accepted"] for e in post_events] == [True]
-    assert f"order {cid} was accepted; not resent" in events.messages()
+    assert [e["accepted"] for e in post_events] == answers
+    assert (f"order {cid} was accepted; not resent" in events.messages()) is found
     assert any("status unknown; looking it up" in m for m in events.messages())
-    assert client.retries == 1 and len(sleeps.calls) >= 1
+    assert client.retries == retries == len(sleeps.calls)
     if kind == "market":
         assert r.status == "closed" and r.filled == pytest.approx(0.01)
     else:
         assert r.status == "open" and r.filled == 0.0
-
-
-@pytest.mark.parametrize("kind", KINDS)
-async def test_lookup_failing_too_still_never_doubles(market: MarketData, kind: str) -> None:
-    """503 after accept, then the first two lookups answer 503 as well: retried, then found."""
-    async with venue(market) as (server, client, events, sleeps):
-        cid = f"t2-{kind.lower()}"
-        await prepare(client, kind, cid)
-        server.faults = faults = Scripted()
-        faults.after, faults.before = 1, 2
-        r = await place(client, server, kind, cid)
-        held = orders_by_client_id(server)
-        kinds = [e["accepted"] for e in posted(server)]
-    assert held[cid] == 1 and r.client_order_id == cid
-    assert kinds == [True, False, False]
-    assert client.retries == 3  # the order's unknown status + two lookups
-
-
-@pytest.mark.parametrize("kind", KINDS)
-async def test_5xx_before_accept_is_resent_once(market: MarketData, kind: str) -> None:
-    async with venue(market) as (server, client, events, _):
-        cid = f"t3-{kind.lower()}"
-        await prepare(client, kind, cid)
-        server.faults = faults = Scripted()
-        faults.before = 1  # the POST answers 503 -1001 before anything happened
-        r = await place(client, server, kind, cid)
-        held = orders_by_client_id(server)
-    assert held[cid] == 1 and r.client_order_id == cid
-    assert f"order {cid} was accepted; not resent" not in events.messages()  # it was not
 
 
 async def test_a_resend_of_an_accepted_client_id_returns_that_order(market: MarketData) -> None:
