@@ -51,7 +51,7 @@ def sim_exchange_cmd(
     from pathlib import Path
 
     from engine.errors import UsageError
-    from engine.exchange_sim.config import SimConfig
+    from engine.exchange_sim.config import ExchangeSimSettings
     from engine.exchange_sim.faults import FaultSpec
     from engine.paths import store_dir
 
@@ -66,7 +66,7 @@ def sim_exchange_cmd(
             "no API key/secret for the simulator",
             hint="pass --api-key and --api-secret, or set BINANCE_API_KEY and BINANCE_API_SECRET",
         )
-    config = SimConfig(
+    config = ExchangeSimSettings(
         symbols=syms, interval=interval, start_ms=start_ms, end_ms=end_ms, speed=speed, host=host, port=port,
         api_key=key, api_secret=secret, balance=balance, faults=FaultSpec.parse(faults), seed=seed,
         store=str(store_dir(store)), substeps=substeps, slippage_bps=slippage_bps, taker_fee=taker_fee,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from engine.binance import BinanceClient, RetryPolicy, make_ccxt
-from engine.exchange_sim.config import SimConfig
+from engine.exchange_sim.config import ExchangeSimSettings
 from engine.exchange_sim.faults import FaultInjector, FaultSpec
 from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.runner import serve
@@ -33,13 +33,13 @@ def market(usdm_store: Path) -> MarketData:
     return md
 
 
-def config(**kw: Any) -> SimConfig:
+def config(**kw: Any) -> ExchangeSimSettings:
     base: dict[str, Any] = {
         "symbols": SYMBOLS, "interval": "5m", "start_ms": parse_time(START), "speed": 0.0,
         "port": 0, "api_key": KEY, "api_secret": SECRET, "ping_interval_s": 0.0,
     }
     base.update(kw)
-    return SimConfig(**base)
+    return ExchangeSimSettings(**base)
 
 
 class Scripted(FaultInjector):
@@ -98,7 +98,7 @@ async def venue(
     market: MarketData, *, key: str = KEY, secret: str = SECRET, max_attempts: int = 8,
     load: bool = True, **kw: Any,
 ) -> AsyncIterator[tuple[SimServer, BinanceClient, Events, Sleeps]]:
-    """A simulator (``kw`` -> SimConfig) and a loaded BinanceClient on it."""
+    """A simulator (``kw`` -> ExchangeSimSettings) and a loaded BinanceClient on it."""
     async with serve(config(**kw), market=market) as server:
         ex = make_ccxt(server.url, key, secret, async_=True)
         events, sleeps = Events(), Sleeps()

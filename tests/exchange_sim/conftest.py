@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.exchange_sim.config import SimConfig
+from engine.exchange_sim.config import ExchangeSimSettings
 from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.runner import ServerThread
 from engine.timeutil import parse_end, parse_time
@@ -42,13 +42,13 @@ def fine_market(usdm_store: Path) -> MarketData:
     return _load(usdm_store, FINE_START, "2023-07-21")
 
 
-def make_config(start: str = START, **kw: Any) -> SimConfig:
+def make_config(start: str = START, **kw: Any) -> ExchangeSimSettings:
     base: dict[str, Any] = {
         "symbols": SYMBOLS, "interval": "5m", "start_ms": parse_time(start), "speed": 0.0, "port": 0,
         "api_key": KEY, "api_secret": SECRET, "ping_interval_s": 0.0,
     }
     base.update(kw)
-    return SimConfig(**base)
+    return ExchangeSimSettings(**base)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import pytest
 
 from engine.binance.venue import make_ccxt
 from engine.exchange_sim.market import MarketData
-from engine.sim import SimConfig, load_specs, simulate
+from engine.sim import ExecutionSettings, RiskSettings, SimConfig, load_specs, simulate
 from engine.sim.accounting import stop_target_prices_nb
 from engine.sim.enums import FillKind
 from engine.timeutil import parse_time
@@ -63,20 +63,23 @@ def _direction(fr: np.ndarray) -> np.ndarray:
 
 CASES = {
     # cross margin, 3x, 2 % stop-loss orders: entries, exits, flips, stops, funding
-    "cross-stops": ({"leverage": 3.0, "margin_mode": "cross", "stop_loss_pct": STOP_PCT, "fixed_fraction": 0.3},
+    "cross-stops": (({"leverage": 3.0, "margin_mode": "cross", "stop_loss": {"pct": STOP_PCT}}, {"fraction": 0.3}),
                     {FillKind.ENTRY, FillKind.EXIT, FillKind.STOP}),
     # isolated margin at 30x without stops: positions get liquidated
-    "isolated-liquidations": ({"leverage": 30.0, "margin_mode": "isolated", "fixed_fraction": 0.1},
+    "isolated-liquidations": (({"leverage": 30.0, "margin_mode": "isolated"}, {"fraction": 0.1}),
                               {FillKind.ENTRY, FillKind.EXIT, FillKind.LIQUIDATION}),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_scripted_orders_match_the_backtest(market: MarketData, case: str) -> None:
-    options, must = CASES[case]
+    (execution, risk), must = CASES[case]
     g = _grid(market)
     specs = load_specs(list(SYMS))
-    cfg = SimConfig(initial_cash=10_000.0, slippage_bps=1.5, close_at_end=False, **options)
+    cfg = SimConfig(
+        execution=ExecutionSettings(initial_cash=10_000.0, slippage_bps=1.5, close_at_end=False, **execution),
+        risk=RiskSettings(sizing="fixed", **risk),
+    )
     direction = _direction(g["fr"])
     bt = simulate(g["o"], g["h"], g["l"], g["c"], funding_rate=g["fr"], direction=direction, specs=specs, config=cfg)
     kinds = set(bt.fills["kind"].tolist())
@@ -91,15 +94,15 @@ def test_scripted_orders_match_the_backtest(market: MarketData, case: str) -> No
         f["kind"] == FillKind.ENTRY and (int(f["bar"]), int(f["symbol"])) not in paid
         for f in at_funding
     ), "the script must open a position at a funding bar's open from flat"
-    stop_pct = cfg.stop_loss_pct
+    stop_pct = cfg.execution.stop_loss.pct if cfg.execution.stop_loss is not None else None
 
     start = parse_time(START)
     with running(market, balance=10_000.0, slippage_bps=1.5) as sim:
         ex = make_ccxt(url(sim), KEY, SECRET)
         ex.load_markets()
         for s in SYMS:
-            ex.set_leverage(int(cfg.leverage), CCXT[s])
-            if cfg.margin_mode == "isolated":
+            ex.set_leverage(int(cfg.execution.leverage), CCXT[s])
+            if cfg.execution.margin_mode == "isolated":
                 ex.set_margin_mode("isolated", CCXT[s])
         by_bar: dict[int, list] = {}
         for f in bt.fills:
