@@ -14,24 +14,27 @@ Order of work (nothing is written before every input has been read and checked):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine import paths
+from engine.decisions import records
+from engine.decisions.decide import decide
+from engine.decisions.market import Market, load_graph_market
+from engine.decisions.types import Decisions
+from engine.metrics import compute_metrics
+from engine.ml.summary import event_rows, ml_info, models_metrics
+from engine.progress import Progress, step
+from engine.runlog import RunLog
+from engine.sim import SimResult, simulate
 from engine.strategy.execution import sim_config, strategy_hash, symbol_specs
 from engine.strategy.graph import StrategyGraph
 from engine.timeutil import fmt_ms, interval_ms
 
 if TYPE_CHECKING:
     import os
-
-    from engine.decisions.types import Decisions
-    from engine.decisions.market import Market
-    from engine.sim import SimResult
-
-Progress = Callable[[str], None]
 
 #: the steps a run reports through ``progress`` (for a progress bar's total)
 STEPS = ("load data", "features and signals", "simulate", "metrics", "write run log")
@@ -57,7 +60,6 @@ def simulate_graph(
     graph: StrategyGraph, market: Market, dec: Decisions, features: dict[str, Any]
 ) -> SimResult:
     """Risk and execution over the decisions (:func:`engine.sim.simulate`)."""
-    from engine.sim import simulate
 
     e = graph.config.execution
     atr = None
@@ -103,38 +105,36 @@ def run_backtest(
     store : the data store (default ``$ENGINE_DATA`` or ``./data``).
     results : the results directory for the run log (default ``$ENGINE_RESULTS`` or ``./results``).
     log : write the run log (False: compute only, e.g. for benchmarks and sweeps' inner loops).
-    progress : called with the name of each step as it starts (see :data:`STEPS`).
+    progress : :class:`engine.progress.Progress`, told each step as it starts
+        (``progress(step name, steps done, len(STEPS))``, see :data:`STEPS`).
 
     Raises
     ------
     DataError
         Missing data (the message names symbol, interval and span and how to get it).
     """
-    from engine.decisions.decide import decide
-    from engine.decisions.market import load_graph_market
 
-    say = progress or (lambda _step: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    say(STEPS[0])
+    step(progress, STEPS[0], 0, len(STEPS))
     market = load_graph_market(graph, store=store)
     timings["load"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    say(STEPS[1])
-    dec, features = decide(graph, market, results_dir=results)
+    step(progress, STEPS[1], 1, len(STEPS))
+    dec, features = decide(graph, market, results_dir=results, progress=progress)
     timings["decide"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    say(STEPS[2])
+    step(progress, STEPS[2], 2, len(STEPS))
     res = simulate_graph(graph, market, dec, features)
     timings["simulate"] = time.perf_counter() - t2
-    say(STEPS[3])
+    step(progress, STEPS[3], 3, len(STEPS))
     metrics = run_metrics(graph, market, res)
     if dec.ml is not None:
         metrics.update(ml_metrics(dec.ml))
     run_id = None
     if log:
         t3 = time.perf_counter()
-        say(STEPS[4])
+        step(progress, STEPS[4], 4, len(STEPS))
         run_id = write_run(graph, market, dec, res, features, metrics, store=store, results=results)
         timings["log"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
@@ -151,11 +151,9 @@ def run_backtest(
 
 def run_metrics(graph: StrategyGraph, market: Market, res: SimResult) -> dict[str, Any]:
     """Summary metrics of a simulation (:func:`engine.metrics.compute_metrics`)."""
-    from engine.decisions.records import equity_frame, trade_frame
-    from engine.metrics import compute_metrics
 
-    trades = trade_frame(market, res)
-    eq = equity_frame(market, res)
+    trades = records.trade_frame(market, res)
+    eq = records.equity_frame(market, res)
     fees = float(res.fills["fee"].sum()) if res.fills.size else 0.0
     funding = -float(res.funding["amount"].sum()) if res.funding.size else 0.0
     return compute_metrics(
@@ -173,7 +171,6 @@ def run_metrics(graph: StrategyGraph, market: Market, res: SimResult) -> dict[st
 def ml_metrics(ml: Any) -> dict[str, Any]:
     """``models`` (per-model walk-forward scores, calibration curve, contribution) and ``ml``
     (versions fitted/reused, folds, timings) of an ML strategy's ensemble result."""
-    from engine.ml.summary import ml_info, models_metrics
 
     return {"models": models_metrics(ml), "ml": ml_info(ml)}
 
@@ -182,12 +179,10 @@ def event_frame(market: Market, res: SimResult, dec: Decisions) -> Any:
     """``system_events``: the simulator's (breaker, liquidations) and the ML stage's."""
     import polars as pl
 
-    from engine.decisions import records
 
     sim_events = records.event_frame(market, res)
     if dec.ml is None:
         return sim_events
-    from engine.ml.summary import event_rows
 
     schema = {
         "time": pl.Int64,
@@ -204,7 +199,6 @@ def event_frame(market: Market, res: SimResult, dec: Decisions) -> Any:
 
 def run_params(graph: StrategyGraph, market: Market, *, store: Any) -> dict[str, Any]:
     """The ``runs.params`` document: what the report and a rerun need."""
-    from engine import paths
 
     return {
         "symbols": list(market.symbols),
@@ -234,8 +228,6 @@ def write_run(
     results: Any,
 ) -> str:
     """Write one finished backtest to the run log; returns its ``run_id``."""
-    from engine.decisions import records
-    from engine.runlog import RunLog
 
     with RunLog(results) as runlog:
         with runlog.run(

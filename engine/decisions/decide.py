@@ -5,12 +5,14 @@ bar t reads its ``lookback`` rows ending at t, and the rule state machine folds 
 the decisions of a run over the first k bars are exactly the first k decisions of the full
 run (prefix invariance, tested in ``tests/backtest``).
 
-Live mode calls :func:`decide_symbol` with the last ``graph.lookback`` rows of features (from
-:class:`engine.features.FeatureStream`) and the previous state, via
-:func:`engine.strategy.rules_nb.rule_step_nb`; the batch path below folds the same step.
+Rules become signals through :func:`engine.decisions.signals.rule_signals` and a state
+through the rule state machine: the batch path folds :func:`engine.strategy.rules_nb.rule_bar_nb`
+over a symbol's whole history; live mode (:mod:`engine.live.decider`) evaluates the same
+rules over its last ``graph.lookback`` rows and steps the same kernel once per bar.
 
 ML slot: when the strategy has ``models:``, :func:`decide` hands the features to
-``engine.ml.decide(graph, market, features, results_dir=..., progress=...)``, which returns
+:func:`engine.decisions.ml_slot.decide` (imported when needed: it loads the model
+libraries), which returns
 a :class:`Decisions` (direction, probability, the ensemble columns and the model
 predictions, and on ``Decisions.ml`` the ensemble result whose metrics and events the
 runner logs); risk and execution are then the same as for rules.
@@ -18,13 +20,14 @@ runner logs); risk and execution are then the same as for rules.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.decisions.signals import event_rules, rule_signals
 from engine.decisions.types import Decisions
+from engine.features import compute
+from engine.progress import Progress, step
 from engine.strategy.expr import PRICE_COLUMNS
 from engine.strategy.graph import StrategyGraph
 from engine.strategy.rules_nb import rule_fold_nb
@@ -40,8 +43,6 @@ def compute_features(
 ) -> pl.DataFrame:
     """The graph's feature columns over one symbol's own bars (``open_time`` + one per feature)."""
     import polars as pl
-
-    from engine.features import compute
 
     names = list(graph.feature_columns)
     if not names:
@@ -75,7 +76,7 @@ def decide(
     market: Market,
     *,
     results_dir: Any = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     features: dict[str, pl.DataFrame] | None = None,
 ) -> tuple[Decisions, dict[str, pl.DataFrame]]:
     """Features for every symbol, then decisions on the market grid.
@@ -87,8 +88,7 @@ def decide(
     if features is None:
         features = {}
         for sym in market.symbols:
-            if progress:
-                progress(f"features {sym}")
+            step(progress, "features", len(features), len(market.symbols))
             features[sym] = compute_features(graph, market.candles[sym], market.funding.get(sym))
     if graph.config.models is not None:
         from engine.decisions.ml_slot import decide as ml_decide  # loads the ML stack
@@ -100,8 +100,7 @@ def decide(
     state = np.zeros((n, s), dtype=np.int8)
     direction = np.full((n, s), np.nan)
     for j, sym in enumerate(market.symbols):
-        if progress:
-            progress(f"signals {sym}")
+        step(progress, "signals", j, len(market.symbols))
         st, d = decide_symbol(graph, rule_columns(market.candles[sym], features[sym]))
         rows = market.rows[sym]
         state[rows, j] = st

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.data import load_candles, load_funding
 from engine.errors import DataError
 from engine.timeutil import fmt_ms, interval_ms
 
@@ -79,7 +80,6 @@ def load_market(
         A symbol has no bars in the span (engine.data names the span and the command to get
         it), or the span holds no bars at all.
     """
-    from engine.data import load_candles, load_funding
 
     candles: dict[str, pl.DataFrame] = {}
     for sym in symbols:

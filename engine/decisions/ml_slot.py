@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.decisions.types import Decisions
 from engine.ml import run_ensemble
+from engine.progress import Progress
 
 
 def decide(
@@ -34,28 +36,23 @@ def decide(
     features: dict[str, Any],
     *,
     results_dir: Any = None,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> Any:
     """Decisions of an ML strategy on the market grid (see the module docstring).
 
-    ``progress`` is the runner's step callback (a callable) or None; the fold-training
-    progress bar is shown either way (on stderr, so ``--json`` output stays clean).
+    ``progress`` (:mod:`engine.progress`) hears the walk-forward training and inference.
     """
     import polars as pl
 
-    from engine.decisions.types import Decisions
-
     ml = graph.config.ml()
     syms = list(market.symbols)
-    if callable(progress):
-        progress("ML ensemble: walk-forward training and inference")
     res = run_ensemble(
         ml,
         {s: market.candles[s] for s in syms},
         {s: features[s] for s in syms},
         run_start=int(market.open_time[0]),
         results_dir=results_dir,
-        progress=True,
+        progress=progress,
     )
     n, k = market.n_bars, len(syms)
     state = np.zeros((n, k), dtype=np.int8)

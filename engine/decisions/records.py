@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.decisions.codes import ACTION, EXIT_REASON, LEG, ORDER_TYPE, REASON, client_order_id
+from engine.runlog import features_to_long
 from engine.runlog.schema import TABLES
 from engine.sim.enums import BreakerEvent, FillKind, Reason, names
 from engine.timeutil import fmt_ms, interval_ms
@@ -351,8 +352,6 @@ def event_frame(market: Market, res: SimResult) -> pl.DataFrame:
 def snapshot_frame(market: Market, features: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """``snapshots`` (long form): every feature of every bar (opt-in: ``log.snapshots: true``)."""
     import polars as pl
-
-    from engine.runlog import features_to_long
 
     parts = [features_to_long(df, symbol=sym) for sym, df in features.items() if df.width > 1]
     return pl.concat(parts) if parts else pl.DataFrame()

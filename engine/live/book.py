@@ -75,9 +75,9 @@ class Book:
         self.prm = config.to_params()
         self.specs = specs
         self.spa = spec_arrays(specs)
-        self.acct = new_account(n, cash=config.initial_cash)
+        self.acct = new_account(n, cash=config.execution.initial_cash)
         self.pend = new_pending(n)
-        self.brk = new_breaker(equity=config.initial_cash)
+        self.brk = new_breaker(equity=config.execution.initial_cash)
         self.recs = new_records(fills=64, trades=64, funding=64, events=64)
         self._empty = np.empty(0)
 

@@ -26,6 +26,8 @@ from engine.decisions.types import Decisions
 from engine.errors import ConfigError, DataError
 from engine.features import FeatureStream, warmup_bars
 from engine.live.ml_summary import LiveMLTrace
+from engine.ml.live import LiveEnsemble
+from engine.ml.results import SymbolResult
 from engine.strategy.expr import PRICE_COLUMNS
 from engine.strategy.graph import StrategyGraph
 from engine.strategy.ml_config import span_ms
@@ -147,8 +149,6 @@ class LiveDecider:
         from there), models trained or reused from ``<results>/models`` as the backtest does."""
         import polars as pl
 
-        from engine.ml import LiveEnsemble
-
         assert self.ml is not None
         t0 = self.ml_trace.clock()
         for s in self.symbols:
@@ -240,8 +240,6 @@ class LiveDecider:
 def one_bar_result(symbol: str, out: dict[str, Any], model_names: list[str]) -> Any:
     """One :meth:`engine.ml.LiveEnsemble.on_bar` output as a one-bar
     :class:`engine.ml.SymbolResult`, the object the batch path maps to decisions."""
-    from engine.ml import SymbolResult
-
     k = int(out["fold"])
     one = np.array
     return SymbolResult(

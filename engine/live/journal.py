@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.decisions import records
 from engine.decisions.records import OrderEvent
+from engine.metrics import compute_metrics
 from engine.runlog import RunLog
 
 
@@ -85,8 +86,6 @@ class Journal:
         if not self.equity_times:
             return {}
         import polars as pl
-
-        from engine.metrics import compute_metrics
 
         trades = pl.concat(self.trades) if self.trades else None
         return compute_metrics(

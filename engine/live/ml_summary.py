@@ -20,6 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from engine.ml.labels import make_labels
+from engine.ml.results import EnsembleResult, SymbolResult, score_results
+from engine.ml.summary import event_rows, ml_info, models_metrics
+
 
 class LiveMLTrace:
     """Per-symbol live ML outputs and timings (fed by :class:`engine.live.decider.LiveDecider`)."""
@@ -46,8 +50,6 @@ class LiveMLTrace:
 
 def _symbol_result(symbol: str, outs: list[dict[str, Any]], closes: list[float],
                    pipe: Any) -> Any:
-    from engine.ml.labels import make_labels
-    from engine.ml.pipeline import SymbolResult
 
     names = list(pipe.names)
 
@@ -84,10 +86,9 @@ def live_ensemble_result(trace: LiveMLTrace, ensembles: dict[str, Any]) -> Any:
     """An :class:`engine.ml.EnsembleResult` over the live bars (None if no symbol had one).
 
     Fold scores, calibration and contributions are computed by the batch path's own
-    ``engine.ml.pipeline.score_results`` over the live bars; ``events`` are the pipelines' (models
+    ``engine.ml.results.score_results`` over the live bars; ``events`` are the pipelines' (models
     not trained for a fold at warm-up or at a live roll, remote models' failures);
     ``n_fitted``/``n_reused`` count the pipelines' fit plans."""
-    from engine.ml.pipeline import EnsembleResult, score_results
 
     results = {s: _symbol_result(s, outs, trace.closes[s], ensembles[s].pipe)
                for s, outs in trace.outs.items() if outs}
@@ -126,7 +127,6 @@ def live_ml_summary(trace: LiveMLTrace, ensembles: dict[str, Any]) -> tuple[dict
     """``({'models': ..., 'ml': ...}, system_events rows)`` of a live ML run (``({}, [])``
     when no live bar was predicted). ``ml`` adds ``scored_bars``: per symbol, the live bars
     whose label was known at the run's end, of the bars predicted."""
-    from engine.ml.summary import event_rows, ml_info, models_metrics
 
     res = live_ensemble_result(trace, ensembles)
     if res is None:
