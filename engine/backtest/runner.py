@@ -117,7 +117,7 @@ def run_backtest(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     step(progress, STEPS[0], 0, len(STEPS))
-    market = load_graph_market(graph, store=store)
+    market = load_graph_market(graph, store=store, progress=progress)
     timings["load"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     step(progress, STEPS[1], 1, len(STEPS))

@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.data import load_candles, load_funding
 from engine.errors import DataError
+from engine.progress import Progress
 from engine.timeutil import fmt_ms, interval_ms
 
 if TYPE_CHECKING:
@@ -71,8 +72,12 @@ def load_market(
     store: str | os.PathLike[str] | None,
     funding: bool,
     market: str = "usdm",
+    progress: Progress | None = None,
 ) -> Market:
     """Load each symbol's candles (and funding) and align them on one grid.
+
+    ``progress`` hears a download from Binance Vision when the store lacks the span
+    (:func:`engine.data.load_candles`).
 
     Raises
     ------
@@ -83,7 +88,8 @@ def load_market(
 
     candles: dict[str, pl.DataFrame] = {}
     for sym in symbols:
-        df = load_candles(sym, interval, start=start, end=end, store=store, market=market)
+        df = load_candles(sym, interval, start=start, end=end, store=store, market=market,
+                          progress=progress)
         if df.height == 0:
             raise DataError(
                 f"no {market} {sym} {interval} bars between {fmt_ms(start)} and {fmt_ms(end)}",
@@ -93,11 +99,12 @@ def load_market(
     return align(
         candles,
         interval,
-        funding_frames=_funding(symbols, candles, load_funding, store) if funding else None,
+        funding_frames=_funding(symbols, candles, store, progress) if funding else None,
     )
 
 
-def load_graph_market(graph: StrategyGraph, *, store: str | os.PathLike[str] | None) -> Market:
+def load_graph_market(graph: StrategyGraph, *, store: str | os.PathLike[str] | None,
+                      progress: Progress | None = None) -> Market:
     """The market a strategy graph runs on: its symbols, interval, span and funding.
 
     Raises
@@ -115,6 +122,7 @@ def load_graph_market(graph: StrategyGraph, *, store: str | os.PathLike[str] | N
         store=store,
         funding=d.funding,
         market=d.market,
+        progress=progress,
     )
     if market.n_bars < 2:
         raise DataError(
@@ -124,11 +132,14 @@ def load_graph_market(graph: StrategyGraph, *, store: str | os.PathLike[str] | N
     return market
 
 
-def _funding(symbols, candles, load_funding, store):  # type: ignore[no-untyped-def]
+def _funding(symbols: tuple[str, ...] | list[str], candles: dict[str, pl.DataFrame],
+             store: str | os.PathLike[str] | None,
+             progress: Progress | None) -> dict[str, pl.DataFrame]:
     out = {}
     for sym in symbols:
         t = candles[sym]["open_time"]
-        out[sym] = load_funding(sym, start=int(t[0]), end=int(t[-1]), store=store)
+        out[sym] = load_funding(sym, start=int(t[0]), end=int(t[-1]), store=store,
+                                progress=progress)
     return out
 
 

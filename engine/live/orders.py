@@ -40,7 +40,7 @@ class Venue(Protocol):
     async def server_time(self) -> int: ...
 
     async def market_order(self, symbol: str, side: str, qty: float, *, client_order_id: str,
-                           reduce_only: bool = False,
+                           reduce_only: bool,
                            limit_price: float | None = None) -> OrderResult: ...
 
     async def trigger_order(self, symbol: str, kind: str, side: str, stop_price: str, *,
