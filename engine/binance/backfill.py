@@ -135,7 +135,7 @@ def backfill_klines(
 
     Returns the :class:`engine.data.ImportReport` (None when nothing was fetched).
     """
-    from engine.data import import_paths
+    from engine.data import import_paths  # polars: loaded only when importing
 
     start_ms = parse_time(start, name="--start")
     end_ms = parse_end(end, name="--end")

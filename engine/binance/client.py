@@ -42,6 +42,7 @@ from engine.binance.records import (
 )
 from engine.binance.retry import RetryPolicy
 from engine.errors import ExchangeError
+from engine.timeutil import interval_ms
 
 T = TypeVar("T")
 # event(severity, component, message, data): a system event for the caller's run log
@@ -78,8 +79,6 @@ class BinanceClient:
         retry: RetryPolicy | None = None,
         pacer: Pacer | None = None,
     ) -> None:
-        from engine.timeutil import interval_ms
-
         self.ex = exchange
         self.symbols = symbols
         self.interval = interval

@@ -12,6 +12,8 @@ import typer
 from rich.table import Table
 
 from engine.cli.common import StoreOpt, console, err_console, guarded
+from engine.errors import DataError, UsageError
+from engine.timeutil import fmt_ms
 
 data_app = typer.Typer(
     help="Market data: import, download, list and check the local Parquet store.",
@@ -160,8 +162,6 @@ def download_cmd(
                        url=rest_url, store=store)
         return
     if source != "vision":
-        from engine.errors import UsageError
-
         raise UsageError(f"--source: unknown source {source!r}", hint="use --source vision or --source rest")
     from engine.data.download import download
 
@@ -202,8 +202,7 @@ def _download_rest(
 ) -> None:
     """``engine data download --source rest``: klines through a Binance-compatible REST API
     (:func:`engine.binance.backfill.backfill_klines`), one progress bar per series."""
-    from engine.binance.backfill import backfill_klines
-    from engine.errors import UsageError
+    from engine.binance.backfill import backfill_klines  # numpy: not at `engine --help`
 
     if market != "usdm":
         raise UsageError(f"--source rest: market {market!r} is not supported", hint="use --market usdm")
@@ -222,7 +221,6 @@ def list_cmd(store: str | None = StoreOpt) -> None:
     """Show every series in the store: first and last bar (UTC), rows, missing bars."""
     from engine.data.check import summarize
     from engine.data.store import Store
-    from engine.timeutil import fmt_ms
 
     st = Store(store)
     rows = summarize(st)
@@ -283,7 +281,6 @@ def check_cmd(
     from engine.data.check import ERROR, check_files, check_store
     from engine.data.schema import check_interval, check_market, check_symbol
     from engine.data.store import Store
-    from engine.errors import DataError
 
     if paths:
         checked, findings = check_files(

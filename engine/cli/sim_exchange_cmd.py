@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from engine.cli.common import StoreOpt, console, guarded
+from engine.errors import UsageError
+from engine.exchange_sim.config import ExchangeSimSettings
+from engine.exchange_sim.faults import FaultSpec
+from engine.paths import store_dir
+from engine.timeutil import fmt_ms, interval_ms, parse_end, parse_time
 
 
 def register(app: typer.Typer) -> None:
@@ -50,11 +53,6 @@ def sim_exchange_cmd(
     import os
     from pathlib import Path
 
-    from engine.errors import UsageError
-    from engine.exchange_sim.config import ExchangeSimSettings
-    from engine.exchange_sim.faults import FaultSpec
-    from engine.paths import store_dir
-
     syms, start_ms, end_ms = _check_options(
         symbols, interval, start, end, speed=speed, port=port, limits=(weight_limit, orders_10s, orders_1m),
         substeps=substeps,
@@ -81,9 +79,6 @@ def _check_options(
     limits: tuple[int, int, int], substeps: int,
 ) -> tuple[tuple[str, ...], int, int | None]:
     """Validate the options at the door: (symbols, start ms, end ms or None)."""
-    from engine.errors import UsageError
-    from engine.timeutil import interval_ms, parse_end, parse_time
-
     syms = tuple(s.strip().upper() for s in symbols.split(",") if s.strip())
     if not syms:
         raise UsageError("--symbols: no symbol given", hint="for example --symbols BTCUSDT,ETHUSDT")
@@ -104,14 +99,12 @@ def _check_options(
     return syms, start_ms, end_ms
 
 
-async def _serve(config: Any, faults: str | None) -> None:
+async def _serve(config: ExchangeSimSettings, faults: str | None) -> None:
     """Start the simulator, print where it listens, serve until SIGINT/SIGTERM."""
     import asyncio
     import signal
 
-    from engine.errors import UsageError
-    from engine.exchange_sim.server import SimServer
-    from engine.timeutil import fmt_ms
+    from engine.exchange_sim.server import SimServer  # aiohttp, numpy: not at `engine --help`
 
     server = SimServer(config)
     try:
