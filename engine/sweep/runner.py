@@ -15,19 +15,38 @@ Order of work (nothing is written before every input has been read and checked):
    one child run per combination (mode ``sweep``, ``parent_run_id`` set; ``equity`` and
    ``trades``, plus ``ensemble_decisions`` with ``log_decisions``), written in combination
    order as results arrive.
+
+Progress goes through :mod:`engine.progress`: ``("load data", 0, None)``, ``("features", 0,
+None)``, then ``("combinations", done, total)`` as each combination is done (logged: written).
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from engine.backtest.runner import ml_metrics, run_metrics, run_params, simulate_graph
+from engine.decisions import records
+from engine.decisions.decide import decide
+from engine.decisions.market import Market, load_graph_market
 from engine.errors import ConfigError, UsageError
+from engine.features import compute
 from engine.metrics import METRIC_KEYS
+from engine.progress import Progress, step
+from engine.runlog import RunLog
+from engine.strategy.config import StrategyConfig
+from engine.strategy.execution import strategy_hash
+from engine.strategy.graph import StrategyGraph
+from engine.strategy.load import build_graph
+from engine.strategy.params import apply_overrides, parse_set
+from engine.strategy.yamlio import load_yaml_file
 from engine.sweep.executors import Executor, make_executor
 from engine.sweep.grid import Axis, check_axes, combinations, parse_grid
 
@@ -36,14 +55,9 @@ if TYPE_CHECKING:
 
     import polars as pl
 
-    from engine.decisions.market import Market
-    from engine.strategy.graph import StrategyGraph
-
 #: metrics a sweep can be sorted by; those in LOWER_IS_BETTER sort ascending
 SORT_KEYS = tuple(k for k in METRIC_KEYS if k not in ("initial_equity", "bars"))
 LOWER_IS_BETTER = frozenset({"max_drawdown", "fees", "liquidations"})
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -75,8 +89,6 @@ class SweepResult:
 def check_sort(sort: str) -> str:
     """``sort`` must be one of :data:`SORT_KEYS` (else the closest one)."""
     if sort not in SORT_KEYS:
-        import difflib
-
         close = difflib.get_close_matches(sort, SORT_KEYS, n=1, cutoff=0.5)
         raise UsageError(
             f"--sort {sort!r}: not a metric a sweep sorts by",
@@ -130,10 +142,6 @@ def data_key(graph: StrategyGraph) -> tuple[Any, ...]:
 def run_combo(shared: _Shared, task: _Task) -> dict[str, Any]:
     """One combination: decisions from the shared features, the simulator, the metrics
     (and, when logging, the child run's frames). The worker function of every executor."""
-    from engine.decisions import records
-    from engine.decisions.decide import decide
-    from engine.backtest.runner import ml_metrics, run_metrics, simulate_graph
-
     graph = task.graph
     market = shared.markets[task.data_key]
     cols = ["open_time", *graph.feature_columns]
@@ -165,11 +173,6 @@ def build_graphs(
     end: str | int | None = None,
 ) -> tuple[list[dict[str, Any]], list[StrategyGraph]]:
     """Every combination and its validated graph (``--set`` items first, then the combination)."""
-    from engine.strategy.config import StrategyConfig
-    from engine.strategy.load import build_graph
-    from engine.strategy.params import apply_overrides, parse_set
-    from engine.strategy.yamlio import load_yaml_file
-
     raw, smap = load_yaml_file(Path(path))
     override_list = list(overrides)
     set_map = dict(parse_set(s) for s in override_list)
@@ -196,6 +199,17 @@ def build_graphs(
             shown = ", ".join(f"{k}={v}" for k, v in combo.items())
             raise ConfigError(f"--grid combination {shown}: {err.message}", hint=err.hint) from None
     return combos, graphs
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a sweep reads and writes, and what it records in its parent run."""
+
+    path: str | os.PathLike[str]
+    overrides: list[str]
+    store: str | os.PathLike[str] | None
+    results: str | os.PathLike[str] | None
+    sort: str
 
 
 def run_sweep(
@@ -231,7 +245,7 @@ def run_sweep(
     log_decisions : also write each child's ``ensemble_decisions``.
     force : allow more than :data:`engine.sweep.grid.MAX_COMBOS` combinations.
     sort : the metric :meth:`SweepResult.ranked` sorts by (recorded in the parent run).
-    progress : called as ``progress(done, total)`` after each combination.
+    progress : an :class:`engine.progress.Progress` (see the module docstring).
 
     Raises
     ------
@@ -246,76 +260,70 @@ def run_sweep(
     >>> r.ranked("sharpe", top=1)[0].params  # doctest: +SKIP
     {'fast': 9, 'slow': 26}
     """
-    from engine.decisions.market import load_graph_market
-
     t0 = time.perf_counter()
     check_sort(sort)
     axes = tuple(parse_grid(grid, force=force))
+    overrides = list(overrides)
     combos, graphs = build_graphs(
         path, axes, overrides=overrides, symbols=symbols, start=start, end=end
     )
-    ex = (
-        make_executor(executor, workers=workers, tasks=len(graphs))
-        if isinstance(executor, str)
-        else executor
-    )
+    ex = _executor(executor, workers, len(graphs))
     timings: dict[str, float] = {"validate": time.perf_counter() - t0}
-
-    # 2. data, once per distinct data section
+    shared = _prepare(graphs, store, results, log, log_decisions, timings, progress)
+    tasks = [_Task(i, g, data_key(g)) for i, g in enumerate(graphs)]
     t1 = time.perf_counter()
+    where = _Where(path, overrides, store, results, sort)
+    parent_id, metrics_of, run_ids = (
+        _run_logged(ex, shared, tasks, combos, axes, where, timings, progress)
+        if log
+        else (None, _run_unlogged(ex, shared, tasks, progress), [])
+    )
+    timings["combos"] = time.perf_counter() - t1
+    timings["total"] = time.perf_counter() - t0
+    out = tuple(
+        ComboResult(i, combos[i], metrics_of[i] or {}, run_ids[i] if run_ids else None)
+        for i in range(len(tasks))
+    )
+    return SweepResult(
+        run_id=parent_id, axes=axes, results=out, sort=sort, timings=timings, workers=ex.workers
+    )
+
+
+def _executor(executor: str | Executor, workers: int | None, tasks: int) -> Executor:
+    if isinstance(executor, str):
+        return make_executor(executor, workers=workers, tasks=tasks)
+    return executor
+
+
+def _prepare(
+    graphs: Sequence[StrategyGraph],
+    store: str | os.PathLike[str] | None,
+    results: str | os.PathLike[str] | None,
+    log: bool,
+    log_decisions: bool,
+    timings: dict[str, float],
+    progress: Progress | None,
+) -> _Shared:
+    """The markets (once per distinct data section) and the features (each distinct one once
+    per symbol) that every worker shares."""
+    t0 = time.perf_counter()
+    step(progress, "load data", 0, None)
     markets: dict[tuple[Any, ...], Market] = {}
     for g in graphs:
         key = data_key(g)
-        if key in markets:
-            continue
-        markets[key] = load_graph_market(g, store=store)
-    timings["load"] = time.perf_counter() - t1
-
-    # 3. each distinct feature once per symbol
-    t2 = time.perf_counter()
+        if key not in markets:
+            markets[key] = load_graph_market(g, store=store)
+    timings["load"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    step(progress, "features", 0, None)
     features = _shared_features(graphs, markets)
-    timings["features"] = time.perf_counter() - t2
-
-    shared = _Shared(
+    timings["features"] = time.perf_counter() - t1
+    return _Shared(
         markets=markets,
         features=features,
         results=str(results) if results is not None else None,
         log=log,
         log_decisions=log_decisions,
-    )
-    tasks = [_Task(i, g, data_key(g)) for i, g in enumerate(graphs)]
-    total = len(tasks)
-    say = progress or (lambda _done, _total: None)
-    say(0, total)
-    metrics_of: list[dict[str, Any] | None] = [None] * total
-    run_ids: list[str | None] = [None] * total
-
-    t3 = time.perf_counter()
-    if not log:
-        done = 0
-
-        def collect(i: int, out: dict[str, Any]) -> None:
-            nonlocal done
-            metrics_of[i] = out["metrics"]
-            done += 1
-            say(done, total)
-
-        ex.run(run_combo, shared, tasks, collect)
-        parent_id = None
-    else:
-        parent_id = _run_logged(
-            ex, shared, tasks, combos, axes, graphs, markets, metrics_of, run_ids,
-            path=path, overrides=list(overrides), store=store, results=results, sort=sort,
-            timings=timings, say=say,
-        )  # fmt: skip
-    timings["combos"] = time.perf_counter() - t3
-    timings["total"] = time.perf_counter() - t0
-    out = tuple(
-        ComboResult(index=i, params=combos[i], metrics=metrics_of[i] or {}, run_id=run_ids[i])
-        for i in range(total)
-    )
-    return SweepResult(
-        run_id=parent_id, axes=axes, results=out, sort=sort, timings=timings, workers=ex.workers
     )
 
 
@@ -324,8 +332,6 @@ def _shared_features(
 ) -> dict[tuple[Any, ...], dict[str, pl.DataFrame]]:
     """Per data key and symbol, one frame with every feature any combination reads."""
     import polars as pl
-
-    from engine.features import compute
 
     names: dict[tuple[Any, ...], list[str]] = {}
     for g in graphs:
@@ -349,107 +355,146 @@ def _shared_features(
     return out
 
 
+def _run_unlogged(
+    ex: Executor, shared: _Shared, tasks: list[_Task], progress: Progress | None
+) -> list[dict[str, Any] | None]:
+    """Run the combinations; only their metrics are kept (by index)."""
+    total = len(tasks)
+    metrics_of: list[dict[str, Any] | None] = [None] * total
+    done = 0
+    step(progress, "combinations", 0, total)
+
+    def collect(i: int, out: dict[str, Any]) -> None:
+        nonlocal done
+        metrics_of[i] = out["metrics"]
+        done += 1
+        step(progress, "combinations", done, total)
+
+    ex.run(run_combo, shared, tasks, collect)
+    return metrics_of
+
+
+def _parent_params(
+    graphs: Sequence[StrategyGraph],
+    axes: Sequence[Axis],
+    shared: _Shared,
+    ex: Executor,
+    where: _Where,
+) -> dict[str, Any]:
+    """The parent run's params: the strategy file, the grid, the span and how it ran."""
+    market0 = shared.markets[data_key(graphs[0])]
+    return {
+        "strategy_file": str(Path(where.path)),
+        "grid": {a.name: list(a.values) for a in axes},
+        "combos": len(graphs),
+        "overrides": where.overrides,
+        "symbols": list(market0.symbols),
+        "interval": market0.interval,
+        "start": int(market0.open_time[0]),
+        "end": int(market0.open_time[-1]),
+        "bars": market0.n_bars,
+        "sort": where.sort,
+        "workers": ex.workers,
+        "executor": type(ex).__name__,
+        "log_decisions": shared.log_decisions,
+    }
+
+
+class _Children:
+    """Writes each combination's child run as soon as it and every earlier one are done, so
+    children are logged in index order while workers go on computing."""
+
+    def __init__(
+        self,
+        runlog: RunLog,
+        parent_id: str,
+        tasks: list[_Task],
+        combos: list[dict[str, Any]],
+        shared: _Shared,
+        where: _Where,
+        progress: Progress | None,
+    ) -> None:
+        self.runlog, self.parent_id, self.tasks, self.combos = runlog, parent_id, tasks, combos
+        self.shared, self.where, self.progress = shared, where, progress
+        self.metrics_of: list[dict[str, Any] | None] = [None] * len(tasks)
+        self.run_ids: list[str | None] = [None] * len(tasks)
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.next_i = 0
+
+    def collect(self, i: int, out: dict[str, Any]) -> None:
+        """The executor's ``on_result``: keep the result, write every child now in order."""
+        self.metrics_of[i] = out["metrics"]
+        self.pending[i] = out
+        self.write_ready()
+
+    def write_ready(self) -> None:
+        while self.next_i in self.pending:
+            i = self.next_i
+            self.run_ids[i] = self._write(i, self.pending.pop(i))
+            self.next_i += 1
+            step(self.progress, "combinations", self.next_i, len(self.tasks))
+
+    def _write(self, i: int, out: dict[str, Any]) -> str:
+        g = self.tasks[i].graph
+        params = run_params(g, self.shared.markets[data_key(g)], store=self.where.store)
+        params["sweep"] = {"parent_run_id": self.parent_id, "index": i, "combo": self.combos[i]}
+        rid = self.runlog.start_run(
+            mode="sweep",
+            strategy=g.name,
+            params=params,
+            strategy_hash=strategy_hash(g),
+            parent_run_id=self.parent_id,
+        )
+        for table, frame in out["frames"].items():
+            if frame.height:
+                self.runlog.write(rid, table, frame)
+        self.runlog.finish_run(rid, status="ok", metrics=out["metrics"])
+        return rid
+
+
 def _run_logged(
     ex: Executor,
     shared: _Shared,
     tasks: list[_Task],
     combos: list[dict[str, Any]],
     axes: Sequence[Axis],
-    graphs: list[StrategyGraph],
-    markets: Mapping[tuple[Any, ...], Market],
-    metrics_of: list[dict[str, Any] | None],
-    run_ids: list[str | None],
-    *,
-    path: Any,
-    overrides: list[str],
-    store: Any,
-    results: Any,
-    sort: str,
+    where: _Where,
     timings: dict[str, float],
-    say: Progress,
-) -> str:
-    """Run the combinations and write the parent and child runs (children in index order)."""
-    from engine.backtest.runner import run_params
-    from engine.strategy.execution import strategy_hash
-    from engine.runlog import RunLog
+    progress: Progress | None,
+) -> tuple[str, list[dict[str, Any] | None], list[str | None]]:
+    """Run the combinations and write the parent and child runs (children in index order).
 
-    total = len(tasks)
+    Returns the parent run id, each combination's metrics and each child's run id.
+    """
+    graphs = [t.graph for t in tasks]
     first = graphs[0]
-    market0 = markets[data_key(first)]
-    parent_params = {
-        "strategy_file": str(Path(path)),
-        "grid": {a.name: list(a.values) for a in axes},
-        "combos": total,
-        "overrides": overrides,
-        "symbols": list(market0.symbols),
-        "interval": market0.interval,
-        "start": int(market0.open_time[0]),
-        "end": int(market0.open_time[-1]),
-        "bars": market0.n_bars,
-        "sort": sort,
-        "workers": ex.workers,
-        "executor": type(ex).__name__,
-        "log_decisions": shared.log_decisions,
-    }
-    with RunLog(results) as runlog:
+    with RunLog(where.results) as runlog:
         with runlog.run(
             mode="sweep",
             strategy=first.name,
-            params=parent_params,
+            params=_parent_params(graphs, axes, shared, ex, where),
             strategy_hash=strategy_hash(first),
         ) as parent_id:
-            pending: dict[int, dict[str, Any]] = {}
-            next_i = 0
-
-            def write_ready() -> None:
-                nonlocal next_i
-                while next_i in pending:
-                    i = next_i
-                    out = pending.pop(i)
-                    g = graphs[i]
-                    params = run_params(g, markets[data_key(g)], store=store)
-                    params["sweep"] = {"parent_run_id": parent_id, "index": i, "combo": combos[i]}
-                    rid = runlog.start_run(
-                        mode="sweep",
-                        strategy=g.name,
-                        params=params,
-                        strategy_hash=strategy_hash(g),
-                        parent_run_id=parent_id,
-                    )
-                    for table, frame in out["frames"].items():
-                        if frame.height:
-                            runlog.write(rid, table, frame)
-                    runlog.finish_run(rid, status="ok", metrics=out["metrics"])
-                    run_ids[i] = rid
-                    next_i += 1
-                    say(next_i, total)
-
-            def collect(i: int, out: dict[str, Any]) -> None:
-                metrics_of[i] = out["metrics"]
-                pending[i] = out
-                write_ready()
-
-            ex.run(run_combo, shared, tasks, collect)
-            write_ready()
+            children = _Children(runlog, parent_id, tasks, combos, shared, where, progress)
+            step(progress, "combinations", 0, len(tasks))
+            ex.run(run_combo, shared, tasks, children.collect)
+            children.write_ready()
             ranked = rank(
                 [
-                    ComboResult(index=i, params=combos[i], metrics=metrics_of[i] or {})
-                    for i in range(total)
+                    ComboResult(index=i, params=combos[i], metrics=m or {})
+                    for i, m in enumerate(children.metrics_of)
                 ],
-                sort,
+                where.sort,
             )
-            runlog.finish_run(
-                parent_id, status="ok", metrics=_summary(ranked, sort, run_ids, timings)
-            )
-    return parent_id
+            summary = _summary(ranked, where.sort, children.run_ids, timings)
+            runlog.finish_run(parent_id, status="ok", metrics=summary)
+    return parent_id, children.metrics_of, children.run_ids
 
 
 def _summary(
     ranked: list[ComboResult], sort: str, run_ids: list[str | None], timings: dict[str, float]
 ) -> dict[str, Any]:
     """The parent run's metrics: counts, the best and worst combination, the sort metric's spread."""
-    import numpy as np
-
     vals = np.array(
         [
             float(r.metrics[sort])

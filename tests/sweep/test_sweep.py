@@ -102,3 +102,22 @@ def test_log_decisions_adds_the_decisions(usdm_store: Path, tmp_path: Path) -> N
             == r.params["risk.fraction"]
         )
     assert res.results[0].metrics["final_equity"] != res.results[1].metrics["final_equity"]
+
+
+def test_progress_goes_through_the_protocol(usdm_store: Path, tmp_path: Path) -> None:
+    """``progress(task, done, total)``: the preparation steps, then one report per
+    combination, in combination order also when the children are written to the log."""
+    for log in (False, True):
+        seen: list[tuple[str, int, int | None]] = []
+        res = run_sweep(
+            EMA, ["fast=5,9", "slow=26"], store=usdm_store, results=tmp_path / str(log),
+            workers=1, log=log, progress=lambda *a, seen=seen: seen.append(a), **SPAN,
+        )  # fmt: skip
+        assert (res.run_id is not None) == log
+        assert seen == [
+            ("load data", 0, None),
+            ("features", 0, None),
+            ("combinations", 0, 2),
+            ("combinations", 1, 2),
+            ("combinations", 2, 2),
+        ]
