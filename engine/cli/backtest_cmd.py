@@ -8,12 +8,12 @@ import typer
 
 from engine.cli.common import (
     EndOpt,
+    ProgressBar,
     ResultsOpt,
     StartOpt,
     StoreOpt,
     SymbolsOpt,
     console,
-    err_console,
     guarded,
 )
 
@@ -76,29 +76,8 @@ def backtest(
     sym_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols is not None else None
     graph = load_strategy(strategy, overrides=set_ or [], symbols=sym_list, start=start, end=end)
 
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from engine.backtest.runner import STEPS
-
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(f"{graph.name}: starting", total=len(STEPS))
-        seen: list[str] = []
-
-        def progress(step: str) -> None:
-            if step in STEPS and step not in seen:
-                seen.append(step)
-                bar.update(task, completed=len(seen) - 1, description=f"{graph.name}: {step}")
-
+    with ProgressBar(graph.name) as progress:
         result = run_backtest(graph, store=store, results=results, progress=progress)
-        bar.update(task, completed=len(STEPS))
 
     if json_out:
         import json

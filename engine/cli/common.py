@@ -1,16 +1,21 @@
-"""Shared CLI helpers: error printing, the error-to-exit-code guard, common options."""
+"""Shared CLI helpers: error printing, the error-to-exit-code guard, common options, and the
+one drawer of progress reports (:class:`ProgressBar`)."""
 
 from __future__ import annotations
 
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from engine.errors import EngineError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as RichProgress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,3 +61,67 @@ def guarded(fn: F) -> F:
             sys.exit(err.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+class ProgressBar:
+    """Draws the reports of :mod:`engine.progress` on stderr: one transient rich line.
+
+    It is the ``progress(task, done, total)`` callable the CLI hands to library calls. The
+    line shows the latest report: ``<title>: <task>``, a bar of ``done`` out of ``total``
+    (a pulsing bar while ``total`` is None), ``done/total`` and the elapsed time, so a task
+    nested in another (the folds of an ML strategy inside a backtest's decisions step) takes
+    the line until its parent reports again. When stderr is not a terminal rich draws no bar.
+
+    >>> with ProgressBar("demo") as progress:
+    ...     progress("simulate", 2, 5)
+    """
+
+    def __init__(self, title: str, *, console: Console | None = None) -> None:
+        self.title = title
+        self.console = console or err_console
+        self._bar: RichProgress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(self.title, total=None)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __call__(self, task: str, done: int | None = None, total: int | None = None) -> None:
+        """One report. ``done``/``total`` default to None only for callers that still report
+        a bare step name (``progress(step)``): the line then shows the name alone."""
+        if self._bar is None:
+            return
+        label = f"{self.title}: {task}"
+        if done is None:
+            self._bar.update(self._task, description=label)
+        else:
+            self._bar.update(self._task, description=label, completed=done, total=total)

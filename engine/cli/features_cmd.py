@@ -6,9 +6,13 @@ command.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import typer
 
-from engine.cli.common import StoreOpt, console, err_console, guarded
+from engine.cli.common import ProgressBar, StoreOpt, console, err_console, guarded
 
 
 def warmup_start(start_ms: int, names: list[str] | None, interval: str) -> int:
@@ -56,12 +60,10 @@ def features(
     store: str = StoreOpt,
 ) -> None:
     """Compute features (indicators, higher timeframes, funding) over stored candles."""
-    import os
     import time
-    from pathlib import Path
 
     from engine.errors import DataError, UsageError
-    from engine.features import check_names, default_names, warmup_bars
+    from engine.features import check_names, default_names
     from engine.timeutil import interval_ms, parse_end, parse_time
 
     interval_ms(interval)  # validates --interval before anything else
@@ -74,6 +76,38 @@ def features(
             "--symbol is required",
             hint="for example: engine features --symbol BTCUSDT --interval 5m --out btc.parquet",
         )
+    out_path = _out_path(out)
+    wanted = _split(names)
+    check_names(
+        wanted if wanted is not None else default_names(interval),
+        where="--names",
+        interval=interval,
+    )
+    t_start = parse_time(start, name="--start")
+    t_end = parse_end(end, name="--end")
+    t0 = time.perf_counter()
+    with ProgressBar(f"features {symbol} {interval}") as progress:
+        progress("load candles", 0, 3)
+        candles, funding = _load(symbol, interval, t_start, t_end, wanted, warmup, store)
+        progress("compute", 1, 3)
+        frame = _compute(candles, wanted, funding, interval, t_start)
+        if frame.height == 0:
+            raise DataError(
+                f"no {symbol} {interval} bars between --start and --end", hint="widen the range"
+            )
+        progress("write", 2, 3)
+        _write(frame, out_path)
+    console.print(
+        f"wrote {out_path}: {frame.height:,} bars x {frame.width - 1} features "
+        f"({time.perf_counter() - t0:.2f} s)",
+        highlight=False,
+    )
+
+
+def _out_path(out: str | None) -> Path:
+    """``--out``: a ``.parquet`` file in an existing folder."""
+    from engine.errors import UsageError
+
     if not out:
         raise UsageError(
             "--out is required", hint="name the Parquet file to write, e.g. --out features.parquet"
@@ -88,21 +122,24 @@ def features(
         raise UsageError(
             f"--out {out}: folder {out_path.parent} does not exist", hint="create it first"
         )
-    wanted = _split(names)
-    check_names(
-        wanted if wanted is not None else default_names(interval),
-        where="--names",
-        interval=interval,
-    )
-    t_start = parse_time(start, name="--start")
-    t_end = parse_end(end, name="--end")
+    return out_path
 
-    import polars as pl
 
+def _load(
+    symbol: str,
+    interval: str,
+    t_start: int | None,
+    t_end: int | None,
+    wanted: list[str] | None,
+    warmup: bool,
+    store: str | None,
+) -> tuple[Any, Any]:
+    """The candles (from early enough that every feature is warm at ``--start`` when
+    ``warmup``) and, when a funding feature is requested, the funding events."""
     from engine.data import load_candles, load_funding
-    from engine.features import compute
+    from engine.errors import DataError
+    from engine.features import default_names, warmup_bars
 
-    t0 = time.perf_counter()
     candles = None
     if warmup and t_start is not None:
         need = warmup_bars(wanted, interval=interval) + 1
@@ -121,13 +158,25 @@ def features(
     funding = None
     if any(n in ("funding_rate",) for n in names_used):
         funding = load_funding(symbol, store=store)
+    return candles, funding
+
+
+def _compute(
+    candles: Any, wanted: list[str] | None, funding: Any, interval: str, t_start: int | None
+) -> Any:
+    """The features from ``--start`` on (the warm-up rows dropped)."""
+    import polars as pl
+
+    from engine.features import compute
+
     frame = compute(candles, wanted, funding=funding, interval=interval)
     if t_start is not None:
         frame = frame.filter(pl.col("open_time") >= t_start)
-    if frame.height == 0:
-        raise DataError(
-            f"no {symbol} {interval} bars between --start and --end", hint="widen the range"
-        )
+    return frame
+
+
+def _write(frame: Any, out_path: Path) -> None:
+    """Write through a temporary file and a rename (readers never see half a file)."""
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
         frame.write_parquet(tmp)
@@ -135,11 +184,6 @@ def features(
     finally:
         if tmp.exists():
             tmp.unlink()
-    console.print(
-        f"wrote {out_path}: {frame.height:,} bars x {frame.width - 1} features "
-        f"({time.perf_counter() - t0:.2f} s)",
-        highlight=False,
-    )
 
 
 def register(app: typer.Typer) -> None:

@@ -8,12 +8,12 @@ import typer
 
 from engine.cli.common import (
     EndOpt,
+    ProgressBar,
     ResultsOpt,
     StartOpt,
     StoreOpt,
     SymbolsOpt,
     console,
-    err_console,
     guarded,
 )
 
@@ -35,48 +35,60 @@ def register(app: typer.Typer) -> None:
     app.command("sweep")(sweep)
 
 
+GridOpt = typer.Option(
+    None,
+    "--grid",
+    help="An axis: name=v1,v2,... or name=start:stop:step (inclusive); a param or a dotted "
+    "key (risk.fraction=0.05:0.2:0.05). Repeatable: the sweep runs every combination.",
+)
+SetOpt = typer.Option(
+    None, "--set", help="Override for every combination (name=value or dotted.key=value)."
+)
+WorkersOpt = typer.Option(
+    None,
+    "--workers",
+    help="Processes to run combinations in (default 1, this process: a worker costs ~1.5 s to "
+    "start; use the core count for big grids or ML strategies).",
+)
+ExecutorOpt = typer.Option(
+    "process", "--executor", help="process (local pool), local (this process) or ray."
+)
+SortOpt = typer.Option(
+    "sharpe",
+    "--sort",
+    help="Rank by this metric: sharpe, sortino, total_return, cagr, max_drawdown (lowest "
+    "first), win_rate, profit_factor, trades, final_equity, ...",
+)
+TopOpt = typer.Option(
+    None, "--top", min=1, help="Show the best K (table default 10; --json: all unless given)."
+)
+LogDecisionsOpt = typer.Option(
+    False, "--log-decisions", help="Also log each combination's ensemble_decisions."
+)
+ForceOpt = typer.Option(False, "--force", help="Allow more than 10,000 combinations.")
+JsonOpt = typer.Option(
+    False,
+    "--json",
+    help='Print one JSON object {"run_id", "results": [{"params", "metrics", "run_id"}]} '
+    "on stdout, best first, nothing else.",
+)
+
+
 @guarded
 def sweep(
     strategy: str = typer.Argument(..., help="Strategy YAML file, e.g. strategies/ema_cross.yaml."),
-    grid: list[str] | None = typer.Option(
-        None,
-        "--grid",
-        help="An axis: name=v1,v2,... or name=start:stop:step (inclusive); a param or a dotted "
-        "key (risk.fraction=0.05:0.2:0.05). Repeatable: the sweep runs every combination.",
-    ),
-    set_: list[str] | None = typer.Option(
-        None, "--set", help="Override for every combination (name=value or dotted.key=value)."
-    ),
+    grid: list[str] | None = GridOpt,
+    set_: list[str] | None = SetOpt,
     start: str | None = StartOpt,
     end: str | None = EndOpt,
     symbols: str | None = SymbolsOpt,
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        help="Processes to run combinations in (default 1, this process: a worker costs ~1.5 s to start; use the core count for big grids or ML strategies).",
-    ),
-    executor: str = typer.Option(
-        "process", "--executor", help="process (local pool), local (this process) or ray."
-    ),
-    sort: str = typer.Option(
-        "sharpe",
-        "--sort",
-        help="Rank by this metric: sharpe, sortino, total_return, cagr, max_drawdown (lowest "
-        "first), win_rate, profit_factor, trades, final_equity, ...",
-    ),
-    top: int | None = typer.Option(
-        None, "--top", min=1, help="Show the best K (table default 10; --json: all unless given)."
-    ),
-    log_decisions: bool = typer.Option(
-        False, "--log-decisions", help="Also log each combination's ensemble_decisions."
-    ),
-    force: bool = typer.Option(False, "--force", help="Allow more than 10,000 combinations."),
-    json_out: bool = typer.Option(
-        False,
-        "--json",
-        help='Print one JSON object {"run_id", "results": [{"params", "metrics", "run_id"}]} '
-        "on stdout, best first, nothing else.",
-    ),
+    workers: int | None = WorkersOpt,
+    executor: str = ExecutorOpt,
+    sort: str = SortOpt,
+    top: int | None = TopOpt,
+    log_decisions: bool = LogDecisionsOpt,
+    force: bool = ForceOpt,
+    json_out: bool = JsonOpt,
     store: str | None = StoreOpt,
     results: str | None = ResultsOpt,
 ) -> None:
@@ -89,36 +101,9 @@ def sweep(
     Exit 2 on a bad grid or config, 1 on missing data; in both cases nothing is written.
     """
     from engine.sweep import run_sweep
-    from engine.sweep.grid import n_combos, parse_grid
-    from engine.sweep.runner import check_sort
 
-    check_sort(sort)
-    n = n_combos(parse_grid(grid or [], force=force))
     sym_list = [s.strip() for s in symbols.split(",") if s.strip()] if symbols is not None else None
-
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("[bold]sweep[/] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("combinations", total=n)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with ProgressBar("sweep") as progress:
         result = run_sweep(
             strategy,
             grid or [],
@@ -135,22 +120,26 @@ def sweep(
             sort=sort,
             progress=progress,
         )
-
     if json_out:
-        import json
-        import sys
+        _print_json(result, sort=sort, top=top)
+    else:
+        _print_table(result, sort=sort, top=top or 10)
 
-        doc = {
-            "run_id": result.run_id,
-            "results": [
-                {"params": r.params, "metrics": r.metrics, "run_id": r.run_id}
-                for r in result.ranked(sort, top=top)
-            ],
-        }
-        sys.stdout.write(json.dumps(doc, default=str) + "\n")
-        sys.stdout.flush()
-        return
-    _print_table(result, sort=sort, top=top or 10)
+
+def _print_json(result: SweepResult, *, sort: str, top: int | None) -> None:
+    """Exactly one JSON object on stdout: the parent run id and the ranked combinations."""
+    import json
+    import sys
+
+    doc = {
+        "run_id": result.run_id,
+        "results": [
+            {"params": r.params, "metrics": r.metrics, "run_id": r.run_id}
+            for r in result.ranked(sort, top=top)
+        ],
+    }
+    sys.stdout.write(json.dumps(doc, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def _fmt(value: object, kind: str) -> str:

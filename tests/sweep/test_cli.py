@@ -87,3 +87,25 @@ def test_bad_input_exits_2_and_writes_nothing(
     for needle in needles:
         assert needle in text, text
     assert not results.exists()
+
+
+def test_the_cli_drawer_shows_the_latest_report_and_stops() -> None:
+    """engine.cli.common.ProgressBar is the one drawer of ``progress(task, done, total)``."""
+    import io
+
+    from rich.console import Console
+
+    from engine.cli.common import ProgressBar
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100, color_system=None)
+    with ProgressBar("sweep", console=console) as progress:
+        progress("combinations", 3, 9)
+        progress._bar.refresh()  # type: ignore[union-attr]
+        shown = out.getvalue()
+        assert "sweep: combinations" in shown and "3/9" in shown
+        progress("load data", 0, None)  # unknown total
+        progress._bar.refresh()  # type: ignore[union-attr]
+        assert "sweep: load data" in out.getvalue()
+    progress("after", 1, 1)  # a report after the end is ignored
+    assert "after" not in out.getvalue()
