@@ -79,21 +79,24 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, coefs=None)
         side = 1 if p > 0.5 else (-1 if p < 0.5 else 0)
         q = max(p, 1 - p)
         ev = q * bb - (1 - q)
-        g = ens.gate
-        if not av or sw <= 0:
-            reason = 1
-        elif math.isnan(bb):
-            reason = 5
-        elif unc > g.max_uncertainty:
-            reason = 2
-        elif agr < g.min_agreement:
-            reason = 3
-        elif side == 0 or not ev > g.min_edge:
-            reason = 4
-        else:
-            reason = 0
+        reason = _oracle_gate(ens.gate, bool(av), sw, bb, unc, agr, side, ev)
         out.append((p, agr, dis, ent, unc, bb, ev, side if reason == 0 else 0, reason))
     return out
+
+
+def _oracle_gate(g, any_model, sw, bb, unc, agr, side, ev):
+    """The gate's reason code: the first rule that applies (0: the gate passes)."""
+    if not any_model or sw <= 0:
+        return 1
+    if math.isnan(bb):
+        return 5
+    if unc > g.max_uncertainty:
+        return 2
+    if agr < g.min_agreement:
+        return 3
+    if side == 0 or not ev > g.min_edge:
+        return 4
+    return 0
 
 
 def data(n=600, m=3, seed=0, nan_frac=0.1):

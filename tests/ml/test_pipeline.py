@@ -189,3 +189,25 @@ def test_prefix_invariance_with_xgboost_and_prophet(small, tmp_path):
     np.testing.assert_array_equal(s.raw, a.raw[:end])
     for k in DECISION_KEYS:
         np.testing.assert_array_equal(getattr(s, k), getattr(a, k)[:end], err_msg=k)
+
+
+def test_progress_goes_through_the_protocol_and_nothing_is_drawn(small, tmp_path, capfd):
+    """Fits and predictions are reported as ``progress(task, done, total)``; the library
+    prints nothing (only the CLI draws)."""
+    candles, feats = small
+    seen: list[tuple[str, int, int | None]] = []
+
+    def progress(task: str, done: int, total: int | None) -> None:
+        seen.append((task, done, total))
+
+    res = run(small_config(), candles.head(2600), feats.head(2600), tmp_path, progress=progress)
+    n = res.n_fitted
+    assert n > 0
+    assert [s for s in seen if s[0] == "training folds"] == [
+        ("training folds", k, n) for k in range(n + 1)
+    ]
+    assert [s for s in seen if s[0] == "predicting"] == [("predicting", 0, 1), ("predicting", 1, 1)]
+    assert capfd.readouterr() == ("", "")
+    seen.clear()
+    again = run(small_config(), candles.head(2600), feats.head(2600), tmp_path, progress=progress)
+    assert again.n_fitted == 0 and [s[0] for s in seen] == ["predicting", "predicting"]
