@@ -6,7 +6,7 @@ the naive live path (the same LightGBM model predicted row by row in a Python lo
 Targets (issue 5): walk-forward training with monthly retrains over the 16 months < 120 s;
 inference + simulation for 2 symbols x 143,900 bars < 3 s. Correctness first: a second run
 that reuses the saved models must give bit-identical decisions, and the row-by-row LightGBM
-loop must reproduce the batch predictions exactly.
+loop must reproduce the batch predictions exactly. ``--end`` shortens the span (a smoke run).
 """
 
 from __future__ import annotations
@@ -15,8 +15,17 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from engine.backtest.runner import simulate_graph
+from engine.decisions.decide import compute_features
+from engine.decisions.market import load_market
+from engine.decisions.ml_slot import decide
+from engine.ml.models import load_model
+from engine.ml.models.base import Segment
+from engine.strategy import load_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,91 +36,108 @@ def main() -> None:
     ap.add_argument(
         "--naive-rows", type=int, default=20_000, help="rows timed in the row-by-row loop"
     )
+    ap.add_argument("--end", default=None, help="last bar (default: the strategy's data.end)")
     args = ap.parse_args()
 
-    from engine.decisions.decide import compute_features
-    from engine.decisions.market import load_market
-    from engine.backtest.runner import simulate_graph
-    from engine.ml import decide
-    from engine.ml.models.base import Segment
-    from engine.strategy import load_strategy
-
-    graph = load_strategy(ROOT / "strategies" / "ensemble.yaml")
-    d = graph.config.data
+    graph = load_strategy(ROOT / "strategies" / "ensemble.yaml", end=args.end)
     t = time.perf_counter()
+    market, features = _inputs(graph, args.store)
+    timings = {"load": time.perf_counter() - t}
+    with tempfile.TemporaryDirectory() as tmp:
+        res1, res2, sim = _ml_and_simulation(graph, market, features, tmp, timings)
+        naive_s, rows = _naive_loop(graph, market, features, res2, tmp, args.naive_rows)
+    _report(market, res1, res2, sim, timings, naive_s, rows)
+
+
+def _inputs(graph: Any, store: str | None) -> tuple[Any, dict[str, Any]]:
+    """The market of the strategy's data section and each symbol's features."""
+    d = graph.config.data
     market = load_market(
         graph.symbols,
         d.interval,
         start=d.start,
         end=d.end,
-        store=args.store,
+        store=store,
         funding=d.funding,
         market=d.market,
     )
     features = {
         s: compute_features(graph, market.candles[s], market.funding.get(s)) for s in market.symbols
     }
-    load_s = time.perf_counter() - t
+    return market, features
+
+
+def _ml_and_simulation(
+    graph: Any, market: Any, features: dict[str, Any], tmp: str, timings: dict[str, float]
+) -> tuple[Any, Any, Any]:
+    """Train every fold from scratch, run again with the models reused (checking the
+    decisions are bit-identical), then simulate warm."""
+    t = time.perf_counter()
+    dec1 = decide(graph, market, features, results_dir=tmp)
+    timings["first"] = time.perf_counter() - t
+    t = time.perf_counter()
+    dec2 = decide(graph, market, features, results_dir=tmp)
+    timings["infer"] = time.perf_counter() - t
+    assert dec2.ml.n_fitted == 0, "the second run should reuse every model"
+    for name in ("state", "probability"):
+        np.testing.assert_array_equal(getattr(dec1, name), getattr(dec2, name))
+    simulate_graph(graph, market, dec2, features)  # warm: numba compiles the risk path once
+    t = time.perf_counter()
+    sim = simulate_graph(graph, market, dec2, features)
+    timings["sim"] = time.perf_counter() - t
+    return dec1.ml, dec2.ml, sim
+
+
+def _naive_loop(
+    graph: Any, market: Any, features: dict[str, Any], res: Any, tmp: str, n_rows: int
+) -> tuple[float, np.ndarray]:
+    """One LightGBM fold model, one row at a time (the naive live path), checked equal to
+    the batch prediction and to the engine's own predict_proba."""
+    sym = market.symbols[0]
+    r = res.symbols[sym]
+    version = r.versions["lightgbm"][len(r.versions["lightgbm"]) // 2]
+    node = next(m for m in graph.config.models if m.name == "lightgbm")
+    model = load_model("lightgbm", Path(tmp) / "models" / version, node.params, threads=1)
+    cols = node.features or [c for c in features[sym].columns if c != "open_time"]
+    X = features[sym].select(cols).to_numpy()
+    rows = np.flatnonzero(np.isfinite(X).all(axis=1))[-n_rows:]
+    batch = model.booster.predict(X[rows], num_threads=1)
+    t = time.perf_counter()
+    loop = np.array([model.booster.predict(X[i : i + 1], num_threads=1)[0] for i in rows])
+    naive_s = time.perf_counter() - t
+    np.testing.assert_array_equal(loop, batch)
+    seg = Segment(r.open_time[rows], np.ones(rows.size), X[rows])
+    np.testing.assert_array_equal(model.predict_proba(seg), batch)
+    return naive_s, rows
+
+
+def _report(
+    market: Any,
+    res1: Any,
+    res2: Any,
+    sim: Any,
+    timings: dict[str, float],
+    naive_s: float,
+    rows: np.ndarray,
+) -> None:
     n_bars = market.n_bars
-
-    with tempfile.TemporaryDirectory() as tmp:
-        # 1. training: every fold of every model from scratch (models saved under tmp/models)
-        t = time.perf_counter()
-        dec1 = decide(graph, market, features, results_dir=tmp)
-        first_s = time.perf_counter() - t
-        res1 = dec1.ml
-        train_s = res1.train_seconds
-        # 2. inference + simulation: the same run again, models reused (warm process)
-        t = time.perf_counter()
-        dec2 = decide(graph, market, features, results_dir=tmp)
-        infer_s = time.perf_counter() - t
-        res2 = dec2.ml
-        plan_s = res2.train_seconds  # nothing to fit: planning = model version checks
-        rest_s = infer_s - plan_s - res2.predict_seconds
-        assert res2.n_fitted == 0, "the second run should reuse every model"
-        for name in ("state", "probability"):
-            np.testing.assert_array_equal(getattr(dec1, name), getattr(dec2, name))
-        simulate_graph(graph, market, dec2, features)  # warm: numba compiles the risk path once
-        t = time.perf_counter()
-        sim = simulate_graph(graph, market, dec2, features)
-        sim_s = time.perf_counter() - t
-
-        # 3. the naive live path: one LightGBM fold model, one row at a time
-        from engine.ml.models import load_model
-
-        sym = market.symbols[0]
-        r = res2.symbols[sym]
-        j = r.model_names.index("lightgbm")
-        fold = len(r.versions["lightgbm"]) // 2
-        version = r.versions["lightgbm"][fold]
-        node = next(m for m in graph.config.models if m.name == "lightgbm")
-        model = load_model("lightgbm", Path(tmp) / "models" / version, node.params, threads=1)
-        X = (
-            features[sym]
-            .select(node.features or [c for c in features[sym].columns if c != "open_time"])
-            .to_numpy()
-        )
-        rows = np.flatnonzero(np.isfinite(X).all(axis=1))[-args.naive_rows :]
-        batch = model.booster.predict(X[rows], num_threads=1)
-        t = time.perf_counter()
-        loop = np.array([model.booster.predict(X[i : i + 1], num_threads=1)[0] for i in rows])
-        naive_s = time.perf_counter() - t
-        np.testing.assert_array_equal(loop, batch)
-        seg = Segment(r.open_time[rows], np.ones(rows.size), X[rows])
-        np.testing.assert_array_equal(model.predict_proba(seg), batch)
-        del j
-
-    naive_full = naive_s / rows.size * (2 * n_bars)
     bars = 2 * n_bars
+    naive_full = naive_s / rows.size * bars
+    train_s, infer_s, sim_s = res1.train_seconds, timings["infer"], timings["sim"]
+    plan_s = res2.train_seconds  # nothing to fit: planning = model version checks
+    rest_s = infer_s - plan_s - res2.predict_seconds
+    folds = len(res1.schedule[market.symbols[0]].folds)
     print(
         f"ensemble.yaml: {len(market.symbols)} symbols x {n_bars:,} 5m bars, "
-        f"{res1.n_fitted} model fits over {len(res1.schedule[sym].folds)} monthly folds per symbol"
+        f"{res1.n_fitted} model fits over {folds} monthly folds per symbol"
     )
-    print(f"  load + features                 {load_s:8.2f} s")
+    print(f"  load + features                 {timings['load']:8.2f} s")
     print(
         f"  walk-forward training           {train_s:8.2f} s   target < 120 s  ({train_s / 120:.2f}x of target)"
     )
-    print(f"  first run, ML stage total       {first_s:8.2f} s   (training + planning + inference)")
+    print(
+        f"  first run, ML stage total       {timings['first']:8.2f} s   (training + planning + inference)"
+    )
     print(f"  inference (models reused)       {infer_s:8.2f} s")
     print(
         f"    of which versioning {plan_s:.2f} s, predict+calibrate+fuse {res2.predict_seconds:.2f} s, "

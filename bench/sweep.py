@@ -40,6 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.backtest import run_backtest
+from engine.data import import_paths
+from engine.strategy import load_strategy_text
+from engine.sweep import run_sweep
+from engine.sweep.executors import default_workers
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (
     Path(os.environ.get("ENGINE_SHARED_DATA", REPO.parent / "shared" / "data")) / "binance-usdm"
@@ -116,34 +122,34 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
 
-    from engine.backtest import run_backtest
-    from engine.strategy import load_strategy_text
-    from engine.sweep import run_sweep
-    from engine.sweep.executors import default_workers
+    with tempfile.TemporaryDirectory() as tmp:
+        store = args.store or import_store(Path(tmp))
+        path = Path(tmp) / "ema_long_sweep.yaml"
+        path.write_text(STRATEGY)
+        # market arrays for vectorbt, from the engine's own load (same bars)
+        m = run_backtest(load_strategy_text(STRATEGY), store=store, log=False).market
+        print(
+            f"BTCUSDT 5m: {m.n_bars:,} bars; grid {len(FAST)} x {len(SLOW)} = {len(FAST) * len(SLOW)}"
+        )
+        assert m.n_bars == 143_900, m.n_bars
+        open_, close = m.open[:, 0], m.close[:, 0]
+        workers = default_workers()
+        check(path, store, open_, close, workers)
+        timing(path, store, open_, close, workers, Path(tmp) / "results", args.repeat)
 
-    tmp = tempfile.TemporaryDirectory()
-    store = args.store
-    if store is None:
-        from engine.data import import_paths
 
-        store = str(Path(tmp.name) / "store")
-        t0 = time.perf_counter()
-        import_paths([SHARED], store=store)
-        print(f"imported {SHARED} in {time.perf_counter() - t0:.1f} s")
-    path = Path(tmp.name) / "ema_long_sweep.yaml"
-    path.write_text(STRATEGY)
+def import_store(tmp: Path) -> str:
+    """Import the shared BTCUSDT/ETHUSDT data into a store in ``tmp``."""
+    store = str(tmp / "store")
+    t0 = time.perf_counter()
+    import_paths([SHARED], store=store)
+    print(f"imported {SHARED} in {time.perf_counter() - t0:.1f} s")
+    return store
 
-    # market arrays for vectorbt, from the engine's own load (same bars)
-    base = run_backtest(load_strategy_text(STRATEGY), store=store, log=False)
-    m = base.market
-    open_, close = m.open[:, 0], m.close[:, 0]
-    print(
-        f"BTCUSDT 5m: {m.n_bars:,} bars; grid {len(FAST)} x {len(SLOW)} = {len(FAST) * len(SLOW)}"
-    )
-    assert m.n_bars == 143_900, m.n_bars
 
-    # --- correctness first
-    workers = default_workers()
+def check(path: Path, store: str, open_: np.ndarray, close: np.ndarray, workers: int) -> None:
+    """Correctness first: the same closed trades as vectorbt in every combination, the first
+    combination's entry bars identical, and a sweep child equal to a standalone backtest."""
     res = run_sweep(path, GRID, store=store, log=False, workers=workers)
     ours = np.array([r.metrics["trades"] for r in res.results])
     theirs, vbt_first = vectorbt_sweep(open_, close)
@@ -163,19 +169,26 @@ def main() -> None:
         "bars identical; sweep child == standalone backtest"
     )
 
-    # --- timing, warm
+
+def timing(
+    path: Path,
+    store: str,
+    open_: np.ndarray,
+    close: np.ndarray,
+    workers: int,
+    results: Path,
+    repeat: int,
+) -> None:
+    """Each side warm, best of ``repeat``; the logged sweep once."""
     t_pool, _ = best_of(
-        lambda: run_sweep(path, GRID, store=store, log=False, workers=workers), repeat=args.repeat
+        lambda: run_sweep(path, GRID, store=store, log=False, workers=workers), repeat=repeat
     )
     t_one, one = best_of(
-        lambda: run_sweep(path, GRID, store=store, log=False, workers=1), repeat=args.repeat
+        lambda: run_sweep(path, GRID, store=store, log=False, workers=1), repeat=repeat
     )
-    t_vbt, _ = best_of(lambda: vectorbt_sweep(open_, close), repeat=args.repeat)
-    t_log, logged = best_of(
-        lambda: run_sweep(
-            path, GRID, store=store, results=Path(tmp.name) / "results", workers=workers
-        ),
-        repeat=1,
+    t_vbt, _ = best_of(lambda: vectorbt_sweep(open_, close), repeat=repeat)
+    t_log, _ = best_of(
+        lambda: run_sweep(path, GRID, store=store, results=results, workers=workers), repeat=1
     )
     n = len(FAST) * len(SLOW)
     tm = one.timings  # type: ignore[attr-defined]
@@ -195,8 +208,6 @@ def main() -> None:
     print(f"engine sweep with the run log (parent + 100 children, equity + trades): {t_log:.2f} s")
     best = min(t_pool, t_one)
     print(f"ratio engine / vectorbt: {best / t_vbt:.2f}x (best engine setting)")
-    del logged
-    tmp.cleanup()
 
 
 if __name__ == "__main__":
