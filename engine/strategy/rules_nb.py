@@ -50,7 +50,9 @@ def rule_step_nb(state: int, le: bool, lx: bool, se: bool, sx: bool) -> int:
 
 
 @kernel
-def rule_bar_nb(state: int, le: bool, lx: bool, se: bool, sx: bool, events: bool) -> tuple[int, float]:
+def rule_bar_nb(
+    state: int, le: bool, lx: bool, se: bool, sx: bool, events: bool
+) -> tuple[int, float]:
     """One closed bar: ``(new state, direction)``; the step :func:`rule_fold_nb` folds and
     live mode calls once per bar. ``direction`` is the new state, or NaN for event rules
     whose state did not change (see the module docstring)."""
