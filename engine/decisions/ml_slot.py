@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.decisions.records import table_frame
 from engine.decisions.types import Decisions
 from engine.ml import run_ensemble
 from engine.progress import Progress
@@ -112,35 +113,28 @@ def symbol_columns(r: Any) -> dict[str, np.ndarray]:
 
 
 def predictions_frame(r: Any) -> Any:
-    """``model_predictions`` rows of one symbol (bars from the first cutoff on)."""
+    """``model_predictions`` rows of one symbol: each model's prediction at each bar from
+    the first cutoff on (a model that abstained at a bar predicted nothing: no row), through
+    :func:`engine.decisions.records.table_frame` (a missing value is NULL)."""
     import polars as pl
 
     sel = np.flatnonzero(r.fold >= 0)
-    fold = pl.Series(r.fold[sel].astype(np.int64))
-    label = pl.Series("label", r.labels[sel], dtype=pl.Float64, nan_to_null=True).cast(pl.Int64)
+    fold = r.fold[sel].astype(np.int64)
+    label = np.asarray(r.labels, dtype=np.float64)[sel]
     parts = []
     for j, name in enumerate(r.model_names):
+        keep = ~np.isnan(r.raw[sel, j])
+        rows = sel[keep]
         # one version per fold, gathered by each bar's fold
-        versions = pl.Series(list(r.versions[name]), dtype=pl.Utf8).gather(fold)
-        parts.append(
-            pl.DataFrame(
-                {
-                    "open_time": r.open_time[sel],
-                    "model_version": versions,
-                    "probability": r.raw[sel, j],
-                    "calibrated": r.probs[sel, j],
-                    "weight": r.weights[sel, j],
-                    "label": label,
-                }
-            ).select(
-                pl.lit(r.symbol, dtype=pl.Utf8).alias("symbol"),
-                "open_time",
-                pl.lit(name, dtype=pl.Utf8).alias("model"),
-                "model_version",
-                "probability",
-                "calibrated",
-                "weight",
-                "label",
-            )
-        )
+        versions = np.array(list(r.versions[name]), dtype=object)[fold[keep]]
+        parts.append(table_frame("model_predictions", {
+            "symbol": [r.symbol] * rows.size,
+            "open_time": r.open_time[rows],
+            "model": [name] * rows.size,
+            "model_version": versions,
+            "probability": r.raw[rows, j],
+            "calibrated": r.probs[rows, j],
+            "weight": r.weights[rows, j],
+            "label": [None if np.isnan(x) else int(x) for x in label[keep]],
+        }))
     return pl.concat(parts)

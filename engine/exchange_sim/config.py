@@ -51,7 +51,3 @@ class ExchangeSimSettings:
     ping_interval_s: float = 180.0
     queue_limit: int = 100_000
 
-
-SimConfig = ExchangeSimSettings
-"""Deprecated old name, kept while engine/cli/sim_exchange_cmd.py, tests/exchange_sim/conftest.py
-and tests/live/conftest.py still import it; use :class:`ExchangeSimSettings`."""

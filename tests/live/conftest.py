@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from engine.exchange_sim.config import SimConfig
+from engine.exchange_sim.config import ExchangeSimSettings
 from engine.exchange_sim.faults import FaultSpec
 from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.runner import ServerThread
@@ -75,14 +75,14 @@ def market(usdm_store: Path) -> MarketData:
     return md
 
 
-def sim_config(**kw: Any) -> SimConfig:
+def sim_config(**kw: Any) -> ExchangeSimSettings:
     base: dict[str, Any] = {
         "symbols": SYMBOLS, "interval": "5m", "start_ms": parse_time(CLOCK_START), "speed": 0.0,
         "port": 0, "api_key": KEY, "api_secret": SECRET, "ping_interval_s": 0.0,
         "slippage_bps": 1.0, "balance": 10_000.0, "default_leverage": 2,
     }
     base.update(kw)
-    return SimConfig(**base)
+    return ExchangeSimSettings(**base)
 
 
 @contextlib.contextmanager
