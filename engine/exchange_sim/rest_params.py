@@ -6,21 +6,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from engine.exchange_sim import errors as E
-
-if TYPE_CHECKING:
-    from engine.exchange_sim.server import SimServer
+from engine.exchange_sim.config import ExchangeSimSettings
+from engine.exchange_sim.exchange import Exchange
 
 NAN = float("nan")
+
+
+class Server(Protocol):
+    """What a REST handler may use of the server (:class:`engine.exchange_sim.server.SimServer`)."""
+
+    config: ExchangeSimSettings
+    exchange: Exchange
+    leverage_brackets: Any
+    exchange_info: Any
+    current_listen_key: str | None
+
+    def listen_key(self) -> str: ...
+
+    def close_listen_key(self) -> None: ...
 
 
 @dataclass
 class Ctx:
     """One request: its parsed parameters, the market clock and the API key it came with."""
 
-    server: SimServer
+    server: Server
     params: dict[str, str]
     now_ms: int  # market clock
     api_key: str | None
