@@ -137,7 +137,9 @@ def download_cmd(
     symbol: str = typer.Option(
         ..., "--symbol", help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT."
     ),
-    interval: str = typer.Option(..., "--interval", help="Comma-separated intervals, e.g. 5m,1h."),
+    interval: str | None = typer.Option(
+        None, "--interval", help="Comma-separated intervals, e.g. 5m,1h (not for --data funding)."
+    ),
     start: str = typer.Option(..., "--start", help="First day (ISO date) or ms."),
     end: str | None = typer.Option(
         None, "--end", help="Last day, inclusive (default: yesterday UTC)."
@@ -154,11 +156,23 @@ def download_cmd(
     rest_url: str = typer.Option(
         "https://fapi.binance.com", "--rest-url", help="Binance-compatible USD-M REST base URL for --source rest."
     ),
+    data: str = typer.Option(
+        "klines", "--data", help="klines, markprice (mark-price klines) or funding (funding rates)."
+    ),
     store: str | None = StoreOpt,
 ) -> None:
-    """Download Binance Vision klines (checksums verified, resumable) and import them."""
+    """Download Binance Vision klines, mark prices or funding rates (checksums verified,
+    resumable) and import them."""
+    if data not in ("klines", "markprice", "funding"):
+        raise UsageError(f"--data: unknown data {data!r}", hint="use klines, markprice or funding")
+    if interval is None and data != "funding":
+        raise UsageError(f"--interval is needed for --data {data}", hint="e.g. --interval 5m")
+    intervals = _split(interval) if interval else []
+    if source == "rest" and data != "klines":
+        raise UsageError("--source rest downloads klines only", hint="use --source vision for --data "
+                         f"{data}")
     if source == "rest":
-        _download_rest(_split(symbol), _split(interval), start=start, end=end, market=market,
+        _download_rest(_split(symbol), intervals, start=start, end=end, market=market,
                        url=rest_url, store=store)
         return
     if source != "vision":
@@ -168,8 +182,9 @@ def download_cmd(
     with _progress() as prog:
         report = download(
             _split(symbol),
-            _split(interval),
+            intervals,
             start=start,
+            table=data,
             end=end,
             market=market,
             store=store,

@@ -206,7 +206,7 @@ def test_report_shows_models_in_chromium(runs, tmp_path: Path) -> None:  # type:
     assert out.returncode == 0, out.stderr[-3000:]
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
-        pytest.fail("chromium is not installed: apt-get install -y chromium (.ci/run installs it)")
+        pytest.fail("chromium is not installed: apt-get install -y chromium (scripts/test installs it)")
     cmd = [
         chromium,
         "--headless",

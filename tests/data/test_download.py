@@ -202,3 +202,28 @@ def test_bad_options(tmp_path: Path) -> None:
         )
     with pytest.raises(UsageError, match="today or later"):
         download(["BTCUSDT"], ["1h"], start="2026-04-15", store=tmp_path, today=TODAY)
+
+
+def test_cli_downloads_funding_and_mark_price(usdm_vision: Path, vision_server, tmp_path: Path) -> None:
+    """``engine data download --data funding|markprice`` (the command the loaders' hints
+    name) fetches and imports those tables; --data funding needs no --interval."""
+    from engine.data import load_funding, load_mark_price
+
+    store = tmp_path / "st"
+    with vision_server(usdm_vision) as srv:
+        r = run_cli("data", "download", "--symbol", "BTCUSDT", "--data", "funding",
+                     "--start", "2024-01-01", "--end", "2024-01-31", "--vision-url", srv.url,
+                     "--store", store)
+        assert r.exit_code == 0, r.output
+        r = run_cli("data", "download", "--symbol", "BTCUSDT", "--data", "markprice",
+                    "--interval", "8h", "--start", "2024-01-01", "--end", "2024-01-31",
+                    "--vision-url", srv.url, "--store", store)
+        assert r.exit_code == 0, r.output
+    f = load_funding("BTCUSDT", start="2024-01-01", end="2024-01-31T16:00", store=store)
+    assert f.height == 31 * 3
+    m = load_mark_price("BTCUSDT", "8h", start="2024-01-01", end="2024-01-31", store=store)
+    assert m.height == 31 * 3
+    bad = run_cli("data", "download", "--symbol", "BTCUSDT", "--data", "markprice",
+                  "--start", "2024-01-01", "--store", tmp_path / "none")
+    assert bad.exit_code == 2 and "--interval is needed for --data markprice" in bad.output
+    assert not (tmp_path / "none").exists()

@@ -170,7 +170,7 @@ def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store
     # the page loads in a real headless Chromium (network blocked) with the table in its DOM
     chromium = shutil.which("chromium")
     if chromium is None:
-        pytest.fail("chromium is not installed (apt-get install -y chromium; .ci/run installs it)")
+        pytest.fail("chromium is not installed (apt-get install -y chromium; scripts/test installs it)")
     dom = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -30,7 +30,7 @@ def chromium_dom(page: Path, tmp: Path) -> tuple[str, str]:
     if CHROMIUM is None:
         pytest.fail(
             "chromium is not installed: the report tests need a real browser "
-            "(apt-get install -y chromium chromium-driver; .ci/run installs it)"
+            "(apt-get install -y chromium chromium-driver; scripts/test installs it)"
         )
     cmd = [
         CHROMIUM,
