@@ -37,7 +37,7 @@ from engine.binance.records import (
     OrderResult,
     account_from_binance,
     bar_from_kline,
-    order_from_binance,
+    order_from_algo,
     order_from_ccxt,
 )
 from engine.binance.retry import RetryPolicy
@@ -226,8 +226,15 @@ class BinanceClient:
 
     # ------------------------------------------------------------------ orders
 
-    async def lookup(self, symbol: str, client_order_id: str) -> OrderResult | None:
-        """The order with this client id, or None when the exchange does not know it."""
+    async def lookup(self, symbol: str, client_order_id: str, *,
+                     algo: bool = False) -> OrderResult | None:
+        """The order with this client id, or None when the exchange does not know it.
+
+        ``algo``: a conditional (stop / take-profit) order, kept by Binance as an algo order
+        (``GET /fapi/v1/algoOrder?clientAlgoId=``); once triggered, its fill is that of the
+        order the trigger created (``actualOrderId``), see :func:`order_from_algo`."""
+        if algo:
+            return await self._lookup_algo(symbol, client_order_id)
         m = self.market_ids[symbol]
         try:
             o = await self.call(f"look up {client_order_id}", partial(
@@ -238,15 +245,40 @@ class BinanceClient:
             raise
         return order_from_ccxt(o, client_order_id)
 
+    async def _lookup_algo(self, symbol: str, client_algo_id: str) -> OrderResult | None:
+        exid = self._exid(symbol)
+        try:
+            a = await self.call(f"look up {client_algo_id}", partial(
+                self.ex.fapiPrivateGetAlgoOrder, {"clientAlgoId": client_algo_id}))
+        except RequestRejected as err:
+            if err.not_found:
+                return None
+            raise
+        actual = None
+        if str(a.get("actualOrderId") or "") and a.get("algoStatus") in ("TRIGGERED", "FINISHED"):
+            actual = await self.call(f"look up the order {client_algo_id} triggered", partial(
+                self.ex.fapiPrivateGetOrder, {"symbol": exid, "orderId": a["actualOrderId"]}))
+        return order_from_algo(a, actual, client_algo_id)
+
+    def _exid(self, symbol: str) -> str:
+        return str(self.ex.markets[self.market_ids[symbol]]["id"])
+
+    async def open_algo_orders(self, symbol: str) -> list[OrderResult]:
+        """The conditional orders resting on ``symbol`` (``GET /fapi/v1/openAlgoOrders``)."""
+        rows = await self.call(f"open algo orders {symbol}", partial(
+            self.ex.fapiPrivateGetOpenAlgoOrders, {"symbol": self._exid(symbol)}))
+        return [order_from_algo(a, None) for a in rows or []]
+
     async def _post(self, req: OrderRequest) -> OrderResult:
         """One attempt at sending ``req`` (no retry here)."""
         cid = req.client_order_id
         if req.trigger:
-            o = await self.ex.fapiPrivatePostOrder({
-                "symbol": req.symbol, "side": req.side.upper(), "type": req.kind,
-                "stopPrice": req.stop_price, "closePosition": "true",
-                "workingType": "CONTRACT_PRICE", "newClientOrderId": cid})
-            return order_from_binance(o, cid)
+            # since 2025-12-09 conditional orders go to the algo endpoint (/order answers -4120)
+            a = await self.ex.fapiPrivatePostAlgoOrder({
+                "algoType": "CONDITIONAL", "symbol": self._exid(req.symbol),
+                "side": req.side.upper(), "type": req.kind, "triggerPrice": req.stop_price,
+                "closePosition": "true", "workingType": "CONTRACT_PRICE", "clientAlgoId": cid})
+            return order_from_algo(a, None, cid)
         params: dict[str, Any] = {"newClientOrderId": cid, "newOrderRespType": "RESULT"}
         if req.reduce_only:
             params["reduceOnly"] = True
@@ -260,7 +292,7 @@ class BinanceClient:
         """The order when the exchange has it (logged: not resent). A lookup the exchange
         refuses for another reason than "unknown order" is FATAL, never an order rejection."""
         try:
-            found = await self.lookup(req.symbol, req.client_order_id)
+            found = await self.lookup(req.symbol, req.client_order_id, algo=req.trigger)
         except RequestRejected as err:
             raise VenueFatal(err.message, verdict=err.verdict, hint=FATAL_HINT) from err
         if found is not None:
@@ -341,22 +373,27 @@ class BinanceClient:
     async def trigger_order(
         self, symbol: str, kind: str, side: str, stop_price: str, *, client_order_id: str
     ) -> OrderResult:
-        """A ``STOP_MARKET`` / ``TAKE_PROFIT_MARKET`` order with ``closePosition=true`` (it
-        closes whatever position is held when it triggers, on the last traded price), through
-        :meth:`send`. Raises :class:`OrderRejected` when refused (e.g. -2021: would trigger
+        """A ``STOP_MARKET`` / ``TAKE_PROFIT_MARKET`` algo order (``POST /fapi/v1/algoOrder``,
+        ``algoType=CONDITIONAL``, ``closePosition=true``: it closes whatever position is held
+        when the last traded price reaches ``stop_price``), through :meth:`send`; its client
+        id is the ``clientAlgoId``. Raises :class:`OrderRejected` when refused (e.g. -2021: would trigger
         now)."""
         return await self.send(OrderRequest(symbol, side, kind, client_order_id,
                                             stop_price=stop_price, reduce_only=True))
 
-    async def cancel_by_client_id(self, symbol: str, client_order_id: str) -> OrderResult | None:
-        """Cancel an order by client id; returns its final state (None if unknown)."""
+    async def cancel_by_client_id(self, symbol: str, client_order_id: str, *,
+                                  algo: bool = False) -> OrderResult | None:
+        """Cancel an order by client id (``algo``: a conditional order, by its
+        ``clientAlgoId``); returns its final state (None if unknown)."""
         m = self.market_ids[symbol]
+        cancel = (partial(self.ex.fapiPrivateDeleteAlgoOrder, {"clientAlgoId": client_order_id})
+                  if algo else
+                  partial(self.ex.cancel_order, "", m, params={"origClientOrderId": client_order_id}))
         try:
-            await self.call(f"cancel {client_order_id}", partial(
-                self.ex.cancel_order, "", m, params={"origClientOrderId": client_order_id}))
+            await self.call(f"cancel {client_order_id}", cancel)
         except RequestRejected:
             pass  # already triggered, expired or canceled: its state says which
-        return await self.lookup(symbol, client_order_id)
+        return await self.lookup(symbol, client_order_id, algo=algo)
 
 
 Broker = BinanceClient  # the name live mode used (engine/live/broker.py)

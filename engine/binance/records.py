@@ -161,3 +161,43 @@ def order_from_binance(o: Mapping[str, Any], cid: str = "") -> OrderResult:
         time_ms=t,
         update_ms=t,
     )
+
+
+#: an algo (conditional) order's status -> ccxt's words; TRIGGERED/FINISHED are decided by
+#: the order the trigger created (:func:`order_from_algo`)
+ALGO_STATUS = {"NEW": "open", "CANCELED": "canceled", "EXPIRED": "expired", "REJECTED": "rejected"}
+
+
+def order_from_algo(a: Mapping[str, Any], actual: Mapping[str, Any] | None,
+                    cid: str = "") -> OrderResult:
+    """An algo order (``GET /fapi/v1/algoOrder``) as an OrderResult, with ``actual`` the
+    order its trigger created (``GET /fapi/v1/order?orderId=<actualOrderId>``), if any.
+
+    Since 2025-12-09 Binance keeps stop and take-profit orders as algo orders: ``NEW`` until
+    the trigger price is reached, then ``TRIGGERED`` (a market order, ``actualOrderId``, is
+    sent) and ``FINISHED``. The fill (quantity, average price, time) is the actual order's;
+    the exchange id stays the algo id.
+
+    >>> order_from_algo({"algoId": 9, "clientAlgoId": "s1", "algoStatus": "NEW",
+    ...                  "createTime": 5, "updateTime": 5}, None).status
+    'open'
+    >>> r = order_from_algo({"algoId": 9, "clientAlgoId": "s1", "algoStatus": "FINISHED",
+    ...                      "createTime": 5, "updateTime": 8, "actualOrderId": "77"},
+    ...                     {"orderId": 77, "status": "FILLED", "executedQty": "0.010",
+    ...                      "avgPrice": "42000.10", "updateTime": 7})
+    >>> r.status, r.filled, r.average, r.update_ms, r.exchange_order_id
+    ('closed', 0.01, 42000.1, 7, '9')
+    """
+    status = str(a.get("algoStatus") or "")
+    created = int(a.get("createTime") or 0)
+    updated = int(a.get("updateTime") or created)
+    base = OrderResult(client_order_id=str(a.get("clientAlgoId") or cid),
+                       exchange_order_id=str(a.get("algoId")), status=ALGO_STATUS.get(status, "open"),
+                       filled=0.0, average=float("nan"), time_ms=created, update_ms=updated)
+    if actual is None or status not in ("TRIGGERED", "FINISHED"):
+        return base
+    child = order_from_binance(actual)
+    return OrderResult(client_order_id=base.client_order_id,
+                       exchange_order_id=base.exchange_order_id, status=child.status,
+                       filled=child.filled, average=child.average, time_ms=created,
+                       update_ms=child.update_ms or updated)

@@ -4,7 +4,8 @@ A target from the simulator's decide phase becomes at most two orders, split by 
 simulator's own kernel (:meth:`engine.live.book.Book.legs`): an exit leg (reduce-only
 market) then an entry leg (market, or a GTC limit at the simulator's limit price that
 lives one bar, as the backtest's). After an entry fill, a stop-loss and a take-profit
-(``STOP_MARKET``/``TAKE_PROFIT_MARKET``, close-position) rest at the simulator's trigger
+(``STOP_MARKET``/``TAKE_PROFIT_MARKET`` algo orders, close-position: Binance keeps
+conditional orders on its algo endpoints since 2025-12-09) rest at the simulator's trigger
 prices; they are canceled before a leg that closes, flips or adds to the position, and
 looked up after a bar that left the position flat.
 
@@ -46,9 +47,11 @@ class Venue(Protocol):
     async def trigger_order(self, symbol: str, kind: str, side: str, stop_price: str, *,
                             client_order_id: str) -> OrderResult: ...
 
-    async def lookup(self, symbol: str, client_order_id: str) -> OrderResult | None: ...
+    async def lookup(self, symbol: str, client_order_id: str, *,
+                     algo: bool = False) -> OrderResult | None: ...
 
-    async def cancel_by_client_id(self, symbol: str, client_order_id: str) -> OrderResult | None: ...
+    async def cancel_by_client_id(self, symbol: str, client_order_id: str, *,
+                                  algo: bool = False) -> OrderResult | None: ...
 
 
 class OrderManager:
@@ -168,7 +171,7 @@ class OrderManager:
     async def cancel_exits(self, symbol: str, now: int) -> None:
         """Cancel ``symbol``'s resting stop and target (one that filled meanwhile is booked)."""
         for ev in self.protect.pop(symbol, []):
-            r = await self.venue.cancel_by_client_id(symbol, ev.client_order_id)
+            r = await self.venue.cancel_by_client_id(symbol, ev.client_order_id, algo=True)
             if r is not None and r.status == "closed" and r.filled > 0:
                 self._exit_filled(ev, r)
                 continue
@@ -182,13 +185,13 @@ class OrderManager:
             if acc.qty[self.symbols.index(symbol)] != 0.0:
                 continue
             for ev in self.protect.pop(symbol):
-                r = await self.venue.lookup(symbol, ev.client_order_id)
+                r = await self.venue.lookup(symbol, ev.client_order_id, algo=True)
                 if r is not None and r.status == "closed" and r.filled > 0:
                     self._exit_filled(ev, r)
                     changed = True
                     continue
                 if r is not None and r.status == "open":
-                    await self.venue.cancel_by_client_id(symbol, ev.client_order_id)
+                    await self.venue.cancel_by_client_id(symbol, ev.client_order_id, algo=True)
                 status = "canceled" if r is None or r.status == "open" else STATUS.get(r.status, r.status)
                 self.journal.order(ev.to(status, t + self.step))
         return await self.venue.account() if changed else acc

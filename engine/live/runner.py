@@ -212,6 +212,10 @@ class LiveRunner:
                 if cid.startswith("e-"):
                     await self.venue.cancel(s, str(o["id"]))
                     stale.append({"symbol": s, "client_order_id": cid})
+            for a in await self.venue.open_algo_orders(s):
+                if a.client_order_id.startswith("e-"):
+                    await self.venue.cancel_by_client_id(s, a.client_order_id, algo=True)
+                    stale.append({"symbol": s, "client_order_id": a.client_order_id})
         self.journal.event("info", "reconcile",
                            f"start: wallet {acc.wallet:.8f}, positions {held or 'none'}, "
                            f"{len(stale)} stale open order(s) canceled",

@@ -1,6 +1,6 @@
 """The kline websocket: ``<symbol>@kline_<interval>`` on a combined stream, closed bars only.
 
-:func:`kline_stream` connects to ``{ws_url}/stream?streams=a@kline_5m/b@kline_5m``, decodes
+:func:`kline_stream` connects to ``{ws_url}/market/stream?streams=a@kline_5m/b@kline_5m``, decodes
 each frame at the edge into a :class:`engine.binance.records.Bar` (only ``x: true`` frames: a
 bar exists once it has closed), and reconnects with backoff when the connection drops. It
 puts on the queue either a ``Bar`` or a :class:`Connected` marker (after every connect), so
@@ -25,13 +25,14 @@ class Connected:
 
 
 def stream_url(ws_url: str, symbols: tuple[str, ...], interval: str) -> str:
-    """The combined-stream URL for the symbols' kline streams.
+    """The combined-stream URL for the symbols' kline streams on the venue's ``/market``
+    path (Binance moved market streams there on 2026-04-23; the legacy ``/stream`` is retired).
 
     >>> stream_url("ws://127.0.0.1:9", ("BTCUSDT",), "5m")
-    'ws://127.0.0.1:9/stream?streams=btcusdt@kline_5m'
+    'ws://127.0.0.1:9/market/stream?streams=btcusdt@kline_5m'
     """
     names = "/".join(f"{s.lower()}@kline_{interval}" for s in symbols)
-    return f"{ws_url.rstrip('/')}/stream?streams={names}"
+    return f"{ws_url.rstrip('/')}/market/stream?streams={names}"
 
 
 def decode(raw: str | bytes, interval: str) -> Bar | None:
