@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.metrics import roc_auc
 from engine.ml.fusion_nb import (
     BAYESIAN,
     GATE_REASONS,
@@ -32,6 +33,7 @@ from engine.ml.fusion_nb import (
     fuse_step_nb,
     new_state,
 )
+from engine.ml.isotonic_nb import pava_nb
 from engine.strategy.ml_config import EnsembleConfig, LabelsConfig
 
 _CLIP = 1e-4
@@ -82,8 +84,6 @@ def fit_calibrator(
         return Calibrator("identity", n=n)
     pp, yy = p[ok], y[ok]
     if method == "isotonic":
-        from engine.ml.isotonic_nb import pava_nb
-
         # equal p are pooled with the sum of their 0/1 labels (exact in any order), so the
         # faster unstable sort gives the same knots as a stable one
         order = slice(None) if presorted else np.argsort(pp)
@@ -159,9 +159,7 @@ def score(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
         return {"n": 0, "auc": nan, "log_loss": nan, "brier": nan, "ece": nan, "hit_rate": nan}
     pp, yy = p[ok], y[ok]
     q = np.clip(pp, 1e-12, 1 - 1e-12)
-    from engine.metrics import roc_auc  # rank formula; oracle sklearn's roc_auc_score
-
-    a = roc_auc(yy, pp)
+    a = roc_auc(yy, pp)  # rank formula; oracle sklearn's roc_auc_score
     auc = nan if a is None else float(a)
     return {
         "n": n,

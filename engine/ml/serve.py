@@ -28,14 +28,14 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ConfigError
+from engine.ml.models import TRAINED_KINDS, load_model, new_model
+from engine.ml.models.base import Segment, TrainSet
 
 
 class ModelService:
     """The model, its metadata and request statistics (thread-safe)."""
 
     def __init__(self, model_dir: Path, *, delay_s: float = 0.0) -> None:
-        from engine.ml.models import TRAINED_KINDS, load_model
-
         meta_path = Path(model_dir) / "meta.json"
         if not meta_path.is_file():
             raise ConfigError(
@@ -94,8 +94,6 @@ class ModelService:
         return X
 
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:
-        from engine.ml.models.base import Segment
-
         X = self._matrix(body.get("rows"))
         n = X.shape[0]
         seg = Segment(np.zeros(n, dtype=np.int64), np.full(n, np.nan), X)
@@ -109,9 +107,6 @@ class ModelService:
         }
 
     def retrain(self, body: dict[str, Any]) -> dict[str, Any]:
-        from engine.ml.models import new_model
-        from engine.ml.models.base import TrainSet
-
         X = self._matrix(body.get("rows"))
         y = np.asarray(body.get("labels"), dtype=np.float64)
         if y.shape != (X.shape[0],) or not np.isin(y, (0.0, 1.0)).all() or np.unique(y).size < 2:

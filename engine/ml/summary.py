@@ -29,7 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from engine.metrics import calibration_curve, classification_metrics
 from engine.ml.results import EnsembleResult
+from engine.timeutil import fmt_ms
 
 SCORE_KEYS = ("n", "auc", "log_loss", "brier", "calibration_error")
 
@@ -47,8 +49,6 @@ def _clean(v: Any) -> Any:
 
 
 def _scores(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    from engine.metrics import classification_metrics
-
     ok = np.isfinite(p) & np.isfinite(y)
     m = classification_metrics(y[ok], p[ok])
     out = {k: _clean(m[k]) for k in SCORE_KEYS}
@@ -83,8 +83,6 @@ def _weights(res: EnsembleResult) -> dict[str, dict[str, tuple[float, int]]]:
 def models_metrics(res: EnsembleResult) -> dict[str, Any]:
     """The ``runs.metrics['models']`` document (see the module docstring)."""
     import polars as pl
-
-    from engine.metrics import calibration_curve
 
     weights = _weights(res)
     folds = res.metrics.filter(pl.col("fold") >= 0)
@@ -142,8 +140,6 @@ def ml_info(res: EnsembleResult) -> dict[str, Any]:
 
 def event_rows(res: EnsembleResult) -> list[dict[str, Any]]:
     """``system_events`` rows (time, severity, component, message, data) of the ML stage."""
-    from engine.timeutil import fmt_ms
-
     rows: list[dict[str, Any]] = []
     first = min((int(r.open_time[0]) for r in res.symbols.values()), default=0)
     n_folds = {sym: len(s.folds) for sym, s in res.schedule.items()}

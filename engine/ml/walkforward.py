@@ -62,6 +62,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from engine.errors import ConfigError
+from engine.ml.models import new_model
 from engine.ml.models.base import TrainSet, write_json
 from engine.strategy.ml_config import LabelsConfig, ModelNode, TrainingConfig, span_ms
 
@@ -263,8 +264,6 @@ def fit_task(task: FitTask) -> dict[str, Any]:
 
     Reuses the version when its ``meta.json`` already exists.
     """
-    from engine.ml.models import new_model
-
     final = Path(task.out_dir) / task.version
     if (final / "meta.json").is_file():
         return json.loads((final / "meta.json").read_text())

@@ -24,6 +24,8 @@ from typing import Any
 import yaml
 
 from engine.errors import ConfigError, UsageError
+from engine.strategy.config import StrategyConfig
+from engine.strategy.params import apply_overrides, parse_set
 
 #: above this many combinations a sweep needs ``force=True`` (``--force``)
 MAX_COMBOS = 10_000
@@ -192,9 +194,6 @@ def check_axes(
     A bare name must be one of the strategy's ``params`` (else: the closest one); a dotted
     path must be a key of the strategy schema (checked by :func:`apply_overrides`).
     """
-    from engine.strategy.config import StrategyConfig
-    from engine.strategy.params import apply_overrides, parse_set
-
     set_names = (
         set(fixed) if isinstance(fixed, Mapping) else {parse_set(s)[0] for s in fixed}  # type: ignore[union-attr]
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import ConfigError
 from engine.ml.models.base import Segment, finite_rows, masked_predict
 
 
@@ -36,8 +37,6 @@ class OnnxModel:
 
     def __init__(self, path: Path, *, threads: int = 1) -> None:
         import onnxruntime as ort
-
-        from engine.errors import ConfigError
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -80,8 +79,6 @@ class OnnxModel:
         return arr
 
     def predict_proba(self, seg: Segment) -> np.ndarray:
-        from engine.errors import ConfigError
-
         if self.n_inputs is not None and seg.X.shape[1] != self.n_inputs:
             raise ConfigError(
                 f"onnx model {self.path} takes {self.n_inputs} inputs, the node gives {seg.X.shape[1]} features",

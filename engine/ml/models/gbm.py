@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine.ml.models.base import Segment, TrainSet, masked_predict
+from engine.ml.models.trees_nb import parse_lightgbm, predict_trees
 
 
 class LightGBMModel:
@@ -76,8 +77,6 @@ class LightGBMModel:
 
     def _kernel(self) -> Any:
         if self._trees is None:
-            from engine.ml.models.trees_nb import parse_lightgbm
-
             text = self._text if self._text is not None else self.booster.model_to_string()
             self._trees = parse_lightgbm(text) or False
         return self._trees
@@ -88,8 +87,6 @@ class LightGBMModel:
             return masked_predict(
                 seg.X, lambda X: self.booster.predict(X, num_threads=self.threads)
             )
-        from engine.ml.models.trees_nb import predict_trees
-
         return masked_predict(seg.X, lambda X: predict_trees(trees, X, threads=self.threads))
 
     def save(self, path: Path) -> None:

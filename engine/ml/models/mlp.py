@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import RunError
 from engine.kernels import kernel
 from engine.ml.models.base import Segment, TrainSet, masked_predict, read_json, write_json
 
@@ -73,8 +74,6 @@ class MLPModel:
             )
             clf.fit(scaler.transform(X), y)
         if list(clf.classes_) != [0, 1]:
-            from engine.errors import RunError
-
             raise RunError(
                 f"mlp: training labels hold only class {list(clf.classes_)}",
                 hint="lengthen training.train_window or lower labels.cost_bps",

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import RunError
 from engine.ml.models.base import Segment, TrainSet, read_json, write_json
 
 
@@ -67,8 +68,6 @@ class ProphetModel:
 
     def fit(self, train: TrainSet, *, seed: int, threads: int) -> ProphetModel:
         import pandas as pd
-
-        from engine.errors import RunError
 
         assert train.hourly_time is not None and train.hourly_close is not None
         assert train.forecast_times is not None
