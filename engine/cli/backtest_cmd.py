@@ -16,6 +16,7 @@ from engine.cli.common import (
     console,
     guarded,
 )
+from engine.timeutil import fmt_ms
 
 if TYPE_CHECKING:
     from engine.backtest import BacktestResult
@@ -103,8 +104,6 @@ def _fmt(value: object, kind: str) -> str:
 
 def _print_table(r: BacktestResult) -> None:
     from rich.table import Table
-
-    from engine.timeutil import fmt_ms
 
     m, market, graph = r.metrics, r.market, r.graph
     title = (

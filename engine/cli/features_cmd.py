@@ -1,7 +1,7 @@
 """``engine features``: compute features from the store and write them to Parquet.
 
-Only typer and rich are imported here; polars, numba and the feature code load inside the
-command.
+Only typer, rich and the engine's light modules (errors, times) are imported here; polars,
+numba and the feature code load inside the command.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from typing import Any
 import typer
 
 from engine.cli.common import ProgressBar, StoreOpt, console, err_console, guarded
+from engine.errors import DataError, UsageError
+from engine.timeutil import interval_ms, parse_end, parse_time
 
 
 def warmup_start(start_ms: int, names: list[str] | None, interval: str) -> int:
     """Where to start loading so that every feature is warm at ``start_ms``: the declared
     warm-up plus one bar of the longest timeframe (for its alignment)."""
     from engine.features import warmup_bars
-    from engine.timeutil import interval_ms
 
     step = interval_ms(interval)
     longest = max(
@@ -62,9 +63,7 @@ def features(
     """Compute features (indicators, higher timeframes, funding) over stored candles."""
     import time
 
-    from engine.errors import DataError, UsageError
     from engine.features import check_names, default_names
-    from engine.timeutil import interval_ms, parse_end, parse_time
 
     interval_ms(interval)  # validates --interval before anything else
     if list_names:
@@ -106,8 +105,6 @@ def features(
 
 def _out_path(out: str | None) -> Path:
     """``--out``: a ``.parquet`` file in an existing folder."""
-    from engine.errors import UsageError
-
     if not out:
         raise UsageError(
             "--out is required", hint="name the Parquet file to write, e.g. --out features.parquet"
@@ -137,7 +134,6 @@ def _load(
     """The candles (from early enough that every feature is warm at ``--start`` when
     ``warmup``) and, when a funding feature is requested, the funding events."""
     from engine.data import load_candles, load_funding
-    from engine.errors import DataError
     from engine.features import default_names, warmup_bars
 
     candles = None
