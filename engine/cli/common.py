@@ -115,13 +115,9 @@ class ProgressBar:
             self._bar.stop()
             self._bar = None
 
-    def __call__(self, task: str, done: int | None = None, total: int | None = None) -> None:
-        """One report. ``done``/``total`` default to None only for callers that still report
-        a bare step name (``progress(step)``): the line then shows the name alone."""
-        if self._bar is None:
-            return
-        label = f"{self.title}: {task}"
-        if done is None:
-            self._bar.update(self._task, description=label)
-        else:
-            self._bar.update(self._task, description=label, completed=done, total=total)
+    def __call__(self, task: str, done: int, total: int | None) -> None:
+        """One report: the line shows it (a report after the block ended is ignored)."""
+        if self._bar is not None:
+            self._bar.update(
+                self._task, description=f"{self.title}: {task}", completed=done, total=total
+            )

@@ -45,8 +45,6 @@ def run_ensemble(
     ``progress`` (:mod:`engine.progress`) hears ``("training folds", done, total)`` as the
     fits finish and ``("predicting", done, symbols)`` per symbol; nothing is drawn here.
     """
-    if not callable(progress):  # transitional: engine.decisions.ml_slot still passes True
-        progress = None
     ml = as_sections(config)
     models_dir = _results_dir(results_dir) / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
