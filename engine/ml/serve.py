@@ -121,6 +121,29 @@ class ModelService:
             self.version = f"{self.kind}-{digest}"
         return {"ok": True, "rows": int(X.shape[0]), "model_version": self.version}
 
+    def health(self) -> dict[str, Any]:
+        """The ``GET /health`` answer: the model's kind, version and features."""
+        return {
+            "status": "ok",
+            "kind": self.kind,
+            "model_version": self.version,
+            "features": self.features,
+        }
+
+    def post(self, path: str, body: Any) -> dict[str, Any]:
+        """``POST /predict`` (after the configured delay) or ``POST /retrain`` with a JSON body."""
+        if not isinstance(body, dict):
+            raise ValueError("body must be a JSON object")
+        if path == "/predict":
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            return self.predict(body)
+        return self.retrain(body)
+
+
+#: the server's routes (listed in a 404 answer)
+ROUTES = ("POST /predict", "POST /retrain", "GET /health", "GET /metrics")
+
 
 def make_server(
     service: ModelService, *, host: str = "127.0.0.1", port: int = 0
@@ -147,29 +170,13 @@ def make_server(
             ok = True
             try:
                 if method == "GET" and path == "/health":
-                    self._send(
-                        200,
-                        {
-                            "status": "ok",
-                            "kind": service.kind,
-                            "model_version": service.version,
-                            "features": service.features,
-                        },
-                    )
+                    self._send(200, service.health())
                 elif method == "GET" and path == "/metrics":
                     self._send(200, service.metrics())
                 elif method == "POST" and path in ("/predict", "/retrain"):
                     length = int(self.headers.get("Content-Length") or 0)
                     try:
-                        body = json.loads(self.rfile.read(length) or b"{}")
-                        if not isinstance(body, dict):
-                            raise ValueError("body must be a JSON object")
-                        if path == "/predict":
-                            if service.delay_s:
-                                time.sleep(service.delay_s)
-                            out = service.predict(body)
-                        else:
-                            out = service.retrain(body)
+                        out = service.post(path, json.loads(self.rfile.read(length) or b"{}"))
                     except (ValueError, TypeError, KeyError) as exc:
                         ok = False
                         self._send(400, {"error": str(exc)})
@@ -177,18 +184,7 @@ def make_server(
                         self._send(200, out)
                 else:
                     ok = False
-                    self._send(
-                        404,
-                        {
-                            "error": f"no route {method} {path}",
-                            "routes": [
-                                "POST /predict",
-                                "POST /retrain",
-                                "GET /health",
-                                "GET /metrics",
-                            ],
-                        },
-                    )
+                    self._send(404, {"error": f"no route {method} {path}", "routes": list(ROUTES)})
             except (BrokenPipeError, ConnectionResetError):
                 ok = False
             service.record(path, time.perf_counter() - t0, ok)
