@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from engine.cli.common import StoreOpt, console, err_console, guarded
+from engine.cli.common import ProgressBar, StoreOpt, console, err_console, guarded
 from engine.errors import DataError, UsageError
 from engine.timeutil import fmt_ms
 
@@ -27,31 +27,6 @@ SymbolOpt = typer.Option(
 IntervalOpt = typer.Option(
     None, "--interval", help="Interval (e.g. 5m) for files whose name does not say."
 )
-
-
-def _progress():  # type: ignore[no-untyped-def]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[name]}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
-
-
-def _drawer(prog, description: str):  # type: ignore[no-untyped-def]
-    """An :class:`engine.progress.Progress` drawing on one bar of ``prog`` (rich): the bar
-    shows the task reported last, ``done`` of ``total`` (a spinner while total is None)."""
-    bar = prog.add_task(description, total=None, name="")
-
-    def progress(task: str, done: int, total: int | None) -> None:
-        prog.update(bar, completed=done, total=total, name=task)
-
-    return progress
 
 
 def _print_wide(table: Table) -> None:
@@ -116,7 +91,7 @@ def import_cmd(
 
     files, skipped = collect_files(paths)
     st = Store(store)
-    with _progress() as prog:
+    with ProgressBar("import") as progress:
         report = import_paths(
             paths,
             store=st,
@@ -124,7 +99,7 @@ def import_cmd(
             symbol=symbol,
             interval=interval,
             files=files or None,
-            progress=_drawer(prog, "reading"),
+            progress=progress,
         )
     report.skipped = skipped
     _print_import(report)
@@ -179,7 +154,7 @@ def download_cmd(
         raise UsageError(f"--source: unknown source {source!r}", hint="use --source vision or --source rest")
     from engine.data.download import download
 
-    with _progress() as prog:
+    with ProgressBar("download") as progress:
         report = download(
             _split(symbol),
             intervals,
@@ -189,7 +164,7 @@ def download_cmd(
             market=market,
             store=store,
             base_url=vision_url,
-            progress=_drawer(prog, "downloading"),
+            progress=progress,
         )
     console.print(
         f"fetched {len(report.fetched)} file(s), {len(report.cached)} already downloaded and verified"
@@ -221,9 +196,9 @@ def _download_rest(
 
     if market != "usdm":
         raise UsageError(f"--source rest: market {market!r} is not supported", hint="use --market usdm")
-    with _progress() as prog:
+    with ProgressBar("REST klines") as progress:
         report = backfill_klines(symbols, intervals, start=start, end=end, url=url, store=store,
-                                 progress=_drawer(prog, "fetching klines"))
+                                 progress=progress)
     if report is None:
         console.print("no closed klines in that span on the server")
         return

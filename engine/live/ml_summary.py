@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from engine.ml.labels import make_labels
-from engine.ml.results import EnsembleResult, SymbolResult, score_results
+from engine.ml.results import SymbolResult, assemble_result
 from engine.ml.summary import event_rows, ml_info, models_metrics
 
 
@@ -95,32 +95,11 @@ def live_ensemble_result(trace: LiveMLTrace, ensembles: dict[str, Any]) -> Any:
     if not results:
         return None
     pipes = {s: ensembles[s].pipe for s in results}
-    events: list[dict[str, Any]] = []
-    fitted = reused = 0
-    for s, pipe in pipes.items():
-        sym_events = list(pipe.events)
-        for ext in pipe.external.values():
-            sym_events.extend(getattr(ext, "events", []))
-        events.extend({**e, "symbol": s} for e in sym_events)
-        for plan in pipe.plans.values():
-            if plan.task is not None:
-                fitted += 1
-            elif plan.version is not None:
-                reused += 1
-    metrics, curve, contrib = score_results(results, pipes)
-    return EnsembleResult(
-        symbols=results,
-        schedule={s: p.sched for s, p in pipes.items()},
-        metrics=metrics,
-        calibration=curve,
-        contributions=contrib,
-        events=events,
-        n_fitted=fitted,
-        n_reused=reused,
-        train_seconds=trace.train_seconds,
-        predict_seconds=trace.predict_seconds,
-        pipelines=pipes,
-    )
+    plans = [plan for pipe in pipes.values() for plan in pipe.plans.values()]
+    return assemble_result(
+        results, pipes, n_fitted=sum(1 for p in plans if p.task is not None),
+        n_reused=sum(1 for p in plans if p.task is None and p.version is not None),
+        train_seconds=trace.train_seconds, predict_seconds=trace.predict_seconds)
 
 
 def live_ml_summary(trace: LiveMLTrace, ensembles: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

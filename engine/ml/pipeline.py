@@ -21,7 +21,7 @@ from engine.errors import DataError
 from engine.ml.ensemble import FusionRunner
 from engine.ml.folds import FitPlan, fold_index
 from engine.ml.inputs import as_sections, prepare_symbol
-from engine.ml.results import EnsembleResult, SymbolResult, score_results
+from engine.ml.results import EnsembleResult, SymbolResult, assemble_result
 from engine.ml.symbol_pipeline import SymbolPipeline
 from engine.ml.walkforward import FoldExecutor, default_executor, fit_task, make_schedule
 from engine.paths import results_dir as _results_dir
@@ -56,30 +56,12 @@ def run_ensemble(
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     results: dict[str, SymbolResult] = {}
-    events: list[dict[str, Any]] = []
     for k, (sym, pipe) in enumerate(pipes.items()):
         step(progress, "predicting", k, len(pipes))
         results[sym] = _predict_symbol(pipe)
-        sym_events = list(pipe.events)
-        for ext in pipe.external.values():
-            sym_events.extend(getattr(ext, "events", []))
-        events.extend({**e, "symbol": sym} for e in sym_events)
     step(progress, "predicting", len(pipes), len(pipes))
-    predict_s = time.perf_counter() - t1
-    metrics, curve, contrib = score_results(results, pipes)
-    return EnsembleResult(
-        symbols=results,
-        schedule={s: p.sched for s, p in pipes.items()},
-        metrics=metrics,
-        calibration=curve,
-        contributions=contrib,
-        events=events,
-        n_fitted=n_fitted,
-        n_reused=n_reused,
-        train_seconds=train_s,
-        predict_seconds=predict_s,
-        pipelines=pipes,
-    )
+    return assemble_result(results, pipes, n_fitted=n_fitted, n_reused=n_reused,
+                           train_seconds=train_s, predict_seconds=time.perf_counter() - t1)
 
 
 def _pipelines(

@@ -215,3 +215,38 @@ def score_results(
             contrib, schema={"symbol": pl.Utf8, "model": pl.Utf8, "mean_weight": pl.Float64}
         ),
     )
+
+
+def pipeline_events(pipes: Mapping[str, SymbolPipeline]) -> list[dict[str, Any]]:
+    """What went wrong in each symbol's pipeline (a model not trained for a fold, a remote
+    model's failures), each event tagged with its symbol."""
+    events: list[dict[str, Any]] = []
+    for sym, pipe in pipes.items():
+        sym_events = list(pipe.events)
+        for ext in pipe.external.values():
+            sym_events.extend(getattr(ext, "events", []))
+        events.extend({**e, "symbol": sym} for e in sym_events)
+    return events
+
+
+def assemble_result(
+    results: dict[str, SymbolResult], pipes: Mapping[str, SymbolPipeline], *, n_fitted: int,
+    n_reused: int, train_seconds: float, predict_seconds: float,
+) -> EnsembleResult:
+    """An :class:`EnsembleResult` of per-symbol results: scores, calibration curve and
+    contributions by :func:`score_results`, and the pipelines' events. The batch path and
+    live mode's summary of its own bars both build theirs here."""
+    metrics, curve, contrib = score_results(results, pipes)
+    return EnsembleResult(
+        symbols=results,
+        schedule={s: p.sched for s, p in pipes.items()},
+        metrics=metrics,
+        calibration=curve,
+        contributions=contrib,
+        events=pipeline_events(pipes),
+        n_fitted=n_fitted,
+        n_reused=n_reused,
+        train_seconds=train_seconds,
+        predict_seconds=predict_seconds,
+        pipelines=dict(pipes),
+    )

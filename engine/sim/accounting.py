@@ -10,14 +10,14 @@ hand-computed cases in ``tests/sim``.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from engine.kernels import kernel
 from engine.sim.enums import FillKind, OrderCheck
 
 _EPS = 1e-9
 
 
-@njit(cache=True)
+@kernel
 def round_price_nb(price: float, tick: float, mode: int) -> float:
     """Round ``price`` to a multiple of ``tick``: mode -1 down, 0 nearest, +1 up.
 
@@ -38,7 +38,7 @@ def round_price_nb(price: float, tick: float, mode: int) -> float:
     return np.round(k * tick, max(digits, 0) + 2)
 
 
-@njit(cache=True)
+@kernel
 def floor_qty_nb(qty: float, step: float) -> float:
     """Floor ``|qty|`` to a multiple of ``step`` keeping the sign (orders never round up).
 
@@ -51,7 +51,7 @@ def floor_qty_nb(qty: float, step: float) -> float:
     return sign * np.round(k * step, digits)
 
 
-@njit(cache=True)
+@kernel
 def check_order_nb(
     qty: float,
     price: float,
@@ -80,7 +80,7 @@ def check_order_nb(
     return OrderCheck.OK
 
 
-@njit(cache=True)
+@kernel
 def slipped_price_nb(side: int, price: float, slippage_bps: float) -> float:
     """Price of a market fill: ``price`` moved ``slippage_bps`` against the trader.
 
@@ -89,7 +89,7 @@ def slipped_price_nb(side: int, price: float, slippage_bps: float) -> float:
     return price * (1.0 + side * slippage_bps * 1e-4)
 
 
-@njit(cache=True)
+@kernel
 def limit_fill_price_nb(
     side: int, limit_price: float, open_: float, high: float, low: float
 ) -> float:
@@ -107,13 +107,13 @@ def limit_fill_price_nb(
     return np.nan
 
 
-@njit(cache=True)
+@kernel
 def fee_nb(qty: float, price: float, rate: float) -> float:
     """Commission in USDT: ``|qty| * price * rate``."""
     return abs(qty) * price * rate
 
 
-@njit(cache=True)
+@kernel
 def apply_fill_nb(
     pos_qty: float, entry_price: float, fill_qty: float, price: float
 ) -> tuple[float, float, float, float]:
@@ -138,7 +138,7 @@ def apply_fill_nb(
     return new_qty, price, realized, closed
 
 
-@njit(cache=True)
+@kernel
 def order_legs_nb(pos_qty: float, target: float) -> tuple[float, float]:
     """Split the move from ``pos_qty`` to ``target`` into ``(exit_qty, entry_qty)``.
 
@@ -160,7 +160,7 @@ def order_legs_nb(pos_qty: float, target: float) -> tuple[float, float]:
     return exit_qty, target - after
 
 
-@njit(cache=True)
+@kernel
 def unrealized_pnl_nb(qty: float, entry_price: float, mark: float) -> float:
     """Unrealised PnL of a position marked at ``mark``: ``qty * (mark - entry)``."""
     if qty == 0.0:
@@ -168,7 +168,7 @@ def unrealized_pnl_nb(qty: float, entry_price: float, mark: float) -> float:
     return qty * (mark - entry_price)
 
 
-@njit(cache=True)
+@kernel
 def funding_payment_nb(qty: float, mark: float, rate: float) -> float:
     """Funding the position holder PAYS: ``qty * mark * rate``.
 
@@ -178,7 +178,7 @@ def funding_payment_nb(qty: float, mark: float, rate: float) -> float:
     return qty * mark * rate
 
 
-@njit(cache=True)
+@kernel
 def bracket_index_nb(notional: float, caps: np.ndarray, n: int) -> int:
     """Index of the leverage bracket holding ``|notional|`` (the last one beyond all caps)."""
     x = abs(notional)
@@ -188,7 +188,7 @@ def bracket_index_nb(notional: float, caps: np.ndarray, n: int) -> int:
     return n - 1
 
 
-@njit(cache=True)
+@kernel
 def maint_margin_nb(
     notional: float, caps: np.ndarray, mmrs: np.ndarray, cums: np.ndarray, n: int
 ) -> float:
@@ -197,7 +197,7 @@ def maint_margin_nb(
     return abs(notional) * mmrs[i] - cums[i]
 
 
-@njit(cache=True)
+@kernel
 def max_notional_nb(leverage: float, caps: np.ndarray, levs: np.ndarray, n: int) -> float:
     """Largest notional allowed at ``leverage``: the cap of the last bracket whose
     initialLeverage is at least ``leverage`` (0 when the leverage is above every bracket's)."""
@@ -208,7 +208,7 @@ def max_notional_nb(leverage: float, caps: np.ndarray, levs: np.ndarray, n: int)
     return best
 
 
-@njit(cache=True)
+@kernel
 def liquidation_price_nb(
     qty: float,
     entry_price: float,
@@ -246,7 +246,7 @@ def liquidation_price_nb(
     return max(fallback, 0.0)
 
 
-@njit(cache=True)
+@kernel
 def stop_target_prices_nb(
     side: int,
     entry_price: float,
@@ -284,7 +284,7 @@ def stop_target_prices_nb(
     return stop, target
 
 
-@njit(cache=True)
+@kernel
 def exit_trigger_nb(
     qty: float,
     open_: float,
