@@ -42,12 +42,18 @@ def sim_exchange_cmd(
     weight_limit: int = typer.Option(2400, "--weight-limit", help="REQUEST_WEIGHT budget per minute per IP."),
     orders_10s: int = typer.Option(300, "--orders-10s", help="ORDERS budget per 10 s per key."),
     orders_1m: int = typer.Option(1200, "--orders-1m", help="ORDERS budget per minute per key."),
+    legacy_ws: bool = typer.Option(
+        False, "--legacy-ws",
+        help="Also serve the websocket paths Binance retired on 2026-04-23 (/ws, /stream); refused (404) by default.",
+    ),
     store: str | None = StoreOpt,
 ) -> None:
     """Replay stored candles as a Binance USD-M futures exchange (REST + websockets, one port).
 
-    Point ccxt (engine.binance.make_ccxt) or live mode at the printed URLs.
-    Request timestamps are checked against the real clock; /fapi/v1/time answers the market clock.
+    Point ccxt (engine.binance.make_ccxt), the official Binance SDK or live mode at the printed
+    URLs. One clock: /fapi/v1/time, order and event times are the replay's market clock (bars
+    keep their historical times); a signed request may carry the wall clock or a clock synced
+    to /fapi/v1/time.
     """
     import asyncio
     import os
@@ -69,7 +75,7 @@ def sim_exchange_cmd(
         api_key=key, api_secret=secret, balance=balance, faults=FaultSpec.parse(faults), seed=seed,
         store=str(store_dir(store)), substeps=substeps, slippage_bps=slippage_bps, taker_fee=taker_fee,
         maker_fee=maker_fee, fault_log=Path(fault_log) if fault_log else None, weight_limit=weight_limit,
-        orders_10s=orders_10s, orders_1m=orders_1m,
+        orders_10s=orders_10s, orders_1m=orders_1m, legacy_ws=legacy_ws,
     )
     asyncio.run(_serve(config, faults))
 
@@ -117,7 +123,12 @@ async def _serve(config: ExchangeSimSettings, faults: str | None) -> None:
     host = config.host
     base = f"http://{host}:{bound}"
     console.print(f"REST       {base}/fapi/v1  (v2, v3 alike)", highlight=False)
-    console.print(f"websocket  ws://{host}:{bound}/ws/<stream>   ws://{host}:{bound}/stream?streams=a/b", highlight=False)
+    ws = f"ws://{host}:{bound}"
+    console.print(f"websocket  {ws}/market/stream?streams=a/b  (klines, mark price, tickers)", highlight=False)
+    console.print(f"           {ws}/public/stream?streams=a/b  (book ticker)", highlight=False)
+    console.print(f"           {ws}/private/ws?listenKey=<key>  (user data)", highlight=False)
+    if config.legacy_ws:
+        console.print(f"           {ws}/ws/<stream>  {ws}/stream?streams=a/b  (legacy, --legacy-ws)", highlight=False)
     console.print(f"admin      {base}/sim/state  {base}/sim/faults", highlight=False)
     console.print(
         f"replay     {', '.join(config.symbols)} {config.interval} from {fmt_ms(config.start_ms)} "

@@ -9,6 +9,7 @@ so the simulator and ``engine backtest`` agree to the last bit on the same bars.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -38,8 +39,10 @@ def check_filters(spec: SymbolSpec, *, qty: float, price: float, value_price: fl
             raise E.price_le_zero()
         if abs(K.round_price_nb(price, spec.tick_size, 0) - price) > 1e-9 * max(1.0, price):
             raise E.price_not_tick()
-        if price < spec.min_price or price > spec.max_price:
-            raise E.BinanceError(-4016, f"Limit price can't be higher than {spec.max_price}.")
+        if price < spec.min_price:
+            raise E.BinanceError(-4013, "Price less than min price.")
+        if price > spec.max_price:
+            raise E.BinanceError(-4002, "Price greater than max price.")
     max_qty = spec.market_max_qty if market else spec.max_qty
     code = K.check_order_nb(qty, value_price, spec.step_size, spec.min_qty, max_qty, spec.min_notional, reduce_only)
     raise_check(int(code), spec)
@@ -145,8 +148,8 @@ class Book:
         self._base = SimConfig(execution=execution).to_params()
         self.leverage = {s: int(leverage) for s in self.symbols}
         self.isolated = {s: False for s in self.symbols}
-        self.fills: list[dict[str, object]] = []
-        self.funding: list[dict[str, object]] = []
+        self.fills: list[dict[str, Any]] = []
+        self.funding: list[dict[str, Any]] = []
         self.fees_paid = 0.0
         self.funding_paid = 0.0
         self.realized = 0.0

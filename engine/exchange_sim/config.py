@@ -20,7 +20,9 @@ class ExchangeSimSettings:
     ``start_ms``/``end_ms`` bound the market clock; ``speed`` is market seconds per real
     second (0 freezes the clock: it then moves only through ``POST /sim/advance``).
     ``weight_window_s`` and ``ban_s`` default to Binance's minute window and two-minute first
-    ban; tests shorten them. ``api_secret`` is never logged or echoed.
+    ban; tests shorten them. ``api_secret`` is never logged or echoed. ``legacy_ws`` also
+    serves the websocket paths Binance retired on 2026-04-23 (``/ws``, ``/stream``); by
+    default they answer 404, as they no longer serve klines or user data on the venue.
     """
 
     symbols: tuple[str, ...]
@@ -50,4 +52,5 @@ class ExchangeSimSettings:
     fault_log: Path | None = None
     ping_interval_s: float = 180.0
     queue_limit: int = 100_000
+    legacy_ws: bool = False
 

@@ -180,6 +180,21 @@ def gtx_rejected() -> BinanceError:
     )
 
 
+def algo_endpoint_required() -> BinanceError:
+    """A conditional type on /fapi/v1/order (Binance since 2025-12-09; ccxt: InvalidOrder)."""
+    return BinanceError(
+        -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
+    )
+
+
+def no_data(what: str, symbol: str) -> BinanceError:
+    """An endpoint whose data the store does not hold (depth, open interest)."""
+    return BinanceError(
+        -5000, f"The simulator has no {what} for {symbol}: the store it replays holds klines and funding "
+        "rates only, so this endpoint has nothing to serve.",
+    )
+
+
 def listen_key_missing() -> BinanceError:
     return BinanceError(-1125, "This listenKey does not exist.")
 

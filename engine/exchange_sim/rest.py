@@ -54,6 +54,15 @@ def w_klines(p: dict[str, str]) -> int:
     return 10
 
 
+def w_depth(p: dict[str, str]) -> int:
+    """Binance's depth weights: limit 5-50 -> 2, 100 -> 5, 500 -> 10, 1000 -> 20."""
+    try:
+        limit = int(p.get("limit", "500"))
+    except ValueError:
+        return 2
+    return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+
+
 def _routes() -> dict[tuple[str, str], Route]:
     r = Route
     sig = {"key": True, "signed": True}
@@ -66,8 +75,13 @@ def _routes() -> dict[tuple[str, str], Route]:
         ("GET", "/fapi/v1/fundingRate"): r(M.funding_rate, w(1)),
         ("GET", "/fapi/v1/ticker/price"): r(M.ticker_price, w_symbol(1, 2)),
         ("GET", "/fapi/v2/ticker/price"): r(M.ticker_price, w_symbol(1, 2)),
+        ("GET", "/fapi/v1/ticker/24hr"): r(M.ticker_24hr, w_symbol(1, 40)),
+        ("GET", "/fapi/v1/ticker/bookTicker"): r(M.book_ticker, w_symbol(2, 5)),
+        ("GET", "/fapi/v1/depth"): r(M.depth, w_depth),
+        ("GET", "/fapi/v1/openInterest"): r(M.open_interest, w(1)),
         ("POST", "/fapi/v1/order"): r(O.new_order, w(0), order=True, **sig),
         ("GET", "/fapi/v1/order"): r(O.get_order, w(1), **sig),
+        ("GET", "/fapi/v1/openOrder"): r(O.get_open_order, w(1), **sig),
         ("DELETE", "/fapi/v1/order"): r(O.cancel_order, w(1), **sig),
         ("POST", "/fapi/v1/algoOrder"): r(O.new_algo_order, w(0), order=True, **sig),
         ("GET", "/fapi/v1/algoOrder"): r(O.get_algo_order, w(1), **sig),
@@ -91,15 +105,13 @@ def _routes() -> dict[tuple[str, str], Route]:
         ("POST", "/fapi/v1/positionSide/dual"): r(A.dual_post, w(1), **sig),
         ("GET", "/fapi/v1/multiAssetsMargin"): r(A.multi_assets, w(30), **sig),
         ("GET", "/fapi/v1/leverageBracket"): r(A.leverage_bracket, w(1), **sig),
+        ("GET", "/fapi/v1/income"): r(A.income, w(30), **sig),
         ("GET", "/fapi/v1/symbolConfig"): r(A.symbol_config, w(5), **sig),
         ("GET", "/fapi/v1/commissionRate"): r(A.commission_rate, w(20), **sig),
         ("POST", "/fapi/v1/listenKey"): r(A.listen_key_new, w(1), key=True),
         ("PUT", "/fapi/v1/listenKey"): r(A.listen_key_keepalive, w(1), key=True),
         ("DELETE", "/fapi/v1/listenKey"): r(A.listen_key_close, w(1), key=True),
     }
-
-
-ROUTES = _routes()
 
 
 ROUTES = _routes()

@@ -82,11 +82,50 @@ def multi_assets(ctx: Ctx) -> Any:
 
 
 def leverage_bracket(ctx: Ctx) -> Any:
+    """Every replayed symbol's brackets as an array; with ``symbol``, that symbol's one
+    object (as Binance answers)."""
     s = symbol_param(ctx, required=False)
     rows = [r for r in ctx.server.leverage_brackets if r["symbol"] in ctx.server.exchange.symbols]
     if s:
-        rows = [r for r in rows if r["symbol"] == s]
+        return next(r for r in rows if r["symbol"] == s)
     return rows
+
+
+WEEK_MS = 7 * 86_400_000
+# Binance's incomeType values; the simulator books REALIZED_PNL, COMMISSION and FUNDING_FEE
+INCOME_TYPES = (
+    "TRANSFER", "WELCOME_BONUS", "REALIZED_PNL", "FUNDING_FEE", "COMMISSION", "INSURANCE_CLEAR",
+    "REFERRAL_KICKBACK", "COMMISSION_REBATE", "API_REBATE", "CONTEST_REWARD",
+    "CROSS_COLLATERAL_TRANSFER", "OPTIONS_PREMIUM_FEE", "OPTIONS_SETTLE_PROFIT",
+    "INTERNAL_TRANSFER", "AUTO_EXCHANGE", "DELIVERED_SETTELMENT", "COIN_SWAP_DEPOSIT",
+    "COIN_SWAP_WITHDRAW", "POSITION_LIMIT_INCREASE_FEE", "STRATEGY_UMFUTURES_TRANSFER",
+    "FEE_RETURN", "BFUSD_REWARD", "SPECIAL_FUNDING_FEE",
+)
+
+
+def income(ctx: Ctx) -> Any:
+    """``GET /fapi/v1/income``: the ledger of fills (REALIZED_PNL, COMMISSION) and funding
+    (FUNDING_FEE), oldest first; without ``startTime``/``endTime`` the last 7 days (market
+    time), ``limit`` 100 by default, 1000 at most."""
+    ex = ctx.server.exchange
+    s = symbol_param(ctx, required=False)
+    kind = ctx.params.get("incomeType")
+    if kind and kind not in INCOME_TYPES:
+        raise E.illegal("incomeType")
+    limit = int_param(ctx, "limit", 100, lo=1, hi=1000)
+    start, end = int_param(ctx, "startTime"), int_param(ctx, "endTime")
+    if start is not None and end is not None and start > end:
+        raise E.BinanceError(-1023, "Start time is greater than end time.")
+    if start is None and end is None:
+        start = ctx.now_ms - WEEK_MS
+    rows = [
+        r for r in ex.income
+        if (s is None or r["symbol"] == s) and (not kind or r["incomeType"] == kind)
+        and (start is None or r["time"] >= start) and (end is None or r["time"] <= end)
+    ]
+    assert limit is not None
+    rows = rows[:limit] if ctx.params.get("startTime") else rows[-limit:]
+    return [S.income_row(r) for r in rows]
 
 
 def symbol_config(ctx: Ctx) -> Any:
@@ -98,7 +137,7 @@ def symbol_config(ctx: Ctx) -> Any:
             {
                 "symbol": sym, "marginType": "ISOLATED" if ex.book.isolated[sym] else "CROSSED",
                 "isAutoAddMargin": False, "leverage": ex.book.leverage[sym],
-                "maxNotionalValue": S.fnum(S._max_notional(ex, sym), 0),
+                "maxNotionalValue": S.fnum(S.max_notional_of(ex, sym), 0),
             }
         )
     return out

@@ -1,4 +1,5 @@
-"""REST handlers for market data: time, exchangeInfo, klines, premium index, funding, prices."""
+"""REST handlers for market data: time, exchangeInfo, klines, premium index, funding, tickers,
+and the two endpoints the store has no data for (depth, open interest)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from engine.exchange_sim import errors as E
 from engine.exchange_sim import shapes as S
+from engine.exchange_sim import tickers as T
 from engine.exchange_sim.rest_params import Ctx, int_param, symbol_param
 from engine.timeutil import INTERVALS
 
@@ -17,13 +19,15 @@ def ping(ctx: Ctx) -> Any:
 
 
 def server_time(ctx: Ctx) -> Any:
-    return {"serverTime": ctx.now_ms}
+    """The market clock; the offset to the wall clock it implies is one a client may sign
+    with from now on (:mod:`engine.exchange_sim.clock`)."""
+    return {"serverTime": ctx.server.clock.serve()}
 
 
 def exchange_info(ctx: Ctx) -> Any:
     srv = ctx.server
     info = dict(srv.exchange_info)
-    info["serverTime"] = ctx.now_ms
+    info["serverTime"] = srv.clock.serve()
     cfg = srv.config
     info["rateLimits"] = [
         {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": cfg.weight_limit},
@@ -110,3 +114,32 @@ def ticker_price(ctx: Ctx) -> Any:
         return {"symbol": x, "price": S.px(ex.specs[x], ex.last[x]), "time": ctx.now_ms}
 
     return one(s) if s else [one(x) for x in ex.symbols]
+
+
+def _per_symbol(ctx: Ctx, one: Any) -> Any:
+    ex = ctx.server.exchange
+    s = symbol_param(ctx, required=False)
+    return one(s) if s else [one(x) for x in ex.symbols]
+
+
+def ticker_24hr(ctx: Ctx) -> Any:
+    ex = ctx.server.exchange
+    return _per_symbol(ctx, lambda s: T.ticker_24hr(ex, s, ctx.now_ms))
+
+
+def book_ticker(ctx: Ctx) -> Any:
+    """The replayed bar's last price on both sides (:mod:`engine.exchange_sim.tickers`)."""
+    ex = ctx.server.exchange
+    return _per_symbol(ctx, lambda s: T.book_ticker(ex, s, ctx.now_ms))
+
+
+def depth(ctx: Ctx) -> Any:
+    s = symbol_param(ctx)
+    assert s is not None
+    raise E.no_data("order book (depth snapshots)", s)
+
+
+def open_interest(ctx: Ctx) -> Any:
+    s = symbol_param(ctx)
+    assert s is not None
+    raise E.no_data("open interest", s)

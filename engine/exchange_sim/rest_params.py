@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from engine.exchange_sim import errors as E
+from engine.exchange_sim.clock import MarketClock
 from engine.exchange_sim.config import ExchangeSimSettings
 from engine.exchange_sim.exchange import Exchange
 
@@ -20,6 +21,7 @@ class Server(Protocol):
 
     config: ExchangeSimSettings
     exchange: Exchange
+    clock: MarketClock
     leverage_brackets: Any
     exchange_info: Any
     current_listen_key: str | None

@@ -12,7 +12,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from engine.exchange_sim.accounting import max_notional
-from engine.exchange_sim.exchange import CONDITIONAL, Exchange, Order
+from engine.exchange_sim.exchange import Exchange
+from engine.exchange_sim.order import Order
 
 if TYPE_CHECKING:
     from engine.sim.specs import SymbolSpec
@@ -38,6 +39,7 @@ def qty(spec: SymbolSpec, x: float) -> str:
 
 
 def order_json(ex: Exchange, o: Order) -> dict[str, Any]:
+    """A plain order as ``GET /fapi/v1/order`` answers it (QueryOrderResponse)."""
     spec = ex.specs[o.symbol]
     return {
         "orderId": o.order_id,
@@ -68,40 +70,40 @@ def order_json(ex: Exchange, o: Order) -> dict[str, Any]:
     }
 
 
-def algo_json(ex: Exchange, o: Order) -> dict[str, Any]:
-    spec = ex.specs[o.symbol]
-    return {
-        "algoId": o.algo_id,
-        "clientAlgoId": o.client_id,
-        "algoType": "CONDITIONAL",
-        "orderType": o.type,
-        "symbol": o.symbol,
-        "side": o.side,
-        "positionSide": o.position_side,
-        "timeInForce": o.tif,
-        "quantity": qty(spec, o.qty),
-        "algoStatus": o.algo_status,
-        "actualOrderId": str(o.actual_order_id) if o.actual_order_id is not None else "",
-        "actualPrice": fnum(o.avg_price, spec.price_precision + 3),
-        "triggerPrice": px(spec, o.stop_price),
-        "price": px(spec, o.price),
-        "icebergQuantity": None,
-        "tpTriggerPrice": "0.00",
-        "tpPrice": "0.00",
-        "slTriggerPrice": "0.00",
-        "slPrice": "0.00",
-        "tpOrderType": "",
-        "selfTradePreventionMode": "EXPIRE_MAKER",
-        "workingType": o.working_type,
-        "priceMatch": "NONE",
-        "closePosition": o.close_position,
-        "priceProtect": o.price_protect,
-        "reduceOnly": o.reduce_only,
-        "createTime": o.time,
-        "updateTime": o.update_time,
-        "triggerTime": o.update_time if o.algo_status in ("TRIGGERED", "FINISHED") else 0,
-        "goodTillDate": o.good_till,
+TRIGGERED = ("TRIGGERED", "FINISHED")
+
+
+def algo_json(ex: Exchange, a: Order, *, placed: bool = False) -> dict[str, Any]:
+    """An algo order as ``GET /fapi/v1/algoOrder`` answers it (QueryAlgoOrderResponse), or
+    as ``POST`` does (``placed``: NewAlgoOrderResponse, without the ``actual*`` fields).
+
+    A close-position order shows quantity 0 and ``reduceOnly`` true, as Binance reports it.
+    ``actualOrderId`` is "" until the trigger placed an order; ``actualPrice`` its average
+    fill price ("0" before), ``actualType``/``actualQty`` only once placed / filled."""
+    spec = ex.specs[a.symbol]
+    out: dict[str, Any] = {
+        "algoId": a.algo_id, "clientAlgoId": a.client_id, "algoType": "CONDITIONAL",
+        "orderType": a.type, "symbol": a.symbol, "side": a.side, "positionSide": a.position_side,
+        "timeInForce": a.tif, "quantity": qty(spec, 0.0 if a.close_position else a.qty),
+        "algoStatus": a.algo_status, "triggerPrice": px(spec, a.stop_price), "price": px(spec, a.price),
+        "icebergQuantity": None, "selfTradePreventionMode": "EXPIRE_MAKER",
+        "workingType": a.working_type, "priceMatch": "NONE", "closePosition": a.close_position,
+        "priceProtect": a.price_protect, "reduceOnly": a.reduce_only or a.close_position,
+        "createTime": a.time, "updateTime": a.update_time, "triggerTime": a.trigger_time,
+        "goodTillDate": a.good_till,
     }
+    if placed:
+        return out
+    out.update({
+        "actualOrderId": str(a.actual_order_id) if a.actual_order_id is not None else "",
+        "actualPrice": fnum(a.avg_price, spec.price_precision + 3) if a.executed else "0",
+        "tpTriggerPrice": "0", "tpPrice": "0", "slTriggerPrice": "0", "slPrice": "0", "tpOrderType": "",
+    })
+    if a.algo_status in TRIGGERED:
+        out["actualType"] = "MARKET"
+    if a.executed:
+        out["actualQty"] = qty(spec, a.executed)
+    return out
 
 
 def kline_row(ex: Exchange, s: str, i: int, k: int, *, base_ms: int | None = None) -> list[Any]:
@@ -157,7 +159,7 @@ def premium_index(ex: Exchange, s: str, now_ms: int) -> dict[str, Any]:
     }
 
 
-def _pos(ex: Exchange, s: str) -> dict[str, float]:
+def pos_numbers(ex: Exchange, s: str) -> dict[str, float]:
     b = ex.book
     q = b.qty(s)
     lev = b.leverage[s]
@@ -171,7 +173,7 @@ def _pos(ex: Exchange, s: str) -> dict[str, float]:
 def position_risk(ex: Exchange, s: str, *, v3: bool) -> dict[str, Any]:
     spec = ex.specs[s]
     b = ex.book
-    p = _pos(ex, s)
+    p = pos_numbers(ex, s)
     iso = b.isolated[s]
     out = {
         "symbol": s,
@@ -198,23 +200,23 @@ def position_risk(ex: Exchange, s: str, *, v3: bool) -> dict[str, Any]:
     else:
         out.update(
             {
-                "leverage": str(b.leverage[s]), "maxNotionalValue": money(_max_notional(ex, s)),
+                "leverage": str(b.leverage[s]), "maxNotionalValue": money(max_notional_of(ex, s)),
                 "marginType": "isolated" if iso else "cross", "isAutoAddMargin": "false",
             }
         )
     return out
 
 
-def _max_notional(ex: Exchange, s: str) -> float:
+def max_notional_of(ex: Exchange, s: str) -> float:
     return max_notional(ex.specs[s], ex.book.leverage[s])
 
 
-def _cross_wallet(ex: Exchange) -> float:
+def cross_wallet(ex: Exchange) -> float:
     b = ex.book
     return b.wallet - sum(b.margin(s) for s in ex.symbols if b.isolated[s])
 
 
-def _cross_upnl(ex: Exchange) -> float:
+def cross_upnl(ex: Exchange) -> float:
     b = ex.book
     return sum(b.upnl(s) for s in ex.symbols if not b.isolated[s])
 
@@ -224,7 +226,7 @@ def account(ex: Exchange, *, v3: bool) -> dict[str, Any]:
     upnl_total = pos_im = mm_total = 0.0
     positions = []
     for s in ex.symbols:
-        p = _pos(ex, s)
+        p = pos_numbers(ex, s)
         upnl_total += p["upnl"]
         pos_im += p["im"]
         mm_total += p["mm"]
@@ -246,7 +248,7 @@ def account(ex: Exchange, *, v3: bool) -> dict[str, Any]:
                     "leverage": str(b.leverage[s]), "isolated": iso,
                     "entryPrice": fnum(p["entry"], spec.price_precision + 5),
                     "breakEvenPrice": fnum(p["entry"], spec.price_precision + 5),
-                    "maxNotional": money(_max_notional(ex, s)), "bidNotional": "0", "askNotional": "0",
+                    "maxNotional": money(max_notional_of(ex, s)), "bidNotional": "0", "askNotional": "0",
                 }
             )
         positions.append(row)
@@ -257,16 +259,16 @@ def account(ex: Exchange, *, v3: bool) -> dict[str, Any]:
         "asset": "USDT", "walletBalance": money(wallet), "unrealizedProfit": money(upnl_total),
         "marginBalance": money(wallet + upnl_total), "maintMargin": money(mm_total),
         "initialMargin": money(pos_im + oo_im), "positionInitialMargin": money(pos_im),
-        "openOrderInitialMargin": money(oo_im), "crossWalletBalance": money(_cross_wallet(ex)),
-        "crossUnPnl": money(_cross_upnl(ex)), "availableBalance": money(avail),
+        "openOrderInitialMargin": money(oo_im), "crossWalletBalance": money(cross_wallet(ex)),
+        "crossUnPnl": money(cross_upnl(ex)), "availableBalance": money(avail),
         "maxWithdrawAmount": money(max(0.0, avail)), "marginAvailable": True, "updateTime": ex.update_time,
     }
     out: dict[str, Any] = {
         "totalInitialMargin": money(pos_im + oo_im), "totalMaintMargin": money(mm_total),
         "totalWalletBalance": money(wallet), "totalUnrealizedProfit": money(upnl_total),
         "totalMarginBalance": money(wallet + upnl_total), "totalPositionInitialMargin": money(pos_im),
-        "totalOpenOrderInitialMargin": money(oo_im), "totalCrossWalletBalance": money(_cross_wallet(ex)),
-        "totalCrossUnPnl": money(_cross_upnl(ex)), "availableBalance": money(avail),
+        "totalOpenOrderInitialMargin": money(oo_im), "totalCrossWalletBalance": money(cross_wallet(ex)),
+        "totalCrossUnPnl": money(cross_upnl(ex)), "availableBalance": money(avail),
         "maxWithdrawAmount": money(max(0.0, avail)), "assets": [asset], "positions": positions,
     }
     if not v3:
@@ -282,56 +284,17 @@ def balance(ex: Exchange) -> list[dict[str, Any]]:
     return [
         {
             "accountAlias": "SgsR", "asset": "USDT", "balance": money(ex.book.wallet),
-            "crossWalletBalance": money(_cross_wallet(ex)), "crossUnPnl": money(_cross_upnl(ex)),
+            "crossWalletBalance": money(cross_wallet(ex)), "crossUnPnl": money(cross_upnl(ex)),
             "availableBalance": money(avail), "maxWithdrawAmount": money(max(0.0, avail)),
             "marginAvailable": True, "updateTime": ex.update_time,
         }
     ]
 
 
-def order_update_event(ex: Exchange, o: Order, exec_type: str, event_ms: int) -> dict[str, Any]:
-    spec = ex.specs[o.symbol]
-    if o.algo_id is not None:
-        return {
-            "e": "ALGO_UPDATE", "T": event_ms, "E": event_ms,
-            "o": {
-                "caid": o.client_id, "aid": o.algo_id, "at": "CONDITIONAL", "o": o.type, "s": o.symbol,
-                "S": o.side, "ps": o.position_side, "f": o.tif, "q": qty(spec, o.qty), "X": o.algo_status,
-                "ai": str(o.actual_order_id or ""), "tp": px(spec, o.stop_price), "p": px(spec, o.price),
-                "R": o.reduce_only, "cp": o.close_position, "wt": o.working_type, "pP": o.price_protect,
-            },
-        }
-    trade = exec_type == "TRADE"
+def income_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One ``GET /fapi/v1/income`` row (GetIncomeHistoryResponseInner)."""
     return {
-        "e": "ORDER_TRADE_UPDATE", "E": event_ms, "T": event_ms,
-        "o": {
-            "s": o.symbol, "c": o.client_id, "S": o.side, "o": o.type, "f": o.tif, "q": qty(spec, o.qty),
-            "p": px(spec, o.price), "ap": fnum(o.avg_price, spec.price_precision + 3), "sp": px(spec, o.stop_price),
-            "x": exec_type, "X": o.status, "i": o.order_id,
-            "l": qty(spec, o.last_fill_qty if trade else 0.0), "z": qty(spec, o.executed),
-            "L": px(spec, o.last_fill_price if trade else 0.0), "N": "USDT",
-            "n": money(o.last_fee if trade else 0.0), "T": o.update_time, "t": o.order_id if trade else 0,
-            "b": "0", "a": "0", "m": o.maker if trade else False, "R": o.reduce_only, "wt": o.working_type,
-            "ot": o.type, "ps": o.position_side, "cp": o.close_position, "rp": money(o.last_realized if trade else 0.0),
-            "pP": o.price_protect, "si": 0, "ss": 0, "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": o.good_till,
-        },
+        "symbol": r["symbol"], "incomeType": r["incomeType"], "income": money(r["income"]),
+        "asset": "USDT", "info": r["incomeType"], "time": r["time"], "tranId": r["tranId"],
+        "tradeId": r["tradeId"],
     }
-
-
-def account_update_event(ex: Exchange, reason: str, s: str, event_ms: int) -> dict[str, Any]:
-    spec = ex.specs[s]
-    b = ex.book
-    p = _pos(ex, s)
-    position = {
-        "s": s, "pa": qty(spec, p["qty"]), "ep": fnum(p["entry"], spec.price_precision + 5), "bep": "0",
-        "cr": money(b.realized), "up": money(p["upnl"]), "mt": "isolated" if b.isolated[s] else "cross",
-        "iw": money(p["iso"]), "ps": "BOTH",
-    }
-    return {
-        "e": "ACCOUNT_UPDATE", "E": event_ms, "T": event_ms,
-        "a": {"m": reason, "B": [{"a": "USDT", "wb": money(b.wallet), "cw": money(_cross_wallet(ex)), "bc": "0"}], "P": [position]},
-    }
-
-
-def is_conditional(type_: str) -> bool:
-    return type_ in CONDITIONAL

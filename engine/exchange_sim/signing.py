@@ -2,9 +2,10 @@
 
 ``totalParams`` is the raw query string concatenated with the raw form body, in the order
 sent, with the ``signature`` parameter removed; the signature is the lower-case hex
-HMAC-SHA256 of it under the API secret. ``timestamp``/``recvWindow`` are checked against the
-REAL wall clock (``time.time()``), never the market clock: a client signs with its own clock,
-as it does against Binance (see docs/architecture.md, "Exchange simulator").
+HMAC-SHA256 of it under the API secret. ``timestamp``/``recvWindow`` are checked with
+Binance's rule against each clock the client may have taken its time from (the wall clock,
+the market clock, or a clock synced to a ``serverTime`` the server handed out: see
+:mod:`engine.exchange_sim.clock`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Sequence
 from urllib.parse import parse_qsl
 
 from engine.exchange_sim import errors as E
@@ -55,6 +57,21 @@ def parse_params(query: str, body: str) -> dict[str, str]:
     return params
 
 
+def check_timestamp(ts: int, recv: int, now_ms: int | Sequence[int] | None) -> None:
+    """-1021 unless ``now - recv <= ts < now + 1000`` for one of the clocks ``now_ms``."""
+    if now_ms is None:
+        clocks: Sequence[int] = (int(time.time() * 1000),)
+    elif isinstance(now_ms, int):
+        clocks = (now_ms,)
+    else:
+        clocks = now_ms
+    if any(ts < now + 1000 and now - ts <= recv for now in clocks):
+        return
+    if all(ts >= now + 1000 for now in clocks):
+        raise E.timestamp_ahead()
+    raise E.timestamp_outside()
+
+
 def check_api_key(key: str | None, expected: str) -> None:
     """-2014 for a missing or malformed key, -2015 for a wrong one."""
     if not key or not _KEY_RE.match(key):
@@ -64,12 +81,14 @@ def check_api_key(key: str | None, expected: str) -> None:
 
 
 def check_signed(
-    *, query: str, body: str, params: dict[str, str], secret: str, now_ms: int | None = None
+    *, query: str, body: str, params: dict[str, str], secret: str,
+    now_ms: int | Sequence[int] | None = None,
 ) -> None:
     """Verify ``timestamp``, ``recvWindow`` and ``signature`` as Binance does.
 
-    Raises -1102 for a missing timestamp or signature, -1021 outside the window, -1022 on a
-    mismatch. ``now_ms`` defaults to the real wall clock.
+    Raises -1102 for a missing timestamp or signature, -1021 outside the window (checked
+    against each clock of ``now_ms``: one fitting is enough), -1022 on a mismatch.
+    ``now_ms`` defaults to the real wall clock.
     """
     ts_raw = params.get("timestamp")
     if not ts_raw:
@@ -85,11 +104,7 @@ def check_signed(
         raise E.illegal("recvWindow") from None
     if recv <= 0 or recv > 60_000:
         raise E.BinanceError(-1131, "recvWindow must be less than 60000")
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    if ts >= now + 1000:
-        raise E.timestamp_ahead()
-    if now - ts > recv:
-        raise E.timestamp_outside()
+    check_timestamp(ts, recv, now_ms)
     payload, signature = split_signature(query, body)
     if not signature:
         raise E.mandatory("signature")

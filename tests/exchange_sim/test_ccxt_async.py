@@ -32,7 +32,9 @@ async def test_async_client_full_cycle(market: MarketData) -> None:
             assert o["status"] == "closed" and o["filled"] == 0.5
             tp = await ex.create_order(ETH, "market", "buy", 0.5, params={"takeProfitPrice": round(o["average"] * 0.9, 2), "reduceOnly": True})
             sl = await ex.create_order(ETH, "market", "buy", 0.5, params={"stopLossPrice": round(o["average"] * 1.1, 2), "reduceOnly": True})
-            lim = await ex.create_order(ETH, "limit", "sell", 0.5, round(o["average"] * 1.2, 2))
+            with pytest.raises(ccxt.BadRequest, match="-4016"):  # PERCENT_PRICE: 20 % above the mark
+                await ex.create_order(ETH, "limit", "sell", 0.5, round(o["average"] * 1.2, 2))
+            lim = await ex.create_order(ETH, "limit", "sell", 0.5, round(o["average"] * 1.04, 2))
             assert (await ex.fetch_order(lim["id"], ETH))["status"] == "open"
             assert {x["id"] for x in await ex.fetch_open_orders(ETH, params={"trigger": True})} == {tp["id"], sl["id"]}
             await ex.cancel_order(tp["id"], ETH, params={"trigger": True})

@@ -77,7 +77,11 @@ def test_leverage_margin_mode_and_orders(sim, ex) -> None:  # type: ignore[no-un
     assert pos[0]["marginMode"] == "isolated"
     entry = pos[0]["entryPrice"]
 
-    limit = ex.create_order(BTC, "limit", "buy", 0.01, round(entry * 0.9, 1))
+    with pytest.raises(ccxt.BadRequest, match="-4024"):  # PERCENT_PRICE: below mark * 0.95
+        ex.create_order(BTC, "limit", "buy", 0.01, round(entry * 0.9, 1))
+    with pytest.raises(ccxt.BadRequest, match="-4016"):  # and above mark * 1.05
+        ex.create_order(BTC, "limit", "sell", 0.01, round(entry * 1.1, 1))
+    limit = ex.create_order(BTC, "limit", "buy", 0.01, round(entry * 0.96, 1))
     assert limit["status"] == "open" and limit["type"] == "limit"
     stop = ex.create_order(BTC, "market", "sell", 0.01, params={"stopLossPrice": round(entry * 0.95, 1), "reduceOnly": True})
     tp = ex.create_order(BTC, "market", "sell", 0.01, params={"takeProfitPrice": round(entry * 1.05, 1), "reduceOnly": True})
@@ -85,7 +89,7 @@ def test_leverage_margin_mode_and_orders(sim, ex) -> None:  # type: ignore[no-un
     assert tp["status"] == "open" and tp["takeProfitPrice"] == round(entry * 1.05, 1)
 
     got = ex.fetch_order(limit["id"], BTC)
-    assert got["id"] == limit["id"] and got["status"] == "open" and got["price"] == round(entry * 0.9, 1)
+    assert got["id"] == limit["id"] and got["status"] == "open" and got["price"] == round(entry * 0.96, 1)
     got_stop = ex.fetch_order(stop["id"], BTC, params={"trigger": True})
     assert got_stop["status"] == "open" and got_stop["info"]["orderType"] == "STOP_MARKET"
     assert [x["id"] for x in ex.fetch_open_orders(BTC)] == [limit["id"]]
@@ -107,7 +111,7 @@ def test_leverage_margin_mode_and_orders(sim, ex) -> None:  # type: ignore[no-un
 
     ex.cancel_all_orders(BTC, params={"trigger": True})
     assert ex.fetch_open_orders(BTC, params={"trigger": True}) == []
-    ex.create_order(BTC, "limit", "buy", 0.01, round(entry * 0.8, 1))
+    ex.create_order(BTC, "limit", "buy", 0.01, round(entry * 0.97, 1))
     ex.cancel_all_orders(BTC)
     assert ex.fetch_open_orders(BTC) == []
     history = ex.fetch_orders(BTC)

@@ -47,6 +47,7 @@ def test_5xx_before_and_after_accept_no_duplicate_orders(market: MarketData, tmp
             except RETRYABLE:
                 time.sleep(0.01)
         placed = []
+        base = round(sim.call(lambda srv: srv.exchange.last["BTCUSDT"]) * 0.97, 1)  # in PERCENT_PRICE
 
         def lookup(cid: str) -> str | None:
             for _ in range(30):
@@ -62,7 +63,7 @@ def test_5xx_before_and_after_accept_no_duplicate_orders(market: MarketData, tmp
             cid = f"run1-btc-{n}"
             for attempt in range(30):
                 try:
-                    o = ex.create_order(BTC, "limit", "buy", 0.01, 30000 + n, params={"newClientOrderId": cid})
+                    o = ex.create_order(BTC, "limit", "buy", 0.01, base + n, params={"newClientOrderId": cid})
                     placed.append(str(o["id"]))
                     break
                 except (*RETRYABLE, ccxt.InvalidOrder) as err:
@@ -121,7 +122,7 @@ async def test_malformed_frames_counted(market: MarketData) -> None:
     cfg = make_config(speed=3000.0, faults=FaultSpec(malformed=0.3), seed=3)
     bad = good = 0
     async with serve(cfg, market=market) as sim, aiohttp.ClientSession() as http:
-        async with http.ws_connect(f"{sim.ws_url}/ws/btcusdt@kline_5m") as ws:
+        async with http.ws_connect(f"{sim.ws_url}/market/ws/btcusdt@kline_5m") as ws:
             while bad + good < 40:
                 msg = await ws.receive(timeout=10)
                 try:
@@ -141,7 +142,7 @@ async def test_ws_drop_reconnect_and_backfill(market: MarketData) -> None:
     async with serve(cfg, market=market) as sim, aiohttp.ClientSession() as http:
         deadline = time.monotonic() + 15
         while len(closed) < 25 and time.monotonic() < deadline:
-            async with http.ws_connect(f"{sim.ws_url}/ws/btcusdt@kline_5m") as ws:
+            async with http.ws_connect(f"{sim.ws_url}/market/ws/btcusdt@kline_5m") as ws:
                 # after (re)connecting: backfill closed bars through REST klines
                 async with http.get(f"{sim.url}/fapi/v1/klines", params={"symbol": "BTCUSDT", "interval": "5m", "limit": "50"}) as r:
                     rows = await r.json()

@@ -24,7 +24,24 @@ def _first_bar_where(market: MarketData, symbol: str, pred, *, after: int = 0) -
     raise AssertionError("no such bar")
 
 
-def test_stop_and_take_profit_via_order_endpoint(sim, market: MarketData) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("kind", ["STOP_MARKET", "TAKE_PROFIT_MARKET", "STOP", "TAKE_PROFIT", "TRAILING_STOP_MARKET"])
+def test_conditional_types_on_order_endpoint_get_4120(sim, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Binance since 2025-12-09: conditional types only through /fapi/v1/algoOrder; ccxt maps
+    -4120 to InvalidOrder (its USD-M table), and nothing is placed."""
+    ex = make_ccxt(url(sim), KEY, SECRET)
+    ex.load_markets()
+    with pytest.raises(ccxt.InvalidOrder, match="-4120") as err:
+        ex.fapiPrivatePostOrder({"symbol": "BTCUSDT", "side": "SELL", "type": kind, "stopPrice": "30000.0",
+                                 "price": "30000.0", "callbackRate": "1", "quantity": "0.010"})
+    assert "Please use the Algo Order API endpoints instead." in str(err.value)
+    assert type(err.value) is ccxt.InvalidOrder
+    assert sim.call(lambda s: (len(s.exchange.orders), len(s.exchange.algo))) == (0, 0)
+
+
+def test_algo_stop_triggers_a_market_order(sim, market: MarketData) -> None:  # type: ignore[no-untyped-def]
+    """A close-position STOP_MARKET algo order: NEW until the bar that reaches it, then
+    FINISHED with actualOrderId, the MARKET order it placed FILLED at the trigger (or the open
+    a gap jumps to), visible in GET /fapi/v1/order, allOrders, userTrades and income."""
     ex = make_ccxt(url(sim), KEY, SECRET)
     ex.load_markets()
     post = ex.fapiPrivatePostOrder
@@ -33,19 +50,39 @@ def test_stop_and_take_profit_via_order_endpoint(sim, market: MarketData) -> Non
     entry = float(buy["avgPrice"])
     sb = market.bars["BTCUSDT"]
     i0 = sb.index_of(parse_time(START))
-    # a stop 0.3 % below: find the first bar whose low reaches it, check it filled there
     stop = round(entry * 0.997, 1)
     k = _first_bar_where(market, "BTCUSDT", lambda b, i: b.l[i] <= stop)
-    sl = post({"symbol": "BTCUSDT", "side": "SELL", "type": "STOP_MARKET", "stopPrice": f"{stop:.1f}", "closePosition": "true"})
-    assert sl["status"] == "NEW" and sl["type"] == "STOP_MARKET" and sl["closePosition"] is True
-    with pytest.raises(ccxt.OrderImmediatelyFillable):
-        post({"symbol": "BTCUSDT", "side": "SELL", "type": "TAKE_PROFIT_MARKET", "stopPrice": f"{entry * 0.99:.1f}", "quantity": "0.010", "reduceOnly": "true"})
-    advance(sim, (k + 1) * BAR)
-    got = ex.fapiPrivateGetOrder({"symbol": "BTCUSDT", "orderId": sl["orderId"]})
-    assert got["status"] == "FILLED" and got["executedQty"] == "0.010"
+    sl = ex.fapiPrivatePostAlgoOrder({"algoType": "CONDITIONAL", "symbol": "BTCUSDT", "side": "SELL",
+                                      "type": "STOP_MARKET", "triggerPrice": f"{stop:.1f}",
+                                      "closePosition": "true", "clientAlgoId": "sl-1"})
+    assert sl["algoStatus"] == "NEW" and sl["orderType"] == "STOP_MARKET" and sl["closePosition"] is True
+    assert sl["quantity"] == "0.000" and sl["reduceOnly"] is True and "actualOrderId" not in sl
+    with pytest.raises(ccxt.OrderImmediatelyFillable):  # -2021: a sell target below the market
+        ex.fapiPrivatePostAlgoOrder({"algoType": "CONDITIONAL", "symbol": "BTCUSDT", "side": "SELL",
+                                     "type": "TAKE_PROFIT_MARKET", "triggerPrice": f"{entry * 0.99:.1f}",
+                                     "quantity": "0.010", "reduceOnly": "true"})
+    if k > 0:
+        advance(sim, k * BAR)
+        assert ex.fapiPrivateGetAlgoOrder({"clientAlgoId": "sl-1"})["algoStatus"] == "NEW"
+    advance(sim, BAR)
+    got = ex.fapiPrivateGetAlgoOrder({"algoId": sl["algoId"]})
+    assert got["algoStatus"] == "FINISHED" and got["actualOrderId"] and got["actualType"] == "MARKET"
+    child = ex.fapiPrivateGetOrder({"symbol": "BTCUSDT", "orderId": got["actualOrderId"]})
     fill = admin(sim, "/sim/state")["fills"][-1]
-    assert (fill["time"] - parse_time(START)) // BAR == k and fill["price"] == min(stop, sb.o[i0 + k])
+    assert child["status"] == "FILLED" and child["type"] == "MARKET" and child["executedQty"] == "0.010"
+    assert child["reduceOnly"] is True and child["clientOrderId"] != "sl-1"
+    assert float(child["avgPrice"]) == float(got["actualPrice"]) == fill["price"] == min(stop, sb.o[i0 + k])
+    assert got["actualQty"] == "0.010" and got["triggerTime"] == child["updateTime"] == fill["time"]
+    assert (fill["time"] - parse_time(START)) // BAR == k
+    trades = ex.fapiPrivateGetUserTrades({"symbol": "BTCUSDT", "orderId": got["actualOrderId"]})
+    assert [(t["orderId"], t["qty"], float(t["price"]), t["time"]) for t in trades] == [
+        (int(got["actualOrderId"]), "0.010", fill["price"], fill["time"])]
+    assert [o["orderId"] for o in ex.fapiPrivateGetAllOrders({"symbol": "BTCUSDT"})] == [
+        buy["orderId"], int(got["actualOrderId"])]
+    assert ex.fapiPrivateGetOpenAlgoOrders({"symbol": "BTCUSDT"}) == []
     assert ex.fapiPrivateV2GetPositionRisk({"symbol": "BTCUSDT"})[0]["positionAmt"] == "0.000"
+    with pytest.raises(ccxt.ExchangeError, match="-2011"):  # finished: nothing to cancel
+        ex.fapiPrivateDeleteAlgoOrder({"algoId": sl["algoId"]})
 
 
 def test_limit_time_in_force(sim, market: MarketData) -> None:  # type: ignore[no-untyped-def]

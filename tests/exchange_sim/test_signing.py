@@ -64,10 +64,10 @@ def test_raw_signed_requests(sim) -> None:  # type: ignore[no-untyped-def]
     now = int(time.time() * 1000)
     # form body, mixed with the query string: HMAC over query + body
     q = "symbol=BTCUSDT&side=BUY"
-    b = f"type=LIMIT&timeInForce=GTC&quantity=0.010&price=30000.0&timestamp={now}"
+    b = f"type=LIMIT&timeInForce=GTC&quantity=0.010&price=41500.0&timestamp={now}"
     status, headers, body = _send(base, "POST", "/fapi/v1/order", q, b + "&signature=" + sign(SECRET, q + b))
     assert status == 200, body
-    assert isinstance(body, dict) and body["status"] == "NEW" and body["price"] == "30000.00" and body["origQty"] == "0.010"
+    assert isinstance(body, dict) and body["status"] == "NEW" and body["price"] == "41500.00" and body["origQty"] == "0.010"
     assert headers["X-MBX-ORDER-COUNT-10S"] == "1" and headers["X-MBX-ORDER-COUNT-1M"] == "1"
     assert headers["X-MBX-USED-WEIGHT-1M"] == "0"  # POST /order weighs 0 on the IP budget
     # a JSON body is not a form: the mandatory parameters are missing

@@ -57,7 +57,7 @@ def _check_bars(frames: list[dict], market: MarketData, symbol: str, substeps: i
 async def test_raw_stream_one_closed_frame_per_bar_at_speed(market: MarketData) -> None:
     cfg = make_config(speed=SPEED)
     async with serve(cfg, market=market) as sim, aiohttp.ClientSession() as http:
-        async with http.ws_connect(f"{sim.ws_url}/ws/btcusdt@kline_5m") as ws:
+        async with http.ws_connect(f"{sim.ws_url}/market/ws/btcusdt@kline_5m") as ws:
             frames = await _collect(ws, 6)
     start = parse_time(START)
     opens = _check_bars([f for _, f in frames], market, "BTCUSDT", market.substeps)
@@ -74,7 +74,7 @@ async def test_raw_stream_one_closed_frame_per_bar_at_speed(market: MarketData) 
 async def test_combined_stream_subscribe_mid_connection(market: MarketData) -> None:
     cfg = make_config(speed=SPEED)
     async with serve(cfg, market=market) as sim, aiohttp.ClientSession() as http:
-        async with http.ws_connect(f"{sim.ws_url}/stream?streams=btcusdt@kline_5m") as ws:
+        async with http.ws_connect(f"{sim.ws_url}/market/stream?streams=btcusdt@kline_5m") as ws:
             first = await _collect(ws, 2)
             assert all(f["stream"] == "btcusdt@kline_5m" for _, f in first)
             await ws.send_str(json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@kline_5m", "btcusdt@markPrice"], "id": 7}))
@@ -112,7 +112,7 @@ async def test_partials_from_one_minute_data(fine_market: MarketData) -> None:
     assert fine_market.substeps == 5  # 5m bars refined by the store's 1m bars
     cfg = make_config(FINE_START, speed=SPEED)
     async with serve(cfg, market=fine_market) as sim, aiohttp.ClientSession() as http:
-        async with http.ws_connect(f"{sim.ws_url}/ws/ethusdt@kline_5m") as ws:
+        async with http.ws_connect(f"{sim.ws_url}/market/ws/ethusdt@kline_5m") as ws:
             frames = [f for _, f in await _collect(ws, 3)]
     _check_bars(frames, fine_market, "ETHUSDT", 5)
     sb = fine_market.bars["ETHUSDT"]
@@ -129,11 +129,11 @@ async def test_partials_from_one_minute_data(fine_market: MarketData) -> None:
 async def test_server_ping_and_bad_stream(market: MarketData) -> None:
     cfg = make_config(speed=0.0, ping_interval_s=0.05)
     async with serve(cfg, market=market) as sim, aiohttp.ClientSession() as http:
-        async with http.ws_connect(f"{sim.ws_url}/ws/btcusdt@kline_5m", autoping=False) as ws:
+        async with http.ws_connect(f"{sim.ws_url}/market/ws/btcusdt@kline_5m", autoping=False) as ws:
             msg = await ws.receive(timeout=5)
             assert msg.type == aiohttp.WSMsgType.PING
             await ws.pong(msg.data)
-        async with http.get(f"{sim.ws_url.replace('ws://', 'http://')}/ws/btcusdt@kline_1m") as resp:
+        async with http.get(f"{sim.ws_url.replace('ws://', 'http://')}/market/ws/btcusdt@kline_1m") as resp:
             assert resp.status == 400
         await asyncio.sleep(0)
 
@@ -146,15 +146,17 @@ async def test_user_data_stream(market: MarketData) -> None:
     async with serve(make_config(), market=market) as sim, aiohttp.ClientSession() as http:
         async with http.post(f"{sim.url}/fapi/v1/listenKey", headers={"X-MBX-APIKEY": KEY}) as r:
             key = (await r.json())["listenKey"]
-        async with http.ws_connect(f"{sim.ws_url}/ws/{key}") as ws:
+        async with http.ws_connect(f"{sim.ws_url}/private/ws?listenKey={key}") as ws:
             ex = make_ccxt(sim.url, KEY, SECRET, async_=True)
             try:
                 await ex.load_markets()
                 o = await ex.create_order("BTC/USDT:USDT", "market", "buy", 0.01, params={"newClientOrderId": "u1"})
             finally:
                 await ex.close()
-            events = [json.loads((await ws.receive(timeout=5)).data) for _ in range(3)]
-    new, trade, acct = events
+            events = [json.loads((await ws.receive(timeout=5)).data) for _ in range(4)]
+    new, lite, trade, acct = events
+    assert lite["e"] == "TRADE_LITE" and lite["i"] == int(o["id"]) and lite["t"] == trade["o"]["t"] > 0
+    assert all(e["E"] >= e["T"] for e in events)
     assert new["e"] == "ORDER_TRADE_UPDATE" and new["o"]["x"] == "NEW" and new["o"]["c"] == "u1"
     assert trade["o"]["x"] == "TRADE" and trade["o"]["X"] == "FILLED" and trade["o"]["i"] == int(o["id"])
     assert float(trade["o"]["L"]) == o["average"] and trade["o"]["l"] == "0.010" and float(trade["o"]["n"]) > 0
