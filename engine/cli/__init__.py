@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "engine.cli.sim_exchange_cmd",
     "engine.cli.serve_model_cmd",
     "engine.cli.live_cmd",
+    "engine.cli.parity_cmd",
 )
 
 app = typer.Typer(
