@@ -4,20 +4,27 @@ The feed owns the bar clock. It warms up from REST klines, then reads the kline
 websocket (:mod:`engine.live.stream`) and hands the runner each bar time once, with every
 symbol's bar that the venue has for it: a bar is processed when all symbols' closed bars
 are in, and after a (re)connect or a gap the missed bars are fetched through REST first, so
-no bar is skipped and none is processed twice. Funding events (the ``funding_rate``
+no bar is skipped and none is processed twice. A symbol's kline that is late (the others'
+have arrived) is fetched through REST once the bar's grace period (``--bar-grace``) ends.
+A frame that is not a possible closed bar (:class:`engine.live.stream.Rejected`: malformed,
+impossible prices, off the grid, already decided, not closed yet by the venue's clock) never
+reaches a decision: it is counted by reason, logged once per reason per minute, and the bar
+it claimed to be comes from REST after the grace period. Funding events (the ``funding_rate``
 feature reads the last settled one) are polled through REST as their times pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from engine.binance.records import Bar
 from engine.features import FUNDING_PERIOD_MS
 from engine.live.journal import Journal
-from engine.live.stream import Connected, kline_stream, stream_url
+from engine.live.stream import Connected, Rejected, decode, kline_stream, stream_url
+from engine.live.telemetry import Telemetry
 
 Process = Callable[[int, dict[str, Bar]], Awaitable[None]]
 
@@ -37,7 +44,8 @@ class Feed:
 
     def __init__(self, client: MarketData, ws_url: str, symbols: tuple[str, ...], interval: str,
                  step_ms: int, journal: Journal, *, stop: asyncio.Event,
-                 on_funding: Callable[[str, int, float], None], max_wait_s: float) -> None:
+                 on_funding: Callable[[str, int, float], None], max_wait_s: float,
+                 grace_s: float = 2.0, telemetry: Telemetry | None = None) -> None:
         self.client = client
         self.ws_url = ws_url
         self.symbols = symbols
@@ -50,6 +58,13 @@ class Feed:
         self.last_done: int | None = None  # open time of the last bar processed
         self.pending: dict[int, dict[str, Bar]] = {}
         self.funding_upto = 0  # funding events with time <= this have been fetched
+        self.grace_s = grace_s
+        self.telemetry = telemetry
+        self.received_at: dict[int, float] = {}  # bar -> monotonic time it became complete
+        self.deadline: dict[int, float] = {}  # bar -> monotonic time its grace period ends
+        self.rejected: dict[str, int] = {}  # frames rejected, by reason
+        self._logged: dict[str, float] = {}  # reason -> when it was last logged
+        self._sync: tuple[int, float] | None = None  # (venue time, monotonic) of the last /time
 
     # ------------------------------------------------------------------ REST
 
@@ -102,6 +117,8 @@ class Feed:
         start = self.last_done + self.step
         bars = await self.rest_bars(start, last_closed, now)
         n = (last_closed - start) // self.step + 1
+        if self.telemetry is not None:
+            self.telemetry.backfilled.inc(n)
         self.journal.event("info", "stream", f"backfilled {n} bar(s) through REST",
                            {"from": start, "to": last_closed}, time_ms=now)
         for t in range(start, last_closed + 1, self.step):
@@ -112,22 +129,92 @@ class Feed:
             await self._done(t, got, process)
 
     async def _done(self, t: int, bars: dict[str, Bar], process: Process) -> None:
+        self.deadline.pop(t, None)
         await process(t, bars)
         self.last_done = t
+
+    async def venue_now(self, *, ask: bool = False) -> int:
+        """The venue's clock: estimated from the last ``/time`` answer and the local monotonic
+        clock, or asked (``ask``: one REST call) and the estimate corrected."""
+        if ask or self._sync is None:
+            now = await self.client.server_time()
+            self._sync = (now, time.monotonic())
+            return now
+        server, mono = self._sync
+        return server + int((time.monotonic() - mono) * 1000)
+
+    async def _closed(self, t: int) -> bool:
+        """Has bar ``t`` closed by the venue's clock? (asks the venue when the estimate says no)"""
+        return t + self.step <= await self.venue_now() or t + self.step <= await self.venue_now(ask=True)
 
     async def on_bar(self, bar: Bar, process: Process) -> None:
         assert self.last_done is not None
         t = bar.open_time
-        if t <= self.last_done or bar.symbol not in self.symbols:
-            return  # already processed (a frame repeated after a backfill)
+        if t <= self.last_done:
+            self.reject(Rejected("stale", bar.symbol, t, "the bar was already decided"))
+            return
+        if not await self._closed(t):
+            self.reject(Rejected("not_closed", bar.symbol, t, "the bar cannot have closed yet"))
+            return
         if t > self.last_done + self.step:
             # a gap: bars before t are missing; fetch them through REST first
             await self.catch_up(t, process)
             if t <= (self.last_done or 0):
                 return
-        self.pending.setdefault(t, {})[bar.symbol] = bar
+        self._arrived(t)[bar.symbol] = bar
         if len(self.pending[t]) == len(self.symbols):
+            self.received_at[t] = time.monotonic()
             await self._done(t, self.pending.pop(t), process)
+
+    def _arrived(self, t: int) -> dict[str, Bar]:
+        """Bar ``t``'s symbols so far; the first arrival starts its grace period."""
+        if t not in self.pending:
+            self.pending[t] = {}
+            self.deadline.setdefault(t, time.monotonic() + self.grace_s)
+        return self.pending[t]
+
+    def reject(self, r: Rejected) -> None:
+        """Count a frame that is not a possible closed bar (logged once per reason per
+        minute); a bar it claimed to be, still to come, is taken from REST after the grace."""
+        self.rejected[r.reason] = self.rejected.get(r.reason, 0) + 1
+        if self.telemetry is not None:
+            self.telemetry.rejected.labels(reason=r.reason).inc()
+        now = time.monotonic()
+        if now - self._logged.get(r.reason, -1e9) >= 60.0:
+            self._logged[r.reason] = now
+            self.journal.event("warning", "stream", f"websocket frame rejected ({r.reason}): {r.detail}",
+                               {"reason": r.reason, "symbol": r.symbol, "open_time": r.open_time,
+                                "rejected_so_far": self.rejected[r.reason]})
+        t = r.open_time
+        if (r.symbol in self.symbols and isinstance(t, int) and self.last_done is not None
+                and t > self.last_done and t % self.step == 0 and r.reason not in ("not_closed",)):
+            self._arrived(t)
+
+    async def overdue(self, process: Process) -> None:
+        """Bars whose grace period ran out: the symbols that did not arrive are fetched
+        through REST (a late or rejected kline), then the bar is processed with what exists."""
+        now = time.monotonic()
+        for t in sorted(t for t, d in self.deadline.items() if d <= now):
+            if self.last_done is not None and t <= self.last_done:
+                self.deadline.pop(t, None)
+                continue
+            if t > (self.last_done or 0) + self.step:
+                break  # earlier bars first
+            missing = [s for s in self.symbols if s not in self.pending.get(t, {})]
+            vnow = await self.venue_now(ask=True)
+            for s in missing:
+                for bar in await self.client.closed_bars(s, start=t, end=t, now=vnow):
+                    self._arrived(t)[s] = bar
+            if self.telemetry is not None:
+                self.telemetry.backfilled.inc(len(missing))
+            self.journal.event("info", "stream", f"bar {t}: {len(missing)} late kline(s) fetched through REST",
+                               {"open_time": t, "symbols": missing}, time_ms=vnow)
+            await self._done(t, self.pending.pop(t, {}), process)
+
+    def _next_wait(self) -> float | None:
+        if not self.deadline:
+            return None
+        return max(0.0, min(self.deadline.values()) - time.monotonic())
 
     async def run(self, process: Process, *, on_ready: Callable[[], None] | None = None) -> None:
         """Read the stream until ``stop`` is set, processing each closed bar once."""
@@ -137,24 +224,35 @@ class Feed:
         def event(severity: str, component: str, message: str, data: dict[str, Any]) -> None:
             self.journal.event(severity, component, message, data)
 
-        reader = asyncio.create_task(kline_stream(url, self.interval, queue, stop=self.stop,
-                                                  event=event))
+        def frame(raw: str | bytes) -> Bar | Rejected | None:
+            return decode(raw, self.interval, self.step, self.symbols)
+
+        reader = asyncio.create_task(kline_stream(url, frame, queue, stop=self.stop, event=event))
         try:
             while not self.stop.is_set():
                 get = asyncio.ensure_future(queue.get())
                 stopper = asyncio.ensure_future(self.stop.wait())
-                done, _ = await asyncio.wait({get, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait({get, stopper}, timeout=self._next_wait(),
+                                             return_when=asyncio.FIRST_COMPLETED)
                 stopper.cancel()
-                if get not in done:
+                if stopper in done:
                     get.cancel()
                     break
+                if get not in done:
+                    get.cancel()
+                    await self.overdue(process)
+                    continue
                 item = get.result()
                 if reader.done() and reader.exception() is not None:
                     raise reader.exception()  # type: ignore[misc]
                 if isinstance(item, Connected):
-                    await self.catch_up(await self.client.server_time(), process)
+                    if item.n > 1 and self.telemetry is not None:
+                        self.telemetry.reconnects.inc()
+                    await self.catch_up(await self.venue_now(ask=True), process)
                     if item.n == 1 and on_ready is not None:
                         on_ready()
+                elif isinstance(item, Rejected):
+                    self.reject(item)
                 else:
                     await self.on_bar(item, process)
         finally:

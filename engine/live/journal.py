@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.decisions import records
 from engine.decisions.records import OrderEvent
+from engine.live.telemetry import Telemetry
 from engine.metrics import compute_metrics
 from engine.runlog import RunLog
 
@@ -26,9 +27,10 @@ from engine.runlog import RunLog
 class Journal:
     """The run log of one live run (``run_id``), plus the totals for its metrics."""
 
-    def __init__(self, log: RunLog, run_id: str) -> None:
+    def __init__(self, log: RunLog, run_id: str, telemetry: Telemetry | None = None) -> None:
         self.log = log
         self.run_id = run_id
+        self.telemetry = telemetry
         self.equity_times: list[int] = []
         self.equity_values: list[float] = []
         self.exposure: list[float] = []
@@ -45,6 +47,8 @@ class Journal:
     def order(self, ev: OrderEvent) -> None:
         """One order state (the intent before it is sent, then each later state)."""
         self.log.append(self.run_id, "orders", records.rows(records.order_event_frame([ev])))
+        if self.telemetry is not None:
+            self.telemetry.orders.labels(symbol=ev.symbol, status=ev.status).inc()
 
     def frame(self, table: str, frame: Any) -> None:
         """Rows of a builder's frame (nothing for an empty one)."""

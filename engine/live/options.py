@@ -22,6 +22,9 @@ class LiveOptions:
     warm-up bar, to read more history than the minimum (:func:`warmup_needed`); an ML
     strategy's walk-forward schedule is anchored there, so ``since`` = a backtest's first bar
     continues that backtest's folds (and reuses its models from ``<results>/models``).
+    ``metrics_host``/``metrics_port``: where ``/metrics`` and ``/health`` are served (port
+    None: not served; 0: any free port). ``bar_grace_s``: how long a bar waits for a late
+    symbol's kline before it is fetched through REST.
     """
 
     url: str | None = None
@@ -34,6 +37,9 @@ class LiveOptions:
     max_attempts: int = 8
     max_wait_s: float = 60.0
     since: int | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    bar_grace_s: float = 2.0
 
     def endpoints(self) -> tuple[str, str]:
         if self.testnet and (self.url or self.ws_url):

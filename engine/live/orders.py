@@ -18,6 +18,7 @@ maker rate of the strategy, as the simulator).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 import numpy as np
@@ -72,6 +73,8 @@ class OrderManager:
         self.protect: dict[str, list[OrderEvent]] = {}  # resting stop/target per symbol
         self.resting: dict[str, OrderEvent] = {}  # limit entries living one bar
         self.orders = 0  # fills
+        self.telemetry = journal.telemetry
+        self.bar_received: float | None = None  # when this bar's closing kline arrived
 
     # ------------------------------------------------------------------ legs
 
@@ -104,7 +107,8 @@ class OrderManager:
             side="buy" if dq > 0 else "sell", type="market" if limit_price is None else "limit",
             quantity=round(abs(dq), spec.qty_precision), status="new", created_at=created,
             open_time=t, leg=leg, reduce_only=reduce_only, updated_at=created, price=limit_price)
-        self.journal.order(ev)
+        self._intent(ev)
+        sent = time.monotonic()
         try:
             r = await self.venue.market_order(symbol, ev.side, ev.quantity,
                                               client_order_id=ev.client_order_id,
@@ -112,6 +116,8 @@ class OrderManager:
         except OrderRejected as err:
             self._rejected(ev, err, created)
             return False
+        if self.telemetry is not None:
+            self.telemetry.order_latency.observe(time.monotonic() - sent)
         if limit_price is not None and r.status == "open" and r.filled == 0:
             self.resting[symbol] = ev.to("new", created, exchange_order_id=r.exchange_order_id)
             return False
@@ -121,6 +127,14 @@ class OrderManager:
         if r.filled > 0:
             self._fill(ev, r, t + self.step, self.taker_fee)
         return status == "filled" and r.filled > 0
+
+    def _intent(self, ev: OrderEvent) -> None:
+        """Journal an order's intent (before it is sent); the first of a bar closes that
+        bar's decision latency (closing kline received -> order request written)."""
+        self.journal.order(ev)
+        if self.bar_received is not None and self.telemetry is not None:
+            self.telemetry.decision_latency.observe(time.monotonic() - self.bar_received)
+        self.bar_received = None
 
     def _fill(self, ev: OrderEvent, r: OrderResult, fill_time: int, rate: float) -> None:
         self.orders += 1
@@ -157,7 +171,7 @@ class OrderManager:
                 symbol=symbol, side="sell" if side > 0 else "buy", type=kind.lower(),
                 quantity=abs(qty), status="new", created_at=created, open_time=t, leg=leg,
                 reduce_only=True, updated_at=created, price=px)
-            self.journal.order(ev)
+            self._intent(ev)
             try:
                 r = await self.venue.trigger_order(symbol, kind, ev.side, f"{px:.{digits}f}",
                                                    client_order_id=ev.client_order_id)

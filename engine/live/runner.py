@@ -39,6 +39,7 @@ from engine.live.journal import Journal
 from engine.live.ml_summary import live_ml_summary
 from engine.live.options import LiveOptions, LiveResult
 from engine.live.orders import OrderManager
+from engine.live.telemetry import Telemetry, serve
 from engine.runlog import RunLog
 from engine.strategy.execution import sim_config, strategy_hash, symbol_specs
 from engine.strategy.graph import StrategyGraph
@@ -63,6 +64,8 @@ class LiveRunner:
         self.stopped_by_signal = False
         self.book = Book(self.symbols, sim_config(graph), symbol_specs(graph))
         self.bar_index = 0  # bars since the first warm-up bar: the backtest's bar index
+        self.telemetry = Telemetry(self.symbols, self.step, stale_after_s=3 * self.step / 1000)
+        self.metrics_port: int | None = None  # the port /metrics and /health are served on
         self.bars = 0
         self.equity = float("nan")
 
@@ -83,7 +86,7 @@ class LiveRunner:
         try:
             run_id = log.start_run(mode="live", strategy=self.graph.name, params=self._params(),
                                    strategy_hash=strategy_hash(self.graph))
-            self.journal = Journal(log, run_id)
+            self.journal = Journal(log, run_id, self.telemetry)
             self.venue = BinanceClient(ex, self.symbols, self.graph.interval, event=self._event_cb,
                                 max_attempts=self.opts.max_attempts, max_wait_s=self.opts.max_wait_s)
             self.orders = OrderManager(
@@ -93,7 +96,9 @@ class LiveRunner:
                 has_exits=e.stop_loss is not None or e.take_profit is not None)
             self.feed = Feed(self.venue, self.ws_url, self.symbols, self.graph.interval, self.step,
                              self.journal, stop=self.stop, on_funding=self.decider.add_funding,
-                             max_wait_s=self.opts.max_wait_s)
+                             max_wait_s=self.opts.max_wait_s, grace_s=self.opts.bar_grace_s,
+                             telemetry=self.telemetry)
+            server = await self._serve_metrics()
             try:
                 await self._session(lev, e.margin_mode)
                 status = "stopped" if self.stopped_by_signal else "ok"
@@ -102,6 +107,8 @@ class LiveRunner:
                 raise
             finally:
                 log.finish_run(run_id, status=status, metrics={**self.metrics(), **self.ml_metrics()})
+                if server is not None:
+                    await server.cleanup()
         finally:
             await ex.close()
             log.close()
@@ -150,7 +157,19 @@ class LiveRunner:
         return doc
 
     def _event_cb(self, severity: str, component: str, message: str, data: dict[str, Any]) -> None:
+        if component == "broker":
+            self.telemetry.venue_error()
         self.journal.event(severity, component, message, data)
+
+    async def _serve_metrics(self) -> Any:
+        """``/metrics`` and ``/health`` (:mod:`engine.live.telemetry`), when asked for."""
+        if self.opts.metrics_port is None:
+            return None
+        server = await serve(self.telemetry, host=self.opts.metrics_host, port=self.opts.metrics_port)
+        self.metrics_port = server.port
+        self.journal.event("info", "live", f"metrics and health on http://{self.opts.metrics_host}:"
+                           f"{server.port}/metrics and /health", {"port": server.port})
+        return server
 
     # ------------------------------------------------------------------ start
 
@@ -236,6 +255,7 @@ class LiveRunner:
             acc = await self.orders.check_exits(t, acc)
         book = self.book
         differs = book.sync(AccountState(acc.wallet, acc.qty, acc.entry_price, acc.margin), bd.close[0])
+        self.telemetry.unreconciled = set(differs)
         if differs:
             self.journal.event("warning", "reconcile",
                                f"positions of {differs} differ from the book: the exchange's kept",
@@ -252,9 +272,12 @@ class LiveRunner:
             atr=bd.atr[0] if bd.atr is not None else None)
         self.bar_index += 1
         self.equity = equity
-        self.journal.frame("ensemble_decisions", records.decision_rows(
-            self.symbols, np.array([t]), bd.has_bar, bd.close, d, target[None, :],
-            reason[None, :], np.array([equity])))
+        rows = records.decision_rows(self.symbols, np.array([t]), bd.has_bar, bd.close, d,
+                                     target[None, :], reason[None, :], np.array([equity]))
+        self.journal.frame("ensemble_decisions", rows)
+        for sym, action in zip(rows["symbol"], rows["action"], strict=True):
+            self.telemetry.decisions.labels(symbol=sym, action=action).inc()
+        self.orders.bar_received = self.feed.received_at.pop(t, None)
         for symbol, rate, mark in settled:
             book.funding(symbol, rate, mark, t + self.step)
         for j, s in enumerate(self.symbols):
@@ -263,11 +286,20 @@ class LiveRunner:
                 await self.orders.trade(s, t, float(target[j]), atr)
         self.journal.booked(book.drain(), self.symbols, t)
         self.journal.equity(t, equity, wallet, position, book.acct.last_price)
+        self._observe_book(equity, wallet, position)
         self.bars += 1
         if self.on_bar is not None:
             self.on_bar(t)
         if self.opts.max_bars is not None and self.bars >= self.opts.max_bars:
             self.stop.set()
+
+    def _observe_book(self, equity: float, wallet: float, position: np.ndarray) -> None:
+        """The account at this close (equity = wallet + unrealised PnL), for the metrics."""
+        realized = float(sum(float(f["pnl"].sum()) for f in self.journal.trades))
+        self.telemetry.book(equity=equity, unrealized=equity - wallet, realized=realized,
+                            initial=float(self.graph.config.execution.initial_cash),
+                            position=position, tripped=bool(self.book.brk.halted[0]))
+        self.telemetry.bar_done()
 
     async def _funding_settled(self, t: int) -> list[tuple[str, float, float]]:
         """``(symbol, rate, mark)`` of the funding settled at the close of bar ``t`` (a

@@ -1,20 +1,27 @@
 """The kline websocket: ``<symbol>@kline_<interval>`` on a combined stream, closed bars only.
 
-:func:`kline_stream` connects to ``{ws_url}/market/stream?streams=a@kline_5m/b@kline_5m``, decodes
-each frame at the edge into a :class:`engine.binance.records.Bar` (only ``x: true`` frames: a
-bar exists once it has closed), and reconnects with backoff when the connection drops. It
-puts on the queue either a ``Bar`` or a :class:`Connected` marker (after every connect), so
-the runner backfills missed bars through REST before it acts on the next frame.
+:func:`kline_stream` connects to ``{ws_url}/market/stream?streams=a@kline_5m/b@kline_5m``,
+decodes each frame at the edge (:func:`decode`) and reconnects with backoff when the
+connection drops. It puts on the queue a :class:`engine.binance.records.Bar` (a closed bar
+whose every field is possible), a :class:`Rejected` (a frame that is not: it never reaches the
+indicators; the feed counts it and takes the bar from REST) or a :class:`Connected` marker
+(after every connect), so the runner backfills missed bars through REST before it acts on
+the next frame. Frames that are not closed klines (updates with ``x: false``, other events,
+subscription answers) are dropped silently: they carry no bar.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from engine.binance.records import Bar
+
+#: frames larger than this are rejected unread (a kline frame is ~400 bytes)
+MAX_FRAME_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,21 @@ class Connected:
     """The stream (re)connected; ``n`` counts connections (1 = the first)."""
 
     n: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A frame that claimed to be a closed bar and is not a possible one.
+
+    ``reason`` names the check it failed (``not_json``, ``shape``, ``oversized``,
+    ``symbol``, ``price``, ``range``, ``volume``, ``grid``; the feed adds ``stale`` and
+    ``not_closed``); ``symbol``/``open_time`` are what it claimed when they could be read.
+    """
+
+    reason: str
+    symbol: str | None = None
+    open_time: int | None = None
+    detail: str = ""
 
 
 def stream_url(ws_url: str, symbols: tuple[str, ...], interval: str) -> str:
@@ -35,34 +57,66 @@ def stream_url(ws_url: str, symbols: tuple[str, ...], interval: str) -> str:
     return f"{ws_url.rstrip('/')}/market/stream?streams={names}"
 
 
-def decode(raw: str | bytes, interval: str) -> Bar | None:
-    """A closed bar from one combined-stream frame; None for open bars and other events.
+def decode(raw: str | bytes, interval: str, step_ms: int,
+           symbols: tuple[str, ...]) -> Bar | Rejected | None:
+    """A closed bar from one combined-stream frame, a :class:`Rejected`, or None for a frame
+    that carries no closed bar.
 
-    Raises ValueError for a frame that is not valid JSON or lacks the kline fields.
+    >>> ok = ('{"stream":"btcusdt@kline_5m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":'
+    ...       '{"t":300000,"s":"BTCUSDT","i":"5m","o":"10","h":"12","l":"9","c":"11","v":"3","x":true}}}')
+    >>> decode(ok, "5m", 300_000, ("BTCUSDT",))
+    Bar(symbol='BTCUSDT', open_time=300000, open=10.0, high=12.0, low=9.0, close=11.0, volume=3.0)
+    >>> decode(ok.replace('"l":"9"', '"l":"13"'), "5m", 300_000, ("BTCUSDT",)).reason
+    'range'
+    >>> decode('{"data":{"e":"kline","k":[]}}', "5m", 300_000, ("BTCUSDT",)).reason
+    'shape'
     """
     import orjson
 
-    msg = orjson.loads(raw)
+    if len(raw) > MAX_FRAME_BYTES:
+        return Rejected("oversized", detail=f"{len(raw)} bytes")
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        return Rejected("not_json", detail=str(err)[:120])
     data = msg.get("data", msg) if isinstance(msg, dict) else None
     if not isinstance(data, dict) or data.get("e") != "kline":
-        return None
-    k = data["k"]
-    if k.get("i") != interval or k.get("x") is not True:
-        return None
-    return Bar(
-        symbol=str(k["s"]).upper(),
-        open_time=int(k["t"]),
-        open=float(k["o"]),
-        high=float(k["h"]),
-        low=float(k["l"]),
-        close=float(k["c"]),
-        volume=float(k["v"]),
-    )
+        return None  # not a kline event: a subscription answer, another stream
+    k = data.get("k")
+    if not isinstance(k, dict):
+        return Rejected("shape", detail="'k' is not an object")
+    if k.get("x") is not True:
+        return None if k.get("x") is False else Rejected("shape", detail="'x' is not a boolean")
+    return _closed_bar(k, interval, step_ms, symbols)
+
+
+def _closed_bar(k: dict[str, Any], interval: str, step_ms: int,
+                symbols: tuple[str, ...]) -> Bar | Rejected:
+    sym = k.get("s")
+    t = k.get("t")
+    if not isinstance(sym, str) or not isinstance(t, int) or isinstance(t, bool):
+        return Rejected("shape", detail="'s' or 't' missing or of the wrong type")
+    sym = sym.upper()
+    if sym not in symbols or k.get("i") != interval:
+        return Rejected("symbol", sym, t, f"{sym} {k.get('i')!r} is not subscribed")
+    try:
+        o, h, low, c, v = (float(k[f]) for f in ("o", "h", "l", "c", "v"))
+    except (KeyError, TypeError, ValueError):
+        return Rejected("shape", sym, t, "a price or the volume is missing or not a number")
+    if not all(math.isfinite(x) and x > 0 for x in (o, h, low, c)):
+        return Rejected("price", sym, t, "a price is NaN, infinite, zero or negative")
+    if not (low <= min(o, c) and h >= max(o, c) and low <= h):
+        return Rejected("range", sym, t, "high/low do not enclose open and close")
+    if not (math.isfinite(v) and v >= 0):
+        return Rejected("volume", sym, t, "volume is negative or not finite")
+    if t % step_ms:
+        return Rejected("grid", sym, t, f"open time is not on the {interval} grid")
+    return Bar(sym, t, o, h, low, c, v)
 
 
 async def kline_stream(
     url: str,
-    interval: str,
+    decode_frame: Callable[[str | bytes], Bar | Rejected | None],
     queue: asyncio.Queue[Any],
     *,
     stop: asyncio.Event,
@@ -70,7 +124,8 @@ async def kline_stream(
     backoff_s: float = 0.2,
     max_backoff_s: float = 10.0,
 ) -> None:
-    """Read the stream until ``stop`` is set, reconnecting after any drop."""
+    """Read the stream until ``stop`` is set, reconnecting after any drop. Never raises on a
+    frame: whatever a frame holds, the reader goes on."""
     import websockets
 
     n = 0
@@ -85,14 +140,9 @@ async def kline_stream(
                     event("warning", "stream", "websocket reconnected", {"connection": n})
                 await queue.put(Connected(n))
                 async for raw in ws:
-                    try:
-                        bar = decode(raw, interval)
-                    except (ValueError, KeyError, TypeError) as err:
-                        event("warning", "stream", "malformed websocket frame skipped",
-                              {"error": str(err)[:200]})
-                        continue
-                    if bar is not None:
-                        await queue.put(bar)
+                    item = decode_frame(raw)
+                    if item is not None:
+                        await queue.put(item)
                     if stop.is_set():
                         return
         except asyncio.CancelledError:

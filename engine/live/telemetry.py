@@ -1,0 +1,148 @@
+"""What a live run shows while it runs: Prometheus metrics and a health verdict.
+
+One :class:`Telemetry` per run holds its own ``prometheus_client`` registry (so two runs in
+one process, or a test, never share counters). The runner, the feed and the order manager
+update it as things happen; gauges that are cheaper to read than to push (seconds since the
+last closed bar) are computed at scrape time. :meth:`Telemetry.health` turns the same state
+into ``{"status": "ok"|"degraded", "reasons": [...]}``.
+
+:func:`serve` exposes both on one aiohttp server inside the live process's event loop:
+``GET /metrics`` (Prometheus text format) and ``GET /health`` (JSON, 200 or 503). It binds to
+127.0.0.1 by default; a scrape never waits for a decision and a decision never waits for a
+scrape (both are short, non-blocking handlers on the same loop).
+
+Names follow Prometheus' conventions: counters end in ``_total``, units are suffixes
+(``_seconds``, ``_usdt``); ``trading_decisions_total`` and ``orders_placed_total`` are the seed
+plan's names, its ``pnl_total`` is ``pnl_total_usdt`` (a gauge: PnL goes down as well as up).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+#: order and decision latencies are milliseconds on a healthy run
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Telemetry:
+    """The metrics of one live run over ``symbols`` (bars of ``step_ms``)."""
+
+    def __init__(self, symbols: tuple[str, ...], step_ms: int, *, stale_after_s: float) -> None:
+        r = self.registry = CollectorRegistry()
+        self.symbols = symbols
+        self.step_ms = step_ms
+        self.stale_after_s = stale_after_s
+        self.decisions = Counter("trading_decisions_total", "Decisions made, by symbol and action",
+                                 ["symbol", "action"], registry=r)
+        self.orders = Counter("orders_placed_total", "Order states reached, by symbol and status",
+                              ["symbol", "status"], registry=r)
+        self.order_latency = Histogram("order_latency_seconds",
+                                       "Order intent written -> acknowledged by the venue",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.decision_latency = Histogram("decision_latency_seconds",
+                                          "Closed kline received -> order request written",
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.reconnects = Counter("stream_reconnects_total", "Websocket reconnections", registry=r)
+        self.backfilled = Counter("bars_backfilled_total", "Bars taken from REST instead of the stream",
+                                  registry=r)
+        self.rejected = Counter("frames_rejected_total", "Websocket frames rejected, by reason",
+                                ["reason"], registry=r)
+        self.exchange_errors = Counter("exchange_errors_total", "Venue calls retried or failed",
+                                       registry=r)
+        self.weight_used = Gauge("request_weight_used", "Request weight the venue counts this minute",
+                                 registry=r)
+        self.budget_left = Gauge("request_budget_left", "What the client's budget has left, by bucket",
+                                 ["bucket"], registry=r)
+        self.equity = Gauge("equity_usdt", "Equity at the last close", registry=r)
+        self.unrealized = Gauge("pnl_unrealized_usdt", "Unrealised PnL at the last close", registry=r)
+        self.realized = Gauge("pnl_realized_usdt", "PnL of the closed trades of this run (net)",
+                              registry=r)
+        self.pnl = Gauge("pnl_total_usdt", "Equity minus the run's initial equity", registry=r)
+        self.position = Gauge("position_qty", "Signed position in base units, by symbol", ["symbol"],
+                              registry=r)
+        self.breaker = Gauge("breaker_tripped", "1 while the circuit breaker halts new entries",
+                             registry=r)
+        self.bar_age = Gauge("last_bar_age_seconds", "Seconds since the last closed bar was decided",
+                             registry=r)
+        self.bar_age.set_function(self._bar_age)
+        self.last_bar_at: float | None = None  # monotonic time the last bar was decided
+        self.recent_errors: list[float] = []  # monotonic times of recent venue errors
+        self.unreconciled: set[str] = set()
+        self.stream_down_since: float | None = None
+        self.tripped = False
+
+    # ------------------------------------------------------------------ updates
+
+    def bar_done(self) -> None:
+        self.last_bar_at = time.monotonic()
+
+    def venue_error(self) -> None:
+        self.exchange_errors.inc()
+        now = time.monotonic()
+        self.recent_errors = [t for t in self.recent_errors if now - t < 300.0] + [now]
+
+    def book(self, *, equity: float, unrealized: float, realized: float, initial: float,
+             position: Any, tripped: bool) -> None:
+        """The account after a close."""
+        self.equity.set(equity)
+        self.unrealized.set(unrealized)
+        self.realized.set(realized)
+        self.pnl.set(equity - initial)
+        for s, q in zip(self.symbols, position, strict=True):
+            self.position.labels(symbol=s).set(float(q))
+        self.breaker.set(1.0 if tripped else 0.0)
+        self.tripped = tripped
+
+    def _bar_age(self) -> float:
+        return float("nan") if self.last_bar_at is None else time.monotonic() - self.last_bar_at
+
+    # ------------------------------------------------------------------ health
+
+    def health(self) -> dict[str, Any]:
+        """``{"status", "reasons"}``: degraded when the stream is down or stale, the venue
+        keeps failing, the breaker is tripped or the book differs from the exchange."""
+        reasons = []
+        now = time.monotonic()
+        if self.stream_down_since is not None:
+            reasons.append(f"stream down for {now - self.stream_down_since:.0f} s")
+        age = self._bar_age()
+        if age == age and age > self.stale_after_s:
+            reasons.append(f"no closed bar for {age:.0f} s")
+        if sum(1 for t in self.recent_errors if now - t < 300.0) >= 5:
+            reasons.append("repeated exchange errors in the last 5 minutes")
+        if self.tripped:
+            reasons.append("circuit breaker tripped")
+        if self.unreconciled:
+            reasons.append(f"positions differ from the book: {sorted(self.unreconciled)}")
+        return {"status": "degraded" if reasons else "ok", "reasons": reasons}
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def serve(telemetry: Telemetry, *, host: str, port: int) -> Any:
+    """Start ``/metrics`` and ``/health`` on ``host:port``; returns the aiohttp runner (call
+    ``await runner.cleanup()`` to stop) with ``runner.port`` set to the bound port."""
+    from aiohttp import web
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=telemetry.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health(_request: web.Request) -> web.Response:
+        h = telemetry.health()
+        return web.json_response(h, status=200 if h["status"] == "ok" else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", health)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - the bound port
+    runner.port = sockets[0].getsockname()[1] if sockets else port  # type: ignore[attr-defined]
+    return runner
