@@ -111,3 +111,32 @@ def test_limit_time_in_force(sim, market: MarketData) -> None:  # type: ignore[n
     maker, taker_fill = fills[-1], fills[-2]
     assert maker["fee"] == pytest.approx(0.1 * maker["price"] * 0.0002, rel=1e-12)
     assert taker_fill["fee"] == pytest.approx(0.1 * taker_fill["price"] * 0.0005, rel=1e-12)
+
+
+def test_max_open_orders_and_a_trigger_with_nothing_to_reduce(sim, market: MarketData) -> None:  # type: ignore[no-untyped-def]
+    """MAX_NUM_ORDERS (200 on BTCUSDT) answers -2025; a reduce-only algo order whose trigger
+    finds no position is REJECTED at the trigger and places nothing (Binance checks
+    reduce-only and margin when it triggers, not when it is placed)."""
+    ex = make_ccxt(url(sim), KEY, SECRET)
+    ex.load_markets()
+    post = ex.fapiPrivatePostOrder
+    last = float(ex.fapiPublicGetTickerPrice({"symbol": "BTCUSDT"})["price"])
+    price = f"{last * 0.97:.1f}"
+    for n in range(200):
+        post({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.003",
+              "price": price, "newClientOrderId": f"many-{n}"})
+    with pytest.raises(ccxt.OperationRejected, match="-2025"):
+        post({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "0.003",
+              "price": price})
+    assert len(ex.fapiPrivateGetOpenOrders({"symbol": "BTCUSDT"})) == 200
+    ex.fapiPrivateDeleteAllOpenOrders({"symbol": "BTCUSDT"})
+    trigger = round(last * 1.002, 1)
+    k = _first_bar_where(market, "BTCUSDT", lambda b, i: b.h[i] >= trigger)
+    algo = ex.fapiPrivatePostAlgoOrder({"algoType": "CONDITIONAL", "symbol": "BTCUSDT", "side": "BUY",
+                                        "type": "STOP_MARKET", "triggerPrice": f"{trigger:.1f}",
+                                        "quantity": "0.010", "reduceOnly": "true"})
+    assert algo["algoStatus"] == "NEW"  # accepted while flat
+    advance(sim, (k + 1) * BAR)
+    got = ex.fapiPrivateGetAlgoOrder({"algoId": algo["algoId"]})
+    assert got["algoStatus"] == "REJECTED" and got["actualOrderId"] == "" and got["triggerTime"] > 0
+    assert [o["type"] for o in ex.fapiPrivateGetAllOrders({"symbol": "BTCUSDT"})].count("MARKET") == 0
