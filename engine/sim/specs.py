@@ -23,6 +23,7 @@ Example
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -119,16 +120,17 @@ def _read(path: str) -> object:
         raise DataError(f"{p}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
-def _brackets(symbol: str, path: Path) -> dict[str, np.ndarray]:
-    data = _read(str(path))
+def _bracket_arrays(symbol: str, data: object, source: str) -> dict[str, np.ndarray]:
+    """The bracket arrays of ``symbol`` from a leverageBracket answer (a list of per-symbol
+    objects); ``source`` names the document in messages."""
     rows = None
     for item in data if isinstance(data, list) else []:
         if isinstance(item, dict) and item.get("symbol") == symbol:
             rows = item.get("brackets")
     if not rows:
-        raise DataError(f"{path}: no leverage brackets for {symbol}")
+        raise DataError(f"{source}: no leverage brackets for {symbol}")
     rows = sorted(rows, key=lambda r: int(r["bracket"]))
-    where = f"{path}: {symbol}"
+    where = f"{source}: {symbol}"
     out = {
         "floor": np.array([_num(r["notionalFloor"], where=where) for r in rows]),
         "cap": np.array([_num(r["notionalCap"], where=where) for r in rows]),
@@ -148,6 +150,46 @@ def _brackets(symbol: str, path: Path) -> dict[str, np.ndarray]:
     if np.any(np.abs(left - right) > 1e-6 * np.maximum(1.0, edge)):
         raise DataError(f"{where}: 'cum' is inconsistent with maintMarginRatio at a bracket edge")
     return out
+
+
+def _spec(
+    symbol: str, entry: dict, brackets: object, *, info_source: str, br_source: str
+) -> SymbolSpec:
+    """One symbol's spec from its exchangeInfo ``entry`` and a leverageBracket answer (a list
+    of per-symbol objects); the sources name the documents in messages."""
+    filters = {f["filterType"]: f for f in entry.get("filters", [])}
+    where = f"{info_source}: {symbol}"
+    try:
+        pf, lot, mlot, mn = (
+            filters[k] for k in ("PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "MIN_NOTIONAL")
+        )
+    except KeyError as err:
+        raise DataError(f"{where}: missing filter {err.args[0]}") from None
+    br = _bracket_arrays(symbol, brackets, br_source)
+    tick = _num(pf["tickSize"], where=where)
+    step = _num(lot["stepSize"], where=where)
+    spec = SymbolSpec(
+        symbol=symbol,
+        tick_size=tick,
+        step_size=step,
+        min_qty=_num(lot["minQty"], where=where),
+        max_qty=_num(lot["maxQty"], where=where),
+        market_max_qty=_num(mlot["maxQty"], where=where),
+        min_notional=_num(mn["notional"], where=where),
+        min_price=_num(pf["minPrice"], where=where),
+        max_price=_num(pf["maxPrice"], where=where),
+        price_precision=int(entry["pricePrecision"]),
+        qty_precision=int(entry["quantityPrecision"]),
+        liquidation_fee=_num(entry.get("liquidationFee", "0.0125"), where=where),
+        bracket_floor=br["floor"],
+        bracket_cap=br["cap"],
+        bracket_mmr=br["mmr"],
+        bracket_cum=br["cum"],
+        bracket_leverage=br["lev"],
+    )
+    if _decimals(step) > spec.qty_precision or _decimals(tick) > spec.price_precision:
+        raise DataError(f"{where}: stepSize/tickSize finer than quantityPrecision/pricePrecision")
+    return spec
 
 
 def load_specs(
@@ -174,42 +216,56 @@ def load_specs(
                 f"symbol {symbol!r} is not in the exchangeInfo snapshot {info_path.name}",
                 hint=f"use one of: {', '.join(sorted(entries))}",
             )
-        entry = entries[symbol]
-        filters = {f["filterType"]: f for f in entry.get("filters", [])}
-        where = f"{info_path}: {symbol}"
-        try:
-            pf, lot, mlot, mn = (
-                filters[k] for k in ("PRICE_FILTER", "LOT_SIZE", "MARKET_LOT_SIZE", "MIN_NOTIONAL")
-            )
-        except KeyError as err:
-            raise DataError(f"{where}: missing filter {err.args[0]}") from None
-        br = _brackets(symbol, br_path)
-        tick = _num(pf["tickSize"], where=where)
-        step = _num(lot["stepSize"], where=where)
-        spec = SymbolSpec(
-            symbol=symbol,
-            tick_size=tick,
-            step_size=step,
-            min_qty=_num(lot["minQty"], where=where),
-            max_qty=_num(lot["maxQty"], where=where),
-            market_max_qty=_num(mlot["maxQty"], where=where),
-            min_notional=_num(mn["notional"], where=where),
-            min_price=_num(pf["minPrice"], where=where),
-            max_price=_num(pf["maxPrice"], where=where),
-            price_precision=int(entry["pricePrecision"]),
-            qty_precision=int(entry["quantityPrecision"]),
-            liquidation_fee=_num(entry.get("liquidationFee", "0.0125"), where=where),
-            bracket_floor=br["floor"],
-            bracket_cap=br["cap"],
-            bracket_mmr=br["mmr"],
-            bracket_cum=br["cum"],
-            bracket_leverage=br["lev"],
-        )
-        if _decimals(step) > spec.qty_precision or _decimals(tick) > spec.price_precision:
-            raise DataError(
-                f"{where}: stepSize/tickSize finer than quantityPrecision/pricePrecision"
-            )
+        spec = _spec(symbol, entries[symbol], _read(str(br_path)),
+                     info_source=str(info_path), br_source=str(br_path))
         specs.append(spec)
+    return specs
+
+
+def specs_from_documents(
+    symbols: Sequence[str],
+    exchange_info: object,
+    leverage_brackets: object,
+    *,
+    source: str = "the venue",
+) -> list[SymbolSpec]:
+    """The trading rules of ``symbols`` from a venue's answers, already parsed, by the same
+    parser as :func:`load_specs`.
+
+    ``exchange_info`` is a ``GET /fapi/v1/exchangeInfo`` document; ``leverage_brackets`` is
+    what ``GET /fapi/v1/leverageBracket`` answered: an array of per-symbol objects (asked
+    without ``symbol``), one object (asked with ``symbol``), or a list of such answers.
+    ``source`` names the venue in messages.
+
+    Raises
+    ------
+    ConfigError
+        A symbol the exchangeInfo does not list (the message lists the ones it does).
+    DataError
+        A document without a symbol's filters or brackets, or with inconsistent ones.
+
+    Example
+    -------
+    >>> info = json.loads(EXCHANGE_INFO.read_text())
+    >>> btc = json.loads(LEVERAGE_BRACKETS.read_text())[0]  # the one object ?symbol= answers
+    >>> spec = specs_from_documents(["BTCUSDT"], info, btc)[0]
+    >>> spec.tick_size, spec.max_notional(125)
+    (0.1, 50000.0)
+    """
+    symbols_doc = exchange_info.get("symbols", []) if isinstance(exchange_info, dict) else []
+    entries = {s["symbol"]: s for s in symbols_doc if isinstance(s, dict) and "symbol" in s}
+    rows: list[object] = []
+    for answer in leverage_brackets if isinstance(leverage_brackets, list) else [leverage_brackets]:
+        rows.extend(answer if isinstance(answer, list) else [answer])
+    specs = []
+    for symbol in symbols:
+        if symbol not in entries:
+            raise ConfigError(
+                f"symbol {symbol!r} is not in {source}'s exchangeInfo",
+                hint=f"use one of: {', '.join(sorted(entries)) or 'none'}",
+            )
+        specs.append(_spec(symbol, entries[symbol], rows, info_source=f"{source} exchangeInfo",
+                           br_source=f"{source} leverageBracket"))
     return specs
 
 
