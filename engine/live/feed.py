@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from engine.binance.records import Bar
+from engine.errors import RunError
 from engine.features import FUNDING_PERIOD_MS
 from engine.live.journal import Journal
 from engine.live.stream import Connected, Rejected, decode, kline_stream, stream_url
@@ -45,7 +46,8 @@ class Feed:
     def __init__(self, client: MarketData, ws_url: str, symbols: tuple[str, ...], interval: str,
                  step_ms: int, journal: Journal, *, stop: asyncio.Event,
                  on_funding: Callable[[str, int, float], None], max_wait_s: float,
-                 grace_s: float = 2.0, telemetry: Telemetry | None = None) -> None:
+                 grace_s: float = 2.0, telemetry: Telemetry | None = None,
+                 stream_timeout_s: float = 300.0) -> None:
         self.client = client
         self.ws_url = ws_url
         self.symbols = symbols
@@ -59,6 +61,8 @@ class Feed:
         self.pending: dict[int, dict[str, Bar]] = {}
         self.funding_upto = 0  # funding events with time <= this have been fetched
         self.grace_s = grace_s
+        self.stream_timeout_s = stream_timeout_s
+        self.down_since: float | None = None  # monotonic time the stream went down
         self.telemetry = telemetry
         self.received_at: dict[int, float] = {}  # bar -> monotonic time it became complete
         self.deadline: dict[int, float] = {}  # bar -> monotonic time its grace period ends
@@ -211,10 +215,20 @@ class Feed:
                                {"open_time": t, "symbols": missing}, time_ms=vnow)
             await self._done(t, self.pending.pop(t, {}), process)
 
-    def _next_wait(self) -> float | None:
+    def _next_wait(self) -> float:
+        """How long the loop may wait for a frame: until the next grace deadline, and at
+        most a second (the stream's health is checked that often)."""
         if not self.deadline:
-            return None
-        return max(0.0, min(self.deadline.values()) - time.monotonic())
+            return 1.0
+        return min(1.0, max(0.0, min(self.deadline.values()) - time.monotonic()))
+
+    def _check_stream(self) -> None:
+        """A stream that cannot be (re)connected for ``stream_timeout_s`` ends the run."""
+        if self.down_since is not None and time.monotonic() - self.down_since > self.stream_timeout_s:
+            raise RunError(
+                f"the kline stream could not be (re)connected for {self.stream_timeout_s:g} s; "
+                "live mode stopped (positions and their protective orders stay at the exchange)",
+                hint="check the network and --ws-url, then restart: the run resumes")
 
     async def run(self, process: Process, *, on_ready: Callable[[], None] | None = None) -> None:
         """Read the stream until ``stop`` is set, processing each closed bar once."""
@@ -227,7 +241,14 @@ class Feed:
         def frame(raw: str | bytes) -> Bar | Rejected | None:
             return decode(raw, self.interval, self.step, self.symbols)
 
-        reader = asyncio.create_task(kline_stream(url, frame, queue, stop=self.stop, event=event))
+        def down(is_down: bool) -> None:
+            if self.telemetry is not None:
+                t = self.telemetry
+                t.stream_down_since = (t.stream_down_since or time.monotonic()) if is_down else None
+            self.down_since = (self.down_since or time.monotonic()) if is_down else None
+
+        reader = asyncio.create_task(kline_stream(url, frame, queue, stop=self.stop, event=event,
+                                                  on_down=down))
         try:
             while not self.stop.is_set():
                 get = asyncio.ensure_future(queue.get())
@@ -240,9 +261,11 @@ class Feed:
                     break
                 if get not in done:
                     get.cancel()
+                    self._check_stream()
                     await self.overdue(process)
                     continue
                 item = get.result()
+                self._check_stream()
                 if reader.done() and reader.exception() is not None:
                     raise reader.exception()  # type: ignore[misc]
                 if isinstance(item, Connected):

@@ -24,7 +24,8 @@ class LiveOptions:
     continues that backtest's folds (and reuses its models from ``<results>/models``).
     ``metrics_host``/``metrics_port``: where ``/metrics`` and ``/health`` are served (port
     None: not served; 0: any free port). ``bar_grace_s``: how long a bar waits for a late
-    symbol's kline before it is fetched through REST.
+    symbol's kline before it is fetched through REST; ``stream_timeout_s``: a stream that
+    cannot be (re)connected for this long ends the run (exit 1).
     """
 
     url: str | None = None
@@ -40,6 +41,7 @@ class LiveOptions:
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     bar_grace_s: float = 2.0
+    stream_timeout_s: float = 300.0
 
     def endpoints(self) -> tuple[str, str]:
         if self.testnet and (self.url or self.ws_url):

@@ -97,7 +97,7 @@ class LiveRunner:
             self.feed = Feed(self.venue, self.ws_url, self.symbols, self.graph.interval, self.step,
                              self.journal, stop=self.stop, on_funding=self.decider.add_funding,
                              max_wait_s=self.opts.max_wait_s, grace_s=self.opts.bar_grace_s,
-                             telemetry=self.telemetry)
+                             telemetry=self.telemetry, stream_timeout_s=self.opts.stream_timeout_s)
             server = await self._serve_metrics()
             try:
                 await self._session(lev, e.margin_mode)
@@ -108,7 +108,7 @@ class LiveRunner:
             finally:
                 log.finish_run(run_id, status=status, metrics={**self.metrics(), **self.ml_metrics()})
                 if server is not None:
-                    await server.cleanup()
+                    await server.close()
         finally:
             await ex.close()
             log.close()

@@ -121,11 +121,13 @@ async def kline_stream(
     *,
     stop: asyncio.Event,
     event: Callable[[str, str, str, dict[str, Any]], None],
+    on_down: Callable[[bool], None] = lambda down: None,
     backoff_s: float = 0.2,
     max_backoff_s: float = 10.0,
 ) -> None:
     """Read the stream until ``stop`` is set, reconnecting after any drop. Never raises on a
-    frame: whatever a frame holds, the reader goes on."""
+    frame: whatever a frame holds, the reader goes on. ``on_down(True)`` when the connection
+    is lost (or the first one fails), ``on_down(False)`` when one is made."""
     import websockets
 
     n = 0
@@ -136,6 +138,7 @@ async def kline_stream(
                                           close_timeout=2, max_size=2**22) as ws:
                 n += 1
                 delay = backoff_s
+                on_down(False)
                 if n > 1:
                     event("warning", "stream", "websocket reconnected", {"connection": n})
                 await queue.put(Connected(n))
@@ -150,6 +153,7 @@ async def kline_stream(
         except (TimeoutError, OSError, websockets.exceptions.WebSocketException) as err:
             if stop.is_set():
                 return
+            on_down(True)
             event("warning", "stream", f"websocket lost ({type(err).__name__}); reconnecting",
                   {"error": str(err)[:200], "retry_in_s": delay})
         if stop.is_set():

@@ -124,9 +124,19 @@ class Telemetry:
         return generate_latest(self.registry)
 
 
-async def serve(telemetry: Telemetry, *, host: str, port: int) -> Any:
-    """Start ``/metrics`` and ``/health`` on ``host:port``; returns the aiohttp runner (call
-    ``await runner.cleanup()`` to stop) with ``runner.port`` set to the bound port."""
+class MetricsServer:
+    """The running ``/metrics`` and ``/health`` server (:func:`serve`)."""
+
+    def __init__(self, runner: Any, port: int) -> None:
+        self.runner = runner
+        self.port = port
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def serve(telemetry: Telemetry, *, host: str, port: int) -> MetricsServer:
+    """Start ``/metrics`` and ``/health`` on ``host:port`` (0: any free port)."""
     from aiohttp import web
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -143,6 +153,5 @@ async def serve(telemetry: Telemetry, *, host: str, port: int) -> Any:
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - the bound port
-    runner.port = sockets[0].getsockname()[1] if sockets else port  # type: ignore[attr-defined]
-    return runner
+    bound = [int(addr[1]) for addr in runner.addresses if isinstance(addr, tuple)]
+    return MetricsServer(runner, bound[0] if bound else port)

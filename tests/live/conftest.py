@@ -111,7 +111,8 @@ def faults(spec: str) -> FaultSpec:
 
 
 def drive(sim: ServerThread, graph: Any, results: Path, *, bars: int, between: Any = None,
-          timeout: float = 60.0, since: int | None = None) -> Any:
+          timeout: float = 60.0, since: int | None = None, ws_url: str | None = None,
+          **options: Any) -> Any:
     """Run live (max_bars=bars) in a thread; after it is ready, advance the clock one bar at a
     time, waiting for each bar to be processed. ``between(k)`` runs after bar k is done."""
     from engine.live import LiveOptions, run_live
@@ -120,8 +121,9 @@ def drive(sim: ServerThread, graph: Any, results: Path, *, bars: int, between: A
     done: queue.Queue[int] = queue.Queue()
     ready = threading.Event()
     out: dict[str, Any] = {}
-    opts = LiveOptions(url=sim.server.url, ws_url=sim.server.ws_url, key=KEY, secret=SECRET,
-                       results=results, max_bars=bars, max_wait_s=2.0, since=since)
+    opts = LiveOptions(url=sim.server.url, ws_url=ws_url or sim.server.ws_url, key=KEY,
+                       secret=SECRET, results=results, max_bars=bars, max_wait_s=2.0, since=since,
+                       **options)
 
     def target() -> None:
         try:
