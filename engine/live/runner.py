@@ -21,6 +21,7 @@ only wires them and runs one bar after another.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -284,6 +285,9 @@ class LiveRunner:
             if bd.has_bar[0, j] and target[j] != book.acct.qty[j]:
                 atr = float(bd.atr[0, j]) if bd.atr is not None else float("nan")
                 await self.orders.trade(s, t, float(target[j]), atr)
+        if self.orders.bar_received is not None:  # no order at this bar: decided is done
+            self.telemetry.decision_latency.observe(time.monotonic() - self.orders.bar_received)
+            self.orders.bar_received = None
         self.journal.booked(book.drain(), self.symbols, t)
         self.journal.equity(t, equity, wallet, position, book.acct.last_price)
         self._observe_book(equity, wallet, position)

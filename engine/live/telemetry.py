@@ -24,8 +24,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-#: order and decision latencies are milliseconds on a healthy run
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: order and decision latencies are milliseconds on a healthy run: 0.25 ms buckets up to
+#: 10 ms (so a quantile read from them is good to a quarter millisecond), coarser above
+LATENCY_BUCKETS = (*(round(0.00025 * i, 5) for i in range(1, 41)), 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0)
 
 
 class Telemetry:
@@ -44,7 +46,8 @@ class Telemetry:
                                        "Order intent written -> acknowledged by the venue",
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.decision_latency = Histogram("decision_latency_seconds",
-                                          "Closed kline received -> order request written",
+                                          "Closed kline received -> order request written (a bar "
+                                          "without an order: -> its decision written)",
                                           buckets=LATENCY_BUCKETS, registry=r)
         self.reconnects = Counter("stream_reconnects_total", "Websocket reconnections", registry=r)
         self.backfilled = Counter("bars_backfilled_total", "Bars taken from REST instead of the stream",
