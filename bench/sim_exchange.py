@@ -140,7 +140,7 @@ async def bench_frames(url: str, ws_url: str, *, seconds: float, subscribers: in
         m0 = st["marketTime"]
 
         async def sub(i: int) -> None:
-            async with http.ws_connect(f"{ws_url}/stream?streams=btcusdt@kline_5m/ethusdt@kline_5m", max_msg_size=0) as ws:
+            async with http.ws_connect(f"{ws_url}/market/stream?streams=btcusdt@kline_5m/ethusdt@kline_5m", max_msg_size=0) as ws:
                 end = time.monotonic() + seconds
                 while time.monotonic() < end:
                     try:

@@ -117,6 +117,8 @@ class Exchange(Matching):
         self.pos_time: dict[str, int] = {x: 0 for x in self.symbols}
         self.orders: dict[int, Order] = {}
         self.algo: dict[int, Order] = {}
+        self.open_plain: dict[int, Order] = {}
+        self.open_algo: dict[int, Order] = {}
         self._oid = itertools.count(4_000_000_001)
         self._aid = itertools.count(1_000_001)
         self._tran = itertools.count(9_000_000_001)
@@ -210,7 +212,7 @@ class Exchange(Matching):
     def set_margin_type(self, s: str, isolated: bool) -> None:
         if self.book.isolated[s] == isolated:
             raise E.margin_type_unchanged()
-        if any(o.symbol == s and o.is_open for o in [*self.orders.values(), *self.algo.values()]):
+        if self.open_orders(s, algo=False) or self.open_orders(s, algo=True):
             raise E.margin_type_open_orders()
         if self.book.qty(s) != 0:
             raise E.margin_type_position()
@@ -225,8 +227,8 @@ class Exchange(Matching):
     def open_order_im(self, s: str | None = None) -> float:
         """Initial margin held by resting LIMIT orders that would open exposure."""
         total = 0.0
-        for o in self.orders.values():
-            if not o.is_open or o.type != "LIMIT" or o.reduce_only or (s is not None and o.symbol != s):
+        for o in self.open_plain.values():
+            if o.reduce_only or (s is not None and o.symbol != s):
                 continue
             total += (o.qty - o.executed) * o.price / self.book.leverage[o.symbol]
         return total
@@ -261,6 +263,7 @@ class Exchange(Matching):
         self._check_trigger_side(o, self.last[o.symbol])
         assert o.algo_id is not None
         self.algo[o.algo_id] = o
+        self.open_algo[o.algo_id] = o
         self._set_algo(o, "NEW", o.time)
         return o
 
@@ -296,6 +299,8 @@ class Exchange(Matching):
         if o.tif == "IOC":
             o.status = "EXPIRED"
             self._user_order(o, "EXPIRED")
+        else:
+            self.open_plain[o.order_id] = o
         return o
 
     def _fill_now(self, o: Order, pos_qty: float, last: float) -> Order:
@@ -336,12 +341,13 @@ class Exchange(Matching):
             return o
         o.status = "CANCELED"
         o.update_time = t
+        self.open_plain.pop(o.order_id, None)
         self._user_order(o, "CANCELED")
         return o
 
     def open_orders(self, s: str | None, *, algo: bool) -> list[Order]:
-        src = self.algo if algo else self.orders
-        return [o for o in src.values() if o.is_open and (s is None or o.symbol == s)]
+        src = self.open_algo if algo else self.open_plain
+        return [o for o in src.values() if s is None or o.symbol == s]
 
     def funding_info(self, s: str) -> tuple[float, int]:
         """(last funding rate, next funding time) at the current replay position."""

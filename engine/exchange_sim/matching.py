@@ -59,6 +59,8 @@ class Matching:
     last: dict[str, float]
     orders: dict[int, Order]
     algo: dict[int, Order]
+    open_plain: dict[int, Order]  # the resting ones of ``orders``, by order id
+    open_algo: dict[int, Order]  # the NEW ones of ``algo``, by algo id
     sinks: list[Sink]
     slippage_bps: float
     next_funding: dict[str, int]
@@ -77,12 +79,11 @@ class Matching:
     def _match(self, s: str, so: float, sh: float, sl: float, sc: float, t: int) -> None:
         """Resting orders, then liquidation, against the prices traded in one sub-step."""
         self.book.set_last(s, so)
-        for o in [o for o in self.orders.values() if o.symbol == s and o.is_open]:
-            if o.type == "LIMIT":
-                px = A.limit_fill_price(o.sgn, o.price, so, sh, sl)
-                if not math.isnan(px):
-                    self._fill_resting(o, px, t)
-        for a in [a for a in self.algo.values() if a.symbol == s and a.is_open]:
+        for o in [o for o in self.open_plain.values() if o.symbol == s]:
+            px = A.limit_fill_price(o.sgn, o.price, so, sh, sl)
+            if not math.isnan(px):
+                self._fill_resting(o, px, t)
+        for a in [a for a in self.open_algo.values() if a.symbol == s]:
             px = A.trigger_price(a.sgn, a.type == "TAKE_PROFIT_MARKET", a.stop_price, so, sh, sl)
             if not math.isnan(px):
                 self._trigger_algo(a, A.market_fill_price(a.sgn, px, self.slippage_bps), t)
@@ -101,17 +102,22 @@ class Matching:
         if qty <= 0:
             o.status = "EXPIRED"
             o.update_time = t
+            self.open_plain.pop(o.order_id, None)
             self._user_order(o, "EXPIRED")
             return
         before = len(self.fills)
         self.book.fill(o.symbol, o.sgn * qty, price, maker=True, kind=fill_kind(pos_qty, o.sgn),
                        order_type=otype(o.type), t=t)
+        if o.executed + qty >= o.qty - 1e-12 or o.reduce_only:
+            self.open_plain.pop(o.order_id, None)
         self._after_fill(o, qty, price, maker=True, t=t, first=before)
 
     # ------------------------------------------------------------------ algo orders
     def _set_algo(self, a: Order, status: str, t: int) -> None:
         a.algo_status = status
         a.update_time = t
+        if not a.is_open and a.algo_id is not None:
+            self.open_algo.pop(a.algo_id, None)
         self._publish("algo", {"order": a, "t": t})
 
     def _trigger_algo(self, a: Order, price: float, t: int) -> None:

@@ -61,8 +61,7 @@ def _client_id(ctx: Ctx, *, algo: bool) -> str:
     cid = ctx.params.get(key) or ("sim" + secrets.token_hex(10))
     if not _CID_RE.match(cid):
         raise E.illegal(key)
-    book = ex.algo if algo else ex.orders
-    if any(o.client_id == cid and o.is_open for o in book.values()):
+    if any(o.client_id == cid for o in (ex.open_algo if algo else ex.open_plain).values()):
         raise E.BinanceError(-4116, "ClientOrderId is duplicated.")
     return cid
 
