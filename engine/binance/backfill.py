@@ -4,8 +4,9 @@
 ``GET /fapi/v1/klines`` 1500 bars at a time (weight 10 each) from ``start`` to ``end`` with
 the one :class:`engine.binance.klines.KlinePager`, keeps only CLOSED bars (a bar whose close
 time the server's clock has not reached is left out), stays within a share of the server's
-REQUEST_WEIGHT budget through the one :class:`engine.binance.pacer.Pacer` (reading
-``X-MBX-USED-WEIGHT-1M`` after every call), and retries through the one
+REQUEST_WEIGHT limit through the one :class:`engine.binance.budget.RequestBudget` (which reads
+``X-MBX-USED-WEIGHT-1M`` from every answer, and halts on a 429/418 until its Retry-After),
+and retries through the one
 :class:`engine.binance.retry.RetryPolicy` (Retry-After on 429/418 obeyed, 5xx retried with
 backoff). The rows (Binance's 12 kline columns) go through the store's validated import
 (:func:`engine.data.import_paths`), so a failed run leaves the store as it was. Progress is
@@ -20,18 +21,18 @@ import functools
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from engine.binance.klines import PAGE, KlinePager, kline_weight
-from engine.binance.pacer import Pacer, budgets_from_rate_limits
+from engine.binance.budget import RequestBudget, limits_from_rate_limits
+from engine.binance.klines import KlinePager
 from engine.binance.retry import RetryPolicy
 from engine.binance.venue import make_ccxt
 from engine.errors import UsageError
 from engine.progress import Progress, step
 from engine.timeutil import interval_ms, parse_end, parse_time
 
+T = TypeVar("T")
 KLINE_COLUMNS = (
     "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
     "taker_buy_volume", "taker_buy_quote_volume", "ignore",
@@ -45,6 +46,16 @@ DEFAULT_WEIGHT_LIMIT = {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE",
 def backfill_retry(sleep: Callable[[float], Any] = time.sleep) -> RetryPolicy:
     """The backfill's retry budget: 9 attempts, backoff from 0.5 s up to 30 s."""
     return RetryPolicy(max_attempts=9, base_s=0.5, max_wait_s=30.0, sleep=sleep)
+
+
+def budgeted(budget: RequestBudget, weight: int, fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` waiting for ``budget`` before each attempt (sync)."""
+
+    def call() -> T:
+        with budget.use_sync(weight=weight):
+            return fn()
+
+    return call
 
 
 def fetch_klines(
@@ -77,15 +88,15 @@ def fetch_klines(
             f"symbol {symbol!r} is not listed by {url}",
             hint=f"the server lists: {', '.join(sorted(symbols)) or 'none'}",
         )
-    limits = info.get("rateLimits") or [DEFAULT_WEIGHT_LIMIT]
-    budgets = budgets_from_rate_limits(limits, share=weight_share, weight_window_s=window_s)
-    pacer = Pacer(  # never below one page, or no page would ever fit
-        [replace(b, limit=max(b.limit, kline_weight(PAGE))) for b in budgets if b.kind == "weight"],
-        clock=clock, sleep=sleep,
-    )
-    pacer.observe(ex.last_response_headers)
-    now = int(retry.run("server time", ex.fapiPublicGetTime, headers=headers)["serverTime"])
-    pacer.observe(ex.last_response_headers)
+    limits = limits_from_rate_limits(info.get("rateLimits") or [DEFAULT_WEIGHT_LIMIT],
+                                     windows={"weight_1m": window_s})
+    # a page costing more than the share waits for a whole share (it never waits forever)
+    budget = RequestBudget([x for x in limits if x.kind == "weight"], share=weight_share,
+                           clock=clock, sleep=sleep)
+    budget.attach(ex)
+    budget.observe(ex.last_response_headers)
+    now = int(retry.run("server time", budgeted(budget, 1, ex.fapiPublicGetTime),
+                        headers=headers)["serverTime"])
     step_ms = interval_ms(interval)
     last_closed_open = (now // step_ms) * step_ms - step_ms  # the newest bar whose close passed
     stop = last_closed_open if end_ms is None else min(end_ms, last_closed_open)
@@ -95,12 +106,8 @@ def fetch_klines(
     rows: list[list[Any]] = []
     step(progress, task, 0, pager.total)
     while not pager.done:
-        pacer.before(weight=pager.weight)
-        page = retry.run(
-            task, functools.partial(ex.fapiPublicGetKlines, pager.params(symbol, interval)),
-            headers=headers,
-        )
-        pacer.observe(ex.last_response_headers)
+        fetch = functools.partial(ex.fapiPublicGetKlines, pager.params(symbol, interval))
+        page = retry.run(task, budgeted(budget, pager.weight, fetch), headers=headers)
         rows.extend(list(r) for r in pager.take(page))
         step(progress, task, len(rows), pager.total)
     return rows

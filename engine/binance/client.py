@@ -1,23 +1,28 @@
 """The Binance USD-M client: market data, account and orders over ccxt ``binanceusdm`` (async).
 
-Every REST call goes through :meth:`BinanceClient.call`: paced by the one
-:class:`engine.binance.pacer.Pacer` (request weight and order counts read from the answers'
-headers), retried by the one :class:`engine.binance.retry.RetryPolicy` while
+Every REST call goes through :meth:`BinanceClient.call`: it waits for the one
+:class:`engine.binance.budget.RequestBudget` (request weight and order counts, corrected from
+every answer's headers; a 429/418 halts every caller; orders first), is retried by the one :class:`engine.binance.retry.RetryPolicy` while
 :func:`engine.binance.errors.classify` says TEMPORARY (each retry a ``broker`` event and one
 more in :attr:`BinanceClient.retries`), and ended in a typed error otherwise. Every order,
 whatever its kind, goes through :meth:`BinanceClient.send`: sent with the caller's client order id and, after an unknown-status outcome, looked up by
 that id before it is sent again, so an order the exchange accepted is never sent twice
 (invariant 7). Answers are decoded at the edge into the records of
-:mod:`engine.binance.records`.
+:mod:`engine.binance.records`. :meth:`BinanceClient.venue_specs` reads the venue's own
+exchangeInfo and leverage brackets into the engine's :class:`engine.sim.specs.SymbolSpec`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import difflib
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+from engine.binance.budget import RequestBudget, order_scope
 from engine.binance.errors import (
     FATAL_HINT,
     OrderRejected,
@@ -28,7 +33,6 @@ from engine.binance.errors import (
     short,
 )
 from engine.binance.klines import KlinePager
-from engine.binance.pacer import Pacer
 from engine.binance.records import (
     FINAL,
     AccountView,
@@ -42,6 +46,7 @@ from engine.binance.records import (
 )
 from engine.binance.retry import RetryPolicy
 from engine.errors import ExchangeError
+from engine.sim.specs import SymbolSpec, specs_from_documents
 from engine.timeutil import interval_ms
 
 T = TypeVar("T")
@@ -63,8 +68,12 @@ class BinanceClient:
     event : callback ``(severity, component, message, data)`` for system events.
     max_attempts, max_wait_s : retry budget (attempts per call, the longest backoff wait);
         ignored when ``retry`` is given.
-    retry : the retry policy (inject one with fake sleeps in tests).
-    pacer : the request pacer (default: 90 % of Binance's usual budgets).
+    retry : the retry policy (inject one with fake sleeps in tests); by default its waits
+        sleep through the budget, so the stop event ends them too.
+    budget : the request budget (default: 80 % of Binance's usual limits until
+        :meth:`venue_specs` reads the venue's); it observes every answer of ``exchange``.
+    stop : an ``asyncio.Event``: once set, every call that has to wait (budget, 429 halt,
+        retry backoff) raises :class:`engine.binance.budget.Stopped` at once.
     """
 
     def __init__(
@@ -77,17 +86,22 @@ class BinanceClient:
         max_attempts: int = 8,
         max_wait_s: float = 60.0,
         retry: RetryPolicy | None = None,
-        pacer: Pacer | None = None,
+        budget: RequestBudget | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.ex = exchange
         self.symbols = symbols
         self.interval = interval
         self.step = interval_ms(interval)
         self.event = event
-        self.retry = retry or RetryPolicy(max_attempts=max_attempts, max_wait_s=max_wait_s)
+        self.budget = budget or RequestBudget()
+        if stop is not None:
+            self.budget.stop = stop
+        self.budget.attach(exchange)
+        self.retry = retry or RetryPolicy(max_attempts=max_attempts, max_wait_s=max_wait_s,
+                                          asleep=self.budget.sleep)
         self.max_attempts = self.retry.max_attempts
         self.max_wait_s = self.retry.max_wait_s
-        self.pacer = pacer or Pacer()
         self.market_ids: dict[str, str] = {}
         self.retries = 0
 
@@ -97,14 +111,12 @@ class BinanceClient:
         return getattr(self.ex, "last_response_headers", None)
 
     def _paced(
-        self, fn: Callable[[], Awaitable[T]], weight: int, orders: int
+        self, fn: Callable[[], Awaitable[T]], weight: int, orders: int,
+        priority: bool | None = None,
     ) -> Callable[[], Awaitable[T]]:
         async def paced() -> T:
-            await self.pacer.abefore(weight=weight, orders=orders)
-            try:
+            async with self.budget.use(weight=weight, orders=orders, priority=priority):
                 return await fn()
-            finally:
-                self.pacer.observe(self._headers())
 
         return paced
 
@@ -114,12 +126,15 @@ class BinanceClient:
                    {"attempt": attempt, "error": short(err), "wait_s": round(wait, 3)})
 
     async def call(
-        self, what: str, fn: Callable[[], Awaitable[T]], *, weight: int = 1, orders: int = 0
+        self, what: str, fn: Callable[[], Awaitable[T]], *, weight: int = 1, orders: int = 0,
+        priority: bool | None = None,
     ) -> T:
-        """One REST call, paced and retried (see the module docstring); ``weight`` and
-        ``orders`` are its cost on the venue's budgets. Raises
-        :class:`engine.binance.errors.VenueUnavailable` / ``RequestRejected`` / ``VenueFatal``."""
-        return await self.retry.arun(what, self._paced(fn, weight, orders),
+        """One REST call, budgeted and retried (see the module docstring); ``weight`` and
+        ``orders`` are its cost on the venue's limits; ``priority`` (default: an order, or a
+        call inside :func:`engine.binance.budget.order_scope`) goes before reads. Raises
+        :class:`engine.binance.errors.VenueUnavailable` / ``RequestRejected`` / ``VenueFatal``,
+        and :class:`engine.binance.budget.Stopped` when the stop event ends a wait."""
+        return await self.retry.arun(what, self._paced(fn, weight, orders, priority),
                                      headers=self._headers, on_retry=self._on_retry)
 
     # ------------------------------------------------------------------ setup
@@ -151,6 +166,34 @@ class BinanceClient:
                     if not err.no_change:
                         raise VenueFatal(err.message, verdict=err.verdict,
                                          hint="check execution.leverage / margin_mode") from err
+
+    async def venue_specs(self, symbols: Sequence[str] | None = None) -> list[SymbolSpec]:
+        """The trading rules of ``symbols`` (default: the client's) as this venue has them.
+
+        Reads ``GET /fapi/v1/exchangeInfo`` (filters, precisions, and ``rateLimits``, which
+        size the budget from now on) and, per symbol, the account's leverage brackets (signed
+        ``GET /fapi/v1/leverageBracket?symbol=``: one object; an array is taken too), and
+        builds each :class:`SymbolSpec` with the shipped snapshot's parser
+        (:func:`engine.sim.specs.specs_from_documents`). A symbol the venue does not list,
+        or lists but not as a trading perpetual, raises :class:`ExchangeError` right after
+        the exchangeInfo read: nothing else is sent.
+        """
+        want = list(self.symbols if symbols is None else symbols)
+        info = await self.call("exchangeInfo", self.ex.fapiPublicGetExchangeInfo, weight=1)
+        if not isinstance(info, dict):
+            raise ExchangeError(f"{self.venue}: exchangeInfo is not an object",
+                                hint="check the venue's URL")
+        self.budget.configure(info.get("rateLimits") or [])
+        check_listed(want, info, self.venue)
+        answers = [await self.call(f"leverage brackets {s}", partial(
+            self.ex.fapiPrivateGetLeverageBracket, {"symbol": s})) for s in want]
+        return specs_from_documents(want, info, answers, source=self.venue)
+
+    @property
+    def venue(self) -> str:
+        """The venue's base URL (``https://fapi.binance.com``), for messages."""
+        parts = urlsplit(str(self.ex.urls["api"]["fapiPublic"]))
+        return f"{parts.scheme}://{parts.netloc}"
 
     async def server_time(self) -> int:
         """The venue's clock (UTC ms)."""
@@ -220,9 +263,10 @@ class BinanceClient:
                                     partial(self.ex.fetch_open_orders, m)))
 
     async def cancel(self, symbol: str, order_id: str) -> None:
-        """Cancel an order by the exchange's id."""
+        """Cancel an order by the exchange's id (an order's call: before reads)."""
         m = self.market_ids[symbol]
-        await self.call(f"cancel {symbol}", partial(self.ex.cancel_order, order_id, m))
+        await self.call(f"cancel {symbol}", partial(self.ex.cancel_order, order_id, m),
+                        priority=True)
 
     # ------------------------------------------------------------------ orders
 
@@ -313,8 +357,13 @@ class BinanceClient:
         timeout, dropped connection) the order is looked up by its client id first and
         returned, not resent, when the exchange has it. A duplicate client id (-4116) is
         looked up too. Raises :class:`OrderRejected` when the exchange refuses it, and
-        ``VenueUnavailable`` when it cannot be placed within the retry budget.
+        ``VenueUnavailable`` when it cannot be placed within the retry budget. Its calls,
+        lookups included, go before reads (:func:`order_scope`).
         """
+        with order_scope():
+            return await self._send(req)
+
+    async def _send(self, req: OrderRequest) -> OrderResult:
         import ccxt
 
         cid = req.client_order_id
@@ -363,11 +412,12 @@ class BinanceClient:
         req = OrderRequest(symbol, side, kind, client_order_id, qty=qty, price=limit_price,
                            reduce_only=reduce_only)
         result = await self.send(req)
-        for _ in range(self.retry.max_attempts if kind == "market" else 0):
-            if result.status in FINAL:
-                break
-            await self.retry.asleep(0.05)
-            result = await self.lookup(symbol, client_order_id) or result
+        with order_scope():
+            for _ in range(self.retry.max_attempts if kind == "market" else 0):
+                if result.status in FINAL:
+                    break
+                await self.retry.asleep(0.05)
+                result = await self.lookup(symbol, client_order_id) or result
         return result
 
     async def trigger_order(
@@ -384,16 +434,44 @@ class BinanceClient:
     async def cancel_by_client_id(self, symbol: str, client_order_id: str, *,
                                   algo: bool = False) -> OrderResult | None:
         """Cancel an order by client id (``algo``: a conditional order, by its
-        ``clientAlgoId``); returns its final state (None if unknown)."""
+        ``clientAlgoId``); returns its final state (None if unknown). An order's calls:
+        before reads."""
         m = self.market_ids[symbol]
         cancel = (partial(self.ex.fapiPrivateDeleteAlgoOrder, {"clientAlgoId": client_order_id})
                   if algo else
                   partial(self.ex.cancel_order, "", m, params={"origClientOrderId": client_order_id}))
-        try:
-            await self.call(f"cancel {client_order_id}", cancel)
-        except RequestRejected:
-            pass  # already triggered, expired or canceled: its state says which
-        return await self.lookup(symbol, client_order_id, algo=algo)
+        with order_scope():
+            try:
+                await self.call(f"cancel {client_order_id}", cancel)
+            except RequestRejected:
+                pass  # already triggered, expired or canceled: its state says which
+            return await self.lookup(symbol, client_order_id, algo=algo)
+
+
+def check_listed(symbols: Sequence[str], info: dict[str, Any], venue: str) -> None:
+    """Raise :class:`ExchangeError` unless exchangeInfo ``info`` lists every symbol as a
+    trading perpetual (the message names the symbol and what the venue lists)."""
+    listed = {e["symbol"]: e for e in info.get("symbols") or []
+              if isinstance(e, dict) and "symbol" in e}
+    missing = [s for s in symbols if s not in listed]
+    if missing:
+        names = sorted(listed)
+        if len(names) <= 20:
+            lists = f"it lists {', '.join(names) or 'no symbol'}"
+        else:
+            close = sorted({c for s in missing for c in difflib.get_close_matches(s, names, n=3)})
+            lists = f"it lists {len(names)} symbols" + (f", e.g. {', '.join(close)}" if close else "")
+        raise ExchangeError(
+            f"{venue} does not list {', '.join(missing)}; no order or setting was sent",
+            hint=f"{lists}; check data.symbols / --symbols")
+    for s in symbols:
+        status = listed[s].get("status", "TRADING")
+        contract = listed[s].get("contractType", "PERPETUAL")
+        if status != "TRADING" or contract != "PERPETUAL":
+            raise ExchangeError(
+                f"{venue} lists {s} as {contract} with status {status}, not a trading "
+                "perpetual; no order or setting was sent",
+                hint="trade a perpetual whose status is TRADING")
 
 
 Broker = BinanceClient  # the name live mode used (engine/live/broker.py)

@@ -6,8 +6,8 @@ the error-table lookup. ccxt chooses its error table by URL prefix (``https://fa
 means USD-M); against a local URL it finds none and, for example, -2019 would surface as a
 plain ``ExchangeError``. We therefore make this one instance read the USD-M ("linear") table
 for our URL, exactly as it does for Binance's, by overriding ``get_exceptions_by_url`` on the
-instance (ccxt's source is not touched). ccxt's own throttle is off: the one pacer
-(:mod:`engine.binance.pacer`) paces every call.
+instance (ccxt's source is not touched). ccxt's own throttle is off: the one request budget
+(:mod:`engine.binance.budget`) paces every call.
 """
 
 from __future__ import annotations

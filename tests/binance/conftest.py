@@ -1,5 +1,6 @@
 """Fixtures: a real exchange simulator on 127.0.0.1 (port 0, frozen clock) in the test's own
-event loop, and a BinanceClient on it whose retry sleeps are recorded, not slept."""
+event loop, and a BinanceClient on it whose retry sleeps are recorded, not slept, and whose
+request budget runs on a virtual clock (a 429's halt passes at once unless a test holds it)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.binance import BinanceClient, RetryPolicy, make_ccxt
+from engine.binance import BinanceClient, RequestBudget, RetryPolicy, make_ccxt
 from engine.exchange_sim.config import ExchangeSimSettings
 from engine.exchange_sim.faults import FaultInjector, FaultSpec
 from engine.exchange_sim.market import MarketData
@@ -83,6 +84,51 @@ class Sleeps:
         await asyncio.sleep(0)
 
 
+class VirtualTime:
+    """A clock and an async sleep for a budget. ``auto``: a sleep moves the clock to its end at
+    once; otherwise sleepers wait until the test moves the clock (:meth:`advance`)."""
+
+    def __init__(self, start: float = 1_700_000_000.0, *, auto: bool = True) -> None:
+        self.now = start
+        self.auto = auto
+        self.sleeps: list[float] = []
+        self._moved: asyncio.Event | None = None
+
+    def clock(self) -> float:
+        return self.now
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        end = self.now + seconds
+        if self.auto:
+            self.now = max(self.now, end)
+            await asyncio.sleep(0)
+            return
+        while self.now < end:
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            await self._moved.wait()
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
+
+
+def virtual_budget(vt: VirtualTime | None = None, **kw: Any) -> RequestBudget:
+    """A RequestBudget on a virtual clock (Binance's limits unless ``kw`` says otherwise)."""
+    vt = vt or VirtualTime()
+    return RequestBudget(clock=vt.clock, asleep=vt.asleep, **kw)
+
+
+async def settle(rounds: int = 20) -> None:
+    """Let every task run until it waits for something outside the loop's ready queue
+    (an HTTP answer gets a real pause)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0.005)
+
+
 class Events(list[tuple[str, str, str, dict[str, Any]]]):
     """The client's system events, as a list."""
 
@@ -96,14 +142,16 @@ class Events(list[tuple[str, str, str, dict[str, Any]]]):
 @contextlib.asynccontextmanager
 async def venue(
     market: MarketData, *, key: str = KEY, secret: str = SECRET, max_attempts: int = 8,
-    load: bool = True, **kw: Any,
+    load: bool = True, budget: RequestBudget | None = None, **kw: Any,
 ) -> AsyncIterator[tuple[SimServer, BinanceClient, Events, Sleeps]]:
-    """A simulator (``kw`` -> ExchangeSimSettings) and a loaded BinanceClient on it."""
+    """A simulator (``kw`` -> ExchangeSimSettings) and a loaded BinanceClient on it (its
+    budget ``budget``, else one on an auto-advancing :class:`VirtualTime`)."""
     async with serve(config(**kw), market=market) as server:
         ex = make_ccxt(server.url, key, secret, async_=True)
         events, sleeps = Events(), Sleeps()
         client = BinanceClient(ex, SYMBOLS, "5m", event=events,
-                               retry=RetryPolicy(max_attempts=max_attempts, asleep=sleeps))
+                               retry=RetryPolicy(max_attempts=max_attempts, asleep=sleeps),
+                               budget=budget or virtual_budget())
         try:
             if load:
                 await client.load()
