@@ -26,17 +26,24 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START = "2024-01-01"
 
 
+def ms(text: str) -> int:
+    """A UTC time as epoch milliseconds (parse_time, never None here)."""
+    t = parse_time(text)
+    assert t is not None
+    return t
+
+
 @pytest.fixture(scope="session")
 def market(usdm_store: Path) -> MarketData:
     """BTCUSDT + ETHUSDT 5m up to 2024-01-03; the replay starts 2024-01-01."""
-    md, _ = MarketData.load(list(SYMBOLS), interval="5m", start_ms=parse_time(START),
+    md, _ = MarketData.load(list(SYMBOLS), interval="5m", start_ms=ms(START),
                             end_ms=parse_end("2024-01-03"), store=usdm_store)
     return md
 
 
 def config(**kw: Any) -> ExchangeSimSettings:
     base: dict[str, Any] = {
-        "symbols": SYMBOLS, "interval": "5m", "start_ms": parse_time(START), "speed": 0.0,
+        "symbols": SYMBOLS, "interval": "5m", "start_ms": ms(START), "speed": 0.0,
         "port": 0, "api_key": KEY, "api_secret": SECRET, "ping_interval_s": 0.0,
     }
     base.update(kw)

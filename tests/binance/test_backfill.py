@@ -13,9 +13,8 @@ from engine.binance.errors import VenueUnavailable
 from engine.data import load_candles
 from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.runner import ServerThread
-from engine.timeutil import parse_time
 
-from .conftest import Scripted, config
+from .conftest import Scripted, config, ms
 
 BAR = 300_000
 
@@ -39,7 +38,7 @@ def test_backfill_reports_progress_and_imports(
                              url=sim.server.url, store=tmp_path,
                              progress=lambda task, done, total: seen.append((task, done, total)))
     out = capsys.readouterr()
-    n = (parse_time("2024-01-01") - parse_time("2023-12-30")) // BAR
+    n = (ms("2024-01-01") - ms("2023-12-30")) // BAR
     assert out.out == "" and out.err == ""  # a library call draws nothing
     for sym in ("BTCUSDT", "ETHUSDT"):
         mine = [(d, t) for task, d, t in seen if task == f"klines {sym} 5m"]
@@ -54,7 +53,7 @@ def test_backfill_retries_through_5xx_and_gives_up_typed(sim: ServerThread) -> N
     sim.server.faults = faults = Scripted()
     faults.before = 3
     slept: list[float] = []
-    rows = fetch_klines(sim.server.url, "BTCUSDT", "5m", start_ms=parse_time("2023-12-31"),
+    rows = fetch_klines(sim.server.url, "BTCUSDT", "5m", start_ms=ms("2023-12-31"),
                         sleep=slept.append)
     assert len(rows) == 288 and slept == [0.5, 1.0, 2.0]
     faults.before = 10**6

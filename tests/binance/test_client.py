@@ -10,9 +10,8 @@ import pytest
 from engine.binance import Bar, OrderRequest, VenueFatal
 from engine.errors import ExchangeError
 from engine.exchange_sim.market import MarketData
-from engine.timeutil import parse_time
 
-from .conftest import SYMBOLS, venue
+from .conftest import SYMBOLS, ms, venue
 
 BAR = 300_000
 
@@ -24,12 +23,12 @@ async def test_setup_and_market_data(market: MarketData) -> None:
             await client.configure(leverage=3, margin_mode="isolated")
         book = server.exchange.book
         now = await client.server_time()
-        start = parse_time("2023-12-31T20:00")
+        start = ms("2023-12-31T20:00")
         bars = await client.closed_bars("BTCUSDT", start=start, end=now, now=now + BAR // 2)
-        funding = await client.funding_events("ETHUSDT", start=parse_time("2023-12-01"), end=now)
+        funding = await client.funding_events("ETHUSDT", start=ms("2023-12-01"), end=now)
         settled = await client.funding_settled("ETHUSDT", funding[-1][0])
         missing = await client.funding_settled("ETHUSDT", funding[-1][0] + 3_600_000)
-    assert now == parse_time("2024-01-01") and events == []
+    assert now == ms("2024-01-01") and events == []
     assert [int(book.leverage[s]) for s in SYMBOLS] == [3, 3]
     sb = market.bars["BTCUSDT"]
     assert [b.open_time for b in bars] == list(range(start, now, BAR))  # the open bar left out
@@ -37,7 +36,7 @@ async def test_setup_and_market_data(market: MarketData) -> None:
     assert bars[5] == Bar("BTCUSDT", int(sb.open_time[i]), sb.o[i], sb.h[i], sb.l[i], sb.c[i], sb.v[i])
     fb = market.bars["ETHUSDT"]
     want = [(int(t), float(r)) for t, r in zip(fb.funding_time, fb.funding_rate, strict=True)
-            if parse_time("2023-12-01") <= t <= now]
+            if ms("2023-12-01") <= t <= now]
     assert funding == want and len(want) > 90  # every 8 h over December
     assert settled is not None and settled[0] == funding[-1][1]
     assert missing is None
@@ -76,7 +75,7 @@ async def test_account_orders_lookup_cancel(market: MarketData) -> None:
         absent = await client.lookup("ETHUSDT", "never-sent")
         pos = server.exchange.book.qty("ETHUSDT")
     assert filled.status == "closed" and filled.filled == 0.5 and filled.average > 0
-    assert filled.client_order_id == "c-buy" and filled.time_ms == parse_time("2024-01-01")
+    assert filled.client_order_id == "c-buy" and filled.time_ms == ms("2024-01-01")
     assert acc.qty.tolist() == [0.0, 0.5] and acc.qty[1] == pos
     assert acc.entry_price[1] == filled.average and acc.wallet < 10_000.0  # the taker fee
     assert math.isclose(acc.margin[1], 0.5 * filled.average / 5, rel_tol=1e-9)
