@@ -21,11 +21,14 @@ SECRET = "simSecret0123456789abcdefABCDEF0123456789abcdefABCDEF0123456789"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START = "2024-01-01"  # no 1m data here: partial bars are interpolated
 FINE_START = "2023-07-20"  # 1m data here: partial bars are built from it
+START_MS = 1_704_067_200_000  # START in ms (2024-01-01T00:00Z)
 
 
 def _load(store: Path, start: str, end: str) -> MarketData:
+    start_ms = parse_time(start)
+    assert start_ms is not None
     md, _ = MarketData.load(
-        list(SYMBOLS), interval="5m", start_ms=parse_time(start), end_ms=parse_end(end), store=store
+        list(SYMBOLS), interval="5m", start_ms=start_ms, end_ms=parse_end(end), store=store
     )
     return md
 

@@ -32,9 +32,8 @@ from binance_sdk_derivatives_trading_usds_futures.rest_api.models import (
 
 from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.runner import ServerThread
-from engine.timeutil import parse_time
 
-from .conftest import START, admin, advance
+from .conftest import START_MS, admin, advance
 from .sdk import model_complaints, rest_api
 
 BAR = 300_000
@@ -53,7 +52,7 @@ def code_of(fn: Any, *args: Any, **kw: Any) -> tuple[int, str]:
     """Binance's error code and message of a call the venue refuses."""
     with pytest.raises(BadRequestError) as err:
         fn(*args, **kw)
-    return int(err.value.status_code), str(err.value.error_message)
+    return int(err.value.status_code or 0), str(err.value.error_message)
 
 
 def one(resp: Any) -> Any:
@@ -64,7 +63,7 @@ def one(resp: Any) -> Any:
 
 def test_market_data(sim: ServerThread, market: MarketData) -> None:
     api = rest_api(sim)
-    start = parse_time(START)
+    start = START_MS
     advance(sim, 2 * BAR + 150_000)
     assert api.check_server_time().data().server_time == start + 2 * BAR + 150_000
     info = api.exchange_information().data()
@@ -144,7 +143,7 @@ def test_market_and_limit_orders_and_errors(sim: ServerThread) -> None:
 
 def _bar_reaching(market: MarketData, level: float, *, below: bool) -> int:
     sb = market.bars[BTC]
-    i0 = sb.index_of(parse_time(START))
+    i0 = sb.index_of(START_MS)
     for k in range(1, 2000):
         i = i0 + k
         if (below and sb.l[i] <= level) or (not below and sb.h[i] >= level):
@@ -195,7 +194,7 @@ def test_algo_stop_and_target_placed_queried_triggered_canceled(sim: ServerThrea
     assert code_of(api.query_algo_order, client_algo_id="never")[0] == -2013
     history = api.query_all_algo_orders(BTC).data()
     assert [(o.client_algo_id, o.algo_status) for o in history] == [("sdk-sl", "FINISHED"), ("sdk-tp", "CANCELED")]
-    income = api.get_income_history(symbol=BTC, start_time=parse_time(START)).data()
+    income = api.get_income_history(symbol=BTC, start_time=START_MS).data()
     kinds = [(r.income_type, r.trade_id) for r in income]
     assert kinds[0] == ("COMMISSION", "1") and ("REALIZED_PNL", "2") in kinds and ("COMMISSION", "2") in kinds
     pnl = next(float(r.income) for r in income if r.income_type == "REALIZED_PNL")
@@ -223,7 +222,7 @@ def test_algo_order_errors(sim: ServerThread) -> None:
 
 def test_funding_fee_in_income(sim: ServerThread, market: MarketData) -> None:
     api = rest_api(sim)
-    start = parse_time(START)
+    start = START_MS
     advance(sim, 8 * 3600_000 - BAR)
     api.new_order(BTC, NewOrderSideEnum.BUY, NewOrderTypeEnum.MARKET, quantity=0.1)
     advance(sim, BAR)  # the 08:00 funding settles on the position
