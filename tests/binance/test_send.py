@@ -61,8 +61,9 @@ async def test_a_5xx_never_doubles_an_order(market: MarketData, kind: str, scena
         faults.after, faults.before = after, before
         r = await place(client, server, kind, cid)
         held = orders_by_client_id(server)
-        exchange_id = next(str(o.order_id) for o in server.exchange.orders.values()
-                           if o.client_id == cid)
+        ex = server.exchange  # an algo order's exchange id is its algoId
+        exchange_id = next(str(o.order_id if o.algo_id is None else o.algo_id)
+                           for o in [*ex.orders.values(), *ex.algo.values()] if o.client_id == cid)
         post_events = posted(server)
     assert held[cid] == 1, "the order was sent twice"
     assert r.client_order_id == cid and r.exchange_order_id == exchange_id
@@ -135,7 +136,7 @@ async def test_random_5xx_many_orders_each_once(market: MarketData) -> None:
                                   reduce_only=False)
         server.faults = FaultInjector(FaultSpec(http_5xx=0.35), seed=11)
         sent: dict[str, OrderResult] = {}
-        for n in range(6):
+        for n in range(5):  # 10 stop/target orders: MAX_NUM_ALGO_ORDERS (10) allows no more
             for kind in KINDS:
                 cid = f"r{n}-{kind.lower()}"
                 sent[cid] = await place(client, server, kind, cid)
