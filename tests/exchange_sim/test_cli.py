@@ -51,6 +51,8 @@ def test_sim_exchange_process_prints_urls_and_stops_on_sigint(usdm_store: Path, 
             t = json.loads(r.read())["serverTime"]
         assert parse_time("2024-01-01") <= t < parse_time("2024-01-02")
         assert "ws://127.0.0.1:" in text and "BTCUSDT 5m" in text
+        assert "/market/stream?streams=" in text and "/private/ws?listenKey=" in text
+        assert "/ws/<stream>" not in text  # the legacy paths only with --legacy-ws
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from binance_sdk_derivatives_trading_usds_futures.rest_api.models import (
+    ChangeMarginTypeMarginTypeEnum,
     NewAlgoOrderAlgoTypeEnum,
     NewAlgoOrderClosePositionEnum,
     NewAlgoOrderSideEnum,
@@ -85,6 +86,14 @@ def _open_and_protect(api: Any) -> tuple[float, Any]:
     return stop, algo
 
 
+def _target(api: Any) -> Any:
+    """A close-position target placed while flat (algo orders are checked at their trigger)."""
+    last = float(api.symbol_price_ticker(symbol=BTC).data().actual_instance.price)
+    return api.new_algo_order(NewAlgoOrderAlgoTypeEnum.CONDITIONAL, BTC, NewAlgoOrderSideEnum.SELL,
+                              NewAlgoOrderTypeEnum.TAKE_PROFIT_MARKET, trigger_price=round(last * 1.03, 1),
+                              close_position=NewAlgoOrderClosePositionEnum.TRUE, client_algo_id="ws-tp").data()
+
+
 def _kind(e: Any) -> tuple[str, str | None]:
     body: Any = getattr(e, "o", None) or getattr(e, "a", None)
     if isinstance(e, OrderTradeUpdate):
@@ -111,12 +120,18 @@ async def test_user_data_on_private(sim: ServerThread, market: MarketData, caplo
         k = next(n for n in range(1, 2000) if sb.l[i0 + n] <= stop)
         advance(sim, (k + 1) * BAR)
         await until(lambda: ("AlgoUpdate", "FINISHED") in [_kind(e) for e in events], "FINISHED")
+        _target(api)
+        api.cancel_algo_order(client_algo_id="ws-tp")
+        await until(lambda: ("AlgoUpdate", "CANCELED") in [_kind(e) for e in events], "CANCELED")
     finally:
         await conn.close_connection(close_session=True)
     assert not model_complaints(caplog.records)
     assert all(e.E >= e.T for e in events)
     assert [e.E for e in events] == sorted(e.E for e in events)
     events = [e for e in events if _kind(e) != ("AccountUpdate", "FUNDING_FEE")]  # held past 08:00
+    assert [_kind(e) for e in events[-2:]] == [("AlgoUpdate", "NEW"), ("AlgoUpdate", "CANCELED")]
+    assert events[-1].o.caid == "ws-tp" and events[-1].T >= events[-3].T
+    events = events[:-2]
     kinds = [_kind(e) for e in events]
     assert kinds == [
         ("OrderTradeUpdate", "NEW"), ("TradeLite", None), ("OrderTradeUpdate", "TRADE"), ("AccountUpdate", "ORDER"),
@@ -138,9 +153,12 @@ async def test_user_data_on_private(sim: ServerThread, market: MarketData, caplo
     assert acct.a.B[0].bc == "0.00000000" and float(acct.a.B[0].wb) == pytest.approx(admin(sim, "/sim/state")["wallet"])
 
 
-async def test_funding_fee_account_update(sim: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("isolated", [False, True])
+async def test_funding_fee_account_update(sim: ServerThread, caplog: pytest.LogCaptureFixture, isolated: bool) -> None:
     caplog.set_level(logging.WARNING)
     api = rest_api(sim)
+    if isolated:
+        api.change_margin_type(BTC, ChangeMarginTypeMarginTypeEnum.ISOLATED)
     key = api.start_user_data_stream().data().listen_key
     streams = stream_client(sim)
     conn = await streams.create_connection()
@@ -160,6 +178,9 @@ async def test_funding_fee_account_update(sim: ServerThread, caplog: pytest.LogC
     (bal,) = fee.a.B
     assert float(bal.bc) == pytest.approx(-f["amount"], abs=1e-8) and float(bal.bc) != 0.0
     assert float(bal.wb) == pytest.approx(wallet_before - f["amount"], abs=1e-8)
-    assert fee.a.P == []  # cross margin: the balance only, as Binance sends it
+    if isolated:  # the isolated position the fee came from, as Binance sends it
+        assert [(p.s, p.pa, p.mt) for p in fee.a.P] == [(BTC, "0.100", "isolated")]
+    else:  # cross margin: the balance only
+        assert fee.a.P == []
     assert fee.T == f["time"] == START_MS + 8 * 3600_000 and fee.E >= fee.T
     assert all(e.E >= e.T for e in events)
