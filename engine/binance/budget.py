@@ -122,7 +122,8 @@ class BucketState:
 @dataclass(frozen=True)
 class BudgetState:
     """The whole budget now: its buckets, the halt after a 429/418 (``halted_until`` on the
-    budget's clock, epoch seconds by default), the callers waiting and the time spent waiting."""
+    budget's clock, epoch seconds by default; None when not halted), the 429/418 answers seen
+    (``halts``), the callers waiting now, and the seconds they waited (summed over callers)."""
 
     buckets: tuple[BucketState, ...]
     halted: bool

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,14 @@ async def settle(rounds: int = 20) -> None:
     """Let every task run until it waits for something outside the loop's ready queue
     (an HTTP answer gets a real pause)."""
     for _ in range(rounds):
+        await asyncio.sleep(0.005)
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait (real time, bounded) until ``cond()`` holds."""
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
         await asyncio.sleep(0.005)
 
 

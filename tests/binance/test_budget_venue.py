@@ -17,7 +17,7 @@ from engine.binance.budget import WEIGHT_HEADER
 from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.server import SimServer
 
-from .conftest import Scripted, VirtualTime, settle, venue
+from .conftest import Scripted, VirtualTime, settle, until, venue
 
 ORDERS_10S = "X-MBX-ORDER-COUNT-10S"
 
@@ -76,15 +76,15 @@ async def test_orders_pass_ahead_of_queued_reads(market: MarketData) -> None:
         budget.observe({WEIGHT_HEADER: "20"})  # the minute's share is spent
         with charges(server) as seen:
             reads = [asyncio.create_task(client.account()) for _ in range(3)]
-            await settle()
-            assert budget.state().waiting_reads == 3 and seen == []
+            await until(lambda: budget.state().waiting_reads == 3)
+            assert seen == []
             # a new order costs no weight: it never waits behind the reads
             done = await asyncio.wait_for(client.market_order(
                 "BTCUSDT", "buy", 0.01, client_order_id="prio-1", reduce_only=False), 5)
             assert done.status == "closed" and seen == [(0, 1)]
             cancel = asyncio.create_task(client.cancel_by_client_id("BTCUSDT", "prio-1"))
-            await settle()
-            assert budget.state().waiting_orders == 1 and len(seen) == 1
+            await until(lambda: budget.state().waiting_orders == 1)
+            assert len(seen) == 1
             vt.advance(61.0)  # the next minute: the cancel goes first
             await asyncio.wait_for(asyncio.gather(*reads, cancel), 5)
     assert seen[1][0] == 1  # DELETE /order before any of the queued account reads (5 each)
@@ -98,7 +98,7 @@ async def test_a_429_halts_every_caller_until_retry_after(market: MarketData) ->
         server.faults = faults = Scripted()
         faults.burst = 5  # every request answers 429 Retry-After: 5
         first = asyncio.create_task(client.server_time())
-        await settle()
+        await until(lambda: budget.state().waiting_reads == 1)
         state = budget.state()
         assert (state.halted, state.halt_status) == (True, 429)
         assert state.halted_until == vt.now + 5 and sleeps.calls == [5.0]
@@ -106,8 +106,8 @@ async def test_a_429_halts_every_caller_until_retry_after(market: MarketData) ->
             read = asyncio.create_task(client.account())
             order = asyncio.create_task(client.market_order(
                 "BTCUSDT", "buy", 0.01, client_order_id="halt-1", reduce_only=False))
-            await settle()
-            assert (budget.state().waiting_reads, budget.state().waiting_orders) == (2, 1)
+            await until(lambda: budget.state().waiting_reads == 2)
+            await until(lambda: budget.state().waiting_orders == 1)
             faults.burst = None
             vt.advance(4.9)
             await settle()
