@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import Any, Final, NamedTuple
 
 #: The schema's version; ``runlog.sqlite`` records the version it was migrated to.
-VERSION: Final = 1
+VERSION: Final = 2
 
 LOGICAL_TYPES: Final = ("str", "i64", "f64", "bool", "json")
 
@@ -136,6 +136,11 @@ TABLES: Final[dict[str, tuple[Column, ...]]] = {
             "weight", "f64", "the model's weight in the fusion at this bar (null if not applicable)"
         ),
         _c("label", "i64", "realised label once known (1 up, 0 down; null unknown or flat)"),
+        _c(
+            "latency_ms",
+            "f64",
+            "live: milliseconds from the bar's features to this prediction (null in backtests)",
+        ),
     ),
     "ensemble_decisions": (
         RUN_ID,
