@@ -116,7 +116,7 @@ def price_tolerance(digits: int) -> float:
     the unrounded one (half a unit in the last place, plus float noise).
 
     >>> price_tolerance(2 + 3)
-    5.000000000000001e-06
+    5.001e-06
     """
     return 0.5 * 10.0**-digits + TOL
 
