@@ -3,22 +3,24 @@
 ``onnx``: an onnxruntime ``InferenceSession`` over the file at ``path``; its single input
 takes the node's features in order (float32 or float64 as the graph declares); P(up) is the
 class-1 column of the probability output (a tensor [n, 2] or skl2onnx's ZipMap list of
-dicts). ``remote``: ``POST {url}/predict`` with ``{"features": [...], "rows": [[...], ...]}``,
-answer ``{"probabilities": [...]}``; on a timeout, a connection error, a non-200 answer or a
-malformed body the node abstains (NaN) for those rows and records an event.
+dicts). ``remote``: ``POST {url}/predict`` with ``{"features": [...], "rows": [[...], ...],
+"open_time": [...], "close": [...]}``, answer ``{"probabilities": [...]}`` (the contract of
+``engine serve-model``); on a timeout, a connection error, a non-200 answer or a malformed
+body the node abstains (NaN) for those rows and records an event.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import http.client
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from engine.errors import ConfigError
 from engine.ml.models.base import Segment, finite_rows, masked_predict
@@ -88,55 +90,150 @@ class OnnxModel:
 
 
 class RemoteModel:
-    """HTTP model client; abstains (NaN) on any failure and records it in ``events``."""
+    """HTTP model client (``engine serve-model`` or any server of the same contract).
+
+    Each chunk of finite rows is one ``POST {url}/predict`` of ``{"features", "rows",
+    "open_time", "close"}`` (open times and closes let a Prophet server answer too) over one
+    kept-alive connection (reopened once when the server had closed it). Any failure (a
+    timeout, a refused connection, a non-200 answer, a malformed body) makes the node
+    abstain (NaN) on those rows and records an event naming the reason; a 4xx answer's
+    JSON ``error`` (the field the server refused) is quoted. ``endpoint`` is the URL it
+    posts to; ``last_latency_ms`` the round trip of its last successful request.
+    """
 
     kind = "remote"
-    CHUNK = 20_000
+    #: feature values per request (about 8 MB of JSON, under the server's 32 MiB default)
+    CELLS = 400_000
 
     def __init__(
         self, url: str, *, timeout_s: float, feature_names: list[str], name: str = "remote"
     ) -> None:
         self.url = url.rstrip("/")
+        self.endpoint = self.url + "/predict"
         self.timeout_s = timeout_s
         self.feature_names = list(feature_names)
         self.name = name
         self.events: list[dict[str, Any]] = []
+        self.last_latency_ms: float | None = None
         self.version = "remote-" + hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        parts = urllib.parse.urlsplit(self.endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"remote model {name}: url {url!r} is not an http(s) address",
+                hint="e.g. url: http://127.0.0.1:8765 (the address engine serve-model prints)",
+            )
+        self._parts = parts
+        self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()
 
-    def _post(self, rows: np.ndarray) -> np.ndarray:
-        body = json.dumps({"features": self.feature_names, "rows": rows.tolist()}).encode()
-        req = urllib.request.Request(
-            self.url + "/predict",
-            data=body,
-            headers={"Content-Type": "application/json"},
-            method="POST",
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """The open connection (and True), or a new one (and False)."""
+        if self._conn is not None:
+            return self._conn, True
+        p = self._parts
+        cls = http.client.HTTPSConnection if p.scheme == "https" else http.client.HTTPConnection
+        self._conn = cls(p.hostname or "", p.port, timeout=self.timeout_s)
+        return self._conn, False
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def close(self) -> None:
+        """Close the kept-alive connection (the next request opens a new one)."""
+        with self._lock:
+            self._close()
+
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+
+    def _exchange(self, body: bytes) -> tuple[int, bytes]:
+        """One POST; a kept-alive connection the server closed meanwhile is reopened once
+        (predictions are idempotent)."""
+        for _ in range(2):
+            conn, reused = self._connection()
+            try:
+                conn.request(
+                    "POST",
+                    self._parts.path,
+                    body=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                resp = conn.getresponse()
+                data = resp.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._close()
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                self._close()
+                raise
+            if resp.will_close:
+                self._close()
+            return resp.status, data
+        raise ConnectionError("the server closed the connection twice")
+
+    def _post(self, seg: Segment, idx: np.ndarray) -> np.ndarray:
+        body = orjson.dumps(
+            {
+                "features": self.feature_names,
+                "rows": np.ascontiguousarray(seg.X[idx], dtype=np.float64),
+                "open_time": np.ascontiguousarray(seg.open_time[idx], dtype=np.int64),
+                "close": np.ascontiguousarray(seg.close[idx], dtype=np.float64),
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
         )
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-            payload = json.loads(resp.read())
-        probs = np.asarray(payload["probabilities"], dtype=np.float64)
-        if probs.shape != (rows.shape[0],):
-            raise ValueError(f"expected {rows.shape[0]} probabilities, got shape {probs.shape}")
+        with self._lock:
+            status, data = self._exchange(body)
+        if status != 200:
+            raise RemoteAnswerError(status, data)
+        payload = orjson.loads(data)
+        probs = np.array(payload["probabilities"], dtype=np.float64)
+        if probs.shape != (idx.shape[0],):
+            raise ValueError(f"expected {idx.shape[0]} probabilities, got shape {probs.shape}")
         return probs
 
     def predict_proba(self, seg: Segment) -> np.ndarray:
         out = np.full(len(seg), np.nan)
         ok = np.flatnonzero(finite_rows(seg.X))
-        for start in range(0, ok.shape[0], self.CHUNK):
-            idx = ok[start : start + self.CHUNK]
+        step = max(1, self.CELLS // max(1, seg.X.shape[1]))
+        for start in range(0, ok.shape[0], step):
+            idx = ok[start : start + step]
             t0 = time.perf_counter()
             try:
-                out[idx] = self._post(np.ascontiguousarray(seg.X[idx], dtype=np.float64))
-            except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError) as exc:
-                reason = "timeout" if "timed out" in str(exc).lower() else type(exc).__name__
-                self.events.append(
-                    {
-                        "time": int(seg.open_time[idx[-1]]),
-                        "severity": "warning",
-                        "component": f"ml.remote.{self.name}",
-                        "message": (
-                            f"remote model {self.url}/predict failed ({reason}: {exc}) after "
-                            f"{time.perf_counter() - t0:.3f}s; abstaining on {idx.shape[0]} bar(s)"
-                        ),
-                    }
-                )
+                out[idx] = self._post(seg, idx)
+                self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
+            except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
+                self.events.append(self._event(seg, idx, exc, time.perf_counter() - t0))
         return out
+
+    def _event(
+        self, seg: Segment, idx: np.ndarray, exc: BaseException, took_s: float
+    ) -> dict[str, Any]:
+        timed_out = isinstance(exc, TimeoutError) or "timed out" in str(exc).lower()
+        reason = "timeout" if timed_out else type(exc).__name__
+        return {
+            "time": int(seg.open_time[idx[-1]]),
+            "severity": "warning",
+            "component": f"ml.remote.{self.name}",
+            "message": (
+                f"remote model {self.endpoint} failed ({reason}: {exc}) after "
+                f"{took_s:.3f}s; abstaining on {idx.shape[0]} bar(s)"
+            ),
+        }
+
+
+class RemoteAnswerError(ValueError):
+    """A non-200 answer; the message quotes the server's ``error`` (the field it refused)."""
+
+    def __init__(self, status: int, data: bytes) -> None:
+        try:
+            detail = str(orjson.loads(data).get("error"))
+        except (orjson.JSONDecodeError, AttributeError):
+            detail = data[:200].decode("utf-8", "replace")
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
