@@ -1,10 +1,12 @@
-"""``engine live STRATEGY.yaml``: run a strategy graph live, one closed bar at a time."""
+"""``engine live [STRATEGY.yaml] --testnet``: run a strategy graph live, one closed bar at a time."""
 
 from __future__ import annotations
 
 import typer
 
 from engine.cli.common import ResultsOpt, SymbolsOpt, console, guarded
+
+DEFAULT_STRATEGY = "strategies/ensemble.yaml"
 
 
 def register(app: typer.Typer) -> None:
@@ -13,8 +15,10 @@ def register(app: typer.Typer) -> None:
 
 @guarded
 def live(
-    strategy: str = typer.Argument(..., help="Strategy YAML file, e.g. strategies/ema_cross.yaml."),
+    strategy: str = typer.Argument(DEFAULT_STRATEGY, help="Strategy YAML file (default: the shipped ensemble)."),
     testnet: bool = typer.Option(False, "--testnet", help="Trade on Binance's USD-M futures testnet."),
+    production: bool = typer.Option(
+        False, "--production", help="Trade on Binance's production USD-M venue (real money; never a default)."),
     url: str | None = typer.Option(None, "--url", help="REST base URL of a Binance-compatible server."),
     ws_url: str | None = typer.Option(None, "--ws-url", help="Websocket base URL (market streams)."),
     symbols: str | None = SymbolsOpt,
@@ -27,37 +31,71 @@ def live(
         "anchor their walk-forward folds there (a backtest's data.start reuses its models).",
     ),
     key_file: str | None = typer.Option(
-        None, "--key-file", help="File with the API key and secret (else BINANCE_API_KEY/BINANCE_API_SECRET)."
-    ),
+        None, "--key-file",
+        help="File with the API key and secret, readable by its owner only (chmod 600); "
+        "else BINANCE_API_KEY/BINANCE_API_SECRET."),
+    run_id: str | None = typer.Option(None, "--run-id", help="Resume this run."),
+    new_run: bool = typer.Option(
+        False, "--new-run", help="Start a new run even if the last run of this strategy died."),
+    flatten_on_exit: bool = typer.Option(
+        False, "--flatten-on-exit", help="On SIGINT/SIGTERM also close every position and cancel every order."),
+    metrics_port: int = typer.Option(
+        9108, "--metrics-port", min=0, max=65535, help="Port of /metrics and /health (0: off)."),
+    metrics_host: str = typer.Option(
+        "127.0.0.1", "--metrics-host", help="Address /metrics and /health bind to (give another explicitly)."),
+    bar_grace: float = typer.Option(
+        2.0, "--bar-grace", min=0.0, help="Seconds a bar waits for a late symbol's kline before REST."),
+    stream_timeout: float = typer.Option(
+        300.0, "--stream-timeout", min=1.0,
+        help="Seconds the kline stream may stay down before the run stops (exit 1)."),
 ) -> None:
     """Trade a strategy live: warm up from REST, then act on each closed websocket kline.
 
     Decisions, orders (intent logged before sending), equity and events go to the run log
-    (mode 'live'); `engine query` shows them beside backtests. Ctrl-C stops cleanly.
+    (mode 'live'); `engine query` shows them beside backtests. A run whose process died is
+    resumed by the next start (--new-run: a fresh one). Ctrl-C or SIGTERM stops cleanly: the
+    stop and target orders of held positions stay at the exchange (--flatten-on-exit closes
+    everything); a second signal exits at once.
     """
+    import dataclasses
+
     from engine.live import LiveOptions, read_keys, run_live
+    from engine.live.decider import check_live_supported
+    from engine.live.options import RunStart
     from engine.strategy import load_strategy
 
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
     graph = load_strategy(strategy, overrides=list(set_ or []), symbols=syms)
-    from engine.live.decider import check_live_supported
-
     check_live_supported(graph)
     since_ms = None
     if since is not None:
         from engine.timeutil import parse_time
 
         since_ms = parse_time(since, name="--since")
-    opts = LiveOptions(url=url, ws_url=ws_url, testnet=testnet, results=results, max_bars=max_bars,
-                       since=since_ms)
+    opts = LiveOptions(url=url, ws_url=ws_url, testnet=testnet, production=production, results=results,
+                       max_bars=max_bars, since=since_ms, run_id=run_id, new_run=new_run,
+                       flatten_on_exit=flatten_on_exit, metrics_host=metrics_host,
+                       metrics_port=metrics_port or None, bar_grace_s=bar_grace,
+                       stream_timeout_s=stream_timeout)
     opts.endpoints()
     key, secret = read_keys(key_file)
-    import dataclasses
-
     opts = dataclasses.replace(opts, key=key, secret=secret)
-    res = run_live(graph, opts, install_signals=True)
+
+    def started(s: RunStart) -> None:
+        what = "resumed" if s.resumed else "started"
+        console.print(f"live run [bold]{s.run_id}[/] {what}: {s.reason}", highlight=False)
+        if s.metrics_url:
+            console.print(f"metrics: {s.metrics_url}/metrics, health: {s.metrics_url}/health",
+                          highlight=False)
+
+    res = run_live(graph, opts, on_start=started, install_signals=True)
     console.print(
         f"live run [bold]{res.run_id}[/]: {res.status}, {res.bars} bar(s), {res.orders} order(s), "
         f"equity {res.equity:,.2f}",
         highlight=False,
     )
+    for sym, qty in res.positions.items():
+        kept = ", ".join(f"{leg} at {price:g}" for leg, price in res.kept.get(sym, []))
+        console.print(f"{sym}: position {qty:g} held; "
+                      + (f"its {kept} kept at the exchange" if kept else "no protective order"),
+                      highlight=False)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ from engine.sim.steps import equity_nb, execute_fill_nb, funding_step_nb
 
 #: live order legs and what the simulator calls their fills
 LEG_KIND = {"entry": FillKind.ENTRY, "exit": FillKind.EXIT, "stop": FillKind.STOP,
-            "target": FillKind.TARGET}
+            "target": FillKind.TARGET, "end": FillKind.END}
 ORDER_KIND = {"market": OrderType.MARKET, "limit": OrderType.LIMIT,
               "stop_market": OrderType.STOP_MARKET,
               "take_profit_market": OrderType.TAKE_PROFIT_MARKET}
@@ -80,6 +81,31 @@ class Book:
         self.brk = new_breaker(equity=config.execution.initial_cash)
         self.recs = new_records(fills=64, trades=64, funding=64, events=64)
         self._empty = np.empty(0)
+
+    def set_specs(self, specs: list[SymbolSpec]) -> None:
+        """Trade on the venue's own rules (its exchangeInfo and leverage brackets)."""
+        self.specs = specs
+        self.spa = spec_arrays(specs)
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def state(self) -> dict[str, dict[str, list[Any]]]:
+        """Everything the kernels keep (account, pending orders, breaker, undrained
+        records) as plain lists: a checkpoint (:mod:`engine.live.checkpoint`)."""
+        return {name: {f: getattr(tup, f).tolist() for f in tup._fields}
+                for name, tup in self._parts().items()}
+
+    def restore(self, state: dict[str, dict[str, list[Any]]]) -> None:
+        """Put back a :meth:`state` (the arrays are filled in place: same shapes)."""
+        for name, tup in self._parts().items():
+            for f in tup._fields:
+                arr = getattr(tup, f)
+                arr[...] = np.asarray(state[name][f], dtype=arr.dtype).reshape(arr.shape)
+
+    def _parts(self) -> dict[str, Any]:
+        r = self.recs
+        return {"acct": self.acct, "pend": self.pend, "brk": self.brk, "fills": r.fills,
+                "trades": r.trades, "funding": r.funding, "events": r.events}
 
     # ------------------------------------------------------------------ the exchange's truth
 

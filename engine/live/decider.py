@@ -28,6 +28,7 @@ from engine.features import FeatureStream, warmup_bars
 from engine.live.ml_summary import LiveMLTrace
 from engine.ml.live import LiveEnsemble
 from engine.ml.results import SymbolResult
+from engine.runlog import features_to_long
 from engine.strategy.expr import PRICE_COLUMNS
 from engine.strategy.graph import StrategyGraph
 from engine.strategy.ml_config import span_ms
@@ -81,7 +82,8 @@ class BarDecisions:
 
     ``decisions`` is a one-bar :class:`Decisions` (``[1, S]`` arrays, as the backtest's
     grid); ``has_bar``/``close`` say which symbols had the bar; ``atr`` is the ATR the
-    simulator reads for ATR stops (NaN: none); ``predictions`` the ``model_predictions`` rows.
+    simulator reads for ATR stops (NaN: none); ``predictions`` the ``model_predictions`` rows;
+    ``features`` each symbol's feature values at this close (graph order of the names).
     """
 
     open_time: int
@@ -90,6 +92,7 @@ class BarDecisions:
     decisions: Decisions
     atr: np.ndarray | None
     predictions: list[dict[str, Any]]
+    features: dict[str, np.ndarray]
 
 
 class LiveDecider:
@@ -121,6 +124,7 @@ class LiveDecider:
         self.history: dict[str, list[tuple[Bar, np.ndarray]]] = {s: [] for s in self.symbols}
         self.ensembles: dict[str, Any] = {}
         self.ml_trace = LiveMLTrace(self.symbols)  # live bars' ensemble outputs, for the run's end
+        self.last_atr = dict.fromkeys(self.symbols, float("nan"))  # ATR at each symbol's last bar
 
     # ------------------------------------------------------------------ features
 
@@ -184,15 +188,17 @@ class LiveDecider:
         extra = {k: np.full((1, n), np.nan) for k in EXTRA} if self.ml is not None else {}
         atr = np.full((1, n), np.nan) if self.atr_col is not None else None
         preds: list[dict[str, Any]] = []
+        values: dict[str, np.ndarray] = {}
         for j, s in enumerate(self.symbols):
             bar = bars.get(s)
             if bar is None:
                 state[0, j] = self.state[s]
                 continue
             has[0, j], close[0, j] = True, bar.close
-            feats = self._features(bar)
+            feats = values[s] = self._features(bar)
             if atr is not None:
-                atr[0, j] = feats[self.atr_col]
+                self.last_atr[s] = float(feats[self.atr_col])
+                atr[0, j] = self.last_atr[s]
             if self.ml is None:
                 state[0, j], direction[0, j] = self._rule_step(bar, feats)
                 conf[0, j] = 1.0
@@ -205,7 +211,18 @@ class LiveDecider:
             preds.extend(rows)
         dec = Decisions(state=state, direction=direction, probability=prob, confidence=conf,
                         extra=extra)
-        return BarDecisions(open_time, has, close, dec, atr, preds)
+        return BarDecisions(open_time, has, close, dec, atr, preds, values)
+
+    def snapshot_rows(self, bd: BarDecisions) -> list[dict[str, Any]]:
+        """``snapshots`` rows of one close (one per feature per symbol with a bar), as the
+        backtest's :func:`engine.decisions.records.snapshot_frame` logs them."""
+        import polars as pl
+
+        parts = [features_to_long(pl.DataFrame({"open_time": [bd.open_time],
+                                                **{n: [float(v[i])] for i, n in enumerate(self.names)}}),
+                                  symbol=s)
+                 for s, v in bd.features.items() if self.names]
+        return pl.concat(parts).to_dicts() if parts else []
 
     def _rule_step(self, bar: Bar, feats: np.ndarray) -> tuple[int, float]:
         buf = self.rows[bar.symbol]
@@ -230,10 +247,17 @@ class LiveDecider:
         rolled = k >= 0 and not any(f.index == k for f in ens.pipe.sched.folds)
         t0 = self.ml_trace.clock()
         out = ens.on_bar(bar.open_time, bar.close, dict(zip(self.names, feats.tolist(), strict=True)))
-        self.ml_trace.add(bar.symbol, bar.close, out, self.ml_trace.clock() - t0, rolled=rolled)
-        r = one_bar_result(bar.symbol, out, [m.name for m in self.ml.models])
+        took = self.ml_trace.clock() - t0
+        self.ml_trace.add(bar.symbol, bar.close, out, took, rolled=rolled)
+        names = [m.name for m in self.ml.models]
+        r = one_bar_result(bar.symbol, out, names)
         self.state[bar.symbol] = int(r.direction[0])
         rows = predictions_frame(r).to_dicts() if int(out["fold"]) >= 0 else []
+        # each model's own time when the ensemble reports it, else the whole step's
+        own = out.get("latency_ms")
+        per_model = dict(zip(names, [took * 1000.0] * len(names) if own is None else own, strict=True))
+        for row in rows:
+            row["latency_ms"] = float(per_model[row["model"]])
         return symbol_columns(r), rows
 
 

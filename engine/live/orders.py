@@ -19,6 +19,8 @@ maker rate of the strategy, as the simulator).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,12 +28,15 @@ import numpy as np
 from engine.binance import AccountView, OrderRejected, OrderResult
 from engine.decisions import client_order_id
 from engine.decisions.records import OrderEvent
+from engine.live import crash
 from engine.live.book import Book
 from engine.live.journal import Journal
 
 #: ccxt's unified order statuses -> the log's
 STATUS = {"closed": "filled", "open": "new", "canceled": "canceled", "expired": "expired",
           "rejected": "rejected"}
+#: the log's types of conditional (algo) orders
+TRIGGER_TYPES = ("stop_market", "take_profit_market")
 
 
 class Venue(Protocol):
@@ -54,6 +59,12 @@ class Venue(Protocol):
     async def cancel_by_client_id(self, symbol: str, client_order_id: str, *,
                                   algo: bool = False) -> OrderResult | None: ...
 
+    async def open_orders(self, symbol: str) -> list[dict[str, Any]]: ...
+
+    async def open_algo_orders(self, symbol: str) -> list[OrderResult]: ...
+
+    async def cancel(self, symbol: str, order_id: str) -> None: ...
+
 
 class OrderManager:
     """The orders of one live run (see the module docstring)."""
@@ -75,6 +86,7 @@ class OrderManager:
         self.orders = 0  # fills
         self.telemetry = journal.telemetry
         self.bar_received: float | None = None  # when this bar's closing kline arrived
+        self.known: dict[str, OrderEvent] = {}  # a resumed run's logged orders (latest states)
 
     # ------------------------------------------------------------------ legs
 
@@ -97,27 +109,22 @@ class OrderManager:
             await self._place_exits(symbol, t, atr)
 
     async def _send(self, symbol: str, t: int, leg: str, dq: float, *, reduce_only: bool,
-                    limit_price: float | None = None) -> bool:
+                    limit_price: float | None = None, created: int | None = None) -> bool:
         """One leg; True when it filled. With ``limit_price``: a GTC limit entry left
-        resting until the next close (:meth:`settle_limits`)."""
+        resting until the next close (:meth:`settle_limits`). ``created``: when the intent
+        is made and its fill booked (default: the close of bar ``t``)."""
         spec = self.book.specs[self.symbols.index(symbol)]
-        created = t + self.step
+        created = t + self.step if created is None else created
         ev = OrderEvent(
             client_order_id=client_order_id(self.journal.run_id, symbol, t, leg), symbol=symbol,
             side="buy" if dq > 0 else "sell", type="market" if limit_price is None else "limit",
             quantity=round(abs(dq), spec.qty_precision), status="new", created_at=created,
             open_time=t, leg=leg, reduce_only=reduce_only, updated_at=created, price=limit_price)
-        self._intent(ev)
-        sent = time.monotonic()
-        try:
-            r = await self.venue.market_order(symbol, ev.side, ev.quantity,
-                                              client_order_id=ev.client_order_id,
-                                              reduce_only=reduce_only, limit_price=limit_price)
-        except OrderRejected as err:
-            self._rejected(ev, err, created)
+        r = await self._submit(ev, lambda: self.venue.market_order(
+            symbol, ev.side, ev.quantity, client_order_id=ev.client_order_id,
+            reduce_only=reduce_only, limit_price=limit_price))
+        if r is None:
             return False
-        if self.telemetry is not None:
-            self.telemetry.order_latency.observe(time.monotonic() - sent)
         if limit_price is not None and r.status == "open" and r.filled == 0:
             self.resting[symbol] = ev.to("new", created, exchange_order_id=r.exchange_order_id)
             return False
@@ -125,8 +132,48 @@ class OrderManager:
         self.journal.order(ev.to(status, max(r.time_ms, created), exchange_order_id=r.exchange_order_id,
                                  filled_quantity=r.filled, avg_price=r.average, price=r.average))
         if r.filled > 0:
-            self._fill(ev, r, t + self.step, self.taker_fee)
+            self._fill(ev, r, created, self.taker_fee)
         return status == "filled" and r.filled > 0
+
+    async def _submit(self, ev: OrderEvent,
+                      send: Callable[[], Awaitable[OrderResult]]) -> OrderResult | None:
+        """Send ``ev`` once: its intent journaled first, then ``send()``; None when the venue
+        refused it (journaled ``rejected``). An order a resumed run had already logged
+        (:attr:`known`) is not sent again: its logged final state, or the exchange's answer
+        to a lookup by its client id, stands; only an intent the exchange never received is
+        sent now."""
+        prior = self.known.pop(ev.client_order_id, None)
+        if prior is not None:
+            r = await self._recall(ev, prior)
+            if r is not None:
+                return r
+        else:
+            self._intent(ev)
+            crash.point("intent")
+        sent = time.monotonic()
+        try:
+            r = await send()
+        except OrderRejected as err:
+            self._rejected(ev, err, ev.created_at)
+            return None
+        if self.telemetry is not None:
+            self.telemetry.order_latency.observe(time.monotonic() - sent)
+        crash.point("sent")
+        return r
+
+    async def _recall(self, ev: OrderEvent, prior: OrderEvent) -> OrderResult | None:
+        """What became of an order a dead process logged (None: the exchange never got it)."""
+        if prior.status == "new":
+            return await self.venue.lookup(ev.symbol, ev.client_order_id,
+                                           algo=ev.type in TRIGGER_TYPES)
+        status = next((k for k, v in STATUS.items() if v == prior.status), prior.status)
+        when = int(prior.updated_at or prior.created_at)
+        if prior.status == "rejected":
+            self.journal.order(prior)  # already logged: skipped; the run goes on without it
+        return OrderResult(ev.client_order_id, prior.exchange_order_id or "", status,
+                           float(prior.filled_quantity or 0.0),
+                           float(prior.avg_price if prior.avg_price is not None else np.nan),
+                           when, when)
 
     def _intent(self, ev: OrderEvent) -> None:
         """Journal an order's intent (before it is sent); the first of a bar closes that
@@ -155,32 +202,40 @@ class OrderManager:
         prices, from the entry price the exchange reports."""
         acc = await self.venue.account()
         j = self.symbols.index(symbol)
-        qty, entry = float(acc.qty[j]), float(acc.entry_price[j])
-        if qty == 0.0:
-            return
+        await self.place_protection(symbol, t, float(acc.qty[j]), float(acc.entry_price[j]), atr)
+
+    async def place_protection(self, symbol: str, t: int, qty: float, entry: float, atr: float,
+                               *, tag: str = "", created: int | None = None) -> list[OrderEvent]:
+        """The strategy's stop and target for a position of ``qty`` entered at ``entry``
+        (ATR ``atr``), as the orders of bar ``t``; ``tag`` makes their client ids new (a
+        re-placement at a restart). Returns what rests now."""
+        if qty == 0.0 or not self.has_exits:
+            return []
+        j = self.symbols.index(symbol)
         side = 1 if qty > 0 else -1
         stop, target = self.book.exit_prices(symbol, side, entry, atr)
         digits = self.book.specs[j].price_precision
-        created = t + self.step
+        created = t + self.step if created is None else created
         placed = []
         for leg, kind, px in (("stop", "STOP_MARKET", stop), ("target", "TAKE_PROFIT_MARKET", target)):
             if np.isnan(px):
                 continue
             ev = OrderEvent(
-                client_order_id=client_order_id(self.journal.run_id, symbol, t, leg),
+                client_order_id=client_order_id(self.journal.run_id, symbol, t, leg + tag),
                 symbol=symbol, side="sell" if side > 0 else "buy", type=kind.lower(),
                 quantity=abs(qty), status="new", created_at=created, open_time=t, leg=leg,
                 reduce_only=True, updated_at=created, price=px)
-            self._intent(ev)
-            try:
-                r = await self.venue.trigger_order(symbol, kind, ev.side, f"{px:.{digits}f}",
-                                                   client_order_id=ev.client_order_id)
-            except OrderRejected as err:
-                self._rejected(ev, err, created)
+            r = await self._submit(ev, partial(self.venue.trigger_order, symbol, kind, ev.side,
+                                               f"{px:.{digits}f}", client_order_id=ev.client_order_id))
+            if r is None:
+                continue
+            if r.status in ("canceled", "expired", "rejected"):
+                self.journal.order(ev.to(STATUS.get(r.status, r.status), created))
                 continue
             placed.append(ev.to("new", created, exchange_order_id=r.exchange_order_id))
         if placed:
             self.protect[symbol] = placed
+        return placed
 
     async def cancel_exits(self, symbol: str, now: int) -> None:
         """Cancel ``symbol``'s resting stop and target (one that filled meanwhile is booked)."""
@@ -241,6 +296,11 @@ class OrderManager:
                 continue
             status = "expired" if r is None or r.status in ("open", "canceled") else STATUS.get(r.status, r.status)
             self.journal.order(ev.to(status, now))
+
+    async def close_position(self, symbol: str, t: int, qty: float, now: int) -> bool:
+        """Close a position of ``qty`` now (``--flatten-on-exit``): a reduce-only market
+        order, leg ``end``, as an order of bar ``t``; True when it filled."""
+        return await self._send(symbol, t, "end", -qty, reduce_only=True, created=now)
 
     async def cancel_resting(self) -> None:
         """At a clean end: no limit entry of ours is left resting; one that filled in the

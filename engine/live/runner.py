@@ -2,73 +2,96 @@
 
 Order of work:
 
-1. load and check the graph (see :func:`engine.live.decider.check_live_supported`);
-2. connect (:mod:`engine.binance`), set leverage and margin type, reconcile: adopt the
-   exchange's positions into the book, cancel our stale open orders (client ids ``e-...``),
-   log both;
-3. warm up from REST klines (the features' warm-up + the rules' lookback);
-4. per closed bar from the feed (:mod:`engine.live.feed`): features -> rules or the
-   ensemble (:mod:`engine.live.decider`) -> the simulator's decide phase on the book
-   (:mod:`engine.live.book`, synchronised with the exchange) -> orders
-   (:mod:`engine.live.orders`, intent journaled ``new`` BEFORE it is sent) -> every row
-   in the run log through the backtest's row builders (:mod:`engine.live.journal`).
+1. load and check the graph (see :func:`engine.live.decider.check_live_supported`); serve
+   ``/metrics`` and ``/health`` (:mod:`engine.live.telemetry`);
+2. connect (:mod:`engine.binance`): the venue's markets, its own trading rules and rate
+   limits (:meth:`BinanceClient.venue_specs`: a symbol it does not list stops here, before
+   anything is sent), leverage and margin type; a key or secret the venue refuses is a
+   one-line error (exit 2);
+3. the run: a new one, or one resumed (:mod:`engine.live.resume`);
+4. a new run adopts the exchange's positions (:mod:`engine.live.reconcile`) and warms up
+   from REST klines (the features' warm-up + the rules' lookback); a resumed run restores
+   its checkpoint (:mod:`engine.live.checkpoint`), replays its bars through the features,
+   finishes the bar it was in, and reconciles orders and positions with the exchange;
+   either way a held position gets its protective orders;
+5. per closed bar from the feed (:mod:`engine.live.feed`): decide, checkpoint, act
+   (:mod:`engine.live.cycle`); bars that closed while a resumed run was down are decided
+   as stale, not traded;
+6. the end: ``--max-bars`` (``ok``), SIGINT/SIGTERM (``stopped``: see :mod:`engine.live.stops`)
+   or an error (``failed``; positions and protective orders stay).
 
 The parts: the feed (bars and the clock), the decider, the book (the simulator's state and
 kernels), the order manager (behind a venue protocol), the journal (the rows). This module
-only wires them and runs one bar after another.
+wires them and runs one bar after another.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import dataclasses
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from engine.binance import BinanceClient
-from engine.binance.records import Bar
+from engine.binance import BinanceClient, Stopped, VenueFatal
 from engine.binance.venue import make_ccxt
-from engine.decisions import records
 from engine.errors import ConfigError, UsageError
-from engine.features import FUNDING_PERIOD_MS
-from engine.live.book import AccountState, Book
+from engine.live import checkpoint, crash, reconcile, resume, stops
+from engine.live.book import Book
+from engine.live.cycle import BarCycle
 from engine.live.decider import LiveDecider, warmup_needed
 from engine.live.feed import Feed
 from engine.live.journal import Journal
 from engine.live.ml_summary import live_ml_summary
-from engine.live.options import LiveOptions, LiveResult
+from engine.live.options import LiveOptions, LiveResult, RunStart, redact
 from engine.live.orders import OrderManager
-from engine.live.telemetry import Telemetry, serve
+from engine.live.telemetry import MetricsServer, Telemetry, serve
 from engine.runlog import RunLog
+from engine.sim.specs import SymbolSpec
 from engine.strategy.execution import sim_config, strategy_hash, symbol_specs
 from engine.strategy.graph import StrategyGraph
 from engine.timeutil import fmt_ms, interval_ms
 
+#: Binance's codes for a key or secret it does not accept
+AUTH_CODES = (-2015, -2014, -1022, -2008)
+#: a bar that closed this long before a resumed run's start is stale (not traded)
+STALE_AFTER_MS = 10_000
 
-class LiveRunner:
+
+class LiveRunner(BarCycle):
     """One live run (see the module docstring). Use :func:`run_live`."""
 
     def __init__(self, graph: StrategyGraph, opts: LiveOptions, *,
                  on_bar: Callable[[int], None] | None = None,
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None,
+                 on_start: Callable[[RunStart], None] | None = None) -> None:
         self.graph = graph
         self.opts = opts
         self.url, self.ws_url = opts.endpoints()
         self.decider = LiveDecider(graph)
         self.symbols = self.decider.symbols
         self.step = interval_ms(graph.interval)
-        self.on_bar = on_bar
-        self.on_ready = on_ready
-        self.stop = asyncio.Event()
-        self.stopped_by_signal = False
+        self.on_bar, self.on_ready, self.on_start = on_bar, on_ready, on_start
+        self.stop = asyncio.Event()  # no more bars (max bars, a signal)
+        self.halt = asyncio.Event()  # a signal: every wait of the client ends at once
+        self.signals = 0
         self.book = Book(self.symbols, sim_config(graph), symbol_specs(graph))
-        self.bar_index = 0  # bars since the first warm-up bar: the backtest's bar index
+        self.bar_index = 0
         self.telemetry = Telemetry(self.symbols, self.step, stale_after_s=3 * self.step / 1000)
         self.metrics_port: int | None = None  # the port /metrics and /health are served on
         self.bars = 0
         self.equity = float("nan")
+        self.stale_before: int | None = None
+        self.resumed = False
+        self.secrets = (opts.key, opts.secret)
+        self._early: list[tuple[str, str, str, dict[str, Any]]] = []  # events before the journal
+
+    def request_stop(self) -> None:
+        """A stop signal: decide nothing more; waits for the venue end now."""
+        self.signals += 1
+        self.stop.set()
+        self.halt.set()
 
     # ------------------------------------------------------------------ main
 
@@ -76,53 +99,121 @@ class LiveRunner:
         if not self.opts.key or not self.opts.secret:
             raise UsageError("live mode needs an API key and secret",
                              hint="set BINANCE_API_KEY / BINANCE_API_SECRET or pass --key-file")
+        lev = self._leverage()
+        server = await self._serve_metrics()
+        ex = make_ccxt(self.url, self.opts.key, self.opts.secret, async_=True)
+        log = RunLog(self.opts.results)
+        try:
+            self.venue = BinanceClient(ex, self.symbols, self.graph.interval, event=self._event_cb,
+                                       max_attempts=self.opts.max_attempts,
+                                       max_wait_s=self.opts.max_wait_s, stop=self.halt)
+            self.telemetry.budget = self.venue.budget.state
+            await self._connect(lev)
+            choice = resume.find_run(log, run_id=self.opts.run_id, new_run=self.opts.new_run,
+                                     digest=strategy_hash(self.graph), symbols=self.symbols,
+                                     venue=self.url)
+            return await self._run(log, choice)
+        finally:
+            if server is not None:
+                await server.close()
+            await ex.close()
+            log.close()
+
+    async def _run(self, log: RunLog, choice: resume.Choice) -> LiveResult:
+        prior = None
+        if choice.run_id is not None:
+            resume.reopen(log, choice.run_id)
+            prior = resume.load_prior(log, choice.run_id)
+            run_id = choice.run_id
+        else:
+            run_id = log.start_run(mode="live", strategy=self.graph.name, params=self._params(),
+                                   strategy_hash=strategy_hash(self.graph))
+        self._wire(log, run_id)
+        self.resumed = prior is not None
+        if prior is not None:
+            self.journal.event("info", "live", f"resumed by process {os.getpid()}: "
+                               f"{choice.reason}", {"resumes": prior.resumes + 1})
+        if self.on_start is not None:
+            self.on_start(RunStart(run_id, self.resumed, choice.reason, self._metrics_url()))
+        status = "failed"
+        try:
+            await self._session(prior)
+            status = "stopped" if self.signals else "ok"
+        except Stopped:
+            if not self.signals:
+                raise
+            status = "stopped"
+        except BaseException as err:
+            self.journal.event("error", "live", f"run failed: {type(err).__name__}: "
+                               f"{redact(str(err), self.secrets)[:500]}")
+            raise
+        finally:
+            kept = await stops.finish(self, status) if status != "failed" else {}
+            log.finish_run(run_id, status=status, metrics={**self.metrics(), **self.ml_metrics()})
+        return LiveResult(run_id, status, self.bars, self.orders.orders, self.equity,
+                          resumed=self.resumed, kept=kept, positions=self._positions())
+
+    def _leverage(self) -> int:
         e = self.graph.config.execution
         lev = int(e.leverage)
         if lev != e.leverage:
             raise ConfigError(f"execution.leverage: Binance takes whole leverage values, got {e.leverage}",
                               hint="use an integer leverage, e.g. 2")
-        ex = make_ccxt(self.url, self.opts.key, self.opts.secret, async_=True)
-        log = RunLog(self.opts.results)
-        status = "failed"
+        return lev
+
+    async def _connect(self, leverage: int) -> None:
+        """Markets, the venue's own rules and limits, leverage and margin type; a refused
+        key is a one-line configuration error."""
+        v = self.venue
         try:
-            run_id = log.start_run(mode="live", strategy=self.graph.name, params=self._params(),
-                                   strategy_hash=strategy_hash(self.graph))
-            self.journal = Journal(log, run_id, self.telemetry)
-            self.venue = BinanceClient(ex, self.symbols, self.graph.interval, event=self._event_cb,
-                                max_attempts=self.opts.max_attempts, max_wait_s=self.opts.max_wait_s)
-            self.orders = OrderManager(
-                self.venue, self.book, self.journal, step_ms=self.step,
-                taker_fee=float(e.taker_fee), maker_fee=float(e.maker_fee),
-                limit_entries=e.order_type == "limit",
-                has_exits=e.stop_loss is not None or e.take_profit is not None)
-            self.feed = Feed(self.venue, self.ws_url, self.symbols, self.graph.interval, self.step,
-                             self.journal, stop=self.stop, on_funding=self.decider.add_funding,
-                             max_wait_s=self.opts.max_wait_s, grace_s=self.opts.bar_grace_s,
-                             telemetry=self.telemetry, stream_timeout_s=self.opts.stream_timeout_s)
-            server = await self._serve_metrics()
-            try:
-                await self._session(lev, e.margin_mode)
-                status = "stopped" if self.stopped_by_signal else "ok"
-            except BaseException as err:
-                self.journal.event("error", "live", f"run failed: {type(err).__name__}: {str(err)[:500]}")
-                raise
-            finally:
-                log.finish_run(run_id, status=status, metrics={**self.metrics(), **self.ml_metrics()})
-                if server is not None:
-                    await server.close()
-        finally:
-            await ex.close()
-            log.close()
-        return LiveResult(run_id, status, self.bars, self.orders.orders, self.equity)
+            await v.load()
+            self.book.set_specs(self._rules(await v.venue_specs()))
+            await v.configure(leverage=leverage, margin_mode=self.graph.config.execution.margin_mode)
+        except VenueFatal as err:
+            if err.code in AUTH_CODES or err.verdict.reason in ("AuthenticationError", "PermissionDenied"):
+                raise ConfigError(f"{self.url} refused the API key or secret: "
+                                  f"{redact(err.message, self.secrets)}") from None
+            raise
+
+    def _rules(self, specs: list[SymbolSpec]) -> list[SymbolSpec]:
+        """The venue's rules; with ``execution.exchange_filters: false`` its filters lifted
+        as the backtest lifts the snapshot's (its brackets kept)."""
+        if self.graph.config.execution.exchange_filters:
+            return specs
+        lifted = {sp.symbol: sp for sp in symbol_specs(self.graph)}
+        keys = ("tick_size", "step_size", "min_qty", "max_qty", "market_max_qty", "min_notional")
+        return [dataclasses.replace(sp, **{k: getattr(lifted[sp.symbol], k) for k in keys})
+                for sp in specs]
+
+    def _wire(self, log: RunLog, run_id: str) -> None:
+        e = self.graph.config.execution
+        self.journal = Journal(log, run_id, self.telemetry, secrets=self.secrets)
+        for args in self._early:
+            self.journal.event(*args)
+        self._early.clear()
+        self.ckpt_path = checkpoint.path_for(log.root, run_id)
+        self.orders = OrderManager(
+            self.venue, self.book, self.journal, step_ms=self.step,
+            taker_fee=float(e.taker_fee), maker_fee=float(e.maker_fee),
+            limit_entries=e.order_type == "limit",
+            has_exits=e.stop_loss is not None or e.take_profit is not None)
+        self.feed = Feed(self.venue, self.ws_url, self.symbols, self.graph.interval, self.step,
+                         self.journal, stop=self.stop, on_funding=self.decider.add_funding,
+                         max_wait_s=self.opts.max_wait_s, grace_s=self.opts.bar_grace_s,
+                         telemetry=self.telemetry, stream_timeout_s=self.opts.stream_timeout_s)
 
     def _params(self) -> dict[str, Any]:
         return {
             "symbols": list(self.symbols), "interval": self.graph.interval,
             "venue": self.url, "ws": self.ws_url, "testnet": self.opts.testnet,
+            "production": self.opts.production,
             "params": dict(self.graph.config.params), "overrides": list(self.graph.overrides),
             "config": self.graph.resolved(),
             "initial_equity": self.graph.config.execution.initial_cash,
         }
+
+    def _positions(self) -> dict[str, float]:
+        return {s: float(q) for s, q in zip(self.symbols, self.book.acct.qty, strict=True) if q}
 
     def metrics(self) -> dict[str, Any]:
         """The run's summary metrics (the journal's rows through
@@ -142,8 +233,6 @@ class LiveRunner:
         (:func:`engine.live.ml_summary.live_ml_summary`, the backtest's writers), writing its
         ML ``system_events`` as the backtest does. Empty for a rule strategy or a run that
         predicted no bar."""
-        import json
-
         d = self.decider
         if d.ml is None or not d.ensembles:
             return {}
@@ -160,49 +249,92 @@ class LiveRunner:
     def _event_cb(self, severity: str, component: str, message: str, data: dict[str, Any]) -> None:
         if component == "broker":
             self.telemetry.venue_error()
+        if not hasattr(self, "journal"):
+            self._early.append((severity, component, message, data))
+            return
         self.journal.event(severity, component, message, data)
 
-    async def _serve_metrics(self) -> Any:
+    async def _serve_metrics(self) -> MetricsServer | None:
         """``/metrics`` and ``/health`` (:mod:`engine.live.telemetry`), when asked for."""
         if self.opts.metrics_port is None:
             return None
-        server = await serve(self.telemetry, host=self.opts.metrics_host, port=self.opts.metrics_port)
+        try:
+            server = await serve(self.telemetry, host=self.opts.metrics_host, port=self.opts.metrics_port)
+        except OSError as err:
+            raise UsageError(f"--metrics-port {self.opts.metrics_port}: cannot serve on "
+                             f"{self.opts.metrics_host} ({err.strerror or err})",
+                             hint="pick another --metrics-port, or 0 to turn metrics off") from None
         self.metrics_port = server.port
-        self.journal.event("info", "live", f"metrics and health on http://{self.opts.metrics_host}:"
-                           f"{server.port}/metrics and /health", {"port": server.port})
+        self._early.append(("info", "live", f"metrics and health on {self._metrics_url()}/metrics "
+                            "and /health", {"port": server.port}))
         return server
+
+    def _metrics_url(self) -> str | None:
+        return (None if self.metrics_port is None
+                else f"http://{self.opts.metrics_host}:{self.metrics_port}")
 
     # ------------------------------------------------------------------ start
 
-    async def _session(self, leverage: int, margin_mode: str) -> None:
-        v = self.venue
-        await v.load()
-        await v.configure(leverage=leverage, margin_mode=margin_mode)
-        await self._reconcile()
-        now = await v.server_time()
+    async def _session(self, prior: resume.Prior | None) -> None:
+        now = await self.venue.server_time()
+        if prior is not None and prior.last_decided is not None:
+            await self._resume(prior, now)
+        else:
+            await self._fresh(now)
+        self.telemetry.book(equity=self.book.equity(), unrealized=0.0, realized=0.0,
+                            initial=float(self.graph.config.execution.initial_cash),
+                            position=self.book.acct.qty, tripped=bool(self.book.brk.halted[0]))
+        if self.stop.is_set():
+            return
+        await self.feed.run(self.process, on_ready=self._ready)
+
+    def _ready(self) -> None:
+        self.journal.event("info", "live", f"ready: streaming {self.graph.interval} klines after "
+                           f"bar {fmt_ms(self.feed.last_done or 0)}",
+                           {"last_done": self.feed.last_done, "pid": os.getpid()})
+        if self.on_ready is not None:
+            self.on_ready()
+
+    async def _fresh(self, now: int) -> None:
+        """A new run (or one that died before its first bar): adopt, warm up, protect."""
+        kept = await reconcile.adopt(self.orders, self.book, self.journal, now)
         last_closed = (now // self.step) * self.step - self.step
         first, w = self._warmup_span(last_closed)
         self.journal.event(
             "info", "live", f"warm-up: {w} closed {self.graph.interval} bars from REST",
             {"warmup_start": first, "warmup_bars": w, "first_live_bar": last_closed + self.step},
             time_ms=now)
+        await self._replay(first, last_closed + self.step, last_closed, now)
+        self.feed.last_done = last_closed
+        await reconcile.protect_held(self.orders, self.journal, last_closed, self.decider.last_atr,
+                                     tag="", replace=kept)
+        self.checkpoint("done", last_closed)
+
+    async def _replay(self, first: int, first_live: int, last: int, now: int) -> None:
+        """Features and rules (or the ensemble) over the bars ``first``..``last`` from REST:
+        the warm-up bars (before ``first_live``) without decisions, then the live bars a
+        resumed run decided already (their decisions are in the log)."""
         if self.decider.needs_funding:
             # the backtest over [first, ...] knows the funding events from its first bar on
             await self.feed.poll_funding(first, now, require=False)
-            self.feed.funding_upto = max(now, last_closed + self.step)
-        if w > 0:
-            bars = await self.feed.rest_bars(first, last_closed, now)
-            for t in range(first, last_closed + 1, self.step):
-                for s in self.symbols:
-                    bar = bars.get((s, t))
-                    if bar is not None:
-                        self.decider.warm_step(bar)
+            self.feed.funding_upto = max(now, last + self.step)
+        if last < first:
+            return
+        bars = await self.feed.rest_bars(first, last, now)
+        for t in range(first, last + 1, self.step):
+            if self.stop.is_set():
+                raise Stopped("stopped during the warm-up")
+            got = {s: bars[(s, t)] for s in self.symbols if (s, t) in bars}
+            if t < first_live:
+                for bar in got.values():
+                    self.decider.warm_step(bar)
                 self.bar_index += 1
-            if self.decider.ml is not None:
+                continue
+            if t == first_live and self.decider.ml is not None:
                 self.decider.start_ml(run_start=first, results_dir=self.opts.results)
-        self.feed.last_done = last_closed
-        await self.feed.run(self._process, on_ready=self.on_ready)
-        await self.orders.cancel_resting()
+            self.decider.step(t, got)
+        if last < first_live and self.decider.ml is not None:
+            self.decider.start_ml(run_start=first, results_dir=self.opts.results)
 
     def _warmup_span(self, last_closed: int) -> tuple[int, int]:
         """``(first warm-up bar, warm-up bars)`` ending at ``last_closed``."""
@@ -218,134 +350,54 @@ class LiveRunner:
                 hint=f"start the warm-up at or before {fmt_ms(first)}, or drop --since")
         return since, (last_closed - since) // self.step + 1
 
-    async def _reconcile(self) -> None:
-        acc = await self.venue.account()
-        held = {s: float(q) for s, q in zip(self.symbols, acc.qty, strict=True) if q != 0.0}
-        now = await self.venue.server_time()
-        for j, s in enumerate(self.symbols):
-            self.book.adopt(s, float(acc.qty[j]), float(acc.entry_price[j]), now)
-        self.book.drain()  # an adopted position is not a fill of this run
-        stale = []
-        for s in self.symbols:
-            for o in await self.venue.open_orders(s):
-                cid = str(o.get("clientOrderId") or "")
-                if cid.startswith("e-"):
-                    await self.venue.cancel(s, str(o["id"]))
-                    stale.append({"symbol": s, "client_order_id": cid})
-            for a in await self.venue.open_algo_orders(s):
-                if a.client_order_id.startswith("e-"):
-                    await self.venue.cancel_by_client_id(s, a.client_order_id, algo=True)
-                    stale.append({"symbol": s, "client_order_id": a.client_order_id})
-        self.journal.event("info", "reconcile",
-                           f"start: wallet {acc.wallet:.8f}, positions {held or 'none'}, "
-                           f"{len(stale)} stale open order(s) canceled",
-                           {"wallet": acc.wallet, "positions": held, "canceled": stale})
-
-    # ------------------------------------------------------------------ one bar
-
-    async def _process(self, t: int, bars: dict[str, Bar]) -> None:
-        if self.decider.needs_funding:
-            # the rate a bar's features read is the last one settled at or before its close
-            await self.feed.funding_through(t + self.step)
-        bd = self.decider.step(t, bars)
-        self.journal.predictions(bd.predictions)
-        acc = await self.venue.account()
-        if self.orders.resting:
-            await self.orders.settle_limits(t)
-        if self.orders.protect:
-            acc = await self.orders.check_exits(t, acc)
-        book = self.book
-        differs = book.sync(AccountState(acc.wallet, acc.qty, acc.entry_price, acc.margin), bd.close[0])
-        self.telemetry.unreconciled = set(differs)
-        if differs:
-            self.journal.event("warning", "reconcile",
-                               f"positions of {differs} differ from the book: the exchange's kept",
-                               {"symbols": differs}, time_ms=t + self.step)
-        settled = await self._funding_settled(t)
-        book.unsettle(settled)
-        wallet, position = float(book.acct.wallet[0]), book.acct.qty.copy()
-        d = bd.decisions
-        payoff = d.extra.get("payoff")
-        target, reason, equity = book.decide(
-            self.bar_index, t, bd.close[0], d.direction[0],
-            prob=d.probability[0] if self.decider.kelly else None,
-            payoff=payoff[0] if payoff is not None else None,
-            atr=bd.atr[0] if bd.atr is not None else None)
-        self.bar_index += 1
-        self.equity = equity
-        rows = records.decision_rows(self.symbols, np.array([t]), bd.has_bar, bd.close, d,
-                                     target[None, :], reason[None, :], np.array([equity]))
-        self.journal.frame("ensemble_decisions", rows)
-        for sym, action in zip(rows["symbol"], rows["action"], strict=True):
-            self.telemetry.decisions.labels(symbol=sym, action=action).inc()
-        self.orders.bar_received = self.feed.received_at.pop(t, None)
-        for symbol, rate, mark in settled:
-            book.funding(symbol, rate, mark, t + self.step)
-        for j, s in enumerate(self.symbols):
-            if bd.has_bar[0, j] and target[j] != book.acct.qty[j]:
-                atr = float(bd.atr[0, j]) if bd.atr is not None else float("nan")
-                await self.orders.trade(s, t, float(target[j]), atr)
-        if self.orders.bar_received is not None:  # no order at this bar: decided is done
-            self.telemetry.decision_latency.observe(time.monotonic() - self.orders.bar_received)
-            self.orders.bar_received = None
-        self.journal.booked(book.drain(), self.symbols, t)
-        self.journal.equity(t, equity, wallet, position, book.acct.last_price)
-        self._observe_book(equity, wallet, position)
-        self.bars += 1
-        if self.on_bar is not None:
-            self.on_bar(t)
-        if self.opts.max_bars is not None and self.bars >= self.opts.max_bars:
-            self.stop.set()
-
-    def _observe_book(self, equity: float, wallet: float, position: np.ndarray) -> None:
-        """The account at this close (equity = wallet + unrealised PnL), for the metrics."""
-        realized = float(sum(float(f["pnl"].sum()) for f in self.journal.trades))
-        self.telemetry.book(equity=equity, unrealized=equity - wallet, realized=realized,
-                            initial=float(self.graph.config.execution.initial_cash),
-                            position=position, tripped=bool(self.book.brk.halted[0]))
-        self.telemetry.bar_done()
-
-    async def _funding_settled(self, t: int) -> list[tuple[str, float, float]]:
-        """``(symbol, rate, mark)`` of the funding settled at the close of bar ``t`` (a
-        funding time) on the positions held through it (before this close's orders fill)."""
-        f = t + self.step
-        if f % FUNDING_PERIOD_MS or not self.graph.config.data.funding:
-            return []
-        out = []
-        for j, s in enumerate(self.symbols):
-            if self.book.acct.qty[j] == 0.0:
-                continue
-            got = await self.venue.funding_settled(s, f)
-            if got is None or np.isnan(got[1]):
-                self.journal.event("warning", "funding",
-                                   f"{s}: funding at {f} not published; not in the trade",
-                                   {"symbol": s, "funding_time": f}, time_ms=f)
-                continue
-            out.append((s, got[0], got[1]))
-        return out
+    async def _resume(self, prior: resume.Prior, now: int) -> None:
+        """A resumed run: its checkpoint, its bars replayed, its interrupted bar finished,
+        its orders and positions reconciled, bars it missed to come as stale."""
+        ck = prior.checkpoint
+        assert prior.last_decided is not None and prior.warmup_start is not None
+        assert prior.first_live_bar is not None
+        self.journal.resume()
+        if ck is not None:
+            self.book.restore(ck.book)
+            self.orders.protect, self.orders.resting = dict(ck.protect), dict(ck.resting)
+            self.journal.restore_totals(ck.totals)
+            last = ck.bar
+        else:
+            await reconcile.adopt(self.orders, self.book, self.journal, now)
+            last = prior.last_decided
+            self.journal.event("warning", "live", "no checkpoint of this run: the exchange's "
+                               "positions are adopted; open trades restart their accounting", {})
+        self.orders.known = dict(prior.orders)
+        await self._replay(prior.warmup_start, prior.first_live_bar, last, now)
+        self.bar_index = (last - prior.warmup_start) // self.step + 1
+        if ck is not None and ck.phase == "decided" and ck.decided is not None:
+            self.log_decisions(ck.bar, ck.decided)
+            await self.act(ck.bar, ck.decided)
+            self.checkpoint("done", ck.bar)
+        crash.point("resumed")
+        await reconcile.resume_orders(self.orders, self.book, self.journal, prior.orders, now)
+        await reconcile.protect_held(self.orders, self.journal, last, self.decider.last_atr,
+                                     tag=f"@r{prior.resumes + 1}")
+        self.feed.last_done = last
+        self.stale_before = now - STALE_AFTER_MS
+        self.checkpoint("done", last)
 
 
 def run_live(graph: StrategyGraph, opts: LiveOptions, *,
              on_bar: Callable[[int], None] | None = None,
              on_ready: Callable[[], None] | None = None,
+             on_start: Callable[[RunStart], None] | None = None,
              install_signals: bool = False) -> LiveResult:
     """Run live until ``opts.max_bars`` closed bars, SIGINT/SIGTERM (run marked ``stopped``),
-    or an error (``failed``). ``on_bar(open_time)`` is called after each processed bar,
-    ``on_ready()`` once the stream is connected and caught up."""
+    or an error (``failed``). ``on_start(RunStart)`` once the run is known (new or resumed),
+    ``on_bar(open_time)`` after each processed bar, ``on_ready()`` once the stream is
+    connected and caught up. ``install_signals``: SIGINT/SIGTERM stop the run cleanly
+    (:mod:`engine.live.stops`); a second one exits at once."""
 
     async def main() -> LiveResult:
-        runner = LiveRunner(graph, opts, on_bar=on_bar, on_ready=on_ready)
+        runner = LiveRunner(graph, opts, on_bar=on_bar, on_ready=on_ready, on_start=on_start)
         if install_signals:
-            import signal
-
-            loop = asyncio.get_running_loop()
-
-            def stop() -> None:
-                runner.stopped_by_signal = True
-                runner.stop.set()
-
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop)
+            stops.install(runner, asyncio.get_running_loop())
         return await runner.run()
 
     return asyncio.run(main())

@@ -19,10 +19,13 @@ plan's names, its ``pnl_total`` is ``pnl_total_usdt`` (a gauge: PnL goes down as
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from engine.binance.budget import BudgetState
 
 #: order and decision latencies are milliseconds on a healthy run: 0.25 ms buckets up to
 #: 10 ms (so a quantile read from them is good to a quarter millisecond), coarser above
@@ -77,6 +80,18 @@ class Telemetry:
         self.unreconciled: set[str] = set()
         self.stream_down_since: float | None = None
         self.tripped = False
+        self.budget: Callable[[], BudgetState] | None = None  # the client's request budget
+
+    def read_budget(self) -> None:
+        """``request_weight_used`` and ``request_budget_left{bucket}`` from the client's
+        :class:`engine.binance.RequestBudget` (read at scrape time)."""
+        if self.budget is None:
+            return
+        st = self.budget()
+        for b in st.buckets:
+            if b.kind == "weight":
+                self.weight_used.set(b.used)
+            self.budget_left.labels(bucket=b.name).set(b.left)
 
     # ------------------------------------------------------------------ updates
 
@@ -124,6 +139,7 @@ class Telemetry:
         return {"status": "degraded" if reasons else "ok", "reasons": reasons}
 
     def exposition(self) -> bytes:
+        self.read_budget()
         return generate_latest(self.registry)
 
 

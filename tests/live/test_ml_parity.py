@@ -84,8 +84,9 @@ def ml_market(usdm_store: Path) -> MarketData:
 
 def predictions(run_id: str, since: int, until: int, results: Path) -> list[tuple[Any, ...]]:
     rows = q(
-        # the label is realised later: a backtest knows it, a live bar's close does not
-        f"SELECT * EXCLUDE (run_id, label) "
+        # the label is realised later: a backtest knows it, a live bar's close does not;
+        # latency_ms is live's own measure (NULL in a backtest): checked apart
+        f"SELECT * EXCLUDE (run_id, label, latency_ms) "
         f"FROM predictions WHERE run_id = '{run_id}' AND open_time BETWEEN {since} AND {until} "
         f"ORDER BY open_time, symbol, model", results)
     return [tuple(r.values()) for r in rows]
@@ -118,6 +119,10 @@ def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store
     p_bt = predictions(bt.run_id, first_live, last, tmp_path)
     assert len(p_live) == len(p_bt) == 2 * 2 * N_BARS
     assert p_live == p_bt
+    lat = q(f"SELECT count(*) AS n, count(latency_ms) AS live, min(latency_ms) AS lo FROM predictions "
+            f"WHERE run_id IN ('{res.run_id}', '{bt.run_id}') GROUP BY run_id = '{res.run_id}' "
+            f"ORDER BY run_id = '{res.run_id}'", tmp_path)
+    assert lat[0]["live"] == 0 and lat[1]["live"] == lat[1]["n"] and lat[1]["lo"] > 0, lat
     # three folds per symbol and model, each rolled in live on the backtest's model version
     versions = {(r[0], r[2], r[3]) for r in p_live}
     assert len(versions) == 2 * 2 * 3

@@ -1,0 +1,210 @@
+"""One closed bar of a live run, in two phases with a checkpoint before each one's rows.
+
+1. **Decide** (:meth:`BarCycle.decide`): funding events up to the close (when
+   ``funding_rate`` is a feature); the decider steps features and rules (or the ensemble)
+   into a one-bar ``Decisions`` (its predictions and, with ``log.snapshots``, its feature
+   snapshots logged); the account is read; limit entries that lived their bar are settled
+   and stops/targets that fired are booked (:class:`engine.live.orders.OrderManager`); the
+   book syncs with the exchange, takes back the close's funding and runs the simulator's
+   decide phase. The outcome (:class:`engine.live.checkpoint.Decided`) is checkpointed,
+   THEN the decision rows are written.
+2. **Act** (:meth:`BarCycle.act`): funding booked; each symbol whose target differs from
+   its position is traded (:meth:`OrderManager.trade`: exit leg, entry leg, protective
+   orders, each intent journaled before it is sent); the book's records (closed trades,
+   fees, funding, breaker events) and the ``equity`` row are journaled; the bar is
+   checkpointed ``done``.
+
+A run that dies in phase 2 finishes it on restart from the ``decided`` checkpoint (the
+order intents it logged are looked up, not resent: :meth:`OrderManager._submit`); one that
+dies before the ``decided`` checkpoint decides the bar again. A bar that closed while the
+process was down (:attr:`BarCycle.stale_before`) is decided and logged as ``stale``: its
+decision rows hold the position kept (``risk_check = 'stale'``) and nothing is traded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from engine.binance.records import Bar
+from engine.decisions import records
+from engine.features import FUNDING_PERIOD_MS
+from engine.live import checkpoint, crash
+from engine.live.book import AccountState, Book
+from engine.live.checkpoint import Checkpoint, Decided
+from engine.live.decider import BarDecisions, LiveDecider
+from engine.live.feed import Feed
+from engine.live.journal import Journal
+from engine.live.options import LiveOptions
+from engine.live.orders import OrderManager
+from engine.live.telemetry import Telemetry
+from engine.strategy.graph import StrategyGraph
+
+STALE = "stale"
+STALE_REASON = "the bar closed while live mode was down: decided after the restart, not traded"
+
+
+class BarCycle:
+    """The per-bar work of :class:`engine.live.runner.LiveRunner` (a base class: the runner
+    wires the parts named here)."""
+
+    graph: StrategyGraph
+    opts: LiveOptions
+    symbols: tuple[str, ...]
+    step: int
+    decider: LiveDecider
+    book: Book
+    orders: OrderManager
+    journal: Journal
+    feed: Feed
+    venue: Any
+    telemetry: Telemetry
+    stop: asyncio.Event
+    on_bar: Callable[[int], None] | None
+    bar_index: int  # bars since the first warm-up bar: the backtest's bar index
+    bars: int  # bars this process decided
+    equity: float
+    stale_before: int | None  # a bar that closed at or before this (venue ms) is stale
+    in_bar: int | None = None  # the bar decided and not done yet
+    done_bar: int | None = None  # the last bar done
+    ckpt_path: Any
+
+    async def process(self, t: int, bars: dict[str, Bar]) -> None:
+        """Bar ``t`` (all symbols' closed bars of that open time that exist)."""
+        d = await self.decide(t, bars)
+        self.checkpoint("decided", t, d)
+        crash.point("checkpoint")
+        self.log_decisions(t, d)
+        crash.point("decided")
+        await self.act(t, d)
+        crash.point("bar")
+        self.checkpoint("done", t)
+        self.bars += 1
+        if self.on_bar is not None:
+            self.on_bar(t)
+        if self.opts.max_bars is not None and self.bars >= self.opts.max_bars:
+            self.stop.set()
+
+    def log_decisions(self, t: int, d: Decided) -> None:
+        if self.journal.decisions(t, d.rows):
+            for row in d.rows:
+                self.telemetry.decisions.labels(symbol=row["symbol"], action=row["action"]).inc()
+
+    # ------------------------------------------------------------------ phase 1
+
+    async def decide(self, t: int, bars: dict[str, Bar]) -> Decided:
+        if self.decider.needs_funding:
+            # the rate a bar's features read is the last one settled at or before its close
+            await self.feed.funding_through(t + self.step)
+        bd = self.decider.step(t, bars)
+        self.journal.per_bar("model_predictions", t, bd.predictions)
+        if self.graph.config.log.snapshots:
+            self.journal.per_bar("snapshots", t, self.decider.snapshot_rows(bd))
+        await self._sync(t, bd)
+        settled = await self.funding_settled(t)
+        book = self.book
+        book.unsettle(settled)
+        wallet, position = float(book.acct.wallet[0]), book.acct.qty.copy()
+        d = bd.decisions
+        payoff = d.extra.get("payoff")
+        target, reason, equity = book.decide(
+            self.bar_index, t, bd.close[0], d.direction[0],
+            prob=d.probability[0] if self.decider.kelly else None,
+            payoff=payoff[0] if payoff is not None else None,
+            atr=bd.atr[0] if bd.atr is not None else None)
+        self.bar_index += 1
+        stale = self.stale_before is not None and t + self.step <= self.stale_before
+        rows = self._rows(bd, position if stale else target, reason, equity, stale=stale)
+        atr = bd.atr[0] if bd.atr is not None else np.full(len(self.symbols), np.nan)
+        return Decided(target=target.tolist(), reason=reason.tolist(), equity=float(equity),
+                       wallet=wallet, position=position.tolist(), has_bar=bd.has_bar[0].tolist(),
+                       atr=atr.tolist(), settled=settled, stale=stale, rows=rows)
+
+    async def _sync(self, t: int, bd: BarDecisions) -> None:
+        """Settle what happened during the bar (limit entries, stops, targets), then take
+        the exchange's account into the book."""
+        acc = await self.venue.account()
+        if self.orders.resting:
+            await self.orders.settle_limits(t)
+        if self.orders.protect:
+            acc = await self.orders.check_exits(t, acc)
+        differs = self.book.sync(AccountState(acc.wallet, acc.qty, acc.entry_price, acc.margin),
+                                 bd.close[0])
+        self.telemetry.unreconciled = set(differs)
+        if differs:
+            self.journal.event("warning", "reconcile",
+                               f"positions of {differs} differ from the book: the exchange's kept",
+                               {"symbols": differs}, time_ms=t + self.step)
+
+    def _rows(self, bd: BarDecisions, target: np.ndarray, reason: np.ndarray, equity: float,
+              *, stale: bool) -> list[dict[str, Any]]:
+        """The bar's ``ensemble_decisions`` rows (the backtest's builder over a one-row grid);
+        a stale bar's hold the position kept and say why."""
+        frame = records.decision_rows(self.symbols, np.array([bd.open_time]), bd.has_bar, bd.close,
+                                      bd.decisions, np.asarray(target)[None, :], reason[None, :],
+                                      np.array([equity]))
+        rows = records.rows(frame)
+        if stale:
+            for r in rows:
+                r["risk_check"], r["rejection_reason"] = STALE, STALE_REASON
+        return rows
+
+    async def funding_settled(self, t: int) -> list[tuple[str, float, float]]:
+        """``(symbol, rate, mark)`` of the funding settled at the close of bar ``t`` (a
+        funding time) on the positions held through it (before this close's orders fill)."""
+        f = t + self.step
+        if f % FUNDING_PERIOD_MS or not self.graph.config.data.funding:
+            return []
+        out = []
+        for j, s in enumerate(self.symbols):
+            if self.book.acct.qty[j] == 0.0:
+                continue
+            got = await self.venue.funding_settled(s, f)
+            if got is None or np.isnan(got[1]):
+                self.journal.event("warning", "funding",
+                                   f"{s}: funding at {f} not published; not in the trade",
+                                   {"symbol": s, "funding_time": f}, time_ms=f)
+                continue
+            out.append((s, got[0], got[1]))
+        return out
+
+    # ------------------------------------------------------------------ phase 2
+
+    async def act(self, t: int, d: Decided) -> None:
+        """Bar ``t``'s funding, orders and rows, as decided in ``d``."""
+        book = self.book
+        self.orders.bar_received = self.feed.received_at.pop(t, None)
+        for symbol, rate, mark in d.settled:
+            book.funding(symbol, rate, mark, t + self.step)
+        if not d.stale:
+            for j, s in enumerate(self.symbols):
+                if d.has_bar[j] and d.target[j] != book.acct.qty[j]:
+                    await self.orders.trade(s, t, float(d.target[j]), float(d.atr[j]))
+        self.journal.booked(book.drain(), self.symbols, t)
+        position = np.array(d.position, dtype=np.float64)
+        self.journal.equity(t, d.equity, d.wallet, position, book.acct.last_price)
+        self.equity = d.equity
+        self.observe_book(d.equity, d.wallet, position)
+
+    def observe_book(self, equity: float, wallet: float, position: np.ndarray) -> None:
+        """The account at this close (equity = wallet + unrealised PnL), for the metrics."""
+        realized = float(sum(float(f["pnl"].sum()) for f in self.journal.trades))
+        self.telemetry.book(equity=equity, unrealized=equity - wallet, realized=realized,
+                            initial=float(self.graph.config.execution.initial_cash),
+                            position=position, tripped=bool(self.book.brk.halted[0]))
+        self.telemetry.bar_done()
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def checkpoint(self, phase: str, t: int, d: Decided | None = None) -> None:
+        """Save the run's state after bar ``t`` reached ``phase`` (see the module docstring)."""
+        self.in_bar = t if phase == "decided" else None
+        if phase == "done":
+            self.done_bar = t
+        checkpoint.save(self.ckpt_path, Checkpoint(
+            bar=t, phase=phase, bar_index=self.bar_index, book=self.book.state(),
+            protect=dict(self.orders.protect), resting=dict(self.orders.resting),
+            totals=self.journal.totals(), decided=d))
