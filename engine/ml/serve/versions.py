@@ -60,10 +60,10 @@ def _candle_problem(features: list[str], interval: str | None, kind: str) -> str
     """Why candles cannot be turned into this model's features (None: they can)."""
     if kind == "prophet":
         return None
-    if interval is None:
-        return "the model's bar interval is unknown (serve it with --interval)"
     if not features:
         return "the model's feature names are unknown (serve it with --features)"
+    if interval is None:
+        return "the model's bar interval is unknown (serve it with --interval)"
     try:
         FeatureStream(features, interval=interval)
     except EngineError as exc:
@@ -132,11 +132,11 @@ def _served(
 
 
 def retrained_version(parent: ServedModel, train: TrainSet, digest: str) -> str:
-    """``<kind>-<16 hex>`` of a retrain: the parent version, its params and library, the
-    training data's digest."""
+    """``<kind>-<16 hex>`` of a retrain: what determines the fitted model (kind, params, seed,
+    library, features, the training data's digest), not the parent's weights (a fit starts
+    from scratch), so the same retrain gives the same version whichever version is current."""
     blob = json.dumps(
         {
-            "parent": parent.version,
             "kind": parent.kind,
             "params": parent.meta.get("params"),
             "seed": parent.meta.get("seed"),
