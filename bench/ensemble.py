@@ -7,11 +7,22 @@ Targets (issue 5): walk-forward training with monthly retrains over the 16 month
 inference + simulation for 2 symbols x 143,900 bars < 3 s. Correctness first: a second run
 that reuses the saved models must give bit-identical decisions, and the row-by-row LightGBM
 loop must reproduce the batch predictions exactly. ``--end`` shortens the span (a smoke run).
+
+Model serving (issue 14): the same LightGBM fold model behind ``engine serve-model`` (its own
+process, 127.0.0.1), asked for one 30-feature row at a time by the engine's ``remote`` node
+(client -> server -> prediction -> client), round trip p50/p99 beside the in-process
+``predict_proba`` of the same row; the answers are checked equal first.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import select
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +48,9 @@ def main() -> None:
         "--naive-rows", type=int, default=20_000, help="rows timed in the row-by-row loop"
     )
     ap.add_argument("--end", default=None, help="last bar (default: the strategy's data.end)")
+    ap.add_argument(
+        "--round-trips", type=int, default=2000, help="one-row requests timed against serve-model"
+    )
     args = ap.parse_args()
 
     graph = load_strategy(ROOT / "strategies" / "ensemble.yaml", end=args.end)
@@ -46,7 +60,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         res1, res2, sim = _ml_and_simulation(graph, market, features, tmp, timings)
         naive_s, rows = _naive_loop(graph, market, features, res2, tmp, args.naive_rows)
+        serve = _serve_round_trip(graph, market, features, res2, tmp, args.round_trips)
     _report(market, res1, res2, sim, timings, naive_s, rows)
+    _report_serve(serve)
 
 
 def _inputs(graph: Any, store: str | None) -> tuple[Any, dict[str, Any]]:
@@ -88,27 +104,96 @@ def _ml_and_simulation(
     return dec1.ml, dec2.ml, sim
 
 
+def _lightgbm_fold(
+    graph: Any, market: Any, features: dict[str, Any], res: Any, tmp: str
+) -> tuple[Path, Any, np.ndarray, np.ndarray]:
+    """A LightGBM fold model of the first symbol (its version folder, the loaded model), the
+    symbol's feature matrix in the model's columns and its open times."""
+    sym = market.symbols[0]
+    r = res.symbols[sym]
+    version = r.versions["lightgbm"][len(r.versions["lightgbm"]) // 2]
+    node = next(m for m in graph.config.models if m.name == "lightgbm")
+    folder = Path(tmp) / "models" / version
+    model = load_model("lightgbm", folder, node.params, threads=1)
+    cols = node.features or [c for c in features[sym].columns if c != "open_time"]
+    return folder, model, features[sym].select(cols).to_numpy(), r.open_time
+
+
 def _naive_loop(
     graph: Any, market: Any, features: dict[str, Any], res: Any, tmp: str, n_rows: int
 ) -> tuple[float, np.ndarray]:
     """One LightGBM fold model, one row at a time (the naive live path), checked equal to
     the batch prediction and to the engine's own predict_proba."""
-    sym = market.symbols[0]
-    r = res.symbols[sym]
-    version = r.versions["lightgbm"][len(r.versions["lightgbm"]) // 2]
-    node = next(m for m in graph.config.models if m.name == "lightgbm")
-    model = load_model("lightgbm", Path(tmp) / "models" / version, node.params, threads=1)
-    cols = node.features or [c for c in features[sym].columns if c != "open_time"]
-    X = features[sym].select(cols).to_numpy()
+    _, model, X, open_time = _lightgbm_fold(graph, market, features, res, tmp)
     rows = np.flatnonzero(np.isfinite(X).all(axis=1))[-n_rows:]
     batch = model.booster.predict(X[rows], num_threads=1)
     t = time.perf_counter()
     loop = np.array([model.booster.predict(X[i : i + 1], num_threads=1)[0] for i in rows])
     naive_s = time.perf_counter() - t
     np.testing.assert_array_equal(loop, batch)
-    seg = Segment(r.open_time[rows], np.ones(rows.size), X[rows])
+    seg = Segment(open_time[rows], np.ones(rows.size), X[rows])
     np.testing.assert_array_equal(model.predict_proba(seg), batch)
     return naive_s, rows
+
+
+def _serve_round_trip(
+    graph: Any, market: Any, features: dict[str, Any], res: Any, tmp: str, n: int
+) -> dict[str, Any]:
+    """One-row predictions in process and through ``engine serve-model`` (its own process)
+    and the remote node, checked equal, each timed per call (ms)."""
+    from engine.ml.models.external import RemoteModel
+
+    folder, model, X, open_time = _lightgbm_fold(graph, market, features, res, tmp)
+    rows = np.flatnonzero(np.isfinite(X).all(axis=1))[-n:]
+    segs = [Segment(open_time[i : i + 1], np.ones(1), X[i : i + 1]) for i in rows]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "serve-model", str(folder), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        m = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline() if ready else "")
+        assert m, "engine serve-model did not start"
+        names = json.loads((folder / "meta.json").read_text())["features"]
+        node = RemoteModel(m.group(0), timeout_s=10, feature_names=names)
+        want = model.predict_proba(Segment(open_time[rows], np.ones(rows.size), X[rows]))
+        np.testing.assert_array_equal(node.predict_proba(segs[0]), want[:1])  # correctness first
+        for seg in segs[:200]:  # warm: the connection, both sides' caches
+            node.predict_proba(seg)
+            model.predict_proba(seg)
+        remote, local = _time_calls(node, segs, want), _time_calls(model, segs, want)
+        assert node.events == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    return {"n": len(segs), "features": X.shape[1], "remote": remote, "local": local}
+
+
+def _time_calls(model: Any, segs: list[Segment], want: np.ndarray) -> np.ndarray:
+    """Milliseconds per one-row ``predict_proba``; every answer checked against ``want``."""
+    ms = np.empty(len(segs))
+    got = np.empty(len(segs))
+    for i, seg in enumerate(segs):
+        t = time.perf_counter()
+        got[i] = model.predict_proba(seg)[0]
+        ms[i] = (time.perf_counter() - t) * 1000.0
+    np.testing.assert_array_equal(got, want)
+    return ms
+
+
+def _report_serve(serve: dict[str, Any]) -> None:
+    def pct(ms: np.ndarray) -> str:
+        return f"p50 {np.percentile(ms, 50):7.3f} ms  p99 {np.percentile(ms, 99):7.3f} ms"
+
+    print(
+        f"  serve-model round trip, one {serve['features']}-feature row ({serve['n']:,} calls, "
+        "remote node -> engine serve-model on 127.0.0.1 -> LightGBM -> back)"
+    )
+    print(f"    remote:     {pct(serve['remote'])}")
+    print(f"    in process: {pct(serve['local'])}")
 
 
 def _report(
