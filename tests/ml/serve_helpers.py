@@ -93,3 +93,26 @@ def metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in fam.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+def candle_dicts(candles: Any) -> list[dict[str, Any]]:
+    """A polars candles frame as the JSON candles of a request."""
+    cols = ("open_time", "open", "high", "low", "close", "volume")
+    return [dict(zip(cols, r, strict=True)) for r in candles.select(cols).iter_rows()]
+
+
+def labels_of(close: np.ndarray, horizon: int = 6) -> np.ndarray:
+    """1 up / 0 down over ``horizon`` bars; NaN where not known yet (the last bars)."""
+    y = np.full(close.shape[0], np.nan)
+    y[:-horizon] = (close[horizon:] > close[:-horizon]).astype(float)
+    return y
+
+
+def onnx_file(path: Path, X: np.ndarray, y: np.ndarray) -> Path:
+    """A scikit-learn logistic regression exported to ONNX by skl2onnx."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=500).fit(X, y.astype(int))
+    path.write_bytes(to_onnx(clf, X[:1].astype(np.float32)).SerializeToString())
+    return path
