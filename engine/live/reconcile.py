@@ -93,13 +93,18 @@ async def protect_held(orders: OrderManager, journal: Journal, t: int, atr: dict
 
 
 async def resume_orders(orders: OrderManager, book: Book, journal: Journal,
-                        prior: dict[str, OrderEvent], now: int) -> dict[str, Any]:
+                        prior: dict[str, OrderEvent], last: int, now: int) -> dict[str, Any]:
     """A resumed run's orders and positions made to agree with the exchange (see the module
-    docstring). Returns the differences found (also journaled)."""
+    docstring); ``last``: the last bar it decided. Returns the differences found (also
+    journaled)."""
     found = {"resolved": await _resolve_intents(orders, journal, prior, now),
              "protect": await _check_protect(orders, journal, now),
              "canceled": await _cancel_strays(orders)}
     acc = await orders.venue.account()
+    if any(orders.protect.get(s) and acc.qty[j] == 0.0 for j, s in enumerate(book.symbols)):
+        # a stop or target that filled while the process was down: booked now, in the bar
+        # that triggered it (as the next bar would)
+        acc = await orders.check_exits(last, acc)
     found["positions"] = _positions(book, acc, orders, now)
     journal.event("warning" if any(found.values()) else "info", "reconcile",
                   f"resume: {sum(len(v) for v in found.values())} difference(s) with the exchange",
@@ -185,8 +190,8 @@ async def _cancel_strays(orders: OrderManager) -> list[dict[str, Any]]:
 
 def _positions(book: Book, acc: AccountView, orders: OrderManager, now: int) -> list[dict[str, Any]]:
     """Positions the book and the exchange disagree on. A position the book does not hold
-    is adopted (a fee-free entry at the exchange's entry price); a book position the
-    exchange closed through our resting stop or target is booked at the next bar."""
+    is adopted (a fee-free entry at the exchange's entry price); any other difference is
+    reported and the exchange's position taken at the next bar."""
     out = []
     for j, s in enumerate(book.symbols):
         mine, theirs = float(book.acct.qty[j]), float(acc.qty[j])
@@ -197,7 +202,5 @@ def _positions(book: Book, acc: AccountView, orders: OrderManager, now: int) -> 
             book.adopt(s, theirs, float(acc.entry_price[j]), now)
             book.drain()
             note = "adopted"
-        elif theirs == 0.0 and orders.protect.get(s):
-            note = "closed by its stop or target: booked at the next bar"
         out.append({"symbol": s, "book": mine, "exchange": theirs, "resolution": note})
     return out

@@ -375,7 +375,7 @@ class LiveRunner(BarCycle):
             await self.act(ck.bar, ck.decided)
             self.checkpoint("done", ck.bar)
         crash.point("resumed")
-        await reconcile.resume_orders(self.orders, self.book, self.journal, prior.orders, now)
+        await reconcile.resume_orders(self.orders, self.book, self.journal, prior.orders, last, now)
         await reconcile.protect_held(self.orders, self.journal, last, self.decider.last_atr,
                                      tag=f"@r{prior.resumes + 1}")
         self.feed.last_done = last
