@@ -83,19 +83,19 @@ def live(
 
     def started(s: RunStart) -> None:
         what = "resumed" if s.resumed else "started"
-        console.print(f"live run [bold]{s.run_id}[/] {what}: {s.reason}", highlight=False)
+        console.print(f"live run [bold]{s.run_id}[/] {what}: {s.reason}", highlight=False, soft_wrap=True)
         if s.metrics_url:
             console.print(f"metrics: {s.metrics_url}/metrics, health: {s.metrics_url}/health",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
 
     res = run_live(graph, opts, on_start=started, install_signals=True)
     console.print(
         f"live run [bold]{res.run_id}[/]: {res.status}, {res.bars} bar(s), {res.orders} order(s), "
         f"equity {res.equity:,.2f}",
-        highlight=False,
+        highlight=False, soft_wrap=True,
     )
     for sym, qty in res.positions.items():
         kept = ", ".join(f"{leg} at {price:g}" for leg, price in res.kept.get(sym, []))
         console.print(f"{sym}: position {qty:g} held; "
                       + (f"its {kept} kept at the exchange" if kept else "no protective order"),
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
