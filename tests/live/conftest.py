@@ -57,6 +57,13 @@ execution:
 """
 
 
+def ms(when: str) -> int:
+    """UTC milliseconds of an ISO time."""
+    t = parse_time(when)
+    assert t is not None
+    return t
+
+
 def strategy(start: int | str = "2024-01-01", end: int | str = "2024-01-02", *,
              text: str = STRATEGY, sets: tuple[str, ...] = ()) -> Any:
     """The strategy ``text`` (a format string with ``{start}``/``{end}``), with ``--set`` overrides."""
@@ -69,7 +76,7 @@ def strategy(start: int | str = "2024-01-01", end: int | str = "2024-01-02", *,
 @pytest.fixture(scope="session")
 def market(usdm_store: Path) -> MarketData:
     md, _ = MarketData.load(
-        list(SYMBOLS), interval="5m", start_ms=parse_time("2023-12-31T18:00"),
+        list(SYMBOLS), interval="5m", start_ms=ms("2023-12-31T18:00"),
         end_ms=parse_end("2024-01-02"), store=usdm_store,
     )
     return md

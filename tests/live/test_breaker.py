@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -24,7 +25,7 @@ BREAKER_STRATEGY = STRATEGY.replace(
 N_BARS = 150
 
 
-def breaker_events(run_id: str, since: int, results: Path) -> list[tuple[object, ...]]:
+def breaker_events(run_id: str, since: int, results: Path) -> list[tuple[Any, ...]]:
     rows = q(f"SELECT time, severity, message, data FROM events WHERE run_id = '{run_id}' "
              f"AND component = 'risk' AND time >= {since} ORDER BY time, message", results)
     out = []

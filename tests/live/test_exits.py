@@ -6,6 +6,7 @@ included) equal the backtest's over the same real bars."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def test_stops_and_targets_match_the_backtest(market: MarketData, usdm_store: Pa
     assert left[0]["n"] <= 2 * 2  # at most the live positions' own stop and target
 
 
-def trades(run_id: str, before: int, results: Path) -> list[dict[str, object]]:
+def trades(run_id: str, before: int, results: Path) -> list[dict[str, Any]]:
     return q(f"SELECT symbol, side, entry_time, exit_time, quantity, entry_price, exit_price, fees, "
              f"funding, pnl, exit_reason FROM trades WHERE run_id = '{run_id}' AND exit_time < {before} "
              f"AND exit_reason <> 'end' ORDER BY exit_time, symbol", results)

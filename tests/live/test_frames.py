@@ -136,6 +136,11 @@ class Proxy:
         asyncio.run_coroutine_threadsafe(drop(), self._loop).result(5)
 
 
+def _ws(sim: Any) -> str:
+    assert sim.server is not None
+    return str(sim.server.ws_url)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,7 +175,7 @@ def test_hostile_frames_are_counted_and_change_nothing(market: MarketData, usdm_
                                                        tmp_path: Path) -> None:
     port = _free_port()
     seen: dict[str, Any] = {}
-    with simulator(market) as sim, Proxy(sim.server.ws_url) as proxy:
+    with simulator(market) as sim, Proxy(_ws(sim)) as proxy:
         def between(k: int) -> None:
             if k == N_BARS - 2:  # the last bar still to come: the run is serving
                 seen["metrics"] = scrape(port)
@@ -196,7 +201,7 @@ def test_hostile_frames_are_counted_and_change_nothing(market: MarketData, usdm_
 def test_health_degrades_while_the_stream_is_down(market: MarketData, tmp_path: Path) -> None:
     port = _free_port()
     seen: list[tuple[int, dict[str, Any]]] = []
-    with simulator(market) as sim, Proxy(sim.server.ws_url) as proxy:
+    with simulator(market) as sim, Proxy(_ws(sim)) as proxy:
         def between(k: int) -> None:
             import time
 

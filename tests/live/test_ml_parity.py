@@ -17,9 +17,9 @@ from engine.backtest import run_backtest
 from engine.cli import app
 from engine.exchange_sim.market import MarketData
 from engine.live import warmup_needed
-from engine.timeutil import parse_end, parse_time
+from engine.timeutil import parse_end
 
-from .conftest import BAR, SYMBOLS, drive, simulator, strategy
+from .conftest import BAR, SYMBOLS, drive, ms, simulator, strategy
 from .parity import compare_runs, q
 from .test_parity import live_span
 
@@ -77,7 +77,7 @@ execution:
 
 @pytest.fixture(scope="module")
 def ml_market(usdm_store: Path) -> MarketData:
-    md, _ = MarketData.load(list(SYMBOLS), interval="5m", start_ms=parse_time(START),
+    md, _ = MarketData.load(list(SYMBOLS), interval="5m", start_ms=ms(START),
                             end_ms=parse_end("2024-01-07T12:00"), store=usdm_store)
     return md
 
@@ -94,18 +94,18 @@ def predictions(run_id: str, since: int, until: int, results: Path) -> list[tupl
 
 def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store: Path,
                                                tmp_path: Path) -> None:
-    first_live = parse_time(FIRST_LIVE)
+    first_live = ms(FIRST_LIVE)
     last = first_live + (N_BARS - 1) * BAR
     # 1. the backtest over [START, last bar]: trains folds 0-2, saved under tmp_path/models
     bt = run_backtest(strategy(START, last, text=ML_STRATEGY), store=usdm_store, results=tmp_path)
     assert bt.run_id is not None
     # 2. live: the minimal warm-up (training.warmup) is [START, first_live), then N_BARS bars
     graph = strategy(START, last, text=ML_STRATEGY)
-    assert warmup_needed(graph) == (first_live - parse_time(START)) // BAR
+    assert warmup_needed(graph) == (first_live - ms(START)) // BAR
     with simulator(ml_market, start_ms=first_live) as sim:
         res = drive(sim, graph, tmp_path, bars=N_BARS)
     assert res.status == "ok" and res.bars == N_BARS
-    assert live_span(res.run_id, tmp_path) == (parse_time(START), first_live)
+    assert live_span(res.run_id, tmp_path) == (ms(START), first_live)
 
     # every column of decisions, final order states, trades and equity, NULL for NULL
     compare_runs(res.run_id, bt.run_id, first_live, tmp_path)
