@@ -89,6 +89,9 @@ def live(
                           highlight=False, soft_wrap=True)
 
     res = run_live(graph, opts, on_start=started, install_signals=True)
+    if not res.run_id:
+        console.print("live: stopped before a run began", highlight=False)
+        return
     console.print(
         f"live run [bold]{res.run_id}[/]: {res.status}, {res.bars} bar(s), {res.orders} order(s), "
         f"equity {res.equity:,.2f}",

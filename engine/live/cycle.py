@@ -189,13 +189,16 @@ class BarCycle:
         self.equity = d.equity
         self.observe_book(d.equity, d.wallet, position)
 
-    def observe_book(self, equity: float, wallet: float, position: np.ndarray) -> None:
-        """The account at this close (equity = wallet + unrealised PnL), for the metrics."""
+    def observe_book(self, equity: float, wallet: float, position: np.ndarray, *,
+                     bar: bool = True) -> None:
+        """The account at this close (equity = wallet + unrealised PnL), for the metrics;
+        ``bar``: a bar was just done (else: the start)."""
         realized = float(sum(float(f["pnl"].sum()) for f in self.journal.trades))
         self.telemetry.book(equity=equity, unrealized=equity - wallet, realized=realized,
                             initial=float(self.graph.config.execution.initial_cash),
                             position=position, tripped=bool(self.book.brk.halted[0]))
-        self.telemetry.bar_done()
+        if bar:
+            self.telemetry.bar_done()
 
     # ------------------------------------------------------------------ checkpoint
 

@@ -55,8 +55,6 @@ class Journal:
     def resume(self) -> None:
         """Read what the run's log holds: the rows not to write twice, and the equity and
         trades its metrics are computed over."""
-        import polars as pl
-
         read = self.log.read
         rid = self.run_id
         eq = read(rid, "equity").sort("time")
@@ -66,7 +64,7 @@ class Journal:
         tr = read(rid, "trades")
         self.trades = [tr.drop("run_id")] if tr.height else []
         orders = read(rid, "orders")
-        ev = read(rid, "system_events").filter(pl.col("component") == "risk")
+        ev = read(rid, "system_events")
         self.seen = {
             "ensemble_decisions": set(read(rid, "ensemble_decisions")["open_time"].to_list()),
             "model_predictions": set(read(rid, "model_predictions")["open_time"].to_list()),
@@ -76,7 +74,8 @@ class Journal:
                               tr["exit_time"].to_list(), strict=True)),
             "orders": set(zip(orders["client_order_id"].to_list(), orders["status"].to_list(),
                               strict=True)),
-            "risk": set(zip(ev["time"].to_list(), ev["message"].to_list(), strict=True)),
+            "events": set(zip(ev["component"].to_list(), ev["time"].to_list(),
+                              ev["message"].to_list(), strict=True)),
         }
 
     def totals(self) -> dict[str, float]:
@@ -96,7 +95,12 @@ class Journal:
     # ------------------------------------------------------------------ rows
 
     def event(self, severity: str, component: str, message: str,
-              data: Mapping[str, Any] | None = None, time_ms: int | None = None) -> None:
+              data: Mapping[str, Any] | None = None, time_ms: int | None = None, *,
+              once: bool = False) -> None:
+        """One ``system_events`` row; ``once``: not when a resumed run's log holds the same
+        (component, time, message) already (a summary a restart writes again)."""
+        if once and not self._new("events", (component, time_ms, message)):
+            return
         if self.secrets:
             message = redact(message, self.secrets)
             text = json.dumps(dict(data), default=str) if data is not None else ""
@@ -151,7 +155,7 @@ class Journal:
             self.funding_total -= float(recs["funding"]["amount"].sum())
         ev = recs["events"]
         for row in records.breaker_event_rows(ev, np.full(ev.size, time_ms, dtype=np.int64)):
-            if self._new("risk", (row["time"], row["message"])):
+            if self._new("events", ("risk", row["time"], row["message"])):
                 self.log.append(self.run_id, "system_events", row)
 
     def equity(self, time_ms: int, equity: float, wallet: float, position: np.ndarray,

@@ -168,8 +168,6 @@ class OrderManager:
                                            algo=ev.type in TRIGGER_TYPES)
         status = next((k for k, v in STATUS.items() if v == prior.status), prior.status)
         when = int(prior.updated_at or prior.created_at)
-        if prior.status == "rejected":
-            self.journal.order(prior)  # already logged: skipped; the run goes on without it
         return OrderResult(ev.client_order_id, prior.exchange_order_id or "", status,
                            float(prior.filled_quantity or 0.0),
                            float(prior.avg_price if prior.avg_price is not None else np.nan),

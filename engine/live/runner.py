@@ -108,7 +108,10 @@ class LiveRunner(BarCycle):
                                        max_attempts=self.opts.max_attempts,
                                        max_wait_s=self.opts.max_wait_s, stop=self.halt)
             self.telemetry.budget = self.venue.budget.state
-            await self._connect(lev)
+            try:
+                await self._connect(lev)
+            except Stopped:
+                return LiveResult("", "stopped", 0, 0, float("nan"))  # before any run began
             choice = resume.find_run(log, run_id=self.opts.run_id, new_run=self.opts.new_run,
                                      digest=strategy_hash(self.graph), symbols=self.symbols,
                                      venue=self.url)
@@ -148,10 +151,21 @@ class LiveRunner(BarCycle):
                                f"{redact(str(err), self.secrets)[:500]}")
             raise
         finally:
-            kept = await stops.finish(self, status) if status != "failed" else {}
+            kept = await self._finish(status)
             log.finish_run(run_id, status=status, metrics={**self.metrics(), **self.ml_metrics()})
         return LiveResult(run_id, status, self.bars, self.orders.orders, self.equity,
                           resumed=self.resumed, kept=kept, positions=self._positions())
+
+    async def _finish(self, status: str) -> dict[str, list[tuple[str, float]]]:
+        """What a run that did not fail leaves at the exchange (:func:`stops.finish`)."""
+        if status == "failed":
+            return {}
+        try:
+            return await stops.finish(self, status)
+        except Exception as err:  # noqa: BLE001 - the run's own status must still be written
+            self.journal.event("error", "live", f"end of run not finished: {type(err).__name__}: "
+                               f"{redact(str(err), self.secrets)[:300]}")
+            return {}
 
     def _leverage(self) -> int:
         e = self.graph.config.execution
@@ -243,7 +257,8 @@ class LiveRunner(BarCycle):
             return {}
         for r in rows:
             self.journal.event(r["severity"], r["component"], r["message"],
-                               json.loads(r["data"]) if r["data"] else None, time_ms=int(r["time"]))
+                               json.loads(r["data"]) if r["data"] else None, time_ms=int(r["time"]),
+                               once=True)
         return doc
 
     def _event_cb(self, severity: str, component: str, message: str, data: dict[str, Any]) -> None:
@@ -281,9 +296,8 @@ class LiveRunner(BarCycle):
             await self._resume(prior, now)
         else:
             await self._fresh(now)
-        self.telemetry.book(equity=self.book.equity(), unrealized=0.0, realized=0.0,
-                            initial=float(self.graph.config.execution.initial_cash),
-                            position=self.book.acct.qty, tripped=bool(self.book.brk.halted[0]))
+        self.observe_book(self.book.equity(), float(self.book.acct.wallet[0]), self.book.acct.qty,
+                          bar=False)
         if self.stop.is_set():
             return
         await self.feed.run(self.process, on_ready=self._ready)

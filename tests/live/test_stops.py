@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from engine.exchange_sim.faults import FaultSpec
 from engine.exchange_sim.market import MarketData
@@ -66,25 +67,34 @@ def test_sigterm_keeps_protection_and_resume_finds_it(market: MarketData, tmp_pa
     assert _run_status(results) == [(run_id, "stopped")]
 
 
+def _burst(on: bool) -> Any:
+    """A 429 burst from now on (every REST answer 429, Retry-After ~10 s), or none."""
+
+    def set_(server: Any) -> None:
+        f = server.faults
+        f.spec = FaultSpec(http_429_burst_s=100.0) if on else FaultSpec()
+        f._t0 = time.monotonic() - 100.0
+
+    return set_
+
+
+def _in_429_wait(sim: ServerThread, results: Path) -> None:
+    """Close a bar while every REST answer is 429; return once the client waits it out."""
+    sim.call(_burst(True))
+    next_bar(sim)
+    deadline = time.monotonic() + 20
+    while not sql(results, "SELECT 1 FROM system_events WHERE component = 'broker' "
+                           "AND message LIKE '%retrying%'"):
+        assert time.monotonic() < deadline, "the client never met the 429"
+        time.sleep(0.05)
+
+
 def test_sigterm_during_a_429_wait_exits_within_2s(market: MarketData, tmp_path: Path) -> None:
     strat, results = _strategy(tmp_path), tmp_path / "results"
     with simulator(market) as sim:
         proc = LiveProc(sim, strat, results, tmp_path)
         assert proc.wait_ready()
-
-        def burst(s: object) -> None:
-            # a 429 burst now: every REST answer is 429 with Retry-After ~10 s
-            f = s.faults  # type: ignore[attr-defined]
-            f.spec = FaultSpec(http_429_burst_s=100.0)
-            f._t0 = time.monotonic() - 100.0
-
-        sim.call(burst)
-        next_bar(sim)
-        deadline = time.monotonic() + 20
-        while not sql(results, "SELECT 1 FROM system_events WHERE component = 'broker' "
-                               "AND message LIKE '%retrying%'"):
-            assert time.monotonic() < deadline, "the client never met the 429"
-            time.sleep(0.05)
+        _in_429_wait(sim, results)
         t0 = time.monotonic()
         proc.signal(signal.SIGTERM)
         code = proc.wait(10)
@@ -113,3 +123,28 @@ def test_flatten_on_exit_leaves_nothing(market: MarketData, tmp_path: Path) -> N
     trades = sql(results, "SELECT count(*) FROM trades WHERE run_id = ? AND exit_reason = 'end'",
                  (run_id,))[0][0]
     assert trades == ends
+
+
+def test_a_second_signal_exits_at_once(market: MarketData, tmp_path: Path) -> None:
+    """--flatten-on-exit waits for the venue (a 429 burst); a second SIGTERM ends it at once,
+    the log stays sound, and the next start resumes the run."""
+    strat, results = _strategy(tmp_path), tmp_path / "results"
+    with simulator(market) as sim:
+        proc = LiveProc(sim, strat, results, tmp_path, args=("--flatten-on-exit",))
+        assert proc.wait_ready()
+        _in_429_wait(sim, results)
+        proc.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.alive(), "flattening waits for the venue"
+        t0 = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        code = proc.wait(10)
+        assert code == 128 + signal.SIGTERM and time.monotonic() - t0 < 1.0
+        assert sql(results, "PRAGMA integrity_check") == [("ok",)]
+        assert [st for _, st in _run_status(results)] == ["running"]
+        sim.call(_burst(False))
+        again = LiveProc(sim, strat, results, tmp_path)
+        assert again.wait_ready(), again.stderr()[-3000:]
+        assert "resumed: resuming run" in again.stdout()
+        again.signal(signal.SIGTERM)
+        assert again.wait(20) == 0
