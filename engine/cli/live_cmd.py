@@ -2,11 +2,48 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from engine.cli.common import ResultsOpt, SymbolsOpt, console, guarded
 
+if TYPE_CHECKING:
+    from engine.live import LiveResult
+    from engine.live.options import RunStart
+
 DEFAULT_STRATEGY = "strategies/ensemble.yaml"
+
+StrategyArg = typer.Argument(DEFAULT_STRATEGY, help="Strategy YAML file (default: the shipped ensemble).")
+TestnetOpt = typer.Option(False, "--testnet", help="Trade on Binance's USD-M futures testnet.")
+ProductionOpt = typer.Option(
+    False, "--production", help="Trade on Binance's production USD-M venue (real money; never a default).")
+UrlOpt = typer.Option(None, "--url", help="REST base URL of a Binance-compatible server.")
+WsUrlOpt = typer.Option(None, "--ws-url", help="Websocket base URL (market streams).")
+SetOpt = typer.Option(None, "--set", help="Override a param or dotted key (k=v). Repeatable.")
+MaxBarsOpt = typer.Option(None, "--max-bars", min=1, help="Stop after N closed bars.")
+SinceOpt = typer.Option(
+    None, "--since",
+    help="First warm-up bar (UTC, e.g. 2024-01-01): read history from there. ML strategies "
+    "anchor their walk-forward folds there (a backtest's data.start reuses its models).")
+KeyFileOpt = typer.Option(
+    None, "--key-file",
+    help="File with the API key and secret, readable by its owner only (chmod 600); "
+    "else BINANCE_API_KEY/BINANCE_API_SECRET.")
+RunIdOpt = typer.Option(None, "--run-id", help="Resume this run.")
+NewRunOpt = typer.Option(
+    False, "--new-run", help="Start a new run even if the last run of this strategy died.")
+FlattenOpt = typer.Option(
+    False, "--flatten-on-exit", help="On SIGINT/SIGTERM also close every position and cancel every order.")
+MetricsPortOpt = typer.Option(
+    9108, "--metrics-port", min=0, max=65535, help="Port of /metrics and /health (0: off).")
+MetricsHostOpt = typer.Option(
+    "127.0.0.1", "--metrics-host", help="Address /metrics and /health bind to (give another explicitly).")
+BarGraceOpt = typer.Option(
+    2.0, "--bar-grace", min=0.0, help="Seconds a bar waits for a late symbol's kline before REST.")
+StreamTimeoutOpt = typer.Option(
+    300.0, "--stream-timeout", min=1.0,
+    help="Seconds the kline stream may stay down before the run stops (exit 1).")
 
 
 def register(app: typer.Typer) -> None:
@@ -15,39 +52,14 @@ def register(app: typer.Typer) -> None:
 
 @guarded
 def live(
-    strategy: str = typer.Argument(DEFAULT_STRATEGY, help="Strategy YAML file (default: the shipped ensemble)."),
-    testnet: bool = typer.Option(False, "--testnet", help="Trade on Binance's USD-M futures testnet."),
-    production: bool = typer.Option(
-        False, "--production", help="Trade on Binance's production USD-M venue (real money; never a default)."),
-    url: str | None = typer.Option(None, "--url", help="REST base URL of a Binance-compatible server."),
-    ws_url: str | None = typer.Option(None, "--ws-url", help="Websocket base URL (market streams)."),
-    symbols: str | None = SymbolsOpt,
-    set_: list[str] | None = typer.Option(None, "--set", help="Override a param or dotted key (k=v). Repeatable."),
-    results: str | None = ResultsOpt,
-    max_bars: int | None = typer.Option(None, "--max-bars", min=1, help="Stop after N closed bars."),
-    since: str | None = typer.Option(
-        None, "--since",
-        help="First warm-up bar (UTC, e.g. 2024-01-01): read history from there. ML strategies "
-        "anchor their walk-forward folds there (a backtest's data.start reuses its models).",
-    ),
-    key_file: str | None = typer.Option(
-        None, "--key-file",
-        help="File with the API key and secret, readable by its owner only (chmod 600); "
-        "else BINANCE_API_KEY/BINANCE_API_SECRET."),
-    run_id: str | None = typer.Option(None, "--run-id", help="Resume this run."),
-    new_run: bool = typer.Option(
-        False, "--new-run", help="Start a new run even if the last run of this strategy died."),
-    flatten_on_exit: bool = typer.Option(
-        False, "--flatten-on-exit", help="On SIGINT/SIGTERM also close every position and cancel every order."),
-    metrics_port: int = typer.Option(
-        9108, "--metrics-port", min=0, max=65535, help="Port of /metrics and /health (0: off)."),
-    metrics_host: str = typer.Option(
-        "127.0.0.1", "--metrics-host", help="Address /metrics and /health bind to (give another explicitly)."),
-    bar_grace: float = typer.Option(
-        2.0, "--bar-grace", min=0.0, help="Seconds a bar waits for a late symbol's kline before REST."),
-    stream_timeout: float = typer.Option(
-        300.0, "--stream-timeout", min=1.0,
-        help="Seconds the kline stream may stay down before the run stops (exit 1)."),
+    strategy: str = StrategyArg, testnet: bool = TestnetOpt, production: bool = ProductionOpt,
+    url: str | None = UrlOpt, ws_url: str | None = WsUrlOpt, symbols: str | None = SymbolsOpt,
+    set_: list[str] | None = SetOpt, results: str | None = ResultsOpt,
+    max_bars: int | None = MaxBarsOpt, since: str | None = SinceOpt,
+    key_file: str | None = KeyFileOpt, run_id: str | None = RunIdOpt, new_run: bool = NewRunOpt,
+    flatten_on_exit: bool = FlattenOpt, metrics_port: int = MetricsPortOpt,
+    metrics_host: str = MetricsHostOpt, bar_grace: float = BarGraceOpt,
+    stream_timeout: float = StreamTimeoutOpt,
 ) -> None:
     """Trade a strategy live: warm up from REST, then act on each closed websocket kline.
 
@@ -61,42 +73,38 @@ def live(
 
     from engine.live import LiveOptions, read_keys, run_live
     from engine.live.decider import check_live_supported
-    from engine.live.options import RunStart
     from engine.strategy import load_strategy
+    from engine.timeutil import parse_time
 
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
     graph = load_strategy(strategy, overrides=list(set_ or []), symbols=syms)
     check_live_supported(graph)
-    since_ms = None
-    if since is not None:
-        from engine.timeutil import parse_time
-
-        since_ms = parse_time(since, name="--since")
     opts = LiveOptions(url=url, ws_url=ws_url, testnet=testnet, production=production, results=results,
-                       max_bars=max_bars, since=since_ms, run_id=run_id, new_run=new_run,
-                       flatten_on_exit=flatten_on_exit, metrics_host=metrics_host,
+                       max_bars=max_bars, since=parse_time(since, name="--since"), run_id=run_id,
+                       new_run=new_run, flatten_on_exit=flatten_on_exit, metrics_host=metrics_host,
                        metrics_port=metrics_port or None, bar_grace_s=bar_grace,
                        stream_timeout_s=stream_timeout)
     opts.endpoints()
     key, secret = read_keys(key_file)
-    opts = dataclasses.replace(opts, key=key, secret=secret)
+    res = run_live(graph, dataclasses.replace(opts, key=key, secret=secret), on_start=_started,
+                   install_signals=True)
+    _ended(res)
 
-    def started(s: RunStart) -> None:
-        what = "resumed" if s.resumed else "started"
-        console.print(f"live run [bold]{s.run_id}[/] {what}: {s.reason}", highlight=False, soft_wrap=True)
-        if s.metrics_url:
-            console.print(f"metrics: {s.metrics_url}/metrics, health: {s.metrics_url}/health",
-                          highlight=False, soft_wrap=True)
 
-    res = run_live(graph, opts, on_start=started, install_signals=True)
+def _started(s: RunStart) -> None:
+    what = "resumed" if s.resumed else "started"
+    console.print(f"live run [bold]{s.run_id}[/] {what}: {s.reason}", highlight=False, soft_wrap=True)
+    if s.metrics_url:
+        console.print(f"metrics: {s.metrics_url}/metrics, health: {s.metrics_url}/health",
+                      highlight=False, soft_wrap=True)
+
+
+def _ended(res: LiveResult) -> None:
     if not res.run_id:
         console.print("live: stopped before a run began", highlight=False)
         return
-    console.print(
-        f"live run [bold]{res.run_id}[/]: {res.status}, {res.bars} bar(s), {res.orders} order(s), "
-        f"equity {res.equity:,.2f}",
-        highlight=False, soft_wrap=True,
-    )
+    console.print(f"live run [bold]{res.run_id}[/]: {res.status}, {res.bars} bar(s), {res.orders} "
+                  f"order(s), equity {res.equity:,.2f}", highlight=False, soft_wrap=True)
     for sym, qty in res.positions.items():
         kept = ", ".join(f"{leg} at {price:g}" for leg, price in res.kept.get(sym, []))
         console.print(f"{sym}: position {qty:g} held; "

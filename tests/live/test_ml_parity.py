@@ -92,6 +92,22 @@ def predictions(run_id: str, since: int, until: int, results: Path) -> list[tupl
     return [tuple(r.values()) for r in rows]
 
 
+def _same_predictions(live_id: str, bt_id: str, first_live: int, last: int, results: Path) -> None:
+    """Every model's prediction of every live bar is the backtest's; live also times each."""
+    p_live = predictions(live_id, first_live, last, results)
+    p_bt = predictions(bt_id, first_live, last, results)
+    assert len(p_live) == len(p_bt) == 2 * 2 * N_BARS
+    assert p_live == p_bt
+    lat = q(f"SELECT count(*) AS n, count(latency_ms) AS live, min(latency_ms) AS lo FROM predictions "
+            f"WHERE run_id IN ('{live_id}', '{bt_id}') GROUP BY run_id = '{live_id}' "
+            f"ORDER BY run_id = '{live_id}'", results)
+    assert lat[0]["live"] == 0 and lat[1]["live"] == lat[1]["n"] and lat[1]["lo"] > 0, lat
+    # three folds per symbol and model, each rolled in live on the backtest's model version
+    versions = {(r[0], r[2], r[3]) for r in p_live}
+    assert len(versions) == 2 * 2 * 3
+    assert all(r[3] is not None for r in p_live)
+
+
 def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store: Path,
                                                tmp_path: Path) -> None:
     first_live = ms(FIRST_LIVE)
@@ -115,18 +131,7 @@ def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store
     assert {d["action"] for d in d_live} >= {"long", "short"}, "the ensemble must take both sides"
     assert sum(d["target_position"] != 0 for d in d_live) > N_BARS // 2, "Kelly must size positions"
 
-    p_live = predictions(res.run_id, first_live, last, tmp_path)
-    p_bt = predictions(bt.run_id, first_live, last, tmp_path)
-    assert len(p_live) == len(p_bt) == 2 * 2 * N_BARS
-    assert p_live == p_bt
-    lat = q(f"SELECT count(*) AS n, count(latency_ms) AS live, min(latency_ms) AS lo FROM predictions "
-            f"WHERE run_id IN ('{res.run_id}', '{bt.run_id}') GROUP BY run_id = '{res.run_id}' "
-            f"ORDER BY run_id = '{res.run_id}'", tmp_path)
-    assert lat[0]["live"] == 0 and lat[1]["live"] == lat[1]["n"] and lat[1]["lo"] > 0, lat
-    # three folds per symbol and model, each rolled in live on the backtest's model version
-    versions = {(r[0], r[2], r[3]) for r in p_live}
-    assert len(versions) == 2 * 2 * 3
-    assert all(r[3] is not None for r in p_live)
+    _same_predictions(res.run_id, bt.run_id, first_live, last, tmp_path)
 
     early = q(f"SELECT count(*) AS n FROM orders WHERE run_id = '{bt.run_id}' AND open_time < {first_live}",
               tmp_path)

@@ -64,6 +64,9 @@ def test_cli_door_checks(tmp_path: Path) -> None:
     r = _engine("live", "strategies/ensemble.yaml", "--url", "http://127.0.0.1:9", "--ws-url",
                 "ws://127.0.0.1:9", "--results", str(tmp_path))
     assert r.returncode == 2 and "BINANCE_API_KEY" in r.stderr, r.stderr
+    # no strategy: the shipped ensemble (it passes the checks and stops at the key)
+    r = _engine("live", "--testnet", "--results", str(tmp_path))
+    assert r.returncode == 2 and "BINANCE_API_KEY" in r.stderr, r.stderr
     # a limit entry at the close itself (offset 0) is rejected, naming the key
     r = _engine("live", "strategies/ensemble.yaml", "--testnet", "--set", "execution.order_type=limit",
                 "--results", str(tmp_path), env={"BINANCE_API_KEY": "k", "BINANCE_API_SECRET": "s"})
