@@ -118,7 +118,8 @@ def load_prior(log: RunLog, run_id: str) -> Prior:
 
     ev = log.read(run_id, "system_events")
     warm = ev.filter(pl.col("message").str.starts_with("warm-up:"))
-    span: dict[str, Any] = json.loads(warm["data"][0]) if warm.height else {}
+    # the last warm-up is the one in force (one is logged only while no bar was decided)
+    span: dict[str, Any] = json.loads(warm["data"][-1]) if warm.height else {}
     resumes = ev.filter((pl.col("component") == "live")
                         & pl.col("message").str.starts_with("resumed")).height
     dec = log.read(run_id, "ensemble_decisions")

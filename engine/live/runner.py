@@ -389,7 +389,10 @@ class LiveRunner(BarCycle):
             await self.act(ck.bar, ck.decided)
             self.checkpoint("done", ck.bar)
         crash.point("resumed")
-        await reconcile.resume_orders(self.orders, self.book, self.journal, prior.orders, last, now)
+        found = await reconcile.resume_orders(self.orders, self.book, self.journal, prior.orders,
+                                              last, now)
+        self.telemetry.unreconciled = {p["symbol"] for p in found["positions"]
+                                       if p["resolution"] != "adopted"}
         await reconcile.protect_held(self.orders, self.journal, last, self.decider.last_atr,
                                      tag=f"@r{prior.resumes + 1}")
         self.feed.last_done = last
