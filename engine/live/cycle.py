@@ -24,6 +24,7 @@ decision rows hold the position kept (``risk_check = 'stale'``) and nothing is t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -183,6 +184,9 @@ class BarCycle:
             for j, s in enumerate(self.symbols):
                 if d.has_bar[j] and d.target[j] != book.acct.qty[j]:
                     await self.orders.trade(s, t, float(d.target[j]), float(d.atr[j]))
+        if self.orders.bar_received is not None:  # no order at this bar: decided is done
+            self.telemetry.decision_latency.observe(time.monotonic() - self.orders.bar_received)
+            self.orders.bar_received = None
         self.journal.booked(book.drain(), self.symbols, t)
         position = np.array(d.position, dtype=np.float64)
         self.journal.equity(t, d.equity, d.wallet, position, book.acct.last_price)
