@@ -164,8 +164,12 @@ class OrderManager:
     async def _recall(self, ev: OrderEvent, prior: OrderEvent) -> OrderResult | None:
         """What became of an order a dead process logged (None: the exchange never got it)."""
         if prior.status == "new":
-            return await self.venue.lookup(ev.symbol, ev.client_order_id,
-                                           algo=ev.type in TRIGGER_TYPES)
+            r = await self.venue.lookup(ev.symbol, ev.client_order_id, algo=ev.type in TRIGGER_TYPES)
+            found = "not at the exchange: sent now" if r is None else f"at the exchange ({r.status}): not resent"
+            self.journal.event("info", "reconcile", f"{ev.leg} order {ev.client_order_id} logged before "
+                               f"the restart is {found}", {"symbol": ev.symbol, "open_time": ev.open_time,
+                                                           "found": r is not None})
+            return r
         status = next((k for k, v in STATUS.items() if v == prior.status), prior.status)
         when = int(prior.updated_at or prior.created_at)
         return OrderResult(ev.client_order_id, prior.exchange_order_id or "", status,

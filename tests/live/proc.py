@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.binance.venue import make_ccxt
+from engine.exchange_sim.faults import FaultSpec
 from engine.exchange_sim.runner import ServerThread
 
 from .conftest import KEY, SECRET, SYMBOLS, advance
@@ -126,8 +127,11 @@ class LiveProc:
         return self.err.read_text(errors="replace")
 
 
-def next_bar(sim: ServerThread) -> int:
-    """Close the bar in progress (the clock moves one bar); returns its open time."""
+def next_bar(sim: ServerThread, *, slow: bool = False) -> int:
+    """Close the bar in progress (the clock moves one bar); returns its open time. ``slow``:
+    every REST answer comes 0.3 s late from now on (the simulator's latency fault)."""
+    if slow:
+        sim.call(lambda s: setattr(s.faults, "spec", FaultSpec(latency_s=0.3)))
     return int(advance(sim, BAR)["marketTime"]) - BAR
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from engine.exchange_sim.faults import FaultSpec
 from engine.exchange_sim.market import MarketData
 
 from .conftest import SYMBOLS, simulator
@@ -33,14 +34,15 @@ from .test_parity import assert_parity
 
 KILLS = 10
 LIFE = 6  # bars a process may live before the test kills it itself
-#: (point, visits) the process may die at; the first two lives die at the first two
-FIRST = ["intent:2", "sent:2"]
+IN_FLIGHT = "in flight"  # killed by the test while an order is on its way to the exchange
+#: (point, visits) the process may die at; the first three lives die at the first three
+FIRST = ["intent:2", "sent:2", IN_FLIGHT]
 POINTS = [("intent", 3), ("sent", 3), ("checkpoint", 4), ("decided", 4), ("bar", 4), ("resumed", 1)]
 
 
 def pick(rng: random.Random, lives: int) -> str | None:
     if lives < len(FIRST):
-        return FIRST[lives]
+        return FIRST[lives]  # (IN_FLIGHT is no crash point: the process ignores it)
     if rng.random() < 0.25:
         return None  # the test kills this one at a random moment
     name, most = rng.choice(POINTS)
@@ -61,6 +63,7 @@ def test_kill_9_at_random_moments_resumes_the_run(market: MarketData, usdm_store
     results = tmp_path / "results"
     deaths: list[str] = []
     bars: list[int] = []
+    in_flight: list[str] = []
     with simulator(market) as sim:
         proc = LiveProc(sim, strat, results, tmp_path, crash=pick(rng, 0))
         assert proc.wait_ready()
@@ -70,6 +73,11 @@ def test_kill_9_at_random_moments_resumes_the_run(market: MarketData, usdm_store
                 deaths.append(_dead(proc))
                 proc = _restart(sim, strat, results, tmp_path, rng, len(deaths))
                 life = 0
+                continue
+            if proc.crash == IN_FLIGHT:
+                bars.append(t := next_bar(sim, slow=True))
+                if (cid := _kill_in_flight(sim, proc, t)) is not None:
+                    in_flight.append(cid)
                 continue
             t = next_bar(sim)
             bars.append(t)
@@ -91,9 +99,43 @@ def test_kill_9_at_random_moments_resumes_the_run(market: MarketData, usdm_store
         resting = open_algo(sim)
     assert len([d for d in deaths if d.startswith(("intent", "sent"))]) >= 2, deaths
     run_id = _check_log(results, bars, ids, held, resting)
+    # the order on its way when the process died reached the exchange once: the restart
+    # looked it up by its client id first (the simulator drops a request whose client is
+    # gone during its latency delay, so here the restart sends it; the order the venue did
+    # accept before the death is the "sent" crash point's case)
+    assert len(in_flight) == 1 and ids.count(in_flight[0]) == 1, in_flight
+    looked = sql(results, "SELECT count(*) FROM system_events WHERE component = 'reconcile' "
+                 "AND message LIKE ?", (f"%{in_flight[0]} logged before the restart%",))[0][0]
+    assert looked == 1
+    # both outcomes of a lookup at restart happened: found (not resent) and never received (sent)
+    for outcome in ("%: not resent", "%: sent now"):
+        assert sql(results, "SELECT count(*) FROM system_events WHERE component = 'reconcile' "
+                   "AND message LIKE ?", (outcome,))[0][0] >= 1, outcome
     # the clock stood still while the process was down: what it decided and traded across
     # the ten deaths is what the backtest over the same bars decides and trades
     assert_parity(run_id, results, usdm_store, text=EXIT_STRATEGY)
+
+
+def _kill_in_flight(sim: Any, proc: LiveProc, t: int) -> str | None:
+    """While bar ``t`` is processed with every REST answer 0.3 s late: SIGKILL 50 ms after
+    an order intent is written (the order is then on its way; the venue accepts it after the
+    process is gone). Returns its client id; None when the bar needed no order."""
+    before = {c for (c,) in sql(proc.results, "SELECT client_order_id FROM orders")}
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            new = [c for (c,) in sql(proc.results, "SELECT client_order_id FROM orders "
+                                     "WHERE status = 'new' ORDER BY rowid") if c not in before]
+            if new:
+                time.sleep(0.05)
+                proc.kill()
+                return new[0]
+            if sql(proc.results, "SELECT 1 FROM equity WHERE time = ?", (t,)):
+                return None
+            time.sleep(0.005)
+    finally:
+        sim.call(lambda s: setattr(s.faults, "spec", FaultSpec()))
+    raise AssertionError("bar not done")
 
 
 def _dead(proc: LiveProc) -> str:
