@@ -170,6 +170,13 @@ class Journal:
         self.equity_values.append(equity)
         self.exposure.append(float(frame["exposure"][0]))
 
+    def filled_orders(self) -> int:
+        """Orders of the whole run (every process of it) that reached ``filled``."""
+        import polars as pl
+
+        orders = self.log.read(self.run_id, "orders")
+        return int(orders.filter(pl.col("status") == "filled")["client_order_id"].n_unique())
+
     def metrics(self, bar_interval_ms: int) -> dict[str, Any]:
         """:func:`engine.metrics.compute_metrics` over the rows logged so far (as a backtest's);
         empty before the first bar."""

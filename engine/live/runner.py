@@ -231,11 +231,12 @@ class LiveRunner(BarCycle):
 
     def metrics(self) -> dict[str, Any]:
         """The run's summary metrics (the journal's rows through
-        :func:`engine.metrics.compute_metrics`, as a backtest's), plus ``bars``, ``orders``
-        and ``retries``."""
-        out: dict[str, Any] = {"bars": self.bars, "orders": self.orders.orders,
-                               "final_equity": self.equity, "retries": self.venue.retries}
+        :func:`engine.metrics.compute_metrics`, as a backtest's), plus ``bars`` and
+        ``orders`` (filled) of the whole run, and this process's ``retries``."""
+        out: dict[str, Any] = {"bars": len(self.journal.equity_times), "final_equity": self.equity,
+                               "retries": self.venue.retries}
         try:
+            out["orders"] = self.journal.filled_orders()
             m = self.journal.metrics(self.step)
         except Exception as err:  # noqa: BLE001 - the run's own status must still be written
             self.journal.event("error", "live", f"metrics not computed: {type(err).__name__}: {str(err)[:300]}")

@@ -15,6 +15,7 @@ state, and every closed bar has exactly one decision per symbol in the one run.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -181,4 +182,9 @@ def _check_log(results: Path, bars: list[int], ids: list[str], held: dict[str, f
     resumes = sql(results, "SELECT count(*) FROM system_events WHERE run_id = ? "
                   "AND message LIKE 'resumed%'", (run_id,))[0][0]
     assert resumes >= KILLS
+    # the run's metrics cover all its processes
+    m = json.loads(sql(results, "SELECT metrics FROM runs WHERE run_id = ?", (run_id,))[0][0])
+    trades = sql(results, "SELECT count(*) FROM trades WHERE run_id = ?", (run_id,))[0][0]
+    filled = sum(1 for st in states.values() if st == "filled")
+    assert (m["bars"], m["trades"], m["orders"]) == (len(bars), trades, filled), m
     return str(run_id)
