@@ -8,6 +8,7 @@ Unset (always, outside tests), :func:`point` costs one dict lookup. The points:
 ``sent``      the venue acknowledged an order; its state is not in the log yet
 ``checkpoint`` a bar's ``decided`` checkpoint is written; its decision rows are not
 ``decided``   a bar's decision rows are written; none of its orders is
+``flip``      a flip's exit leg is done; its entry leg is not sent
 ``bar``       a bar's equity row is written; its ``done`` checkpoint is not
 ``resumed``   a resumed run finished its interrupted bar; the rest of the reconciliation is not
 """
@@ -18,7 +19,7 @@ import os
 import signal
 
 ENV = "ENGINE_LIVE_CRASH_AT"
-POINTS = ("intent", "sent", "checkpoint", "decided", "bar", "resumed")
+POINTS = ("intent", "sent", "checkpoint", "decided", "flip", "bar", "resumed")
 
 
 def _parse(spec: str) -> dict[str, int]:

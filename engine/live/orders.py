@@ -100,6 +100,8 @@ class OrderManager:
             await self._send(symbol, t, "exit", exit_qty, reduce_only=True)
         if entry_qty == 0.0:
             return
+        if exit_qty != 0.0:
+            crash.point("flip")  # a flip between its legs
         if self.limit_entries:
             j = self.symbols.index(symbol)
             await self._send(symbol, t, "entry", entry_qty, reduce_only=False,

@@ -3,14 +3,16 @@
 ``engine live`` runs as a real subprocess against the simulator of this process. Each life
 of the process ends with SIGKILL: the process kills itself at a named point
 (``ENGINE_LIVE_CRASH_AT``, :mod:`engine.live.crash`: between an order's intent and its send,
-between the venue's acknowledgement and the log's record of it, between a bar's checkpoint
-and its decision rows, between its decision rows and its orders, between its equity row and
-its last checkpoint, in the middle of a resume), or the test kills it at a random moment
+between the venue's acknowledgement and the log's record of it, between the two legs of a
+flip, between a bar's checkpoint and its decision rows, between its decision rows and its
+orders, between its equity row and its last checkpoint, in the middle of a resume), or the
+test kills it: while an order is on its way (REST answers 0.3 s late) or at a random moment
 after closing a bar. The next start, with the same command, resumes the same run. After
 every restart the engine's positions (its ``position_qty`` gauge) equal the exchange's; at
 the end no client order id reached the exchange twice (ccxt ``fetch_orders`` and the algo
 order list), every order the exchange has is in the run's log with the exchange's final
-state, and every closed bar has exactly one decision per symbol in the one run.
+state, every closed bar has exactly one decision per symbol in the one run, the run's
+metrics cover all its processes, and the run equals the backtest over its bars.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from .test_parity import assert_parity
 KILLS = 10
 LIFE = 6  # bars a process may live before the test kills it itself
 IN_FLIGHT = "in flight"  # killed by the test while an order is on its way to the exchange
-#: (point, visits) the process may die at; the first three lives die at the first three
-FIRST = ["intent:2", "sent:2", IN_FLIGHT]
-POINTS = [("intent", 3), ("sent", 3), ("checkpoint", 4), ("decided", 4), ("bar", 4), ("resumed", 1)]
+#: (point, visits) the process may die at; the first four lives die at the first four
+FIRST = ["intent:2", "sent:2", IN_FLIGHT, "flip:1"]
+POINTS = [("intent", 3), ("sent", 3), ("checkpoint", 4), ("decided", 4), ("flip", 2), ("bar", 4),
+          ("resumed", 1)]
 
 
 def pick(rng: random.Random, lives: int) -> str | None:
@@ -98,7 +101,7 @@ def test_kill_9_at_random_moments_resumes_the_run(market: MarketData, usdm_store
         ids = exchange_orders(sim)
         held = exchange_positions(sim)
         resting = open_algo(sim)
-    assert len([d for d in deaths if d.startswith(("intent", "sent"))]) >= 2, deaths
+    assert len([d for d in deaths if d.startswith(("intent", "sent", "flip"))]) >= 3, deaths
     run_id = _check_log(results, bars, ids, held, resting)
     # the order on its way when the process died reached the exchange once: the restart
     # looked it up by its client id first (the simulator drops a request whose client is
