@@ -5,7 +5,8 @@ A live run's span comes from its first ``warm-up`` event (``system_events``, wri
 before its first decision; a resumed run keeps the first one, the anchor of its
 walk-forward schedule): ``data.warmup_start`` is the first warm-up bar and
 ``data.first_live_bar`` the first bar decided live. Its last decided bar is the newest
-``open_time`` of its decisions.
+``open_time`` of its decisions. (An event whose data live mode redacted, because a secret
+matched its text, keeps that text under ``data.redacted``: it is read from there.)
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def warmup_event(log: RunLog, run_id: str) -> dict[str, Any]:
     for row in ev.iter_rows(named=True):
         if str(row["message"]).startswith("warm-up") and row["data"]:
             data = json.loads(row["data"])
+            if isinstance(data.get("redacted"), str):  # live mode masked a secret in it
+                data = json.loads(data["redacted"])
             if "warmup_start" in data and "first_live_bar" in data:
                 return dict(data)
     raise UsageError(f"RUN_ID: live run {run_id!r} has no warm-up event: it never started deciding",
