@@ -86,7 +86,23 @@ def _print(r: ParityReport) -> None:
             diff.add_column(col)
         for m in first:
             diff.add_row(m.kind, fmt_ms(m.open_time), m.symbol, m.leg or "", m.field,
-                         repr(m.live), repr(m.backtest))
+                         _cell(m.field, m.live), _cell(m.field, m.backtest))
         console.print(diff)
     verdict = "[green]no decision differs[/]" if r.ok else "[red]decisions differ[/]"
     console.print(verdict)
+
+
+def _cell(field: str, value: object) -> str:
+    """A value of the differences table; a fill's time (UTC ms) to the millisecond.
+
+    >>> _cell("time", 1704085022398), _cell("price", 42399.2), _cell("action", None)
+    ('2024-01-01 04:57:02.398', '42399.2', '-')
+    """
+    if value is None:
+        return "-"
+    if field == "time" and isinstance(value, int):
+        import datetime as dt
+
+        t = dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
+        return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{value % 1000:03d}"
+    return str(value)
