@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from typing import TYPE_CHECKING
@@ -101,8 +102,6 @@ def _cell(field: str, value: object) -> str:
     if value is None:
         return "-"
     if field == "time" and isinstance(value, int):
-        import datetime as dt
-
         t = dt.datetime.fromtimestamp(value / 1000, tz=dt.UTC)
         return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{value % 1000:03d}"
     return str(value)
