@@ -108,6 +108,35 @@ def _same_predictions(live_id: str, bt_id: str, first_live: int, last: int, resu
     assert all(r[3] is not None for r in p_live)
 
 
+def _same_ml_metrics(m_live: dict[str, Any], m_bt: dict[str, Any]) -> None:
+    """The live run's ``models``/``ml`` documents: the backtest's scores over the same bars."""
+    models = m_live["models"]
+    assert set(models) == {"lightgbm", "mlp", "ensemble"}
+    labelled = 2 * (N_BARS - 6)  # the last `horizon` (6) live bars of each symbol have no label yet
+    for name, entry in models.items():
+        assert all(entry[k] is not None for k in ("auc", "log_loss", "brier", "calibration_error")), name
+        assert 0 < entry["n"] <= labelled, name
+        # folds 0-2 per symbol; fold 2 holds only the last 6 bars, still unlabelled: not scored
+        assert len(entry["per_fold"]) == 2 * 3 and entry["folds"] == 2 * 2
+        assert [f["n"] for f in entry["per_fold"] if f["fold"] == 2] == [0, 0]
+        assert set(entry["per_symbol"]) == set(SYMBOLS)
+        if name != "ensemble":
+            assert 0 < entry["weight"] <= 1
+    # the backtest over the same bars scores the same predictions: its bars end where the
+    # live run's end, so its last `horizon` bars have no label either -> identical scores
+    for name in models:
+        for k in ("n", "auc", "log_loss", "brier", "calibration_error", "weight"):
+            got, want = models[name].get(k), m_bt["models"][name].get(k)
+            if want is None:  # e.g. the ensemble has no contribution weight
+                assert got is None, (name, k)
+            else:
+                assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (name, k)
+    info = m_live["ml"]
+    assert info["versions"] == m_bt["ml"]["versions"]
+    assert all(v["labelled"] <= v["predicted"] - 6 and v["predicted"] == N_BARS
+               for v in info["scored_bars"].values())
+
+
 def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store: Path,
                                                tmp_path: Path) -> None:
     first_live = ms(FIRST_LIVE)
@@ -140,31 +169,7 @@ def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store
     # 3. the run's end stores the backtest's ML documents over the live bars it predicted
     m_live = json.loads(q(f"SELECT metrics FROM runs WHERE run_id = '{res.run_id}'", tmp_path)[0]["metrics"])
     m_bt = json.loads(q(f"SELECT metrics FROM runs WHERE run_id = '{bt.run_id}'", tmp_path)[0]["metrics"])
-    models = m_live["models"]
-    assert set(models) == {"lightgbm", "mlp", "ensemble"}
-    labelled = 2 * (N_BARS - 6)  # the last `horizon` (6) live bars of each symbol have no label yet
-    for name, entry in models.items():
-        assert all(entry[k] is not None for k in ("auc", "log_loss", "brier", "calibration_error")), name
-        assert 0 < entry["n"] <= labelled, name
-        # folds 0-2 per symbol; fold 2 holds only the last 6 bars, still unlabelled: not scored
-        assert len(entry["per_fold"]) == 2 * 3 and entry["folds"] == 2 * 2
-        assert [f["n"] for f in entry["per_fold"] if f["fold"] == 2] == [0, 0]
-        assert set(entry["per_symbol"]) == set(SYMBOLS)
-        if name != "ensemble":
-            assert 0 < entry["weight"] <= 1
-    # the backtest over the same bars scores the same predictions: its bars end where the
-    # live run's end, so its last `horizon` bars have no label either -> identical scores
-    for name in models:
-        for k in ("n", "auc", "log_loss", "brier", "calibration_error", "weight"):
-            got, want = models[name].get(k), m_bt["models"][name].get(k)
-            if want is None:  # e.g. the ensemble has no contribution weight
-                assert got is None, (name, k)
-            else:
-                assert got == pytest.approx(want, rel=1e-9, abs=1e-12), (name, k)
-    info = m_live["ml"]
-    assert info["versions"] == m_bt["ml"]["versions"]
-    assert all(v["labelled"] <= v["predicted"] - 6 and v["predicted"] == N_BARS
-               for v in info["scored_bars"].values())
+    _same_ml_metrics(m_live, m_bt)
     ev = q(f"SELECT component, message FROM events WHERE run_id = '{res.run_id}' "
            f"AND component LIKE 'ml%'", tmp_path)
     assert any(e["component"] == "ml.train" and "walk-forward: 6 folds" in e["message"] for e in ev), ev
