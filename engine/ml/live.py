@@ -12,6 +12,7 @@ functions the batch path uses, on the history gathered so far. So replaying bars
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,7 @@ class LiveEnsemble:
         raw = np.full(m, np.nan)
         cal = np.full(m, np.nan)
         coef = np.zeros(m + 1)
+        latency_ms = np.full(m, np.nan)  # each member's own prediction time
         if k >= 0:
             fold = next(f for f in pipe.sched.folds if f.index == k)
             col = {n: i for i, n in enumerate(self.available)}
@@ -153,7 +155,9 @@ class LiveEnsemble:
                     continue
                 cols = [col[c] for c in pipe.feats[node.name]]
                 seg = Segment(np.array([open_time], dtype=np.int64), np.array([close]), x[:, cols])
+                t0 = time.perf_counter()
                 raw[j] = model.predict_proba(seg)[0]
+                latency_ms[j] = (time.perf_counter() - t0) * 1000.0
                 cal[j] = pipe.calibrators[(k, node.name)](raw[j : j + 1])[0]
             coef = pipe.coefs[k]
         assert pipe.runner is not None  # set by the batch run of from_history
@@ -172,6 +176,7 @@ class LiveEnsemble:
             probs=cal,
             fold=k,
             gate_reason=GATE_REASONS[out["gate_code"]],
+            latency_ms=[float(v) for v in latency_ms],  # per member, in model order
             model_versions={
                 n.name: (
                     pipe.version(n, next(f for f in pipe.sched.folds if f.index == k))
