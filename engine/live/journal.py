@@ -104,7 +104,7 @@ class Journal:
         if self.secrets:
             message = redact(message, self.secrets)
             text = json.dumps(dict(data), default=str) if data is not None else ""
-            if any(s and s in text for s in self.secrets):
+            if any(s and len(s) >= 4 and s in text for s in self.secrets):  # as redact()
                 data = {"redacted": redact(text, self.secrets)}
         self.log.event(self.run_id, severity=severity, component=component, message=message,
                        data=data, time_ms=time_ms)
