@@ -32,7 +32,7 @@ import numpy as np
 
 from engine.backtest.runner import simulate_graph
 from engine.decisions.decide import compute_features
-from engine.decisions.market import load_market
+from engine.decisions.market import load_graph_market
 from engine.decisions.ml_slot import decide
 from engine.ml.models import load_model
 from engine.ml.models.base import Segment
@@ -67,16 +67,7 @@ def main() -> None:
 
 def _inputs(graph: Any, store: str | None) -> tuple[Any, dict[str, Any]]:
     """The market of the strategy's data section and each symbol's features."""
-    d = graph.config.data
-    market = load_market(
-        graph.symbols,
-        d.interval,
-        start=d.start,
-        end=d.end,
-        store=store,
-        funding=d.funding,
-        market=d.market,
-    )
+    market = load_graph_market(graph, store=store)
     features = {
         s: compute_features(graph, market.candles[s], market.funding.get(s)) for s in market.symbols
     }
