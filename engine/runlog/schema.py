@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import Any, Final, NamedTuple
 
 #: The schema's version; ``runlog.sqlite`` records the version it was migrated to.
-VERSION: Final = 2
+VERSION: Final = 3
 
 LOGICAL_TYPES: Final = ("str", "i64", "f64", "bool", "json")
 
@@ -141,6 +141,11 @@ TABLES: Final[dict[str, tuple[Column, ...]]] = {
             "f64",
             "live: milliseconds from the bar's features to this prediction (null in backtests)",
         ),
+        _c(
+            "endpoint",
+            "str",
+            "the model server that answered, for a remote member (null for in-process models)",
+        ),
     ),
     "ensemble_decisions": (
         RUN_ID,
@@ -153,6 +158,12 @@ TABLES: Final[dict[str, tuple[Column, ...]]] = {
         _c("agreement", "f64", "fraction of models agreeing with the fused side"),
         _c("uncertainty", "f64", "uncertainty from disagreement and entropy"),
         _c("expected_value", "f64", "expected value per unit risked from p and payoff ratio"),
+        _c(
+            "expected_edge_bps",
+            "f64",
+            "expected net return of the decided trade in basis points of notional, after the "
+            "configured fees and slippage (what gate.min_edge_bps compares; null for rule graphs)",
+        ),
         _c("risk_check", "str", "'pass' or the name of the check that changed the size"),
         _c("position_size", "f64", "fraction of equity allotted by the risk manager"),
         _c("rejection_reason", "str", "why an entry was not taken (null when taken)"),
