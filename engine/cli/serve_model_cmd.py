@@ -69,8 +69,9 @@ def _run(service: ModelService, host: str, port: int, *, max_body: int, delay_s:
         try:
             runner, bound = await start(app, host=host, port=port)
         except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port}: {exc}", hint="pick another --port"
-                             ) from None
+            raise UsageError(
+                f"cannot listen on {host}:{port}: {exc}", hint="pick another --port"
+            ) from None
         m = service.health()
         console.print(
             f"serving {m['model_version']} ({m['kind']}) on http://{host}:{bound}",

@@ -67,12 +67,15 @@ def prophet_trainset(open_time: np.ndarray, close: np.ndarray, n_forecast: int) 
     )
 
 
-def call(url: str, body: Any = None, *, raw: bytes | None = None, timeout: float = 30.0
-         ) -> tuple[int, Any]:
+def call(
+    url: str, body: Any = None, *, raw: bytes | None = None, timeout: float = 30.0
+) -> tuple[int, Any]:
     """POST ``body`` as JSON (or ``raw`` bytes), or GET when both are None: (status, JSON)."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     req = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json"},
+        url,
+        data=data,
+        headers={"Content-Type": "application/json"},
         method="GET" if data is None else "POST",
     )
     try:

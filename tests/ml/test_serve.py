@@ -50,7 +50,10 @@ def versions(bars, tmp_path_factory) -> dict[str, Path]:
         for kind in ("lightgbm", "xgboost", "mlp")
     }
     out["prophet"] = make_version(
-        root, "prophet", prophet_trainset(ot[:TRAIN], close[:TRAIN], 2000), features=[],
+        root,
+        "prophet",
+        prophet_trainset(ot[:TRAIN], close[:TRAIN], 2000),
+        features=[],
         version="prophet-served",
     )
     out["onnx"] = onnx_file(root / "clf.onnx", train.X, train.y)
@@ -177,9 +180,12 @@ def test_retrain_from_candles_and_prophet(bars, versions, tmp_path):
         status, err = call(server.url + "/retrain", {"rows": [[0.0] * 6], "labels": [1]})
         assert status == 409 and "cannot be retrained" in err["error"], err
         assert call(server.url + "/health")[0] == 200
-        assert metrics(server.url)[
-            ("prediction_errors_total", (("endpoint", "/retrain"), ("kind", "not_retrainable")))
-        ] == 1
+        assert (
+            metrics(server.url)[
+                ("prediction_errors_total", (("endpoint", "/retrain"), ("kind", "not_retrainable")))
+            ]
+            == 1
+        )
 
 
 def test_metrics_count_predictions_and_latency(bars, versions):

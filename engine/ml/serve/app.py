@@ -39,8 +39,30 @@ DEFAULT_MAX_BODY = 32 << 20
 #: bodies larger than this are validated and predicted in a worker thread
 INLINE_BYTES = 256 << 10
 #: a prediction takes tens of microseconds to milliseconds: fine buckets there
-LATENCY_BUCKETS = (0.0001, 0.0002, 0.0003, 0.0004, 0.0005, 0.00075, 0.001, 0.0015, 0.002,
-                   0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (
+    0.0001,
+    0.0002,
+    0.0003,
+    0.0004,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 class ServeMetrics:
@@ -48,13 +70,24 @@ class ServeMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.predictions = Counter("predictions_total", "Probabilities answered, by model version "
-                                   "and input (rows or candles)", ["version", "source"], registry=r)
-        self.latency = Histogram("prediction_latency_seconds", "A successful POST /predict: "
-                                 "request headers received -> answer ready",
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.errors = Counter("prediction_errors_total", "Requests refused or failed, by endpoint "
-                              "and kind", ["endpoint", "kind"], registry=r)
+        self.predictions = Counter(
+            "predictions_total",
+            "Probabilities answered, by model version and input (rows or candles)",
+            ["version", "source"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "prediction_latency_seconds",
+            "A successful POST /predict: request headers received -> answer ready",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "prediction_errors_total",
+            "Requests refused or failed, by endpoint and kind",
+            ["endpoint", "kind"],
+            registry=r,
+        )
         self.retrains = Counter("retrains_total", "Retrains that answered a version", registry=r)
 
     def exposition(self) -> bytes:
@@ -74,8 +107,11 @@ STATE = web.AppKey("serve_model", _State)
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
-                        content_type="application/json")
+    return web.Response(
+        body=orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY),
+        status=status,
+        content_type="application/json",
+    )
 
 
 def _refuse(st: _State, endpoint: str, err: RequestError) -> web.Response:
@@ -92,9 +128,19 @@ async def _body(request: web.Request, limit: int) -> bytes:
         except web.HTTPRequestEntityTooLarge:
             n = None
     got = "more" if n is None else f"{n:,} bytes"
-    raise RequestError(413, "too_large", [{"field": "body", "message": (
-        f"{got}; this server takes at most {limit:,} bytes per request (--max-body-mb): "
-        "send fewer rows per request")}])
+    raise RequestError(
+        413,
+        "too_large",
+        [
+            {
+                "field": "body",
+                "message": (
+                    f"{got}; this server takes at most {limit:,} bytes per request (--max-body-mb): "
+                    "send fewer rows per request"
+                ),
+            }
+        ],
+    )
 
 
 def _run_predict(service: ModelService, raw: bytes) -> dict[str, Any]:
@@ -161,8 +207,9 @@ async def _health(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[STATE].metrics.exposition(),
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(
+        body=request.app[STATE].metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 @web.middleware
@@ -175,8 +222,10 @@ async def _no_route(request: web.Request, handler: Any) -> web.StreamResponse:
             raise
         st = request.app[STATE]
         st.metrics.errors.labels("other", "no_route").inc()
-        return _json({"error": f"no route {request.method} {request.path}",
-                      "routes": list(ROUTES)}, exc.status)
+        return _json(
+            {"error": f"no route {request.method} {request.path}", "routes": list(ROUTES)},
+            exc.status,
+        )
 
 
 def make_app(
@@ -200,8 +249,9 @@ def make_app(
     return app
 
 
-async def start(app: web.Application, *, host: str = "127.0.0.1", port: int = 0
-                ) -> tuple[web.AppRunner, int]:
+async def start(
+    app: web.Application, *, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, int]:
     """Listen on ``host:port`` (0: any free port); returns the runner and the bound port."""
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -222,8 +272,9 @@ class ServerThread:
     ...     url = server.url
     """
 
-    def __init__(self, service: ModelService, *, host: str = "127.0.0.1", port: int = 0,
-                 **app_options: Any) -> None:
+    def __init__(
+        self, service: ModelService, *, host: str = "127.0.0.1", port: int = 0, **app_options: Any
+    ) -> None:
         self.service = service
         self.host = host
         self.port = port
@@ -243,7 +294,8 @@ class ServerThread:
         try:
             self.app = make_app(self.service, **self._options)
             runner, self.port = self.loop.run_until_complete(
-                start(self.app, host=self.host, port=self.port))
+                start(self.app, host=self.host, port=self.port)
+            )
         except BaseException as err:  # noqa: BLE001 - reported to the starting thread
             self._error = err
             self._ready.set()

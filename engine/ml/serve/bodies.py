@@ -33,8 +33,9 @@ class RequestError(Exception):
         self.details = details
 
     @classmethod
-    def field(cls, field: str, message: str, *, status: int = 422, kind: str = "invalid_body"
-              ) -> RequestError:
+    def field(
+        cls, field: str, message: str, *, status: int = 422, kind: str = "invalid_body"
+    ) -> RequestError:
         """One bad field."""
         return cls(status, kind, [{"field": field, "message": message}])
 
@@ -51,8 +52,11 @@ def _where(loc: tuple[Any, ...]) -> str:
 def invalid_body(exc: ValidationError) -> RequestError:
     """A pydantic ValidationError as a 422 naming each field (at most 20 of them)."""
     details = [
-        {"field": _where(e["loc"]), "message": e["msg"].removeprefix("Value error, "),
-         "type": e["type"]}
+        {
+            "field": _where(e["loc"]),
+            "message": e["msg"].removeprefix("Value error, "),
+            "type": e["type"],
+        }
         for e in exc.errors(include_url=False)[:20]
     ]
     return RequestError(422, "invalid_body", details)
@@ -103,8 +107,11 @@ class Inputs(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> Inputs:
         if self.candles is not None:
-            extra = [k for k in ("rows", "features", "open_time", "close")
-                     if getattr(self, k) is not None]
+            extra = [
+                k
+                for k in ("rows", "features", "open_time", "close")
+                if getattr(self, k) is not None
+            ]
             if extra:
                 raise ValueError(f"send either 'candles' or feature rows, not both (got {extra})")
         elif self.funding is not None:

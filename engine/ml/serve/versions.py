@@ -97,8 +97,9 @@ def load_served(
     kind = meta.get("kind")
     if kind == "onnx":
         onnx = OnnxModel(path / "model.onnx", threads=1)
-        return _served(meta.get("version", onnx.version), "onnx", onnx, meta, features, interval,
-                       None)
+        return _served(
+            meta.get("version", onnx.version), "onnx", onnx, meta, features, interval, None
+        )
     if kind not in TRAINED_KINDS:
         raise ConfigError(
             f"{meta_path}: unknown model kind {kind!r}",
