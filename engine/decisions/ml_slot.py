@@ -21,6 +21,7 @@ result on the market grid as a :class:`engine.decisions.Decisions`:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ import numpy as np
 from engine.decisions.records import table_frame
 from engine.decisions.types import Decisions
 from engine.ml import run_ensemble
+from engine.ml.models.external import remote_endpoints
 from engine.progress import Progress
 
 
@@ -55,6 +57,7 @@ def decide(
         results_dir=results_dir,
         progress=progress,
     )
+    endpoints = remote_endpoints(ml.models)
     n, k = market.n_bars, len(syms)
     state = np.zeros((n, k), dtype=np.int8)
     direction = np.full((n, k), np.nan)
@@ -74,7 +77,7 @@ def decide(
         if not has.all():
             last = np.maximum.accumulate(np.where(has, np.arange(n), -1))
             state[:, j] = np.where(last >= 0, state[np.maximum(last, 0), j], 0)
-        preds.append(predictions_frame(res.symbols[sym]))
+        preds.append(predictions_frame(res.symbols[sym], endpoints))
     predictions = pl.concat(preds) if preds else None
     return Decisions(
         state=state,
@@ -112,18 +115,25 @@ def symbol_columns(r: Any) -> dict[str, np.ndarray]:
     }
 
 
-def predictions_frame(r: Any) -> Any:
+def predictions_frame(r: Any, endpoints: Mapping[str, str] | None = None) -> Any:
     """``model_predictions`` rows of one symbol: each model's prediction at each bar from
     the first cutoff on (a model that abstained at a bar predicted nothing: no row), through
-    :func:`engine.decisions.records.table_frame` (a missing value is NULL)."""
+    :func:`engine.decisions.records.table_frame` (a missing value is NULL).
+
+    ``endpoints`` (``engine.ml.models.external.remote_endpoints``): the server of each remote
+    member, logged as ``endpoint``. A remote member has a row at every bar from the first
+    cutoff, also where it abstained (its server down, slow or refusing): probability NULL,
+    weight 0, so the outage shows in the table (the reason is in ``system_events``)."""
     import polars as pl
 
+    endpoints = endpoints or {}
     sel = np.flatnonzero(r.fold >= 0)
     fold = r.fold[sel].astype(np.int64)
     label = np.asarray(r.labels, dtype=np.float64)[sel]
     parts = []
     for j, name in enumerate(r.model_names):
-        keep = ~np.isnan(r.raw[sel, j])
+        server = endpoints.get(name)
+        keep = np.ones(sel.size, dtype=bool) if server else ~np.isnan(r.raw[sel, j])
         rows = sel[keep]
         # one version per fold, gathered by each bar's fold
         versions = np.array(list(r.versions[name]), dtype=object)[fold[keep]]
@@ -134,7 +144,8 @@ def predictions_frame(r: Any) -> Any:
             "model_version": versions,
             "probability": r.raw[rows, j],
             "calibrated": r.probs[rows, j],
-            "weight": r.weights[rows, j],
+            "weight": np.where(np.isnan(r.raw[rows, j]), 0.0, r.weights[rows, j]),
             "label": [None if np.isnan(x) else int(x) for x in label[keep]],
+            "endpoint": [server] * rows.size if server else None,
         }))
     return pl.concat(parts)

@@ -27,6 +27,7 @@ from engine.errors import ConfigError, DataError
 from engine.features import FeatureStream, warmup_bars
 from engine.live.ml_summary import LiveMLTrace
 from engine.ml.live import LiveEnsemble
+from engine.ml.models.external import remote_endpoints
 from engine.ml.results import SymbolResult
 from engine.runlog import features_to_long
 from engine.strategy.expr import PRICE_COLUMNS
@@ -120,6 +121,8 @@ class LiveDecider:
         atr_stop = next((x for x in (e.stop_loss, e.take_profit) if x is not None and x.atr is not None), None)
         self.atr_col = self.names.index(f"atr_{atr_stop.atr_period}") if atr_stop is not None else None
         self.ml = graph.config.ml()
+        # remote members' servers (model_predictions.endpoint; in-process members: none)
+        self.endpoints = remote_endpoints(self.ml.models) if self.ml is not None else {}
         self.kelly = graph.config.risk.sizing == "kelly"
         self.history: dict[str, list[tuple[Bar, np.ndarray]]] = {s: [] for s in self.symbols}
         self.ensembles: dict[str, Any] = {}
@@ -252,7 +255,7 @@ class LiveDecider:
         names = [m.name for m in self.ml.models]
         r = one_bar_result(bar.symbol, out, names)
         self.state[bar.symbol] = int(r.direction[0])
-        rows = predictions_frame(r).to_dicts() if int(out["fold"]) >= 0 else []
+        rows = predictions_frame(r, self.endpoints).to_dicts() if int(out["fold"]) >= 0 else []
         # each model's own time when the ensemble reports it, else the whole step's
         own = out.get("latency_ms")
         per_model = dict(zip(names, [took * 1000.0] * len(names) if own is None else own, strict=True))

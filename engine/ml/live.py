@@ -12,8 +12,8 @@ functions the batch path uses, on the history gathered so far. So replaying bars
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from engine.errors import DataError
 from engine.ml.fusion_nb import GATE_REASONS
 from engine.ml.inputs import as_sections, symbol_data
 from engine.ml.models.base import Segment
+from engine.ml.models.external import predict_members
 from engine.ml.pipeline import run_ensemble
 from engine.ml.symbol_pipeline import SymbolPipeline
 from engine.ml.walkforward import Fold, SerialExecutor, fit_task
@@ -50,6 +51,7 @@ class LiveEnsemble:
         self._fold = [fold_of]
         self.n = int(pipe.sd.open_time.shape[0])
         self.last_open = int(pipe.sd.open_time[-1])
+        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_history(
@@ -79,6 +81,15 @@ class LiveEnsemble:
             else np.empty((r.open_time.shape[0], 0))
         )
         return cls(pipe, r.raw, r.probs, r.fold, available, Xall)
+
+    def _remote_pool(self) -> ThreadPoolExecutor | None:
+        """Workers for the remote members' requests (None with fewer than two)."""
+        n = sum(m.kind == "remote" for m in self.pipe.ml.models)
+        if n < 2:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(n, thread_name_prefix="remote-model")
+        return self._pool
 
     def _fold_for(self, open_time: int) -> int:
         s = self.pipe.sched
@@ -149,16 +160,19 @@ class LiveEnsemble:
         if k >= 0:
             fold = next(f for f in pipe.sched.folds if f.index == k)
             col = {n: i for i, n in enumerate(self.available)}
+            calls: list[tuple[int, Any, Segment]] = []
             for j, node in enumerate(pipe.ml.models):
                 model = pipe._model(node, fold)
                 if model is None:
                     continue
                 cols = [col[c] for c in pipe.feats[node.name]]
                 seg = Segment(np.array([open_time], dtype=np.int64), np.array([close]), x[:, cols])
-                t0 = time.perf_counter()
-                raw[j] = model.predict_proba(seg)[0]
-                latency_ms[j] = (time.perf_counter() - t0) * 1000.0
-                cal[j] = pipe.calibrators[(k, node.name)](raw[j : j + 1])[0]
+                calls.append((j, model, seg))
+            # remote members' requests in flight together: the bar waits for the slowest
+            done = predict_members([(m, sg) for _, m, sg in calls], self._remote_pool())
+            for (j, _, _), (p, took_ms) in zip(calls, done, strict=True):
+                raw[j], latency_ms[j] = p[0], took_ms
+                cal[j] = pipe.calibrators[(k, pipe.names[j])](raw[j : j + 1])[0]
             coef = pipe.coefs[k]
         assert pipe.runner is not None  # set by the batch run of from_history
         out = pipe.runner.step(close, cal, coef)

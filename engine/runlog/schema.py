@@ -130,7 +130,12 @@ TABLES: Final[dict[str, tuple[Column, ...]]] = {
         _c(
             "model_version", "str", "version id of the trained model (its training cutoff and hash)"
         ),
-        _c("probability", "f64", "P(up) from the model (raw, before calibration)", required=True),
+        _c(
+            "probability",
+            "f64",
+            "P(up) from the model (raw, before calibration); null where a remote member "
+            "abstained (its server failed: weight 0, the reason in system_events)",
+        ),
         _c("calibrated", "f64", "P(up) after calibration (null if not calibrated)"),
         _c(
             "weight", "f64", "the model's weight in the fusion at this bar (null if not applicable)"

@@ -6,16 +6,23 @@ class-1 column of the probability output (a tensor [n, 2] or skl2onnx's ZipMap l
 dicts). ``remote``: ``POST {url}/predict`` with ``{"features": [...], "rows": [[...], ...],
 "open_time": [...], "close": [...]}``, answer ``{"probabilities": [...]}`` (the contract of
 ``engine serve-model``); on a timeout, a connection error, a non-200 answer or a malformed
-body the node abstains (NaN) for those rows and records an event.
+body the node abstains (NaN) for those rows and records an event. Each request has a
+deadline (the node's ``timeout_s``) that also bounds its retries: a kept-alive connection
+the server dropped is reopened at once (tenacity), a refused connection (the server is down)
+abstains at once. :func:`predict_members` puts several members' requests in flight together,
+so one bar waits for the slowest member, never for the sum.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import threading
 import time
 import urllib.parse
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +96,47 @@ class OnnxModel:
         return masked_predict(seg.X, self._run)
 
 
+def public_url(url: str) -> str:
+    """``url`` as it may be shown and logged: scheme, host, port and path, without the
+    credentials (``user:secret@``), query or fragment a user may have put in it.
+
+    >>> public_url("http://bot:s3cret@10.0.0.5:8765/models/?token=x")
+    'http://10.0.0.5:8765/models'
+    """
+    p = urllib.parse.urlsplit(url.strip())
+    host = p.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    netloc = host if p.port is None else f"{host}:{p.port}"
+    return urllib.parse.urlunsplit((p.scheme, netloc, p.path.rstrip("/"), "", ""))
+
+
+#: a kept-alive connection the server closed meanwhile (a restart, an idle timeout): the
+#: request is sent again at once on a new connection (predictions are idempotent)
+DROPPED = (
+    http.client.RemoteDisconnected,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+)
+
+
 class RemoteModel:
     """HTTP model client (``engine serve-model`` or any server of the same contract).
 
     Each chunk of finite rows is one ``POST {url}/predict`` of ``{"features", "rows",
     "open_time", "close"}`` (open times and closes let a Prophet server answer too) over one
-    kept-alive connection (reopened once when the server had closed it). Any failure (a
+    kept-alive connection. A request has ``timeout_s`` in all (connect, send, answer and
+    retries): a connection the server dropped is reopened and the request sent again, up to
+    ``retries`` times, while the deadline allows (tenacity); a refused connection is not
+    retried (the server is down: waiting would only delay the decision). Any failure (a
     timeout, a refused connection, a non-200 answer, a malformed body) makes the node
     abstain (NaN) on those rows and records an event naming the reason; a 4xx answer's
-    JSON ``error`` (the field the server refused) is quoted. ``endpoint`` is the URL it
-    posts to; ``last_latency_ms`` the round trip of its last successful request.
+    JSON ``error`` (the field the server refused) is quoted. Credentials in the URL
+    (``http://user:secret@host:port``) are sent as HTTP Basic authorization and never
+    shown: ``server`` is the URL without them (what ``model_predictions.endpoint`` logs),
+    ``endpoint`` the address posted to; ``last_latency_ms`` the round trip of the last
+    successful request.
     """
 
     kind = "remote"
@@ -106,34 +144,55 @@ class RemoteModel:
     CELLS = 400_000
 
     def __init__(
-        self, url: str, *, timeout_s: float, feature_names: list[str], name: str = "remote"
+        self,
+        url: str,
+        *,
+        timeout_s: float,
+        feature_names: list[str],
+        name: str = "remote",
+        retries: int = 1,
     ) -> None:
-        self.url = url.rstrip("/")
-        self.endpoint = self.url + "/predict"
-        self.timeout_s = timeout_s
+        parts = urllib.parse.urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"remote model {name}: url {public_url(url)!r} is not an http(s) address",
+                hint="e.g. url: http://127.0.0.1:8765 (the address engine serve-model prints)",
+            )
+        self.server = public_url(url)
+        self.url = self.server  # kept for callers that read it: never carries credentials
+        self.endpoint = self.server + "/predict"
+        self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
         self.feature_names = list(feature_names)
         self.name = name
         self.events: list[dict[str, Any]] = []
         self.last_latency_ms: float | None = None
-        self.version = "remote-" + hashlib.sha256(self.url.encode()).hexdigest()[:16]
-        parts = urllib.parse.urlsplit(self.endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"remote model {name}: url {url!r} is not an http(s) address",
-                hint="e.g. url: http://127.0.0.1:8765 (the address engine serve-model prints)",
-            )
-        self._parts = parts
+        self.version = "remote-" + hashlib.sha256(self.server.encode()).hexdigest()[:16]
+        self._headers = {"Content-Type": "application/json"}
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            secret = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+        self._scheme, self._host, self._port = parts.scheme, parts.hostname, parts.port
+        self._path = urllib.parse.urlsplit(self.endpoint).path
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """The open connection (and True), or a new one (and False)."""
-        if self._conn is not None:
-            return self._conn, True
-        p = self._parts
-        cls = http.client.HTTPSConnection if p.scheme == "https" else http.client.HTTPConnection
-        self._conn = cls(p.hostname or "", p.port, timeout=self.timeout_s)
-        return self._conn, False
+    def __repr__(self) -> str:
+        return f"RemoteModel({self.name!r}, {self.endpoint!r}, timeout_s={self.timeout_s})"
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        """The kept-alive connection (its socket timeout set to ``timeout``), or a new one."""
+        conn = self._conn
+        if conn is not None:
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            conn.timeout = timeout
+            return conn
+        cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        self._conn = cls(self._host or "", self._port, timeout=timeout)
+        return self._conn
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -150,32 +209,37 @@ class RemoteModel:
         if conn is not None:
             conn.close()
 
+    def _once(self, body: bytes, deadline: float) -> tuple[int, bytes]:
+        """One POST within what is left of the deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"timed out: no time left of {self.timeout_s}s for a retry")
+        conn = self._connection(left)
+        try:
+            conn.request("POST", self._path, body=body, headers=self._headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except BaseException:
+            self._close()
+            raise
+        if resp.will_close:
+            self._close()
+        return resp.status, data
+
     def _exchange(self, body: bytes) -> tuple[int, bytes]:
-        """One POST; a kept-alive connection the server closed meanwhile is reopened once
-        (predictions are idempotent)."""
-        for _ in range(2):
-            conn, reused = self._connection()
-            try:
-                conn.request(
-                    "POST",
-                    self._parts.path,
-                    body=body,
-                    headers={"Content-Type": "application/json"},
-                )
-                resp = conn.getresponse()
-                data = resp.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self._close()
-                if reused:
-                    continue
-                raise
-            except BaseException:
-                self._close()
-                raise
-            if resp.will_close:
-                self._close()
-            return resp.status, data
-        raise ConnectionError("the server closed the connection twice")
+        """POST ``body``; a dropped connection is reopened and the request sent again (up to
+        ``retries`` times) while the deadline of ``timeout_s`` allows."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
+        deadline = time.monotonic() + self.timeout_s
+        for attempt in Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            retry=retry_if_exception_type(DROPPED),
+            reraise=True,
+        ):
+            with attempt:
+                return self._once(body, deadline)
+        raise AssertionError("unreachable: tenacity returns or re-raises")  # pragma: no cover
 
     def _post(self, seg: Segment, idx: np.ndarray) -> np.ndarray:
         body = orjson.dumps(
@@ -224,7 +288,46 @@ class RemoteModel:
                 f"remote model {self.endpoint} failed ({reason}: {exc}) after "
                 f"{took_s:.3f}s; abstaining on {idx.shape[0]} bar(s)"
             ),
+            "endpoint": self.server,
+            "reason": reason,
+            "bars": int(idx.shape[0]),
         }
+
+
+def predict_members(
+    calls: Sequence[tuple[Any, Segment]], executor: Executor | None = None
+) -> list[tuple[np.ndarray, float]]:
+    """Each ``(model, segment)``'s P(up) and the milliseconds it took, in order.
+
+    With an ``executor`` and two or more remote members, their requests are in flight
+    together (one worker each) while the in-process models predict here: a bar waits for
+    its slowest member (each bounded by its own ``timeout_s``), not for the sum. The
+    results do not depend on the order the answers arrive in.
+    """
+    remote = [i for i, (m, _) in enumerate(calls) if isinstance(m, RemoteModel)]
+    out: list[tuple[np.ndarray, float] | None] = [None] * len(calls)
+
+    def timed(i: int) -> tuple[np.ndarray, float]:
+        model, seg = calls[i]
+        t0 = time.perf_counter()
+        p = model.predict_proba(seg)
+        return p, (time.perf_counter() - t0) * 1000.0
+
+    pending = {}
+    if executor is not None and len(remote) > 1:
+        pending = {i: executor.submit(timed, i) for i in remote}
+    for i in range(len(calls)):
+        if i not in pending:
+            out[i] = timed(i)
+    for i, fut in pending.items():
+        out[i] = fut.result()
+    return [o for o in out if o is not None]
+
+
+def remote_endpoints(models: Sequence[Any]) -> dict[str, str]:
+    """``{node name: server URL without credentials}`` of a strategy's ``remote`` model
+    nodes (what ``model_predictions.endpoint`` logs; in-process models are not in it)."""
+    return {m.name: public_url(m.url) for m in models if m.kind == "remote" and m.url}
 
 
 class RemoteAnswerError(ValueError):
