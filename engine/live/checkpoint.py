@@ -51,6 +51,9 @@ class Decided:
     settled: list[tuple[str, float, float]]  # funding settled at the close: (symbol, rate, mark)
     stale: bool
     rows: list[dict[str, Any]]  # the bar's ensemble_decisions rows
+    # its model_predictions and snapshots rows (written after its orders)
+    predictions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    snapshots: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclass

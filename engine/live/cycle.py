@@ -2,8 +2,8 @@
 
 1. **Decide** (:meth:`BarCycle.decide`): funding events up to the close (when
    ``funding_rate`` is a feature); the decider steps features and rules (or the ensemble)
-   into a one-bar ``Decisions`` (its predictions and, with ``log.snapshots``, its feature
-   snapshots logged); the account is read; limit entries that lived their bar are settled
+   into a one-bar ``Decisions`` while the account is read (the request is sent first, so its
+   round trip overlaps the features and models); limit entries that lived their bar are settled
    and stops/targets that fired are booked (:class:`engine.live.orders.OrderManager`); the
    book syncs with the exchange, takes back the close's funding and runs the simulator's
    decide phase. The outcome (:class:`engine.live.checkpoint.Decided`) is checkpointed,
@@ -11,7 +11,9 @@
 2. **Act** (:meth:`BarCycle.act`): funding booked; each symbol whose target differs from
    its position is traded (:meth:`OrderManager.trade`: exit leg, entry leg, protective
    orders, each intent journaled before it is sent); the book's records (closed trades,
-   fees, funding, breaker events) and the ``equity`` row are journaled; the bar is
+   fees, funding, breaker events) and the ``equity`` row are journaled; then the bar's model
+   predictions and (with ``log.snapshots``) feature snapshots, carried by the ``decided``
+   checkpoint: nothing that the orders do not need is written before them. The bar is
    checkpointed ``done``.
 
 A run that dies in phase 2 finishes it on restart from the ``decided`` checkpoint (the
@@ -81,6 +83,7 @@ class BarCycle:
         self.log_decisions(t, d)
         crash.point("decided")
         await self.act(t, d)
+        self.log_outputs(t, d)
         crash.point("bar")
         self.checkpoint("done", t)
         self.bars += 1
@@ -94,17 +97,32 @@ class BarCycle:
             for row in d.rows:
                 self.telemetry.decisions.labels(symbol=row["symbol"], action=row["action"]).inc()
 
+    def log_outputs(self, t: int, d: Decided) -> None:
+        """The bar's model predictions and feature snapshots: written after its orders (they
+        are not needed to send them), from the ``decided`` checkpoint that carries them, so
+        a run that dies before this writes them on restart."""
+        self.journal.per_bar("model_predictions", t, d.predictions)
+        if d.snapshots:
+            self.journal.per_bar("snapshots", t, d.snapshots)
+
     # ------------------------------------------------------------------ phase 1
 
     async def decide(self, t: int, bars: dict[str, Bar]) -> Decided:
         if self.decider.needs_funding:
             # the rate a bar's features read is the last one settled at or before its close
             await self.feed.funding_through(t + self.step)
-        bd = self.decider.step(t, bars)
-        self.journal.per_bar("model_predictions", t, bd.predictions)
-        if self.graph.config.log.snapshots:
-            self.journal.per_bar("snapshots", t, self.decider.snapshot_rows(bd))
-        await self._sync(t, bd)
+        # the account is read while the features and models run (it is not needed before
+        # the book syncs): the request goes out first, its answer waits in the socket
+        account = asyncio.ensure_future(self.venue.account())
+        await asyncio.sleep(0)
+        try:
+            bd = self.decider.step(t, bars)
+            snapshots = (self.decider.snapshot_rows(bd) if self.graph.config.log.snapshots
+                         else [])
+            await self._sync(t, bd, await account)
+        finally:
+            if not account.done():  # the step failed: the read is not awaited by anyone
+                account.cancel()
         settled = await self.funding_settled(t)
         book = self.book
         book.unsettle(settled)
@@ -122,12 +140,12 @@ class BarCycle:
         atr = bd.atr[0] if bd.atr is not None else np.full(len(self.symbols), np.nan)
         return Decided(target=target.tolist(), reason=reason.tolist(), equity=float(equity),
                        wallet=wallet, position=position.tolist(), has_bar=bd.has_bar[0].tolist(),
-                       atr=atr.tolist(), settled=settled, stale=stale, rows=rows)
+                       atr=atr.tolist(), settled=settled, stale=stale, rows=rows,
+                       predictions=bd.predictions, snapshots=snapshots)
 
-    async def _sync(self, t: int, bd: BarDecisions) -> None:
+    async def _sync(self, t: int, bd: BarDecisions, acc: Any) -> None:
         """Settle what happened during the bar (limit entries, stops, targets), then take
-        the exchange's account into the book."""
-        acc = await self.venue.account()
+        the exchange's account (``acc``, read at the bar's close) into the book."""
         if self.orders.resting:
             await self.orders.settle_limits(t)
         if self.orders.protect:

@@ -105,8 +105,14 @@ class Feed:
                 await asyncio.sleep(min(0.25 * 2**attempt, self.max_wait_s))
 
     async def funding_through(self, close_time: int) -> None:
-        """Make sure every funding event up to ``close_time`` has been fetched."""
-        if close_time > self.funding_upto:
+        """Make sure every funding event up to ``close_time`` has been fetched.
+
+        Funding settles on the 8-hour grid (:data:`FUNDING_PERIOD_MS`), so the venue is asked
+        only when a funding time has passed since the last poll (one REST call in 96 bars of
+        5m, not one per bar: it is on the path from a closed kline to its order). The poll
+        then covers the whole span since the last one, so no event is missed."""
+        P = FUNDING_PERIOD_MS
+        if (close_time // P) * P > self.funding_upto:
             await self.poll_funding(self.funding_upto + 1, close_time, require=True)
             self.funding_upto = close_time
 

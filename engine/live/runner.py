@@ -388,6 +388,7 @@ class LiveRunner(BarCycle):
         if ck is not None and ck.phase == "decided" and ck.decided is not None:
             self.log_decisions(ck.bar, ck.decided)
             await self.act(ck.bar, ck.decided)
+            self.log_outputs(ck.bar, ck.decided)
             self.checkpoint("done", ck.bar)
         crash.point("resumed")
         found = await reconcile.resume_orders(self.orders, self.book, self.journal, prior.orders,
