@@ -76,6 +76,7 @@ def _print(r: ParityReport) -> None:
         ("Value mismatches (confidence, probability)", r.value_mismatches),
         ("Fills compared", r.fills_compared), ("Fill differences", r.fill_differences),
         ("Backtest fills in the warm-up", r.warmup_fills),
+        ("Stale live bars (closed while down: not traded, values compared)", r.stale_decisions),
     )
     for label, n in rows:
         table.add_row(label, f"{n:,}")

@@ -44,9 +44,10 @@ from engine.live.journal import Journal
 from engine.live.options import LiveOptions
 from engine.live.orders import OrderManager
 from engine.live.telemetry import Telemetry
+from engine.runlog import schema
 from engine.strategy.graph import StrategyGraph
 
-STALE = "stale"
+STALE = schema.STALE_CHECK
 STALE_REASON = "the bar closed while live mode was down: decided after the restart, not traded"
 
 

@@ -8,6 +8,12 @@ Decisions are matched by ``(symbol, open_time)``. On each pair:
 - same action and target, ``confidence`` or ``probability`` differs (NULL against a
   number, or more than 1e-9 apart): a **value** mismatch.
 
+A live bar that closed while live mode was down is decided after the restart and not traded
+(``risk_check = 'stale'``, its target the position kept): it is counted as **stale**, not
+compared by action or target (the backtest traded it), only by its values (the features and
+models saw the same bar). The positions after it may differ from the backtest's, so later
+sizes and fills may too; the actions may not.
+
 Fills (the filled orders, each order's final state) are matched by ``(symbol, open_time,
 leg)``: the bar whose decision made the order (for a stop or a target, the bar whose prices
 triggered it) and its leg. A fill in one run only, or a pair that differs in side,
@@ -28,6 +34,8 @@ quantity (1e-9), price, fee or time, is a **fill** difference:
 >>> out = compare_decisions(live, bt)
 >>> out.decision, out.size, [(m.kind, m.field, m.live, m.backtest) for m in out.mismatches]
 (1, 0, [('decision', 'action', 'long', 'flat')])
+>>> compare_decisions([dict(live[0], risk_check="stale")], bt).stale
+1
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from engine.runlog.schema import STALE_CHECK
 
 #: the order in which kinds are listed (the first is the one that fails a parity check)
 KINDS = ("decision", "size", "value", "fill")
@@ -82,6 +92,7 @@ class Tally:
     size: int = 0
     value: int = 0
     fill: int = 0
+    stale: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
 
     def add(self, m: Mismatch) -> None:
@@ -159,10 +170,12 @@ def compare_decisions(live: Iterable[Row], backtest: Iterable[Row]) -> Tally:
                              None if la is None else la["action"],
                              None if bb is None else bb["action"]))
             continue
-        if la["action"] != bb["action"]:
+        stale = la.get("risk_check") == STALE_CHECK
+        out.stale += stale
+        if not stale and la["action"] != bb["action"]:
             out.decision += 1
             out.add(Mismatch("decision", sym, t, "action", la["action"], bb["action"]))
-        elif not same(la["target_position"], bb["target_position"]):
+        elif not stale and not same(la["target_position"], bb["target_position"]):
             out.size += 1
             out.add(Mismatch("size", sym, t, "target_position", la["target_position"],
                              bb["target_position"]))

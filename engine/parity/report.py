@@ -49,7 +49,9 @@ class ParityReport:
     ``size_mismatches`` (same action, another target position), ``value_mismatches`` (same
     action and target, confidence or probability differs), ``fill_differences`` (fills
     differing or on one side only, of ``fills_compared``); ``warmup_fills``: the backtest's
-    fills before the first live bar (live mode trades none there). ``mismatches`` holds
+    fills before the first live bar (live mode trades none there); ``stale_decisions``: live
+    bars that closed while live mode was down (decided after a restart, not traded: compared
+    by value only, see :mod:`engine.parity.compare`). ``mismatches`` holds
     every difference in bar order. The check passes (:attr:`ok`) when no decision differs.
     """
 
@@ -68,6 +70,7 @@ class ParityReport:
     fills_compared: int
     fill_differences: int
     warmup_fills: int
+    stale_decisions: int = 0
     mismatches: tuple[Mismatch, ...] = field(default=(), repr=False)
 
     @property
@@ -99,6 +102,7 @@ class ParityReport:
             "decisions_compared": self.decisions_compared,
             "fills_compared": self.fills_compared,
             "warmup_fills": self.warmup_fills,
+            "stale_decisions": self.stale_decisions,
             "run_id": self.run_id,
             "against": self.against,
             "rerun": self.rerun,
@@ -192,6 +196,7 @@ def _compare(log: RunLog, span: source.LiveSpan, bt_run: dict[str, Any], *,
         decisions_compared=dec.compared, decision_mismatches=dec.decision,
         size_mismatches=dec.size, value_mismatches=dec.value, fills_compared=fil.compared,
         fill_differences=fil.fill, warmup_fills=sum(f["open_time"] < first for f in all_bt),
+        stale_decisions=dec.stale,
         mismatches=tuple(mismatches))
 
 

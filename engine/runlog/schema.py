@@ -243,6 +243,9 @@ SEVERITIES: Final = ("debug", "info", "warning", "error", "critical")
 MODES: Final = ("backtest", "sweep", "paper", "live")
 FINAL_STATUSES: Final = ("ok", "failed", "stopped")
 ACTIONS: Final = ("long", "short", "flat")
+#: ``ensemble_decisions.risk_check`` of a live bar that closed while live mode was down: decided
+#: after the restart, logged and not traded (its target is the position kept).
+STALE_CHECK: Final = "stale"
 
 
 def columns(table: str) -> tuple[Column, ...]:

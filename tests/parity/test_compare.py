@@ -50,6 +50,20 @@ def test_decisions_action_then_size_then_values() -> None:
                    ("decision", 4 * BAR, "action", "short", "flat")]
 
 
+def test_stale_live_bars_are_counted_and_compared_by_value_only() -> None:
+    """A bar that closed while live mode was down holds the position kept (the backtest
+    traded it): not a decision or size mismatch, but its values still must agree."""
+    stale = {"risk_check": "stale", "rejection_reason": "closed while live mode was down"}
+    live = [dec(t=T0, action="flat", target=0.0) | stale,
+            dec(t=T0 + BAR, action="flat", target=0.0, prob=0.61) | stale,
+            dec(t=T0 + 2 * BAR, action="flat", target=0.0)]
+    bt = [dec(t=T0), dec(t=T0 + BAR, prob=0.6), dec(t=T0 + 2 * BAR)]
+    out = compare_decisions(live, bt)
+    assert (out.compared, out.stale, out.decision, out.size, out.value) == (3, 2, 1, 0, 1)
+    got = [(m.kind, m.open_time - T0, m.field) for m in out.mismatches]
+    assert got == [("value", BAR, "probability"), ("decision", 2 * BAR, "action")]
+
+
 def test_a_decision_on_one_side_only_is_a_decision_mismatch() -> None:
     live = [dec("BTCUSDT"), dec("ETHUSDT")]
     bt = [dec("BTCUSDT"), dec("BTCUSDT", t=T0 + BAR, action="flat")]
