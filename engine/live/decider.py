@@ -247,7 +247,7 @@ class LiveDecider:
         assert self.ml is not None
         ens = self.ensembles[bar.symbol]
         k = ens._fold_for(bar.open_time)
-        rolled = k >= 0 and not any(f.index == k for f in ens.pipe.sched.folds)
+        rolled = k >= 0 and k != ens.last_fold  # the first bar of a fold
         t0 = self.ml_trace.clock()
         out = ens.on_bar(bar.open_time, bar.close, dict(zip(self.names, feats.tolist(), strict=True)))
         took = self.ml_trace.clock() - t0

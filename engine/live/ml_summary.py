@@ -90,6 +90,8 @@ def live_ensemble_result(trace: LiveMLTrace, ensembles: dict[str, Any]) -> Any:
     not trained for a fold at warm-up or at a live roll, remote models' failures);
     ``n_fitted``/``n_reused`` count the pipelines' fit plans."""
 
+    for ens in ensembles.values():
+        ens.settle()  # a fold being fitted ahead (after the last bar) is done first
     results = {s: _symbol_result(s, outs, trace.closes[s], ensembles[s].pipe)
                for s, outs in trace.outs.items() if outs}
     if not results:

@@ -13,7 +13,7 @@ functions the batch path uses, on the history gathered so far. So replaying bars
 from __future__ import annotations
 
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,8 @@ class LiveEnsemble:
         self.n = int(pipe.sd.open_time.shape[0])
         self.last_open = int(pipe.sd.open_time[-1])
         self._pool: ThreadPoolExecutor | None = None
+        self._fitter: ThreadPoolExecutor | None = None  # fits the next fold ahead (on_bar)
+        self._next: Future[None] | None = None
 
     @classmethod
     def from_history(
@@ -139,6 +141,29 @@ class LiveEnsemble:
         SerialExecutor().map(fit_task, [p.task for p in plans if p.task is not None])
         pipe.calibrate(fold, raw, cal, fold_of)
 
+    @property
+    def last_fold(self) -> int:
+        """The fold of the last bar decided (-1: none, or before the first cutoff)."""
+        return int(self._fold[-1][-1]) if self.n else -1
+
+    def _roll_ahead(self, k: int) -> None:
+        """Fit fold ``k`` in the background, starting now.
+
+        A fold trains on rows whose labels are known at its cutoff, which is the open of
+        the next bar: at this close every input of fold ``k`` is in, and :meth:`_roll` run
+        now gives what it would give at the next bar (the same history), so a live bar at a
+        retrain waits only for what is left of the fit, not for all of it (with 5m bars the
+        fit has five minutes). The next :meth:`on_bar` (or :meth:`settle`) waits for it."""
+        if self._fitter is None:
+            self._fitter = ThreadPoolExecutor(1, thread_name_prefix="fold-fit")
+        self._next = self._fitter.submit(self._roll, k)
+
+    def settle(self) -> None:
+        """Wait for a fold being fitted ahead (its error, if any, is raised here)."""
+        if self._next is not None:
+            fut, self._next = self._next, None
+            fut.result()
+
     def on_bar(self, open_time: int, close: float, features: Mapping[str, float]) -> dict[str, Any]:
         """Decide on one closed bar (its open time, close and feature values by name)."""
         pipe = self.pipe
@@ -148,6 +173,7 @@ class LiveEnsemble:
                 f"{pipe.sd.symbol}: live bar {open_time} does not follow {self.last_open} by one interval",
                 hint="backfill the missing bars (REST klines) before feeding the next closed bar",
             )
+        self.settle()
         k = self._fold_for(open_time)
         if k >= 0 and not any(f.index == k for f in pipe.sched.folds):
             self._roll(k)
@@ -184,6 +210,9 @@ class LiveEnsemble:
         self._fold.append(np.array([k], dtype=np.int32))
         self.last_open = open_time
         self.n += 1
+        nk = self._fold_for(open_time + step)
+        if nk >= 0 and nk != k and not any(f.index == nk for f in pipe.sched.folds):
+            self._roll_ahead(nk)
         out.update(
             open_time=open_time,
             raw=raw,
