@@ -82,7 +82,9 @@ class LiveEnsemble:
             if available
             else np.empty((r.open_time.shape[0], 0))
         )
-        return cls(pipe, r.raw, r.probs, r.fold, available, Xall)
+        ens = cls(pipe, r.raw, r.probs, r.fold, available, Xall)
+        ens._fit_ahead()  # the first live bar may open a fold: it is fitted while live starts
+        return ens
 
     def _remote_pool(self) -> ThreadPoolExecutor | None:
         """Workers for the remote members' requests (None with fewer than two)."""
@@ -146,14 +148,17 @@ class LiveEnsemble:
         """The fold of the last bar decided (-1: none, or before the first cutoff)."""
         return int(self._fold[-1][-1]) if self.n else -1
 
-    def _roll_ahead(self, k: int) -> None:
-        """Fit fold ``k`` in the background, starting now.
+    def _fit_ahead(self) -> None:
+        """Fit the fold of the next bar in the background, starting now, if it opens one.
 
         A fold trains on rows whose labels are known at its cutoff, which is the open of
         the next bar: at this close every input of fold ``k`` is in, and :meth:`_roll` run
         now gives what it would give at the next bar (the same history), so a live bar at a
         retrain waits only for what is left of the fit, not for all of it (with 5m bars the
         fit has five minutes). The next :meth:`on_bar` (or :meth:`settle`) waits for it."""
+        k = self._fold_for(self.last_open + self.pipe.sd.interval_ms)
+        if k < 0 or any(f.index == k for f in self.pipe.sched.folds):
+            return
         if self._fitter is None:
             self._fitter = ThreadPoolExecutor(1, thread_name_prefix="fold-fit")
         self._next = self._fitter.submit(self._roll, k)
@@ -210,9 +215,7 @@ class LiveEnsemble:
         self._fold.append(np.array([k], dtype=np.int32))
         self.last_open = open_time
         self.n += 1
-        nk = self._fold_for(open_time + step)
-        if nk >= 0 and nk != k and not any(f.index == nk for f in pipe.sched.folds):
-            self._roll_ahead(nk)
+        self._fit_ahead()
         out.update(
             open_time=open_time,
             raw=raw,
