@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.strategy.config import DataConfig, StrategyConfig
 from engine.strategy.expr import PRICE_COLUMNS, CompiledExpr
-from engine.strategy.ml_config import MLSections
+from engine.strategy.ml_config import MLSections, public_url
 from engine.timeutil import fmt_ms
 
 RULE_KEYS = ("long", "short", "long_entry", "long_exit", "short_entry", "short_exit")
@@ -65,6 +65,9 @@ class StrategyGraph:
     def resolved(self) -> dict[str, Any]:
         """The whole config with params resolved, JSON-ready (stored in the run's params)."""
         out = self.config.model_dump(mode="json")
+        for node in out.get("models") or []:  # a remote member's credentials are never logged
+            if node.get("url"):
+                node["url"] = public_url(node["url"])
         out["features_resolved"] = list(self.features)
         out["signals_resolved"] = {k: r.text for k, r in self.rules.items()}
         out["source"] = self.source

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import urllib.parse
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -219,13 +220,30 @@ def _params_error(kind: str, err: ValidationError) -> ValueError:
     return ValueError("; ".join(lines))
 
 
+def public_url(url: str) -> str:
+    """``url`` as it may be shown and logged: scheme, host, port and path, without the
+    credentials (``user:secret@``), query or fragment a user may have put in it.
+
+    >>> public_url("http://bot:s3cret@10.0.0.5:8765/models/?token=x")
+    'http://10.0.0.5:8765/models'
+    """
+    p = urllib.parse.urlsplit(url.strip())
+    host = p.hostname or ""
+    if ":" in host:  # an IPv6 literal
+        host = f"[{host}]"
+    netloc = host if p.port is None else f"{host}:{p.port}"
+    return urllib.parse.urlunsplit((p.scheme, netloc, p.path.rstrip("/"), "", ""))
+
+
 class ModelNode(_Frozen):
     """One model of the ensemble; it yields P(up) per bar (NaN = abstain).
 
     ``kind``: ``lightgbm`` / ``xgboost`` / ``mlp`` (trained walk-forward on the feature
     matrix), ``prophet`` (trained walk-forward on the hourly close), ``onnx`` (a user's
     pre-trained classifier at ``path``, inputs = ``features`` in that order) or ``remote``
-    (HTTP ``POST {url}/predict`` with ``timeout_s``; abstains on failure).
+    (HTTP ``POST {url}/predict`` with ``timeout_s``, the whole request's deadline, retries
+    included; abstains on failure). Credentials in the url (``http://user:secret@host``) are
+    sent as HTTP Basic authorization and never logged (:func:`public_url`).
     """
 
     kind: ModelKind

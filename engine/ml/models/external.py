@@ -31,6 +31,7 @@ import orjson
 
 from engine.errors import ConfigError
 from engine.ml.models.base import Segment, finite_rows, masked_predict
+from engine.strategy.ml_config import public_url
 
 
 def file_digest(path: Path) -> str:
@@ -94,21 +95,6 @@ class OnnxModel:
                 hint="list exactly the model's inputs, in order, under the node's 'features:'",
             )
         return masked_predict(seg.X, self._run)
-
-
-def public_url(url: str) -> str:
-    """``url`` as it may be shown and logged: scheme, host, port and path, without the
-    credentials (``user:secret@``), query or fragment a user may have put in it.
-
-    >>> public_url("http://bot:s3cret@10.0.0.5:8765/models/?token=x")
-    'http://10.0.0.5:8765/models'
-    """
-    p = urllib.parse.urlsplit(url.strip())
-    host = p.hostname or ""
-    if ":" in host:  # an IPv6 literal
-        host = f"[{host}]"
-    netloc = host if p.port is None else f"{host}:{p.port}"
-    return urllib.parse.urlunsplit((p.scheme, netloc, p.path.rstrip("/"), "", ""))
 
 
 #: a kept-alive connection the server closed meanwhile (a restart, an idle timeout): the
