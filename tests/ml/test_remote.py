@@ -6,8 +6,11 @@ from __future__ import annotations
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -148,3 +151,66 @@ def test_serve_model_rejects_a_folder_without_meta(tmp_path):
         timeout=60,
     )
     assert r.returncode == 2 and "no meta.json" in r.stderr
+
+
+def test_members_requests_in_flight_together(model_dir):
+    """Three slow servers (0.3 s each): a bar waits for the slowest, not for the sum; the
+    answers are the sequential ones, in the members' order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.ml.models.external import predict_members
+
+    service = ModelService.from_path(model_dir)
+    servers = [ServerThread(service, delay_s=0.3) for _ in range(3)]
+    for s in servers:
+        s.start()
+    try:
+        nodes = [RemoteModel(s.url, timeout_s=5, feature_names=FEATS) for s in servers]
+        local = service.get(None).model
+        calls = [
+            (nodes[0], segment(4, 1)),
+            (local, segment(4, 2)),
+            (nodes[1], segment(4, 3)),
+            (nodes[2], segment(4, 4)),
+        ]
+        with ThreadPoolExecutor(3) as pool:
+            predict_members(calls, pool)  # connections opened
+            t0 = time.perf_counter()
+            got = predict_members(calls, pool)
+            took = time.perf_counter() - t0
+        assert took < 0.6, took  # one delay (0.3 s), not three (0.9 s)
+        for (model, seg), (p, ms) in zip(calls, got, strict=True):
+            np.testing.assert_array_equal(p, local.predict_proba(seg))
+            assert ms >= (300 if model is not local else 0)
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def test_a_dropping_server_is_retried_within_the_deadline():
+    """A server that accepts and drops every connection: the request is sent again once
+    (tenacity), then the member abstains, well inside its timeout."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(8)
+        port = srv.getsockname()[1]
+        accepted = []
+
+        def drop() -> None:
+            while len(accepted) < 2:
+                conn, _ = srv.accept()
+                conn.recv(65536)
+                accepted.append(1)
+                conn.close()
+
+        th = threading.Thread(target=drop, daemon=True)
+        th.start()
+        node = RemoteModel(f"http://127.0.0.1:{port}", timeout_s=3, feature_names=FEATS)
+        t0 = time.perf_counter()
+        p = node.predict_proba(segment(2))
+        took = time.perf_counter() - t0
+        th.join(5)
+    assert np.isnan(p).all() and len(accepted) == 2 and took < 1.0, (accepted, took)
+    (ev,) = node.events
+    assert ev["reason"] in ("RemoteDisconnected", "ConnectionResetError"), ev
+    assert ev["endpoint"] == f"http://127.0.0.1:{port}"
