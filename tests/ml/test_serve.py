@@ -205,3 +205,29 @@ def test_metrics_count_predictions_and_latency(bars, versions):
     # buckets are cumulative and the one-row predictions sit in the fine buckets
     assert m[("prediction_latency_seconds_bucket", (("le", "0.01"),))] >= 25
     assert m[("prediction_errors_total", (("endpoint", "/predict"), ("kind", "invalid_body")))] == 1
+
+
+@pytest.mark.parametrize("kind", ["lightgbm", "mlp"])
+def test_retrain_of_each_feature_kind_saves_a_version_that_predicts_as_served(
+    kind, bars, versions, tmp_path
+):
+    """LightGBM and the MLP (XGBoost above, Prophet from candles): POST /retrain answers the
+    new version's id, its folder is saved, and loaded back it predicts what the server says."""
+    import shutil
+
+    _, _, _, X, y = bars
+    d = shutil.copytree(versions[kind], tmp_path / f"{kind}-served")
+    rows = X[TRAIN:3500]
+    labels = [None if not np.isfinite(v) else int(v) for v in y[TRAIN:3500]]
+    with ServerThread(ModelService.from_path(d)) as server:
+        status, out = call(server.url + "/retrain", {"rows": rows.tolist(), "labels": labels})
+        assert status == 201 and out["parent"] == f"{kind}-served", out
+        assert out["model_version"].startswith(f"{kind}-")
+        _, after = call(server.url + "/predict", {"rows": rows[:50].tolist()})
+    assert after["model_version"] == out["model_version"]
+    np.testing.assert_array_equal(
+        np.array(after["probabilities"], dtype=np.float64),
+        local_model(kind, tmp_path / out["model_version"]).predict_proba(
+            Segment(np.zeros(50, np.int64), np.ones(50), rows[:50])
+        ),
+    )
