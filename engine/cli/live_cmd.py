@@ -77,7 +77,7 @@ def live(
     from engine.timeutil import parse_time
 
     syms = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
-    graph = load_strategy(strategy, overrides=list(set_ or []), symbols=syms)
+    graph = load_strategy(strategy, overrides=list(set_ or []), symbols=syms, venue_symbols=True)
     check_live_supported(graph)
     opts = LiveOptions(url=url, ws_url=ws_url, testnet=testnet, production=production, results=results,
                        max_bars=max_bars, since=parse_time(since, name="--since"), run_id=run_id,

@@ -82,11 +82,6 @@ class Book:
         self.recs = new_records(fills=64, trades=64, funding=64, events=64)
         self._empty = np.empty(0)
 
-    def set_specs(self, specs: list[SymbolSpec]) -> None:
-        """Trade on the venue's own rules (its exchangeInfo and leverage brackets)."""
-        self.specs = specs
-        self.spa = spec_arrays(specs)
-
     # ------------------------------------------------------------------ checkpoint
 
     def state(self) -> dict[str, dict[str, list[Any]]]:

@@ -28,7 +28,6 @@ wires them and runs one bar after another.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -48,7 +47,6 @@ from engine.live.options import LiveOptions, LiveResult, RunStart, redact
 from engine.live.orders import OrderManager
 from engine.live.telemetry import MetricsServer, Telemetry, serve
 from engine.runlog import RunLog
-from engine.sim.specs import SymbolSpec
 from engine.strategy.execution import sim_config, strategy_hash, symbol_specs
 from engine.strategy.graph import StrategyGraph
 from engine.timeutil import fmt_ms, interval_ms
@@ -76,7 +74,6 @@ class LiveRunner(BarCycle):
         self.stop = asyncio.Event()  # no more bars (max bars, a signal)
         self.halt = asyncio.Event()  # a signal: every wait of the client ends at once
         self.signals = 0
-        self.book = Book(self.symbols, sim_config(graph), symbol_specs(graph))
         self.bar_index = 0
         self.telemetry = Telemetry(self.symbols, self.step, stale_after_s=3 * self.step / 1000)
         self.metrics_port: int | None = None  # the port /metrics and /health are served on
@@ -181,23 +178,15 @@ class LiveRunner(BarCycle):
         v = self.venue
         try:
             await v.load()
-            self.book.set_specs(self._rules(await v.venue_specs()))
+            # the venue's rules for every symbol it lists (one it does not list stops here)
+            self.book = Book(self.symbols, sim_config(self.graph),
+                             symbol_specs(self.graph, await v.venue_specs()))
             await v.configure(leverage=leverage, margin_mode=self.graph.config.execution.margin_mode)
         except VenueFatal as err:
             if err.code in AUTH_CODES or err.verdict.reason in ("AuthenticationError", "PermissionDenied"):
                 raise ConfigError(f"{self.url} refused the API key or secret: "
                                   f"{redact(err.message, self.secrets)}") from None
             raise
-
-    def _rules(self, specs: list[SymbolSpec]) -> list[SymbolSpec]:
-        """The venue's rules; with ``execution.exchange_filters: false`` its filters lifted
-        as the backtest lifts the snapshot's (its brackets kept)."""
-        if self.graph.config.execution.exchange_filters:
-            return specs
-        lifted = {sp.symbol: sp for sp in symbol_specs(self.graph)}
-        keys = ("tick_size", "step_size", "min_qty", "max_qty", "market_max_qty", "min_notional")
-        return [dataclasses.replace(sp, **{k: getattr(lifted[sp.symbol], k) for k in keys})
-                for sp in specs]
 
     def _wire(self, log: RunLog, run_id: str) -> None:
         e = self.graph.config.execution

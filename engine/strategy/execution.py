@@ -27,11 +27,14 @@ def sim_config(graph: StrategyGraph) -> SimConfig:
 UNFILTERED_GRID = 1e-8
 
 
-def symbol_specs(graph: StrategyGraph) -> list[SymbolSpec]:
-    """The exchange rules of the symbols; with ``execution.exchange_filters: false`` the
-    filters are lifted (quantities and prices on a 1e-8 grid, no min qty/notional, no max
-    qty) while the leverage brackets (maintenance margin, liquidation) stay."""
-    specs = load_specs(list(graph.symbols))
+def symbol_specs(graph: StrategyGraph, specs: list[SymbolSpec] | None = None) -> list[SymbolSpec]:
+    """The exchange rules of the symbols: ``specs`` (live mode: the venue's own, read at
+    start) or the shipped exchangeInfo snapshot's (the offline default of backtests). With
+    ``execution.exchange_filters: false`` the filters are lifted (quantities and prices on a
+    1e-8 grid, no min qty/notional, no max qty) while the leverage brackets (maintenance
+    margin, liquidation) stay."""
+    if specs is None:
+        specs = load_specs(list(graph.symbols))
     if graph.config.execution.exchange_filters:
         return specs
     return [

@@ -8,7 +8,8 @@ path; nothing is written anywhere):
 3. the schema: types, ranges, unknown keys with the closest valid one (:mod:`.config`);
 4. params resolved in feature names and rules; rules compiled (:mod:`.expr`);
 5. feature names against the catalogue (``engine.features.check_names``);
-6. symbols against the shipped exchangeInfo snapshot (``engine.sim.specs``).
+6. symbols against the shipped exchangeInfo snapshot (``engine.sim.specs``), unless the
+   venue checks them (live mode: ``venue_symbols``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def load_strategy(
     symbols: list[str] | None = None,
     start: str | int | None = None,
     end: str | int | None = None,
+    venue_symbols: bool = False,
 ) -> StrategyGraph:
     """Read, validate and compile a strategy file.
 
@@ -47,6 +49,10 @@ def load_strategy(
     path : the YAML file.
     overrides : ``--set`` items (``["fast=12", "risk.fraction=0.2"]``) or a mapping.
     symbols, start, end : command-line replacements for ``data.symbols/start/end``.
+    venue_symbols : the symbols are checked by the venue the graph trades on (live mode
+        reads its exchangeInfo at start and stops before sending anything on a symbol it
+        does not list), not against the shipped exchangeInfo snapshot, the offline default
+        of backtests that lists only the shipped data's symbols.
 
     Examples
     --------
@@ -55,7 +61,8 @@ def load_strategy(
     'ema_12 > ema_50'
     """
     raw, smap = load_yaml_file(path)
-    return build_graph(raw, smap, overrides=overrides, symbols=symbols, start=start, end=end)
+    return build_graph(raw, smap, overrides=overrides, symbols=symbols, start=start, end=end,
+                       venue_symbols=venue_symbols)
 
 
 def load_strategy_text(text: str, *, file: str = "<string>", **kwargs: Any) -> StrategyGraph:
@@ -72,6 +79,7 @@ def build_graph(
     symbols: list[str] | None = None,
     start: str | int | None = None,
     end: str | int | None = None,
+    venue_symbols: bool = False,
 ) -> StrategyGraph:
     """Validate a parsed document (see :func:`load_strategy`)."""
     if not isinstance(raw, dict):
@@ -99,7 +107,8 @@ def build_graph(
     _model_and_stop_features(config, where, found)
     # 5. feature names against the catalogue; 6. symbols against the exchangeInfo snapshot
     _check_features([f for f in found.names if f not in PRICE_COLUMNS], found.where, config)
-    _check_symbols(config, where)
+    if not venue_symbols:
+        _check_symbols(config, where)
     return StrategyGraph(
         config=config,
         source=smap.file,

@@ -110,6 +110,13 @@ def test_cli_replacement_errors_name_the_option() -> None:
     )
 
 
+def test_live_mode_leaves_the_symbols_to_the_venue() -> None:
+    """The shipped snapshot lists only the shipped data's symbols: live mode checks a symbol
+    against the venue it trades on (at start), so loading does not refuse it."""
+    graph = load_strategy_text(BASE, symbols=["DOGEUSDT"], venue_symbols=True)
+    assert graph.symbols == ("DOGEUSDT",)
+
+
 def test_several_problems_are_listed_with_lines() -> None:
     text = "name: t\ndata:\n  symbols: [BTCUSDT]\n  interval: 5m\nsignals: {long: close > 1}\nrisk:\n  fraction: 2\nexecution:\n  taker_fee: -1\n"
     with pytest.raises(ConfigError) as info:
