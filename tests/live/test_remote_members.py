@@ -225,8 +225,9 @@ def test_members_served_by_engine_serve_model_processes(
 def _same_decisions_while_all_up(
     run: str, ref: str, first_live: int, kill_at: int, results: Path
 ) -> None:
-    """Every column of every decision, and every member's raw and calibrated P(up) and
-    weight, equal the in-process run's while the four servers are up."""
+    """Every column of every decision, and every member's model version (the one its server
+    named), raw and calibrated P(up) and weight, equal the in-process run's while the four
+    servers are up."""
 
     def decisions(rid: str) -> list[dict[str, Any]]:
         return rows(
@@ -244,7 +245,8 @@ def _same_decisions_while_all_up(
         return [
             tuple(r.values())
             for r in rows(
-                f"SELECT open_time, model, probability, calibrated, weight FROM predictions "
+                f"SELECT open_time, model, model_version, probability, calibrated, weight "
+                f"FROM predictions "
                 f"WHERE run_id = '{rid}' AND open_time < {kill_at} ORDER BY open_time, model",
                 results,
             )

@@ -45,7 +45,9 @@ def test_remote_node_predicts_like_the_local_model(model_dir):
         seg = segment()
         seg.X[5, 1] = np.nan  # not sent: abstains locally
         node = RemoteModel(server.url, timeout_s=5, feature_names=FEATS)
+        assert node.version.startswith("remote-")  # until the server names its version
         p = node.predict_proba(seg)
+        assert node.version == "lightgbm-test"
         local = service.get(None).model.predict_proba(seg)
         np.testing.assert_array_equal(p, local)  # NaN at the same rows, the rest bit for bit
         assert np.isnan(p[5]) and node.events == []

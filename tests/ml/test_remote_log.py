@@ -132,6 +132,8 @@ def test_backtest_logs_each_remote_members_endpoint(model_dir, usdm_store, tmp_p
         "timed": 0,
     }  # latency_ms: live's measure, NULL in a backtest
     assert by["local"]["endpoint"] is None and by["local"]["n_ep"] == 0
+    served = q("SELECT DISTINCT model_version FROM predictions WHERE model = 'served'")
+    assert served == [{"model_version": "lightgbm-log"}]  # the version its server named
     ev = q("SELECT component, message FROM events WHERE component LIKE 'ml.remote.%'")
     assert ev and {e["component"] for e in ev} == {"ml.remote.down"}
     assert all(f"{down}/predict failed (ConnectionRefusedError" in e["message"] for e in ev)

@@ -122,7 +122,8 @@ class RemoteModel:
     (``http://user:secret@host:port``) are sent as HTTP Basic authorization and never
     shown: ``server`` is the URL without them (what ``model_predictions.endpoint`` logs),
     ``endpoint`` the address posted to; ``last_latency_ms`` the round trip of the last
-    successful request.
+    successful request; ``version`` the model version the server named in its last answer
+    (what ``model_predictions.model_version`` logs).
     """
 
     kind = "remote"
@@ -153,7 +154,9 @@ class RemoteModel:
         self.name = name
         self.events: list[dict[str, Any]] = []
         self.last_latency_ms: float | None = None
-        self.version = "remote-" + hashlib.sha256(self.server.encode()).hexdigest()[:16]
+        #: the node's own id until its server names the version that answered
+        self.identity = "remote-" + hashlib.sha256(self.server.encode()).hexdigest()[:16]
+        self.served_version: str | None = None
         self._headers = {"Content-Type": "application/json"}
         if parts.username is not None:
             user = urllib.parse.unquote(parts.username)
@@ -164,6 +167,14 @@ class RemoteModel:
         self._path = urllib.parse.urlsplit(self.endpoint).path
         self._conn: http.client.HTTPConnection | None = None
         self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        """The model version the server named in its last answer (``model_version`` of
+        ``engine serve-model``: e.g. the fold version it serves, or a retrain's), so the
+        run log records which model made the prediction; ``remote-<hash of the url>``
+        until the server has answered (or when it names none)."""
+        return self.served_version or self.identity
 
     def __repr__(self) -> str:
         return f"RemoteModel({self.name!r}, {self.endpoint!r}, timeout_s={self.timeout_s})"
@@ -245,6 +256,9 @@ class RemoteModel:
         probs = np.array(payload["probabilities"], dtype=np.float64)
         if probs.shape != (idx.shape[0],):
             raise ValueError(f"expected {idx.shape[0]} probabilities, got shape {probs.shape}")
+        named = payload.get("model_version")
+        if isinstance(named, str) and named:
+            self.served_version = named
         return probs
 
     def predict_proba(self, seg: Segment) -> np.ndarray:
