@@ -14,6 +14,7 @@ steps its :class:`engine.ml.LiveEnsemble` and maps the output with the backtest'
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,7 @@ from engine.errors import ConfigError, DataError
 from engine.features import FeatureStream, warmup_bars
 from engine.live.ml_summary import LiveMLTrace
 from engine.ml.live import LiveEnsemble
-from engine.ml.models.external import remote_endpoints
+from engine.ml.models.external import RemoteWatch, remote_endpoints
 from engine.ml.results import SymbolResult
 from engine.runlog import features_to_long
 from engine.strategy.expr import PRICE_COLUMNS
@@ -35,6 +36,9 @@ from engine.strategy.graph import StrategyGraph
 from engine.strategy.ml_config import span_ms
 from engine.strategy.rules_nb import rule_bar_nb
 from engine.timeutil import interval_ms
+
+#: where the decider reports an event: (severity, component, message, data)
+EventSink = Callable[[str, str, str, dict[str, Any]], None]
 
 
 def check_live_supported(graph: StrategyGraph) -> None:
@@ -99,8 +103,10 @@ class BarDecisions:
 class LiveDecider:
     """Per-bar decisions of a strategy graph on the backtest's code path."""
 
-    def __init__(self, graph: StrategyGraph) -> None:
+    def __init__(self, graph: StrategyGraph, *, event: EventSink | None = None) -> None:
         check_live_supported(graph)
+        self.event = event  # (severity, component, message, data): remote members' outages
+        self.remote_watch = RemoteWatch()
         self.graph = graph
         self.symbols = tuple(graph.symbols)
         self.names = list(graph.feature_columns)
@@ -253,6 +259,10 @@ class LiveDecider:
         took = self.ml_trace.clock() - t0
         self.ml_trace.add(bar.symbol, bar.close, out, took, rolled=rolled)
         names = [m.name for m in self.ml.models]
+        if ens.pipe.external and self.event is not None:  # a remote member down or back
+            answered = dict(zip(names, np.isfinite(out["raw"]).tolist(), strict=True))
+            for ev in self.remote_watch.step(bar.symbol, bar.open_time, ens.pipe.external, answered):
+                self.event(*ev)
         r = one_bar_result(bar.symbol, out, names)
         self.state[bar.symbol] = int(r.direction[0])
         rows = predictions_frame(r, self.endpoints).to_dicts() if int(out["fold"]) >= 0 else []

@@ -67,7 +67,7 @@ class LiveRunner(BarCycle):
         self.graph = graph
         self.opts = opts
         self.url, self.ws_url = opts.endpoints()
-        self.decider = LiveDecider(graph)
+        self.decider = LiveDecider(graph, event=self._event_cb)
         self.symbols = self.decider.symbols
         self.step = interval_ms(graph.interval)
         self.on_bar, self.on_ready, self.on_start = on_bar, on_ready, on_start

@@ -8,6 +8,7 @@ A server that hangs (SIGSTOP) holds a bar no longer than its member's own ``time
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import signal
@@ -297,7 +298,14 @@ def _member_abstains_then_comes_back(
         f"AND component LIKE 'ml.%{KILLED}' ORDER BY time",
         results,
     )
-    failed = [e for e in ev if e["component"] == f"ml.remote.{KILLED}"]
+    remote = [e for e in ev if e["component"] == f"ml.remote.{KILLED}"]
+    # as it happens: one event when the server stops answering, one when it answers again
+    changes = [json.loads(e["data"]) for e in remote if "state" in (e["data"] or "")]
+    assert [(c["state"], c["bar"]) for c in changes] == [("down", kill_at), ("up", back_at)]
+    assert changes[0]["reason"] == "ConnectionRefusedError" and changes[1]["bars_down"] == len(down)
+    assert all(c["endpoint"] == urls[KILLED] for c in changes)
+    # the run's summary: one event per failed request, at its bar
+    failed = [e for e in remote if "state" not in (e["data"] or "")]
     assert [e["time"] for e in failed] == [r["open_time"] for r in down], ev
     assert all(urls[KILLED] + "/predict failed" in e["message"] for e in failed)
     summary = [e for e in ev if e["component"] == f"ml.model.{KILLED}"]
@@ -321,8 +329,15 @@ def _hung_member_waits_its_timeout(run: str, results: Path) -> None:
         else:
             assert r["probability"] is not None, r
     ev = rows(
-        f"SELECT time, message FROM events WHERE run_id = '{run}' "
+        f"SELECT time, message, data FROM events WHERE run_id = '{run}' "
         f"AND component = 'ml.remote.{HUNG}' ORDER BY time",
         results,
     )
-    assert [e["time"] for e in ev] == hung and all("(timeout:" in e["message"] for e in ev), ev
+    changes = [json.loads(e["data"]) for e in ev if '"state"' in e["data"]]
+    assert [(c["state"], c["bar"], c.get("reason")) for c in changes] == [
+        ("down", hung[0], "timeout"),
+        ("up", hung[-1] + BAR, None),
+    ]
+    failed = [e for e in ev if '"state"' not in e["data"]]
+    assert [e["time"] for e in failed] == hung, ev
+    assert all("(timeout:" in e["message"] for e in failed), ev

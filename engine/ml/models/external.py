@@ -340,3 +340,58 @@ class RemoteAnswerError(ValueError):
             detail = data[:200].decode("utf-8", "replace")
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
+
+
+class RemoteWatch:
+    """Live mode's view of its remote members, bar by bar: an event when a member's server
+    stops answering (the first failed request: the member abstains, weight 0) and when it
+    answers again (after how many bars), so an outage shows in ``system_events`` while the
+    run goes on, not only in the run's end-of-run summary (one ``ml.remote.<name>`` event per
+    failed request)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], int] = {}  # events of each member read so far
+        self._down: dict[tuple[str, str], tuple[int, int]] = {}  # -> (first bar, bars down)
+
+    def step(
+        self, symbol: str, open_time: int, members: dict[str, Any], answered: dict[str, bool]
+    ) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """``(severity, component, message, data)`` of the changes at this bar: ``members``
+        the symbol's models by name (remote ones are watched), ``answered`` whether each
+        gave a probability at this bar."""
+        out = []
+        for name, model in members.items():
+            if not isinstance(model, RemoteModel):
+                continue
+            key = (symbol, name)
+            new = model.events[self._seen.get(key, 0) :]
+            self._seen[key] = len(model.events)
+            data = {"symbol": symbol, "model": name, "endpoint": model.server, "bar": open_time}
+            if new and key not in self._down:
+                self._down[key] = (open_time, 1)
+                reason = new[-1].get("reason", "failed")
+                out.append(
+                    (
+                        "warning",
+                        f"ml.remote.{name}",
+                        f"{symbol}: model server {model.server} of {name} stopped answering at bar "
+                        f"{open_time} ({reason}); {name} abstains (weight 0) until it answers",
+                        {**data, "reason": reason, "state": "down"},
+                    )
+                )
+            elif key in self._down:
+                first, bars = self._down[key]
+                if answered.get(name, False):
+                    del self._down[key]
+                    out.append(
+                        (
+                            "info",
+                            f"ml.remote.{name}",
+                            f"{symbol}: model server {model.server} of {name} answers again at bar "
+                            f"{open_time}, after {bars} bar(s) without it",
+                            {**data, "state": "up", "down_since": first, "bars_down": bars},
+                        )
+                    )
+                else:
+                    self._down[key] = (first, bars + 1)
+        return out
