@@ -25,6 +25,7 @@ from engine.timeutil import parse_end
 from .conftest import BAR, drive, ms, simulator, strategy
 from .parity import compare, q
 from .proc import free_port
+from .test_ml_parity import ML_STRATEGY
 
 pytestmark = pytest.mark.slow
 
@@ -37,71 +38,48 @@ KILLED = "xgboost"
 TIMEOUT_S = 2.0
 HUNG, HUNG_TIMEOUT_S = "mlp", 0.25  # SIGSTOPped after bar 21, SIGCONTed after bar 23
 HANG_AFTER, RESUME_AFTER = 21, 23
-#: each member's params (braces doubled: the text is a format string of start and end)
+#: each member's params
 MEMBERS = {
-    "lightgbm": "{{n_estimators: 15, num_leaves: 7, min_data_in_leaf: 20}}",
-    "xgboost": "{{n_estimators: 10, max_depth: 3}}",
-    "mlp": "{{hidden_layer_sizes: [8], max_iter: 15}}",
-    "prophet": "{{window: 2d, n_changepoints: 3}}",
+    "lightgbm": {"n_estimators": 15, "num_leaves": 7, "min_data_in_leaf": 20},
+    "xgboost": {"n_estimators": 10, "max_depth": 3},
+    "mlp": {"hidden_layer_sizes": [8], "max_iter": 15},
+    "prophet": {"window": "2d", "n_changepoints": 3},
 }
-
-STRATEGY = """
-name: remote_members
-data:
-  symbols: [BTCUSDT]
-  interval: 5m
-  start: {{start}}
-  end: {{end}}
-  market: usdm
-  funding: true
-features: [rsi_14, bb_pct, atr_pct_14, log_return_1, volume_ratio]
-labels: {{{{horizon: 6, cost_bps: 2, flat_band_bps: 0, drop_flat: true}}}}
-training:
-  train_window: 2d
-  retrain_every: 1d
-  warmup: 2d
-  embargo: 2
-  min_train_rows: 200
-  seed: 3
-  threads: 1
-  workers: 1
-models:
-{models}
-ensemble:
-  calibration: isotonic
-  fusion: bayesian
-  payoff_lookback: 100
-  min_calibration_rows: 40
-  gate: {{{{max_uncertainty: 0.9999, min_agreement: 0.5, min_edge: 0.0}}}}
-risk:
-  sizing: kelly
-  kelly_fraction: 0.5
-  max_position_pct: 50
-  max_leverage: 2
-  max_exposure_pct: 100
-execution:
-  order_type: market
-  leverage: 2
-  margin_mode: cross
-  taker_fee: 0.0005
-  maker_fee: 0.0002
-  slippage_bps: 1
-  initial_cash: 10000
-"""
+#: test_ml_parity's small ensemble on BTCUSDT alone, one fold (0) over the whole live window
+SHAPE = (
+    "data.symbols=[BTCUSDT]",
+    "training.train_window=2d",
+    "training.retrain_every=1d",
+    "training.warmup=2d",
+)
 
 
-def in_process_text() -> str:
-    lines = [f"  - {{{{kind: {k}, name: {k}, params: {p}}}}}" for k, p in MEMBERS.items()]
-    return STRATEGY.format(models="\n".join(lines))
+def graph(end: int, models: list[dict[str, Any]]) -> Any:
+    """ML_STRATEGY with ``models`` (JSON is YAML; braces doubled: the text is a format string)."""
+    head, rest = ML_STRATEGY.split("\nmodels:\n")
+    tail = rest[rest.index("\nensemble:") :]
+    listed = json.dumps(models).replace("{", "{{").replace("}", "}}")
+    return strategy(START, end, text=head + "\nmodels: " + listed + tail, sets=SHAPE)
 
 
-def remote_text(ports: dict[str, int]) -> str:
-    lines = [
-        f"  - {{{{kind: remote, name: {k}, url: 'http://127.0.0.1:{ports[k]}', "
-        f"timeout_s: {HUNG_TIMEOUT_S if k == HUNG else TIMEOUT_S}}}}}"
-        for k in MEMBERS
-    ]
-    return STRATEGY.format(models="\n".join(lines))
+def in_process(end: int) -> Any:
+    return graph(end, [{"kind": k, "name": k, "params": p} for k, p in MEMBERS.items()])
+
+
+def remote(end: int, ports: dict[str, int]) -> Any:
+    """Every member ``remote``, named as in process; the hung one with a short timeout."""
+    return graph(
+        end,
+        [
+            {
+                "kind": "remote",
+                "name": k,
+                "url": f"http://127.0.0.1:{ports[k]}",
+                "timeout_s": HUNG_TIMEOUT_S if k == HUNG else TIMEOUT_S,
+            }
+            for k in MEMBERS
+        ],
+    )
 
 
 class Server:
@@ -172,7 +150,7 @@ def test_members_served_by_engine_serve_model_processes(
 
     # 1. the in-process run: trains fold 0 of each member (saved under tmp_path/models)
     with simulator(btc_market, symbols=("BTCUSDT",), start_ms=first_live) as sim:
-        ref = drive(sim, strategy(START, last, text=in_process_text()), tmp_path, bars=N_BARS)
+        ref = drive(sim, in_process(last), tmp_path, bars=N_BARS)
     assert ref.status == "ok" and ref.bars == N_BARS
     saved = rows(
         f"SELECT model, any_value(model_version) AS v, count(DISTINCT model_version) "
@@ -208,7 +186,7 @@ def test_members_served_by_engine_serve_model_processes(
         with simulator(btc_market, symbols=("BTCUSDT",), start_ms=first_live) as sim:
             res = drive(
                 sim,
-                strategy(START, last, text=remote_text(ports)),
+                remote(last, ports),
                 tmp_path,
                 bars=N_BARS,
                 between=between,

@@ -49,6 +49,21 @@ def make_version(
     return d
 
 
+def rsi_bb_atr_version(root: Path, version: str) -> Path:
+    """A small LightGBM on made-up (rsi_14, bb_pct, atr_pct_14) rows (up when rsi_14 is high),
+    saved as the version folder ``root/version``."""
+    rng = np.random.default_rng(5)
+    X = np.column_stack([rng.uniform(0, 100, 500), rng.uniform(0, 1, 500), rng.uniform(0, 2, 500)])
+    y = (X[:, 0] + rng.normal(0, 10, 500) > 50).astype(float)
+    return make_version(
+        root,
+        "lightgbm",
+        TrainSet(X, y),
+        features=["rsi_14", "bb_pct", "atr_pct_14"],
+        version=version,
+    )
+
+
 def prophet_trainset(open_time: np.ndarray, close: np.ndarray, n_forecast: int) -> TrainSet:
     """Prophet's inputs from 5m bars: the hourly closes and the next ``n_forecast`` bars."""
     hourly = (open_time + STEP) % HOUR == 0

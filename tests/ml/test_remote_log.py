@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 
 from engine.backtest import run_backtest
-from engine.ml.models.base import Segment, TrainSet
+from engine.ml.models.base import Segment
 from engine.ml.models.external import RemoteModel, public_url
 from engine.ml.serve import ModelService, ServerThread
 from engine.runlog.query import run_query
 from engine.strategy.load import load_strategy_text
 
-from .serve_helpers import make_version
+from .serve_helpers import rsi_bb_atr_version
 
-FEATS = ["rsi_14", "bb_pct", "atr_pct_14"]
 SECRET = "s3cr3t-token"
 
 STRATEGY = """
@@ -47,11 +46,7 @@ execution: {{initial_cash: 10000}}
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(4)
-    X = np.column_stack([rng.uniform(0, 100, 600), rng.uniform(0, 1, 600), rng.uniform(0, 1, 600)])
-    y = (X[:, 0] + rng.normal(0, 15, 600) > 50).astype(float)
-    root = tmp_path_factory.mktemp("models")
-    return make_version(root, "lightgbm", TrainSet(X, y), features=FEATS, version="lightgbm-log")
+    return rsi_bb_atr_version(tmp_path_factory.mktemp("models"), "lightgbm-log")
 
 
 def test_public_url_drops_credentials_query_and_fragment():

@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.ml.models.base import TrainSet
 from engine.ml.serve import ModelService, ServerThread
 
-from .serve_helpers import call, make_version, metrics, onnx_file
+from .serve_helpers import call, metrics, onnx_file, rsi_bb_atr_version
 
 FEATS = ["rsi_14", "bb_pct", "atr_pct_14"]
 MAX_BODY = 64 << 10
@@ -36,11 +35,7 @@ CANDLE = {
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(5)
-    X = np.column_stack([rng.uniform(0, 100, 500), rng.uniform(0, 1, 500), rng.uniform(0, 2, 500)])
-    y = (X[:, 0] + rng.normal(0, 10, 500) > 50).astype(float)
-    root = tmp_path_factory.mktemp("models")
-    return make_version(root, "lightgbm", TrainSet(X, y), features=FEATS, version="lightgbm-in")
+    return rsi_bb_atr_version(tmp_path_factory.mktemp("models"), "lightgbm-in")
 
 
 def candle(**over):
