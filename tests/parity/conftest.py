@@ -125,7 +125,7 @@ def parity_json(run_id: str, results: Path, store: Path, *extra: str) -> tuple[i
 #: where every replay's market clock starts (the first live bar)
 CLOCK_START = "2024-01-01T06:00"
 #: the last bar any replay here may reach
-MARKET_END = "2024-01-12T00:00"
+MARKET_END = "2024-02-01T00:00"
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from .conftest import BAR, CLOCK_START, REPO, engine_cli, parity_json, replay, s
 
 pytestmark = pytest.mark.slow
 
-DAYS = 10
+DAYS = 30
 N_BARS = DAYS * 288
 
 
