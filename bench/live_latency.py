@@ -6,9 +6,12 @@ simulator's clock is moved bar by bar, as the live tests do). The latency is the
 process's own ``decision_latency_seconds`` histogram, read from its ``/metrics`` with
 prometheus_client's parser: from the moment the last symbol's closed kline of a bar is
 received to the moment the bar's first order request is written to the run log (a bar that
-needs no order: its decision written). It includes the account read from the venue, the
-features (one step of the FeatureStream), the rules or the four-model ensemble, the
-simulator's decide phase and the durable SQLite writes. p50/p99 are read from the 0.25 ms
+needs no order: its decision written). It includes the account read from the venue (sent
+first, so its round trip overlaps the features and models), the features (one step of the
+FeatureStream), the rules or the four-model ensemble, the simulator's decide phase, the
+``decided`` checkpoint (fsynced) and the durable SQLite writes of the decision rows and the
+order intent (the predictions are written after the orders). A bar at a monthly retrain
+waits for what is left of a fold fit started at the previous close (in a replay, all of it). p50/p99 are read from the 0.25 ms
 buckets the way PromQL's ``histogram_quantile`` does (linear inside a bucket).
 
 Baseline: the way freqtrade refreshes indicators live: at each closed bar the whole
