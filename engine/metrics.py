@@ -67,10 +67,14 @@ def sharpe_ratio(returns: np.ndarray, *, periods_per_year: float) -> float:
     r = np.asarray(returns, dtype=np.float64)
     if r.size < 2:
         return 0.0
-    sd = float(r.std(ddof=1))
+    return sharpe_from(float(r.mean()), float(r.std(ddof=1)), periods_per_year=periods_per_year)
+
+
+def sharpe_from(mean: float, sd: float, *, periods_per_year: float) -> float:
+    """:func:`sharpe_ratio` from the returns' mean and sample standard deviation (n >= 2)."""
     if not sd > 0.0:
         return 0.0
-    return _finite(float(r.mean()) / sd * math.sqrt(periods_per_year))
+    return _finite(mean / sd * math.sqrt(periods_per_year))
 
 
 def sortino_ratio(returns: np.ndarray, *, periods_per_year: float) -> float:
@@ -83,9 +87,14 @@ def sortino_ratio(returns: np.ndarray, *, periods_per_year: float) -> float:
     if r.size < 1:
         return 0.0
     dd = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
-    if not dd > 0.0:
+    return sortino_from(float(r.mean()), dd, periods_per_year=periods_per_year)
+
+
+def sortino_from(mean: float, downside: float, *, periods_per_year: float) -> float:
+    """:func:`sortino_ratio` from the returns' mean and downside deviation (n >= 1)."""
+    if not downside > 0.0:
         return 0.0
-    return _finite(float(r.mean()) / dd * math.sqrt(periods_per_year))
+    return _finite(mean / downside * math.sqrt(periods_per_year))
 
 
 def drawdown(equity: np.ndarray) -> np.ndarray:
@@ -176,22 +185,60 @@ def compute_metrics(
         sortino = sortino_ratio(r, periods_per_year=periods)
     n_trades, win_rate, profit_factor = _trade_stats(trades)
     in_pos = _in_position(t, eq, trades, exposure, n_trades)
+    return summary_metrics(
+        span_ms=int(t[-1]) - int(t[0]) if n > 1 else 0,
+        bars=n,
+        initial=initial,
+        final=final,
+        sharpe=sharpe,
+        sortino=sortino,
+        max_drawdown=float(dd.max()) if n else 0.0,
+        trades=n_trades,
+        win_rate=win_rate,
+        profit_factor=profit_factor,
+        exposure=float(in_pos.mean()) if n else 0.0,
+        fees=fees_total,
+        funding=funding_total,
+        liquidations=liquidations,
+    )
+
+
+def summary_metrics(
+    *,
+    span_ms: int,
+    bars: int,
+    initial: float,
+    final: float,
+    sharpe: float,
+    sortino: float,
+    max_drawdown: float,
+    trades: int,
+    win_rate: float,
+    profit_factor: float,
+    exposure: float,
+    fees: float,
+    funding: float,
+    liquidations: int,
+) -> dict[str, float | int]:
+    """The dict :func:`compute_metrics` returns, from its parts (the fused sweep kernel
+    computes the same parts in numba): non-finite values become 0.0; ``span_ms`` is the last
+    bar's open time minus the first's (0 for one bar), for the CAGR."""
     return {
         "total_return": _finite(final / initial - 1.0 if initial > 0 else 0.0),
-        "cagr": _finite(_cagr(t, initial, final)),
+        "cagr": _finite(_cagr(span_ms, initial, final)),
         "sharpe": sharpe,
         "sortino": sortino,
-        "max_drawdown": _finite(float(dd.max()) if n else 0.0),
+        "max_drawdown": _finite(max_drawdown),
         "win_rate": _finite(win_rate),
         "profit_factor": _finite(profit_factor),
-        "exposure": _finite(float(in_pos.mean()) if n else 0.0),
-        "trades": n_trades,
-        "fees": _finite(fees_total),
-        "funding": _finite(funding_total),
+        "exposure": _finite(exposure),
+        "trades": int(trades),
+        "fees": _finite(fees),
+        "funding": _finite(funding),
         "liquidations": int(liquidations),
         "final_equity": _finite(final),
         "initial_equity": _finite(initial),
-        "bars": n,
+        "bars": int(bars),
     }
 
 
@@ -215,10 +262,10 @@ def _checked_series(
     return t, eq
 
 
-def _cagr(t: np.ndarray, initial: float, final: float) -> float:
-    """Compound annual growth over the span of ``t`` (365-day years); -1 when wiped out,
+def _cagr(span_ms: int, initial: float, final: float) -> float:
+    """Compound annual growth over ``span_ms`` (365-day years); -1 when wiped out,
     0 when the span or the start is not positive; capped where exp would overflow."""
-    years = (int(t[-1]) - int(t[0])) / YEAR_MS if t.size > 1 else 0.0
+    years = span_ms / YEAR_MS
     if not (years > 0 and initial > 0):
         return 0.0
     ratio = final / initial
@@ -232,11 +279,24 @@ def _trade_stats(trades: pl.DataFrame | None) -> tuple[int, float, float]:
     if trades is None or not trades.height:
         return 0, 0.0, 0.0
     pnl = trades["pnl"].cast(float).fill_null(0.0).to_numpy()
-    n_trades = int(pnl.size)
-    win_rate = float(np.count_nonzero(pnl > 0)) / n_trades
-    gross_loss = -float(pnl[pnl < 0].sum())
-    profit_factor = float(pnl[pnl > 0].sum()) / gross_loss if gross_loss > 0 else 0.0
-    return n_trades, win_rate, profit_factor
+    return trade_ratios(
+        int(pnl.size),
+        int(np.count_nonzero(pnl > 0)),
+        float(pnl[pnl > 0].sum()),
+        -float(pnl[pnl < 0].sum()),
+    )
+
+
+def trade_ratios(
+    trades: int, wins: int, gross_profit: float, gross_loss: float
+) -> tuple[int, float, float]:
+    """(trades, win rate, profit factor) from the count of trades and winners (net PnL > 0)
+    and the sums of the winners' and (as a positive number) the losers' PnL."""
+    if not trades:
+        return 0, 0.0, 0.0
+    win_rate = float(wins) / trades
+    profit_factor = gross_profit / gross_loss if gross_loss > 0 else 0.0
+    return trades, win_rate, profit_factor
 
 
 def _in_position(

@@ -15,7 +15,11 @@ cached machine code (``*.nbi``, ``*.nbc``) and stamps the new digest. :func:`ker
 once per process and cache folder, when it decorates the first kernel whose cache lives
 there, which is before numba reads anything from that folder. Editing any source of a kernel
 package therefore recompiles the package's kernels on their next call; an unchanged package
-keeps its cache.
+keeps its cache. A kernel package whose kernels compile kernels of *other* packages into their
+own code (the fused sweep kernel in ``engine.sweep`` runs ``engine.sim``'s bar step and
+``engine.strategy``'s rule step) names them in a ``KERNEL_DEPENDS`` tuple at the top of its
+kernel module, above the first kernel; their sources join the digest of the module's cache
+folder, so an edit of the simulator drops the sweep's cache too.
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
@@ -106,7 +110,19 @@ def ensure_fresh(cache_dir: Path, module: str) -> None:
         return
     if root not in _digests:
         try:
-            _digests[root] = source_digest(root, _KERNELS_DIR)
+            _digests[root] = source_digest(root, *_depends(module), _KERNELS_DIR)
         except OSError:
             return
     guard_cache(cache_dir, _digests[root])
+
+
+def _depends(module: str) -> list[Path]:
+    """The folders of the packages kernel module ``module`` names in its ``KERNEL_DEPENDS``
+    (already imported: its kernels import theirs)."""
+    out = []
+    for name in getattr(sys.modules.get(module), "KERNEL_DEPENDS", ()):
+        dep = sys.modules.get(name)
+        paths = list(getattr(dep, "__path__", None) or [])
+        if paths:
+            out.append(Path(paths[0]).resolve())
+    return out

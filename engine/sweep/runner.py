@@ -8,13 +8,17 @@ Order of work (nothing is written before every input has been read and checked):
 3. each distinct feature is computed once per symbol: features depend on params only through
    their names (``ema_{fast}`` -> ``ema_9``), so ``ema_9`` is computed once for every
    combination that reads it, and each combination gets a frame of its own columns;
-4. per combination (in the executor: a process pool by default): decisions, the simulator,
-   metrics -- the same functions :func:`engine.backtest.run_backtest` calls, so a child's
-   metrics equal a standalone backtest of the same overrides exactly;
+4. rule strategies: every combination in the fused kernel (:mod:`engine.sweep.fused`:
+   rules, the futures simulator's own bar step and the metrics in numba, parallel over
+   combinations, only each combination's metrics coming back); anything else (ML graphs)
+   per combination in the executor: decisions, the simulator, metrics -- the functions
+   :func:`engine.backtest.run_backtest` calls. Either way a combination's metrics equal a
+   standalone backtest of the same overrides exactly;
 5. the run log: a parent run (mode ``sweep``; the grid in params, a summary in metrics) and
-   one child run per combination (mode ``sweep``, ``parent_run_id`` set; ``equity`` and
-   ``trades``, plus ``ensemble_decisions`` with ``log_decisions``), written in combination
-   order as results arrive.
+   one child run per combination (mode ``sweep``, ``parent_run_id`` set, its metrics),
+   written in combination order. Fused: the best ``log_top`` combinations by ``sort`` are
+   re-run through the per-combination path and get ``equity`` and ``trades`` (plus
+   ``ensemble_decisions`` with ``log_decisions``); per-combination: every child gets them.
 
 Progress goes through :mod:`engine.progress`: ``("load data", 0, None)``, ``("features", 0,
 None)``, then ``("combinations", done, total)`` as each combination is done (logged: written).
@@ -22,6 +26,7 @@ None)``, then ``("combinations", done, total)`` as each combination is done (log
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 import time
@@ -36,7 +41,7 @@ from engine.backtest.runner import ml_metrics, run_metrics, run_params, simulate
 from engine.decisions import records
 from engine.decisions.decide import decide
 from engine.decisions.market import Market, load_graph_market
-from engine.errors import ConfigError, UsageError
+from engine.errors import ConfigError, RunError, UsageError
 from engine.features import compute
 from engine.metrics import METRIC_KEYS
 from engine.progress import Progress, step
@@ -47,7 +52,8 @@ from engine.strategy.graph import StrategyGraph
 from engine.strategy.load import build_graph
 from engine.strategy.params import apply_overrides, parse_set
 from engine.strategy.yamlio import load_yaml_file
-from engine.sweep.executors import Executor, make_executor
+from engine.sweep import fused as fz
+from engine.sweep.executors import Executor, LocalExecutor, ProcessPoolExecutor, make_executor
 from engine.sweep.grid import Axis, check_axes, combinations, parse_grid
 
 if TYPE_CHECKING:
@@ -210,6 +216,7 @@ class _Where:
     store: str | os.PathLike[str] | None
     results: str | os.PathLike[str] | None
     sort: str
+    log_top: int = 10
 
 
 def run_sweep(
@@ -229,6 +236,8 @@ def run_sweep(
     force: bool = False,
     sort: str = "sharpe",
     progress: Progress | None = None,
+    log_top: int = 10,
+    fused: bool = True,
 ) -> SweepResult:
     """Backtest a strategy over the cartesian product of ``grid`` and log the sweep.
 
@@ -246,6 +255,10 @@ def run_sweep(
     force : allow more than :data:`engine.sweep.grid.MAX_COMBOS` combinations.
     sort : the metric :meth:`SweepResult.ranked` sorts by (recorded in the parent run).
     progress : an :class:`engine.progress.Progress` (see the module docstring).
+    log_top : with the fused kernel, how many of the best combinations (by ``sort``) are
+        re-run to log their equity and trades (every child run gets its metrics).
+    fused : False runs every combination through the per-combination path even when the
+        fused kernel could (the two give the same metrics; for comparisons).
 
     Raises
     ------
@@ -272,11 +285,13 @@ def run_sweep(
     shared = _prepare(graphs, store, results, log, log_decisions, timings, progress)
     tasks = [_Task(i, g, data_key(g)) for i, g in enumerate(graphs)]
     t1 = time.perf_counter()
-    where = _Where(path, overrides, store, results, sort)
+    plan = fz.plan(graphs, shared.markets, shared.features, data_key) if fused else None
+    timings["plan"] = time.perf_counter() - t1
+    where = _Where(path, overrides, store, results, sort, log_top)
     parent_id, metrics_of, run_ids = (
-        _run_logged(ex, shared, tasks, combos, axes, where, timings, progress)
+        _run_logged(ex, shared, tasks, combos, axes, where, timings, progress, plan)
         if log
-        else (None, _run_unlogged(ex, shared, tasks, progress), [])
+        else (None, _run_unlogged(ex, shared, tasks, progress, plan), [])
     )
     timings["combos"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
@@ -356,13 +371,19 @@ def _shared_features(
 
 
 def _run_unlogged(
-    ex: Executor, shared: _Shared, tasks: list[_Task], progress: Progress | None
+    ex: Executor,
+    shared: _Shared,
+    tasks: list[_Task],
+    progress: Progress | None,
+    plan: fz.FusedPlan | None,
 ) -> list[dict[str, Any] | None]:
     """Run the combinations; only their metrics are kept (by index)."""
     total = len(tasks)
+    step(progress, "combinations", 0, total)
+    if plan is not None:
+        return _run_fused(ex, shared, tasks, plan, progress)
     metrics_of: list[dict[str, Any] | None] = [None] * total
     done = 0
-    step(progress, "combinations", 0, total)
 
     def collect(i: int, out: dict[str, Any]) -> None:
         nonlocal done
@@ -371,6 +392,41 @@ def _run_unlogged(
         step(progress, "combinations", done, total)
 
     ex.run(run_combo, shared, tasks, collect)
+    return metrics_of
+
+
+#: combinations per fused task (a few per thread: progress moves, Ray gets chunks to spread)
+FUSED_CHUNK = 64
+
+
+def _run_fused(
+    ex: Executor,
+    shared: _Shared,
+    tasks: list[_Task],
+    plan: fz.FusedPlan,
+    progress: Progress | None,
+) -> list[dict[str, Any] | None]:
+    """Every combination's metrics from the fused kernel, in chunks through the executor
+    (in this process for the local pool: the kernel already runs on every core). A
+    combination the kernel could not finish exactly is run per combination instead."""
+    total = len(tasks)
+    metrics_of: list[dict[str, Any] | None] = [None] * total
+    chunks = fz.chunks(plan, size=FUSED_CHUNK)
+    done = 0
+
+    def collect(i: int, stats: np.ndarray) -> None:
+        nonlocal done
+        g, rows = chunks[i]
+        group = plan.groups[g]
+        for row, st in zip(rows, stats, strict=True):
+            idx = int(group.indices[row])
+            m = fz.metrics_of(st, group)
+            metrics_of[idx] = m if m is not None else run_combo(shared, tasks[idx])["metrics"]
+            done += 1
+            step(progress, "combinations", done, total)
+
+    runner = LocalExecutor() if isinstance(ex, ProcessPoolExecutor) else ex
+    runner.run(fz.run_chunk, plan, chunks, collect)
     return metrics_of
 
 
@@ -461,6 +517,7 @@ def _run_logged(
     where: _Where,
     timings: dict[str, float],
     progress: Progress | None,
+    plan: fz.FusedPlan | None,
 ) -> tuple[str, list[dict[str, Any] | None], list[str | None]]:
     """Run the combinations and write the parent and child runs (children in index order).
 
@@ -477,7 +534,10 @@ def _run_logged(
         ) as parent_id:
             children = _Children(runlog, parent_id, tasks, combos, shared, where, progress)
             step(progress, "combinations", 0, len(tasks))
-            ex.run(run_combo, shared, tasks, children.collect)
+            if plan is None:
+                ex.run(run_combo, shared, tasks, children.collect)
+            else:
+                _log_fused(ex, shared, tasks, plan, where, children)
             children.write_ready()
             ranked = rank(
                 [
@@ -489,6 +549,38 @@ def _run_logged(
             summary = _summary(ranked, where.sort, children.run_ids, timings)
             runlog.finish_run(parent_id, status="ok", metrics=summary)
     return parent_id, children.metrics_of, children.run_ids
+
+
+def _log_fused(
+    ex: Executor,
+    shared: _Shared,
+    tasks: list[_Task],
+    plan: fz.FusedPlan,
+    where: _Where,
+    children: _Children,
+) -> None:
+    """Fused metrics for every child; the best ``where.log_top`` by ``where.sort`` re-run
+    per combination for their equity and trades (their metrics must come out the same)."""
+    metrics_of = _run_fused(ex, shared, tasks, plan, None)
+    ranked = rank(
+        [ComboResult(index=i, params={}, metrics=m or {}) for i, m in enumerate(metrics_of)],
+        where.sort,
+        top=max(0, where.log_top),
+    )
+    top = {r.index for r in ranked}
+    logging = dataclasses.replace(shared, log=True)
+    for i, m in enumerate(metrics_of):
+        if i not in top:
+            children.collect(i, {"metrics": m, "frames": {}})
+            continue
+        out = run_combo(logging, tasks[i])
+        if out["metrics"] != m:
+            raise RunError(
+                f"sweep combination {i}: the fused kernel's metrics differ from the "
+                "backtest path's (a bug: please report it)",
+                hint="rerun with fused=False meanwhile",
+            )
+        children.collect(i, out)
 
 
 def _summary(

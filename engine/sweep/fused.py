@@ -1,0 +1,394 @@
+"""The fused sweep path: every combination of a rule strategy in one parallel numba kernel.
+
+:func:`plan` checks that the grid can be fused (rule graphs: no ML models, no Kelly sizing,
+one data section and one set of exchange rules per group, the leverage within the brackets)
+and builds its inputs once: the market arrays, every column any rule reads (each distinct
+feature computed once, as the per-combination path does), each combination's rules compiled
+into postfix programs (:func:`compile_rule`) and its simulator settings as a row of numbers.
+:func:`run_chunk` runs a chunk of combinations through :func:`engine.sweep.fused_nb.sweep_nb`
+(parallel over combinations on numba's threads; the executor seam ships chunks to Ray) and
+:func:`metrics_of` turns a statistics row into the dict :func:`engine.metrics.compute_metrics`
+returns, through the same :func:`engine.metrics.summary_metrics`.
+
+Anything the kernel cannot do goes the per-combination way (:func:`engine.sweep.runner.run_combo`),
+transparently: :func:`plan` returns None for the whole grid, and a combination whose kernel
+run overflowed a buffer or produced a non-finite equity is re-run there one by one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.decisions.decide import rule_columns
+from engine.decisions.signals import event_rules
+from engine.metrics import YEAR_MS, sharpe_from, sortino_from, summary_metrics, trade_ratios
+from engine.sim.specs import SpecArrays, spec_arrays
+from engine.sim.state import new_account, new_breaker, new_pending, new_records
+from engine.strategy.execution import sim_config, symbol_specs
+from engine.strategy.expr import Node
+from engine.sweep import fused_nb as K
+from engine.timeutil import interval_ms
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from engine.decisions.market import Market
+    from engine.strategy.graph import StrategyGraph
+
+#: rule slots of a program table (hold rules use slots 0 and 2 with the exits implied)
+SLOTS = ("long_entry", "long_exit", "short_entry", "short_exit")
+_UNARY = {"neg": K.OP_NEG, "not": K.OP_NOT, "abs": K.OP_ABS}
+_BINARY = {
+    "+": K.OP_ADD, "-": K.OP_SUB, "*": K.OP_MUL, "/": K.OP_DIV, "min": K.OP_MIN, "max": K.OP_MAX,
+}  # fmt: skip
+_CMP = {"<": K.OP_LT, "<=": K.OP_LE, ">": K.OP_GT, ">=": K.OP_GE, "==": K.OP_EQ, "!=": K.OP_NE}
+_CROSS = {"cross_above": K.OP_CROSS_ABOVE, "cross_below": K.OP_CROSS_BELOW}
+
+Op = tuple[int, int, int, float]  # (op code, column, rows back, constant)
+
+
+def compile_rule(root: Node, column: Callable[[str], int]) -> tuple[list[Op], int]:
+    """A compiled rule tree as a postfix program and its stack depth.
+
+    ``shift(x, n)`` is pushed down to the leaves (a leaf reads ``n`` rows further back; a
+    row before the first is NaN, and every operator propagates NaN, so this equals shifting
+    the subtree's values); ``cross_above(a, b)`` reads ``a``, ``b`` now and one row back;
+    a chained comparison is the NaN-propagating minimum of its pairs, and ``and``/``or``
+    fold ``min``/``max`` left to right, as :meth:`engine.strategy.expr.Node.eval` does.
+    """
+    out: list[Op] = []
+    sp = depth = 0
+
+    def emit(op: int, col: int = 0, off: int = 0, val: float = 0.0) -> None:
+        nonlocal sp, depth
+        out.append((op, col, off, val))
+        sp += 1 if op in (K.OP_COL, K.OP_CONST) else -_pops(op)
+        depth = max(depth, sp)
+
+    def walk(node: Node, off: int) -> None:
+        op, a = node.op, node.args
+        if op == "col":
+            emit(K.OP_COL, column(a[0]), off)
+        elif op == "const":
+            emit(K.OP_CONST, 0, off, float(a[0]))
+        elif op == "shift":
+            walk(a[0], off + int(a[1]))
+        elif op == "cmp":
+            for i, sym in enumerate(a[0]):
+                walk(a[1 + i], off)
+                walk(a[2 + i], off)
+                emit(_CMP[sym])
+                if i:
+                    emit(K.OP_MIN)
+        elif op in _UNARY:
+            walk(a[0], off)
+            emit(_UNARY[op])
+        elif op in ("and", "or"):
+            walk(a[0], off)
+            for x in a[1:]:
+                walk(x, off)
+                emit(K.OP_MIN if op == "and" else K.OP_MAX)
+        elif op in _BINARY:
+            walk(a[0], off)
+            walk(a[1], off)
+            emit(_BINARY[op])
+        elif op in _CROSS:
+            for o in (off, off + 1):
+                walk(a[0], o)
+                walk(a[1], o)
+            emit(_CROSS[op])
+        else:  # pragma: no cover - the rule compiler builds only the above
+            raise AssertionError(f"unknown rule node {op}")
+
+    walk(root, 0)
+    return out, depth
+
+
+def _pops(op: int) -> int:
+    """How much an operator shrinks the stack."""
+    if op <= K.OP_ABS:
+        return 0
+    if op <= K.OP_NE:
+        return 1
+    return 3
+
+
+def fusable(graph: StrategyGraph) -> bool:
+    """Whether the fused kernel runs this graph exactly as a backtest does: rules (no ML
+    models, so no Kelly sizing) and a leverage every symbol's brackets allow (otherwise the
+    per-combination path raises the simulator's own error)."""
+    if graph.config.models is not None or graph.config.risk.sizing == "kelly":
+        return False
+    if not graph.rules:
+        return False
+    lev = graph.config.execution.leverage
+    return all(lev <= float(sp.bracket_leverage.max()) for sp in symbol_specs(graph))
+
+
+def _atr_name(graph: StrategyGraph) -> str | None:
+    e = graph.config.execution
+    stop = next(
+        (s for s in (e.stop_loss, e.take_profit) if s is not None and s.atr is not None), None
+    )
+    return None if stop is None else f"atr_{stop.atr_period}"
+
+
+@dataclass(frozen=True, eq=False)
+class FusedGroup:
+    """The kernel inputs of combinations that share one market and one set of exchange rules."""
+
+    market: K.FusedMarket
+    spec: SpecArrays
+    programs: K.Programs
+    caps: np.ndarray  # int64[4]: fees, trades, funding, stack depth
+    indices: np.ndarray  # int64[C]: the grid index of each program row
+    span_ms: int
+    bar_ms: int
+
+
+@dataclass(frozen=True, eq=False)
+class FusedPlan:
+    """Every group of a fusable grid (normally one)."""
+
+    groups: tuple[FusedGroup, ...]
+
+
+def plan(
+    graphs: Sequence[StrategyGraph],
+    markets: Mapping[tuple[Any, ...], Market],
+    features: Mapping[tuple[Any, ...], Mapping[str, pl.DataFrame]],
+    data_key: Callable[[StrategyGraph], tuple[Any, ...]],
+) -> FusedPlan | None:
+    """The fused inputs of the whole grid, or None when any graph is not :func:`fusable`."""
+    if not graphs or not all(fusable(g) for g in graphs):
+        return None
+    keys: dict[tuple[Any, ...], list[int]] = {}
+    for i, g in enumerate(graphs):
+        keys.setdefault((data_key(g), g.config.execution.exchange_filters), []).append(i)
+    groups = []
+    for (dkey, _filters), idx in keys.items():
+        gs = [graphs[i] for i in idx]
+        groups.append(_group(gs, np.array(idx, dtype=np.int64), markets[dkey], features[dkey]))
+    return FusedPlan(groups=tuple(groups))
+
+
+def _group(
+    graphs: list[StrategyGraph],
+    indices: np.ndarray,
+    market: Market,
+    features: Mapping[str, pl.DataFrame],
+) -> FusedGroup:
+    names: list[str] = []
+    for g in graphs:
+        for r in g.rules.values():
+            names.extend(sorted(r.names))
+        atr = _atr_name(g)
+        if atr is not None:
+            names.append(atr)
+    names = list(dict.fromkeys(names))
+    slot = {name: k for k, name in enumerate(names)}
+    programs, depth = _programs(graphs, slot)
+    fmk = _market(market, features, names, funding=graphs[0].config.data.funding)
+    n, n_sym = market.n_bars, len(market.symbols)
+    cap_fees = 3 * n * n_sym + 2 * n_sym + 16
+    funding_bars = int((~np.isnan(fmk.funding)).sum())
+    caps = np.array([cap_fees, cap_fees // 2 + n_sym + 1, funding_bars + 1, max(depth, 1)])
+    t = market.open_time
+    return FusedGroup(
+        market=fmk,
+        spec=spec_arrays(symbol_specs(graphs[0])),
+        programs=programs,
+        caps=caps.astype(np.int64),
+        indices=indices,
+        span_ms=int(t[-1]) - int(t[0]) if n > 1 else 0,
+        bar_ms=interval_ms(market.interval),
+    )
+
+
+def _market(
+    market: Market, features: Mapping[str, pl.DataFrame], names: list[str], *, funding: bool
+) -> K.FusedMarket:
+    """Grid prices, funding, times, each grid bar's own row per symbol, and the columns."""
+    n, n_sym = market.n_bars, len(market.symbols)
+    own = np.full((n, n_sym), -1, dtype=np.int64)
+    n_own = max(len(market.rows[s]) for s in market.symbols)
+    cols = np.full((n_sym, max(len(names), 1), n_own), np.nan)
+    for j, sym in enumerate(market.symbols):
+        rows = market.rows[sym]
+        own[rows, j] = np.arange(len(rows), dtype=np.int64)
+        have = rule_columns(market.candles[sym], features[sym])
+        for k, name in enumerate(names):
+            cols[j, k, : len(rows)] = have[name]
+    return K.FusedMarket(
+        open=market.open,
+        high=market.high,
+        low=market.low,
+        close=market.close,
+        funding=market.funding_rate if funding else np.full((n, n_sym), np.nan),
+        time_ms=market.open_time.astype(np.int64),
+        own=own,
+        cols=cols,
+    )
+
+
+def _programs(graphs: list[StrategyGraph], slot: dict[str, int]) -> tuple[K.Programs, int]:
+    """Every combination's four rule slots as padded program tables, its rule style flags,
+    its ATR column and its simulator settings row."""
+    compiled: list[list[list[Op]]] = []
+    depth = 1
+    for g in graphs:
+        rules = g.rules
+        hold = "long" in rules or "short" in rules
+        keys = ("long", None, "short", None) if hold else SLOTS
+        progs: list[list[Op]] = []
+        for key in keys:
+            expr = rules.get(key) if key is not None else None
+            if expr is None:
+                progs.append([])
+                continue
+            prog, d = compile_rule(expr.root, slot.__getitem__)
+            depth = max(depth, d)
+            progs.append(prog)
+        compiled.append(progs)
+    c = len(graphs)
+    width = max(1, max(len(p) for progs in compiled for p in progs))
+    ops = np.zeros((c, 4, width), dtype=np.int64)
+    args = np.zeros((c, 4, width), dtype=np.int64)
+    offs = np.zeros((c, 4, width), dtype=np.int64)
+    vals = np.zeros((c, 4, width))
+    lens = np.zeros((c, 4), dtype=np.int64)
+    for i, progs in enumerate(compiled):
+        for r, prog in enumerate(progs):
+            lens[i, r] = len(prog)
+            for j, (op, col, off, val) in enumerate(prog):
+                ops[i, r, j], args[i, r, j], offs[i, r, j], vals[i, r, j] = op, col, off, val
+    flags = np.array(
+        [[event_rules(g), "long" in g.rules, "short" in g.rules] for g in graphs], dtype=np.int64
+    )
+    atr = np.array([slot.get(_atr_name(g) or "", -1) for g in graphs], dtype=np.int64)
+    params = np.array([params_row(g) for g in graphs], dtype=np.float64)
+    return K.Programs(ops, args, offs, vals, lens, flags, atr, params), depth
+
+
+def params_row(graph: StrategyGraph) -> list[float]:
+    """The graph's :class:`~engine.sim.config.SimParams` as floats, in field order
+    (:func:`engine.sweep.fused_nb.params_nb` rebuilds the tuple)."""
+    return [float(v) for v in sim_config(graph).to_params()]
+
+
+def _take(programs: K.Programs, rows: np.ndarray) -> K.Programs:
+    return K.Programs(*(a[rows] for a in programs))
+
+
+def lane_state(group: FusedGroup) -> tuple[tuple[Any, ...], K.Work]:
+    """One thread's simulator state (``engine.sim.state``'s layouts; record buffers of
+    :data:`engine.sweep.fused_nb.PER_BAR` slots, drained every bar) and buffers."""
+    n, s = group.market.open.shape
+    cap = K.PER_BAR * s + 16
+    st = (
+        new_account(s, cash=0.0),
+        new_pending(s),
+        new_breaker(equity=0.0),
+        new_records(fills=cap, trades=cap, funding=cap, events=cap),
+    )
+    fees, trades, funding, depth = (int(x) for x in group.caps)
+    work = K.Work(
+        stack=np.empty((depth, K.BLOCK)),
+        rules=np.zeros((s, 4, K.BLOCK)),
+        state=np.zeros(s, dtype=np.int64),
+        direction=np.full(s, np.nan),
+        atr=np.full(s, np.nan),
+        target=np.zeros(s),
+        reason=np.zeros(s, dtype=np.int64),
+        equity=np.empty(n),
+        fees=np.empty(fees),
+        pnl=np.empty(trades),
+        scratch=np.empty(trades),
+        funding=np.empty(funding),
+        counts=np.zeros(4, dtype=np.int64),
+        frames=np.zeros((64, 3), dtype=np.int64),
+        values=np.zeros(64),
+        empty=np.empty(0),
+    )
+    return st, work
+
+
+def run_chunk(fused: FusedPlan, task: tuple[int, np.ndarray]) -> np.ndarray:
+    """Statistics rows (``[len(rows), N_STATS]``) of program rows ``rows`` of group ``g``
+    (``task = (g, rows)``, the executor's task function): one lane of combinations per
+    thread, each lane with its own state (memory: one set of bars-long buffers per thread,
+    whatever the number of combinations)."""
+    g, rows = task
+    grp = fused.groups[g]
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    out = np.zeros((rows.size, K.N_STATS))
+    progs = _take(grp.programs, rows)
+    combos = np.arange(rows.size, dtype=np.int64)
+    n = max(1, min(threads(), rows.size))
+
+    def lane(i: int) -> None:
+        st, work = lane_state(grp)
+        K.lane_nb(grp.market, grp.spec, progs, combos, i, n, st, work, out)
+
+    if n == 1:
+        lane(0)
+    else:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            list(pool.map(lane, range(n)))
+    return out
+
+
+def threads() -> int:
+    """Threads a fused chunk runs on: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def chunks(fused: FusedPlan, *, size: int) -> list[tuple[int, np.ndarray]]:
+    """The plan's program rows in tasks of at most ``size`` (per group, in grid order)."""
+    out: list[tuple[int, np.ndarray]] = []
+    for g, grp in enumerate(fused.groups):
+        n = grp.indices.size
+        out.extend((g, np.arange(i, min(i + size, n))) for i in range(0, n, size))
+    return out
+
+
+def metrics_of(stats: np.ndarray, group: FusedGroup) -> dict[str, float | int] | None:
+    """The metrics dict of one statistics row (None when the kernel could not finish it
+    exactly: a buffer overflowed or the equity is not finite)."""
+    if stats[K.S_OK] != 1.0:
+        return None
+    n = int(stats[K.S_BARS])
+    periods = YEAR_MS / group.bar_ms
+    mean = float(stats[K.S_MEAN])
+    sharpe = sharpe_from(mean, float(stats[K.S_SD]), periods_per_year=periods) if n > 2 else 0.0
+    down = float(stats[K.S_DOWN])
+    sortino = sortino_from(mean, down, periods_per_year=periods) if n > 1 else 0.0
+    trades, win_rate, pf = trade_ratios(
+        int(stats[K.S_TRADES]), int(stats[K.S_WINS]), float(stats[K.S_PROFIT]),
+        float(stats[K.S_LOSS]),
+    )  # fmt: skip
+    return summary_metrics(
+        span_ms=group.span_ms,
+        bars=n,
+        initial=float(stats[K.S_INITIAL]),
+        final=float(stats[K.S_FINAL]),
+        sharpe=sharpe,
+        sortino=sortino,
+        max_drawdown=float(stats[K.S_MAXDD]),
+        trades=trades,
+        win_rate=win_rate,
+        profit_factor=pf,
+        exposure=int(stats[K.S_INPOS]) / n if n else 0.0,
+        fees=float(stats[K.S_FEES]),
+        funding=float(stats[K.S_FUNDING]),
+        liquidations=int(stats[K.S_LIQ]),
+    )

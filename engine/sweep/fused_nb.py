@@ -1,0 +1,553 @@
+"""The fused sweep kernel: rules, the futures simulator and the metrics of many parameter
+combinations in one numba call, parallel over combinations, nothing per bar kept.
+
+Per combination (one iteration of the ``prange`` over combinations, on numba's threads):
+
+1. the rules, compiled by :mod:`engine.sweep.fused` into small postfix programs over the
+   shared feature columns (one program per rule; a combination differs only in which
+   columns and constants its programs read), are evaluated a block of ``BLOCK`` bars at a
+   time into a per-thread stack (:func:`eval_program_nb`);
+2. each bar, :func:`engine.strategy.rules_nb.rule_bar_nb` turns the four signals into the
+   state and the direction, and :func:`engine.sim.loop.bar_step_nb` (the very bar step
+   :func:`engine.sim.loop.simulate_nb` folds: funding, fills, stops, liquidation, close,
+   breaker and risk) books it; :func:`engine.sim.loop.close_all_nb` ends the run as
+   ``simulate_nb`` does;
+3. the record buffers are drained after every bar into per-thread arrays of fees, trade
+   PnLs and funding amounts; equity goes into a per-thread array of one value per bar;
+4. at the end the summary statistics that :func:`engine.metrics.compute_metrics` derives
+   from those arrays are computed with numpy's own summation order
+   (:func:`pairwise_sum_nb`, numpy's pairwise sum), so every metric is the same float.
+
+Memory is one set of per-thread buffers (bars-long), never a bars x combinations matrix: a
+combination's output is one row of :data:`N_STATS` numbers.
+
+Oracle: ``engine backtest`` of the same params (``tests/sweep/test_fused.py`` compares
+every metric with ``==``), and numpy's ``sum`` / ``mean`` / ``std`` for the statistics.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from engine.kernels import kernel
+from engine.sim.config import SimParams
+from engine.sim.loop import bar_step_nb, close_all_nb
+from engine.sim.steps import equity_nb
+from engine.strategy.rules_nb import rule_bar_nb
+
+#: packages whose kernels this module compiles into its own (engine.kernels.cache's guard)
+KERNEL_DEPENDS = ("engine.sim", "engine.strategy")
+#: bars evaluated per rule-program pass (the stack rows are this long)
+BLOCK = 256
+#: record slots per bar (drained after every bar); a bar books at most a closing, an
+#: opening and an exit fill per symbol, plus the other positions of a cross liquidation
+PER_BAR = 16
+
+
+class FusedMarket(NamedTuple):
+    """The market every combination reads (grid arrays ``[n, S]``, the symbols' own rows)."""
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    funding: np.ndarray  # float64[n, S] rate at funding bars, NaN elsewhere (all NaN: off)
+    time_ms: np.ndarray  # int64[n] bar open times
+    own: np.ndarray  # int64[n, S] the symbol's own row of each grid bar (-1: no bar)
+    cols: np.ndarray  # float64[S, K, n_own] every column any program reads, own rows
+
+
+class Programs(NamedTuple):
+    """Every combination's rules and settings (``C`` combinations, 4 rule slots of ``L`` ops)."""
+
+    ops: (
+        np.ndarray
+    )  # int64[C, 4, L] op codes (slots: long(_entry), long_exit, short(_entry), short_exit)
+    args: np.ndarray  # int64[C, 4, L] column of a leaf
+    offs: np.ndarray  # int64[C, 4, L] rows back of a leaf
+    vals: np.ndarray  # float64[C, 4, L] constant of a leaf
+    lens: np.ndarray  # int64[C, 4] ops in each slot (0: no rule, always false)
+    flags: np.ndarray  # int64[C, 3] event rules, hold long, hold short
+    atr_col: np.ndarray  # int64[C] column of the ATR for ATR stops (-1: none)
+    params: np.ndarray  # float64[C, 25] SimParams fields
+
+
+class Work(NamedTuple):
+    """One thread's buffers: the rule stack and values of a block, the per-bar rows the bar
+    step takes, and the run-long arrays the statistics read."""
+
+    stack: np.ndarray  # float64[depth, BLOCK]
+    rules: np.ndarray  # float64[S, 4, BLOCK]
+    state: np.ndarray  # int64[S] rule state
+    direction: np.ndarray  # float64[S]
+    atr: np.ndarray  # float64[S]
+    target: np.ndarray  # float64[S]
+    reason: np.ndarray  # int64[S]
+    equity: np.ndarray  # float64[n]
+    fees: np.ndarray  # float64[cap] every fill's fee, in order
+    pnl: np.ndarray  # float64[cap] every trade's net PnL, in order
+    scratch: np.ndarray  # float64[cap] the PnLs of one sign, packed
+    funding: np.ndarray  # float64[cap] every funding amount paid, in order
+    counts: np.ndarray  # int64[4] fees, trades, funding, overflow
+    frames: np.ndarray  # int64[64, 3] pairwise_sum_nb's stack
+    values: np.ndarray  # float64[64] its partial sums
+    empty: np.ndarray  # float64[0]
+
+
+# program op codes (see engine.sweep.fused.compile_rule)
+OP_COL, OP_CONST, OP_NEG, OP_NOT, OP_ABS = 0, 1, 2, 3, 4
+OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MIN, OP_MAX = 5, 6, 7, 8, 9, 10
+OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE = 11, 12, 13, 14, 15, 16
+OP_CROSS_ABOVE, OP_CROSS_BELOW = 17, 18
+
+# the statistics row of one combination (engine.sweep.fused.metrics_of reads it)
+S_OK, S_BARS, S_INITIAL, S_FINAL, S_MEAN, S_SD, S_DOWN = 0, 1, 2, 3, 4, 5, 6
+S_MAXDD, S_TRADES, S_WINS, S_PROFIT, S_LOSS, S_INPOS = 7, 8, 9, 10, 11, 12
+S_FEES, S_FUNDING, S_LIQ = 13, 14, 15
+N_STATS = 16
+
+
+@kernel
+def block_sum_nb(a, lo, n):  # type: ignore[no-untyped-def]
+    """numpy's pairwise sum of at most 128 terms: under 8 a plain loop, else eight
+    accumulators combined as ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))`` and the rest."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0 = a[lo]
+    r1 = a[lo + 1]
+    r2 = a[lo + 2]
+    r3 = a[lo + 3]
+    r4 = a[lo + 4]
+    r5 = a[lo + 5]
+    r6 = a[lo + 6]
+    r7 = a[lo + 7]
+    i = 8
+    m = n - n % 8
+    while i < m:
+        j = lo + i
+        r0 += a[j]
+        r1 += a[j + 1]
+        r2 += a[j + 2]
+        r3 += a[j + 3]
+        r4 += a[j + 4]
+        r5 += a[j + 5]
+        r6 += a[j + 6]
+        r7 += a[j + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@kernel
+def pairwise_sum_nb(a, n, frames, values):  # type: ignore[no-untyped-def]
+    """numpy's pairwise summation (``np.add.reduce`` of a float64 array, bit for bit) of the
+    first ``n`` values of ``a``: blocks of at most 128 terms
+    (:func:`block_sum_nb`), a longer run split in two at ``n // 2`` rounded down to a
+    multiple of 8 and the halves' sums added. The recursion runs on the caller's scratch
+    ``frames`` (int64[64, 3]) and ``values`` (float64[64]); IEEE addition commutes, so
+    the order the halves are summed in does not matter, only the tree.
+
+    Oracle: ``np.sum`` (tested on lengths 0 .. 300 and up to 10^6)."""
+    if n <= 128:
+        return block_sum_nb(a, 0, n)
+    top = 1
+    frames[0, 0] = 0
+    frames[0, 1] = n
+    frames[0, 2] = 0
+    nv = 0
+    while top > 0:
+        lo = frames[top - 1, 0]
+        m = frames[top - 1, 1]
+        if m <= 128:
+            top -= 1
+            values[nv] = block_sum_nb(a, lo, m)
+            nv += 1
+        elif frames[top - 1, 2] == 0:
+            frames[top - 1, 2] = 1
+            m2 = m // 2
+            m2 -= m2 % 8
+            frames[top, 0] = lo
+            frames[top, 1] = m2
+            frames[top, 2] = 0
+            frames[top + 1, 0] = lo + m2
+            frames[top + 1, 1] = m - m2
+            frames[top + 1, 2] = 0
+            top += 2
+        else:
+            top -= 1
+            nv -= 1
+            values[nv - 1] = values[nv - 1] + values[nv]
+    return values[0]
+
+
+@kernel
+def equity_stats_nb(eq, n, r, x, frames, values, out):  # type: ignore[no-untyped-def]
+    """Mean, sample standard deviation (ddof 1) and downside deviation of the bar returns
+    of ``eq[:n]`` and its largest drawdown, as :func:`engine.metrics.compute_metrics`
+    computes them: the returns (:func:`engine.metrics.bar_returns`: 0 after a mark <= 0)
+    into ``r``, their squared deviations and squared downsides into ``x``, each summed by
+    numpy's pairwise sum (numpy's ``mean``/``std``), ``sqrt`` of the variances."""
+    k = n - 1 if n > 0 else 0
+    for i in range(k):
+        prev = eq[i]
+        r[i] = eq[i + 1] / prev - 1.0 if prev > 0.0 else 0.0
+    mean = 0.0
+    sd = 0.0
+    down = 0.0
+    if k >= 1:
+        mean = pairwise_sum_nb(r, k, frames, values) / k
+        for i in range(k):
+            m = min(r[i], 0.0)
+            x[i] = m * m
+        down = np.sqrt(pairwise_sum_nb(x, k, frames, values) / k)
+    if k >= 2:
+        for i in range(k):
+            d = r[i] - mean
+            x[i] = d * d
+        sd = np.sqrt(pairwise_sum_nb(x, k, frames, values) / (k - 1))
+    peak = -np.inf
+    maxdd = 0.0
+    for i in range(n):
+        if eq[i] > peak:
+            peak = eq[i]
+        dd = 0.0
+        if peak > 0.0:
+            dd = 1.0 - eq[i] / peak
+        if i == 0 or dd > maxdd:
+            maxdd = dd
+    out[S_MEAN] = mean
+    out[S_SD] = sd
+    out[S_DOWN] = down
+    out[S_MAXDD] = maxdd
+
+
+@kernel
+def trade_stats_nb(pnl, n, scratch, frames, values, out):  # type: ignore[no-untyped-def]
+    """Trades, wins, the gross profit and the gross loss of the first ``n`` trade PnLs as
+    :func:`engine.metrics.compute_metrics` sums them (``pnl[pnl > 0].sum()``: the selected
+    values packed, then numpy's pairwise sum)."""
+    k = 0
+    for i in range(n):
+        if pnl[i] > 0.0:
+            scratch[k] = pnl[i]
+            k += 1
+    out[S_WINS] = k
+    out[S_PROFIT] = pairwise_sum_nb(scratch, k, frames, values)
+    k = 0
+    for i in range(n):
+        if pnl[i] < 0.0:
+            scratch[k] = pnl[i]
+            k += 1
+    out[S_LOSS] = -pairwise_sum_nb(scratch, k, frames, values)
+    out[S_TRADES] = n
+
+
+@kernel
+def eval_program_nb(ops, args, offs, vals, length, cols, own, s, t0, nb, stack):  # type: ignore[no-untyped-def]
+    """Evaluate one rule program over bars ``t0 .. t0+nb-1`` of symbol ``s``; the result is
+    left in ``stack[0, :nb]`` (1.0 true, 0.0 false, NaN unknown).
+
+    A leaf reads column ``args[i]`` of the symbol's own rows, ``offs[i]`` rows back (a
+    ``shift`` pushed down to its leaves); a row before the first is NaN, as
+    :func:`engine.strategy.expr` shifts. Every operator propagates NaN as numpy's do.
+    """
+    sp = 0
+    for i in range(length):
+        op = ops[i]
+        if op == OP_COL or op == OP_CONST:
+            k = args[i]
+            off = offs[i]
+            v = vals[i]
+            for j in range(nb):
+                r = own[t0 + j, s] - off
+                x = np.nan
+                if r >= 0:
+                    x = cols[s, k, r] if op == OP_COL else v
+                stack[sp, j] = x
+            sp += 1
+        elif op <= OP_ABS:
+            for j in range(nb):
+                x = stack[sp - 1, j]
+                if op == OP_NEG:
+                    stack[sp - 1, j] = -x
+                elif op == OP_NOT:
+                    stack[sp - 1, j] = 1.0 - x
+                else:
+                    stack[sp - 1, j] = abs(x)
+        elif op <= OP_MAX:
+            sp -= 1
+            for j in range(nb):
+                x = stack[sp - 1, j]
+                y = stack[sp, j]
+                if op == OP_ADD:
+                    z = x + y
+                elif op == OP_SUB:
+                    z = x - y
+                elif op == OP_MUL:
+                    z = x * y
+                elif op == OP_DIV:
+                    z = x / y
+                elif op == OP_MIN:
+                    z = x if (x <= y or np.isnan(x)) else y
+                else:
+                    z = x if (x >= y or np.isnan(x)) else y
+                stack[sp - 1, j] = z
+        elif op <= OP_NE:
+            sp -= 1
+            for j in range(nb):
+                x = stack[sp - 1, j]
+                y = stack[sp, j]
+                if np.isnan(x) or np.isnan(y):
+                    z = np.nan
+                elif op == OP_LT:
+                    z = 1.0 if x < y else 0.0
+                elif op == OP_LE:
+                    z = 1.0 if x <= y else 0.0
+                elif op == OP_GT:
+                    z = 1.0 if x > y else 0.0
+                elif op == OP_GE:
+                    z = 1.0 if x >= y else 0.0
+                elif op == OP_EQ:
+                    z = 1.0 if x == y else 0.0
+                else:
+                    z = 1.0 if x != y else 0.0
+                stack[sp - 1, j] = z
+        else:  # cross_above / cross_below: x, y now and x1, y1 one bar ago
+            sp -= 3
+            for j in range(nb):
+                x = stack[sp - 1, j]
+                y = stack[sp, j]
+                x1 = stack[sp + 1, j]
+                y1 = stack[sp + 2, j]
+                if np.isnan(x) or np.isnan(y) or np.isnan(x1) or np.isnan(y1):
+                    z = np.nan
+                elif op == OP_CROSS_ABOVE:
+                    z = 1.0 if (x > y and x1 <= y1) else 0.0
+                else:
+                    z = 1.0 if (x < y and x1 >= y1) else 0.0
+                stack[sp - 1, j] = z
+
+
+@kernel
+def params_nb(p):  # type: ignore[no-untyped-def]
+    """One combination's :class:`~engine.sim.config.SimParams` from its row of the params
+    table (``engine.sweep.fused.params_row`` writes it, in the tuple's field order)."""
+    return SimParams(
+        p[0], p[1], int(p[2]), p[3], p[4], p[5], int(p[6]), p[7], p[8], p[9], p[10], p[11],
+        int(p[12]), p[13], p[14], p[15], p[16], p[17], p[18], p[19], p[20], int(p[21]),
+        int(p[22]), p[23] != 0.0, p[24] != 0.0,
+    )  # fmt: skip
+
+
+@kernel
+def reset_nb(acct, pend, brk, recs, cash):  # type: ignore[no-untyped-def]
+    """Put a thread's state back to :func:`engine.sim.state.new_account` / ``new_pending``
+    / ``new_breaker`` / empty records, for its next combination."""
+    acct.wallet[0] = cash
+    acct.loss_streak[0] = 0
+    acct.n_liquidations[0] = 0
+    for s in range(acct.qty.shape[0]):
+        acct.qty[s] = 0.0
+        acct.entry_price[s] = 0.0
+        acct.margin[s] = 0.0
+        acct.stop[s] = np.nan
+        acct.target[s] = np.nan
+        acct.last_price[s] = np.nan
+        acct.tr_entry_bar[s] = -1
+        acct.tr_qty_in[s] = 0.0
+        acct.tr_value_in[s] = 0.0
+        acct.tr_qty_out[s] = 0.0
+        acct.tr_value_out[s] = 0.0
+        acct.tr_realized[s] = 0.0
+        acct.tr_fees[s] = 0.0
+        acct.tr_funding[s] = 0.0
+        pend.active[s] = False
+        pend.target[s] = 0.0
+        pend.limit_price[s] = np.nan
+        pend.atr[s] = np.nan
+        pend.bar[s] = -1
+        pend.planned[s] = 0.0
+        pend.planned_margin[s] = 0.0
+    brk.halted[0] = False
+    brk.halt_until[0] = -1
+    brk.day[0] = np.iinfo(np.int64).min
+    brk.day_start_equity[0] = cash
+    brk.peak[0] = cash
+    brk.prev_equity[0] = cash
+    recs.fills.n[0] = 0
+    recs.trades.n[0] = 0
+    recs.funding.n[0] = 0
+    recs.events.n[0] = 0
+
+
+@kernel
+def drain_nb(recs, work, counts):  # type: ignore[no-untyped-def]
+    """Move the bar's new fees, trade PnLs and funding amounts from the record buffers into
+    the thread's run-long arrays (in booking order) and empty the buffers. ``counts`` holds
+    (fees, trades, funding, overflow) so far; a buffer that overflowed sets ``counts[3]``."""
+    f = recs.fills
+    k = f.n[0]
+    if k > f.fee.shape[0]:
+        counts[3] = 1
+        k = f.fee.shape[0]
+    for i in range(k):
+        if counts[0] < work.fees.shape[0]:
+            work.fees[counts[0]] = f.fee[i]
+        counts[0] += 1
+    f.n[0] = 0
+    tr = recs.trades
+    k = tr.n[0]
+    if k > tr.pnl.shape[0]:
+        counts[3] = 1
+        k = tr.pnl.shape[0]
+    for i in range(k):
+        if counts[1] < work.pnl.shape[0]:
+            p = tr.pnl[i]
+            work.pnl[counts[1]] = 0.0 if np.isnan(p) else p  # a null PnL counts as 0
+        counts[1] += 1
+    tr.n[0] = 0
+    fu = recs.funding
+    k = fu.n[0]
+    if k > fu.amount.shape[0]:
+        counts[3] = 1
+        k = fu.amount.shape[0]
+    for i in range(k):
+        if counts[2] < work.funding.shape[0]:
+            work.funding[counts[2]] = fu.amount[i]
+        counts[2] += 1
+    fu.n[0] = 0
+    recs.events.n[0] = 0
+
+
+@kernel(inline=True)
+def in_position_nb(acct):  # type: ignore[no-untyped-def]
+    """A bar is in a position when its gross exposure ``sum |qty| * last close`` is not 0
+    (:func:`engine.decisions.records.equity_rows`; a symbol without a close yet adds 0)."""
+    for s in range(acct.qty.shape[0]):
+        if acct.qty[s] != 0.0 and not np.isnan(acct.last_price[s]):
+            return True
+    return False
+
+
+@kernel
+def decide_bar_nb(mkt, prog, c, work, t, j):  # type: ignore[no-untyped-def]
+    """Bar ``t`` (row ``j`` of the block): each symbol's four signals from the programs'
+    values, the rule state machine, the direction (NaN where the symbol has no bar) and the
+    ATR row of ATR stops."""
+    events = prog.flags[c, 0] != 0
+    for s in range(mkt.own.shape[1]):
+        i = mkt.own[t, s]
+        if i < 0:
+            work.direction[s] = np.nan
+            work.atr[s] = np.nan
+            continue
+        le = prog.lens[c, 0] > 0 and work.rules[s, 0, j] == 1.0
+        if prog.flags[c, 1] != 0:
+            lx = not le
+        else:
+            lx = prog.lens[c, 1] > 0 and work.rules[s, 1, j] == 1.0
+        se = prog.lens[c, 2] > 0 and work.rules[s, 2, j] == 1.0
+        if prog.flags[c, 2] != 0:
+            sx = not se
+        else:
+            sx = prog.lens[c, 3] > 0 and work.rules[s, 3, j] == 1.0
+        new, d = rule_bar_nb(work.state[s], le, lx, se, sx, events)
+        work.state[s] = new
+        work.direction[s] = d
+        k = prog.atr_col[c]
+        work.atr[s] = mkt.cols[s, k, i] if k >= 0 else np.nan
+
+
+@kernel(inline=True)
+def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
+    """Run combination ``c`` over every bar with the thread's state ``st`` (Account,
+    Pending, Breaker, Records) and buffers ``work``; write its statistics row ``out``."""
+    acct, pend, brk, recs = st
+    prm = params_nb(prog.params[c])
+    reset_nb(acct, pend, brk, recs, prm.initial_cash)
+    n = mkt.open.shape[0]
+    n_sym = mkt.open.shape[1]
+    for s in range(n_sym):
+        work.state[s] = 0
+    counts = work.counts
+    for i in range(4):
+        counts[i] = 0
+    atr_row = work.atr if prog.atr_col[c] >= 0 else work.empty
+    in_pos = 0
+    for b0 in range(0, n, BLOCK):
+        nb = min(BLOCK, n - b0)
+        for s in range(n_sym):
+            for r in range(4):
+                length = prog.lens[c, r]
+                if length > 0:
+                    eval_program_nb(
+                        prog.ops[c, r], prog.args[c, r], prog.offs[c, r], prog.vals[c, r],
+                        length, mkt.cols, mkt.own, s, b0, nb, work.stack,
+                    )  # fmt: skip
+                    for j in range(nb):
+                        work.rules[s, r, j] = work.stack[0, j]
+        for j in range(nb):
+            t = b0 + j
+            decide_bar_nb(mkt, prog, c, work, t, j)
+            work.equity[t] = bar_step_nb(
+                acct, pend, brk, spec, prm, recs, t, mkt.time_ms[t],
+                mkt.open[t], mkt.high[t], mkt.low[t], mkt.close[t], mkt.funding[t], work.empty,
+                work.direction, work.empty, work.empty, atr_row, work.target, work.reason,
+            )  # fmt: skip
+            drain_nb(recs, work, counts)
+            if t < n - 1 and in_position_nb(acct):
+                in_pos += 1
+    if n > 0 and prm.close_at_end:
+        close_all_nb(acct, pend, prm, recs, n - 1)
+        work.equity[n - 1] = equity_nb(acct)
+        drain_nb(recs, work, counts)
+    if n > 0 and in_position_nb(acct):
+        in_pos += 1
+    finish_nb(work, counts, n, acct.n_liquidations[0], in_pos, out)
+
+
+@kernel
+def finish_nb(work, counts, n, liquidations, in_pos, out):  # type: ignore[no-untyped-def]
+    """The statistics row of a finished combination (see the ``S_*`` indices)."""
+    ok = counts[3] == 0
+    ok = ok and counts[0] <= work.fees.shape[0] and counts[1] <= work.pnl.shape[0]
+    ok = ok and counts[2] <= work.funding.shape[0]
+    eq = work.equity
+    for i in range(n):
+        if not np.isfinite(eq[i]):
+            ok = False
+    out[S_OK] = 1.0 if ok else 0.0
+    out[S_BARS] = n
+    out[S_INITIAL] = eq[0] if n > 0 else 0.0
+    out[S_FINAL] = eq[n - 1] if n > 0 else 0.0
+    fr, va = work.frames, work.values
+    trade_stats_nb(work.pnl, min(counts[1], work.pnl.shape[0]), work.scratch, fr, va, out)
+    out[S_INPOS] = in_pos
+    nf = min(counts[0], work.fees.shape[0])
+    out[S_FEES] = pairwise_sum_nb(work.fees, nf, fr, va)
+    nu = min(counts[2], work.funding.shape[0])
+    out[S_FUNDING] = -pairwise_sum_nb(work.funding, nu, fr, va)
+    # the fees and PnL buffers (longer than the run) are free now: returns and their squares
+    equity_stats_nb(eq, n, work.scratch, work.fees, fr, va, out)
+    out[S_LIQ] = liquidations
+
+
+@kernel
+def lane_nb(mkt, spec, prog, combos, lane, n_threads, st, work, out):  # type: ignore[no-untyped-def]
+    """Combinations ``combos[lane], combos[lane + n_threads], ...`` one after the other with
+    one thread's state ``st`` and buffers ``work``; ``out[i]`` gets the statistics row of
+    ``combos[i]``. The entry point: ``engine.sweep.fused`` runs one lane per thread (the
+    kernel releases the GIL)."""
+    m = combos.shape[0]
+    k = lane
+    while k < m:
+        combo_nb(mkt, spec, prog, combos[k], st, work, out[k])
+        k += n_threads
