@@ -4,7 +4,9 @@ Public API::
 
     run_sweep(path, grid, *, overrides=(), symbols=None, start=None, end=None, store=None,
               results=None, workers=None, executor="process", log=True, log_decisions=False,
-              force=False, sort="sharpe", progress=None) -> SweepResult
+              force=False, sort="sharpe", progress=None, log_top=10, fused=True) -> SweepResult
+    sweep(path, *, grid={"fast": [5, 9], ...}, symbols=None, start=None, end=None, store=None,
+          executor="local", ...) -> polars.DataFrame (one row per combination)
     parse_grid(items, *, force=False) -> list[Axis];  combinations(axes) -> list[dict]
     Executor (protocol), LocalExecutor, ProcessPoolExecutor, RayExecutor, make_executor
 
@@ -13,6 +15,7 @@ See ``docs/architecture.md`` ("Sweeps").
 
 from __future__ import annotations
 
+from engine.sweep.api import sweep
 from engine.sweep.executors import (
     Executor,
     LocalExecutor,
@@ -39,4 +42,5 @@ __all__ = [
     "parse_grid",
     "rank",
     "run_sweep",
+    "sweep",
 ]
