@@ -8,7 +8,7 @@ fastest), with ``index``, one column per axis and one per metric.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -17,6 +17,7 @@ from engine.errors import UsageError
 from engine.metrics import METRIC_KEYS
 from engine.progress import Progress
 from engine.sweep.executors import Executor
+from engine.sweep.grid import combinations, parse_grid
 from engine.sweep.runner import run_sweep
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ def sweep(
     log_top: int = 10,
     force: bool = False,
     progress: Progress | None = None,
+    where: Callable[[dict[str, Any]], bool] | None = None,
 ) -> pl.DataFrame:
     """Backtest a strategy over every combination of ``grid``; one row per combination.
 
@@ -97,6 +99,7 @@ def sweep(
     log, results : write the sweep to the run log in ``results`` (default: not logged).
     force : allow more than :data:`engine.sweep.grid.MAX_COMBOS` combinations.
     progress : an :class:`engine.progress.Progress`.
+    where : keep only the combinations it accepts (``lambda c: c["fast"] < c["slow"]``).
 
     Returns
     -------
@@ -113,9 +116,14 @@ def sweep(
     """
     import polars as pl
 
+    items = grid_items(grid)
+    combos = None
+    if where is not None:
+        combos = [c for c in combinations(parse_grid(items, force=True)) if where(dict(c))]
     res = run_sweep(
         path,
-        grid_items(grid),
+        items,
+        combos=combos,
         overrides=overrides,
         symbols=symbols,
         start=start,

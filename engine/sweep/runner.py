@@ -177,8 +177,12 @@ def build_graphs(
     symbols: list[str] | None = None,
     start: str | int | None = None,
     end: str | int | None = None,
+    combos: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[StrategyGraph]]:
-    """Every combination and its validated graph (``--set`` items first, then the combination)."""
+    """Every combination and its validated graph (``--set`` items first, then the combination).
+
+    ``combos`` replaces the cartesian product of ``axes`` (a filtered or sampled subset:
+    each a value of every axis)."""
     raw, smap = load_yaml_file(Path(path))
     override_list = list(overrides)
     set_map = dict(parse_set(s) for s in override_list)
@@ -187,7 +191,7 @@ def build_graphs(
     check_axes(axes, raw, fixed=set_map)
     # the --set items alone (their own messages name the --set)
     apply_overrides(raw, override_list, schema=StrategyConfig)
-    combos = combinations(axes)
+    combos = combinations(axes) if combos is None else _checked_combos(combos, axes)
     graphs = []
     for combo in combos:
         try:
@@ -205,6 +209,30 @@ def build_graphs(
             shown = ", ".join(f"{k}={v}" for k, v in combo.items())
             raise ConfigError(f"--grid combination {shown}: {err.message}", hint=err.hint) from None
     return combos, graphs
+
+
+def _checked_combos(
+    combos: Sequence[Mapping[str, Any]], axes: Sequence[Axis]
+) -> list[dict[str, Any]]:
+    """Explicit combinations: each names every axis once with one of its values."""
+    names = [a.name for a in axes]
+    out = []
+    for i, combo in enumerate(combos):
+        if sorted(combo) != sorted(names):
+            raise UsageError(
+                f"combination {i}: sets {sorted(combo)}, the grid's axes are {names}",
+                hint="give every axis a value in each combination",
+            )
+        for a in axes:
+            if not any(type(v) is type(combo[a.name]) and v == combo[a.name] for v in a.values):
+                raise UsageError(
+                    f"combination {i}: {a.name}={combo[a.name]!r} is not a value of its axis",
+                    hint=f"one of {list(a.values)}",
+                )
+        out.append({a.name: combo[a.name] for a in axes})
+    if not out:
+        raise UsageError("no combinations to run", hint="the filter left none of the grid")
+    return out
 
 
 @dataclass(frozen=True)
@@ -238,6 +266,7 @@ def run_sweep(
     progress: Progress | None = None,
     log_top: int = 10,
     fused: bool = True,
+    combos: Sequence[Mapping[str, Any]] | None = None,
 ) -> SweepResult:
     """Backtest a strategy over the cartesian product of ``grid`` and log the sweep.
 
@@ -259,6 +288,9 @@ def run_sweep(
         re-run to log their equity and trades (every child run gets its metrics).
     fused : False runs every combination through the per-combination path even when the
         fused kernel could (the two give the same metrics; for comparisons).
+    combos : the combinations to run instead of the whole cartesian product (``--where``,
+        random or Optuna search): dicts of axis name -> one of its values; results are in
+        this order.
 
     Raises
     ------
@@ -278,7 +310,7 @@ def run_sweep(
     axes = tuple(parse_grid(grid, force=force))
     overrides = list(overrides)
     combos, graphs = build_graphs(
-        path, axes, overrides=overrides, symbols=symbols, start=start, end=end
+        path, axes, overrides=overrides, symbols=symbols, start=start, end=end, combos=combos
     )
     ex = _executor(executor, workers, len(graphs))
     timings: dict[str, float] = {"validate": time.perf_counter() - t0}
