@@ -1,22 +1,25 @@
-"""A live run's state between bars, on disk: what a restart needs that the exchange cannot say.
+"""A live run's state between bars, durable: what a restart needs that the exchange cannot say.
 
 The exchange knows the positions, the wallet and the open orders; it does not know the open
 trade's accounting (``tr_*``: entry bar, quantities and values in and out, fees and funding
 so far), the loss streak, the breaker, the protective orders this run placed, or how far the
 run got inside a bar. Those are checkpointed twice per bar:
 
-* ``decided``: after the decide phase of bar ``t``, BEFORE its decision rows are written:
+* ``decided``: after the decide phase of bar ``t``, with its decision rows:
   the book as the decision left it, plus the decision itself (targets, reasons, the equity,
   wallet and positions it saw, the funding settled at its close, the decision rows). A run
   that dies after this point finishes bar ``t``'s orders on restart, from this state.
 * ``done``: after bar ``t``'s equity row, when every order of the bar reached a final state
   or rests as intended.
 
-One JSON file per run, ``<results>/live/<run_id>.json``, replaced atomically (written to a
-temporary name, fsynced, renamed, the folder fsynced): a crash leaves the old checkpoint or
-the new one. The run log's rows are written by the same bar AFTER the checkpoint that
-precedes them, so on restart each row of a bar is either in the log (and not written again:
-:class:`engine.live.journal.Journal` skips rows it already holds) or still to be written.
+One JSON document per run, in the run log's SQLite file (``run_state``, name ``checkpoint``:
+:meth:`engine.runlog.RunLog.save_state`), replaced in the same transaction as the rows it goes
+with: the ``decided`` checkpoint with the bar's decision rows, the ``done`` checkpoint with its
+closed trades, equity row, predictions and snapshots. So a crash leaves both or neither (and
+one sync a phase, not three), and on restart each row of a bar is either in the log with the
+checkpoint that follows it, or still to be written (:class:`engine.live.journal.Journal`
+also skips rows it already holds). A results folder written before this kept the checkpoint
+in ``<results>/live/<run_id>.json``; it is still read when the run log holds none.
 The features and rules are not checkpointed: they are rebuilt by replaying the run's bars
 from its first warm-up bar through REST (the same kernels over the same bars give the same
 state, as the backtest's parity shows).
@@ -26,12 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.decisions.records import OrderEvent
+from engine.runlog import RunLog
 
 VERSION = 1
 FOLDER = "live"
@@ -95,34 +98,28 @@ class Checkpoint:
         )
 
 
+NAME = "checkpoint"
+
+
 def path_for(results_root: Path, run_id: str) -> Path:
-    """Where the checkpoint of ``run_id`` is kept."""
+    """Where a results folder written before checkpoints moved into the run log kept one."""
     return results_root / FOLDER / f"{run_id}.json"
 
 
-def save(path: Path, ck: Checkpoint) -> None:
-    """Replace the checkpoint at ``path`` atomically and durably."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    data = json.dumps(ck.to_json(), separators=(",", ":")).encode()
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+def save(log: RunLog, run_id: str, ck: Checkpoint) -> None:
+    """Replace the checkpoint of ``run_id`` (durably, or with the log's open transaction)."""
+    log.save_state(run_id, NAME, json.dumps(ck.to_json(), separators=(",", ":")))
 
 
-def load(path: Path) -> Checkpoint | None:
-    """The checkpoint at ``path``; None when there is none (or it is of another version)."""
-    try:
-        doc = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        return None
+def load(log: RunLog, run_id: str) -> Checkpoint | None:
+    """The checkpoint of ``run_id``; None when there is none (or it is of another version)."""
+    text = log.load_state(run_id, NAME)
+    if text is None:
+        try:
+            text = path_for(log.root, run_id).read_text()
+        except FileNotFoundError:
+            return None
+    doc = json.loads(text)
     if doc.get("version") != VERSION:
         return None
     return Checkpoint.from_json(doc)

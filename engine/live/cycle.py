@@ -74,19 +74,18 @@ class BarCycle:
     stale_before: int | None  # a bar that closed at or before this (venue ms) is stale
     in_bar: int | None = None  # the bar decided and not done yet
     done_bar: int | None = None  # the last bar done
-    ckpt_path: Any
 
     async def process(self, t: int, bars: dict[str, Bar]) -> None:
         """Bar ``t`` (all symbols' closed bars of that open time that exist)."""
         d = await self.decide(t, bars)
-        self.checkpoint("decided", t, d)
-        crash.point("checkpoint")
-        self.log_decisions(t, d)
+        with self.journal.log.transaction():  # the checkpoint and the decision rows, together
+            self.checkpoint("decided", t, d)
+            crash.point("checkpoint")
+            self.log_decisions(t, d)
         crash.point("decided")
         await self.act(t, d)
-        self.log_outputs(t, d)
         crash.point("bar")
-        self.checkpoint("done", t)
+        self.close_bar(t, d)
         self.bars += 1
         if self.on_bar is not None:
             self.on_bar(t)
@@ -98,13 +97,22 @@ class BarCycle:
             for row in d.rows:
                 self.telemetry.decisions.labels(symbol=row["symbol"], action=row["action"]).inc()
 
-    def log_outputs(self, t: int, d: Decided) -> None:
-        """The bar's model predictions and feature snapshots: written after its orders (they
-        are not needed to send them), from the ``decided`` checkpoint that carries them, so
-        a run that dies before this writes them on restart."""
-        self.journal.per_bar("model_predictions", t, d.predictions)
-        if d.snapshots:
-            self.journal.per_bar("snapshots", t, d.snapshots)
+    def close_bar(self, t: int, d: Decided) -> None:
+        """After bar ``t``'s orders, in one transaction with its ``done`` checkpoint: what the
+        book recorded (closed trades, fees, funding, breaker events), the ``equity`` row, and
+        the model predictions and feature snapshots (not needed to send the orders: carried
+        by the ``decided`` checkpoint, so a run that dies before this writes them on
+        restart)."""
+        position = np.array(d.position, dtype=np.float64)
+        with self.journal.log.transaction():
+            self.journal.booked(self.book.drain(), self.symbols, t)
+            self.journal.equity(t, d.equity, d.wallet, position, self.book.acct.last_price)
+            self.journal.per_bar("model_predictions", t, d.predictions)
+            if d.snapshots:
+                self.journal.per_bar("snapshots", t, d.snapshots)
+            self.checkpoint("done", t)
+        self.equity = d.equity
+        self.observe_book(d.equity, d.wallet, position)
 
     # ------------------------------------------------------------------ phase 1
 
@@ -194,7 +202,7 @@ class BarCycle:
     # ------------------------------------------------------------------ phase 2
 
     async def act(self, t: int, d: Decided) -> None:
-        """Bar ``t``'s funding, orders and rows, as decided in ``d``."""
+        """Bar ``t``'s funding and orders, as decided in ``d`` (its rows: :meth:`close_bar`)."""
         book = self.book
         self.orders.bar_received = self.feed.received_at.pop(t, None)
         for symbol, rate, mark in d.settled:
@@ -206,11 +214,6 @@ class BarCycle:
         if self.orders.bar_received is not None:  # no order at this bar: decided is done
             self.telemetry.decision_latency.observe(time.monotonic() - self.orders.bar_received)
             self.orders.bar_received = None
-        self.journal.booked(book.drain(), self.symbols, t)
-        position = np.array(d.position, dtype=np.float64)
-        self.journal.equity(t, d.equity, d.wallet, position, book.acct.last_price)
-        self.equity = d.equity
-        self.observe_book(d.equity, d.wallet, position)
 
     def observe_book(self, equity: float, wallet: float, position: np.ndarray, *,
                      bar: bool = True) -> None:
@@ -230,7 +233,7 @@ class BarCycle:
         self.in_bar = t if phase == "decided" else None
         if phase == "done":
             self.done_bar = t
-        checkpoint.save(self.ckpt_path, Checkpoint(
+        checkpoint.save(self.journal.log, self.journal.run_id, Checkpoint(
             bar=t, phase=phase, bar_index=self.bar_index, book=self.book.state(),
             protect=dict(self.orders.protect), resting=dict(self.orders.resting),
             totals=self.journal.totals(), decided=d))

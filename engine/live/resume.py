@@ -130,5 +130,5 @@ def load_prior(log: RunLog, run_id: str) -> Prior:
     return Prior(
         run_id=run_id,
         warmup_start=span.get("warmup_start"), first_live_bar=span.get("first_live_bar"),
-        last_decided=last, checkpoint=checkpoint.load(checkpoint.path_for(log.root, run_id)),
+        last_decided=last, checkpoint=checkpoint.load(log, run_id),
         orders=latest, resumes=resumes)

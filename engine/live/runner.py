@@ -36,7 +36,7 @@ from typing import Any
 from engine.binance import BinanceClient, Stopped, VenueFatal
 from engine.binance.venue import make_ccxt
 from engine.errors import ConfigError, UsageError
-from engine.live import checkpoint, crash, reconcile, resume, stops
+from engine.live import crash, reconcile, resume, stops
 from engine.live.book import Book
 from engine.live.cycle import BarCycle
 from engine.live.decider import LiveDecider, warmup_needed
@@ -194,7 +194,6 @@ class LiveRunner(BarCycle):
         for args in self._early:
             self.journal.event(*args)
         self._early.clear()
-        self.ckpt_path = checkpoint.path_for(log.root, run_id)
         self.orders = OrderManager(
             self.venue, self.book, self.journal, step_ms=self.step,
             taker_fee=float(e.taker_fee), maker_fee=float(e.maker_fee),
@@ -377,8 +376,7 @@ class LiveRunner(BarCycle):
         if ck is not None and ck.phase == "decided" and ck.decided is not None:
             self.log_decisions(ck.bar, ck.decided)
             await self.act(ck.bar, ck.decided)
-            self.log_outputs(ck.bar, ck.decided)
-            self.checkpoint("done", ck.bar)
+            self.close_bar(ck.bar, ck.decided)
         crash.point("resumed")
         found = await reconcile.resume_orders(self.orders, self.book, self.journal, prior.orders,
                                               last, now)

@@ -294,6 +294,20 @@ class RunLog:
         if values:
             self.store.insert(table, values)
 
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Appends (and state) inside are one commit: all on disk at its end, or none."""
+        return self.store.transaction()
+
+    def save_state(self, run_id: str, name: str, doc: str) -> None:
+        """Replace a running run's state document ``name`` (live mode's checkpoint), durably
+        (or with the :meth:`transaction` it is in). Not a run-log table: not in queries."""
+        self._require_running(run_id)
+        self.store.put_state(run_id, name, doc)
+
+    def load_state(self, run_id: str, name: str) -> str | None:
+        """A run's state document ``name``, or None."""
+        return self.store.get_state(run_id, name)
+
     def event(
         self,
         run_id: str,

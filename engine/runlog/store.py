@@ -3,14 +3,17 @@
 The file is opened in WAL mode (readers never wait for the writer) with ``synchronous=FULL``
 (an append is on disk when it returns) and brought to the current schema on open
 (:mod:`engine.runlog.migrate`). One :class:`SqliteStore` holds one connection, shared by the
-threads of its process under a lock.
+threads of its process under a lock. :meth:`SqliteStore.transaction` makes several appends
+one commit (one sync, all or none of them on disk), and ``run_state`` keeps one JSON document
+per run and name (live mode's checkpoint), written in the same transactions as the rows.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     import polars as pl
 
 SQLITE_NAME = "runlog.sqlite"
+#: per-run state documents (not a run-log table: ``engine query`` does not show it)
+STATE_TABLE = "run_state"
 
 
 class SqliteStore:
@@ -31,6 +36,8 @@ class SqliteStore:
         self.path = path
         self.lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._tx = False  # inside transaction(): writes commit at its end
+        self._state_table = False  # STATE_TABLE known to exist
         #: What opening the file migrated (None: it was up to date, or is not open yet).
         self.migration: Migration | None = None
 
@@ -63,14 +70,63 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ writes
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every write inside is one commit at the end (synced once; on an error, or a
+        process killed inside, none of them is in the file). Other threads' writes wait.
+        Nested: the outermost commits."""
+        db = self.conn()
+        with self.lock:
+            if self._tx:
+                yield
+                return
+            self._tx = True
+            try:
+                with db:
+                    yield
+            finally:
+                self._tx = False
+
+    def _write(self, sql: str, values: Sequence[tuple[Any, ...]]) -> None:
+        db = self.conn()
+        with self.lock:
+            if self._tx:
+                db.executemany(sql, values)
+            else:
+                with db:
+                    db.executemany(sql, values)
+
     def insert(self, table: str, values: Sequence[tuple[Any, ...]]) -> None:
-        """Insert rows given in ``table``'s column order; committed (and synced) on return."""
+        """Insert rows given in ``table``'s column order; committed (and synced) on return,
+        or at the end of the :meth:`transaction` it is in."""
         cols = schema.column_names(table)
         quoted = ", ".join(f'"{c}"' for c in cols)
-        sql = f'INSERT INTO "{table}" ({quoted}) VALUES ({", ".join("?" * len(cols))})'
+        self._write(f'INSERT INTO "{table}" ({quoted}) VALUES ({", ".join("?" * len(cols))})',
+                    values)
+
+    def put_state(self, run_id: str, name: str, doc: str) -> None:
+        """Replace the state document ``name`` of ``run_id`` (committed like :meth:`insert`)."""
+        with self.lock:
+            if not self._state_table:
+                self.conn().execute(
+                    f'CREATE TABLE IF NOT EXISTS "{STATE_TABLE}" (run_id TEXT NOT NULL, '
+                    "name TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (run_id, name))")
+                self._state_table = True
+            self._write(f'INSERT OR REPLACE INTO "{STATE_TABLE}" VALUES (?, ?, ?)',
+                        [(run_id, name, doc)])
+
+    def get_state(self, run_id: str, name: str) -> str | None:
+        """The state document ``name`` of ``run_id``, or None."""
+        if not self.exists():
+            return None
         db = self.conn()
-        with self.lock, db:
-            db.executemany(sql, values)
+        with self.lock:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                          (STATE_TABLE,)).fetchone() is None:
+                return None
+            row = db.execute(f'SELECT doc FROM "{STATE_TABLE}" WHERE run_id = ? AND name = ?',
+                             (run_id, name)).fetchone()
+        return None if row is None else str(row[0])
 
     def insert_run(self, row: dict[str, Any]) -> None:
         """Insert one ``runs`` row; an existing ``run_id`` raises UsageError."""

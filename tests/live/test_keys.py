@@ -6,6 +6,7 @@ venue needs --production."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,10 @@ def test_keys_appear_nowhere(market: MarketData, usdm_store: Path, tmp_path: Pat
               "backtest": bt.stdout + bt.stderr}
     places.update({str(p.relative_to(tmp_path)): p.read_bytes() for p in _files(results)})
     assert any(p.endswith(".html") for p in places) and any("runlog.sqlite" in p for p in places)
-    assert any(p.endswith(".json") for p in places if "live" in p)  # the checkpoint
+    # the checkpoint is in runlog.sqlite (run_state), searched with it: it is there
+    db = sqlite3.connect(results / "runlog.sqlite")
+    assert db.execute("SELECT count(*) FROM run_state WHERE name = 'checkpoint'").fetchone()[0]
+    db.close()
     leaked = [name for name, data in places.items() for s in secrets if s in data]
     assert not leaked, f"the key or secret is in {leaked}"
 
