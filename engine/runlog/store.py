@@ -37,7 +37,6 @@ class SqliteStore:
         self.lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._tx = False  # inside transaction(): writes commit at its end
-        self._state_table = False  # STATE_TABLE known to exist
         #: What opening the file migrated (None: it was up to date, or is not open yet).
         self.migration: Migration | None = None
 
@@ -56,6 +55,9 @@ class SqliteStore:
                     conn.execute("PRAGMA synchronous=FULL")
                     conn.execute("PRAGMA busy_timeout=30000")
                     self.migration = ensure_schema(conn, self.path)
+                    conn.execute(
+                        f'CREATE TABLE IF NOT EXISTS "{STATE_TABLE}" (run_id TEXT NOT NULL, '
+                        "name TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (run_id, name))")
                 except BaseException:
                     conn.close()
                     raise
@@ -106,14 +108,8 @@ class SqliteStore:
 
     def put_state(self, run_id: str, name: str, doc: str) -> None:
         """Replace the state document ``name`` of ``run_id`` (committed like :meth:`insert`)."""
-        with self.lock:
-            if not self._state_table:
-                self.conn().execute(
-                    f'CREATE TABLE IF NOT EXISTS "{STATE_TABLE}" (run_id TEXT NOT NULL, '
-                    "name TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (run_id, name))")
-                self._state_table = True
-            self._write(f'INSERT OR REPLACE INTO "{STATE_TABLE}" VALUES (?, ?, ?)',
-                        [(run_id, name, doc)])
+        self._write(f'INSERT OR REPLACE INTO "{STATE_TABLE}" VALUES (?, ?, ?)',
+                    [(run_id, name, doc)])
 
     def get_state(self, run_id: str, name: str) -> str | None:
         """The state document ``name`` of ``run_id``, or None."""
@@ -121,9 +117,6 @@ class SqliteStore:
             return None
         db = self.conn()
         with self.lock:
-            if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                          (STATE_TABLE,)).fetchone() is None:
-                return None
             row = db.execute(f'SELECT doc FROM "{STATE_TABLE}" WHERE run_id = ? AND name = ?',
                              (run_id, name)).fetchone()
         return None if row is None else str(row[0])

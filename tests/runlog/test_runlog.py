@@ -360,3 +360,28 @@ def test_none_and_nan_in_float_columns(tmp_path: Path) -> None:
     back = log.read(live, "ensemble_decisions")
     assert back["probability"].to_list() == [None, 0.7, None]
     assert log.read(bt, "ensemble_decisions")["probability"].is_nan().to_list() == [None, True]
+
+
+def test_a_transaction_commits_its_rows_and_state_together_or_not_at_all(tmp_path: Path) -> None:
+    log = RunLog(tmp_path)
+    rid = log.start_run(mode="live", strategy="s", params={})
+    row = {"symbol": "BTCUSDT", "open_time": 0, "action": "flat", "target_position": 0.0}
+    with pytest.raises(RuntimeError), log.transaction():
+        log.append(rid, "ensemble_decisions", row)
+        log.save_state(rid, "checkpoint", '{"bar": 0}')
+        raise RuntimeError("died inside")
+    other = RunLog(tmp_path)  # another connection sees what is on disk
+    assert other.read(rid, "ensemble_decisions").height == 0
+    assert other.load_state(rid, "checkpoint") is None
+    with log.transaction():
+        log.append(rid, "ensemble_decisions", row)
+        with log.transaction():  # nested: the outer one commits
+            log.save_state(rid, "checkpoint", '{"bar": 0}')
+        assert RunLog(tmp_path).load_state(rid, "checkpoint") is None  # not yet committed
+    log.save_state(rid, "checkpoint", '{"bar": 1}')  # replaced, outside a transaction
+    assert other.read(rid, "ensemble_decisions").height == 1
+    assert other.load_state(rid, "checkpoint") == '{"bar": 1}'
+    assert other.load_state(rid, "other") is None and other.load_state("nope", "checkpoint") is None
+    log.finish_run(rid, status="ok")
+    with pytest.raises(RunError, match="already finished"):
+        log.save_state(rid, "checkpoint", "{}")
