@@ -208,6 +208,13 @@ def max_notional_nb(leverage: float, caps: np.ndarray, levs: np.ndarray, n: int)
     return best
 
 
+@kernel(inline=True)
+def _not_positive_nb(num: float, denom: float) -> bool:
+    """``num / denom <= 0`` (or -0.0) from the signs alone: a nonzero finite ``denom`` and
+    ``num`` of the other sign or zero (False when unsure: zero or NaN ``denom``, NaN ``num``)."""
+    return (num >= 0.0 and denom < 0.0) or (num <= 0.0 and denom > 0.0)
+
+
 @kernel
 def liquidation_price_nb(
     qty: float,
@@ -237,7 +244,10 @@ def liquidation_price_nb(
     fallback = np.nan
     for i in range(n):
         denom = q * mmrs[i] - side * q
-        lp = (wallet_balance + cums[i] - side * q * entry_price) / denom
+        num = wallet_balance + cums[i] - side * q * entry_price
+        if i > 0 and floors[i] - 1e-9 > 0.0 and _not_positive_nb(num, denom):
+            continue  # lp <= 0: below this bracket's floor, known without the division
+        lp = num / denom
         if i == 0:
             fallback = lp
         notional = lp * q

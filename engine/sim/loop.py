@@ -40,7 +40,7 @@ from engine.sim.accounting import (
     stop_target_prices_nb,
 )
 from engine.sim.enums import FillKind, OrderCheck, OrderType, Reason
-from engine.sim.risk import breaker_step_nb, risk_target_nb
+from engine.sim.risk import breaker_step_nb, risk_hold_nb, risk_target_nb
 from engine.sim.steps import (
     affordable_qty_nb,
     equity_nb,
@@ -164,6 +164,53 @@ def close_phase_nb(acct, c):  # type: ignore[no-untyped-def]
     return equity_nb(acct)
 
 
+@kernel()
+def _size_nb(  # type: ignore[no-untyped-def]
+    acct, spec, prm, s, planned, planned_margin, direction, p, payoff, close, equity, q, halted
+):
+    """Size symbol ``s``'s new position (:func:`engine.sim.risk.risk_target_nb`) with the
+    caps of this bar: the other symbols' planned notional and margin, the order's max
+    quantity and the brackets' largest notional at the leverage."""
+    n_sym = planned.shape[0]
+    other_notional = 0.0
+    other_margin = 0.0
+    for j in range(n_sym):
+        if j != s and planned[j] != 0.0 and not np.isnan(acct.last_price[j]):
+            other_notional += abs(planned[j]) * acct.last_price[j]
+            other_margin += planned_margin[j]
+    b = prm.payoff_ratio
+    if payoff.shape[0] > 0 and not np.isnan(payoff[s]):
+        b = payoff[s]
+    is_market = prm.entry_type == OrderType.MARKET
+    max_qty = spec.market_max_qty[s] if is_market else spec.max_qty[s]
+    bmax = max_notional_nb(prm.leverage, spec.br_cap[s], spec.br_lev[s], spec.n_br[s])
+    return risk_target_nb(
+        direction,
+        p,
+        b,
+        close,
+        equity,
+        q,
+        other_notional,
+        other_margin,
+        halted,
+        prm.sizing,
+        prm.fixed_fraction,
+        prm.kelly_fraction,
+        prm.leverage,
+        prm.taker_fee,
+        prm.max_position_pct,
+        prm.max_leverage,
+        prm.max_exposure_pct,
+        prm.rebalance,
+        spec.step[s],
+        spec.min_qty[s],
+        max_qty,
+        spec.min_notional[s],
+        bmax,
+    )
+
+
 @kernel(inline=True)
 def decide_phase_nb(  # type: ignore[no-untyped-def]
     acct,
@@ -214,44 +261,15 @@ def decide_phase_nb(  # type: ignore[no-untyped-def]
             target_out[s] = q
             reason_out[s] = Reason.NO_DECISION
             continue
-        other_notional = 0.0
-        other_margin = 0.0
-        for j in range(n_sym):
-            if j != s and planned[j] != 0.0 and not np.isnan(acct.last_price[j]):
-                other_notional += abs(planned[j]) * acct.last_price[j]
-                other_margin += planned_margin[j]
         p = prob[s] if prob.shape[0] > 0 else np.nan
-        b = prm.payoff_ratio
-        if payoff.shape[0] > 0 and not np.isnan(payoff[s]):
-            b = payoff[s]
-        is_market = prm.entry_type == OrderType.MARKET
-        max_qty = spec.market_max_qty[s] if is_market else spec.max_qty[s]
-        bmax = max_notional_nb(prm.leverage, spec.br_cap[s], spec.br_lev[s], spec.n_br[s])
-        target, reason = risk_target_nb(
-            direction[s],
-            p,
-            b,
-            c[s],
-            equity,
-            q,
-            other_notional,
-            other_margin,
-            halted,
-            prm.sizing,
-            prm.fixed_fraction,
-            prm.kelly_fraction,
-            prm.leverage,
-            prm.taker_fee,
-            prm.max_position_pct,
-            prm.max_leverage,
-            prm.max_exposure_pct,
-            prm.rebalance,
-            spec.step[s],
-            spec.min_qty[s],
-            max_qty,
-            spec.min_notional[s],
-            bmax,
+        done, target, reason = risk_hold_nb(
+            direction[s], p, c[s], q, halted, prm.sizing, prm.rebalance
         )
+        if not done:  # a new position to size: the caps, then risk_target_nb
+            target, reason = _size_nb(
+                acct, spec, prm, s, planned, planned_margin, direction[s], p, payoff, c[s],
+                equity, q, halted,
+            )  # fmt: skip
         target_out[s] = target
         reason_out[s] = reason
         planned[s] = target

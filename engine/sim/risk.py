@@ -27,6 +27,37 @@ def kelly_nb(p: float, b: float) -> float:
     return p - (1.0 - p) / b
 
 
+@kernel(inline=True)
+def risk_hold_nb(
+    direction: float,
+    p: float,
+    price: float,
+    cur_qty: float,
+    halted: bool,
+    sizing: int,
+    rebalance: bool,
+) -> tuple[bool, float, int]:
+    """The rules of :func:`risk_target_nb` that settle a target without sizing:
+    ``(settled, target, reason)``; ``settled`` False means size a new position (direction
+    +1/-1, not held already, the breaker not halted). The batch loop asks this first and
+    gathers the caps only for a decision that needs sizing."""
+    if np.isnan(direction) or np.isnan(price) or price <= 0.0:
+        return True, cur_qty, Reason.NO_DECISION
+    d = 1.0 if direction > 0 else (-1.0 if direction < 0 else 0.0)
+    if d == 0.0:
+        return True, 0.0, Reason.FLAT
+    same = cur_qty != 0.0 and (cur_qty > 0) == (d > 0)
+    if sizing == Sizing.KELLY and np.isnan(p):
+        return True, cur_qty, Reason.NO_DECISION
+    if same and not rebalance:
+        return True, cur_qty, Reason.NONE
+    if halted:
+        if same:
+            return True, cur_qty, Reason.BREAKER
+        return True, 0.0, Reason.BREAKER
+    return False, 0.0, Reason.NONE
+
+
 @kernel()
 def risk_target_nb(
     direction: float,
@@ -74,20 +105,11 @@ def risk_target_nb(
     size = margin fraction * equity * leverage, capped by each cap (reason CAP); a size
     under minQty / MIN_NOTIONAL is flat (reason FILTER). Quantities floor to ``step``.
     """
-    if np.isnan(direction) or np.isnan(price) or price <= 0.0:
-        return cur_qty, Reason.NO_DECISION
-    d = 1.0 if direction > 0 else (-1.0 if direction < 0 else 0.0)
-    if d == 0.0:
-        return 0.0, Reason.FLAT
+    done, target, reason = risk_hold_nb(direction, p, price, cur_qty, halted, sizing, rebalance)
+    if done:
+        return target, reason
+    d = 1.0 if direction > 0 else -1.0
     same = cur_qty != 0.0 and (cur_qty > 0) == (d > 0)
-    if sizing == Sizing.KELLY and np.isnan(p):
-        return cur_qty, Reason.NO_DECISION
-    if same and not rebalance:
-        return cur_qty, Reason.NONE
-    if halted:
-        if same:
-            return cur_qty, Reason.BREAKER
-        return 0.0, Reason.BREAKER
     if sizing == Sizing.KELLY:
         edge = kelly_nb(p, b)
         if np.isnan(edge) or edge <= EDGE_EPS:
