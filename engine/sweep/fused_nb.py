@@ -388,7 +388,7 @@ def reset_nb(acct, pend, brk, recs, cash):  # type: ignore[no-untyped-def]
     recs.events.n[0] = 0
 
 
-@kernel
+@kernel(inline=True)
 def drain_nb(recs, work, counts):  # type: ignore[no-untyped-def]
     """Move the bar's new fees, trade PnLs and funding amounts from the record buffers into
     the thread's run-long arrays (in booking order) and empty the buffers. ``counts`` holds
@@ -437,7 +437,7 @@ def in_position_nb(acct):  # type: ignore[no-untyped-def]
     return False
 
 
-@kernel
+@kernel(inline=True)
 def decide_bar_nb(mkt, prog, c, work, t, j):  # type: ignore[no-untyped-def]
     """Bar ``t`` (row ``j`` of the block): each symbol's four signals from the programs'
     values, the rule state machine, the direction (NaN where the symbol has no bar) and the
