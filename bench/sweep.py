@@ -1,38 +1,45 @@
-"""Benchmark: a 10x10 ema_cross parameter sweep in the engine beside vectorbt's own sweep.
+"""Benchmark: the engine's fused parameter sweep beside vectorbt's, on real and long data.
 
-Grid: fast = 5, 10, ..., 50 x slow = 60, 70, ..., 150 (100 combinations) over BTCUSDT's
-143,900 real 5m bars (2023-01-01 .. 2024-05-14 15:35).
+Grid: the EMA crossover over windows 10, 20, ..., 200, every fast < slow pair (190
+combinations), long-only: long while EMA(fast) > EMA(slow), flat otherwise; a decision at
+the close of bar t fills at the open of t+1; taker fee 0.05 % on every fill, no slippage,
+no funding, leverage 1, half the equity per entry, exchange filters off. Two datasets:
 
-The strategy is the long-only form of ema_cross that both tools express the same way (the
-form ``tests/backtest/test_vectorbt_crosscheck.py`` proves equal to vectorbt bar by bar):
-long while EMA(fast) > EMA(slow), flat otherwise; a decision at the close of bar t fills at
-the open of t+1; taker fee 0.0005 on every fill, no slippage, no funding, leverage 1, half
-the equity per entry, exchange filters off (no min notional to block an entry).
+- ``5m``: BTCUSDT's 143,900 real 5m bars (2023-01-01 .. 2024-05-14 15:35, ../shared/data);
+- ``1m``: 525,600 1m bars (one year) of a seeded random walk.
 
-- Engine: ``run_sweep(..., log=False)``: data load, each distinct EMA once (20), then per
-  combination rules + the futures simulator + metrics, in the default process pool (and
-  once more with ``--workers 1`` in this process).
-- vectorbt: TA-Lib EMAs for the 20 windows (the engine's EMA oracle is ``talib.EMA``),
-  entry/exit signals for all 100 pairs shifted one bar, then one
-  ``Portfolio.from_signals`` with a column per combination (``price=open``, same fee,
-  ``size=0.5, size_type='percent'``: half the cash at each entry; when flat, cash is the
-  whole value). Sizes differ slightly from the engine's (vectorbt sizes at the fill's open,
-  the engine at the decision's close, floored to 1e-8) but every entry fills in both, so
-  the trades are the same bars.
+Sides (each timed warm, best of ``--repeat``, in a process of its own so that its peak
+memory, ``ru_maxrss``, is its own):
 
-Correctness first: for every combination the engine's number of closed trades must equal
-vectorbt's (its records of status Closed; an open position at the end is not a trade in
-either) and the entry bars of the first combination must be identical. Then each side is
-timed (best of 3, warm) and the ratio printed.
+- engine: ``engine.sweep.sweep(strategy.yaml, grid={"fast": ..., "slow": ...},
+  where=fast < slow)``, the public API: data load, each distinct EMA once (20), then the
+  fused kernel (rules, the futures simulator's own bar step, metrics; one lane per core);
+- vectorbt: TA-Lib EMAs for the 20 windows (the engine's EMA oracle), entries/exits for the
+  190 pairs shifted one bar, one ``Portfolio.from_signals`` of 190 columns (``price=open``,
+  ``size=0.5, size_type="percent"``, same fee), ``total_return()``.
 
-Run: ``python bench/sweep.py`` (imports /work/shared/data into a temporary store first;
-``--store DIR`` reuses a store that already holds it).
+Correctness first, in this process: (1) the engine's sweep equals its own single backtests
+(every metric, ``==``) on sampled combinations; (2) vectorbt, given the engine's entry
+quantities (``size_type="amount"`` at the engine's fill bars; the engine sizes at the
+decision's close, vectorbt's percent sizing at the fill's open, so only the quantities are
+handed over), gives every combination's total return within 1e-9 of the engine's sweep and
+the same number of closed trades.
+
+The limit: a trivial numba loop over the same bars x combinations (EMA compare, a long-only
+position, the equity mark; no simulator, no metrics) on the same cores, the floor for a
+fused sweep on this machine.
+
+Run: ``python bench/sweep.py [--repeat 3] [--datasets 5m,1m]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -40,34 +47,41 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.backtest import run_backtest
-from engine.data import import_paths
-from engine.strategy import load_strategy_text
-from engine.sweep import run_sweep
-from engine.sweep.executors import default_workers
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (
     Path(os.environ.get("ENGINE_SHARED_DATA", REPO.parent / "shared" / "data")) / "binance-usdm"
 )
-FAST = list(range(5, 51, 5))
-SLOW = list(range(60, 151, 10))
-GRID = [f"fast={','.join(map(str, FAST))}", f"slow={','.join(map(str, SLOW))}"]
+WINDOWS = list(range(10, 201, 10))
 FEE = 0.0005
+SPANS = {"5m": ("2023-01-01", "2024-05-14T15:35"), "1m": ("2023-01-01", "2023-12-31T23:59")}
 STRATEGY = """\
 name: ema_long_sweep
-params: {fast: 9, slow: 50}
-data: {symbols: [BTCUSDT], interval: 5m, start: 2023-01-01, end: 2024-05-14T15:35, funding: false}
-features: ["ema_{fast}", "ema_{slow}"]
-signals: {long: "ema_{fast} > ema_{slow}"}
-risk: {sizing: fixed, fraction: 0.5}
-execution: {leverage: 1, margin_mode: isolated, taker_fee: 0.0005, slippage_bps: 0,
-            exchange_filters: false, initial_cash: 10000}
+params: {{fast: 10, slow: 20}}
+data: {{symbols: [BTCUSDT], interval: {interval}, start: {start}, end: {end}, funding: false}}
+features: ["ema_{{fast}}", "ema_{{slow}}"]
+signals: {{long: "ema_{{fast}} > ema_{{slow}}"}}
+risk: {{sizing: fixed, fraction: 0.5}}
+execution: {{leverage: 1, margin_mode: isolated, taker_fee: {fee}, slippage_bps: 0,
+            exchange_filters: false, initial_cash: 10000}}
 """
+GRID = {"fast": WINDOWS[:-1], "slow": WINDOWS[1:]}
+PAIRS = [(f, s) for f in WINDOWS for s in WINDOWS if f < s]
 
 
-def best_of(fn, *, repeat: int) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    """The best wall time of ``repeat`` calls, and the output of that call."""
+def fast_lt_slow(c: dict) -> bool:  # type: ignore[type-arg]
+    return bool(c["fast"] < c["slow"])
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory (VmHWM: its own; ``ru_maxrss`` would carry the
+    parent's peak across ``exec``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def best_of(fn, repeat: int):  # type: ignore[no-untyped-def]
     best, out = float("inf"), None
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -78,136 +92,298 @@ def best_of(fn, *, repeat: int) -> tuple[float, object]:  # type: ignore[no-unty
     return best, out
 
 
-def vectorbt_sweep(open_: np.ndarray, close: np.ndarray):  # type: ignore[no-untyped-def]
-    """vectorbt's parameter sweep: indicators, signals, one portfolio of 100 columns."""
-    import pandas as pd
+# ------------------------------------------------------------------------------ the sides
+
+
+def engine_side(d: Path, repeat: int) -> dict:  # type: ignore[type-arg]
+    """The engine's public sweep, warm; and the trivial-loop floor on the same columns."""
+    from engine.sweep import sweep
+
+    def run():  # type: ignore[no-untyped-def]
+        return sweep(d / "strategy.yaml", grid=GRID, where=fast_lt_slow, store=d / "store")
+
+    run()  # warm: numba caches loaded, first-touch costs paid
+    t, df = best_of(run, repeat)
+    timings = _engine_phases(d)
+    floor = floor_loop(np.load(d / "open.npy"), np.load(d / "close.npy"), repeat)
+    sim_ns = simulator_ns_per_bar(d)
+    return {
+        "time": t,
+        "total_return": df["total_return"].to_list(),
+        "trades": df["trades"].to_list(),
+        "pairs": list(zip(df["fast"].to_list(), df["slow"].to_list(), strict=True)),
+        "peak_mb": peak_mb(),
+        "phases": timings,
+        "floor": floor,
+        "sim_ns_per_bar": sim_ns,
+    }
+
+
+def _engine_phases(d: Path) -> dict[str, float]:
+    from engine.sweep import run_sweep
+    from engine.sweep.api import grid_items
+    from engine.sweep.grid import combinations, parse_grid
+
+    items = grid_items(GRID)
+    combos = [c for c in combinations(parse_grid(items)) if fast_lt_slow(c)]
+    res = run_sweep(d / "strategy.yaml", items, combos=combos, store=d / "store", log=False)
+    return {k: round(v, 4) for k, v in res.timings.items()}
+
+
+def simulator_ns_per_bar(d: Path) -> float:
+    """One backtest's ``engine.sim.simulate`` call per bar (its bar step alone, one symbol)."""
+    from engine.backtest import run_backtest
+    from engine.backtest.runner import simulate_graph
+    from engine.strategy import load_strategy
+
+    bt = run_backtest(load_strategy(d / "strategy.yaml"), store=d / "store", log=False)
+    t, _ = best_of(lambda: simulate_graph(bt.graph, bt.market, bt.decisions, {}), 5)
+    return t / bt.market.n_bars * 1e9
+
+
+def floor_loop(open_: np.ndarray, close: np.ndarray, repeat: int) -> dict[str, float]:
+    """The same bars x combinations through a trivial numba loop (precomputed EMAs, a
+    long-only position at the next open, the equity marked each bar, one lane per core)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numba
     import talib
+
+    @numba.njit(nogil=True, cache=False)
+    def lane(o, c, emas, pairs, lane_i, n_lanes, out):  # type: ignore[no-untyped-def]
+        k = lane_i
+        while k < pairs.shape[0]:
+            f, s = emas[pairs[k, 0]], emas[pairs[k, 1]]
+            cash, qty, want, peak, dd = 10_000.0, 0.0, False, 10_000.0, 0.0
+            for t in range(o.shape[0]):
+                if want and qty == 0.0:
+                    qty = 0.5 * cash / o[t]
+                    cash -= qty * o[t] * (1 + 0.0005)
+                elif not want and qty != 0.0:
+                    cash += qty * o[t] * (1 - 0.0005)
+                    qty = 0.0
+                eq = cash + qty * c[t]
+                peak = max(peak, eq)
+                dd = max(dd, 1.0 - eq / peak)
+                want = f[t] > s[t]
+            out[k] = cash + qty * c[-1] + dd * 0.0
+            k += n_lanes
+
+    emas = np.stack([talib.EMA(close, timeperiod=w) for w in WINDOWS])
+    idx = {w: i for i, w in enumerate(WINDOWS)}
+    pairs = np.array([(idx[f], idx[s]) for f, s in PAIRS], dtype=np.int64)
+    out = np.zeros(len(PAIRS))
+    n = len(os.sched_getaffinity(0))
+
+    def run() -> None:
+        with ThreadPoolExecutor(n) as pool:
+            list(pool.map(lambda i: lane(open_, close, emas, pairs, i, n, out), range(n)))
+
+    run()
+    t, _ = best_of(run, repeat)
+    return {"time": t, "ns_per_bar_combo": t / (close.size * len(PAIRS)) * 1e9}
+
+
+def vectorbt_side(d: Path, repeat: int) -> dict:  # type: ignore[type-arg]
+    """vectorbt's own sweep over the same bars (read from .npy: no engine in this process)."""
+    open_, close = np.load(d / "open.npy"), np.load(d / "close.npy")
+    freq = json.loads((d / "meta.json").read_text())["freq"]
+    vectorbt_sweep(open_, close, freq)  # warm
+    t, out = best_of(lambda: vectorbt_sweep(open_, close, freq), repeat)
+    return {"time": t, "total_return": out, "peak_mb": peak_mb()}
+
+
+def _signals(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Entries and exits of every pair, shifted to the fill bar (the next open)."""
+    import talib
+
+    ema = {w: talib.EMA(close, timeperiod=w) for w in WINDOWS}
+    n = close.shape[0]
+    long_ = np.empty((n, len(PAIRS)), dtype=bool)
+    for j, (f, s) in enumerate(PAIRS):
+        long_[:, j] = ema[f] > ema[s]  # NaN compares False: flat while warming up
+    prev = np.vstack([np.zeros((1, len(PAIRS)), dtype=bool), long_[:-1]])
+    entries = np.vstack([np.zeros((1, len(PAIRS)), dtype=bool), (long_ & ~prev)[:-1]])
+    exits = np.vstack([np.zeros((1, len(PAIRS)), dtype=bool), (~long_ & prev)[:-1]])
+    return entries, exits
+
+
+def vectorbt_sweep(open_: np.ndarray, close: np.ndarray, freq: str, size=None):  # type: ignore[no-untyped-def]
+    """vectorbt's sweep: indicators, signals, one portfolio of 190 columns; total returns
+    (and closed trades per column when ``size`` is given: the check)."""
+    import pandas as pd
     import vectorbt as vbt
 
-    ema = {w: talib.EMA(close, timeperiod=w) for w in sorted(set(FAST) | set(SLOW))}
-    cols = [(f, s) for f in FAST for s in SLOW]
-    n = close.shape[0]
-    long_ = np.empty((n, len(cols)), dtype=bool)
-    for j, (f, s) in enumerate(cols):
-        long_[:, j] = ema[f] > ema[s]  # NaN compares False: flat while warming up
-    prev = np.vstack([np.zeros((1, len(cols)), dtype=bool), long_[:-1]])
-    entries = np.vstack([np.zeros((1, len(cols)), dtype=bool), (long_ & ~prev)[:-1]])
-    exits = np.vstack([np.zeros((1, len(cols)), dtype=bool), (~long_ & prev)[:-1]])
-    index = pd.MultiIndex.from_tuples(cols, names=["fast", "slow"])
+    entries, exits = _signals(close)
+    index = pd.MultiIndex.from_tuples(PAIRS, names=["fast", "slow"])
+    sizing = (
+        {"size": 0.5, "size_type": "percent"}
+        if size is None
+        else {"size": pd.DataFrame(size, columns=index), "size_type": "amount"}
+    )
     pf = vbt.Portfolio.from_signals(
         close=pd.Series(close),
         entries=pd.DataFrame(entries, columns=index),
         exits=pd.DataFrame(exits, columns=index),
         price=pd.Series(open_),
-        size=0.5,
-        size_type="percent",
         fees=FEE,
         init_cash=10_000.0,
         direction="longonly",
-        freq="5min",
+        freq=freq,
+        **sizing,
     )
+    ret = pf.total_return().to_numpy().tolist()
+    if size is None:
+        return ret
     rec = pf.trades.records
     closed = rec[rec["status"] == 1]
-    counts = np.bincount(closed["col"], minlength=len(cols))
-    first_entries = np.sort(closed[closed["col"] == 0]["entry_idx"])
-    return counts, first_entries
+    return ret, np.bincount(closed["col"], minlength=len(PAIRS))
+
+
+# --------------------------------------------------------------------------- the datasets
+
+
+def prepare(name: str, root: Path) -> Path:
+    """A folder with the store, the strategy file and the OHLC arrays of dataset ``name``."""
+    from engine.data import import_paths, load_candles
+
+    d = root / name
+    (d / "store").mkdir(parents=True)
+    if name == "5m":
+        import_paths([SHARED / "klines" / "BTCUSDT-5m.csv.gz"], store=d / "store")
+    else:
+        csv = d / "BTCUSDT-1m.csv"
+        random_walk(525_600).write_csv(csv)
+        import_paths([csv], store=d / "store", market="usdm", symbol="BTCUSDT", interval="1m")
+    start, end = SPANS[name]
+    (d / "strategy.yaml").write_text(STRATEGY.format(interval=name, start=start, end=end, fee=FEE))
+    c = load_candles("BTCUSDT", name, store=d / "store")
+    np.save(d / "open.npy", c["open"].to_numpy())
+    np.save(d / "close.npy", c["close"].to_numpy())
+    (d / "meta.json").write_text(json.dumps({"freq": "5min" if name == "5m" else "1min"}))
+    return d
+
+
+def random_walk(n: int):  # type: ignore[no-untyped-def]
+    """``n`` 1m bars from 2023-01-01 of a seeded geometric random walk (each open = the
+    previous close), prices on a 0.1 tick."""
+    import polars as pl
+
+    rng = np.random.default_rng(20231)
+    close = np.round(20_000 * np.exp(np.cumsum(rng.normal(0, 6e-4, n))), 1)
+    open_ = np.r_[20_000.0, close[:-1]]
+    wick = np.abs(rng.normal(0, 3e-4, (2, n)))
+    high = np.round(np.maximum(open_, close) * (1 + wick[0]), 1)
+    low = np.round(np.minimum(open_, close) * (1 - wick[1]), 1)
+    t0 = 1_672_531_200_000  # 2023-01-01 00:00 UTC
+    return pl.DataFrame({
+        "open_time": t0 + 60_000 * np.arange(n, dtype=np.int64),
+        "open": open_, "high": high, "low": low, "close": close,
+        "volume": np.round(rng.lognormal(2, 1, n), 3),
+    })  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- the check
+
+
+def check(d: Path) -> tuple[float, int]:
+    """The engine's sweep == its single backtests (sampled), and == vectorbt given the
+    engine's quantities (total return within 1e-9, the same closed trades, every pair)."""
+    import random
+
+    from engine.backtest import run_backtest
+    from engine.strategy import load_strategy
+    from engine.sweep import sweep
+
+    df = sweep(d / "strategy.yaml", grid=GRID, where=fast_lt_slow, store=d / "store")
+    assert list(zip(df["fast"], df["slow"], strict=True)) == PAIRS
+    rows = df.to_dicts()
+    open_, close = np.load(d / "open.npy"), np.load(d / "close.npy")
+    size = np.full((close.size, len(PAIRS)), np.nan)
+    for j, (f, s) in enumerate(PAIRS):
+        graph = load_strategy(d / "strategy.yaml", overrides={"fast": f, "slow": s})
+        bt = run_backtest(graph, store=d / "store", log=False)
+        if j in random.Random(3).sample(range(len(PAIRS)), 8):
+            got = {k: rows[j][k] for k in bt.metrics}
+            assert got == bt.metrics, (f, s, got, bt.metrics)
+        fills = bt.sim.fills
+        entry = fills[fills["side"] > 0]
+        size[entry["bar"], j] = entry["qty"]
+    freq = json.loads((d / "meta.json").read_text())["freq"]
+    ret, trades = vectorbt_sweep(open_, close, freq, size=size)
+    diff = np.abs(np.array(ret) - df["total_return"].to_numpy())
+    if not np.array_equal(trades, df["trades"].to_numpy()):
+        bad = int(np.flatnonzero(trades != df["trades"].to_numpy())[0])
+        raise SystemExit(f"closed trades differ at {PAIRS[bad]}: vectorbt {trades[bad]}")
+    if diff.max() >= 1e-9:
+        bad = int(diff.argmax())
+        raise SystemExit(f"total return differs at {PAIRS[bad]} by {diff[bad]:.3g}")
+    return float(diff.max()), int(trades.sum())
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def side(which: str, d: Path, repeat: int) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run(
+        [sys.executable, __file__, "--side", which, "--dir", str(d), "--repeat", str(repeat)],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )  # fmt: skip
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def report(name: str, d: Path, repeat: int) -> None:
+    n = np.load(d / "close.npy").size
+    t0 = time.perf_counter()
+    max_diff, trades = check(d)
+    print(
+        f"\n== {name}: {n:,} bars x {len(PAIRS)} combinations = {n * len(PAIRS) / 1e6:.1f} M "
+        f"bar-combinations\ncheck ({time.perf_counter() - t0:.0f} s): sweep == single backtests "
+        f"(every metric, 8 sampled); vectorbt with the engine's quantities: same closed trades "
+        f"({trades:,}), max |total_return diff| {max_diff:.2e} (< 1e-9)"
+    )
+    eng = side("engine", d, repeat)
+    vbt = side("vectorbt", d, repeat)
+    bc = n * len(PAIRS)
+    for label, s in (("engine  (fused sweep)", eng), ("vectorbt (from_signals)", vbt)):
+        print(
+            f"{label:24s} {s['time']:7.3f} s  {bc / s['time'] / 1e6:8.1f} M bar-combos/s  "
+            f"{s['time'] / bc * 1e9:6.2f} ns/bar-combo  peak {s['peak_mb']:7.0f} MB"
+        )
+    pct = np.abs(np.array(eng["total_return"]) - np.array(vbt["total_return"]))
+    print(
+        f"throughput ratio engine/vectorbt: {vbt['time'] / eng['time']:.1f}x; peak memory "
+        f"ratio vectorbt/engine: {vbt['peak_mb'] / eng['peak_mb']:.1f}x (target >= 20x at "
+        f"<= 1/5 the memory)"
+    )
+    print(
+        f"where the engine's time goes: {eng['phases']}; the simulator's bar step alone "
+        f"(engine.sim.simulate, one symbol): {eng['sim_ns_per_bar']:.1f} ns/bar on one core"
+    )
+    fl = eng["floor"]
+    print(
+        f"machine floor (trivial numba loop, same cores): {fl['ns_per_bar_combo']:.2f} "
+        f"ns/bar-combo; the engine is {eng['time'] / fl['time']:.1f}x the floor. "
+        f"(vectorbt's percent sizing at the fill's open vs the engine's at the decision close: "
+        f"timed runs differ by up to {pct.max():.1e} in total return)"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--store", help="a data store holding BTCUSDT 5m (default: import to a temp dir)"
-    )
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--datasets", default="5m,1m")
+    ap.add_argument("--side", choices=("engine", "vectorbt"), help=argparse.SUPPRESS)
+    ap.add_argument("--dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-
+    if args.side:
+        fn = engine_side if args.side == "engine" else vectorbt_side
+        print(json.dumps(fn(Path(args.dir), args.repeat)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        store = args.store or import_store(Path(tmp))
-        path = Path(tmp) / "ema_long_sweep.yaml"
-        path.write_text(STRATEGY)
-        # market arrays for vectorbt, from the engine's own load (same bars)
-        m = run_backtest(load_strategy_text(STRATEGY), store=store, log=False).market
-        print(
-            f"BTCUSDT 5m: {m.n_bars:,} bars; grid {len(FAST)} x {len(SLOW)} = {len(FAST) * len(SLOW)}"
-        )
-        assert m.n_bars == 143_900, m.n_bars
-        open_, close = m.open[:, 0], m.close[:, 0]
-        workers = default_workers()
-        check(path, store, open_, close, workers)
-        timing(path, store, open_, close, workers, Path(tmp) / "results", args.repeat)
-
-
-def import_store(tmp: Path) -> str:
-    """Import the shared BTCUSDT/ETHUSDT data into a store in ``tmp``."""
-    store = str(tmp / "store")
-    t0 = time.perf_counter()
-    import_paths([SHARED], store=store)
-    print(f"imported {SHARED} in {time.perf_counter() - t0:.1f} s")
-    return store
-
-
-def check(path: Path, store: str, open_: np.ndarray, close: np.ndarray, workers: int) -> None:
-    """Correctness first: the same closed trades as vectorbt in every combination, the first
-    combination's entry bars identical, and a sweep child equal to a standalone backtest."""
-    res = run_sweep(path, GRID, store=store, log=False, workers=workers)
-    ours = np.array([r.metrics["trades"] for r in res.results])
-    theirs, vbt_first = vectorbt_sweep(open_, close)
-    if not np.array_equal(ours, theirs):
-        bad = np.flatnonzero(ours != theirs)
-        raise SystemExit(
-            f"trade counts differ in {bad.size} combinations, e.g. "
-            f"{res.results[bad[0]].params}: engine {ours[bad[0]]}, vectorbt {theirs[bad[0]]}"
-        )
-    first = load_strategy_text(STRATEGY, overrides=res.results[0].params)
-    r0 = run_backtest(first, store=store, log=False)
-    assert r0.metrics == res.results[0].metrics
-    assert np.array_equal(np.sort(r0.sim.trades["entry_bar"]), vbt_first), "entry bars differ"
-    print(
-        f"check: same closed trades in all {ours.size} combinations "
-        f"({ours.min():,} .. {ours.max():,}; {ours.sum():,} in all); first combination's entry "
-        "bars identical; sweep child == standalone backtest"
-    )
-
-
-def timing(
-    path: Path,
-    store: str,
-    open_: np.ndarray,
-    close: np.ndarray,
-    workers: int,
-    results: Path,
-    repeat: int,
-) -> None:
-    """Each side warm, best of ``repeat``; the logged sweep once."""
-    t_pool, _ = best_of(
-        lambda: run_sweep(path, GRID, store=store, log=False, workers=workers), repeat=repeat
-    )
-    t_one, one = best_of(
-        lambda: run_sweep(path, GRID, store=store, log=False, workers=1), repeat=repeat
-    )
-    t_vbt, _ = best_of(lambda: vectorbt_sweep(open_, close), repeat=repeat)
-    t_log, _ = best_of(
-        lambda: run_sweep(path, GRID, store=store, results=results, workers=workers), repeat=1
-    )
-    n = len(FAST) * len(SLOW)
-    tm = one.timings  # type: ignore[attr-defined]
-    print(
-        f"engine sweep, {workers} workers (process pool, spawn): {t_pool:.2f} s "
-        f"({t_pool / n * 1000:.1f} ms per combination)"
-    )
-    print(
-        f"engine sweep, 1 worker (this process):       {t_one:.2f} s "
-        f"({t_one / n * 1000:.1f} ms per combination; load {tm['load']:.2f} s, "
-        f"20 EMAs {tm['features']:.2f} s, combinations {tm['combos']:.2f} s)"
-    )
-    print(
-        f"vectorbt from_signals, 100 columns:         {t_vbt:.2f} s "
-        f"({t_vbt / n * 1000:.1f} ms per combination)"
-    )
-    print(f"engine sweep with the run log (parent + 100 children, equity + trades): {t_log:.2f} s")
-    best = min(t_pool, t_one)
-    print(f"ratio engine / vectorbt: {best / t_vbt:.2f}x (best engine setting)")
+        for name in args.datasets.split(","):
+            report(name, prepare(name, Path(tmp)), args.repeat)
 
 
 if __name__ == "__main__":
