@@ -10,8 +10,9 @@ which worker finished first or how many there were.
 - :class:`ProcessPoolExecutor`: ``concurrent.futures`` with the ``spawn`` start method
   (polars and numba keep thread pools that ``fork`` would copy in an undefined state); the
   shared payload is pickled once per worker through the pool's initializer.
-- :class:`RayExecutor`: only when ``ray`` is importable (it is not a dependency): the
-  payload goes to the object store once (``ray.put``) and every task reads it from there.
+- :class:`RayExecutor`: only when ``ray`` is importable (the ``engine[ray]`` extra): the
+  payload goes to the object store once (``ray.put``), chunks of tasks run as Ray tasks
+  reading it from there, and each chunk's results are reported as it ends.
 """
 
 from __future__ import annotations
@@ -100,35 +101,69 @@ class ProcessPoolExecutor:
 
 
 class RayExecutor:
-    """Tasks as Ray remote calls (``ray.init()`` joins the cluster in ``RAY_ADDRESS``, or
-    starts a local one). Needs ``pip install ray``; the engine does not depend on it."""
+    """Chunks of tasks as Ray remote calls; the shared payload goes to the object store once.
 
-    def __init__(self, workers: int | None = None) -> None:
+    ``address``: the cluster to join (``ray.init(address=...)``: ``auto``, ``ray://host:10001``
+    or ``host:6379``); None joins the one in ``RAY_ADDRESS``, or starts a local one. A Ray
+    session already initialised in this process is used as it is. Each chunk's results come
+    back as it ends (``ray.wait``), so the caller logs them while the others run. Needs
+    ``pip install 'engine[ray]'``.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        address: str | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
         try:
             import ray  # noqa: F401
         except ImportError:
             raise UsageError(
                 "--executor ray: the 'ray' package is not installed",
-                hint="pip install 'ray[default]', or use --executor process",
+                hint="pip install 'engine[ray]', or use --executor process",
             ) from None
         self.workers = workers or 0
+        self.address = address
+        self.chunk_size = chunk_size
 
     def run(self, fn: TaskFn, shared: Any, tasks: Sequence[Any], on_result: OnResult) -> None:
         import ray
 
         if not ray.is_initialized():
-            ray.init(num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False)
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False)
+            else:
+                ray.init(
+                    num_cpus=self.workers or None, include_dashboard=False, log_to_driver=False
+                )
+        n = len(tasks)
+        if n == 0:
+            return
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        size = self.chunk_size or max(1, min(64, -(-n // (cpus * 4))))
         ref = ray.put(shared)
-        remote = ray.remote(_ray_task)
-        pending = {remote.remote(fn, ref, task): i for i, task in enumerate(tasks)}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for d in done:
-                on_result(pending.pop(d), ray.get(d))
+        remote = ray.remote(_ray_chunk)
+        pending = {
+            remote.remote(fn, ref, list(enumerate(tasks))[i : i + size]): i
+            for i in range(0, n, size)
+        }
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for d in done:
+                    pending.pop(d)
+                    for i, result in ray.get(d):
+                        on_result(i, result)
+        except BaseException:
+            for p in pending:
+                ray.cancel(p)
+            raise
 
 
-def _ray_task(fn: TaskFn, shared: Any, task: Any) -> Any:
-    return fn(shared, task)
+def _ray_chunk(fn: TaskFn, shared: Any, chunk: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    return [(i, fn(shared, task)) for i, task in chunk]
 
 
 EXECUTORS = ("process", "local", "ray")
@@ -142,7 +177,9 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def make_executor(kind: str = "process", *, workers: int | None = None, tasks: int) -> Executor:
+def make_executor(
+    kind: str = "process", *, workers: int | None = None, tasks: int, address: str | None = None
+) -> Executor:
     """The executor for ``--executor`` / ``--workers`` (a pool only when it can help)."""
     if kind not in EXECUTORS:
         raise UsageError(
@@ -152,7 +189,7 @@ def make_executor(kind: str = "process", *, workers: int | None = None, tasks: i
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}", hint="e.g. --workers 2")
     if kind == "ray":
-        return RayExecutor(workers)
+        return RayExecutor(workers, address=address)
     # Without --workers, run here: a worker process costs ~1.5 s to start (polars and numba
     # imports, the shared market pickled across), more than a grid of a hundred rule-strategy
     # combinations takes in one process (bench/sweep.py: 1.8 s local vs 3.5 s on a 2-process pool).
