@@ -15,7 +15,9 @@ run got inside a bar. Those are checkpointed twice per bar:
 One JSON document per run, in the run log's SQLite file (``run_state``, name ``checkpoint``:
 :meth:`engine.runlog.RunLog.save_state`), replaced in the same transaction as the rows it goes
 with: the ``decided`` checkpoint with the bar's decision rows, the ``done`` checkpoint with its
-closed trades, equity row, predictions and snapshots. So a crash leaves both or neither (and
+closed trades, equity row, predictions and snapshots (those two are made after the orders,
+from the bar's features and ensemble result in memory; a run that dies before writing them
+writes them when it replays the bar on restart). So a crash leaves both or neither (and
 one sync a phase, not three), and on restart each row of a bar is either in the log with the
 checkpoint that follows it, or still to be written (:class:`engine.live.journal.Journal`
 also skips rows it already holds). A results folder written before this kept the checkpoint
@@ -54,9 +56,6 @@ class Decided:
     settled: list[tuple[str, float, float]]  # funding settled at the close: (symbol, rate, mark)
     stale: bool
     rows: list[dict[str, Any]]  # the bar's ensemble_decisions rows
-    # its model_predictions and snapshots rows (written after its orders)
-    predictions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    snapshots: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 @dataclass

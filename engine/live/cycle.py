@@ -73,6 +73,7 @@ class BarCycle:
     equity: float
     stale_before: int | None  # a bar that closed at or before this (venue ms) is stale
     in_bar: int | None = None  # the bar decided and not done yet
+    outputs: BarDecisions | None = None  # the decided bar's, for its predictions and snapshots
     done_bar: int | None = None  # the last bar done
 
     async def process(self, t: int, bars: dict[str, Bar]) -> None:
@@ -92,6 +93,14 @@ class BarCycle:
         if self.opts.max_bars is not None and self.bars >= self.opts.max_bars:
             self.stop.set()
 
+    def log_outputs(self, bd: BarDecisions) -> None:
+        """A bar's ``model_predictions`` and (with ``log.snapshots``) ``snapshots`` rows,
+        unless the log holds them already (:class:`engine.live.journal.Journal`)."""
+        t = bd.open_time
+        self.journal.per_bar("model_predictions", t, self.decider.prediction_rows(bd))
+        if self.graph.config.log.snapshots:
+            self.journal.per_bar("snapshots", t, self.decider.snapshot_rows(bd))
+
     def log_decisions(self, t: int, d: Decided) -> None:
         if self.journal.decisions(t, d.rows):
             for row in d.rows:
@@ -100,17 +109,17 @@ class BarCycle:
     def close_bar(self, t: int, d: Decided) -> None:
         """After bar ``t``'s orders, in one transaction with its ``done`` checkpoint: what the
         book recorded (closed trades, fees, funding, breaker events), the ``equity`` row, and
-        the model predictions and feature snapshots (not needed to send the orders: carried
-        by the ``decided`` checkpoint, so a run that dies before this writes them on
-        restart)."""
+        the model predictions and feature snapshots (not needed to send the orders, so made
+        only now; a run that dies before this writes them when it replays the bar on
+        restart: :meth:`log_outputs`)."""
         position = np.array(d.position, dtype=np.float64)
         with self.journal.log.transaction():
             self.journal.booked(self.book.drain(), self.symbols, t)
             self.journal.equity(t, d.equity, d.wallet, position, self.book.acct.last_price)
-            self.journal.per_bar("model_predictions", t, d.predictions)
-            if d.snapshots:
-                self.journal.per_bar("snapshots", t, d.snapshots)
+            if self.outputs is not None and self.outputs.open_time == t:
+                self.log_outputs(self.outputs)
             self.checkpoint("done", t)
+        self.outputs = None
         self.equity = d.equity
         self.observe_book(d.equity, d.wallet, position)
 
@@ -126,8 +135,6 @@ class BarCycle:
         await asyncio.sleep(0)
         try:
             bd = self.decider.step(t, bars)
-            snapshots = (self.decider.snapshot_rows(bd) if self.graph.config.log.snapshots
-                         else [])
             await self._sync(t, bd, await account)
         finally:
             if not account.done():  # the step failed: the read is not awaited by anyone
@@ -147,10 +154,10 @@ class BarCycle:
         stale = self.stale_before is not None and t + self.step <= self.stale_before
         rows = self._rows(bd, position if stale else target, reason, equity, stale=stale)
         atr = bd.atr[0] if bd.atr is not None else np.full(len(self.symbols), np.nan)
+        self.outputs = bd  # its predictions and snapshots: after the orders (close_bar)
         return Decided(target=target.tolist(), reason=reason.tolist(), equity=float(equity),
                        wallet=wallet, position=position.tolist(), has_bar=bd.has_bar[0].tolist(),
-                       atr=atr.tolist(), settled=settled, stale=stale, rows=rows,
-                       predictions=bd.predictions, snapshots=snapshots)
+                       atr=atr.tolist(), settled=settled, stale=stale, rows=rows)
 
     async def _sync(self, t: int, bd: BarDecisions, acc: Any) -> None:
         """Settle what happened during the bar (limit entries, stops, targets), then take

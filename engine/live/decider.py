@@ -87,8 +87,10 @@ class BarDecisions:
 
     ``decisions`` is a one-bar :class:`Decisions` (``[1, S]`` arrays, as the backtest's
     grid); ``has_bar``/``close`` say which symbols had the bar; ``atr`` is the ATR the
-    simulator reads for ATR stops (NaN: none); ``predictions`` the ``model_predictions`` rows;
-    ``features`` each symbol's feature values at this close (graph order of the names).
+    simulator reads for ATR stops (NaN: none); ``ml`` each ML symbol's one-bar ensemble result
+    and its members' prediction times (:meth:`LiveDecider.prediction_rows` makes the
+    ``model_predictions`` rows of them, after the bar's orders); ``features`` each symbol's
+    feature values at this close (graph order of the names).
     """
 
     open_time: int
@@ -96,7 +98,7 @@ class BarDecisions:
     close: np.ndarray
     decisions: Decisions
     atr: np.ndarray | None
-    predictions: list[dict[str, Any]]
+    ml: list[tuple[Any, dict[str, float]]]
     features: dict[str, np.ndarray]
 
 
@@ -180,6 +182,8 @@ class LiveDecider:
             self.ensembles[s] = LiveEnsemble.from_history(
                 self.ml, candles, feats, symbol=s, run_start=run_start, results_dir=results_dir)
             self.history[s] = []
+        for ens in self.ensembles.values():  # a fold the first live bar opens, fitted meanwhile
+            ens.fit_ahead()
         self.ml_trace.train_seconds += self.ml_trace.clock() - t0
 
     # ------------------------------------------------------------------ one close
@@ -196,7 +200,7 @@ class LiveDecider:
         conf = np.full((1, n), np.nan)
         extra = {k: np.full((1, n), np.nan) for k in EXTRA} if self.ml is not None else {}
         atr = np.full((1, n), np.nan) if self.atr_col is not None else None
-        preds: list[dict[str, Any]] = []
+        ml: list[tuple[Any, dict[str, float]]] = []
         values: dict[str, np.ndarray] = {}
         for j, s in enumerate(self.symbols):
             bar = bars.get(s)
@@ -212,15 +216,27 @@ class LiveDecider:
                 state[0, j], direction[0, j] = self._rule_step(bar, feats)
                 conf[0, j] = 1.0
                 continue
-            cols, rows = self._ml_step(bar, feats)
+            cols, one = self._ml_step(bar, feats)
             state[0, j], direction[0, j] = cols["state"][0], cols["direction"][0]
             prob[0, j] = conf[0, j] = cols["kelly_p"][0]
             for k in EXTRA:
                 extra[k][0, j] = cols[k][0]
-            preds.extend(rows)
+            if one is not None:
+                ml.append(one)
         dec = Decisions(state=state, direction=direction, probability=prob, confidence=conf,
                         extra=extra)
-        return BarDecisions(open_time, has, close, dec, atr, preds, values)
+        return BarDecisions(open_time, has, close, dec, atr, ml, values)
+
+    def prediction_rows(self, bd: BarDecisions) -> list[dict[str, Any]]:
+        """``model_predictions`` rows of one close (the backtest's
+        :func:`engine.decisions.ml_slot.predictions_frame` of each symbol's one-bar result),
+        with each member's own prediction time (``latency_ms``)."""
+        rows: list[dict[str, Any]] = []
+        for r, per_model in bd.ml:
+            for row in predictions_frame(r, self.endpoints).to_dicts():
+                row["latency_ms"] = float(per_model[row["model"]])
+                rows.append(row)
+        return rows
 
     def snapshot_rows(self, bd: BarDecisions) -> list[dict[str, Any]]:
         """``snapshots`` rows of one close (one per feature per symbol with a bar), as the
@@ -247,9 +263,12 @@ class LiveDecider:
         self.state[bar.symbol] = int(new)
         return int(new), float(d)
 
-    def _ml_step(self, bar: Bar, feats: np.ndarray) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    def _ml_step(
+        self, bar: Bar, feats: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], tuple[Any, dict[str, float]] | None]:
         """One closed bar of an ML strategy: LiveEnsemble.on_bar, then the backtest's mapping
-        of an ensemble result to decision columns and ``model_predictions`` rows."""
+        of an ensemble result to decision columns; with the one-bar result and its members'
+        times for :meth:`prediction_rows` (None before the first fold: no prediction)."""
         assert self.ml is not None
         ens = self.ensembles[bar.symbol]
         k = ens._fold_for(bar.open_time)
@@ -265,13 +284,10 @@ class LiveDecider:
                 self.event(*ev)
         r = one_bar_result(bar.symbol, out, names)
         self.state[bar.symbol] = int(r.direction[0])
-        rows = predictions_frame(r, self.endpoints).to_dicts() if int(out["fold"]) >= 0 else []
         # each model's own time when the ensemble reports it, else the whole step's
         own = out.get("latency_ms")
         per_model = dict(zip(names, [took * 1000.0] * len(names) if own is None else own, strict=True))
-        for row in rows:
-            row["latency_ms"] = float(per_model[row["model"]])
-        return symbol_columns(r), rows
+        return symbol_columns(r), ((r, per_model) if int(out["fold"]) >= 0 else None)
 
 
 def one_bar_result(symbol: str, out: dict[str, Any], model_names: list[str]) -> Any:

@@ -335,7 +335,8 @@ class LiveRunner(BarCycle):
                 continue
             if t == first_live and self.decider.ml is not None:
                 self.decider.start_ml(run_start=first, results_dir=self.opts.results)
-            self.decider.step(t, got)
+            # a live bar this run decided: its predictions and snapshots, if a crash lost them
+            self.log_outputs(self.decider.step(t, got))
         if last < first_live and self.decider.ml is not None:
             self.decider.start_ml(run_start=first, results_dir=self.opts.results)
 

@@ -28,6 +28,15 @@ from engine.ml.pipeline import run_ensemble
 from engine.ml.symbol_pipeline import SymbolPipeline
 from engine.ml.walkforward import Fold, SerialExecutor, fit_task
 
+_FITTER: list[ThreadPoolExecutor] = []
+
+
+def _fitter() -> ThreadPoolExecutor:
+    """The one thread that fits folds ahead (see :meth:`LiveEnsemble.fit_ahead`)."""
+    if not _FITTER:
+        _FITTER.append(ThreadPoolExecutor(1, thread_name_prefix="fold-fit"))
+    return _FITTER[0]
+
 
 class LiveEnsemble:
     """The ML stage of one symbol in live mode."""
@@ -52,8 +61,7 @@ class LiveEnsemble:
         self.n = int(pipe.sd.open_time.shape[0])
         self.last_open = int(pipe.sd.open_time[-1])
         self._pool: ThreadPoolExecutor | None = None
-        self._fitter: ThreadPoolExecutor | None = None  # fits the next fold ahead (on_bar)
-        self._next: Future[None] | None = None
+        self._next: Future[None] | None = None  # the next fold, being fitted ahead
 
     @classmethod
     def from_history(
@@ -82,9 +90,7 @@ class LiveEnsemble:
             if available
             else np.empty((r.open_time.shape[0], 0))
         )
-        ens = cls(pipe, r.raw, r.probs, r.fold, available, Xall)
-        ens._fit_ahead()  # the first live bar may open a fold: it is fitted while live starts
-        return ens
+        return cls(pipe, r.raw, r.probs, r.fold, available, Xall)
 
     def _remote_pool(self) -> ThreadPoolExecutor | None:
         """Workers for the remote members' requests (None with fewer than two)."""
@@ -148,20 +154,22 @@ class LiveEnsemble:
         """The fold of the last bar decided (-1: none, or before the first cutoff)."""
         return int(self._fold[-1][-1]) if self.n else -1
 
-    def _fit_ahead(self) -> None:
-        """Fit the fold of the next bar in the background, starting now, if it opens one.
+    def fit_ahead(self) -> None:
+        """Fit the fold of the next bar in the background, starting now, if it opens one
+        (called by :meth:`on_bar`, and once every symbol's :meth:`from_history` is done).
 
         A fold trains on rows whose labels are known at its cutoff, which is the open of
         the next bar: at this close every input of fold ``k`` is in, and :meth:`_roll` run
         now gives what it would give at the next bar (the same history), so a live bar at a
         retrain waits only for what is left of the fit, not for all of it (with 5m bars the
-        fit has five minutes). The next :meth:`on_bar` (or :meth:`settle`) waits for it."""
+        fit has five minutes). The next :meth:`on_bar` (or :meth:`settle`) waits for it.
+        One worker thread fits for every symbol, one fold at a time: model code that
+        silences a library's warnings (``warnings.catch_warnings``, process-wide, not
+        thread-safe) never runs in two threads at once."""
         k = self._fold_for(self.last_open + self.pipe.sd.interval_ms)
         if k < 0 or any(f.index == k for f in self.pipe.sched.folds):
             return
-        if self._fitter is None:
-            self._fitter = ThreadPoolExecutor(1, thread_name_prefix="fold-fit")
-        self._next = self._fitter.submit(self._roll, k)
+        self._next = _fitter().submit(self._roll, k)
 
     def settle(self) -> None:
         """Wait for a fold being fitted ahead (its error, if any, is raised here)."""
@@ -215,7 +223,7 @@ class LiveEnsemble:
         self._fold.append(np.array([k], dtype=np.int32))
         self.last_open = open_time
         self.n += 1
-        self._fit_ahead()
+        self.fit_ahead()
         out.update(
             open_time=open_time,
             raw=raw,
