@@ -4,13 +4,14 @@ each filtered by a ``--where`` condition over the axes.
 - ``grid``: every combination the filter keeps, in grid order (last axis fastest).
 - ``random``: ``trials`` distinct combinations drawn without replacement from those the filter
   keeps (``numpy.random.default_rng(seed)``), run in grid order.
-- ``optuna``: Optuna's TPE sampler (seeded) asks for ``batch`` combinations at a time (one
-  categorical per axis, constant liar between the asks of a batch), the sweep runs the new
-  ones (unlogged, every combination through :func:`engine.sweep.runner.run_sweep`, so any
-  strategy works, ML graphs too) and tells their sort metric back; a combination it asks for
-  again is answered from the cache, one the filter refuses is told as failed. After
-  ``trials`` trials (or when every kept combination has been run) the distinct combinations
-  are run once more as one logged sweep, in the order they were first asked for.
+- ``optuna``: Optuna's TPE sampler (seeded) asks for ``batch`` combinations at a time (an
+  axis of increasing numbers as the int position of its value, so neighbours are near; any
+  other axis as a categorical; constant liar between the asks of a batch), the sweep runs
+  the new ones (unlogged, through :func:`engine.sweep.runner.run_sweep`, so any strategy
+  works, ML graphs too) and tells their sort metric back; a combination it asks for again is
+  answered from the cache, one the filter refuses is told as failed. ``trials`` counts
+  distinct combinations run. Then they are run once more as one logged sweep, in the order
+  they were first asked for (the unlogged rounds only steer the search).
 
 ``--where`` is a condition in Python syntax over the axis names (dotted ones too):
 ``fast < slow``, ``slow >= 2 * fast and risk.fraction <= 0.1``; comparisons (chained), and,
@@ -35,7 +36,7 @@ from engine.sweep.runner import LOWER_IS_BETTER, ComboResult, SweepResult, check
 SEARCHES = ("grid", "random", "optuna")
 
 #: Optuna trials asked per round (each round is one unlogged sweep of the new combinations)
-OPTUNA_BATCH = 8
+OPTUNA_BATCH = 4
 
 _BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -277,6 +278,25 @@ def _objective(metrics: Mapping[str, Any], sort: str) -> float | None:
     return float(v)
 
 
+#: an Optuna search stops after this many asks per trial (TPE re-asking combinations it has)
+MAX_ASKS = 20
+
+
+def _ordered(axis: Axis) -> bool:
+    """Numbers in increasing order: TPE gets the value's position as an int (neighbours
+    are near), else a categorical."""
+    vals = axis.values
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals) and all(
+        a < b for a, b in zip(vals, vals[1:], strict=False)
+    )
+
+
+def _suggest(trial: Any, axis: Axis) -> Any:
+    if _ordered(axis):
+        return axis.values[trial.suggest_int(axis.name, 0, len(axis.values) - 1)]
+    return axis.values[trial.suggest_categorical(axis.name, list(range(len(axis.values))))]
+
+
 def optuna_search(
     path: Any,
     grid: Sequence[str],
@@ -289,32 +309,33 @@ def optuna_search(
     batch: int = OPTUNA_BATCH,
     **kwargs: Any,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Optuna TPE over the axes (one categorical each): ``trials`` trials, asked ``batch`` at a
-    time; the new combinations of a batch run as one unlogged sweep. Returns every distinct
-    combination run, with its metrics, in the order first asked for."""
+    """Optuna TPE over the axes until ``trials`` distinct combinations have run (or every kept
+    one; at most :data:`MAX_ASKS` asks per trial), asked ``batch`` at a time; the new
+    combinations of a batch run as one unlogged sweep. Returns every combination run, with
+    its metrics, in the order first asked for."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    # TPE's random start-up: a third of the budget (Optuna's default 10 would spend most of a
+    # small one at random)
+    sampler = optuna.samplers.TPESampler(
+        seed=seed, constant_liar=True, n_startup_trials=max(2, min(10, trials // 3))
+    )
     study = optuna.create_study(
         direction="minimize" if sort in LOWER_IS_BETTER else "maximize", sampler=sampler
     )
     allowed = {_key(c) for c in keep}
-    # optuna's categorical choices: None, bool, int, float, str; an axis's values index them
-    choices = {a.name: list(range(len(a.values))) for a in axes}
     seen: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]] = {}
     kwargs = {k: v for k, v in kwargs.items() if k not in ("log_top", "log_decisions")}
-    asked = 0
-    while asked < trials and len(seen) < len(allowed):
-        n = min(max(1, batch), trials - asked)
+    want = min(trials, len(allowed))
+    asks = 0
+    while len(seen) < want and asks < MAX_ASKS * trials:
+        n = min(max(1, batch), want - len(seen))
         round_ = []
         for _ in range(n):
             trial = study.ask()
-            combo = {
-                a.name: a.values[trial.suggest_categorical(a.name, choices[a.name])] for a in axes
-            }
-            round_.append((trial, combo))
-        asked += n
+            round_.append((trial, {a.name: _suggest(trial, a) for a in axes}))
+        asks += n
         new: list[dict[str, Any]] = []
         for _, combo in round_:
             k = _key(combo)
