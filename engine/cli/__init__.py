@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "engine.cli.sweep_cmd",
     "engine.cli.query_cmd",
     "engine.cli.report_cmd",
+    "engine.cli.dashboard_cmd",
     "engine.cli.sim_exchange_cmd",
     "engine.cli.serve_model_cmd",
     "engine.cli.live_cmd",
