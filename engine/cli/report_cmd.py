@@ -28,9 +28,31 @@ def report(
         help="Data store for the price chart (default: the store the run recorded, "
         "else $ENGINE_DATA or ./data).",
     ),
+    x: str | None = typer.Option(
+        None, "--x", help="Sweep: the heatmap's x axis (default: the first)."
+    ),
+    y: str | None = typer.Option(
+        None, "--y", help="Sweep: the heatmap's y axis (default: the second)."
+    ),
+    metric: str | None = typer.Option(
+        None, "--metric", help="Sweep: the metric shown and ranked (default: the sweep's --sort)."
+    ),
+    top: int = typer.Option(20, "--top", min=1, help="Sweep: how many top combinations to list."),
 ) -> None:
-    """Write a self-contained HTML report: metrics, equity, drawdown, trades, models."""
-    from engine.report import build_report
+    """Write a self-contained HTML report: metrics, equity, drawdown, trades, models.
 
-    path = build_report(run_id, results_dir=results, out=out, store=store)
+    For a sweep's run id: the metric as a heatmap over two axes (--x, --y, --metric), the
+    top combinations, and a walk-forward sweep's windows and out-of-sample curve."""
+    from engine.report import build_report
+    from engine.report.sweep import build_sweep_report, is_sweep
+    from engine.runlog import RunLog
+
+    with RunLog(results) as log:
+        run = log.get_run(run_id) if log.sqlite_path.exists() else None
+    if run is not None and is_sweep(run):
+        path = build_sweep_report(
+            run_id, results_dir=results, out=out, x=x, y=y, metric=metric, top=top
+        )
+    else:
+        path = build_report(run_id, results_dir=results, out=out, store=store)
     console.print(f"report written to [bold]{path}[/]", highlight=False)

@@ -45,6 +45,7 @@ from engine.strategy.execution import strategy_hash
 from engine.strategy.load import load_strategy
 from engine.strategy.ml_config import span_ms
 from engine.strategy.params import parse_set
+from engine.sweep.grid import parse_grid
 from engine.sweep.runner import check_sort
 from engine.sweep.search import run_search
 from engine.timeutil import fmt_ms, interval_ms
@@ -348,7 +349,7 @@ def _log(
     }
     params = {
         "strategy_file": str(Path(path)),
-        "grid": list(grid),
+        "grid": {a.name: list(a.values) for a in parse_grid(grid, force=True)},
         "overrides": overrides,
         "sort": r.sort,
         "start": r.windows[0].window.is_start,
