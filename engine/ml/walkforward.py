@@ -42,8 +42,8 @@ Versions live under ``results/models/<version>/`` (written to a temporary folder
 into place, so a failed fit leaves nothing); an existing version is reused.
 
 Fold fits fan out through a :class:`FoldExecutor`: :class:`SerialExecutor` (default) or
-:class:`ProcessPoolFoldExecutor` (``training.workers > 1``); a Ray executor can implement the
-same protocol.
+:class:`ProcessPoolFoldExecutor` (``training.workers > 1``), or Ray's
+(``training.executor: ray``, :mod:`engine.ml.fold_executor`).
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def config_hash(labels: LabelsConfig, training: TrainingConfig, node: ModelNode)
     """Hash of the config that determines a model (labels, training minus fan-out, the node)."""
     tr = training.model_dump(mode="json")
     tr.pop("workers", None)
+    tr.pop("executor", None)
     nd = node.model_dump(mode="json")
     nd.pop("name", None)  # a display name; renaming a node does not change the model
     blob = json.dumps(
