@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "engine.cli.serve_model_cmd",
     "engine.cli.live_cmd",
     "engine.cli.parity_cmd",
+    "engine.cli.lookahead_cmd",
 )
 
 app = typer.Typer(

@@ -1,0 +1,121 @@
+"""``engine lookahead``: clean graphs pass (exit 0); a planted lookahead is caught (exit 1).
+
+Two plants: a feature that reads the next bar (the features frame's ``ema_9`` shifted one
+bar forward, as a buggy indicator would compute it), and the label leaking into a model's
+inputs (the ML stage's feature matrix given the forward return its labels are made of).
+Both are planted by wrapping the engine's own function inside the test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from engine.lookahead import differ, pick_cuts
+from tests.lookahead.conftest import EMA, lookahead
+
+SPAN = ["--start", "2023-03-01", "--end", "2023-03-06"]
+
+
+def _columns(report: dict) -> set[tuple[str, str, str]]:
+    return {(d["kind"], d["symbol"], d["column"]) for d in report["differing_columns"]}
+
+
+def test_clean_rule_graph_passes(usdm_store: Path, tmp_path: Path) -> None:
+    code, r = lookahead(
+        str(EMA), "--cuts", "4", "--seed", "3", *SPAN, store=usdm_store, results=tmp_path
+    )
+    assert code == 0 and r["ok"] and r["differences"] == []
+    assert len(r["cuts"]) == 4 and r["symbols"] == ["BTCUSDT", "ETHUSDT"]
+    assert r["columns"] == {"feature": 4, "prediction": 0, "decision": 11}
+    assert all(c["compared"] == 15 * (c["bar"] + 1) for c in r["cuts"])  # 15 columns, all bars
+    assert sorted({c["bar"] for c in r["cuts"]}) == [c["bar"] for c in r["cuts"]]
+
+
+def test_feature_reading_the_next_bar_is_caught(
+    usdm_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.decisions.decide as decide_mod
+
+    honest = decide_mod.compute_features
+
+    def next_bar_ema(graph, candles, funding):  # type: ignore[no-untyped-def]
+        return honest(graph, candles, funding).with_columns(pl.col("ema_9").shift(-1))
+
+    monkeypatch.setattr(decide_mod, "compute_features", next_bar_ema)
+    code, r = lookahead(
+        str(EMA), "--cuts", "3", "--seed", "3", *SPAN, store=usdm_store, results=tmp_path
+    )
+    assert code == 1 and not r["ok"]
+    found = _columns(r)
+    assert {("feature", s, "ema_9") for s in ("BTCUSDT", "ETHUSDT")} <= found
+    assert ("feature", "BTCUSDT", "ema_50") not in found
+    feats = [d for d in r["differences"] if d["kind"] == "feature"]
+    # every cut catches it on exactly its last bar, where the prefix cannot see the next one
+    assert len(feats) == 6 and all(d["bars"] == 1 for d in feats)
+    assert all(d["first_time"] == d["cut_time"] and d["prefix"] is None for d in feats)
+    assert all(d["full"] is not None for d in feats)
+
+
+def test_clean_walk_forward_ensemble_passes(
+    ml_strategy: Path, usdm_store: Path, tmp_path: Path
+) -> None:
+    code, r = lookahead(
+        str(ml_strategy), "--cuts", "2", "--seed", "1", store=usdm_store, results=tmp_path
+    )
+    assert code == 0 and r["ok"], r["differing_columns"]
+    assert r["columns"]["prediction"] >= 2 * 4 + 5  # raw, calibrated, weight, version per member
+    day = 288
+    assert r["first_live_bar"] == 4 * day  # the first cutoff: warm-up 4 days
+    for c in r["cuts"]:
+        assert c["bar"] > r["first_live_bar"]
+        assert (c["bar"] - 4 * day) % (2 * day) not in (0, 2 * day - 1)  # mid-fold
+
+
+def test_label_leaking_into_a_model_is_caught(
+    ml_strategy: Path, usdm_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.ml.inputs as inputs
+
+    honest = inputs.symbol_data
+
+    def leaky(*args, **kwargs):  # type: ignore[no-untyped-def]
+        sd = honest(*args, **kwargs)
+        for name, x in sd.X.items():
+            if x.shape[1]:
+                x = x.copy()
+                x[:, 0] = sd.fwd  # the forward return the labels are made of
+                sd.X[name] = x
+        return sd
+
+    monkeypatch.setattr(inputs, "symbol_data", leaky)
+    code, r = lookahead(
+        str(ml_strategy), "--cuts", "2", "--seed", "1", store=usdm_store, results=tmp_path
+    )
+    assert code == 1 and not r["ok"]
+    found = _columns(r)
+    assert not any(kind == "feature" for kind, _, _ in found)  # the features are honest
+    members = {("prediction", "BTCUSDT", f"raw[{m}]") for m in ("lightgbm", "mlp")}
+    assert members | {("prediction", "BTCUSDT", "gate_code")} <= found
+    raw = [d for d in r["differences"] if d["column"] == "raw[lightgbm]"]
+    # caught on each cut's last 6 bars (the horizon), whose forward return the prefix does
+    # not know yet: there the prefix's model abstains, the whole run's predicts
+    assert len(raw) == 2 and all(d["bars"] == 6 for d in raw)
+    assert all(d["cut_time"] - d["first_time"] == 5 * 300_000 for d in raw)
+    assert all(d["prefix"] is None and d["full"] is not None for d in raw)
+
+
+def test_equality_and_cuts() -> None:
+    nan = np.nan
+    assert not differ(np.array([nan, -0.0, 1.0]), np.array([nan, 0.0, 1.0])).any()
+    assert differ(np.array([1.0]), np.array([1.0 + 1e-16 * 2])).all()
+    assert differ(np.array([1, 0], dtype=np.int8), np.array([1, 1], dtype=np.int8)).tolist() == [
+        False,
+        True,
+    ]
+    cuts = pick_cuts(1000, 100, 5, seed=9)
+    assert len(cuts) == 5 and all(100 < k < 999 for k in cuts) and cuts == sorted(cuts)
+    assert pick_cuts(1000, 100, 5, seed=9) == cuts != pick_cuts(1000, 100, 5, seed=10)
