@@ -389,41 +389,30 @@ def reset_nb(acct, pend, brk, recs, cash):  # type: ignore[no-untyped-def]
 
 
 @kernel(inline=True)
+def _take_nb(count, values, dst, counts, i, null_is_zero):  # type: ignore[no-untyped-def]
+    """Append the ``count[0]`` values a record buffer holds to ``dst`` at ``counts[i]``
+    (counting past its end without writing), then empty the buffer; a buffer that counted
+    past its own capacity sets ``counts[3]``. ``null_is_zero``: NaN is stored as 0."""
+    k = count[0]
+    if k > values.shape[0]:
+        counts[3] = 1
+        k = values.shape[0]
+    for j in range(k):
+        if counts[i] < dst.shape[0]:
+            v = values[j]
+            dst[counts[i]] = 0.0 if (null_is_zero and np.isnan(v)) else v
+        counts[i] += 1
+    count[0] = 0
+
+
+@kernel(inline=True)
 def drain_nb(recs, work, counts):  # type: ignore[no-untyped-def]
-    """Move the bar's new fees, trade PnLs and funding amounts from the record buffers into
-    the thread's run-long arrays (in booking order) and empty the buffers. ``counts`` holds
-    (fees, trades, funding, overflow) so far; a buffer that overflowed sets ``counts[3]``."""
-    f = recs.fills
-    k = f.n[0]
-    if k > f.fee.shape[0]:
-        counts[3] = 1
-        k = f.fee.shape[0]
-    for i in range(k):
-        if counts[0] < work.fees.shape[0]:
-            work.fees[counts[0]] = f.fee[i]
-        counts[0] += 1
-    f.n[0] = 0
-    tr = recs.trades
-    k = tr.n[0]
-    if k > tr.pnl.shape[0]:
-        counts[3] = 1
-        k = tr.pnl.shape[0]
-    for i in range(k):
-        if counts[1] < work.pnl.shape[0]:
-            p = tr.pnl[i]
-            work.pnl[counts[1]] = 0.0 if np.isnan(p) else p  # a null PnL counts as 0
-        counts[1] += 1
-    tr.n[0] = 0
-    fu = recs.funding
-    k = fu.n[0]
-    if k > fu.amount.shape[0]:
-        counts[3] = 1
-        k = fu.amount.shape[0]
-    for i in range(k):
-        if counts[2] < work.funding.shape[0]:
-            work.funding[counts[2]] = fu.amount[i]
-        counts[2] += 1
-    fu.n[0] = 0
+    """Move the bar's new fees, trade PnLs (a null PnL counts as 0, as the metrics read
+    it) and funding amounts from the record buffers into the thread's run-long arrays, in
+    booking order, and empty the buffers. ``counts``: fees, trades, funding, overflow."""
+    _take_nb(recs.fills.n, recs.fills.fee, work.fees, counts, 0, False)
+    _take_nb(recs.trades.n, recs.trades.pnl, work.pnl, counts, 1, True)
+    _take_nb(recs.funding.n, recs.funding.amount, work.funding, counts, 2, False)
     recs.events.n[0] = 0
 
 

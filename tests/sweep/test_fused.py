@@ -196,5 +196,8 @@ def test_ml_graphs_go_the_per_combination_way(usdm_store: Path, tmp_path: Path) 
         load_strategy(path, overrides=res.results[1].params), store=usdm_store,
         results=tmp_path / "r", log=False,
     )  # fmt: skip
-    assert res.results[1].metrics == alone.metrics
-    assert "models" in res.results[0].metrics
+    # the trading metrics and the models' scores; "ml" says which model versions this
+    # process fitted or found cached, which depends on what ran before
+    got = {k: v for k, v in res.results[1].metrics.items() if k != "ml"}
+    assert got == {k: v for k, v in alone.metrics.items() if k != "ml"}
+    assert "models" in got
