@@ -91,9 +91,10 @@ def decide(
 
 
 #: the ensemble columns a decision carries beyond state and probability: the fused P(up)
-#: (logged as ``probability``), agreement, uncertainty and expected value (logged), and the
-#: payoff ratio b (the risk manager's Kelly ``b``, not logged)
-EXTRA = ("probability", "agreement", "uncertainty", "expected_value", "payoff")
+#: (logged as ``probability``), agreement, uncertainty, expected value and the expected net
+#: edge in bps after fees and slippage (logged), and the payoff ratio b (the risk manager's
+#: Kelly ``b``, not logged)
+EXTRA = ("probability", "agreement", "uncertainty", "expected_value", "expected_edge_bps", "payoff")
 
 
 def symbol_columns(r: Any) -> dict[str, np.ndarray]:
@@ -111,6 +112,7 @@ def symbol_columns(r: Any) -> dict[str, np.ndarray]:
         "agreement": r.agreement,
         "uncertainty": r.uncertainty,
         "expected_value": r.expected_value,
+        "expected_edge_bps": r.expected_edge_bps,
         "payoff": r.payoff_ratio,
     }
 

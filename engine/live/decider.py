@@ -310,6 +310,7 @@ def one_bar_result(symbol: str, out: dict[str, Any], model_names: list[str]) -> 
         uncertainty=one([out["uncertainty"]]),
         payoff_ratio=one([out["payoff_ratio"]]),
         expected_value=one([out["expected_value"]]),
+        expected_edge_bps=one([out["expected_edge_bps"]]),
         direction=one([out["direction"]], dtype=np.int8),
         gate_code=one([out["gate_code"]], dtype=np.int8),
         weights=np.asarray(out["weights"], dtype=np.float64)[None, :],

@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from engine.metrics import roc_auc
+from engine.ml.calib_nb import platt_nb, shrink_nb
 from engine.ml.fusion_nb import (
     BAYESIAN,
     GATE_REASONS,
     STACKED,
+    STACKED_LGBM,
     WEIGHTED,
     FusionParams,
     fuse_batch_nb,
@@ -46,7 +48,13 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Calibrator:
-    """A fitted probability map (``kind`` 'identity', 'isotonic' or 'platt')."""
+    """A fitted probability map (``kind`` 'identity', 'isotonic' or 'platt'), shrunk toward
+    the base rate: ``logit q = logit base + lam * (logit c(p) - logit base)``.
+
+    ``lam`` in [0, 1] is how much of the map the out-of-fold evidence supports (0: the member
+    forecasts the base rate, 1: the map as fitted); ``base`` NaN means no shrinking
+    (``calibration: none``).
+    """
 
     kind: str
     x: np.ndarray | None = None  # isotonic knots
@@ -54,8 +62,11 @@ class Calibrator:
     a: float = 1.0  # platt slope and intercept on the log-odds
     c: float = 0.0
     n: int = 0
+    base: float = float("nan")
+    lam: float = 1.0
 
-    def __call__(self, p: np.ndarray) -> np.ndarray:
+    def mapped(self, p: np.ndarray) -> np.ndarray:
+        """The map before shrinking."""
         p = np.asarray(p, dtype=np.float64)
         out = np.full(p.shape, np.nan)
         ok = np.isfinite(p)
@@ -69,20 +80,30 @@ class Calibrator:
             out[ok] = 1.0 / (1.0 + np.exp(-z))
         return out
 
+    def __call__(self, p: np.ndarray) -> np.ndarray:
+        out = self.mapped(p)
+        if not np.isfinite(self.base):
+            return out
+        return shrink(out, self.base, self.lam)
 
-def fit_calibrator(
-    method: str, p: np.ndarray, y: np.ndarray, *, min_rows: int, presorted: bool = False
-) -> Calibrator:
-    """Fit a calibrator on out-of-fold ``p`` and labels ``y`` (NaNs ignored).
 
-    ``presorted``: ``p`` is already in ascending order (NaNs anywhere), so the isotonic fit
-    skips its sort; the knots are the same as from unsorted input.
-    """
-    ok = np.isfinite(p) & np.isfinite(y)
-    n = int(ok.sum())
-    if method == "none" or n < min_rows or np.unique(y[ok]).shape[0] < 2:
-        return Calibrator("identity", n=n)
-    pp, yy = p[ok], y[ok]
+def shrink(q: np.ndarray, base: float, lam: float) -> np.ndarray:
+    """``sigmoid(logit base + lam * (logit q - logit base))`` (NaN stays NaN)."""
+    lb = float(_logit(np.array([base]))[0])
+    z = lb + lam * (_logit(q) - lb)
+    out = 1.0 / (1.0 + np.exp(-z))
+    return np.where(np.isfinite(q), out, np.nan)
+
+
+def fit_shrink(q: np.ndarray, y: np.ndarray, base: float, *, iters: int = 30) -> float:
+    """The ``lam`` in [0, 1] maximising the log-likelihood of ``shrink(q, base, lam)`` on
+    held-out rows (Newton's method on a one-parameter logistic model with an offset)."""
+    lb = float(_logit(np.array([base]))[0])
+    x = np.ascontiguousarray(_logit(q) - lb)
+    return float(shrink_nb(x, np.ascontiguousarray(y, dtype=np.float64), lb, iters))
+
+
+def _fit_map(method: str, pp: np.ndarray, yy: np.ndarray, *, presorted: bool) -> Calibrator:
     if method == "isotonic":
         # equal p are pooled with the sum of their 0/1 labels (exact in any order), so the
         # faster unstable sort gives the same knots as a stable one
@@ -90,12 +111,69 @@ def fit_calibrator(
         kx, ky = pava_nb(
             np.ascontiguousarray(pp[order]), np.ascontiguousarray(yy[order], dtype=np.float64)
         )
-        return Calibrator("isotonic", x=kx, y=np.clip(ky, _CLIP, 1 - _CLIP), n=n)
-    from sklearn.linear_model import LogisticRegression
+        return Calibrator("isotonic", x=kx, y=np.clip(ky, _CLIP, 1 - _CLIP), n=pp.shape[0])
+    a, c = _platt(_logit(pp), yy)
+    return Calibrator("platt", a=a, c=c, n=pp.shape[0])
 
-    lr = LogisticRegression(C=1e6, solver="lbfgs", max_iter=200)
-    lr.fit(_logit(pp)[:, None], yy.astype(np.int64))
-    return Calibrator("platt", a=float(lr.coef_[0, 0]), c=float(lr.intercept_[0]), n=n)
+
+def _platt(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Maximum-likelihood logistic regression of y on one input (slope, intercept), by
+    Newton's method from the base rate (what scikit-learn's unpenalized fit converges to)."""
+    yy = np.ascontiguousarray(y, dtype=np.float64)
+    m = float(np.clip(yy.mean(), 1e-6, 1 - 1e-6))
+    return platt_nb(np.ascontiguousarray(x), yy, 0.0, float(np.log(m / (1 - m))), 50)
+
+
+def _two_classes(y: np.ndarray) -> bool:
+    return bool(y.size) and float(y.min()) != float(y.max())
+
+
+def fit_calibrator(
+    method: str,
+    p: np.ndarray,
+    y: np.ndarray,
+    *,
+    min_rows: int,
+    presorted: bool = False,
+    base: float = float("nan"),
+    newer: np.ndarray | None = None,
+    sort: np.ndarray | None = None,
+) -> Calibrator:
+    """Fit a calibrator on out-of-fold ``p`` and labels ``y`` (NaNs ignored), shrunk toward
+    ``base`` by as much as held-out evidence supports.
+
+    ``newer``: a boolean mask over the rows, the newer half of them in time. The map is fitted
+    on the older rows, ``lam`` (:func:`fit_shrink`) on how well it forecasts the newer ones
+    (taken in the order given: time order, so batch and live sum alike); the calibrator is
+    then the map fitted on all rows, shrunk by that ``lam``. With fewer than ``min_rows`` rows
+    (or one class) the calibrator forecasts ``base`` (``lam = 0``); with ``base`` NaN, nothing
+    is shrunk. ``presorted``: ``p`` is already in ascending order (NaNs anywhere), so the
+    isotonic fit skips its sort; ``sort``: a permutation of the rows that puts ``p`` in
+    ascending order (the same for the map fits; the knots are the same as from unsorted
+    input).
+    """
+    ok = np.isfinite(p) & np.isfinite(y)
+    n = int(ok.sum())
+    if method == "none":
+        return Calibrator("identity", n=n)
+    if n < min_rows or not _two_classes(y[ok]):
+        return Calibrator("identity", n=n, base=base, lam=0.0 if np.isfinite(base) else 1.0)
+    if sort is not None:
+        ps, ys, oks = p[sort], y[sort], ok[sort]
+        presorted = True
+    else:
+        ps, ys, oks = p, y, ok
+    full = _fit_map(method, ps[oks], ys[oks], presorted=presorted)
+    if not np.isfinite(base) or newer is None:
+        return full
+    old_ok = ok & ~newer
+    new_ok = ok & newer
+    lam = 0.0
+    if old_ok.sum() >= min_rows // 2 and new_ok.sum() >= min_rows // 2 and _two_classes(y[old_ok]):
+        olds = old_ok[sort] if sort is not None else old_ok
+        half = _fit_map(method, ps[olds], ys[olds], presorted=presorted)
+        lam = fit_shrink(half.mapped(p[new_ok]), y[new_ok], base)
+    return Calibrator(full.kind, x=full.x, y=full.y, a=full.a, c=full.c, n=n, base=base, lam=lam)
 
 
 def fit_stacker(probs: np.ndarray, y: np.ndarray, *, min_rows: int) -> np.ndarray:
@@ -181,11 +259,20 @@ OUT_FLOAT = (
     "uncertainty",
     "payoff_ratio",
     "expected_value",
+    "expected_edge_bps",
+    "base_weight",
+    "pool_p",
+    "pool_x",
 )
 
 
 def fusion_params(ens: EnsembleConfig, labels: LabelsConfig) -> FusionParams:
-    method = {"bayesian": BAYESIAN, "weighted": WEIGHTED, "stacked": STACKED}[ens.fusion]
+    method = {
+        "bayesian": BAYESIAN,
+        "weighted": WEIGHTED,
+        "stacked": STACKED,
+        "stacked_lgbm": STACKED_LGBM,
+    }[ens.fusion]
     decay = 1.0 if ens.reliability_halflife is None else 0.5 ** (1.0 / ens.reliability_halflife)
     return FusionParams(
         method=method,
@@ -194,12 +281,14 @@ def fusion_params(ens: EnsembleConfig, labels: LabelsConfig) -> FusionParams:
         cost=labels.cost_bps / 1e4,
         drop_flat=labels.drop_flat,
         log_returns=labels.returns == "log",
-        prior_a=float(ens.reliability_prior[0]),
-        prior_b=float(ens.reliability_prior[1]),
         decay=float(decay),
         max_uncertainty=float(ens.gate.max_uncertainty),
         min_agreement=float(ens.gate.min_agreement),
         min_edge=float(ens.gate.min_edge),
+        trade_cost=float(ens.trade_cost_bps if ens.trade_cost_bps is not None else labels.cost_bps)
+        / 1e4,
+        min_edge_bps=float(ens.gate.min_edge_bps),
+        min_skill_n=float(ens.min_skill_labels),
     )
 
 
@@ -216,15 +305,12 @@ class FusionRunner:
         m = len(model_names)
         w = ens.weights or {}
         self.fixed_w = np.array([float(w.get(n, 0.0 if ens.weights else 1.0)) for n in model_names])
-        self.state = new_state(
-            m, horizon=labels.horizon, lookback=ens.payoff_lookback, prior=ens.reliability_prior
-        )
+        self.state = new_state(m, horizon=labels.horizon, lookback=ens.payoff_lookback)
 
-    def run(
-        self, closes: np.ndarray, probs: np.ndarray, coefs: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def run(self, closes: np.ndarray, probs: np.ndarray, aux: np.ndarray) -> dict[str, np.ndarray]:
+        """A segment: ``aux`` (n, M + 4) per bar ``[base, meta, kappa, c_0, c_1..c_M]``."""
         n, m = probs.shape
-        out_f = np.empty((n, 7))
+        out_f = np.empty((n, len(OUT_FLOAT)))
         out_i = np.empty((n, 2), dtype=np.int64)
         w_out = np.empty((n, m))
         fuse_batch_nb(
@@ -233,7 +319,7 @@ class FusionRunner:
             np.ascontiguousarray(closes, dtype=np.float64),
             np.ascontiguousarray(probs, dtype=np.float64),
             self.fixed_w,
-            np.ascontiguousarray(coefs, dtype=np.float64),
+            np.ascontiguousarray(aux, dtype=np.float64),
             out_f,
             out_i,
             w_out,
@@ -244,7 +330,7 @@ class FusionRunner:
         res["weights"] = w_out
         return res
 
-    def step(self, close: float, probs: np.ndarray, coef: np.ndarray) -> dict[str, Any]:
+    def step(self, close: float, probs: np.ndarray, aux: np.ndarray) -> dict[str, Any]:
         w_out = np.empty(len(self.model_names))
         r = fuse_step_nb(
             self.state,
@@ -252,12 +338,13 @@ class FusionRunner:
             float(close),
             np.ascontiguousarray(probs, dtype=np.float64),
             self.fixed_w,
-            np.ascontiguousarray(coef, dtype=np.float64),
+            np.ascontiguousarray(aux, dtype=np.float64),
             w_out,
         )
-        out: dict[str, Any] = {k: float(r[j]) for j, k in enumerate(OUT_FLOAT)}
-        out["direction"] = int(r[7])
-        out["gate_code"] = int(r[8])
-        out["gate_reason"] = GATE_REASONS[int(r[8])]
+        k = len(OUT_FLOAT)
+        out: dict[str, Any] = {name: float(r[j]) for j, name in enumerate(OUT_FLOAT)}
+        out["direction"] = int(r[k])
+        out["gate_code"] = int(r[k + 1])
+        out["gate_reason"] = GATE_REASONS[int(r[k + 1])]
         out["weights"] = w_out
         return out

@@ -1,33 +1,50 @@
-"""The per-bar ensemble step kernel: reliability update, fusion, uncertainty, payoff, gate.
+"""The per-bar ensemble step kernel: skill update, fusion, uncertainty, payoff, net edge, gate.
 
-Imports only numpy and engine.kernels. ``fuse_step_nb(state, params, close, probs, fixed_w, coef,
+Imports only numpy and engine.kernels. ``fuse_step_nb(state, params, close, probs, fixed_w, aux,
 w_out)`` advances one closed bar; ``fuse_batch_nb`` folds it over a whole segment (the batch
 path is that fold, nothing else). Live mode calls the step once per closed bar: O(1) per bar.
 
-Per bar t, with calibrated model probabilities ``p_m`` (NaN = abstain):
+Per bar t, with calibrated member probabilities ``p_m`` (NaN = abstain) and ``aux`` =
+``[base, meta, kappa, c_0, c_1..c_M]``: the base rate ``base`` of up-labels known at the
+fold's cutoff, the stacked LightGBM's log-odds correction ``meta`` (NaN when it has none), the
+pool's scale ``kappa`` fitted at the cutoff and the logistic stacker's coefficients:
 
 1. Maturing label: bar ``t-h``'s label is known at the close of bar t:
    ``r = log(close_t / close_{t-h})`` (or simple). Its ``|r|`` enters the payoff ring
-   (last ``L`` matured bars). Unless it is flat (``|r| <= tau`` with flat dropped) each model
-   that voted at ``t-h`` gets a hit or a miss: its Beta posterior
-   ``(a, b) <- prior + decay * ((a, b) - prior) + (hit, miss)``.
-2. Fusion over the models with a finite p:
+   (last ``L`` matured bars). Unless it is flat (``|r| <= tau`` with flat dropped) each member
+   that forecast bar ``t-h`` adds its log-score skill over that bar's base rate,
+   ``d = log p_m(y) - log base(y)`` (nats), to its decayed sums ``(n, sum d, sum d^2)``
+   (``s <- decay * s + (1, d, d^2)``, decay from ``reliability_halflife``).
+2. Skill weights: ``w_m = max(sum d / n, 0)``, the member's recent mean log-score gain over
+   the base rate (0 until ``n`` reaches ``min_skill_n`` decayed labels), for the available
+   members; ``omega_m = w_m / sum w``. With no member of positive skill (or none available)
+   every ``omega`` is 0 and the forecast is the base rate (``base_weight`` 1, else 0).
+3. Fusion over the members with a finite p:
 
-   - bayesian (0): ``logit p = sum w_m logit p_m / sum w_m`` with ``w_m = P(hit rate > 1/2)``
-     under the model's Beta posterior (normal approximation ``Phi((mean - 1/2) / sd)``);
+   - bayesian (0): ``logit p = logit base + kappa * x`` with
+     ``x = sum omega_m (logit p_m - logit base)`` (``pool_x``): a log-odds pool that falls back
+     on the base rate as skill fades; ``kappa`` scales the pool (the pipelines pass 1; 1
+     where NaN);
    - weighted (1): linear pool ``p = sum w_m p_m / sum w_m`` with fixed weights;
    - stacked (2): ``p = sigmoid(c_0 + sum c_m logit p_m)`` with the meta-learner's
-     coefficients (an abstaining model enters as ``p = 1/2``).
-3. ``disagreement`` = population std of the p_m; ``agreement`` = share of the models whose
+     coefficients (an abstaining model enters as ``p = 1/2``);
+   - stacked_lgbm (3): ``logit p = logit pool + meta``, the bayesian pool corrected by the
+     meta-learner (the pool itself where ``meta`` is NaN).
+
+   ``pool_p``, the bayesian pool, is an output whatever the method (the meta-learner's
+   offset).
+4. ``disagreement`` = population std of the p_m; ``agreement`` = share of the models whose
    side (p_m > 1/2) is the fused side; ``entropy`` = binary entropy of p in bits;
    ``uncertainty = 1 - (1 - entropy) * (1 - 2 * disagreement)`` (in [0, 1]).
-4. Payoff ratio ``b = max(m - c, 0) / (m + c)``, ``m`` the mean ``|r|`` of the last ``L``
-   matured bars and ``c`` the round-trip cost: a directional bet held h bars wins ``|r| - c``
-   when right and loses ``|r| + c`` when wrong. ``b`` is NaN until ``L`` labels matured.
-5. Side = sign(p - 1/2), ``q = max(p, 1 - p)`` its probability; ``ev = q * b - (1 - q)``.
-6. Gate (first that applies): 1 no_models (none available / all weights 0), 5 no_payoff
-   (b unknown), 2 uncertainty > max, 3 agreement < min, 4 ev <= min_edge. Direction is the
-   side when the gate passes (reason 0), else 0 (flat).
+5. Payoff: ``m`` the mean ``|r|`` of the last ``L`` matured bars (NaN until ``L`` matured);
+   ratio ``b = max(m - c, 0) / (m + c)`` with the labels' round-trip cost ``c``.
+6. Side = sign(p - 1/2), ``q = max(p, 1 - p)``; ``ev = q * b - (1 - q)``; expected net return
+   of the round trip in bps ``edge = 1e4 * ((2q - 1) * m - k)``, ``k`` the configured fees and
+   slippage of a round trip (a bet held h bars gains ``|r|`` when right, loses it when wrong).
+7. Gate (first that applies): 1 no_models (none available, or a fixed/stacked pool with zero
+   weight), 5 no_payoff (m unknown), 2 uncertainty > max, 3 agreement < min, 4 ev <= min_edge,
+   6 net_edge (edge <= min_edge_bps). Direction is the side when the gate passes (reason 0),
+   else 0 (flat).
 
 Oracle: a plain-Python loop over the same formulas (tests/ml/test_fusion.py).
 """
@@ -41,16 +58,19 @@ import numpy as np
 
 from engine.kernels import kernel
 
-BAYESIAN, WEIGHTED, STACKED = 0, 1, 2
-GATE_REASONS = ("", "no_models", "uncertainty", "agreement", "edge", "no_payoff")
+BAYESIAN, WEIGHTED, STACKED, STACKED_LGBM = 0, 1, 2, 3
+GATE_REASONS = ("", "no_models", "uncertainty", "agreement", "edge", "no_payoff", "net_edge")
 _EPS = 1e-6
+#: aux layout: base rate, stacked LightGBM log-odds correction, the pool's scale kappa, the
+#: logistic stacker's coefs
+AUX_BASE, AUX_META, AUX_KAPPA, AUX_COEF = 0, 1, 2, 3
 
 
 class FusionState(NamedTuple):
     closes: np.ndarray  # (h+1,) ring of closes
     probs: np.ndarray  # (h+1, M) ring of calibrated probabilities
-    alpha: np.ndarray  # (M,) Beta posterior: hits
-    beta: np.ndarray  # (M,) Beta posterior: misses
+    bases: np.ndarray  # (h+1,) ring of base rates
+    skill: np.ndarray  # (M, 3) decayed [count, sum d, sum d^2] of log-score skill
     rets: np.ndarray  # (L,) ring of matured |r|
     counters: np.ndarray  # int64 [bars seen, matured returns, ring position]
     sums: np.ndarray  # float64 [sum of |r| in the ring]
@@ -63,23 +83,22 @@ class FusionParams(NamedTuple):
     cost: float
     drop_flat: bool
     log_returns: bool
-    prior_a: float
-    prior_b: float
     decay: float
     max_uncertainty: float
     min_agreement: float
     min_edge: float
+    trade_cost: float
+    min_edge_bps: float
+    min_skill_n: float
 
 
-def new_state(
-    n_models: int, *, horizon: int, lookback: int, prior: tuple[float, float]
-) -> FusionState:
+def new_state(n_models: int, *, horizon: int, lookback: int) -> FusionState:
     """A fresh state (before the run's first bar)."""
     return FusionState(
         closes=np.full(horizon + 1, np.nan),
         probs=np.full((horizon + 1, n_models), np.nan),
-        alpha=np.full(n_models, float(prior[0])),
-        beta=np.full(n_models, float(prior[1])),
+        bases=np.full(horizon + 1, np.nan),
+        skill=np.zeros((n_models, 3)),
         rets=np.zeros(lookback),
         counters=np.zeros(3, dtype=np.int64),
         sums=np.zeros(1),
@@ -101,89 +120,115 @@ def _sigmoid_nb(z: float) -> float:
 
 
 @kernel
-def fuse_step_nb(state, params, close, probs, fixed_w, coef, w_out):  # noqa: ANN001, ANN201
+def _mature_nb(state, params, close, t):  # noqa: ANN001, ANN201
+    """Step 1: bar t-h's label matures at the close of bar t."""
+    h = params.horizon
+    ring = h + 1
+    m_models = state.probs.shape[1]
+    old = (t - h) % ring
+    c0 = state.closes[old]
+    if not (c0 > 0 and close > 0):
+        return
+    r = math.log(close / c0) if params.log_returns else close / c0 - 1.0
+    lk = state.rets.shape[0]
+    rp = state.counters[2]
+    if state.counters[1] >= lk:
+        state.sums[0] -= state.rets[rp]
+    state.rets[rp] = abs(r)
+    state.sums[0] += abs(r)
+    state.counters[2] = (rp + 1) % lk
+    state.counters[1] += 1
+    flat = abs(r) <= params.tau
+    if flat and params.drop_flat:
+        return
+    y_up = r > params.tau if not flat else r > 0
+    base = state.bases[old]
+    if not (base > 0.0 and base < 1.0):
+        return
+    lb = math.log(base) if y_up else math.log(1.0 - base)
+    for m in range(m_models):
+        po = state.probs[old, m]
+        if po == po:
+            pc = min(max(po, _EPS), 1.0 - _EPS)
+            d = (math.log(pc) if y_up else math.log(1.0 - pc)) - lb
+            state.skill[m, 0] = params.decay * state.skill[m, 0] + 1.0
+            state.skill[m, 1] = params.decay * state.skill[m, 1] + d
+            state.skill[m, 2] = params.decay * state.skill[m, 2] + d * d
+
+
+@kernel
+def fuse_step_nb(state, params, close, probs, fixed_w, aux, w_out):  # noqa: ANN001, ANN201
     """One closed bar. Returns (p, agreement, disagreement, entropy, uncertainty, b, ev,
-    direction, reason); writes each model's normalized weight into ``w_out``."""
+    edge_bps, base_weight, pool_p, pool_x, direction, reason); writes each member's weight into ``w_out``."""
     h = params.horizon
     ring = h + 1
     m_models = probs.shape[0]
     t = state.counters[0]
     pos = t % ring
     state.closes[pos] = close
-    # 1. the label of bar t-h matures now
     if t >= h:
-        old = (t - h) % ring
-        c0 = state.closes[old]
-        if c0 > 0 and close > 0:
-            r = math.log(close / c0) if params.log_returns else close / c0 - 1.0
-            lk = state.rets.shape[0]
-            rp = state.counters[2]
-            if state.counters[1] >= lk:
-                state.sums[0] -= state.rets[rp]
-            state.rets[rp] = abs(r)
-            state.sums[0] += abs(r)
-            state.counters[2] = (rp + 1) % lk
-            state.counters[1] += 1
-            flat = abs(r) <= params.tau
-            if not (flat and params.drop_flat):
-                y_up = r > params.tau if not flat else r > 0
-                for m in range(m_models):
-                    po = state.probs[old, m]
-                    if po == po and po != 0.5:
-                        hit = 1.0 if (po > 0.5) == y_up else 0.0
-                        state.alpha[m] = (
-                            params.prior_a + params.decay * (state.alpha[m] - params.prior_a) + hit
-                        )
-                        state.beta[m] = (
-                            params.prior_b
-                            + params.decay * (state.beta[m] - params.prior_b)
-                            + 1.0
-                            - hit
-                        )
+        _mature_nb(state, params, close, t)
+    base = aux[AUX_BASE]
     for m in range(m_models):
         state.probs[pos, m] = probs[m]
+    state.bases[pos] = base
     state.counters[0] = t + 1
-    # 2. fusion
+    # 2. skill weights (always computed: they are what the run reports over time)
     n_av = 0
-    sw = 0.0
-    acc = 0.0
+    w_sum = 0.0
     for m in range(m_models):
         w_out[m] = 0.0
-    if params.method == STACKED:
-        z = coef[0]
-        for m in range(m_models):
-            pm = probs[m]
-            if pm == pm:
-                n_av += 1
-                z += coef[m + 1] * _logit_nb(pm)
-                w_out[m] = abs(coef[m + 1])
-                sw += abs(coef[m + 1])
-        p = _sigmoid_nb(z) if n_av > 0 else 0.5
-    else:
-        for m in range(m_models):
-            pm = probs[m]
-            if pm == pm:
-                n_av += 1
-                if params.method == BAYESIAN:
-                    a = state.alpha[m]
-                    bb = state.beta[m]
-                    mean = a / (a + bb)
-                    sd = math.sqrt(a * bb / ((a + bb) * (a + bb) * (a + bb + 1.0)))
-                    w = 0.5 * (1.0 + math.erf((mean - 0.5) / (sd * math.sqrt(2.0))))
-                    acc += w * _logit_nb(pm)
-                else:
-                    w = fixed_w[m]
-                    acc += w * pm
+        if probs[m] == probs[m]:
+            n_av += 1
+            n = state.skill[m, 0]
+            if n >= params.min_skill_n:
+                w = max(state.skill[m, 1] / n, 0.0)
                 w_out[m] = w
-                sw += w
-        if sw > 0:
-            p = _sigmoid_nb(acc / sw) if params.method == BAYESIAN else acc / sw
-        else:
-            p = 0.5
-    if sw > 0:
+                w_sum += w
+    base_weight = 1.0
+    if w_sum > 0:
         for m in range(m_models):
-            w_out[m] /= sw
-    # 3. disagreement, agreement, entropy, uncertainty
+            w_out[m] /= w_sum
+        base_weight = 0.0
+    # 3. fusion
+    ok = True  # False: a fixed/stacked pool with nothing to pool
+    lb = _logit_nb(base) if base == base else 0.0
+    xb = 0.0
+    for m in range(m_models):
+        pm = probs[m]
+        if pm == pm and w_out[m] > 0:
+            xb += w_out[m] * (_logit_nb(pm) - lb)
+    kappa = aux[AUX_KAPPA]
+    zb = lb + (kappa if kappa == kappa else 1.0) * xb
+    p = _sigmoid_nb(zb) if base == base else np.nan
+    pool = p if p == p else 0.5
+    if params.method == STACKED:
+        z = aux[AUX_COEF]
+        sw = 0.0
+        for m in range(m_models):
+            pm = probs[m]
+            if pm == pm:
+                z += aux[AUX_COEF + 1 + m] * _logit_nb(pm)
+                sw += abs(aux[AUX_COEF + 1 + m])
+        p = _sigmoid_nb(z)
+        ok = sw > 0
+    elif params.method == WEIGHTED:
+        acc = 0.0
+        sw = 0.0
+        for m in range(m_models):
+            pm = probs[m]
+            if pm == pm:
+                acc += fixed_w[m] * pm
+                sw += fixed_w[m]
+        p = acc / sw if sw > 0 else 0.5
+        ok = sw > 0
+    elif params.method == STACKED_LGBM:
+        meta = aux[AUX_META]
+        if meta == meta and p == p:
+            p = _sigmoid_nb(zb + meta)
+    if p != p:
+        p = 0.5
+    # 4. disagreement, agreement, entropy, uncertainty
     mean_p = 0.0
     for m in range(m_models):
         if probs[m] == probs[m]:
@@ -202,19 +247,21 @@ def fuse_step_nb(state, params, close, probs, fixed_w, coef, w_out):  # noqa: AN
     pc = min(max(p, 1e-12), 1.0 - 1e-12)
     entropy = -(pc * math.log2(pc) + (1.0 - pc) * math.log2(1.0 - pc))
     uncertainty = 1.0 - (1.0 - entropy) * (1.0 - 2.0 * min(disagreement, 0.5))
-    # 4. payoff ratio
+    # 5. payoff
     b = np.nan
+    mabs = np.nan
     lk = state.rets.shape[0]
     if state.counters[1] >= lk:
         mabs = state.sums[0] / lk
         b = max(mabs - params.cost, 0.0) / (mabs + params.cost)
-    # 5. side and expected value
+    # 6. side, expected value, expected net edge
     side = 1 if p > 0.5 else (-1 if p < 0.5 else 0)
     q = max(p, 1.0 - p)
     ev = q * b - (1.0 - q) if b == b else np.nan
-    # 6. gate
+    edge = 1e4 * ((2.0 * q - 1.0) * mabs - params.trade_cost) if mabs == mabs else np.nan
+    # 7. gate
     reason = 0
-    if n_av == 0 or sw <= 0:
+    if n_av == 0 or not ok:
         reason = 1
     elif b != b:
         reason = 5
@@ -224,18 +271,35 @@ def fuse_step_nb(state, params, close, probs, fixed_w, coef, w_out):  # noqa: AN
         reason = 3
     elif side == 0 or not ev > params.min_edge:
         reason = 4
+    elif not edge > params.min_edge_bps:
+        reason = 6
     direction = side if reason == 0 else 0
-    return p, agreement, disagreement, entropy, uncertainty, b, ev, direction, reason
+    return (
+        p,
+        agreement,
+        disagreement,
+        entropy,
+        uncertainty,
+        b,
+        ev,
+        edge,
+        base_weight,
+        pool,
+        xb,
+        direction,
+        reason,
+    )
 
 
 @kernel
-def fuse_batch_nb(state, params, closes, probs, fixed_w, coefs, out_f, out_i, w_out):  # noqa: ANN001, ANN201
-    """Fold :func:`fuse_step_nb` over bars. ``out_f`` (n, 7): p, agreement, disagreement,
-    entropy, uncertainty, b, ev; ``out_i`` (n, 2): direction, reason; ``w_out`` (n, M)."""
+def fuse_batch_nb(state, params, closes, probs, fixed_w, aux, out_f, out_i, w_out):  # noqa: ANN001, ANN201
+    """Fold :func:`fuse_step_nb` over bars. ``out_f`` (n, 11): p, agreement, disagreement,
+    entropy, uncertainty, b, ev, edge_bps, base_weight, pool_p, pool_x; ``out_i`` (n, 2): direction, reason;
+    ``w_out`` (n, M)."""
     n = closes.shape[0]
     for t in range(n):
-        p, agr, dis, ent, unc, b, ev, direction, reason = fuse_step_nb(
-            state, params, closes[t], probs[t], fixed_w, coefs[t], w_out[t]
+        p, agr, dis, ent, unc, b, ev, edge, bw, pool, xb, direction, reason = fuse_step_nb(
+            state, params, closes[t], probs[t], fixed_w, aux[t], w_out[t]
         )
         out_f[t, 0] = p
         out_f[t, 1] = agr
@@ -244,6 +308,10 @@ def fuse_batch_nb(state, params, closes, probs, fixed_w, coefs, out_f, out_i, w_
         out_f[t, 4] = unc
         out_f[t, 5] = b
         out_f[t, 6] = ev
+        out_f[t, 7] = edge
+        out_f[t, 8] = bw
+        out_f[t, 9] = pool
+        out_f[t, 10] = xb
         out_i[t, 0] = direction
         out_i[t, 1] = reason
     return state

@@ -20,6 +20,8 @@ from engine.strategy.ml_config import MLSections
 from engine.timeutil import fmt_ms
 
 HOUR_MS = 3_600_000
+#: the key of the stacked meta-learner's regime features in the per-model feature lists
+REGIME = "__regime__"
 
 
 def as_sections(config: Any) -> MLSections:
@@ -75,6 +77,16 @@ def resolve_features(ml: MLSections, available: list[str]) -> dict[str, list[str
                     hint="list features the strategy's features section computes",
                 )
         out[node.name] = names
+    regime = list(ml.ensemble.regime_features)
+    for n in regime:
+        if n not in available:
+            close = difflib.get_close_matches(n, available, n=1)
+            tip = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"ensemble.regime_features: {n!r} is not a computed feature{tip}",
+                hint="list features the strategy's features section computes",
+            )
+    out[REGIME] = regime
     return out
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.errors import DataError
 from engine.ml.fusion_nb import GATE_REASONS
-from engine.ml.inputs import as_sections, symbol_data
+from engine.ml.inputs import REGIME, as_sections, symbol_data
 from engine.ml.models.base import Segment
 from engine.ml.models.external import predict_members
 from engine.ml.pipeline import run_ensemble
@@ -49,6 +49,7 @@ class LiveEnsemble:
         fold_of: np.ndarray,
         available: list[str],
         Xall: np.ndarray,
+        pool: np.ndarray | None = None,
     ) -> None:
         self.pipe = pipe
         self.available = available
@@ -58,6 +59,8 @@ class LiveEnsemble:
         self._raw = [raw]
         self._cal = [cal]
         self._fold = [fold_of]
+        # the bayesian pool of every bar (the stacked meta-learner's offset at a roll)
+        self._pooled = [np.full(fold_of.shape[0], np.nan) if pool is None else pool]
         self.n = int(pipe.sd.open_time.shape[0])
         self.last_open = int(pipe.sd.open_time[-1])
         self._pool: ThreadPoolExecutor | None = None
@@ -90,7 +93,7 @@ class LiveEnsemble:
             if available
             else np.empty((r.open_time.shape[0], 0))
         )
-        return cls(pipe, r.raw, r.probs, r.fold, available, Xall)
+        return cls(pipe, r.raw, r.probs, r.fold, available, Xall, r.pool_p)
 
     def _remote_pool(self) -> ThreadPoolExecutor | None:
         """Workers for the remote members' requests (None with fewer than two)."""
@@ -116,6 +119,8 @@ class LiveEnsemble:
         raw = np.concatenate(self._raw)
         cal = np.concatenate(self._cal)
         fold_of = np.concatenate(self._fold)
+        pooled = np.concatenate(self._pooled)
+        self._pooled = [pooled]
         self._ot, self._close, self._X = [ot], [close], [Xall]
         self._raw, self._cal, self._fold = [raw], [cal], [fold_of]
         pipe.sd = symbol_data(
@@ -147,7 +152,7 @@ class LiveEnsemble:
         )
         plans = pipe.plan([fold])
         SerialExecutor().map(fit_task, [p.task for p in plans if p.task is not None])
-        pipe.calibrate(fold, raw, cal, fold_of)
+        pipe.calibrate(fold, raw, cal, fold_of, pool=pooled)
 
     @property
     def last_fold(self) -> int:
@@ -194,7 +199,8 @@ class LiveEnsemble:
         m = len(pipe.names)
         raw = np.full(m, np.nan)
         cal = np.full(m, np.nan)
-        coef = np.zeros(m + 1)
+        aux = np.zeros(m + 4)
+        aux[:2] = np.nan  # before the first cutoff: no base rate, no meta-learner
         latency_ms = np.full(m, np.nan)  # each member's own prediction time
         if k >= 0:
             fold = next(f for f in pipe.sched.folds if f.index == k)
@@ -212,15 +218,17 @@ class LiveEnsemble:
             for (j, _, _), (p, took_ms) in zip(calls, done, strict=True):
                 raw[j], latency_ms[j] = p[0], took_ms
                 cal[j] = pipe.calibrators[(k, pipe.names[j])](raw[j : j + 1])[0]
-            coef = pipe.coefs[k]
+            regime = x[:, [col[c] for c in pipe.feats[REGIME]]]
+            aux = pipe.aux(k, cal[None, :], regime)[0]
         assert pipe.runner is not None  # set by the batch run of from_history
-        out = pipe.runner.step(close, cal, coef)
+        out = pipe.runner.step(close, cal, aux)
         self._ot.append(np.array([open_time], dtype=np.int64))
         self._close.append(np.array([close]))
         self._X.append(x)
         self._raw.append(raw[None, :])
         self._cal.append(cal[None, :])
         self._fold.append(np.array([k], dtype=np.int32))
+        self._pooled.append(np.array([out["pool_p"]]))
         self.last_open = open_time
         self.n += 1
         self.fit_ahead()

@@ -19,11 +19,12 @@ import numpy as np
 
 from engine.errors import DataError
 from engine.ml.ensemble import FusionRunner
+from engine.ml.fold_executor import make_fold_executor
 from engine.ml.folds import FitPlan, fold_index
-from engine.ml.inputs import as_sections, prepare_symbol
+from engine.ml.inputs import REGIME, as_sections, prepare_symbol
 from engine.ml.results import EnsembleResult, SymbolResult, assemble_result
 from engine.ml.symbol_pipeline import SymbolPipeline
-from engine.ml.walkforward import FoldExecutor, default_executor, fit_task, make_schedule
+from engine.ml.walkforward import FoldExecutor, fit_task, make_schedule
 from engine.paths import results_dir as _results_dir
 from engine.progress import Progress, step
 from engine.strategy.ml_config import MLSections
@@ -51,7 +52,7 @@ def run_ensemble(
     pipes = _pipelines(ml, frames_by_symbol, features_by_symbol, models_dir, run_start, interval_ms)
     t0 = time.perf_counter()
     plans = [p for pipe in pipes.values() for p in pipe.plan(list(pipe.sched.folds))]
-    n_fitted = _fit(plans, executor or default_executor(ml.training.workers), progress)
+    n_fitted = _fit(plans, executor or make_fold_executor(ml.training), progress)
     n_reused = sum(1 for p in plans if p.version is not None and p.task is None)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -119,25 +120,38 @@ def _predict_symbol(pipe: SymbolPipeline) -> SymbolResult:
     fold_of = fold_index(sd.open_time, sched)
     raw = np.full((n, m), np.nan)
     cal = np.full((n, m), np.nan)
-    coefs = np.zeros((n, m + 1))
+    aux = np.zeros((n, m + 4))
+    aux[:, 0] = np.nan  # no base rate before the first cutoff: the fusion abstains there
+    aux[:, 1] = np.nan
     versions: dict[str, list[str | None]] = {name: [] for name in pipe.names}
     fold_rows_ = [np.flatnonzero(fold_of == fold.index) for fold in sched.folds]
     # raw predictions do not depend on calibration: predict every fold (one call per model
-    # and fold), sort each model's column once, then calibrate fold by fold (fold k's maps
-    # read only folds < k)
+    # and fold), sort each model's column once (isotonic), then calibrate fold by fold (fold
+    # k's maps read only folds < k) and fold the fusion kernel over the fold's bars (fold k's
+    # meta-learner reads the bayesian pool of the bars before it)
     for fold, rows in zip(sched.folds, fold_rows_, strict=True):
         raw[rows] = pipe.predict_fold(fold, rows)
-    order = np.argsort(raw, axis=0)
-    for fold, rows in zip(sched.folds, fold_rows_, strict=True):
-        pipe.calibrate(fold, raw, cal, fold_of, order)
-        for j, name in enumerate(pipe.names):
-            cal[rows, j] = pipe.calibrators[(fold.index, name)](raw[rows, j])
-        coefs[rows] = pipe.coefs[fold.index]
-        for node in pipe.ml.models:
-            versions[node.name].append(pipe.version(node, fold))
+    iso = pipe.ml.ensemble.calibration == "isotonic"
+    order = np.argsort(raw, axis=0) if iso else None
     runner = FusionRunner(pipe.names, pipe.ml.ensemble, pipe.ml.labels)
     pipe.runner = runner
-    out = runner.run(sd.close, cal, coefs)
+    parts: list[dict[str, np.ndarray]] = []
+    pool = np.full(n, np.nan)
+    first = int(fold_rows_[0][0]) if fold_rows_ and fold_rows_[0].size else n
+    if first:
+        parts.append(runner.run(sd.close[:first], cal[:first], aux[:first]))
+        pool[:first] = parts[-1]["pool_p"]
+    for fold, rows in zip(sched.folds, fold_rows_, strict=True):
+        pipe.calibrate(fold, raw, cal, fold_of, order, pool)
+        for j, name in enumerate(pipe.names):
+            cal[rows, j] = pipe.calibrators[(fold.index, name)](raw[rows, j])
+        aux[rows] = pipe.aux(fold.index, cal[rows], sd.X[REGIME][rows])
+        for node in pipe.ml.models:
+            versions[node.name].append(pipe.version(node, fold))
+        if rows.size:
+            parts.append(runner.run(sd.close[rows], cal[rows], aux[rows]))
+            pool[rows] = parts[-1]["pool_p"]
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
     return SymbolResult(
         symbol=sd.symbol,
         open_time=sd.open_time,
@@ -153,6 +167,10 @@ def _predict_symbol(pipe: SymbolPipeline) -> SymbolResult:
         uncertainty=out["uncertainty"],
         payoff_ratio=out["payoff_ratio"],
         expected_value=out["expected_value"],
+        expected_edge_bps=out["expected_edge_bps"],
+        base_weight=out["base_weight"],
+        pool_p=out["pool_p"],
+        pool_x=out["pool_x"],
         direction=out["direction"],
         gate_code=out["gate_code"],
         weights=out["weights"],

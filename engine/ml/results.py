@@ -38,8 +38,23 @@ class SymbolResult:
     expected_value: np.ndarray
     direction: np.ndarray  # int8 -1/0/1
     gate_code: np.ndarray  # int8, index into GATE_REASONS
-    weights: np.ndarray  # (n, M) each model's normalized weight in the fused p
+    weights: np.ndarray  # (n, M) each member's skill weight in the bayesian pool
     labels: np.ndarray  # (n,) training class per bar (NaN unknown/flat), for scoring only
+    expected_edge_bps: np.ndarray | None = None  # expected net return of the round trip, bps
+    base_weight: np.ndarray | None = None  # (n,) the base rate's share of the bayesian pool
+    pool_p: np.ndarray | None = None  # (n,) the bayesian pool (stacked_lgbm's offset)
+    pool_x: np.ndarray | None = None  # (n,) the pool's unscaled log-odds (kappa's input)
+
+    def __post_init__(self) -> None:
+        n = self.open_time.shape[0]
+        if self.expected_edge_bps is None:
+            self.expected_edge_bps = np.full(n, np.nan)
+        if self.base_weight is None:
+            self.base_weight = np.full(n, np.nan)
+        if self.pool_p is None:
+            self.pool_p = np.full(n, np.nan)
+        if self.pool_x is None:
+            self.pool_x = np.full(n, np.nan)
 
     @property
     def confidence(self) -> np.ndarray:
@@ -101,6 +116,7 @@ class SymbolResult:
                 "uncertainty": self.uncertainty,
                 "payoff_ratio": self.payoff_ratio,
                 "expected_value": self.expected_value,
+                "expected_edge_bps": self.expected_edge_bps,
                 "direction": self.direction,
                 "gate_reason": self.gate_reason.tolist(),
             }
@@ -230,8 +246,13 @@ def pipeline_events(pipes: Mapping[str, SymbolPipeline]) -> list[dict[str, Any]]
 
 
 def assemble_result(
-    results: dict[str, SymbolResult], pipes: Mapping[str, SymbolPipeline], *, n_fitted: int,
-    n_reused: int, train_seconds: float, predict_seconds: float,
+    results: dict[str, SymbolResult],
+    pipes: Mapping[str, SymbolPipeline],
+    *,
+    n_fitted: int,
+    n_reused: int,
+    train_seconds: float,
+    predict_seconds: float,
 ) -> EnsembleResult:
     """An :class:`EnsembleResult` of per-symbol results: scores, calibration curve and
     contributions by :func:`score_results`, and the pipelines' events. The batch path and

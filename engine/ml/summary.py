@@ -8,14 +8,18 @@
                per_symbol: {symbol: {n, auc, log_loss, brier, calibration_error, weight}},
                per_fold: [{symbol, fold, cutoff, n, auc, log_loss, brier, calibration_error}]},
        ...,
-       "ensemble": {...the fused P(up), no weight...}}
+       "ensemble": {...the fused P(up), no weight...},
+       "base_rate": {...each symbol's share of up-labels as a constant forecast...}}
 
   Scores are on out-of-fold bars only (each bar predicted by the fold model trained before
   it, calibrated by the map fitted at that fold's cutoff), pooled over the symbols, with
   :func:`engine.metrics.classification_metrics` and :func:`engine.metrics.calibration_curve`
   (the report's own scorers, so its table and this one agree). ``weight`` is the model's
   mean share of the fused probability over the bars with a fused p (its contribution).
-* :func:`ml_info` -> ``runs.metrics['ml']``: versions fitted/reused, folds, timings.
+* :func:`ml_info` -> ``runs.metrics['ml']``: versions fitted/reused, folds, timings, the bars
+  each gate condition kept flat per symbol (``gate_rejections``), the fused probability's
+  worst reliability bin with at least 500 bars (``worst_reliability_bin``) and the members'
+  skill weights per week (``weights_over_time``).
 * :func:`event_rows` -> ``system_events`` rows: models not trained for a fold, remote models
   that failed or timed out and abstained, models abstaining on bars, and one info row with
   the walk-forward plan.
@@ -58,15 +62,77 @@ def _scores(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
 
 def _columns(res: EnsembleResult) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """model -> symbol -> (out-of-fold P(up), labels) over the bars from the first cutoff."""
+    """model -> symbol -> (out-of-fold P(up), labels) over the bars from the first cutoff.
+
+    ``base_rate`` is the constant forecast of the symbol's share of up-labels over those very
+    bars (a hindsight benchmark: the best constant, which no walk-forward forecast knows)."""
     cols: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for sym, r in res.symbols.items():
         sel = r.fold >= 0
         y = r.labels[sel]
+        yk = y[np.isfinite(y)]
+        rate = float(yk.mean()) if yk.size else float("nan")
+        cols.setdefault("base_rate", {})[sym] = (np.full(y.shape, rate), y)
         for j, name in enumerate(r.model_names):
             cols.setdefault(name, {})[sym] = (r.probs[sel, j], y)
         cols.setdefault("ensemble", {})[sym] = (r.p[sel], y)
     return cols
+
+
+def worst_reliability_bin(res: EnsembleResult, *, min_count: int = 500) -> dict[str, Any] | None:
+    """The bin of the fused probability's out-of-fold reliability diagram (symbols pooled,
+    the report's bins) whose observed up-frequency is farthest from its mean forecast, among
+    the bins holding at least ``min_count`` bars."""
+    cols = _columns(res)["ensemble"] if res.symbols else {}
+    if not cols:
+        return None
+    p = np.concatenate([v[0] for v in cols.values()])
+    y = np.concatenate([v[1] for v in cols.values()])
+    ok = np.isfinite(p) & np.isfinite(y)
+    worst = None
+    for b in calibration_curve(y[ok], p[ok]):
+        if b["count"] >= min_count and b["mean_predicted"] is not None:
+            gap = abs(float(b["fraction_positive"]) - float(b["mean_predicted"]))
+            if worst is None or gap > worst["gap"]:
+                worst = {**b, "gap": gap}
+    return worst
+
+
+def gate_counts(res: EnsembleResult) -> dict[str, dict[str, int]]:
+    """symbol -> gate condition -> bars it kept flat (``passed``: bars the gate let trade),
+    over the bars from the first cutoff."""
+    from engine.ml.fusion_nb import GATE_REASONS
+
+    out: dict[str, dict[str, int]] = {}
+    for sym, r in res.symbols.items():
+        codes = np.asarray(r.gate_code)[r.fold >= 0].astype(np.int64)
+        cnt = np.bincount(codes, minlength=len(GATE_REASONS))
+        out[sym] = {(GATE_REASONS[i] or "passed"): int(cnt[i]) for i in range(len(GATE_REASONS))}
+    return out
+
+
+def weights_over_time(
+    res: EnsembleResult, *, every_ms: int = 7 * 86_400_000
+) -> list[dict[str, Any]]:
+    """Each member's mean skill weight (and the base rate's) per symbol and ``every_ms``
+    period (weeks by default), from the first cutoff: the rows the report plots."""
+    rows: list[dict[str, Any]] = []
+    for sym, r in res.symbols.items():
+        sel = np.flatnonzero(r.fold >= 0)
+        if not sel.size:
+            continue
+        ot = r.open_time[sel]
+        period = (ot - ot[0]) // every_ms
+        starts = np.flatnonzero(np.r_[True, np.diff(period) != 0])
+        ends = np.r_[starts[1:], sel.size]
+        bw = np.asarray(r.base_weight)[sel]
+        for a, b in zip(starts, ends, strict=True):
+            row: dict[str, Any] = {"symbol": sym, "time": int(ot[a])}
+            for j, name in enumerate(r.model_names):
+                row[name] = _clean(np.nanmean(r.weights[sel[a:b], j]))
+            row["base_rate"] = _clean(np.nanmean(bw[a:b])) if np.isfinite(bw[a:b]).any() else None
+            rows.append(row)
+    return rows
 
 
 def _weights(res: EnsembleResult) -> dict[str, dict[str, tuple[float, int]]]:
@@ -135,6 +201,9 @@ def ml_info(res: EnsembleResult) -> dict[str, Any]:
         "versions": versions,
         "train_seconds": round(res.train_seconds, 3),
         "predict_seconds": round(res.predict_seconds, 3),
+        "gate_rejections": gate_counts(res),
+        "worst_reliability_bin": worst_reliability_bin(res),
+        "weights_over_time": weights_over_time(res),
     }
 
 

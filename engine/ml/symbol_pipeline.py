@@ -17,7 +17,8 @@ import numpy as np
 
 from engine.ml.ensemble import Calibrator, FusionRunner, fit_calibrator, fit_stacker
 from engine.ml.folds import FitPlan, FoldRows, fold_rows, plan_fold
-from engine.ml.inputs import SymbolData
+from engine.ml.inputs import REGIME, SymbolData
+from engine.ml.meta import fit_or_load, margin, meta_matrix
 from engine.ml.models import load_model
 from engine.ml.models.external import OnnxModel, RemoteModel
 from engine.ml.walkforward import Fold, Schedule
@@ -65,6 +66,8 @@ class SymbolPipeline:
         self.external: dict[str, Any] = {}
         self.calibrators: dict[tuple[int, str], Calibrator] = {}
         self.coefs: dict[int, np.ndarray] = {}
+        self.bases: dict[int, float] = {}
+        self.metas: dict[int, Any] = {}
         self.events: list[dict[str, Any]] = []
         self.runner: FusionRunner | None = None
 
@@ -140,38 +143,90 @@ class SymbolPipeline:
         cal: np.ndarray,
         fold_of: np.ndarray,
         order: np.ndarray | None = None,
+        pool: np.ndarray | None = None,
     ) -> None:
-        """Fit fold ``fold``'s calibrators and stacker on OOF rows known at its cutoff.
+        """Fit fold ``fold``'s base rate, calibrators, stacker and meta-learner on the rows
+        known at its cutoff (calibrators and meta-learners: out-of-fold rows only).
 
-        ``order``: optional ``argsort`` of each column of ``raw`` (n, M); the isotonic fit then
-        takes the OOF rows in that order instead of sorting them (same knots: equal p are
-        pooled with the exact sum of their 0/1 labels).
+        The base rate is the share of up-labels among every bar whose label is known at the
+        cutoff. Each calibrator is shrunk toward it by :func:`fit_calibrator` (the map fitted
+        on the older half of the OOF rows, judged on the newer half). ``order``: optional
+        ``argsort`` of each column of ``raw`` (n, M); the isotonic fit then takes the OOF rows
+        in that order instead of sorting them (same knots: equal p are pooled with the exact
+        sum of their 0/1 labels). ``pool``: the bayesian pool's P(up) of every bar so far (the
+        fusion kernel's ``pool_p``; the stacked meta-learner's offset).
         """
         lab = self.ml.labels
-        known = self.sd.open_time + (lab.horizon + 1) * self.sd.interval_ms <= fold.cutoff
+        sd = self.sd
+        known = sd.open_time + (lab.horizon + 1) * sd.interval_ms <= fold.cutoff
+        yk = sd.y[known]
+        yk = yk[np.isfinite(yk)]
+        base = float(yk.mean()) if yk.size else 0.5
+        base = min(max(base, 1e-3), 1 - 1e-3)
+        self.bases[fold.index] = base
         oof = known & (fold_of >= 0) & (fold_of < fold.index)
+        idx = np.flatnonzero(oof)
+        split = int(idx[idx.shape[0] // 2]) if idx.size else 0
         ens = self.ml.ensemble
+        newer = idx >= split
         for j, name in enumerate(self.names):
+            sort = None
             if order is not None and ens.calibration == "isotonic":
-                sel = order[:, j][oof[order[:, j]]]
-                cal_j = fit_calibrator(
-                    ens.calibration,
-                    raw[sel, j],
-                    self.sd.y[sel],
-                    min_rows=ens.min_calibration_rows,
-                    presorted=True,
-                )
-            else:
-                cal_j = fit_calibrator(
-                    ens.calibration, raw[oof, j], self.sd.y[oof], min_rows=ens.min_calibration_rows
-                )
-            self.calibrators[(fold.index, name)] = cal_j
+                # this column's OOF rows in ascending p, as positions among ``idx``
+                sort = np.searchsorted(idx, order[:, j][oof[order[:, j]]])
+            self.calibrators[(fold.index, name)] = fit_calibrator(
+                ens.calibration,
+                raw[idx, j],
+                sd.y[idx],
+                min_rows=ens.min_calibration_rows,
+                base=base,
+                newer=newer,
+                sort=sort,
+            )
         if ens.fusion == "stacked":
             self.coefs[fold.index] = fit_stacker(
-                cal[oof], self.sd.y[oof], min_rows=ens.min_calibration_rows
+                cal[oof], sd.y[oof], min_rows=ens.min_calibration_rows
             )
         else:
             self.coefs[fold.index] = np.zeros(len(self.names) + 1)
+        self.metas[fold.index] = None
+        if ens.fusion == "stacked_lgbm":
+            assert pool is not None
+            self.metas[fold.index] = self._fit_meta(fold, oof, cal, pool)
+
+    def _fit_meta(self, fold: Fold, oof: np.ndarray, cal: np.ndarray, pool: np.ndarray) -> Any:
+        """Fold ``fold``'s meta-learner (:mod:`engine.ml.meta`): OOF rows, embargoed, thinned."""
+        sd, s = self.sd, self.sched
+        stride = self.ml.training.row_stride
+        ok = oof & (sd.open_time <= fold.cutoff - s.embargo - s.interval_ms)
+        ok &= ((sd.open_time - s.run_start) // s.interval_ms) % stride == 0
+        X = meta_matrix(cal, sd.X[REGIME])
+        ok &= np.isfinite(X).all(axis=1) & np.isfinite(sd.y) & np.isfinite(pool)
+        rows = np.flatnonzero(ok)
+        q = np.clip(pool[rows], 1e-6, 1 - 1e-6)
+        return fit_or_load(
+            self.ml.ensemble.meta,
+            X[rows],
+            sd.y[rows],
+            np.log(q / (1.0 - q)),
+            seed=self.ml.training.seed,
+            models_dir=self.models_dir,
+        )
+
+    def aux(self, k: int, cal_rows: np.ndarray, regime_rows: np.ndarray) -> np.ndarray:
+        """The fusion kernel's per-bar ``aux`` of bars of fold ``k`` (their calibrated member
+        probabilities and regime features): ``[base, meta, kappa, c_0, c_1..c_M]``. The batch run
+        passes a fold's bars, live mode its one bar."""
+        n = cal_rows.shape[0]
+        out = np.empty((n, len(self.names) + 4))
+        out[:, 0] = self.bases[k]
+        out[:, 1] = np.nan
+        out[:, 2] = 1.0  # the pool's scale: not refitted (a scale fitted on OOF bars did worse)
+        out[:, 3:] = self.coefs[k]
+        meta = self.metas.get(k)
+        if meta is not None and n:
+            out[:, 1] = margin(meta, meta_matrix(cal_rows, regime_rows))
+        return out
 
     def predict_fold(self, fold: Fold, rows: np.ndarray) -> np.ndarray:
         """Raw P(up) of every model for the given bar indices of one fold: (len(rows), M)."""

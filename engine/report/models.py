@@ -36,6 +36,12 @@ class ModelAnalysis:
     contributions: list[dict[str, Any]] = field(default_factory=list)
     versions: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: bars each gate condition kept flat, per symbol (runs.metrics['ml']['gate_rejections'])
+    gate_rejections: list[dict[str, Any]] = field(default_factory=list)
+    #: the fused probability's worst reliability bin of >= 500 bars
+    worst_bin: dict[str, Any] | None = None
+    #: members' skill weights (and the base rate's) per symbol and month
+    weights_over_time: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -112,7 +118,37 @@ def analyse_models(data: RunData) -> ModelAnalysis | None:
             "The run stored no walk-forward metrics (runs.metrics['models']) either: no AUC, log "
             "loss, Brier score or calibration error can be shown."
         )
+    _ml_sections(out, (data.run.get("metrics") or {}).get("ml"))
     return out
+
+
+def _ml_sections(out: ModelAnalysis, ml: Any) -> None:
+    """Gate rejections, the worst reliability bin and the weights over time from
+    ``runs.metrics['ml']`` (runs logged before these were stored have none)."""
+    from engine.timeutil import fmt_ms
+
+    if not isinstance(ml, dict):
+        return
+    gates = ml.get("gate_rejections")
+    if isinstance(gates, dict):
+        out.gate_rejections = [{"symbol": s, **c} for s, c in gates.items() if isinstance(c, dict)]
+    worst = ml.get("worst_reliability_bin")
+    if isinstance(worst, dict):
+        out.worst_bin = worst
+    rows = ml.get("weights_over_time")
+    if isinstance(rows, list) and rows:
+        monthly: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in rows:
+            key = (str(r["symbol"]), fmt_ms(int(r["time"]))[:7])
+            monthly.setdefault(key, []).append(r)
+        for (sym, month), rs in monthly.items():
+            row: dict[str, Any] = {"symbol": sym, "month": month}
+            for k in rs[0]:
+                if k in ("symbol", "time"):
+                    continue
+                vals = [float(x[k]) for x in rs if x.get(k) is not None]
+                row[k] = round(sum(vals) / len(vals), 3) if vals else None
+            out.weights_over_time.append(row)
 
 
 def _contributions(preds: Any, decisions: Any, models: list[str]) -> list[dict[str, Any]]:

@@ -245,6 +245,33 @@ def _models_section(analysis: ModelAnalysis | None) -> tuple[str, list[tuple[go.
         parts.append(table(analysis.contributions, cols, left={"model"}))
         parts.append("{{contribution}}")
         figs.append((contribution_figure(analysis), "contribution"))
+    if analysis.worst_bin:
+        w = analysis.worst_bin
+        parts.append(
+            "<h3>Reliability of the fused probability</h3><p>Worst bin of at least 500 "
+            f"out-of-fold bars: ({w['lo']:.1f}, {w['hi']:.1f}], {w['count']:,} bars, mean "
+            f"forecast {w['mean_predicted']:.4f}, observed up-frequency "
+            f"{w['fraction_positive']:.4f}: {w['gap']:.4f} from the diagonal.</p>"
+        )
+    if analysis.gate_rejections:
+        parts.append("<h3>Gate: bars each condition kept flat</h3>")
+        parts.append(
+            "<p class='dim'>From the first cutoff, the first condition that applied: no_models, "
+            "no_payoff (payoff not known yet), uncertainty, agreement, edge (expected value per "
+            "unit risked), net_edge (expected net return after fees and slippage &le; "
+            "gate.min_edge_bps); passed: bars the gate let trade.</p>"
+        )
+        gcols = list(analysis.gate_rejections[0])
+        parts.append(table(analysis.gate_rejections, gcols, left={"symbol"}))
+    if analysis.weights_over_time:
+        parts.append("<h3>Fusion weights over time (monthly mean)</h3>")
+        parts.append(
+            "<p class='dim'>Each member's weight in the skill-weighted pool: its recent "
+            "out-of-fold log-score gain over the base rate, normalized; base_rate: the share "
+            "left to the base rate (1 when no member shows skill).</p>"
+        )
+        wcols = list(analysis.weights_over_time[0])
+        parts.append(table(analysis.weights_over_time, wcols, left={"symbol", "month"}))
     if analysis.versions:
         parts.append("<h3>Model versions</h3>")
         parts.append(

@@ -203,4 +203,9 @@ class StrategyConfig(FrozenModel):
         given = {
             k: v for k in ("labels", "training", "ensemble") if (v := getattr(self, k)) is not None
         }
+        ens = given.get("ensemble") or EnsembleConfig()
+        if ens.trade_cost_bps is None:  # the round trip's fees and slippage, from execution
+            ex = self.execution
+            cost = 2.0 * (float(ex.taker_fee) * 1e4 + float(ex.slippage_bps))
+            given["ensemble"] = ens.model_copy(update={"trade_cost_bps": cost})
         return MLSections(models=self.models, **given)

@@ -126,6 +126,9 @@ class TrainingConfig(_Frozen):
     seed: int = Field(7, ge=0, le=2**31 - 1)
     threads: int = Field(1, ge=1, le=64, description="threads per model fit")
     workers: int = Field(1, ge=1, le=64, description="fold fits run in parallel (processes)")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="where fold fits run: local (workers processes) or ray (RAY_ADDRESS)"
+    )
 
     @field_validator("retrain_every")
     @classmethod
@@ -306,13 +309,43 @@ class GateConfig(_Frozen):
     max_uncertainty: float = Field(1.0, ge=0.0, le=1.0)
     min_agreement: float = Field(0.0, ge=0.0, le=1.0)
     min_edge: float = Field(0.0, ge=-1.0, le=100.0, description="min expected value p*b-(1-p)")
+    min_edge_bps: float = Field(
+        0.0,
+        ge=-10_000.0,
+        le=10_000.0,
+        description="min expected net return of the round trip in bps, after fees and slippage",
+    )
+
+
+class MetaConfig(_Frozen):
+    """The ``stacked_lgbm`` meta-learner: a small LightGBM on the members' out-of-fold
+    calibrated probabilities and the strategy's regime features, refitted at each cutoff."""
+
+    n_estimators: int = Field(200, ge=1, le=5_000, description="upper bound; early-stopped")
+    learning_rate: float = Field(0.03, gt=0.0, le=1.0)
+    num_leaves: int = Field(4, ge=2, le=256)
+    min_data_in_leaf: int = Field(2000, ge=1)
+    lambda_l2: float = Field(10.0, ge=0.0)
+    holdout: float = Field(0.25, gt=0.0, lt=1.0, description="newest share for early stopping")
 
 
 class EnsembleConfig(_Frozen):
-    """Calibration, fusion, the uncertainty gate and the payoff estimate."""
+    """Calibration, fusion, the uncertainty gate and the payoff estimate.
+
+    ``regime_features``: feature columns the ``stacked_lgbm`` meta-learner reads beside the
+    members' probabilities (volatility, trend strength, funding). ``trade_cost_bps``: the
+    round trip's fees and slippage the net-edge gate subtracts; ``None`` takes them from the
+    strategy's ``execution`` section (2 x taker fee + 2 x slippage).
+    """
 
     calibration: Literal["isotonic", "platt", "none"] = "isotonic"
-    fusion: Literal["bayesian", "weighted", "stacked"] = "bayesian"
+    fusion: Literal["bayesian", "weighted", "stacked", "stacked_lgbm"] = "bayesian"
+    regime_features: list[str] = Field(default_factory=list)
+    meta: MetaConfig = MetaConfig()
+    trade_cost_bps: float | None = Field(None, ge=0.0, le=10_000.0)
+    min_skill_labels: int = Field(
+        288, ge=1, description="matured labels a member's skill needs before it gets a weight"
+    )
     weights: dict[str, float] | None = None
     gate: GateConfig = GateConfig()
     payoff_lookback: int = Field(2016, ge=10, le=1_000_000, description="matured labels for b")

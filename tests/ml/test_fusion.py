@@ -13,13 +13,22 @@ from engine.ml.ensemble import FusionRunner
 from engine.strategy.ml_config import EnsembleConfig, LabelsConfig
 
 
-def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, coefs=None):
+def _logit(p):
+    q = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(q / (1 - q))
+
+
+def _sig(z):
+    return 1 / (1 + math.exp(-z))
+
+
+def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, aux):
     """Straight Python transcription of the formulas in engine.ml.fusion_nb's docstring."""
     n, m = probs.shape
     h, tau, cost = lab.horizon, (lab.cost_bps + lab.flat_band_bps) / 1e4, lab.cost_bps / 1e4
-    pa, pb = ens.reliability_prior
+    k_cost = (ens.trade_cost_bps if ens.trade_cost_bps is not None else lab.cost_bps) / 1e4
     decay = 1.0 if ens.reliability_halflife is None else 0.5 ** (1 / ens.reliability_halflife)
-    a, b = [pa] * m, [pb] * m
+    sk = [[0.0, 0.0, 0.0] for _ in range(m)]
     matured: list[float] = []
     w_fixed = [
         float((ens.weights or {}).get(f"m{j}", 1.0 if not ens.weights else 0.0)) for j in range(m)
@@ -30,37 +39,44 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, coefs=None)
             r = math.log(closes[t] / closes[t - h])
             matured.append(abs(r))
             flat = abs(r) <= tau
-            if not (flat and lab.drop_flat):
+            base_old = aux[t - h, 0]
+            if not (flat and lab.drop_flat) and 0 < base_old < 1:
                 up = r > tau if not flat else r > 0
                 for j in range(m):
                     po = probs[t - h, j]
-                    if not math.isnan(po) and po != 0.5:
-                        hit = 1.0 if (po > 0.5) == up else 0.0
-                        a[j] = pa + decay * (a[j] - pa) + hit
-                        b[j] = pb + decay * (b[j] - pb) + 1 - hit
+                    if not math.isnan(po):
+                        pc = min(max(po, 1e-6), 1 - 1e-6)
+                        d = (math.log(pc) if up else math.log(1 - pc)) - (
+                            math.log(base_old) if up else math.log(1 - base_old)
+                        )
+                        sk[j] = [
+                            decay * sk[j][0] + 1,
+                            decay * sk[j][1] + d,
+                            decay * sk[j][2] + d * d,
+                        ]
         av = [j for j in range(m) if not math.isnan(probs[t, j])]
-        logit = lambda p: math.log(min(max(p, 1e-6), 1 - 1e-6) / (1 - min(max(p, 1e-6), 1 - 1e-6)))  # noqa: E731
+        base = aux[t, 0]
+        w = {
+            j: (max(sk[j][1] / sk[j][0], 0) if sk[j][0] >= ens.min_skill_labels else 0.0)
+            for j in av
+        }
+        sw = sum(w.values())
+        om = {j: (w[j] / sw if sw > 0 else 0.0) for j in av}
+        lb = _logit(base)
+        xb = sum(om[j] * (_logit(probs[t, j]) - lb) for j in av if om[j] > 0)
+        zb = lb + aux[t, 2] * xb
+        p = _sig(zb)
+        ok = True
         if ens.fusion == "stacked":
-            c = coefs[t]
-            z = c[0] + sum(c[j + 1] * logit(probs[t, j]) for j in av)
-            sw = sum(abs(c[j + 1]) for j in av)
-            p = 1 / (1 + math.exp(-z)) if av else 0.5
-        else:
-            ws = {}
-            for j in av:
-                if ens.fusion == "bayesian":
-                    mean = a[j] / (a[j] + b[j])
-                    sd = math.sqrt(a[j] * b[j] / ((a[j] + b[j]) ** 2 * (a[j] + b[j] + 1)))
-                    ws[j] = 0.5 * (1 + math.erf((mean - 0.5) / (sd * math.sqrt(2))))
-                else:
-                    ws[j] = w_fixed[j]
-            sw = sum(ws.values())
-            if sw > 0 and ens.fusion == "bayesian":
-                p = 1 / (1 + math.exp(-sum(ws[j] * logit(probs[t, j]) for j in av) / sw))
-            elif sw > 0:
-                p = sum(ws[j] * probs[t, j] for j in av) / sw
-            else:
-                p = 0.5
+            c = aux[t, 3:]
+            p = _sig(c[0] + sum(c[j + 1] * _logit(probs[t, j]) for j in av))
+            ok = sum(abs(c[j + 1]) for j in av) > 0
+        elif ens.fusion == "weighted":
+            sf = sum(w_fixed[j] for j in av)
+            p = sum(w_fixed[j] * probs[t, j] for j in av) / sf if sf > 0 else 0.5
+            ok = sf > 0
+        elif ens.fusion == "stacked_lgbm" and not math.isnan(aux[t, 1]):
+            p = _sig(zb + aux[t, 1])
         vals = [probs[t, j] for j in av]
         dis = float(np.std(vals)) if vals else 0.0
         agr = (
@@ -72,21 +88,22 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, coefs=None)
         ent = -(pc * math.log2(pc) + (1 - pc) * math.log2(1 - pc))
         unc = 1 - (1 - ent) * (1 - 2 * min(dis, 0.5))
         look = matured[-ens.payoff_lookback :]
-        bb = float("nan")
+        bb = mm = float("nan")
         if len(matured) >= ens.payoff_lookback:
             mm = sum(look) / len(look)
             bb = max(mm - cost, 0) / (mm + cost)
         side = 1 if p > 0.5 else (-1 if p < 0.5 else 0)
         q = max(p, 1 - p)
         ev = q * bb - (1 - q)
-        reason = _oracle_gate(ens.gate, bool(av), sw, bb, unc, agr, side, ev)
-        out.append((p, agr, dis, ent, unc, bb, ev, side if reason == 0 else 0, reason))
+        edge = 1e4 * ((2 * q - 1) * mm - k_cost)
+        reason = _oracle_gate(ens.gate, bool(av) and ok, bb, unc, agr, side, ev, edge)
+        out.append((p, agr, dis, ent, unc, bb, ev, edge, side if reason == 0 else 0, reason))
     return out
 
 
-def _oracle_gate(g, any_model, sw, bb, unc, agr, side, ev):
+def _oracle_gate(g, any_model, bb, unc, agr, side, ev, edge):
     """The gate's reason code: the first rule that applies (0: the gate passes)."""
-    if not any_model or sw <= 0:
+    if not any_model:
         return 1
     if math.isnan(bb):
         return 5
@@ -96,7 +113,20 @@ def _oracle_gate(g, any_model, sw, bb, unc, agr, side, ev):
         return 3
     if side == 0 or not ev > g.min_edge:
         return 4
+    if not edge > g.min_edge_bps:
+        return 6
     return 0
+
+
+def aux_for(n, m, *, base=0.52, meta=None, coefs=None, kappa=1.0):
+    """The kernel's per-bar aux: base rate, meta correction, stacker coefficients."""
+    aux = np.zeros((n, m + 4))
+    aux[:, 0] = base
+    aux[:, 1] = np.nan if meta is None else meta
+    aux[:, 2] = kappa
+    if coefs is not None:
+        aux[:, 3:] = coefs
+    return aux
 
 
 def data(n=600, m=3, seed=0, nan_frac=0.1):
@@ -111,8 +141,20 @@ def data(n=600, m=3, seed=0, nan_frac=0.1):
 @pytest.mark.parametrize(
     "ens",
     [
-        EnsembleConfig(payoff_lookback=50, gate={"max_uncertainty": 0.99, "min_agreement": 0.6}),
-        EnsembleConfig(payoff_lookback=30, reliability_halflife=40, fusion="bayesian"),
+        EnsembleConfig(
+            payoff_lookback=50,
+            min_skill_labels=5,
+            gate={"max_uncertainty": 0.99, "min_agreement": 0.6, "min_edge": -1.0},
+        ),
+        EnsembleConfig(
+            payoff_lookback=30,
+            reliability_halflife=40,
+            fusion="bayesian",
+            min_skill_labels=5,
+            trade_cost_bps=0,
+            gate={"min_edge": -1.0, "min_edge_bps": -5},
+        ),
+        EnsembleConfig(payoff_lookback=30, fusion="stacked_lgbm", min_skill_labels=5),
         EnsembleConfig(
             payoff_lookback=30, fusion="weighted", weights={"m0": 2.0, "m1": 1.0, "m2": 0.0}
         ),
@@ -122,10 +164,14 @@ def data(n=600, m=3, seed=0, nan_frac=0.1):
 def test_kernel_matches_python_oracle(ens):
     lab = LabelsConfig(horizon=4, cost_bps=5)
     closes, probs = data()
+    n = closes.shape[0]
     rng = np.random.default_rng(5)
-    coefs = np.repeat(rng.normal(0, 0.5, (1, 4)), closes.shape[0], axis=0)
-    got = FusionRunner(["m0", "m1", "m2"], ens, lab).run(closes, probs, coefs)
-    exp = np.array(oracle(closes, probs, ens=ens, lab=lab, coefs=coefs), dtype=np.float64)
+    coefs = np.repeat(rng.normal(0, 0.5, (1, 4)), n, axis=0)
+    meta = np.where(rng.uniform(size=n) < 0.2, np.nan, rng.normal(0, 0.3, n))
+    aux = aux_for(n, 3, base=0.5 + 0.05 * np.sin(np.arange(n) / 50), meta=meta, coefs=coefs)
+    aux[:, 2] = 1.0 + 0.5 * np.cos(np.arange(n) / 70)  # the pool's scale, fold by fold
+    got = FusionRunner(["m0", "m1", "m2"], ens, lab).run(closes, probs, aux)
+    exp = np.array(oracle(closes, probs, ens=ens, lab=lab, aux=aux), dtype=np.float64)
     keys = [
         "p",
         "agreement",
@@ -134,18 +180,20 @@ def test_kernel_matches_python_oracle(ens):
         "uncertainty",
         "payoff_ratio",
         "expected_value",
+        "expected_edge_bps",
     ]
     for j, k in enumerate(keys):
-        np.testing.assert_allclose(got[k], exp[:, j], rtol=1e-12, atol=1e-12, err_msg=k)
-    np.testing.assert_array_equal(got["direction"], exp[:, 7])
-    np.testing.assert_array_equal(got["gate_code"], exp[:, 8])
-    assert (got["gate_code"] == 0).any() or ens.fusion == "weighted"
+        np.testing.assert_allclose(got[k], exp[:, j], rtol=1e-9, atol=1e-9, err_msg=k)
+    np.testing.assert_array_equal(got["direction"], exp[:, 8])
+    np.testing.assert_array_equal(got["gate_code"], exp[:, 9])
+    if ens.fusion == "bayesian":
+        assert (got["weights"].sum(axis=1) > 0).any()  # members earned weight on the way
 
 
 def test_batch_equals_live_steps():
     ens, lab = EnsembleConfig(payoff_lookback=40), LabelsConfig(horizon=3)
     closes, probs = data(400)
-    coefs = np.zeros((400, 4))
+    coefs = aux_for(400, 3)
     batch = FusionRunner(["a", "b", "c"], ens, lab).run(closes, probs, coefs)
     live = FusionRunner(["a", "b", "c"], ens, lab)
     warm = live.run(closes[:250], probs[:250], coefs[:250])  # warm up in batch, then step
@@ -162,8 +210,8 @@ def test_abstaining_model_is_excluded():
     ens, lab = EnsembleConfig(payoff_lookback=40), LabelsConfig(horizon=3)
     closes, probs = data(300, m=2, nan_frac=0.0)
     with_nan = np.column_stack([probs, np.full(300, np.nan)])
-    a = FusionRunner(["a", "b"], ens, lab).run(closes, probs, np.zeros((300, 3)))
-    b = FusionRunner(["a", "b", "c"], ens, lab).run(closes, with_nan, np.zeros((300, 4)))
+    a = FusionRunner(["a", "b"], ens, lab).run(closes, probs, aux_for(300, 2))
+    b = FusionRunner(["a", "b", "c"], ens, lab).run(closes, with_nan, aux_for(300, 3))
     for k in ("p", "agreement", "uncertainty", "direction", "gate_code"):
         np.testing.assert_array_equal(a[k], b[k])
     assert (b["weights"][:, 2] == 0).all()
@@ -171,27 +219,66 @@ def test_abstaining_model_is_excluded():
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.floats(0.01, 0.99), min_size=1, max_size=5), st.integers(0, 10_000))
-def test_bayesian_p_lies_between_the_models(ps, seed):
-    ens, lab = EnsembleConfig(payoff_lookback=10), LabelsConfig(horizon=2)
+def test_bayesian_p_lies_between_the_base_rate_and_the_members(ps, seed):
+    ens = EnsembleConfig(payoff_lookback=10, min_skill_labels=3, gate={"min_edge": -1.0})
+    lab = LabelsConfig(horizon=2, cost_bps=0)
     rng = np.random.default_rng(seed)
     n = 60
     closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
     probs = rng.uniform(0.05, 0.95, (n, len(ps)))
     probs[-1] = ps
+    base = 0.5
     r = FusionRunner([f"m{i}" for i in range(len(ps))], ens, lab).run(
-        closes, probs, np.zeros((n, len(ps) + 1))
+        closes, probs, aux_for(n, len(ps), base=base)
     )
-    assert min(ps) - 1e-12 <= r["p"][-1] <= max(ps) + 1e-12
+    assert min([*ps, base]) - 1e-12 <= r["p"][-1] <= max([*ps, base]) + 1e-12
     assert 0 <= r["uncertainty"][-1] <= 1 and 0 <= r["agreement"][-1] <= 1
-    np.testing.assert_allclose(r["weights"][-1].sum(), 1.0, atol=1e-12)
-    if r["direction"][-1] != 0:  # a trade needs a positive edge and passing gates
-        assert r["expected_value"][-1] > 0 and r["gate_code"][-1] == 0
+    np.testing.assert_allclose(r["weights"][-1].sum() + r["base_weight"][-1], 1.0, atol=1e-12)
+    if r["direction"][-1] != 0:  # a trade needs a positive net edge and passing gates
+        assert r["expected_edge_bps"][-1] > 0 and r["gate_code"][-1] == 0
+
+
+def test_members_without_skill_leave_the_base_rate():
+    """Members that forecast the opposite of what happens earn no weight: the fused
+    forecast is the base rate and nothing trades; a skilled member takes all the weight."""
+    lab = LabelsConfig(horizon=1, cost_bps=0)
+    ens = EnsembleConfig(payoff_lookback=10, min_skill_labels=5, gate={"min_edge": -1.0})
+    rng = np.random.default_rng(3)
+    n = 400
+    r = rng.normal(0, 0.01, n)
+    closes = 100 * np.exp(np.cumsum(r))
+    up_next = np.r_[r[1:] > 0, False]
+    good = np.where(up_next, 0.6, 0.4)
+    bad = np.where(up_next, 0.3, 0.7)
+    out = FusionRunner(["good", "bad"], ens, lab).run(
+        closes, np.column_stack([good, bad]), aux_for(n, 2, base=0.5)
+    )
+    assert (out["weights"][50:, 1] == 0).all() and (out["weights"][50:, 0] == 1).all()
+    np.testing.assert_allclose(out["p"][50:], good[50:], atol=1e-9)
+    only_bad = FusionRunner(["bad"], ens, lab).run(closes, bad[:, None], aux_for(n, 1, base=0.5))
+    assert (only_bad["p"][50:] == 0.5).all() and (only_bad["direction"][50:] == 0).all()
+    assert (only_bad["base_weight"][50:] == 1).all()
+
+
+def test_net_edge_gate_counts_fees_and_slippage():
+    lab = LabelsConfig(horizon=2, cost_bps=0)
+    closes, probs = data(300, nan_frac=0.0)
+    base = dict(payoff_lookback=20, min_skill_labels=1, gate={"min_edge": -1.0})
+    free = FusionRunner(list("abc"), EnsembleConfig(**base, trade_cost_bps=0), lab).run(
+        closes, probs, aux_for(300, 3, base=0.5)
+    )
+    dear = FusionRunner(list("abc"), EnsembleConfig(**base, trade_cost_bps=10_000), lab).run(
+        closes, probs, aux_for(300, 3, base=0.5)
+    )
+    diff = free["expected_edge_bps"] - dear["expected_edge_bps"]
+    np.testing.assert_allclose(diff[30:], 10_000, rtol=1e-9)
+    assert (dear["direction"] == 0).all() and (dear["gate_code"] == 6).any()
 
 
 def test_gate_thresholds_make_it_flat():
     lab = LabelsConfig(horizon=2)
     closes, probs = data(300, nan_frac=0.0)
-    z = np.zeros((300, 4))
+    z = aux_for(300, 3)
     strict = FusionRunner(
         list("abc"), EnsembleConfig(payoff_lookback=20, gate={"max_uncertainty": 0.0}), lab
     ).run(closes, probs, z)

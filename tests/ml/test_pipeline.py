@@ -112,7 +112,7 @@ def test_calibration_uses_out_of_fold_rows_known_at_the_cutoff(full):
         p.sd = type("SD", (), {"open_time": r.open_time, "interval_ms": 300_000, "y": y})()
         p.ml = small_config()
         p.names = r.model_names
-        p.calibrators, p.coefs = {}, {}
+        p.calibrators, p.coefs, p.bases, p.metas = {}, {}, {}, {}
         SymbolPipeline.calibrate(p, fold, raw, r.probs, r.fold)
         return p.calibrators
 
@@ -126,10 +126,14 @@ def test_calibration_uses_out_of_fold_rows_known_at_the_cutoff(full):
         assert cal.kind == "isotonic" and cal.n > 100
         np.testing.assert_array_equal(cal.x, other[key].x)
         np.testing.assert_array_equal(cal.y, other[key].y)
+        assert (cal.base, cal.lam) == (other[key].base, other[key].lam)
     assert base[(3, "lightgbm")].n < int((r.fold >= 0).sum())
-    # fold 0 has no out-of-fold history: identity
+    # fold 0 has no out-of-fold history: every member forecasts the base rate known at its
+    # cutoff (the share of up-labels among the bars whose label is known there)
     p0 = r.fold == 0
-    np.testing.assert_array_equal(r.probs[p0], r.raw[p0])
+    known = r.open_time + 7 * 300_000 <= sched.folds[0].cutoff
+    rate = np.nanmean(r.labels[known])
+    np.testing.assert_allclose(r.probs[p0], rate, rtol=1e-9)
 
 
 def test_stacked_and_weighted_fusion_run(full, small, tmp_path):

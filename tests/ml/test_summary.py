@@ -58,7 +58,7 @@ def test_remote_failures_and_abstentions_become_system_events(with_dead_remote) 
 def test_models_document_matches_the_report_scorers(with_dead_remote) -> None:  # type: ignore[no-untyped-def]
     res = with_dead_remote
     doc = models_metrics(res)
-    assert set(doc) == {"lightgbm", "remote", "ensemble"}
+    assert set(doc) == {"lightgbm", "remote", "ensemble", "base_rate"}
     r = res.symbols["BTCUSDT"]
     sel = r.fold >= 0
     p, y = r.probs[sel, 0], r.labels[sel]
@@ -72,7 +72,10 @@ def test_models_document_matches_the_report_scorers(with_dead_remote) -> None:  
     assert got["per_symbol"]["BTCUSDT"]["auc"] == got["auc"]  # one symbol: pooled = its own
     # the remote model abstained everywhere: no scores (None, JSON null), no weight
     assert doc["remote"]["n"] == 0 and doc["remote"]["auc"] is None
-    assert doc["remote"]["weight"] == 0.0 and doc["lightgbm"]["weight"] == pytest.approx(1.0)
+    # the remote member has no weight; lightgbm and the base rate share the whole pool
+    base_share = float(np.mean(r.base_weight[np.isfinite(r.p) & sel]))
+    assert doc["remote"]["weight"] == 0.0
+    assert doc["lightgbm"]["weight"] + base_share == pytest.approx(1.0)
     assert "weight" not in doc["ensemble"]
     json.dumps(doc, allow_nan=False)  # strict JSON: NaN never reaches the run log
     info = ml_info(res)
