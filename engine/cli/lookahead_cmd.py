@@ -34,8 +34,14 @@ def register(app: typer.Typer) -> None:
 @guarded
 def lookahead(
     strategy: str = typer.Argument(..., help="Strategy YAML file, e.g. strategies/ensemble.yaml."),
-    cuts: int = typer.Option(5, "--cuts", min=1, help="Random prefixes to run (K)."),
+    cuts: int = typer.Option(5, "--cuts", min=0, help="Random prefixes to run (K)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random cuts."),
+    at: list[str] | None = typer.Option(
+        None,
+        "--at",
+        help="Also cut at this bar (open time; repeatable), e.g. to rerun a "
+        "cut that differed: --cuts 0 --at 2023-08-24T07:55.",
+    ),
     start: str | None = StartOpt,
     end: str | None = EndOpt,
     symbols: str | None = SymbolsOpt,
@@ -66,6 +72,7 @@ def lookahead(
     kw = dict(
         cuts=cuts,
         seed=seed,
+        at=at or [],
         overrides=set_ or [],
         symbols=sym_list,
         start=start,

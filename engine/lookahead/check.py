@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from engine.errors import ConfigError
 from engine.lookahead.compare import Difference, compare_outputs
 from engine.lookahead.outputs import KINDS, run_outputs
 from engine.progress import Progress, step
 from engine.strategy import load_strategy
+from engine.timeutil import fmt_ms, parse_time
 
 if TYPE_CHECKING:
     import os
@@ -115,8 +118,8 @@ def pick_cuts(n_bars: int, first_live_bar: int, k: int, *, seed: int) -> list[in
     [11, 12, 13]
     """
     lo, hi = first_live_bar + 1, n_bars - 1
-    if k < 1:
-        raise ConfigError(f"--cuts: need at least 1 cut, got {k}")
+    if k < 0:
+        raise ConfigError(f"--cuts: must be 0 or more, got {k}")
     if hi <= lo:
         raise ConfigError(
             f"the span has {n_bars} bars and the graph's first decision that is not warm-up "
@@ -127,11 +130,26 @@ def pick_cuts(n_bars: int, first_live_bar: int, k: int, *, seed: int) -> list[in
     return sorted(random.Random(seed).sample(pool, min(k, len(pool))))
 
 
+def _grid_bar(open_time: np.ndarray, value: str | int) -> int:
+    """The index of the whole run's bar opening at ``value`` (before its last bar)."""
+    t = parse_time(value, name="--at")
+    i = int(np.searchsorted(open_time, t)) if t is not None else open_time.shape[0]
+    if i >= open_time.shape[0] - 1 or int(open_time[i]) != t:
+        raise ConfigError(
+            f"--at: no bar of the run opens at {value!r} (or it is the run's last bar)",
+            hint=f"give a bar open time between {fmt_ms(int(open_time[0]))} and "
+            f"{fmt_ms(int(open_time[-2]))} on the {int(open_time[1] - open_time[0]) // 60_000}"
+            " min grid",
+        )
+    return i
+
+
 def lookahead_check(
     path: str | Path,
     *,
     cuts: int = 5,
     seed: int = 0,
+    at: Iterable[str | int] = (),
     overrides: Iterable[str] = (),
     symbols: list[str] | None = None,
     start: str | int | None = None,
@@ -143,6 +161,9 @@ def lookahead_check(
     """Run the strategy at ``path`` over its span and over ``cuts`` random prefixes of it;
     report every feature, prediction and decision that differs on the shared bars.
 
+    ``at``: last bars to cut at besides the random ones (times, e.g. a cut that an earlier
+    check found to differ, to rerun it alone with ``cuts=0``).
+
     ``results`` holds the model cache (``<results>/models``): the whole run trains the
     walk-forward models (or reuses them) and the prefix runs reuse the versions they share
     with it. Nothing is written to the run log.
@@ -153,15 +174,18 @@ def lookahead_check(
     >>> r.ok, [c.bar for c in r.cuts]  # doctest: +SKIP
     (True, [21807, 60349, 127455])
     """
-    ov = list(overrides)
+    ov, at = list(overrides), list(at)
     t0 = time.perf_counter()
     graph = load_strategy(path, overrides=ov, symbols=symbols, start=start, end=end)
-    total = cuts + 1
+    total = cuts + len(at) + 1
     step(progress, "whole span", 0, total)
     full = run_outputs(graph, store=store, results=results)
     secs = {"whole": time.perf_counter() - t0}
     n = int(full.open_time.shape[0])
-    bars = pick_cuts(n, full.first_live_bar, cuts, seed=seed)
+    bars = pick_cuts(n, full.first_live_bar, cuts, seed=seed) if cuts else []
+    bars = sorted(set(bars) | {_grid_bar(full.open_time, x) for x in at})
+    if not bars:
+        raise ConfigError("no cut to run: give --cuts K (at least 1) or --at TIME")
     first_time = int(full.open_time[0])
     done: list[Cut] = []
     diffs: list[Difference] = []

@@ -58,6 +58,29 @@ def test_feature_reading_the_next_bar_is_caught(
     assert len(feats) == 6 and all(d["bars"] == 1 for d in feats)
     assert all(d["first_time"] == d["cut_time"] and d["prefix"] is None for d in feats)
     assert all(d["full"] is not None for d in feats)
+    # one cut given by time reruns a finding alone
+    code, r = lookahead(
+        str(EMA),
+        "--cuts",
+        "0",
+        "--at",
+        "2023-03-03T12:00",
+        *SPAN,
+        store=usdm_store,
+        results=tmp_path,
+    )
+    assert code == 1 and [c["time"] for c in r["cuts"]] == [1677844800000]
+    assert {("feature", "BTCUSDT", "ema_9"), ("feature", "ETHUSDT", "ema_9")} <= _columns(r)
+
+
+def test_bad_cut_is_a_usage_error(usdm_store: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    args = ["lookahead", str(EMA), "--cuts", "0", "--at", "2023-03-03T12:01", *SPAN]
+    proc = CliRunner().invoke(app, [*args, "--store", str(usdm_store), "--results", str(tmp_path)])
+    assert proc.exit_code == 2 and "--at: no bar of the run opens at" in proc.stderr
 
 
 def test_clean_walk_forward_ensemble_passes(
