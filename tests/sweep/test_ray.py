@@ -50,3 +50,33 @@ def test_ray_run_equals_local_run(
             assert child is not None and child["parent_run_id"] == on_ray.run_id
         parent = log.get_run(on_ray.run_id)  # type: ignore[arg-type]
     assert parent is not None and "RayExecutor" in str(parent["params"])
+
+
+def test_training_executor_ray_fits_the_same_folds(
+    ray_cluster: None, usdm_dir: Path, tmp_path: Path
+) -> None:
+    """``training.executor: ray``: the fold fits run as Ray tasks; same versions, same predictions."""
+    import numpy as np
+    import polars as pl
+
+    from engine.features import compute
+    from engine.ml.pipeline import run_ensemble
+    from tests.ml.conftest import FEATURES, small_config
+
+    candles = pl.read_csv(usdm_dir / "klines" / "BTCUSDT-5m.csv.gz", n_rows=2600).with_columns(
+        pl.col("open_time").cast(pl.Int64),
+        *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")),
+    )
+    feats = compute(candles, FEATURES, interval="5m")
+    models = [{"kind": "lightgbm", "params": {"n_estimators": 10, "num_leaves": 7}}]
+    out = {}
+    for executor in ("local", "ray"):
+        cfg = small_config(models=models, training={"executor": executor})
+        out[executor] = run_ensemble(
+            cfg, {"BTCUSDT": candles}, {"BTCUSDT": feats}, results_dir=tmp_path / executor
+        )
+    local, on_ray = out["local"].symbols["BTCUSDT"], out["ray"].symbols["BTCUSDT"]
+    assert out["ray"].n_fitted == out["local"].n_fitted >= 2
+    assert on_ray.versions == local.versions
+    np.testing.assert_array_equal(on_ray.raw, local.raw)
+    np.testing.assert_array_equal(on_ray.direction, local.direction)
