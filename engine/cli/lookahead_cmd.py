@@ -93,10 +93,11 @@ def lookahead(
 
 
 def _print(r: LookaheadReport) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console.print(
-        f"[bold]lookahead[/] {r.strategy}  {', '.join(r.symbols)} {r.interval}  "
+        f"[bold]lookahead[/] {escape(r.strategy)}  {', '.join(r.symbols)} {r.interval}  "
         f"{fmt_ms(r.start)} .. {fmt_ms(r.end)} ({r.n_bars:,} bars; first bar past warm-up "
         f"{r.first_live_bar:,})",
         highlight=False,
@@ -125,12 +126,12 @@ def _print(r: LookaheadReport) -> None:
             diff.add_column(head, justify="right", overflow="fold")
         for d in rows[:SHOWN]:
             diff.add_row(
-                f"{d['kind']} {d['symbol']} {d['column']}",
+                escape(f"{d['kind']} {d['symbol']} {d['column']}"),
                 str(d["cuts"]),
                 f"{d['bars']:,}" if d["bars"] >= 0 else "-",
                 fmt_ms(d["first_time"]),
-                _cell(d["prefix"]),
-                _cell(d["full"]),
+                escape(_cell(d["prefix"])),
+                escape(_cell(d["full"])),
             )
         console.print(diff)
         if len(rows) > SHOWN:

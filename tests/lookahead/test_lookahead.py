@@ -71,6 +71,16 @@ def test_feature_reading_the_next_bar_is_caught(
     )
     assert code == 1 and [c["time"] for c in r["cuts"]] == [1677844800000]
     assert {("feature", "BTCUSDT", "ema_9"), ("feature", "ETHUSDT", "ema_9")} <= _columns(r)
+    # the table says the same
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    args = ["lookahead", str(EMA), "--cuts", "0", "--at", "2023-03-03T12:00", *SPAN]
+    proc = CliRunner().invoke(app, [*args, "--store", str(usdm_store), "--results", str(tmp_path)])
+    assert proc.exit_code == 1
+    text = " ".join(proc.stdout.split())
+    assert "feature BTCUSDT ema_9" in text and "output columns differ" in text
 
 
 def test_bad_cut_is_a_usage_error(usdm_store: Path, tmp_path: Path) -> None:
