@@ -7,6 +7,10 @@ Public API::
               force=False, sort="sharpe", progress=None, log_top=10, fused=True) -> SweepResult
     sweep(path, *, grid={"fast": [5, 9], ...}, symbols=None, start=None, end=None, store=None,
           executor="local", ...) -> polars.DataFrame (one row per combination)
+    run_search(path, grid, *, search="grid"|"random"|"optuna", trials=None, seed=None,
+               where="fast < slow", sort="sharpe", log=True, **run_sweep kwargs) -> SweepResult
+    run_walk_forward(path, grid, *, in_sample="90d", out_of_sample="30d", search=..., where=...,
+                     sort=..., start=..., end=..., ...) -> WalkForwardResult
     parse_grid(items, *, force=False) -> list[Axis];  combinations(axes) -> list[dict]
     Executor (protocol), LocalExecutor, ProcessPoolExecutor, RayExecutor, make_executor
 
@@ -25,9 +29,12 @@ from engine.sweep.executors import (
 )
 from engine.sweep.grid import MAX_COMBOS, Axis, combinations, parse_axis, parse_grid
 from engine.sweep.runner import SORT_KEYS, ComboResult, SweepResult, rank, run_sweep
+from engine.sweep.search import SEARCHES, compile_where, run_search
+from engine.sweep.walkforward import WalkForwardResult, run_walk_forward, windows
 
 __all__ = [
     "MAX_COMBOS",
+    "SEARCHES",
     "SORT_KEYS",
     "Axis",
     "ComboResult",
@@ -36,11 +43,16 @@ __all__ = [
     "ProcessPoolExecutor",
     "RayExecutor",
     "SweepResult",
+    "WalkForwardResult",
     "combinations",
+    "compile_where",
     "make_executor",
     "parse_axis",
     "parse_grid",
     "rank",
+    "run_search",
     "run_sweep",
+    "run_walk_forward",
     "sweep",
+    "windows",
 ]
