@@ -49,11 +49,18 @@ def main() -> None:
     )
     ap.add_argument("--end", default=None, help="last bar (default: the strategy's data.end)")
     ap.add_argument(
+        "--fusion",
+        default=None,
+        help="ensemble.fusion override (stacked_lgbm: the meta-learner is fitted in the first "
+        "run and reused in the timed one, like the members)",
+    )
+    ap.add_argument(
         "--round-trips", type=int, default=2000, help="one-row requests timed against serve-model"
     )
     args = ap.parse_args()
 
-    graph = load_strategy(ROOT / "strategies" / "ensemble.yaml", end=args.end)
+    over = {"ensemble.fusion": args.fusion} if args.fusion else {}
+    graph = load_strategy(ROOT / "strategies" / "ensemble.yaml", end=args.end, overrides=over)
     t = time.perf_counter()
     market, features = _inputs(graph, args.store)
     timings = {"load": time.perf_counter() - t}
