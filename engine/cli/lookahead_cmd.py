@@ -36,6 +36,13 @@ def lookahead(
     strategy: str = typer.Argument(..., help="Strategy YAML file, e.g. strategies/ensemble.yaml."),
     cuts: int = typer.Option(5, "--cuts", min=0, help="Random prefixes to run (K)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random cuts."),
+    edges: int = typer.Option(
+        0,
+        "--edges",
+        min=0,
+        help="Also cut at this many random edge bars: a funding time or a "
+        "higher-timeframe close at the bar's close, a fold's cutoff and the label horizon after it.",
+    ),
     at: list[str] | None = typer.Option(
         None,
         "--at",
@@ -73,6 +80,7 @@ def lookahead(
         cuts=cuts,
         seed=seed,
         at=at or [],
+        edges=edges,
         overrides=set_ or [],
         symbols=sym_list,
         start=start,

@@ -108,9 +108,12 @@ class LookaheadReport:
         }
 
 
-def pick_cuts(n_bars: int, first_live_bar: int, k: int, *, seed: int) -> list[int]:
+def pick_cuts(
+    n_bars: int, first_live_bar: int, k: int, *, seed: int, among: np.ndarray | None = None
+) -> list[int]:
     """``k`` distinct random last bars for the prefix runs, after ``first_live_bar`` and
-    before the whole run's last bar (all of them when fewer), sorted.
+    before the whole run's last bar (all of them when fewer), sorted; drawn from ``among``
+    (bar indices) when given.
 
     >>> pick_cuts(100, 10, 3, seed=1) == pick_cuts(100, 10, 3, seed=1)
     True
@@ -126,7 +129,9 @@ def pick_cuts(n_bars: int, first_live_bar: int, k: int, *, seed: int) -> list[in
             f"is at bar {first_live_bar}: no bar left to cut at",
             hint="widen the span (--start/--end) or shorten the warm-up (training.warmup)",
         )
-    pool = range(lo, hi)
+    pool: Any = range(lo, hi)
+    if among is not None:
+        pool = [int(i) for i in among if lo <= i < hi]
     return sorted(random.Random(seed).sample(pool, min(k, len(pool))))
 
 
@@ -150,6 +155,7 @@ def lookahead_check(
     cuts: int = 5,
     seed: int = 0,
     at: Iterable[str | int] = (),
+    edges: int = 0,
     overrides: Iterable[str] = (),
     symbols: list[str] | None = None,
     start: str | int | None = None,
@@ -164,6 +170,10 @@ def lookahead_check(
     ``at``: last bars to cut at besides the random ones (times, e.g. a cut that an earlier
     check found to differ, to rerun it alone with ``cuts=0``).
 
+    ``edges``: cuts drawn (with the same seed) from the bars where a run's end meets an event
+    (a funding time, a higher-timeframe close, a fold's cutoff and the label horizon after
+    it: :func:`engine.lookahead.outputs.edge_bars`), besides the ``cuts`` drawn anywhere.
+
     ``results`` holds the model cache (``<results>/models``): the whole run trains the
     walk-forward models (or reuses them) and the prefix runs reuse the versions they share
     with it. Nothing is written to the run log.
@@ -177,12 +187,14 @@ def lookahead_check(
     ov, at = list(overrides), list(at)
     t0 = time.perf_counter()
     graph = load_strategy(path, overrides=ov, symbols=symbols, start=start, end=end)
-    total = cuts + len(at) + 1
+    total = cuts + edges + len(at) + 1
     step(progress, "whole span", 0, total)
     full = run_outputs(graph, store=store, results=results)
     secs = {"whole": time.perf_counter() - t0}
     n = int(full.open_time.shape[0])
     bars = pick_cuts(n, full.first_live_bar, cuts, seed=seed) if cuts else []
+    if edges:
+        bars += pick_cuts(n, full.first_live_bar, edges, seed=seed, among=full.edges)
     bars = sorted(set(bars) | {_grid_bar(full.open_time, x) for x in at})
     if not bars:
         raise ConfigError("no cut to run: give --cuts K (at least 1) or --at TIME")

@@ -26,6 +26,8 @@ import numpy as np
 from engine.backtest.runner import simulate_graph
 from engine.decisions.decide import decide
 from engine.decisions.market import load_graph_market
+from engine.features import FUNDING_PERIOD_MS
+from engine.timeutil import interval_ms
 
 if TYPE_CHECKING:
     import os
@@ -60,6 +62,8 @@ class GraphOutputs:
     #: the first grid bar whose decisions depend on something beyond warm-up: the first bar
     #: with a model prediction (ML graphs) or with every feature defined (rule graphs)
     first_live_bar: int
+    #: grid bars where a cut is most likely to expose a lookahead (:func:`edge_bars`)
+    edges: np.ndarray
 
 
 def run_outputs(
@@ -101,7 +105,28 @@ def run_outputs(
         for name, arr in grid.items():
             add("decision", sym, name, t, arr[:, j])
     add("decision", ACCOUNT, "equity", t, sim.equity)
-    return GraphOutputs(open_time=t, columns=cols, first_live_bar=int(first))
+    edges = edge_bars(graph, t, dec.ml)
+    return GraphOutputs(open_time=t, columns=cols, first_live_bar=int(first), edges=edges)
+
+
+def edge_bars(graph: StrategyGraph, open_time: np.ndarray, ml: Any) -> np.ndarray:
+    """Grid bars at which a run's end meets an event a lookahead would read past: the bars
+    whose close is a funding time (funding on) or completes a higher-timeframe bar, and for
+    ML graphs each fold's cutoff bar and the ``horizon`` bars after it (where the labels of
+    the rows just before the cutoff are not known yet). Sorted, distinct."""
+    d = graph.config.data
+    close = open_time + interval_ms(d.interval)
+    hits = np.zeros(open_time.shape[0], dtype=np.bool_)
+    if d.funding:
+        hits |= close % FUNDING_PERIOD_MS == 0
+    for tf in d.higher_timeframes:
+        hits |= close % interval_ms(tf) == 0
+    if ml is not None:
+        for sched in ml.schedule.values():
+            for fold in sched.folds:
+                i = int(np.searchsorted(open_time, fold.cutoff))
+                hits[i : i + sched.horizon + 1] = True
+    return np.flatnonzero(hits)
 
 
 def _first_defined(frame: Any, rows: np.ndarray) -> int:
