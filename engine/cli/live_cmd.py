@@ -39,6 +39,14 @@ MetricsPortOpt = typer.Option(
     9108, "--metrics-port", min=0, max=65535, help="Port of /metrics and /health (0: off).")
 MetricsHostOpt = typer.Option(
     "127.0.0.1", "--metrics-host", help="Address /metrics and /health bind to (give another explicitly).")
+DashPortOpt = typer.Option(
+    8787, "--dashboard-port", min=0, max=65535,
+    help="Port of the live dashboard page and its /ws (0: off; the --metrics-port: one server).")
+DashHostOpt = typer.Option(
+    "127.0.0.1", "--dashboard-host", help="Address the dashboard binds to (non-loopback needs a token).")
+DashTokenOpt = typer.Option(
+    None, "--dashboard-token", envvar="ENGINE_DASHBOARD_TOKEN",
+    help="Token the dashboard page and socket require (open http://HOST:PORT/?token=...).")
 BarGraceOpt = typer.Option(
     2.0, "--bar-grace", min=0.0, help="Seconds a bar waits for a late symbol's kline before REST.")
 StreamTimeoutOpt = typer.Option(
@@ -59,7 +67,8 @@ def live(
     key_file: str | None = KeyFileOpt, run_id: str | None = RunIdOpt, new_run: bool = NewRunOpt,
     flatten_on_exit: bool = FlattenOpt, metrics_port: int = MetricsPortOpt,
     metrics_host: str = MetricsHostOpt, bar_grace: float = BarGraceOpt,
-    stream_timeout: float = StreamTimeoutOpt,
+    stream_timeout: float = StreamTimeoutOpt, dashboard_port: int = DashPortOpt,
+    dashboard_host: str = DashHostOpt, dashboard_token: str | None = DashTokenOpt,
 ) -> None:
     """Trade a strategy live: warm up from REST, then act on each closed websocket kline.
 
@@ -83,7 +92,8 @@ def live(
                        max_bars=max_bars, since=parse_time(since, name="--since"), run_id=run_id,
                        new_run=new_run, flatten_on_exit=flatten_on_exit, metrics_host=metrics_host,
                        metrics_port=metrics_port or None, bar_grace_s=bar_grace,
-                       stream_timeout_s=stream_timeout)
+                       stream_timeout_s=stream_timeout, dashboard_host=dashboard_host,
+                       dashboard_port=dashboard_port or None, dashboard_token=dashboard_token)
     opts.endpoints()
     key, secret = read_keys(key_file)
     res = run_live(graph, dataclasses.replace(opts, key=key, secret=secret), on_start=_started,
@@ -97,6 +107,8 @@ def _started(s: RunStart) -> None:
     if s.metrics_url:
         console.print(f"metrics: {s.metrics_url}/metrics, health: {s.metrics_url}/health",
                       highlight=False, soft_wrap=True)
+    if s.dashboard_url:
+        console.print(f"dashboard: {s.dashboard_url}/", highlight=False, soft_wrap=True)
 
 
 def _ended(res: LiveResult) -> None:

@@ -17,21 +17,34 @@ from engine.errors import EngineError, UsageError
 from engine.runlog import RunLog
 
 #: the tables the page reads, in the order they are loaded
-REPLAY_TABLES = ("equity", "ensemble_decisions", "model_predictions", "orders", "trades",
-                 "system_events")
+REPLAY_TABLES = (
+    "equity",
+    "ensemble_decisions",
+    "model_predictions",
+    "orders",
+    "trades",
+    "system_events",
+)
 
 
-def run_state(run_id: str, *, results: str | os.PathLike[str] | None = None,
-              store: str | os.PathLike[str] | None = None) -> DashState:
+def run_state(
+    run_id: str,
+    *,
+    results: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | None = None,
+) -> DashState:
     """The dashboard state of run ``run_id`` (a usage error naming recent runs if unknown)."""
     log = RunLog(results)
     try:
         run = log.get_run(run_id)
         if run is None:
             recent = ", ".join(r["run_id"] for r in log.recent_runs(5))
-            raise UsageError(f"unknown run_id {run_id!r} in {log.sqlite_path}",
-                             hint=f"recent runs: {recent}" if recent else
-                             "the run log is empty: run `engine backtest ...` first")
+            raise UsageError(
+                f"unknown run_id {run_id!r} in {log.sqlite_path}",
+                hint=f"recent runs: {recent}"
+                if recent
+                else "the run log is empty: run `engine backtest ...` first",
+            )
         st = DashState(cap=10**9)
         frames = {t: log.read(run_id, t) for t in REPLAY_TABLES}
     finally:
@@ -40,14 +53,28 @@ def run_state(run_id: str, *, results: str | os.PathLike[str] | None = None,
     symbols = list(params.get("symbols") or sorted(set(frames["ensemble_decisions"]["symbol"])))
     for table in REPLAY_TABLES:
         f = frames[table]
-        sort = {"equity": "time", "system_events": "time", "orders": "updated_at",
-                "trades": "exit_time"}.get(table, "open_time")
+        sort = {
+            "equity": "time",
+            "system_events": "time",
+            "orders": "updated_at",
+            "trades": "exit_time",
+        }.get(table, "open_time")
         st.add_rows(table, f.sort(sort, nulls_last=True).to_dicts() if f.height else [])
     notes = _candles(st, symbols, params, frames["ensemble_decisions"], store)
-    st.set("run", {"run_id": run_id, "mode": run.get("mode"), "strategy": run.get("strategy"),
-                   "status": run.get("status"), "symbols": symbols,
-                   "interval": params.get("interval"), "replay": True, "notes": notes,
-                   "initial_equity": params.get("initial_equity") or _initial(run, params)})
+    st.set(
+        "run",
+        {
+            "run_id": run_id,
+            "mode": run.get("mode"),
+            "strategy": run.get("strategy"),
+            "status": run.get("status"),
+            "symbols": symbols,
+            "interval": params.get("interval"),
+            "replay": True,
+            "notes": notes,
+            "initial_equity": params.get("initial_equity") or _initial(run, params),
+        },
+    )
     return st
 
 
@@ -60,8 +87,13 @@ def _initial(run: dict[str, Any], params: dict[str, Any]) -> Any:
     return metrics.get("initial_equity")
 
 
-def _candles(st: DashState, symbols: list[str], params: dict[str, Any], decisions: Any,
-             store: str | os.PathLike[str] | None) -> list[str]:
+def _candles(
+    st: DashState,
+    symbols: list[str],
+    params: dict[str, Any],
+    decisions: Any,
+    store: str | os.PathLike[str] | None,
+) -> list[str]:
     """Candles of each symbol over the run's span; the notes say where they came from."""
     interval = params.get("interval")
     t = [r[0] for r in st.items["equity"]]
@@ -74,25 +106,49 @@ def _candles(st: DashState, symbols: list[str], params: dict[str, Any], decision
                 raise UsageError("the run's params name no interval")
             from engine.data import load_candles
 
-            c = load_candles(sym, interval, start=start, end=end,
-                             store=store if store is not None else params.get("store"))
-            st.add_candles(sym, zip(c["open_time"].to_list(), c["open"].to_list(),
-                                    c["high"].to_list(), c["low"].to_list(), c["close"].to_list(),
-                                    strict=True))
+            c = load_candles(
+                sym,
+                interval,
+                start=start,
+                end=end,
+                store=store if store is not None else params.get("store"),
+            )
+            st.add_candles(
+                sym,
+                zip(
+                    c["open_time"].to_list(),
+                    c["open"].to_list(),
+                    c["high"].to_list(),
+                    c["low"].to_list(),
+                    c["close"].to_list(),
+                    strict=True,
+                ),
+            )
             continue
         except (EngineError, ImportError) as err:
             reason = getattr(err, "message", str(err))
         d = decisions.filter(decisions["symbol"] == sym).drop_nulls("price").sort("open_time")
-        st.add_candles(sym, ((a, p, p, p, p) for a, p in zip(d["open_time"].to_list(),
-                                                             d["price"].to_list(), strict=True)))
+        st.add_candles(
+            sym,
+            (
+                (a, p, p, p, p)
+                for a, p in zip(d["open_time"].to_list(), d["price"].to_list(), strict=True)
+            ),
+        )
         notes.append(f"{sym}: candles not in the store ({reason}): decision close prices shown")
     return notes
 
 
-def serve_run(run_id: str, *, host: str = "127.0.0.1", port: int = 8787, token: str | None = None,
-              results: str | os.PathLike[str] | None = None,
-              store: str | os.PathLike[str] | None = None,
-              on_ready: Any = None) -> None:
+def serve_run(
+    run_id: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    token: str | None = None,
+    results: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | None = None,
+    on_ready: Any = None,
+) -> None:
     """Serve the dashboard of finished run ``run_id`` until interrupted; ``on_ready(url)``
     once it listens (the URL holds no token)."""
     import asyncio
@@ -107,8 +163,10 @@ def serve_run(run_id: str, *, host: str = "127.0.0.1", port: int = 8787, token: 
         try:
             bound = await server.serve(host, port)
         except OSError as err:
-            raise UsageError(f"--port {port}: cannot serve on {host} ({err.strerror or err})",
-                             hint="pick another --port (0: any free port)") from None
+            raise UsageError(
+                f"--port {port}: cannot serve on {host} ({err.strerror or err})",
+                hint="pick another --port (0: any free port)",
+            ) from None
         try:
             if on_ready is not None:
                 on_ready(f"http://{host}:{bound}/")

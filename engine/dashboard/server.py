@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,18 @@ from engine.errors import UsageError
 
 STATIC = Path(__file__).with_name("static")
 #: the files the page may load (nothing else under static/ is served)
-FILES = {"dash.js": "text/javascript",
-         "lightweight-charts.standalone.production.js": "text/javascript"}
+FILES = {
+    "dash.js": "text/javascript",
+    "lightweight-charts.standalone.production.js": "text/javascript",
+}
 #: the page's headers: no framing, no remote scripts (the page works offline), no referrer
-HEADERS = {"Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
-           "img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
-           "Referrer-Policy": "no-referrer", "Cache-Control": "no-store",
-           "X-Content-Type-Options": "nosniff"}
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; "
+    "img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def is_loopback(host: str) -> bool:
@@ -49,9 +55,11 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, token: str | None, *, flag: str = "--dashboard-host") -> None:
     """A usage error for a non-loopback ``host`` without a ``token``."""
     if not is_loopback(host) and not token:
-        raise UsageError(f"{flag} {host} is not a loopback address: the dashboard needs a token there",
-                         hint=f"pass {flag.replace('host', 'token')} SECRET (the page is then "
-                         "opened as http://HOST:PORT/?token=SECRET), or bind to 127.0.0.1")
+        raise UsageError(
+            f"{flag} {host} is not a loopback address: the dashboard needs a token there",
+            hint=f"pass {flag.replace('host', 'token')} SECRET (the page is then "
+            "opened as http://HOST:PORT/?token=SECRET), or bind to 127.0.0.1",
+        )
 
 
 def _dumps(msg: Any) -> str:
@@ -64,17 +72,27 @@ class DashServer:
     """The page and socket over ``state`` (see the module docstring). ``tick``: called (and
     awaited when it returns an awaitable) once per interval before clients are woken."""
 
-    def __init__(self, state: DashState, *, token: str | None = None, interval_s: float = 0.25,
-                 tick: Callable[[], Awaitable[None] | None] | None = None,
-                 send_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        state: DashState,
+        *,
+        token: str | None = None,
+        interval_s: float = 0.25,
+        tick: Callable[[], Awaitable[None] | None] | None = None,
+        send_timeout_s: float = 5.0,
+    ) -> None:
         self.state = state
         self.token = token or None
         self.interval_s = interval_s
         self.tick = tick
         self.send_timeout_s = send_timeout_s
         self.clients: dict[Any, asyncio.Event] = {}  # socket -> its wake-up
+        self._transports: dict[Any, Any] = {}  # socket -> its TCP transport (to abort)
         self.pushes = 0  # messages sent (all clients)
-        self.refused = 0  # page or socket requests refused for their token
+        self.refused = 0
+        #: CPU seconds this server's own work took on its thread (deltas, JSON, sends; the
+        #: tick's is the tick owner's to count): what bench/dashboard.py reports
+        self.cpu_s = 0.0  # page or socket requests refused for their token
         self._pump: asyncio.Task[None] | None = None
         self._runner: Any = None
         self.port: int | None = None
@@ -113,13 +131,22 @@ class DashServer:
     async def _stop(self, _app: Any) -> None:
         if self._pump is not None:
             self._pump.cancel()
-        for ws in list(self.clients):
-            await ws.close()
+        await self.drop_clients()
 
     async def drop_clients(self) -> None:
         """Close every socket (the pages reconnect by themselves)."""
         for ws in list(self.clients):
-            await ws.close()
+            try:
+                await asyncio.wait_for(ws.close(), 2.0)
+            except (TimeoutError, ConnectionError, RuntimeError):
+                self._abort(ws)
+
+    def _abort(self, ws: Any) -> None:
+        """Drop a client's connection at once (no closing handshake: its buffer is full)."""
+        self.clients.pop(ws, None)
+        tr = self._transports.pop(ws, None)
+        if tr is not None:
+            tr.abort()
 
     # ------------------------------------------------------------------ handlers
 
@@ -137,8 +164,9 @@ class DashServer:
 
         if not self._allowed(request):
             return web.Response(status=403, text="forbidden: a wrong or missing token")
-        return web.Response(body=(STATIC / "index.html").read_bytes(), content_type="text/html",
-                            headers=HEADERS)
+        return web.Response(
+            body=(STATIC / "index.html").read_bytes(), content_type="text/html", headers=HEADERS
+        )
 
     async def _static(self, request: Any) -> Any:
         from aiohttp import web
@@ -146,17 +174,21 @@ class DashServer:
         name = request.match_info["name"]
         if name not in FILES:
             raise web.HTTPNotFound()
-        return web.Response(body=(STATIC / name).read_bytes(), content_type=FILES[name],
-                            headers={"Cache-Control": "max-age=3600"})
+        return web.Response(
+            body=(STATIC / name).read_bytes(),
+            content_type=FILES[name],
+            headers={"Cache-Control": "max-age=3600"},
+        )
 
     async def _ws(self, request: Any) -> Any:
         from aiohttp import web
 
         if not self._allowed(request):
             return web.Response(status=403, text="forbidden: a wrong or missing token")
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096)
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, timeout=2.0)
         await ws.prepare(request)
         wake = self.clients[ws] = asyncio.Event()
+        self._transports[ws] = request.transport
         wake.set()  # the snapshot at once
         sender = asyncio.create_task(self._client(ws, wake))
         try:
@@ -164,6 +196,7 @@ class DashServer:
                 pass
         finally:
             self.clients.pop(ws, None)
+            self._transports.pop(ws, None)
             sender.cancel()
         return ws
 
@@ -174,14 +207,18 @@ class DashServer:
         while not ws.closed:
             await wake.wait()
             wake.clear()
+            c0 = time.thread_time()
             msg = self.state.delta(cur)
             if msg is None:
+                self.cpu_s += time.thread_time() - c0
                 continue
             try:
                 await asyncio.wait_for(ws.send_str(_dumps(msg)), self.send_timeout_s)
             except (TimeoutError, ConnectionError, RuntimeError):
-                await ws.close()  # too slow, or gone: it reconnects and takes a snapshot
+                self._abort(ws)  # too slow, or gone: it reconnects and takes a snapshot
                 return
+            finally:
+                self.cpu_s += time.thread_time() - c0
             self.pushes += 1
 
     async def _push_loop(self) -> None:
@@ -192,7 +229,9 @@ class DashServer:
                 got = self.tick()
                 if got is not None:
                     await got
+            c0 = time.thread_time()
             if self.state.seq != seq:
                 seq = self.state.seq
                 for wake in self.clients.values():
                     wake.set()
+            self.cpu_s += time.thread_time() - c0

@@ -32,19 +32,60 @@ VALUES = ("run", "account", "positions", "breaker", "health", "budget")
 
 #: the columns of each run-log table the page reads (nothing else is sent)
 COLUMNS: dict[str, tuple[str, ...]] = {
-    "decisions": ("symbol", "open_time", "action", "target_position", "confidence", "probability",
-                  "agreement", "uncertainty", "expected_value", "risk_check", "position_size",
-                  "rejection_reason", "price"),
+    "decisions": (
+        "symbol",
+        "open_time",
+        "action",
+        "target_position",
+        "confidence",
+        "probability",
+        "agreement",
+        "uncertainty",
+        "expected_value",
+        "risk_check",
+        "position_size",
+        "rejection_reason",
+        "price",
+    ),
     "predictions": ("symbol", "open_time", "model", "probability", "calibrated", "weight"),
-    "orders": ("client_order_id", "symbol", "side", "type", "quantity", "price", "status",
-               "created_at", "open_time", "leg", "filled_quantity", "avg_price", "updated_at"),
-    "trades": ("symbol", "side", "entry_time", "exit_time", "entry_price", "exit_price",
-               "quantity", "pnl", "fees", "exit_reason"),
+    "orders": (
+        "client_order_id",
+        "symbol",
+        "side",
+        "type",
+        "quantity",
+        "price",
+        "status",
+        "created_at",
+        "open_time",
+        "leg",
+        "filled_quantity",
+        "avg_price",
+        "updated_at",
+    ),
+    "trades": (
+        "symbol",
+        "side",
+        "entry_time",
+        "exit_time",
+        "entry_price",
+        "exit_price",
+        "quantity",
+        "pnl",
+        "fees",
+        "exit_reason",
+    ),
     "events": ("time", "severity", "component", "message"),
 }
 #: run-log table -> stream
-TABLES = {"ensemble_decisions": "decisions", "model_predictions": "predictions",
-          "orders": "orders", "trades": "trades", "system_events": "events", "equity": "equity"}
+TABLES = {
+    "ensemble_decisions": "decisions",
+    "model_predictions": "predictions",
+    "orders": "orders",
+    "trades": "trades",
+    "system_events": "events",
+    "equity": "equity",
+}
 
 
 def clean(v: Any) -> Any:
@@ -109,9 +150,13 @@ class DashState:
             rows = (r for r in rows if r.get("severity") in ("warning", "error"))
         self.append(stream, ({c: clean(r.get(c)) for c in cols} for r in rows))
 
-    def add_candles(self, symbol: str, rows: Iterable[tuple[int, float, float, float, float]]) -> None:
-        self.append("candles", ([symbol, int(t), clean(o), clean(h), clean(lo), clean(c)]
-                                for t, o, h, lo, c in rows))
+    def add_candles(
+        self, symbol: str, rows: Iterable[tuple[int, float, float, float, float]]
+    ) -> None:
+        self.append(
+            "candles",
+            ([symbol, int(t), clean(o), clean(h), clean(lo), clean(c)] for t, o, h, lo, c in rows),
+        )
 
     # ------------------------------------------------------------------ reads
 
@@ -131,7 +176,7 @@ class DashState:
                 reset.append(s)
                 have = base
             if have < end or first:
-                append[s] = lst[have - base:]
+                append[s] = lst[have - base :]
             cur.have[s] = end
         values = {}
         for name in VALUES:

@@ -26,8 +26,9 @@ class RowTail:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5.0,
-                                         check_same_thread=False)
+            self._conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, timeout=5.0, check_same_thread=False
+            )
             self._conn.row_factory = sqlite3.Row
         return self._conn
 
@@ -37,9 +38,11 @@ class RowTail:
         out: dict[str, list[dict[str, Any]]] = {}
         for table in TABLES:
             try:
-                rows = conn.execute(f"SELECT rowid AS _rowid, * FROM {table} "  # noqa: S608
-                                    "WHERE run_id = ? AND rowid > ? ORDER BY rowid",
-                                    (self.run_id, self.last[table])).fetchall()
+                rows = conn.execute(
+                    f"SELECT rowid AS _rowid, * FROM {table} "  # noqa: S608
+                    "WHERE run_id = ? AND rowid > ? ORDER BY rowid",
+                    (self.run_id, self.last[table]),
+                ).fetchall()
             except sqlite3.OperationalError as err:
                 if "no such table" in str(err):
                     continue

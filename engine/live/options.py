@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from engine.binance.venue import PROD_REST, PROD_WS, TESTNET_REST, TESTNET_WS
+from engine.dashboard.server import check_bind
 from engine.errors import UsageError
 
 #: hosts of Binance's production USD-M venue: reaching them needs ``--production``
@@ -34,6 +35,10 @@ class LiveOptions:
     ``/health`` are served (port None: not served; 0: any free port). ``bar_grace_s``: how
     long a bar waits for a late symbol's kline before it is fetched through REST;
     ``stream_timeout_s``: a stream that cannot be (re)connected for this long ends the run.
+    ``dashboard_host``/``dashboard_port``/``dashboard_token``: where the dashboard's page and
+    ``/ws`` are served (port None: not served; 0: any free port; the same host and port as
+    the metrics: one server), the token they require (a non-loopback host needs one; never
+    printed).
     """
 
     url: str | None = None
@@ -54,10 +59,15 @@ class LiveOptions:
     metrics_port: int | None = None
     bar_grace_s: float = 2.0
     stream_timeout_s: float = 300.0
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int | None = None
+    dashboard_token: str | None = field(default=None, repr=False)
 
     def endpoints(self) -> tuple[str, str]:
         """``(REST URL, websocket URL)`` of the venue; a usage error when none (or two) is
         named, or when a URL reaches Binance's production venue without ``production``."""
+        if self.dashboard_port is not None:
+            check_bind(self.dashboard_host, self.dashboard_token)
         if self.run_id and self.new_run:
             raise UsageError("--run-id and --new-run exclude each other",
                              hint="--run-id resumes a run; --new-run starts a fresh one")
@@ -107,6 +117,7 @@ class RunStart:
     resumed: bool
     reason: str
     metrics_url: str | None = None
+    dashboard_url: str | None = None
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 
 from engine.binance import BinanceClient, Stopped, VenueFatal
 from engine.binance.venue import make_ccxt
+from engine.dashboard.server import DashServer
 from engine.errors import ConfigError, UsageError
 from engine.live import crash, reconcile, resume, stops
 from engine.live.book import Book
@@ -45,7 +46,7 @@ from engine.live.journal import Journal
 from engine.live.ml_summary import live_ml_summary
 from engine.live.options import LiveOptions, LiveResult, RunStart, redact
 from engine.live.orders import OrderManager
-from engine.live.telemetry import MetricsServer, Telemetry, serve
+from engine.live.telemetry import LiveDash, MetricsServer, Telemetry, serve
 from engine.runlog import RunLog
 from engine.strategy.execution import sim_config, strategy_hash, symbol_specs
 from engine.strategy.graph import StrategyGraph
@@ -77,6 +78,8 @@ class LiveRunner(BarCycle):
         self.bar_index = 0
         self.telemetry = Telemetry(self.symbols, self.step, stale_after_s=3 * self.step / 1000)
         self.metrics_port: int | None = None  # the port /metrics and /health are served on
+        self.dash: LiveDash | None = None  # the dashboard's view of this run (--dashboard-port)
+        self.dash_server: DashServer | None = None
         self.bars = 0
         self.equity = float("nan")
         self.stale_before: int | None = None
@@ -97,7 +100,9 @@ class LiveRunner(BarCycle):
             raise UsageError("live mode needs an API key and secret",
                              hint="set BINANCE_API_KEY / BINANCE_API_SECRET or pass --key-file")
         lev = self._leverage()
+        self._dashboard()
         server = await self._serve_metrics()
+        own_dash = await self._serve_dashboard(server)
         ex = make_ccxt(self.url, self.opts.key, self.opts.secret, async_=True)
         log = RunLog(self.opts.results)
         try:
@@ -116,6 +121,10 @@ class LiveRunner(BarCycle):
         finally:
             if server is not None:
                 await server.close()
+            if own_dash:
+                await own_dash.close()
+            if self.dash is not None:
+                self.dash.close()
             await ex.close()
             log.close()
 
@@ -134,7 +143,8 @@ class LiveRunner(BarCycle):
             self.journal.event("info", "live", f"resumed by process {os.getpid()}: "
                                f"{choice.reason}", {"resumes": prior.resumes + 1})
         if self.on_start is not None:
-            self.on_start(RunStart(run_id, self.resumed, choice.reason, self._metrics_url()))
+            self.on_start(RunStart(run_id, self.resumed, choice.reason, self._metrics_url(),
+                                   self._dash_url()))
         status = "failed"
         try:
             await self._session(prior)
@@ -263,7 +273,8 @@ class LiveRunner(BarCycle):
         if self.opts.metrics_port is None:
             return None
         try:
-            server = await serve(self.telemetry, host=self.opts.metrics_host, port=self.opts.metrics_port)
+            server = await serve(self.telemetry, host=self.opts.metrics_host, port=self.opts.metrics_port,
+                                 dashboard=self.dash_server if self._dash_shared() else None)
         except OSError as err:
             raise UsageError(f"--metrics-port {self.opts.metrics_port}: cannot serve on "
                              f"{self.opts.metrics_host} ({err.strerror or err})",
@@ -272,6 +283,46 @@ class LiveRunner(BarCycle):
         self._early.append(("info", "live", f"metrics and health on {self._metrics_url()}/metrics "
                             "and /health", {"port": server.port}))
         return server
+
+    def _dashboard(self) -> None:
+        """The dashboard's state and server (not yet serving), when asked for."""
+        if self.opts.dashboard_port is not None:
+            self.dash = LiveDash(self, self.telemetry)
+            self.dash_server = DashServer(self.dash.state, token=self.opts.dashboard_token,
+                                          tick=self.dash.tick)
+
+    def _dash_shared(self) -> bool:
+        o = self.opts
+        return (o.dashboard_port is not None and o.dashboard_port != 0
+                and (o.dashboard_host, o.dashboard_port) == (o.metrics_host, o.metrics_port))
+
+    async def _serve_dashboard(self, metrics: MetricsServer | None) -> DashServer | None:
+        """Serve the dashboard on its own port (returned: to close), or note it shares the
+        metrics server. A port it cannot bind is a warning: trading goes on without it."""
+        d = self.dash_server
+        if d is None:
+            return None
+        if self._dash_shared() and metrics is not None:
+            d.port = metrics.port
+            return None
+        try:
+            await d.serve(self.opts.dashboard_host, int(self.opts.dashboard_port or 0))
+        except OSError as err:
+            self._early.append(("warning", "live", f"dashboard not served: --dashboard-port "
+                                f"{self.opts.dashboard_port} on {self.opts.dashboard_host}: "
+                                f"{err.strerror or err}", {"port": self.opts.dashboard_port}))
+            self.dash = self.dash_server = None
+            return None
+        return d
+
+    def _dash_url(self) -> str | None:
+        d = self.dash_server
+        return None if d is None or d.port is None else f"http://{self.opts.dashboard_host}:{d.port}"
+
+    async def process(self, t: int, bars: dict[str, Any]) -> None:
+        await super().process(t, bars)
+        if self.dash is not None:  # the bar's candles, for the dashboard (after its orders)
+            self.dash.candles(t, bars)
 
     def _metrics_url(self) -> str | None:
         return (None if self.metrics_port is None

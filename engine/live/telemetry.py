@@ -18,6 +18,7 @@ plan's names, its ``pnl_total`` is ``pnl_total_usdt`` (a gauge: PnL goes down as
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -81,6 +82,7 @@ class Telemetry:
         self.stream_down_since: float | None = None
         self.tripped = False
         self.budget: Callable[[], BudgetState] | None = None  # the client's request budget
+        self.account: dict[str, float] = {}  # the last close's account (the dashboard's)
 
     def read_budget(self) -> None:
         """``request_weight_used`` and ``request_budget_left{bucket}`` from the client's
@@ -114,6 +116,8 @@ class Telemetry:
             self.position.labels(symbol=s).set(float(q))
         self.breaker.set(1.0 if tripped else 0.0)
         self.tripped = tripped
+        self.account = {"equity": equity, "pnl_unrealized": unrealized, "pnl_realized": realized,
+                        "pnl_total": equity - initial, "initial": initial}
 
     def _bar_age(self) -> float:
         return float("nan") if self.last_bar_at is None else time.monotonic() - self.last_bar_at
@@ -154,8 +158,10 @@ class MetricsServer:
         await self.runner.cleanup()
 
 
-async def serve(telemetry: Telemetry, *, host: str, port: int) -> MetricsServer:
-    """Start ``/metrics`` and ``/health`` on ``host:port`` (0: any free port)."""
+async def serve(telemetry: Telemetry, *, host: str, port: int,
+                dashboard: Any = None) -> MetricsServer:
+    """Start ``/metrics`` and ``/health`` on ``host:port`` (0: any free port); with
+    ``dashboard`` (an :class:`engine.dashboard.server.DashServer`) its page and socket too."""
     from aiohttp import web
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -168,9 +174,107 @@ async def serve(telemetry: Telemetry, *, host: str, port: int) -> MetricsServer:
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
+    if dashboard is not None:
+        dashboard.install(app)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = [int(addr[1]) for addr in runner.addresses if isinstance(addr, tuple)]
     return MetricsServer(runner, bound[0] if bound else port)
+
+
+class LiveDash:
+    """The dashboard of a live run (:mod:`engine.dashboard`): :meth:`tick` (the dashboard's
+    push loop calls it every 250 ms) refreshes the values from what the run holds (account,
+    positions, breaker, stream health, request budget) and, once a bar is done, reads the rows
+    the run logged since (:class:`engine.dashboard.tail.RowTail`, in a worker thread);
+    :meth:`candles` keeps each processed bar's candles. Nothing here is called on a decision's
+    path except :meth:`candles` (a list append after the bar's orders)."""
+
+    def __init__(self, runner: Any, telemetry: Telemetry) -> None:
+        from engine.dashboard.state import DashState
+
+        self.runner = runner
+        self.telemetry = telemetry
+        self.state = DashState()
+        self.tail: Any = None
+        self.seen_bar: int | None = None
+        self._reading = False
+        self.cpu_s = 0.0  # CPU seconds the ticks took (on the loop and in the row reads)
+        self._read_wait = 0.0
+
+    def candles(self, t: int, bars: dict[str, Any]) -> None:
+        for s, b in bars.items():
+            self.state.add_candles(s, ((t, b.open, b.high, b.low, b.close),))
+
+    async def tick(self) -> None:
+        c0 = time.thread_time()
+        try:
+            await self._tick()
+        finally:  # the row read's own CPU is counted in its thread (_read)
+            self.cpu_s += time.thread_time() - c0 - self._read_wait
+
+    def _read(self) -> dict[str, list[dict[str, Any]]]:
+        c0 = time.thread_time()
+        try:
+            return self.tail.read()  # type: ignore[no-any-return]
+        finally:
+            self.cpu_s += time.thread_time() - c0
+
+    async def _tick(self) -> None:
+        self._read_wait = 0.0
+        r, tel, st = self.runner, self.telemetry, self.state
+        journal = getattr(r, "journal", None)
+        if journal is None:
+            return
+        if self.tail is None:
+            from engine.dashboard.tail import RowTail
+
+            self.tail = RowTail(journal.log.sqlite_path, journal.run_id)
+            params = r.graph.config
+            st.set("run", {"run_id": journal.run_id, "mode": "live", "strategy": r.graph.name,
+                           "status": "running", "symbols": list(r.symbols),
+                           "interval": r.graph.interval, "replay": False,
+                           "initial_equity": float(params.execution.initial_cash)})
+        st.set("account", dict(tel.account))
+        book = getattr(r, "book", None)
+        if book is not None:
+            st.set("positions", [{"symbol": s, "qty": float(q), "entry_price": float(p)}
+                                 for s, q, p in zip(r.symbols, book.acct.qty, book.acct.entry_price,
+                                                    strict=True) if q])
+        st.set("breaker", {"tripped": tel.tripped})
+        st.set("health", self._health())
+        if tel.budget is not None:
+            b = tel.budget()
+            st.set("budget", {"weight_used": next((x.used for x in b.buckets if x.kind == "weight"), None),
+                              "left": {x.name: x.left for x in b.buckets}})
+        done = getattr(r, "done_bar", None)
+        if done != self.seen_bar and not self._reading:
+            self.seen_bar = done
+            self._reading = True
+            w0 = time.thread_time()
+            try:
+                rows = await asyncio.to_thread(self._read)
+            finally:
+                self._reading = False
+                self._read_wait = time.thread_time() - w0  # the loop's other work meanwhile
+            for table, got in rows.items():
+                st.add_rows(table, got)
+
+    def _health(self) -> dict[str, Any]:
+        tel = self.telemetry
+        h = tel.health()
+        age = tel._bar_age()
+        rejected = {}
+        for metric in tel.rejected.collect():
+            for smp in metric.samples:
+                if smp.name.endswith("_total"):
+                    rejected[smp.labels["reason"]] = int(smp.value)
+        return {**h, "last_bar_age_s": None if age != age else int(age),
+                "reconnects": int(tel.reconnects._value.get()), "rejected": rejected,
+                "backfilled": int(tel.backfilled._value.get())}
+
+    def close(self) -> None:
+        if self.tail is not None:
+            self.tail.close()

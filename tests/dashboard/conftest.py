@@ -41,18 +41,36 @@ def watch(page: Any) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def ensemble_run(usdm_store: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
+def ensemble_run(
+    usdm_store: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str, Path]:
     """``engine backtest`` of strategies/ensemble.yaml's graph over four weeks, two tiny models
     (the ensemble e2e test's config): ``(results, run_id, store)``."""
     from tests.backtest.test_ensemble_e2e import CONFIG
 
     tmp = tmp_path_factory.mktemp("dash_ensemble")
     cfg = tmp / "ensemble_small.yaml"
-    keep = "\n".join(ln for ln in CONFIG.splitlines() if "kind: prophet" not in ln and "kind: mlp" not in ln)
+    keep = "\n".join(
+        ln for ln in CONFIG.splitlines() if "kind: prophet" not in ln and "kind: mlp" not in ln
+    )
     cfg.write_text(keep + "\n")
     results = tmp / "results"
-    out = subprocess.run([sys.executable, "-m", "engine", "backtest", str(cfg), "--json", "--store",
-                          str(usdm_store), "--results", str(results)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "backtest",
+            str(cfg),
+            "--json",
+            "--store",
+            str(usdm_store),
+            "--results",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return results, json.loads(out.stdout.strip().splitlines()[-1])["run_id"], usdm_store

@@ -19,9 +19,25 @@ TOKEN = "dash-token-0123456789"
 
 
 def serve(results: Path, rid: str, store: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
-    p = subprocess.Popen([sys.executable, "-m", "engine", "dashboard", rid, "--port", "0",
-                          "--results", str(results), "--store", str(store), *args],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "dashboard",
+            rid,
+            "--port",
+            "0",
+            "--results",
+            str(results),
+            "--store",
+            str(store),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdout is not None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -33,7 +49,9 @@ def serve(results: Path, rid: str, store: Path, *args: str) -> tuple[subprocess.
             break
     p.kill()
     p.communicate(timeout=10)
-    raise AssertionError(f"engine dashboard did not start: {p.stderr.read()[-2000:] if p.stderr else ''}")
+    raise AssertionError(
+        f"engine dashboard did not start: {p.stderr.read()[-2000:] if p.stderr else ''}"
+    )
 
 
 def test_replay_of_an_ensemble_backtest(ensemble_run: tuple[Path, str, Path]) -> None:
@@ -71,17 +89,22 @@ async def _replay(url: str, rid: str) -> None:
                 assert first["type"] == "snapshot" and first["set"]["run"]["run_id"] == rid
         errors.clear()  # the 403 pages' own console lines
         await page.goto(f"{url}?token={TOKEN}")
-        await page.wait_for_function("window.dash && dash.snapshots >= 1 && dash.equityPoints > 100",
-                                     timeout=20_000)
+        await page.wait_for_function(
+            "window.dash && dash.snapshots >= 1 && dash.equityPoints > 100", timeout=20_000
+        )
         total = await page.evaluate("dash.equityPoints")
         feed = await page.inner_text("#decisions")
-        assert re.search(r"lightgbm 0\.\d{3} w\d", feed) and re.search(r"xgboost 0\.\d{3}", feed), feed
+        assert re.search(r"lightgbm 0\.\d{3} w\d", feed) and re.search(r"xgboost 0\.\d{3}", feed), (
+            feed
+        )
         assert rid in await page.inner_text("#run")
         assert not blank(await page.locator("#equity").screenshot())
         assert not blank(await page.locator("#price").screenshot())
         # the slider steps back: fewer equity points, an earlier decision feed
-        await page.evaluate("s => { s.value = String(Math.floor(s.max / 2)); s.dispatchEvent(new Event('input')); }",
-                            await page.query_selector("#slider"))
+        await page.evaluate(
+            "s => { s.value = String(Math.floor(s.max / 2)); s.dispatchEvent(new Event('input')); }",
+            await page.query_selector("#slider"),
+        )
         await page.wait_for_function(f"dash.equityPoints < {total}", timeout=5_000)
         half = await page.evaluate("dash.equityPoints")
         assert total / 2 - 2 <= half <= total / 2 + 2
