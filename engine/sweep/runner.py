@@ -245,6 +245,7 @@ class _Where:
     results: str | os.PathLike[str] | None
     sort: str
     log_top: int = 10
+    extra: dict[str, Any] = field(default_factory=dict)  # more of the parent run's params
 
 
 def run_sweep(
@@ -267,6 +268,7 @@ def run_sweep(
     log_top: int = 10,
     fused: bool = True,
     combos: Sequence[Mapping[str, Any]] | None = None,
+    parent_params: Mapping[str, Any] | None = None,
 ) -> SweepResult:
     """Backtest a strategy over the cartesian product of ``grid`` and log the sweep.
 
@@ -291,6 +293,8 @@ def run_sweep(
     combos : the combinations to run instead of the whole cartesian product (``--where``,
         random or Optuna search): dicts of axis name -> one of its values; results are in
         this order.
+    parent_params : recorded in the parent run's params beside the grid (how the
+        combinations were chosen: ``{"search": "optuna", "trials": 40, "seed": 1, ...}``).
 
     Raises
     ------
@@ -319,7 +323,7 @@ def run_sweep(
     t1 = time.perf_counter()
     plan = fz.plan(graphs, shared.markets, shared.features, data_key) if fused else None
     timings["plan"] = time.perf_counter() - t1
-    where = _Where(path, overrides, store, results, sort, log_top)
+    where = _Where(path, overrides, store, results, sort, log_top, dict(parent_params or {}))
     parent_id, metrics_of, run_ids = (
         _run_logged(ex, shared, tasks, combos, axes, where, timings, progress, plan)
         if log
@@ -485,6 +489,7 @@ def _parent_params(
         "workers": ex.workers,
         "executor": type(ex).__name__,
         "log_decisions": shared.log_decisions,
+        **where.extra,
     }
 
 

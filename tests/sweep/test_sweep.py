@@ -88,8 +88,11 @@ def test_parent_and_child_rows_in_the_log(logged_sweep, sweep_results: Path) -> 
 def test_log_decisions_adds_the_decisions(usdm_store: Path, tmp_path: Path) -> None:
     res = run_sweep(
         EMA, ["fast=9", "risk.fraction=0.1:0.2:0.1"], store=usdm_store, results=tmp_path,
-        workers=1, log_decisions=True, **SPAN,
+        workers=1, log_decisions=True, parent_params={"search": "grid", "by": "test"}, **SPAN,
     )  # fmt: skip
+    parent = RunLog(tmp_path).get_run(res.run_id)
+    assert parent is not None and parent["params"]["search"] == "grid"
+    assert parent["params"]["by"] == "test" and parent["params"]["combos"] == 2
     assert [r.params for r in res.results] == [
         {"fast": 9, "risk.fraction": 0.1},
         {"fast": 9, "risk.fraction": 0.2},
