@@ -159,3 +159,14 @@ def test_non_loopback_bind_needs_a_token(tmp_path: Path) -> None:
     assert "--dashboard-host 0.0.0.0 is not a loopback address" in out.stdout + out.stderr
     assert "--dashboard-token" in out.stdout + out.stderr
     assert not (tmp_path / "runlog.sqlite").exists()
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "dashboard", "some-run", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        out.returncode == 2
+        and "--host 0.0.0.0 is not a loopback address" in out.stdout + out.stderr
+    )
+    assert "--token" in out.stdout + out.stderr
