@@ -173,7 +173,10 @@ def render_sweep(
         ("strategy", run.get("strategy")),
         ("strategy file", params.get("strategy_file")),
         ("grid", ", ".join(f"{k}: {v}" for k, v in axes.items()) or params.get("grid")),
-        ("combinations", params.get("combos", len(combos))),
+        (
+            "combinations" + (" per in-sample window" if params.get("walk_forward") else ""),
+            params.get("combos", len(combos)),
+        ),
         ("symbols", ", ".join(params.get("symbols") or [])),
         ("span", f"{fmt_ms(params.get('start'))} .. {fmt_ms(params.get('end'))}"),
         ("sorted by", params.get("sort")),

@@ -322,7 +322,9 @@ def run_walk_forward(
     timings = {"total": time.perf_counter() - t0}
     result = WalkForwardResult(None, None, sort, out, metrics, deg, equity, trades, timings)
     if log:
-        _log(result, path, grid, overrides, in_sample, out_of_sample, search, where, results)
+        _log(
+            result, path, grid, overrides, in_sample, out_of_sample, search, where, results, symbols
+        )
     return result
 
 
@@ -336,8 +338,9 @@ def _log(
     search: str,
     where: str | None,
     results: Any,
+    symbols: list[str] | None,
 ) -> None:
-    graph = load_strategy(path, overrides=overrides)
+    graph = load_strategy(path, overrides=overrides, symbols=symbols)
     wf = {
         "in_sample": in_sample,
         "out_of_sample": out_of_sample,
@@ -350,7 +353,10 @@ def _log(
     params = {
         "strategy_file": str(Path(path)),
         "grid": {a.name: list(a.values) for a in parse_grid(grid, force=True)},
+        "combos": max((w.combos for w in r.windows), default=0),
         "overrides": overrides,
+        "symbols": list(symbols) if symbols else list(graph.symbols),
+        "interval": graph.interval,
         "sort": r.sort,
         "start": r.windows[0].window.is_start,
         "end": r.windows[-1].window.oos_end,
