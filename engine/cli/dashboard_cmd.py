@@ -30,6 +30,12 @@ def dashboard(
         envvar="ENGINE_DASHBOARD_TOKEN",
         help="Token the page and socket require (?token=...); needed for a non-loopback --host.",
     ),
+    start: str | None = typer.Option(
+        None, "--start", help="First bar to show (UTC, e.g. 2024-01-01; default: the run's)."
+    ),
+    end: str | None = typer.Option(
+        None, "--end", help="Last bar to show (UTC; default: the run's)."
+    ),
     results: Path | None = ResultsOpt,
     store: Path | None = typer.Option(
         None, "--store", help="Data store for the candles (default: the store the run recorded)."
@@ -39,6 +45,7 @@ def dashboard(
     equity, drawdown, candles with entries and exits, orders, decisions with each model's
     probability, and a time slider to step through the run."""
     from engine.dashboard.replay import serve_run
+    from engine.timeutil import parse_end, parse_time
 
     def ready(url: str) -> None:
         console.print(
@@ -51,7 +58,15 @@ def dashboard(
 
     try:
         serve_run(
-            run_id, host=host, port=port, token=token, results=results, store=store, on_ready=ready
+            run_id,
+            host=host,
+            port=port,
+            token=token,
+            results=results,
+            store=store,
+            on_ready=ready,
+            start=parse_time(start, name="--start"),
+            end=parse_end(end, name="--end"),
         )
     except KeyboardInterrupt:
         console.print("dashboard stopped", highlight=False)

@@ -25,6 +25,18 @@ REPLAY_TABLES = (
     "trades",
     "system_events",
 )
+#: each table's time column (what a window filters and the rows are sorted by)
+TIME = {
+    "equity": "time",
+    "system_events": "time",
+    "orders": "updated_at",
+    "trades": "exit_time",
+    "ensemble_decisions": "open_time",
+    "model_predictions": "open_time",
+}
+#: a replay shows at most this many bars (the last ones) unless --start/--end pick a span:
+#: the page takes the whole span in one snapshot
+MAX_BARS = 20_000
 
 
 def run_state(
@@ -32,8 +44,13 @@ def run_state(
     *,
     results: str | os.PathLike[str] | None = None,
     store: str | os.PathLike[str] | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    max_bars: int = MAX_BARS,
 ) -> DashState:
-    """The dashboard state of run ``run_id`` (a usage error naming recent runs if unknown)."""
+    """The dashboard state of run ``run_id`` (a usage error naming recent runs if unknown)
+    over the bars from ``start`` to ``end`` (UTC ms, inclusive), at most the last
+    ``max_bars`` of them."""
     log = RunLog(results)
     try:
         run = log.get_run(run_id)
@@ -51,16 +68,13 @@ def run_state(
         log.close()
     params = run.get("params") or {}
     symbols = list(params.get("symbols") or sorted(set(frames["ensemble_decisions"]["symbol"])))
+    span, notes = _window(frames, start, end, max_bars)
     for table in REPLAY_TABLES:
         f = frames[table]
-        sort = {
-            "equity": "time",
-            "system_events": "time",
-            "orders": "updated_at",
-            "trades": "exit_time",
-        }.get(table, "open_time")
-        st.add_rows(table, f.sort(sort, nulls_last=True).to_dicts() if f.height else [])
-    notes = _candles(st, symbols, params, frames["ensemble_decisions"], store)
+        if span is not None and f.height:
+            f = f.filter((f[TIME[table]] >= span[0]) & (f[TIME[table]] <= span[1]))
+        st.add_rows(table, f.sort(TIME[table], nulls_last=True).to_dicts() if f.height else [])
+    notes += _candles(st, symbols, params, frames["ensemble_decisions"], store, span)
     st.set(
         "run",
         {
@@ -87,18 +101,42 @@ def _initial(run: dict[str, Any], params: dict[str, Any]) -> Any:
     return metrics.get("initial_equity")
 
 
+def _window(
+    frames: dict[str, Any], start: int | None, end: int | None, max_bars: int
+) -> tuple[tuple[int, int] | None, list[str]]:
+    """``(first, last)`` bar time to show (None: all of it), and a note when it is cut."""
+    eq = frames["equity"]
+    t = eq["time"] if eq.height else frames["ensemble_decisions"]["open_time"]
+    times = sorted(set(t.to_list()))
+    if start is None and end is None and len(times) <= max_bars:
+        return None, []
+    lo = start if start is not None else (times[0] if times else 0)
+    hi = end if end is not None else (times[-1] if times else 0)
+    inside = [x for x in times if lo <= x <= hi]
+    notes = []
+    if len(inside) > max_bars:
+        lo = inside[-max_bars]
+        notes.append(
+            f"showing the last {max_bars} of {len(inside)} bars: --start/--end pick a span"
+        )
+    return (lo, hi), notes
+
+
 def _candles(
     st: DashState,
     symbols: list[str],
     params: dict[str, Any],
     decisions: Any,
     store: str | os.PathLike[str] | None,
+    span: tuple[int, int] | None,
 ) -> list[str]:
     """Candles of each symbol over the run's span; the notes say where they came from."""
     interval = params.get("interval")
     t = [r[0] for r in st.items["equity"]]
     start = params.get("start") if params.get("start") is not None else (min(t) if t else None)
     end = params.get("end") if params.get("end") is not None else (max(t) if t else None)
+    if span is not None:
+        start, end = span
     notes = []
     for sym in symbols:
         try:
@@ -128,6 +166,8 @@ def _candles(
         except (EngineError, ImportError) as err:
             reason = getattr(err, "message", str(err))
         d = decisions.filter(decisions["symbol"] == sym).drop_nulls("price").sort("open_time")
+        if span is not None:
+            d = d.filter((d["open_time"] >= span[0]) & (d["open_time"] <= span[1]))
         st.add_candles(
             sym,
             (
@@ -148,6 +188,8 @@ def serve_run(
     results: str | os.PathLike[str] | None = None,
     store: str | os.PathLike[str] | None = None,
     on_ready: Any = None,
+    start: int | None = None,
+    end: int | None = None,
 ) -> None:
     """Serve the dashboard of finished run ``run_id`` until interrupted; ``on_ready(url)``
     once it listens (the URL holds no token)."""
@@ -156,7 +198,7 @@ def serve_run(
     from engine.dashboard.server import DashServer, check_bind
 
     check_bind(host, token, flag="--host")
-    state = run_state(run_id, results=results, store=store)
+    state = run_state(run_id, results=results, store=store, start=start, end=end)
 
     async def main() -> None:
         server = DashServer(state, token=token)

@@ -111,3 +111,27 @@ async def _replay(url: str, rid: str) -> None:
         assert await page.inner_text("#decisions") != feed
         assert errors == [], errors
         await b.close()
+
+
+def test_replay_window(ensemble_run: tuple[Path, str, Path]) -> None:
+    """A long run is cut to its last bars (with a note); --start/--end pick a span."""
+    from engine.dashboard.replay import run_state
+    from engine.timeutil import parse_end, parse_time
+
+    results, rid, store = ensemble_run
+    st = run_state(rid, results=results, store=store, max_bars=100)
+    eq = [p[0] for p in st.items["equity"]]
+    assert len(eq) == 100 and "showing the last 100 of" in st.values["run"]["notes"][0]
+    assert min(d["open_time"] for d in st.items["decisions"]) >= eq[0]
+    assert {c[0] for c in st.items["candles"]} == {"BTCUSDT", "ETHUSDT"}
+    assert min(c[1] for c in st.items["candles"]) >= eq[0]
+    day = run_state(
+        rid,
+        results=results,
+        store=store,
+        start=parse_time("2023-03-20"),
+        end=parse_end("2023-03-20"),
+    )
+    times = [p[0] for p in day.items["equity"]]
+    assert len(times) == 288 and times[0] == parse_time("2023-03-20")
+    assert {p["model"] for p in day.items["predictions"]} == {"lightgbm", "xgboost"}

@@ -88,8 +88,8 @@
       resting.map((o) => [esc(o.symbol), esc(o.leg), esc(o.side), esc(o.type), num(o.quantity, 4), num(o.price)]));
     decisions(); health();
     const ev = S.events.filter((e) => upto(e.time)).slice(-8).reverse();
-    table($("events"), ["time", "severity", "message"], ev.map((e) =>
-      [new Date(e.time).toISOString().slice(0, 16), esc(e.severity), esc(e.message).slice(0, 160)]));
+    table($("events"), ["time", "severity", "message"], (run.notes || []).map((n) => ["", "note", esc(n)]).concat(
+      ev.map((e) => [new Date(e.time).toISOString().slice(0, 16), esc(e.severity), esc(e.message).slice(0, 160)])));
   }
   function syncSymbols(symbols) {
     const sel = $("symbol");
