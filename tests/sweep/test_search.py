@@ -87,3 +87,28 @@ def test_search_options_are_checked() -> None:
         run_search(EMA, GRID5, search="tpe", trials=3)
     with pytest.raises(UsageError, match="--trials goes with"):
         run_search(EMA, GRID5, trials=3)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--where", "fats < slow"], "'fats' is not an axis"),
+        (["--search", "optuna"], "needs --trials"),
+        (["--search", "random", "--trials", "0"], "--trials"),
+        (["--where", "fast > 1000"], "keeps none"),
+    ],
+)
+def test_cli_refuses_bad_search_options(args: list[str], needle: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    res = CliRunner().invoke(
+        app, ["sweep", str(EMA), *GRID5_ARGS, *args, "--results", str(tmp_path / "r")]
+    )
+    assert res.exit_code == 2, res.output
+    assert needle in " ".join(res.output.split())
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+GRID5_ARGS = [x for g in GRID5 for x in ("--grid", g)]
