@@ -113,13 +113,21 @@ def _print(r: LookaheadReport) -> None:
     cols = ", ".join(f"{n} {kind}" for kind, n in r.columns.items() if n)
     console.print(f"  output columns compared (all symbols): {cols}", highlight=False)
     cuts = Table(title="Prefix runs", title_justify="left")
-    for head in ("cut at (UTC)", "bar", "values compared", "columns differing", "seconds"):
+    for head in (
+        "cut at (UTC)",
+        "bar",
+        "chosen",
+        "values compared",
+        "columns differing",
+        "seconds",
+    ):
         cuts.add_column(head, justify="right")
     for c in r.cuts:
         style = "red" if c.differences else None
         cuts.add_row(
             fmt_ms(c.time),
             f"{c.bar:,}",
+            c.kind,
             f"{c.compared:,}",
             str(c.differences),
             f"{c.seconds:.1f}",

@@ -5,9 +5,9 @@ and reports every feature, model prediction and decision that differs on the sha
 See ``docs/architecture.md`` ("Lookahead check").
 """
 
-from engine.lookahead.check import Cut, LookaheadReport, lookahead_check, pick_cuts
+from engine.lookahead.check import Cut, LookaheadReport, lookahead_check, pick_cuts, pick_edges
 from engine.lookahead.compare import Difference, compare_outputs, differ
-from engine.lookahead.outputs import Column, GraphOutputs, run_outputs
+from engine.lookahead.outputs import Column, GraphOutputs, edge_bars, run_outputs
 
 __all__ = [
     "Column",
@@ -17,7 +17,9 @@ __all__ = [
     "LookaheadReport",
     "compare_outputs",
     "differ",
+    "edge_bars",
     "lookahead_check",
     "pick_cuts",
+    "pick_edges",
     "run_outputs",
 ]

@@ -39,10 +39,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Cut:
-    """One prefix run: its last grid bar (index and open time), values compared, seconds."""
+    """One prefix run: its last grid bar (index and open time), how it was chosen
+    (``random``, ``edge: <kind>``, ``given``), values compared, seconds, columns differing."""
 
     bar: int
     time: int
+    kind: str
     compared: int
     seconds: float
     differences: int
@@ -135,6 +137,43 @@ def pick_cuts(
     return sorted(random.Random(seed).sample(pool, min(k, len(pool))))
 
 
+def pick_edges(
+    n_bars: int,
+    first_live_bar: int,
+    k: int,
+    edges: dict[str, np.ndarray],
+    *,
+    seed: int,
+    taken: Iterable[int] = (),
+) -> dict[int, str]:
+    """``k`` random edge bars, the kinds taken in turn (so the rare fold cutoffs get cuts
+    beside the many higher-timeframe closes), none in ``taken``: ``{bar: kind}``.
+
+    >>> sorted(pick_edges(100, 10, 3, {"a": np.arange(20, 30), "b": np.array([50])}, seed=0))[-1]
+    50
+    """
+    rng = random.Random(seed)
+    chosen = set(taken)
+    pools = {
+        kind: [int(i) for i in bars if first_live_bar < i < n_bars - 1 and int(i) not in chosen]
+        for kind, bars in sorted(edges.items())
+    }
+    pools = {kind: pool for kind, pool in pools.items() if pool}
+    out: dict[int, str] = {}
+    while len(out) < k and pools:
+        for kind in list(pools):
+            if len(out) == k:
+                break
+            pool = pools[kind]
+            bar = pool.pop(rng.randrange(len(pool)))
+            if bar not in chosen:
+                chosen.add(bar)
+                out[bar] = kind
+            if not pool:
+                del pools[kind]
+    return out
+
+
 def _grid_bar(open_time: np.ndarray, value: str | int) -> int:
     """The index of the whole run's bar opening at ``value`` (before its last bar)."""
     t = parse_time(value, name="--at")
@@ -170,9 +209,10 @@ def lookahead_check(
     ``at``: last bars to cut at besides the random ones (times, e.g. a cut that an earlier
     check found to differ, to rerun it alone with ``cuts=0``).
 
-    ``edges``: cuts drawn (with the same seed) from the bars where a run's end meets an event
-    (a funding time, a higher-timeframe close, a fold's cutoff and the label horizon after
-    it: :func:`engine.lookahead.outputs.edge_bars`), besides the ``cuts`` drawn anywhere.
+    ``edges``: cuts drawn (with the same seed, the kinds in turn) from the bars where a run's
+    end meets an event (a funding time, a higher-timeframe close, a fold's cutoff and the
+    label horizon after it: :func:`engine.lookahead.outputs.edge_bars`), besides the ``cuts``
+    drawn anywhere.
 
     ``results`` holds the model cache (``<results>/models``): the whole run trains the
     walk-forward models (or reuses them) and the prefix runs reuse the versions they share
@@ -192,10 +232,14 @@ def lookahead_check(
     full = run_outputs(graph, store=store, results=results)
     secs = {"whole": time.perf_counter() - t0}
     n = int(full.open_time.shape[0])
-    bars = pick_cuts(n, full.first_live_bar, cuts, seed=seed) if cuts else []
+    kinds = dict.fromkeys(
+        pick_cuts(n, full.first_live_bar, cuts, seed=seed) if cuts else [], "random"
+    )
     if edges:
-        bars += pick_cuts(n, full.first_live_bar, edges, seed=seed, among=full.edges)
-    bars = sorted(set(bars) | {_grid_bar(full.open_time, x) for x in at})
+        picked = pick_edges(n, full.first_live_bar, edges, full.edges, seed=seed, taken=kinds)
+        kinds.update({b: f"edge: {kind}" for b, kind in picked.items()})
+    kinds.update({_grid_bar(full.open_time, x): "given" for x in at})
+    bars = sorted(kinds)
     if not bars:
         raise ConfigError("no cut to run: give --cuts K (at least 1) or --at TIME")
     first_time = int(full.open_time[0])
@@ -210,7 +254,8 @@ def lookahead_check(
         part = run_outputs(part_graph, store=store, results=results)
         found, compared = compare_outputs(part, full, cut=k)
         diffs.extend(found)
-        done.append(Cut(k, int(full.open_time[k]), compared, time.perf_counter() - t1, len(found)))
+        secs_k = time.perf_counter() - t1
+        done.append(Cut(k, int(full.open_time[k]), kinds[k], compared, secs_k, len(found)))
     secs["prefixes"] = sum(c.seconds for c in done)
     secs["total"] = time.perf_counter() - t0
     counts = {kind: sum(1 for key in full.columns if key[0] == kind) for kind in KINDS}

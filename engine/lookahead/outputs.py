@@ -62,8 +62,8 @@ class GraphOutputs:
     #: the first grid bar whose decisions depend on something beyond warm-up: the first bar
     #: with a model prediction (ML graphs) or with every feature defined (rule graphs)
     first_live_bar: int
-    #: grid bars where a cut is most likely to expose a lookahead (:func:`edge_bars`)
-    edges: np.ndarray
+    #: grid bars where a cut is most likely to expose a lookahead, by kind (:func:`edge_bars`)
+    edges: dict[str, np.ndarray]
 
 
 def run_outputs(
@@ -109,24 +109,27 @@ def run_outputs(
     return GraphOutputs(open_time=t, columns=cols, first_live_bar=int(first), edges=edges)
 
 
-def edge_bars(graph: StrategyGraph, open_time: np.ndarray, ml: Any) -> np.ndarray:
-    """Grid bars at which a run's end meets an event a lookahead would read past: the bars
-    whose close is a funding time (funding on) or completes a higher-timeframe bar, and for
-    ML graphs each fold's cutoff bar and the ``horizon`` bars after it (where the labels of
-    the rows just before the cutoff are not known yet). Sorted, distinct."""
+def edge_bars(graph: StrategyGraph, open_time: np.ndarray, ml: Any) -> dict[str, np.ndarray]:
+    """Grid bars at which a run's end meets an event a lookahead would read past, by kind:
+    ``funding`` (the bar's close is a funding time; funding on), ``<tf> close`` (the bar's
+    close completes a higher-timeframe bar) and, for ML graphs, ``fold cutoff`` (each fold's
+    cutoff bar and the ``horizon`` bars after it, where the labels of the rows just before
+    the cutoff are not known yet). Each sorted; kinds without bars left out."""
     d = graph.config.data
     close = open_time + interval_ms(d.interval)
-    hits = np.zeros(open_time.shape[0], dtype=np.bool_)
+    out: dict[str, np.ndarray] = {}
     if d.funding:
-        hits |= close % FUNDING_PERIOD_MS == 0
+        out["funding"] = np.flatnonzero(close % FUNDING_PERIOD_MS == 0)
     for tf in d.higher_timeframes:
-        hits |= close % interval_ms(tf) == 0
+        out[f"{tf} close"] = np.flatnonzero(close % interval_ms(tf) == 0)
     if ml is not None:
+        hits = np.zeros(open_time.shape[0], dtype=np.bool_)
         for sched in ml.schedule.values():
             for fold in sched.folds:
                 i = int(np.searchsorted(open_time, fold.cutoff))
                 hits[i : i + sched.horizon + 1] = True
-    return np.flatnonzero(hits)
+        out["fold cutoff"] = np.flatnonzero(hits)
+    return {k: v for k, v in out.items() if v.size}
 
 
 def _first_defined(frame: Any, rows: np.ndarray) -> int:

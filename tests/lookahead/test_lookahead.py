@@ -175,10 +175,14 @@ def test_edge_cuts_pass_on_a_clean_ensemble(
     assert code == 0 and r["ok"], r["differing_columns"]
     start, day, bar = 1677628800000, 86_400_000, 300_000
     cutoffs = [start + (4 + 2 * k) * day for k in range(4)]
+    kinds = sorted(c["kind"] for c in r["cuts"])
+    assert kinds == ["edge: 15m close"] * 2 + ["edge: fold cutoff"] * 2  # the kinds in turn
     for c in r["cuts"]:
         t = c["time"]
-        assert (t + bar) % 900_000 == 0 or any(0 <= t - x <= 6 * bar for x in cutoffs)
-    assert len(r["cuts"]) == 4
+        if c["kind"] == "edge: 15m close":
+            assert (t + bar) % 900_000 == 0
+        else:
+            assert any(0 <= t - x <= 6 * bar for x in cutoffs)
 
 
 @pytest.mark.xfail(
