@@ -174,7 +174,10 @@
       const a = dash.streams[s]; for (const it of items) a.push(it);
     }
     Object.assign(dash.values, msg.set || {});
-    if (msg.type === "snapshot") setupSlider();
+    if (msg.type === "snapshot") {
+      setupSlider();
+      $("conn").textContent = (dash.values.run || {}).replay ? "connected: replay" : "live";
+    }
     schedule();
   }
   let delay = 250;
