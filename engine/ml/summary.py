@@ -136,13 +136,16 @@ def weights_over_time(
 
 
 def _weights(res: EnsembleResult) -> dict[str, dict[str, tuple[float, int]]]:
-    """model -> symbol -> (sum of fusion weights, bars) over bars with a fused p."""
+    """model -> symbol -> (sum of fusion weights, bars) over bars with a fused p; the base
+    rate's share under ``base_rate`` (members' and base rate's weights sum to 1 per bar)."""
     out: dict[str, dict[str, tuple[float, int]]] = {}
     for sym, r in res.symbols.items():
         fused = np.isfinite(r.p) & (r.fold >= 0)
         for j, name in enumerate(r.model_names):
             w = r.weights[fused, j]
             out.setdefault(name, {})[sym] = (float(np.nansum(w)), int(w.shape[0]))
+        bw = np.asarray(r.base_weight)[fused]
+        out.setdefault("base_rate", {})[sym] = (float(np.nansum(bw)), int(bw.shape[0]))
     return out
 
 

@@ -154,7 +154,8 @@ def test_model_metrics_in_the_run(runs) -> None:  # type: ignore[no-untyped-def]
         assert m["calibration_curve"] and all(b["count"] > 0 for b in m["calibration_curve"])
         assert sum(b["count"] for b in m["calibration_curve"]) == m["n"]
         assert set(m["per_symbol"]) == set(SYMBOLS)
-    weights = [models[n]["weight"] for n in MODELS]
+    # the members' skill weights and the base rate's share make up the whole pool
+    weights = [models[n]["weight"] for n in (*MODELS, "base_rate")]
     assert all(0.0 <= w <= 1.0 for w in weights) and sum(weights) == pytest.approx(1.0)
     # the same document is what runs.metrics holds
     rid = docs[0]["run_id"]

@@ -74,7 +74,7 @@ def test_models_document_matches_the_report_scorers(with_dead_remote) -> None:  
     assert doc["remote"]["n"] == 0 and doc["remote"]["auc"] is None
     # the remote member has no weight; lightgbm and the base rate share the whole pool
     base_share = float(np.mean(r.base_weight[np.isfinite(r.p) & sel]))
-    assert doc["remote"]["weight"] == 0.0
+    assert doc["remote"]["weight"] == 0.0 and doc["base_rate"]["weight"] == base_share
     assert doc["lightgbm"]["weight"] + base_share == pytest.approx(1.0)
     assert "weight" not in doc["ensemble"]
     json.dumps(doc, allow_nan=False)  # strict JSON: NaN never reaches the run log
