@@ -185,6 +185,19 @@ def _span(
     return int(d.start), int(d.end), graph.interval
 
 
+def curve_metrics(equity: pl.DataFrame, trades: pl.DataFrame, bar_ms: int) -> dict[str, Any]:
+    """:func:`engine.metrics.compute_metrics` of an ``equity`` frame and its ``trades``."""
+    return compute_metrics(
+        times_ms=equity["time"].to_numpy(),
+        equity=equity["equity"].to_numpy(),
+        trades=trades if trades.height else None,
+        bar_interval_ms=bar_ms,
+        exposure=equity["exposure"].to_numpy(),
+        fees_total=float(trades["fees"].sum()) if trades.height else 0.0,
+        funding_total=float(trades["funding"].sum()) if trades.height else 0.0,
+    )
+
+
 def _oos_piece(
     path: Any,
     overrides: dict[str, Any],
@@ -210,16 +223,7 @@ def _oos_piece(
         )
     piece = eq.slice(before.height - 1)  # the last in-sample close is the piece's start point
     trades = tr.filter(pl.col("exit_time") >= w.oos_start)
-    iv = interval_ms(graph.interval)
-    metrics = compute_metrics(
-        times_ms=piece["time"].to_numpy(),
-        equity=piece["equity"].to_numpy(),
-        trades=trades if trades.height else None,
-        bar_interval_ms=iv,
-        exposure=piece["exposure"].to_numpy(),
-        fees_total=float(trades["fees"].sum()) if trades.height else 0.0,
-        funding_total=float(trades["funding"].sum()) if trades.height else 0.0,
-    )
+    metrics = curve_metrics(piece, trades, interval_ms(graph.interval))
     return piece, trades, metrics, float(eq["equity"][0])
 
 
@@ -309,15 +313,7 @@ def run_walk_forward(
     step(progress, "walk-forward windows", len(wins), len(wins))
     assert initial is not None
     equity, trades = stitch(pieces, initial)
-    metrics = compute_metrics(
-        times_ms=equity["time"].to_numpy(),
-        equity=equity["equity"].to_numpy(),
-        trades=trades if trades.height else None,
-        bar_interval_ms=iv,
-        exposure=equity["exposure"].to_numpy(),
-        fees_total=float(trades["fees"].sum()) if trades.height else 0.0,
-        funding_total=float(trades["funding"].sum()) if trades.height else 0.0,
-    )
+    metrics = curve_metrics(equity, trades, iv)
     deg = degradation(out, sort)
     timings = {"total": time.perf_counter() - t0}
     result = WalkForwardResult(None, None, sort, out, metrics, deg, equity, trades, timings)
