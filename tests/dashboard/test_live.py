@@ -13,11 +13,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.live.conftest import BAR, KEY, SECRET, advance, simulator, strategy
+from tests.live.conftest import BAR, KEY, SECRET, STRATEGY, advance, simulator, strategy
 
 from .conftest import blank, browser, watch
 
 BARS = 6
+#: the live tests' EMA crossover with a stop and a target on every position
+EXITS = STRATEGY.replace(
+    "  initial_cash: 10000\n",
+    "  initial_cash: 10000\n  stop_loss: {{pct: 0.25}}\n  take_profit: {{pct: 0.5}}\n",
+)
 
 
 class LiveThread:
@@ -52,7 +57,7 @@ class LiveThread:
         async def main() -> Any:
             self.loop = asyncio.get_running_loop()
             self.runner = LiveRunner(
-                strategy("2024-01-01", "2024-01-02"),
+                strategy("2024-01-01", "2024-01-02", text=EXITS),
                 self.opts,
                 on_bar=self.done.put,
                 on_ready=self.ready.set,
@@ -107,6 +112,11 @@ async def _follow(live: LiveThread, sim: Any) -> None:
                 timeout=10_000,
             )
         assert "BTCUSDT" in await page.inner_text("#decisions")
+        # held positions and their resting stop and target, and the entry fills marked
+        assert "USDT" in await page.inner_text("#positions")
+        orders = await page.inner_text("#orders")
+        assert "stop" in orders and "target" in orders, orders
+        assert await page.evaluate("dash.markers") >= 1  # BTCUSDT's entry fill on its candles
         health = await page.inner_text("#health")
         assert "last bar age" in health and "reconnects" in health and "weight used" in health
         # the server drops the socket: the page says so, reconnects, takes a new snapshot

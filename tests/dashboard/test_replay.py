@@ -98,6 +98,7 @@ async def _replay(url: str, rid: str) -> None:
             feed
         )
         assert rid in await page.inner_text("#run")
+        assert await page.evaluate("dash.markers") >= 2  # entry and exit fills on the candles
         assert not blank(await page.locator("#equity").screenshot())
         assert not blank(await page.locator("#price").screenshot())
         # the slider steps back: fewer equity points, an earlier decision feed

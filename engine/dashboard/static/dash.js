@@ -65,19 +65,18 @@
     const step = interval();
     const grid = (t) => sec(Math.floor(t / step) * step);
     const marks = [];
-    for (const tr of S.trades) {
-      if (tr.symbol !== sym) continue;
-      const long = tr.side === "long";
-      if (tr.entry_time !== null && upto(tr.entry_time)) marks.push({ time: grid(tr.entry_time),
-        position: long ? "belowBar" : "aboveBar", color: long ? "#2ea043" : "#f85149",
-        shape: long ? "arrowUp" : "arrowDown", text: (long ? "long " : "short ") + num(tr.entry_price) });
-      if (tr.exit_time !== null && upto(tr.exit_time)) marks.push({ time: grid(tr.exit_time),
-        position: long ? "aboveBar" : "belowBar", color: tr.exit_reason === "stop" ? "#ff7b72" :
-        tr.exit_reason === "target" ? "#7ee787" : "#d2a8ff", shape: "circle",
-        text: tr.exit_reason + " " + num(tr.exit_price) });
+    for (const o of S.orders) {  // fills: entries as arrows, exits (signal, stop, target...) as circles
+      if (o.symbol !== sym || o.status !== "filled" || o.updated_at === null || !upto(o.updated_at)) continue;
+      const buy = o.side === "buy", px = o.avg_price !== null ? o.avg_price : o.price;
+      if (o.leg === "entry") marks.push({ time: grid(o.updated_at), position: buy ? "belowBar" : "aboveBar",
+        color: buy ? "#2ea043" : "#f85149", shape: buy ? "arrowUp" : "arrowDown", text: (buy ? "buy " : "sell ") + num(px) });
+      else marks.push({ time: grid(o.updated_at), position: buy ? "belowBar" : "aboveBar",
+        color: o.leg === "stop" || o.leg === "liquidation" ? "#ff7b72" : o.leg === "target" ? "#7ee787" : "#d2a8ff",
+        shape: "circle", text: o.leg + " " + num(px) });
     }
     marks.sort((a, b) => a.time - b.time);
     candles.setMarkers(marks);
+    dash.markers = marks.length;
     for (const pl of priceLines) candles.removePriceLine(pl);
     const resting = restingOrders();
     priceLines = resting.filter((o) => o.symbol === sym && o.price !== null).map((o) =>
@@ -105,7 +104,7 @@
       last.set(o.client_order_id, o);
     }
     return [...last.values()].filter((o) => o.status === "new" || o.status === "open" ||
-      o.status === "partially_filled").filter((o) => o.leg !== "entry" || o.type === "limit");
+      o.status === "partially_filled").filter((o) => o.type !== "market");
   }
   function positions() {
     const p = dash.values.positions;
