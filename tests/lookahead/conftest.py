@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 EMA = REPO / "strategies/ema_cross.yaml"
 
 #: strategies/ensemble.yaml's graph on 12 days of BTCUSDT with two tiny models: four folds
-#: (cutoffs on days 4, 6, 8, 10), so random cuts land in the middle of folds.
+#: (cutoffs on days 4, 6, 8, 10), so random cuts land in the middle of folds. Funding is on
+#: (the simulator pays it) but not a feature: see test_a_run_ending_just_before_a_funding_time.
 ML_CONFIG = """\
 name: lookahead_small
 description: a small walk-forward ensemble for the lookahead tests.
@@ -24,7 +25,7 @@ data:
   market: usdm
   funding: true
   higher_timeframes: [15m]
-features: [rsi_14, bb_pct, atr_pct_14, log_return_1, volume_ratio, rsi_14_15m, funding_rate]
+features: [rsi_14, bb_pct, atr_pct_14, log_return_1, volume_ratio, rsi_14_15m]
 labels: {horizon: 6, cost_bps: 10, flat_band_bps: 0, drop_flat: true}
 training:
   train_window: 3d

@@ -157,18 +157,15 @@ def test_equality_and_cuts() -> None:
 def test_edge_cuts_pass_on_a_clean_ensemble(
     ml_strategy: Path, usdm_store: Path, tmp_path: Path
 ) -> None:
-    """Cuts at edges: 15m closes and each fold's cutoff plus the label horizon (funding off:
-    see the next test)."""
+    """Cuts at edges: funding times, 15m closes and each fold's cutoff plus the label horizon."""
     code, r = lookahead(
         str(ml_strategy),
         "--cuts",
         "0",
         "--edges",
-        "4",
+        "6",
         "--seed",
         "2",
-        "--set",
-        "data.funding=false",
         store=usdm_store,
         results=tmp_path,
     )
@@ -176,31 +173,73 @@ def test_edge_cuts_pass_on_a_clean_ensemble(
     start, day, bar = 1677628800000, 86_400_000, 300_000
     cutoffs = [start + (4 + 2 * k) * day for k in range(4)]
     kinds = sorted(c["kind"] for c in r["cuts"])
-    assert kinds == ["edge: 15m close"] * 2 + ["edge: fold cutoff"] * 2  # the kinds in turn
+    assert kinds == [f"edge: {k}" for k in ("15m close", "fold cutoff", "funding") for _ in "ab"]
     for c in r["cuts"]:
         t = c["time"]
         if c["kind"] == "edge: 15m close":
             assert (t + bar) % 900_000 == 0
+        elif c["kind"] == "edge: funding":
+            assert (t + bar) % (8 * 3_600_000) == 0
         else:
             assert any(0 <= t - x <= 6 * bar for x in cutoffs)
 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="engine.decisions.market._funding loads funding up to the last bar's open time, "
     "so a run ending at 07:55 misses the 08:00 rate its last bar's funding_rate shows in a "
     "longer run (the feature reads the rate settled at the bar's close)",
 )
-def test_a_run_ending_just_before_a_funding_time(
-    ml_strategy: Path, usdm_store: Path, tmp_path: Path
+def test_a_run_ending_just_before_a_funding_time(usdm_store: Path, tmp_path: Path) -> None:
+    from tests.lookahead.conftest import ML_CONFIG
+
+    path = tmp_path / "with_funding_rate.yaml"
+    path.write_text(ML_CONFIG.replace("rsi_14_15m]", "rsi_14_15m, funding_rate]"))
+    code, r = lookahead(
+        str(path), "--cuts", "0", "--at", "2023-03-06T07:55", store=usdm_store, results=tmp_path
+    )
+    if code not in (0, 1):
+        raise RuntimeError(f"engine lookahead exited {code}")
+    found = _columns(r)
+    if found and ("feature", "BTCUSDT", "funding_rate") not in found:
+        raise RuntimeError(f"something else differs: {sorted(found)}")
+    assert code == 0, r["differing_columns"]
+
+
+def test_training_on_unmatured_labels_is_caught_at_a_fold_edge(
+    ml_strategy: Path, usdm_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A fold schedule without purge and embargo trains on rows whose labels mature after
+    its cutoff: a run ending within the label horizon after the cutoff cannot know them yet,
+    so it fits another model (another version) and predicts otherwise than the whole run. A
+    cut in the middle of a fold does not see it: the edges are where it shows."""
+    import dataclasses
+
+    import engine.ml.pipeline as pipeline
+
+    honest = pipeline.make_schedule
+
+    def no_purge(**kw):  # type: ignore[no-untyped-def]
+        return dataclasses.replace(honest(**kw), horizon=0, embargo=0)
+
+    monkeypatch.setattr(pipeline, "make_schedule", no_purge)
     code, r = lookahead(
         str(ml_strategy),
         "--cuts",
         "0",
         "--at",
-        "2023-03-06T07:55",
+        "2023-03-09T00:10",
+        "--at",
+        "2023-03-10T00:00",
         store=usdm_store,
         results=tmp_path,
     )
-    assert code == 0, r["differing_columns"]
+    assert code == 1 and [c["kind"] for c in r["cuts"]] == ["given", "given"]
+    found = _columns(r)
+    assert ("prediction", "BTCUSDT", "version[lightgbm]") in found
+    assert ("prediction", "BTCUSDT", "raw[lightgbm]") in found
+    assert not any(kind == "feature" for kind, _, _ in found)
+    # caught at the cut 2 bars after the cutoff of 2023-03-09 (the rows 2302..2303 before it
+    # have up/down labels maturing after the cut), not at the mid-fold cut
+    assert r["cuts"][0]["differences"] > 0 and r["cuts"][1]["differences"] == 0
