@@ -248,9 +248,17 @@ def run_search(
     _check(search, trials)
     check_sort(sort)
     axes = parse_grid(grid, force=force or search != "grid")
+    how = {
+        "search": search,
+        "trials": trials,
+        "seed": seed,
+        "where": where if where is None or isinstance(where, str) else repr(where),
+    }
     if search != "optuna":
         combos = choose_combos(axes, search=search, trials=trials, seed=seed, where=where)
-        return run_sweep(path, grid, combos=combos, sort=sort, force=True, log=log, **kwargs)
+        return run_sweep(
+            path, grid, combos=combos, sort=sort, force=True, log=log, parent_params=how, **kwargs
+        )
     assert trials is not None
     found = optuna_search(
         path, grid, axes, kept(axes, where), trials=trials, seed=seed, sort=sort, batch=batch,
@@ -258,7 +266,9 @@ def run_search(
     )  # fmt: skip
     order = [c for c, _ in found]
     if log:
-        return run_sweep(path, grid, combos=order, sort=sort, force=True, log=True, **kwargs)
+        return run_sweep(
+            path, grid, combos=order, sort=sort, force=True, log=True, parent_params=how, **kwargs
+        )
     return SweepResult(
         run_id=None,
         axes=tuple(axes),

@@ -57,6 +57,21 @@ def test_where_filters_the_sweep(usdm_store: Path) -> None:
         kept(parse_grid(["fast=50", "slow=9,26"]), "fast < slow")
 
 
+def test_logged_search_records_how_it_chose(usdm_store: Path, tmp_path: Path) -> None:
+    from engine.runlog import RunLog
+
+    res = run_search(
+        EMA, GRID5, search="random", trials=3, seed=5, where="fast < slow", store=usdm_store,
+        results=tmp_path, executor="local", **SPAN9,
+    )  # fmt: skip
+    assert len(res.results) == 3
+    with RunLog(tmp_path) as log:
+        parent = log.get_run(res.run_id)  # type: ignore[arg-type]
+    assert parent is not None
+    got = {k: parent["params"][k] for k in ("search", "trials", "seed", "where")}
+    assert got == {"search": "random", "trials": 3, "seed": 5, "where": "fast < slow"}
+
+
 def test_random_search_samples_distinct_kept_combinations() -> None:
     combos = kept(parse_grid(GRID5), "fast < slow")
     a = random_sample(combos, 7, seed=3)
