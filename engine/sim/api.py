@@ -264,7 +264,7 @@ def _run(
     config: SimConfig,
 ) -> SimResult:
     """Allocate the state and the outputs, fold the bars (``simulate_nb``), collect."""
-    from engine.sim.loop import simulate_nb  # lazy: the kernels load numba
+    from engine.sim.loop import new_liq_memo, simulate_nb  # lazy: the kernels load numba
 
     n, n_sym = o.shape
     cash = config.execution.initial_cash
@@ -278,7 +278,7 @@ def _run(
     simulate_nb(
         o, h, lo, c, *inputs, spec_arrays(specs), config.to_params(),
         acct, new_pending(n_sym), new_breaker(equity=cash), recs,
-        equity, wallet, position, target, reason, np.empty(0),
+        equity, wallet, position, target, reason, np.empty(0), new_liq_memo(n_sym),
     )  # fmt: skip
     arrays = records_to_arrays(recs)
     return SimResult(

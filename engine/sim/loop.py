@@ -18,6 +18,14 @@ phases, each a separately callable kernel:
    symbol's decision into a target position that becomes the pending order for t+1.
 
 :func:`bar_step_nb` runs the five phases; :func:`simulate_nb` folds it over all bars.
+
+Quiet bars. On most bars of a backtest phases 1-3 only mark each symbol to its open: no
+symbol pays funding, none has a pending order, no stop, target or liquidation triggers.
+:func:`fold_step_nb` (what :func:`simulate_nb` and the sweep's fused kernel fold) checks
+that first (:func:`quiet_open_nb`, with the liquidation price remembered per symbol while
+its inputs stay bit-for-bit the same: :func:`memo_liq_price_nb`) and then runs phases 4-5;
+any other bar goes through :func:`bar_step_nb`. Same state, same floats (tested on random
+states in ``tests/sim/test_quiet_bar.py`` and by every backtest).
 A NaN open means the symbol has no bar at t: it is skipped in every phase (its pending
 order waits for its next bar, its position is valued at its last close).
 
@@ -31,8 +39,10 @@ import numpy as np
 
 from engine.kernels import kernel
 from engine.sim.accounting import (
+    exit_trigger_nb,
     fee_nb,
     limit_fill_price_nb,
+    liquidation_price_nb,
     max_notional_nb,
     order_legs_nb,
     round_price_nb,
@@ -47,8 +57,12 @@ from engine.sim.steps import (
     execute_fill_nb,
     exit_step_nb,
     funding_step_nb,
+    liq_backing_nb,
     place_order_nb,
 )
+
+#: columns of a liquidation-price memo row (:func:`new_liq_memo`)
+MEMO_QTY, MEMO_ENTRY, MEMO_BACKING, MEMO_MODE, MEMO_LIQ = range(5)
 
 
 @kernel()
@@ -343,6 +357,112 @@ def bar_step_nb(  # type: ignore[no-untyped-def]
     return equity
 
 
+def new_liq_memo(n_symbols: int) -> np.ndarray:
+    """An empty liquidation-price memo for :func:`fold_step_nb`: one row per symbol
+    (columns ``MEMO_*``), NaN: nothing remembered."""
+    return np.full((n_symbols, 5), np.nan)
+
+
+@kernel(inline=True)
+def memo_liq_price_nb(acct, spec, margin_mode, s, memo):  # type: ignore[no-untyped-def]
+    """:func:`engine.sim.steps.liquidation_price_of_nb`, remembered in ``memo[s]``.
+
+    The price is a pure function of the position's quantity and entry price, its backing
+    (:func:`engine.sim.steps.liq_backing_nb`), the margin mode and the symbol's brackets
+    (fixed for a memo's life): when the first four equal the remembered ones (``==``; a
+    NaN never matches) the remembered price is returned, else it is computed and kept.
+    """
+    q = acct.qty[s]
+    if q == 0.0:
+        return np.nan
+    e = acct.entry_price[s]
+    wb = liq_backing_nb(acct, spec, margin_mode, s)
+    m = memo[s]
+    if m[MEMO_QTY] == q and m[MEMO_ENTRY] == e and m[MEMO_BACKING] == wb:
+        if m[MEMO_MODE] == margin_mode:
+            return m[MEMO_LIQ]
+    liq = liquidation_price_nb(
+        q, e, wb, spec.br_floor[s], spec.br_cap[s], spec.br_mmr[s], spec.br_cum[s], spec.n_br[s]
+    )
+    m[MEMO_QTY] = q
+    m[MEMO_ENTRY] = e
+    m[MEMO_BACKING] = wb
+    m[MEMO_MODE] = margin_mode
+    m[MEMO_LIQ] = liq
+    return liq
+
+
+@kernel(inline=True)
+def quiet_open_nb(acct, pend, spec, prm, o, h, lo, funding_row, memo):  # type: ignore[no-untyped-def]
+    """Phases 1-3 of a quiet bar: True when every symbol has a bar, none pays funding
+    (no rate at this bar, or flat) and none has a pending order, so that phases 1-2 only
+    set each mark to the open (done here), and then no stop, target or liquidation
+    triggers (phase 3 books nothing; each symbol is checked against the same state, the
+    marks at the opens, as :func:`exit_phase_nb` checks it when nothing fires).
+
+    False: not quiet, and nothing changed but (maybe) the marks set to the opens, which
+    phase 2 of the full :func:`bar_step_nb` then sets again.
+    """
+    n = o.shape[0]
+    for s in range(n):
+        if np.isnan(o[s]) or pend.active[s]:
+            return False
+        if acct.qty[s] != 0.0 and not np.isnan(funding_row[s]):
+            return False
+    for s in range(n):
+        acct.last_price[s] = o[s]
+    for s in range(n):
+        q = acct.qty[s]
+        if q == 0.0:
+            continue
+        liq = memo_liq_price_nb(acct, spec, prm.margin_mode, s, memo)
+        kind, _ = exit_trigger_nb(q, o[s], h[s], lo[s], acct.stop[s], acct.target[s], liq)
+        if kind >= 0:
+            return False
+    return True
+
+
+@kernel(inline=True)
+def fold_step_nb(  # type: ignore[no-untyped-def]
+    acct,
+    pend,
+    brk,
+    spec,
+    prm,
+    recs,
+    bar,
+    time_ms,
+    o,
+    h,
+    lo,
+    c,
+    funding_row,
+    mark_row,
+    direction,
+    prob,
+    payoff,
+    atr,
+    target_out,
+    reason_out,
+    memo,
+):
+    """:func:`bar_step_nb` with the quiet-bar fast path: a bar whose phases 1-3 only mark
+    the opens (:func:`quiet_open_nb`) goes straight on to phases 4-5, any other bar
+    through :func:`bar_step_nb`. ``memo``: a :func:`new_liq_memo` kept across the bars of
+    one account. Same state and equity as :func:`bar_step_nb`, bit for bit."""
+    if quiet_open_nb(acct, pend, spec, prm, o, h, lo, funding_row, memo):
+        equity = close_phase_nb(acct, c)
+        decide_phase_nb(
+            acct, pend, brk, spec, prm, recs, bar, time_ms, equity, c, direction, prob, payoff,
+            atr, target_out, reason_out,
+        )  # fmt: skip
+        return equity
+    return bar_step_nb(
+        acct, pend, brk, spec, prm, recs, bar, time_ms, o, h, lo, c, funding_row, mark_row,
+        direction, prob, payoff, atr, target_out, reason_out,
+    )  # fmt: skip
+
+
 @kernel()
 def close_all_nb(acct, pend, prm, recs, bar):  # type: ignore[no-untyped-def]
     """Close every open position at its ``last_price`` as a market order (kind END) and
@@ -385,11 +505,13 @@ def simulate_nb(  # type: ignore[no-untyped-def]
     target_out,
     reason_out,
     empty,
+    memo,
 ):
-    """Fold :func:`bar_step_nb` over all bars (the batch backtest). 2-D inputs are
+    """Fold :func:`bar_step_nb` over all bars (the batch backtest; as
+    :func:`fold_step_nb`, its quiet-bar fast path). 2-D inputs are
     ``[n_bars, n_symbols]``; ``mark``, ``prob``, ``payoff``, ``atr`` may have 0 rows and
     ``time_ms`` 0 length (not given); ``empty`` is a float64[0] array. Outputs are
-    written into the ``*_out`` arrays."""
+    written into the ``*_out`` arrays; ``memo`` is a :func:`new_liq_memo` (scratch)."""
     n = open_.shape[0]
     for t in range(n):
         tm = time_ms[t] if time_ms.shape[0] > 0 else -1
@@ -397,7 +519,7 @@ def simulate_nb(  # type: ignore[no-untyped-def]
         prob_row = prob[t] if prob.shape[0] > 0 else empty
         payoff_row = payoff[t] if payoff.shape[0] > 0 else empty
         atr_row = atr[t] if atr.shape[0] > 0 else empty
-        equity_out[t] = bar_step_nb(
+        equity_out[t] = fold_step_nb(
             acct,
             pend,
             brk,
@@ -418,6 +540,7 @@ def simulate_nb(  # type: ignore[no-untyped-def]
             atr_row,
             target_out[t],
             reason_out[t],
+            memo,
         )
         wallet_out[t] = acct.wallet[0]
         for s in range(acct.qty.shape[0]):

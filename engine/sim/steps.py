@@ -164,6 +164,21 @@ def maint_margin_of_nb(acct, spec, j):  # type: ignore[no-untyped-def]
 
 
 @kernel(inline=True)
+def liq_backing_nb(acct, spec, margin_mode, s):  # type: ignore[no-untyped-def]
+    """The wallet balance backing symbol ``s``'s position in its liquidation price:
+    isolated, its isolated margin; cross, the wallet less the other positions'
+    maintenance margin plus their unrealised PnL, all at ``last_price``."""
+    if margin_mode == MarginMode.CROSS:
+        wb = acct.wallet[0]
+        for j in range(acct.qty.shape[0]):
+            if j != s and acct.qty[j] != 0.0:
+                wb += unrealized_pnl_nb(acct.qty[j], acct.entry_price[j], acct.last_price[j])
+                wb -= maint_margin_of_nb(acct, spec, j)
+        return wb
+    return acct.margin[s]
+
+
+@kernel(inline=True)
 def liquidation_price_of_nb(acct, spec, margin_mode, s):  # type: ignore[no-untyped-def]
     """Liquidation price of symbol ``s``'s position (NaN when flat).
 
@@ -173,18 +188,10 @@ def liquidation_price_of_nb(acct, spec, margin_mode, s):  # type: ignore[no-unty
     q = acct.qty[s]
     if q == 0.0:
         return np.nan
-    if margin_mode == MarginMode.CROSS:
-        wb = acct.wallet[0]
-        for j in range(acct.qty.shape[0]):
-            if j != s and acct.qty[j] != 0.0:
-                wb += unrealized_pnl_nb(acct.qty[j], acct.entry_price[j], acct.last_price[j])
-                wb -= maint_margin_of_nb(acct, spec, j)
-    else:
-        wb = acct.margin[s]
     return liquidation_price_nb(
         q,
         acct.entry_price[s],
-        wb,
+        liq_backing_nb(acct, spec, margin_mode, s),
         spec.br_floor[s],
         spec.br_cap[s],
         spec.br_mmr[s],

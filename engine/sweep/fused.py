@@ -28,6 +28,7 @@ import numpy as np
 from engine.decisions.decide import rule_columns
 from engine.decisions.signals import event_rules
 from engine.metrics import YEAR_MS, sharpe_from, sortino_from, summary_metrics, trade_ratios
+from engine.sim.loop import new_liq_memo
 from engine.sim.specs import SpecArrays, spec_arrays
 from engine.sim.state import new_account, new_breaker, new_pending, new_records
 from engine.strategy.execution import sim_config, symbol_specs
@@ -315,6 +316,7 @@ def lane_state(group: FusedGroup) -> tuple[tuple[Any, ...], K.Work]:
         frames=np.zeros((64, 3), dtype=np.int64),
         values=np.zeros(64),
         empty=np.empty(0),
+        liq_memo=new_liq_memo(s),
     )
     return st, work
 

@@ -8,9 +8,9 @@ Per combination (one iteration of the ``prange`` over combinations, on numba's t
    columns and constants its programs read), are evaluated a block of ``BLOCK`` bars at a
    time into a per-thread stack (:func:`eval_program_nb`);
 2. each bar, :func:`engine.strategy.rules_nb.rule_bar_nb` turns the four signals into the
-   state and the direction, and :func:`engine.sim.loop.bar_step_nb` (the very bar step
+   state and the direction, and :func:`engine.sim.loop.fold_step_nb` (the very bar step
    :func:`engine.sim.loop.simulate_nb` folds: funding, fills, stops, liquidation, close,
-   breaker and risk) books it; :func:`engine.sim.loop.close_all_nb` ends the run as
+   breaker and risk, with its quiet-bar fast path) books it; :func:`engine.sim.loop.close_all_nb` ends the run as
    ``simulate_nb`` does;
 3. the record buffers are drained after every bar into per-thread arrays of fees, trade
    PnLs and funding amounts; equity goes into a per-thread array of one value per bar;
@@ -33,7 +33,7 @@ import numpy as np
 
 from engine.kernels import kernel
 from engine.sim.config import SimParams
-from engine.sim.loop import bar_step_nb, close_all_nb
+from engine.sim.loop import close_all_nb, fold_step_nb
 from engine.sim.steps import equity_nb
 from engine.strategy.rules_nb import rule_bar_nb
 
@@ -94,6 +94,7 @@ class Work(NamedTuple):
     frames: np.ndarray  # int64[64, 3] pairwise_sum_nb's stack
     values: np.ndarray  # float64[64] its partial sums
     empty: np.ndarray  # float64[0]
+    liq_memo: np.ndarray  # float64[S, 5] engine.sim.loop.new_liq_memo, reset per combination
 
 
 # program op codes (see engine.sweep.fused.compile_rule)
@@ -466,6 +467,8 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
     n_sym = mkt.open.shape[1]
     for s in range(n_sym):
         work.state[s] = 0
+        for k in range(work.liq_memo.shape[1]):
+            work.liq_memo[s, k] = np.nan
     counts = work.counts
     for i in range(4):
         counts[i] = 0
@@ -486,10 +489,11 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
         for j in range(nb):
             t = b0 + j
             decide_bar_nb(mkt, prog, c, work, t, j)
-            work.equity[t] = bar_step_nb(
+            work.equity[t] = fold_step_nb(
                 acct, pend, brk, spec, prm, recs, t, mkt.time_ms[t],
                 mkt.open[t], mkt.high[t], mkt.low[t], mkt.close[t], mkt.funding[t], work.empty,
                 work.direction, work.empty, work.empty, atr_row, work.target, work.reason,
+                work.liq_memo,
             )  # fmt: skip
             drain_nb(recs, work, counts)
             if t < n - 1 and in_position_nb(acct):
