@@ -14,6 +14,7 @@ import numpy as np
 
 from engine.data import load_candles, load_funding
 from engine.errors import DataError
+from engine.features import FUNDING_PERIOD_MS
 from engine.progress import Progress
 from engine.timeutil import fmt_ms, interval_ms
 
@@ -99,7 +100,8 @@ def load_market(
     return align(
         candles,
         interval,
-        funding_frames=_funding(symbols, candles, store, progress) if funding else None,
+        funding_frames=(_funding(symbols, candles, interval_ms(interval), store, progress)
+                        if funding else None),
     )
 
 
@@ -133,13 +135,25 @@ def load_graph_market(graph: StrategyGraph, *, store: str | os.PathLike[str] | N
 
 
 def _funding(symbols: tuple[str, ...] | list[str], candles: dict[str, pl.DataFrame],
-             store: str | os.PathLike[str] | None,
+             step: int, store: str | os.PathLike[str] | None,
              progress: Progress | None) -> dict[str, pl.DataFrame]:
+    """Each symbol's funding events through its last bar's CLOSE: a bar's ``funding_rate``
+    is the rate settled at or before its close, so a run ending on the bar before a funding
+    time must see that settlement as a longer run does (``engine lookahead`` found a run
+    ending at 07:55 reading the previous rate where a longer one read 08:00's). When that
+    close is a funding time the data does not reach (the end of the data), the run ends
+    without it, as every run over that span does."""
     out = {}
     for sym in symbols:
         t = candles[sym]["open_time"]
-        out[sym] = load_funding(sym, start=int(t[0]), end=int(t[-1]), store=store,
-                                progress=progress)
+        first, last, close = int(t[0]), int(t[-1]), int(t[-1]) + step
+        out[sym] = load_funding(sym, start=first, end=last, store=store, progress=progress)
+        if close % FUNDING_PERIOD_MS == 0:
+            try:
+                out[sym] = load_funding(sym, start=first, end=close, store=store,
+                                        progress=progress)
+            except DataError:
+                pass  # the settlement at the close is past the data's end: no run sees it
     return out
 
 
