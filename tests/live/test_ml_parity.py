@@ -53,10 +53,12 @@ models:
   - {{kind: lightgbm, name: lightgbm, params: {{n_estimators: 15, num_leaves: 7, min_data_in_leaf: 20}}}}
   - {{kind: mlp, name: mlp, params: {{hidden_layer_sizes: [8], max_iter: 15}}}}
 ensemble:
-  calibration: isotonic
+  calibration: none
   fusion: bayesian
   payoff_lookback: 200
   min_calibration_rows: 40
+  min_skill_labels: 12
+  trade_cost_bps: 0
   gate: {{max_uncertainty: 0.9999, min_agreement: 0.5, min_edge: 0.0}}
 risk:
   sizing: kelly
@@ -111,9 +113,11 @@ def _same_predictions(live_id: str, bt_id: str, first_live: int, last: int, resu
 def _same_ml_metrics(m_live: dict[str, Any], m_bt: dict[str, Any]) -> None:
     """The live run's ``models``/``ml`` documents: the backtest's scores over the same bars."""
     models = m_live["models"]
-    assert set(models) == {"lightgbm", "mlp", "ensemble"}
+    assert set(models) == {"lightgbm", "mlp", "ensemble", "base_rate"}
     labelled = 2 * (N_BARS - 6)  # the last `horizon` (6) live bars of each symbol have no label yet
     for name, entry in models.items():
+        if name == "base_rate":  # the constant forecast the scores are read against
+            continue
         assert all(entry[k] is not None for k in ("auc", "log_loss", "brier", "calibration_error")), name
         assert 0 < entry["n"] <= labelled, name
         # folds 0-2 per symbol; fold 2 holds only the last 6 bars, still unlabelled: not scored
@@ -154,11 +158,15 @@ def test_live_ml_ensemble_matches_the_backtest(ml_market: MarketData, usdm_store
 
     # every column of decisions, final order states, trades and equity, NULL for NULL
     compare_runs(res.run_id, bt.run_id, first_live, tmp_path)
-    d_live = q(f"SELECT action, target_position FROM decisions WHERE run_id = '{res.run_id}' "
-               f"AND open_time >= {first_live}", tmp_path)
+    d_live = q(f"SELECT open_time, action, target_position FROM decisions "
+               f"WHERE run_id = '{res.run_id}' AND open_time >= {first_live}", tmp_path)
     assert len(d_live) == 2 * N_BARS
     assert {d["action"] for d in d_live} >= {"long", "short"}, "the ensemble must take both sides"
-    assert sum(d["target_position"] != 0 for d in d_live) > N_BARS // 2, "Kelly must size positions"
+    # the skill-weighted fusion keeps a member without matured out-of-fold labels at weight 0
+    # and the gate keeps weak edges flat: Kelly sizes positions in fewer bars than it did,
+    # but in more than one fold (every 72 bars), each on its own fold's models
+    fold = {(d["open_time"] - first_live) // (72 * BAR) for d in d_live if d["target_position"]}
+    assert len(fold) >= 2, f"Kelly must size positions in more than one fold, sized in {fold}"
 
     _same_predictions(res.run_id, bt.run_id, first_live, last, tmp_path)
 

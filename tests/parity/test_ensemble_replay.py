@@ -4,9 +4,10 @@ Prophet and an MLP, Bayesian fusion, Kelly sizing) against the exchange simulato
 Its training windows are shortened with ``--set`` so that a replay fits a test: 10 days of
 training and warm-up instead of 60, a retrain every 6 hours instead of 30 days (so folds
 are trained while live, not only in the warm-up), and the row and calibration minimums,
-payoff lookback and reliability half-life scaled down with them. Everything else (features
-on 5m/15m/1h, the four models and their parameters, the gate, Kelly, the breaker) is the
-shipped file."""
+payoff lookback, reliability half-life and the matured labels a member's skill needs scaled
+down with them, and the net-edge gate's cost at 0 (so that the short replay trades).
+Everything else (features on 5m/15m/1h, the four models and their parameters, the gate,
+Kelly, the breaker) is the shipped file."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ SHORTER = (
     "training.train_window=10d", "training.warmup=10d", "training.retrain_every=6h",
     "training.min_train_rows=500", "ensemble.min_calibration_rows=200",
     "ensemble.payoff_lookback=288", "ensemble.reliability_halflife=576",
+    "ensemble.min_skill_labels=24", "ensemble.trade_cost_bps=0",
 )
 
 
