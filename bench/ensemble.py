@@ -17,11 +17,6 @@ process, 127.0.0.1), asked for one 30-feature row at a time by the engine's ``re
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import select
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +32,9 @@ from engine.decisions.ml_slot import decide
 from engine.ml.models import load_model
 from engine.ml.models.base import Segment
 from engine.strategy import load_strategy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_model import measure, report  # noqa: E402 - bench/serve_model.py beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,9 +65,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         res1, res2, sim = _ml_and_simulation(graph, market, features, tmp, timings)
         naive_s, rows = _naive_loop(graph, market, features, res2, tmp, args.naive_rows)
-        serve = _serve_round_trip(graph, market, features, res2, tmp, args.round_trips)
+        folder, _, X, open_time = _lightgbm_fold(graph, market, features, res2, tmp)
+        serve = measure(folder, X, open_time, n=args.round_trips)
     _report(market, res1, res2, sim, timings, naive_s, rows)
-    _report_serve(serve)
+    report(serve)  # bench/serve_model.py's: aiohttp client, the remote node, in process
 
 
 def _inputs(graph: Any, store: str | None) -> tuple[Any, dict[str, Any]]:
@@ -132,66 +131,6 @@ def _naive_loop(
     seg = Segment(open_time[rows], np.ones(rows.size), X[rows])
     np.testing.assert_array_equal(model.predict_proba(seg), batch)
     return naive_s, rows
-
-
-def _serve_round_trip(
-    graph: Any, market: Any, features: dict[str, Any], res: Any, tmp: str, n: int
-) -> dict[str, Any]:
-    """One-row predictions in process and through ``engine serve-model`` (its own process)
-    and the remote node, checked equal, each timed per call (ms)."""
-    from engine.ml.models.external import RemoteModel
-
-    folder, model, X, open_time = _lightgbm_fold(graph, market, features, res, tmp)
-    rows = np.flatnonzero(np.isfinite(X).all(axis=1))[-n:]
-    segs = [Segment(open_time[i : i + 1], np.ones(1), X[i : i + 1]) for i in rows]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "serve-model", str(folder), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 120)
-        m = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline() if ready else "")
-        assert m, "engine serve-model did not start"
-        names = json.loads((folder / "meta.json").read_text())["features"]
-        node = RemoteModel(m.group(0), timeout_s=10, feature_names=names)
-        want = model.predict_proba(Segment(open_time[rows], np.ones(rows.size), X[rows]))
-        np.testing.assert_array_equal(node.predict_proba(segs[0]), want[:1])  # correctness first
-        for seg in segs[:200]:  # warm: the connection, both sides' caches
-            node.predict_proba(seg)
-            model.predict_proba(seg)
-        remote, local = _time_calls(node, segs, want), _time_calls(model, segs, want)
-        assert node.events == []
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-    return {"n": len(segs), "features": X.shape[1], "remote": remote, "local": local}
-
-
-def _time_calls(model: Any, segs: list[Segment], want: np.ndarray) -> np.ndarray:
-    """Milliseconds per one-row ``predict_proba``; every answer checked against ``want``."""
-    ms = np.empty(len(segs))
-    got = np.empty(len(segs))
-    for i, seg in enumerate(segs):
-        t = time.perf_counter()
-        got[i] = model.predict_proba(seg)[0]
-        ms[i] = (time.perf_counter() - t) * 1000.0
-    np.testing.assert_array_equal(got, want)
-    return ms
-
-
-def _report_serve(serve: dict[str, Any]) -> None:
-    def pct(ms: np.ndarray) -> str:
-        return f"p50 {np.percentile(ms, 50):7.3f} ms  p99 {np.percentile(ms, 99):7.3f} ms"
-
-    print(
-        f"  serve-model round trip, one {serve['features']}-feature row ({serve['n']:,} calls, "
-        "remote node -> engine serve-model on 127.0.0.1 -> LightGBM -> back)"
-    )
-    print(f"    remote:     {pct(serve['remote'])}")
-    print(f"    in process: {pct(serve['local'])}")
 
 
 def _report(
