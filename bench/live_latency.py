@@ -57,6 +57,7 @@ SECRET = "benchSecret0123456789abcdefABCDEF0123456789abcdefABCDEF01234567"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 BAR = 300_000
 FIRST_LIVE = "2024-03-01"
+WARM = 20  # bars after which the steady-state figures are read (first orders, caches, JIT)
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -73,18 +74,26 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return lo
 
 
-def scrape_latency(port: int) -> tuple[float, float, int]:
+def scrape_buckets(port: int) -> list[tuple[float, float]]:
+    """The cumulative ``(le, count)`` buckets of ``decision_latency_seconds`` now."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
     for fam in text_string_to_metric_families(text):
         if fam.name == "decision_latency_seconds":
-            buckets = sorted((float(s.labels["le"]), s.value) for s in fam.samples
-                             if s.name.endswith("_bucket"))
-            n = int(buckets[-1][1])
-            return histogram_quantile(0.5, buckets), histogram_quantile(0.99, buckets), n
+            return sorted((float(s.labels["le"]), s.value) for s in fam.samples
+                          if s.name.endswith("_bucket"))
     raise RuntimeError("no decision_latency_seconds in /metrics")
+
+
+def quantiles(buckets: list[tuple[float, float]],
+              before: list[tuple[float, float]] | None = None) -> tuple[float, float, int]:
+    """p50, p99 and count of the samples in ``buckets`` (less those already in ``before``)."""
+    if before is not None:
+        buckets = [(le, c - c0) for (le, c), (_, c0) in zip(buckets, before, strict=True)]
+    return (histogram_quantile(0.5, buckets), histogram_quantile(0.99, buckets),
+            int(buckets[-1][1]))
 
 
 def free_port() -> int:
@@ -117,8 +126,10 @@ def start_venue(store: Path, start: int, end: int) -> tuple[subprocess.Popen[byt
     raise RuntimeError("engine sim-exchange did not answer in 120 s")
 
 
-def live_replay(path: Path, store: Path, results: Path, bars: int) -> tuple[float, float, int, float]:
-    """Run live mode for ``bars`` bars from FIRST_LIVE; returns (p50, p99, samples, seconds)."""
+def live_replay(path: Path, store: Path, results: Path,
+                bars: int) -> tuple[tuple[float, float, int], tuple[float, float, int], float]:
+    """Run live mode for ``bars`` bars from FIRST_LIVE; returns ((p50, p99, samples) over every
+    bar, the same after the first WARM bars, seconds)."""
     graph = load_strategy(path, symbols=list(SYMBOLS))
     start = parse_time(FIRST_LIVE)
     proc, url = start_venue(store, start, start + (bars + 10) * BAR)
@@ -146,8 +157,10 @@ def live_replay(path: Path, store: Path, results: Path, bars: int) -> tuple[floa
             urllib.request.urlopen(urllib.request.Request(
                 f"{url}/sim/advance?ms={BAR}", method="POST"), timeout=10).read()
             done.get(timeout=120)
+            if k == WARM - 1:
+                warm = scrape_buckets(port)
             if k == bars - 2:
-                p50, p99, n = scrape_latency(port)
+                end = scrape_buckets(port)
         seconds = time.perf_counter() - t0
         th.join(60)
     finally:
@@ -155,7 +168,7 @@ def live_replay(path: Path, store: Path, results: Path, bars: int) -> tuple[floa
         proc.wait(30)
     if "err" in out:
         raise out["err"]
-    return p50, p99, n, seconds
+    return quantiles(end), quantiles(end, warm), seconds
 
 
 def baseline(path: Path, store: Path, window: int, bars: int, results: Path) -> tuple[float, float]:
@@ -213,20 +226,24 @@ def main() -> None:
         for name in names:
             path = REPO / "strategies" / f"{name}.yaml"
             results = Path(tmp) / f"results-{name}"
-            p50, p99, n, secs = live_replay(path, store, results, args.bars)
+            (p50, p99, n), (w50, w99, wn), secs = live_replay(path, store, results, args.bars)
             b50, b99 = baseline(path, store, args.window, args.bars, results)
             report[name] = {"p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "samples": n,
+                            "warm_p50_ms": w50 * 1e3, "warm_p99_ms": w99 * 1e3,
+                            "warm_samples": wn,
                             "baseline_p50_ms": b50 * 1e3, "baseline_p99_ms": b99 * 1e3}
             print(f"{name}: {n} bars from {FIRST_LIVE} ({fmt_ms(parse_time(FIRST_LIVE))}), "
                   f"replayed in {secs:.1f} s")
             print(f"  engine live, kline received -> order request written: p50 {ms(p50)}, "
-                  f"p99 {ms(p99)}")
-            print(f"  baseline (features recomputed over {args.window} bars each bar, no I/O): "
-                  f"p50 {ms(b50)}, p99 {ms(b99)}  -> engine p99 is {b99 / p99:.1f}x faster"
-                  if p99 > 0 else "")
+                  f"p99 {ms(p99)}; after the first {WARM} bars: p50 {ms(w50)}, p99 {ms(w99)}")
+            print(f"  baseline (features recomputed over {args.window} bars each bar and the "
+                  f"decision, no account read, no log, no order): p50 {ms(b50)}, p99 {ms(b99)}")
         if "ensemble" in report:
-            ok = report["ensemble"]["p99_ms"] < 5.0
-            print(f"target: ensemble p99 < 5 ms: {'met' if ok else 'NOT met'}")
+            r = report["ensemble"]
+            for what, key in (("every bar", "p99_ms"), (f"after {WARM} bars", "warm_p99_ms")):
+                ok = r[key] < 5.0
+                print(f"target: ensemble p99 < 5 ms ({what}): {'met' if ok else 'NOT met'} "
+                      f"({r[key]:.2f} ms)")
         print(json.dumps(report))
 
 
