@@ -10,6 +10,7 @@ from engine.cli.common import (
     EndOpt,
     ProgressBar,
     ResultsOpt,
+    SetOpt,
     StartOpt,
     StoreOpt,
     SymbolsOpt,
@@ -20,12 +21,6 @@ from engine.timeutil import fmt_ms
 
 if TYPE_CHECKING:
     from engine.backtest import BacktestResult
-
-SetOpt = typer.Option(
-    None,
-    "--set",
-    help="Override a param (name=value) or any key by its dotted path (risk.fraction=0.2). Repeatable.",
-)
 
 #: metrics shown in the summary table: key -> (label, format)
 SHOWN = (

@@ -38,6 +38,12 @@ SymbolsOpt = typer.Option(
 ResultsOpt = typer.Option(
     None, "--results", help="Results directory (default: $ENGINE_RESULTS or ./results)."
 )
+# A strategy's params and keys, overridden from the command line (backtest, validate, live, ...).
+SetOpt = typer.Option(
+    None,
+    "--set",
+    help="Override a param (name=value) or any key by its dotted path (risk.fraction=0.2). Repeatable.",
+)
 
 
 def print_error(err: EngineError) -> None:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from engine.cli.common import ResultsOpt, SymbolsOpt, console, guarded
+from engine.cli.common import ResultsOpt, SetOpt, SymbolsOpt, console, guarded
 
 if TYPE_CHECKING:
     from engine.live import LiveResult
@@ -20,7 +20,6 @@ ProductionOpt = typer.Option(
     False, "--production", help="Trade on Binance's production USD-M venue (real money; never a default).")
 UrlOpt = typer.Option(None, "--url", help="REST base URL of a Binance-compatible server.")
 WsUrlOpt = typer.Option(None, "--ws-url", help="Websocket base URL (market streams).")
-SetOpt = typer.Option(None, "--set", help="Override a param or dotted key (k=v). Repeatable.")
 MaxBarsOpt = typer.Option(None, "--max-bars", min=1, help="Stop after N closed bars.")
 SinceOpt = typer.Option(
     None, "--since",

@@ -12,6 +12,7 @@ from engine.cli.common import (
     EndOpt,
     ProgressBar,
     ResultsOpt,
+    SetOpt,
     StartOpt,
     StoreOpt,
     SymbolsOpt,
@@ -52,9 +53,7 @@ def lookahead(
     start: str | None = StartOpt,
     end: str | None = EndOpt,
     symbols: str | None = SymbolsOpt,
-    set_: list[str] | None = typer.Option(
-        None, "--set", help="Override a param (name=value) or any key by its dotted path."
-    ),
+    set_: list[str] | None = SetOpt,
     json_out: bool = typer.Option(
         False,
         "--json",

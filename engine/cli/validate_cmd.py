@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from engine.cli.common import console, guarded
-
-SetOpt = typer.Option(
-    None,
-    "--set",
-    help="Override a param (name=value) or any key by its dotted path (risk.fraction=0.2). Repeatable.",
-)
+from engine.cli.common import SetOpt, console, guarded
 
 
 def register(app: typer.Typer) -> None:

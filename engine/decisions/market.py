@@ -147,13 +147,14 @@ def _funding(symbols: tuple[str, ...] | list[str], candles: dict[str, pl.DataFra
     for sym in symbols:
         t = candles[sym]["open_time"]
         first, last, close = int(t[0]), int(t[-1]), int(t[-1]) + step
-        out[sym] = load_funding(sym, start=first, end=last, store=store, progress=progress)
         if close % FUNDING_PERIOD_MS == 0:
             try:
                 out[sym] = load_funding(sym, start=first, end=close, store=store,
                                         progress=progress)
+                continue
             except DataError:
                 pass  # the settlement at the close is past the data's end: no run sees it
+        out[sym] = load_funding(sym, start=first, end=last, store=store, progress=progress)
     return out
 
 

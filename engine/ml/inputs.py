@@ -68,26 +68,25 @@ def resolve_features(ml: MLSections, available: list[str]) -> dict[str, list[str
             out[node.name] = []
             continue
         names = list(node.features) if node.features is not None else list(available)
-        for n in names:
-            if n not in available:
-                close = difflib.get_close_matches(n, available, n=1)
-                tip = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"models[{i}].features: {n!r} is not a computed feature{tip}",
-                    hint="list features the strategy's features section computes",
-                )
+        _require_computed(names, available, f"models[{i}].features")
         out[node.name] = names
     regime = list(ml.ensemble.regime_features)
-    for n in regime:
+    _require_computed(regime, available, "ensemble.regime_features")
+    out[REGIME] = regime
+    return out
+
+
+def _require_computed(names: list[str], available: list[str], where: str) -> None:
+    """ConfigError (``where``: the config key) for the first name that is not a computed
+    feature, with the closest one."""
+    for n in names:
         if n not in available:
             close = difflib.get_close_matches(n, available, n=1)
             tip = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                f"ensemble.regime_features: {n!r} is not a computed feature{tip}",
+                f"{where}: {n!r} is not a computed feature{tip}",
                 hint="list features the strategy's features section computes",
             )
-    out[REGIME] = regime
-    return out
 
 
 def prepare_symbol(

@@ -12,6 +12,7 @@ functions the batch path uses, on the history gathered so far. So replaying bars
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,14 +29,11 @@ from engine.ml.pipeline import run_ensemble
 from engine.ml.symbol_pipeline import SymbolPipeline
 from engine.ml.walkforward import Fold, SerialExecutor, fit_task
 
-_FITTER: list[ThreadPoolExecutor] = []
 
-
+@functools.cache
 def _fitter() -> ThreadPoolExecutor:
     """The one thread that fits folds ahead (see :meth:`LiveEnsemble.fit_ahead`)."""
-    if not _FITTER:
-        _FITTER.append(ThreadPoolExecutor(1, thread_name_prefix="fold-fit"))
-    return _FITTER[0]
+    return ThreadPoolExecutor(1, thread_name_prefix="fold-fit")
 
 
 class LiveEnsemble:
