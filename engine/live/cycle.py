@@ -97,9 +97,9 @@ class BarCycle:
         """A bar's ``model_predictions`` and (with ``log.snapshots``) ``snapshots`` rows,
         unless the log holds them already (:class:`engine.live.journal.Journal`)."""
         t = bd.open_time
-        self.journal.per_bar("model_predictions", t, self.decider.prediction_rows(bd))
+        self.journal.per_bar("model_predictions", t, lambda: self.decider.prediction_rows(bd))
         if self.graph.config.log.snapshots:
-            self.journal.per_bar("snapshots", t, self.decider.snapshot_rows(bd))
+            self.journal.per_bar("snapshots", t, lambda: self.decider.snapshot_rows(bd))
 
     def log_decisions(self, t: int, d: Decided) -> None:
         if self.journal.decisions(t, d.rows):

@@ -19,7 +19,7 @@ secret never reach the log.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -131,10 +131,11 @@ class Journal:
         self.log.append(self.run_id, "ensemble_decisions", rows)
         return True
 
-    def per_bar(self, table: str, t: int, rows: list[dict[str, Any]] | Any) -> None:
-        """``model_predictions`` or ``snapshots`` rows of bar ``t`` (once per bar)."""
-        if self._new(table, t) and len(rows):
-            self.log.append(self.run_id, table, rows)
+    def per_bar(self, table: str, t: int, rows: Callable[[], list[dict[str, Any]]]) -> None:
+        """``model_predictions`` or ``snapshots`` rows of bar ``t`` (once per bar): ``rows()``
+        makes them, only when the log does not hold them (a resumed run replays its bars)."""
+        if self._new(table, t) and len(made := rows()):
+            self.log.append(self.run_id, table, made)
 
     def booked(self, recs: dict[str, np.ndarray], symbols: tuple[str, ...], time_ms: int) -> None:
         """What the book recorded over one bar: closed trades (logged), fees and funding
