@@ -55,10 +55,7 @@ def table_frame(table: str, columns: dict[str, Any]) -> pl.DataFrame:
     """
     import polars as pl
 
-    cols = [c for c in TABLES[table] if c.name != "run_id"]
-    unknown = set(columns) - {c.name for c in cols}
-    if unknown:
-        raise ValueError(f"{table}: no such column(s) {sorted(unknown)}")
+    cols = _columns_of(table, columns)
     n = len(next(iter(columns.values()))) if columns else 0
     series = []
     for c in cols:
@@ -74,6 +71,49 @@ def table_frame(table: str, columns: dict[str, Any]) -> pl.DataFrame:
             s = pl.Series(c.name, v, dtype=dtype, strict=False)
         series.append(s)
     return pl.DataFrame(series)
+
+
+def _columns_of(table: str, columns: dict[str, Any]) -> list[Any]:
+    """The schema columns of ``table`` but ``run_id``; an unknown name in ``columns`` is an
+    error."""
+    cols = [c for c in TABLES[table] if c.name != "run_id"]
+    unknown = set(columns) - {c.name for c in cols}
+    if unknown:
+        raise ValueError(f"{table}: no such column(s) {sorted(unknown)}")
+    return cols
+
+
+#: a value of each logical type as :func:`table_frame`'s column gives it back (None stays)
+_PY = {"str": str, "json": str, "i64": int, "bool": bool}
+
+
+def table_rows(table: str, columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """``table_frame(table, columns).to_dicts()`` without building a frame: live mode's
+    few rows per bar (a polars frame costs ~0.5 ms to build whatever its length). The same
+    rules: every schema column in order, NULL when not given, a NaN float is NULL
+    (``tests/decisions/test_records.py`` holds the two equal).
+
+    >>> table_rows("equity", {"time": [0], "equity": [1.0], "cash": [float("nan")]})
+    [{'time': 0, 'equity': 1.0, 'cash': None, 'exposure': None}]
+    """
+    cols = _columns_of(table, columns)
+    n = len(next(iter(columns.values()))) if columns else 0
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for c in cols:
+        v = columns.get(c.name)
+        if v is None:
+            for r in out:
+                r[c.name] = None
+            continue
+        vals = v.tolist() if isinstance(v, np.ndarray) else list(v)
+        if c.type == "f64":
+            for r, x in zip(out, vals, strict=True):
+                r[c.name] = None if x is None or x != x else float(x)
+        else:
+            cast = _PY[c.type]
+            for r, x in zip(out, vals, strict=True):
+                r[c.name] = None if x is None else cast(x)
+    return out
 
 
 def rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
@@ -97,10 +137,26 @@ def decision_rows(
     """``ensemble_decisions``: one row per bar and symbol that has a bar, symbol by symbol.
 
     Grids are ``[n, S]`` (``open_time``/``equity`` ``[n]``): the decisions, the risk
-    manager's ``target`` and ``reason`` codes and the equity at each close.
+    manager's ``target`` and ``reason`` codes and the equity at each close. Live mode takes
+    the same columns (:func:`decision_columns`) as rows (:func:`table_rows`).
     """
     import polars as pl
 
+    cols = decision_columns(symbols, open_time, has_bar, close, dec, target, reason, equity)
+    return table_frame("ensemble_decisions", cols) if cols else pl.DataFrame()
+
+
+def decision_columns(
+    symbols: Sequence[str],
+    open_time: np.ndarray,
+    has_bar: np.ndarray,
+    close: np.ndarray,
+    dec: Decisions,
+    target: np.ndarray,
+    reason: np.ndarray,
+    equity: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """The columns of :func:`decision_rows` (empty: no symbol had a bar)."""
     logged = {c.name for c in TABLES["ensemble_decisions"]}
     action_names = np.array([ACTION[-1], ACTION[0], ACTION[1]], dtype=object)
     reason_names = np.array(["pass"] + [REASON.get(i, str(i)) for i in range(1, max(REASON) + 1)],
@@ -133,9 +189,7 @@ def decision_rows(
                 cols[name] = arr[sel, j]
         for name, v in cols.items():
             parts.setdefault(name, []).append(v)
-    if not parts:
-        return pl.DataFrame()
-    return table_frame("ensemble_decisions", {k: np.concatenate(v) for k, v in parts.items()})
+    return {k: np.concatenate(v) for k, v in parts.items()}
 
 
 def decision_frame(market: Market, dec: Decisions, res: SimResult) -> pl.DataFrame:
@@ -181,9 +235,9 @@ class OrderEvent:
 _ORDER_FIELDS = tuple(f.name for f in dataclasses.fields(OrderEvent))
 
 
-def order_event_frame(events: Sequence[OrderEvent]) -> pl.DataFrame:
-    """``orders`` rows of order events (live mode)."""
-    return table_frame("orders", {k: [getattr(e, k) for e in events] for k in _ORDER_FIELDS})
+def order_event_columns(events: Sequence[OrderEvent]) -> dict[str, list[Any]]:
+    """``orders`` columns of order events (live mode: :func:`table_rows` of them)."""
+    return {k: [getattr(e, k) for e in events] for k in _ORDER_FIELDS}
 
 
 def _decision_bar(market: Market, fill_bar: np.ndarray, sym_idx: np.ndarray) -> np.ndarray:

@@ -26,8 +26,10 @@ decision rows hold the position kept (``risk_check = 'stale'``) and nothing is t
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,25 @@ from engine.strategy.graph import StrategyGraph
 
 STALE = schema.STALE_CHECK
 STALE_REASON = "the bar closed while live mode was down: decided after the restart, not traded"
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a bar's decision path, back on after it.
+
+    A bar's work allocates enough to start a collection about once a bar; a young one takes
+    about 1 ms and a full one (which walks every object the warm-up left: models, frames)
+    100-250 ms (measured with the shipped ensemble). Paused, the collection that is due
+    runs when the bar is done, while the loop waits for the next kline. Reference counting
+    frees everything that is not a cycle as usual. A caller that had the collector off
+    keeps it off."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class BarCycle:
@@ -78,6 +99,15 @@ class BarCycle:
 
     async def process(self, t: int, bars: dict[str, Bar]) -> None:
         """Bar ``t`` (all symbols' closed bars of that open time that exist)."""
+        with gc_paused():
+            await self._process(t, bars)
+        self.bars += 1
+        if self.on_bar is not None:
+            self.on_bar(t)
+        if self.opts.max_bars is not None and self.bars >= self.opts.max_bars:
+            self.stop.set()
+
+    async def _process(self, t: int, bars: dict[str, Bar]) -> None:
         d = await self.decide(t, bars)
         with self.journal.log.transaction():  # the checkpoint and the decision rows, together
             self.checkpoint("decided", t, d)
@@ -87,11 +117,6 @@ class BarCycle:
         await self.act(t, d)
         crash.point("bar")
         self.close_bar(t, d)
-        self.bars += 1
-        if self.on_bar is not None:
-            self.on_bar(t)
-        if self.opts.max_bars is not None and self.bars >= self.opts.max_bars:
-            self.stop.set()
 
     def log_outputs(self, bd: BarDecisions) -> None:
         """A bar's ``model_predictions`` and (with ``log.snapshots``) ``snapshots`` rows,
@@ -176,12 +201,12 @@ class BarCycle:
 
     def _rows(self, bd: BarDecisions, target: np.ndarray, reason: np.ndarray, equity: float,
               *, stale: bool) -> list[dict[str, Any]]:
-        """The bar's ``ensemble_decisions`` rows (the backtest's builder over a one-row grid);
+        """The bar's ``ensemble_decisions`` rows (the backtest's columns over a one-row grid);
         a stale bar's hold the position kept and say why."""
-        frame = records.decision_rows(self.symbols, np.array([bd.open_time]), bd.has_bar, bd.close,
-                                      bd.decisions, np.asarray(target)[None, :], reason[None, :],
-                                      np.array([equity]))
-        rows = records.rows(frame)
+        cols = records.decision_columns(self.symbols, np.array([bd.open_time]), bd.has_bar,
+                                        bd.close, bd.decisions, np.asarray(target)[None, :],
+                                        reason[None, :], np.array([equity]))
+        rows = records.table_rows("ensemble_decisions", cols) if cols else []
         if stale:
             for r in rows:
                 r["risk_check"], r["rejection_reason"] = STALE, STALE_REASON

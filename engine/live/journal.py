@@ -115,7 +115,8 @@ class Journal:
             return
         if ev.message and self.secrets:
             ev = ev.to(ev.status, ev.updated_at, message=redact(ev.message, self.secrets))
-        self.log.append(self.run_id, "orders", records.rows(records.order_event_frame([ev])))
+        self.log.append(self.run_id, "orders",
+                        records.table_rows("orders", records.order_event_columns([ev])))
         if self.telemetry is not None:
             self.telemetry.orders.labels(symbol=ev.symbol, status=ev.status).inc()
 

@@ -28,6 +28,7 @@ wires them and runs one bar after another.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 from collections.abc import Callable
@@ -127,6 +128,7 @@ class LiveRunner(BarCycle):
                 self.dash.close()
             await ex.close()
             log.close()
+            gc.unfreeze()  # the run's objects may be freed, cycles included
 
     async def _run(self, log: RunLog, choice: resume.Choice) -> LiveResult:
         prior = None
@@ -343,6 +345,10 @@ class LiveRunner(BarCycle):
         await self.feed.run(self.process, on_ready=self._ready)
 
     def _ready(self) -> None:
+        # what the warm-up built (models, frames, caches) lives as long as the run: collected
+        # once and frozen, later collections (:func:`engine.live.cycle.gc_paused`) skip it
+        gc.collect()
+        gc.freeze()
         self.journal.event("info", "live", f"ready: streaming {self.graph.interval} klines after "
                            f"bar {fmt_ms(self.feed.last_done or 0)}",
                            {"last_done": self.feed.last_done, "pid": os.getpid()})

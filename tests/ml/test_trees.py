@@ -1,4 +1,5 @@
-"""The numba LightGBM kernel against its oracle, ``lightgbm.Booster.predict`` (bit for bit)."""
+"""The numba tree kernels against their oracles, ``lightgbm.Booster.predict`` and
+``xgboost.Booster.inplace_predict`` (bit for bit)."""
 
 from __future__ import annotations
 
@@ -94,3 +95,56 @@ def test_loaded_model_predicts_through_the_kernel(tmp_path) -> None:  # type: ig
     # one row at a time (the live path) equals the batch
     one = np.array([m.predict_proba(seg.rows(slice(i, i + 1)))[0] for i in range(50)])
     np.testing.assert_array_equal(one, got[:50])
+
+
+def _xgb(X: np.ndarray, y: np.ndarray, **params: object):  # type: ignore[no-untyped-def]
+    import xgboost as xgb
+
+    p = {"objective": "binary:logistic", "tree_method": "hist", "max_depth": 4, "eta": 0.1,
+         "seed": 1, "nthread": 1, "verbosity": 0, **params}
+    return xgb.train(p, xgb.DMatrix(X, label=y, nthread=1), num_boost_round=60)
+
+
+def test_xgboost_equal_to_inplace_predict_on_real_features_and_split_points(small) -> None:  # type: ignore[no-untyped-def]
+    from engine.ml.models.trees_nb import parse_xgboost
+
+    _, feats = small
+    X = feats.drop("open_time").to_numpy()
+    X = X[np.isfinite(X).all(axis=1)]
+    y = (np.roll(X[:, 3], -3) > 0).astype(float)
+    half = X.shape[0] // 2
+    booster = _xgb(X[:half], y[:half])
+    trees = parse_xgboost(booster)
+    assert trees is not None and trees.xgboost and trees.depth.max() == 4
+    np.testing.assert_array_equal(predict_trees(trees, X), booster.inplace_predict(X))
+    # values on, just below and just above every split condition (float32 ties)
+    cond = np.nextafter(trees.threshold[np.isfinite(trees.threshold)], np.float32(np.inf))
+    rng = np.random.default_rng(3)
+    at = cond[rng.integers(0, cond.shape[0], (3000, X.shape[1]))].astype(np.float64)
+    for Xt in (at, np.nextafter(at, -np.inf), np.nextafter(at, np.inf)):
+        np.testing.assert_array_equal(predict_trees(trees, Xt), booster.inplace_predict(Xt))
+    big = np.tile(X, (max(1, 10_000 // X.shape[0] + 1), 1))
+    np.testing.assert_array_equal(predict_trees(trees, big, threads=2), booster.inplace_predict(big))
+
+
+def test_xgboost_model_predicts_through_the_kernel_and_falls_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from engine.ml.models.gbm import XGBoostModel
+    from engine.ml.models.trees_nb import parse_xgboost
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(3000, 5))
+    y = (X[:, 0] - X[:, 4] + rng.normal(size=3000) > 0).astype(float)
+    _xgb(X, y, base_score=0.3).save_model(str(tmp_path / XGBoostModel.FILE))
+    m = XGBoostModel.load(tmp_path, {}, threads=1)
+    Xt = rng.normal(size=(1000, 5))
+    Xt[5, 2] = np.nan  # abstains
+    seg = Segment(np.arange(1000, dtype=np.int64), np.ones(1000), Xt)
+    got = m.predict_proba(seg)
+    assert m._trees is not False and np.isnan(got[5])
+    ok = np.isfinite(Xt).all(axis=1)
+    np.testing.assert_array_equal(got[ok], m.booster.inplace_predict(Xt[ok]))
+    one = np.array([m.predict_proba(seg.rows(slice(i, i + 1)))[0] for i in range(50)])
+    np.testing.assert_array_equal(one, got[:50])
+    # another objective is not covered: the library predicts
+    other = _xgb(X, X[:, 0] * 2.0, objective="reg:squarederror")
+    assert parse_xgboost(other) is None

@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 
 from engine.ml.models.base import Segment, TrainSet, masked_predict
-from engine.ml.models.trees_nb import parse_lightgbm, predict_trees
+from engine.ml.models.trees_nb import parse_lightgbm, parse_xgboost, predict_trees
+
+
+def _predict(seg: Segment, trees: Any, threads: int, library: Any) -> np.ndarray:
+    """P(up) of a segment's rows through the tree kernel (``trees``), or the library's own
+    predict (``library(X)``) when the kernel does not cover the model (``trees`` False)."""
+    if trees is False:
+        return masked_predict(seg.X, library)
+    return masked_predict(seg.X, lambda X: predict_trees(trees, X, threads=threads))
 
 
 class LightGBMModel:
@@ -82,12 +90,8 @@ class LightGBMModel:
         return self._trees
 
     def predict_proba(self, seg: Segment) -> np.ndarray:
-        trees = self._kernel()
-        if trees is False:
-            return masked_predict(
-                seg.X, lambda X: self.booster.predict(X, num_threads=self.threads)
-            )
-        return masked_predict(seg.X, lambda X: predict_trees(trees, X, threads=self.threads))
+        return _predict(seg, self._kernel(), self.threads,
+                        lambda X: self.booster.predict(X, num_threads=self.threads))
 
     def save(self, path: Path) -> None:
         if self._booster is None and self._text is not None:
@@ -103,7 +107,12 @@ class LightGBMModel:
 
 
 class XGBoostModel:
-    """``xgboost`` node: ``binary:logistic``, ``tree_method=hist``, fixed ``seed``/``nthread``."""
+    """``xgboost`` node: ``binary:logistic``, ``tree_method=hist``, fixed ``seed``/``nthread``.
+
+    Prediction goes through the numba tree kernel (:mod:`engine.ml.models.trees_nb`,
+    bit-identical to ``Booster.inplace_predict``, which costs about 1 ms for one row) unless
+    the kernel does not cover the model.
+    """
 
     kind = "xgboost"
     FILE = "model.ubj"
@@ -112,6 +121,7 @@ class XGBoostModel:
         self.params = dict(params)
         self.threads = threads
         self.booster: Any = None
+        self._trees: Any = None  # trees_nb.Trees, False if not covered, None not parsed yet
 
     def fit(self, train: TrainSet, *, seed: int, threads: int) -> XGBoostModel:
         import xgboost as xgb
@@ -139,10 +149,13 @@ class XGBoostModel:
         self.booster = xgb.train(xgb_params, dtrain, num_boost_round=p["n_estimators"])
         self.booster.set_param({"nthread": threads})
         self.threads = threads
+        self._trees = None
         return self
 
     def predict_proba(self, seg: Segment) -> np.ndarray:
-        return masked_predict(seg.X, lambda X: self.booster.inplace_predict(X))
+        if self._trees is None:
+            self._trees = parse_xgboost(self.booster) or False
+        return _predict(seg, self._trees, self.threads, self.booster.inplace_predict)
 
     def save(self, path: Path) -> None:
         self.booster.save_model(str(path / self.FILE))
