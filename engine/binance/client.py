@@ -225,11 +225,12 @@ class BinanceClient:
                 return float(r["fundingRate"]), float(r.get("markPrice") or "nan")
         return None
 
-    async def funding_events(self, symbol: str, *, start: int, end: int) -> list[tuple[int, float]]:
-        """Settled funding events ``(funding_time, rate)`` with ``start <= time <= end``, paginated
-        (``GET /fapi/v1/fundingRate``); times rounded to the hour (Binance's ms jitter removed,
-        as at data import)."""
-        out: dict[int, float] = {}
+    async def funding_events(self, symbol: str, *, start: int,
+                             end: int) -> list[tuple[int, float, float]]:
+        """Settled funding events ``(funding_time, rate, mark price)`` with ``start <= time <=
+        end``, paginated (``GET /fapi/v1/fundingRate``); times rounded to the hour (Binance's ms
+        jitter removed, as at data import); a mark the venue does not give is NaN."""
+        out: dict[int, tuple[float, float]] = {}
         since = start
         while since <= end:
             rows = await self.call(f"funding rates {symbol}", partial(
@@ -243,11 +244,11 @@ class BinanceClient:
                 last = max(last, raw)
                 t = ((raw + HOUR_MS // 2) // HOUR_MS) * HOUR_MS
                 if start <= t <= end:
-                    out[t] = float(r["fundingRate"])
+                    out[t] = (float(r["fundingRate"]), float(r.get("markPrice") or "nan"))
             if len(rows) < FUNDING_PAGE:
                 break
             since = last + 1
-        return sorted(out.items())
+        return [(t, rate, mark) for t, (rate, mark) in sorted(out.items())]
 
     # ------------------------------------------------------------------ account
 

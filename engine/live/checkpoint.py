@@ -78,7 +78,9 @@ class Checkpoint:
             "book": self.book, "totals": self.totals,
             "protect": {s: [ev(e) for e in evs] for s, evs in self.protect.items()},
             "resting": {s: ev(e) for s, e in self.resting.items()},
-            "decided": None if self.decided is None else ev(self.decided),
+            # shallow: its rows are plain dicts already (asdict would deep-copy them, ~0.5 ms
+            # on the path from a closed kline to its order)
+            "decided": None if self.decided is None else dict(vars(self.decided)),
         }
 
     @classmethod
@@ -107,7 +109,8 @@ def path_for(results_root: Path, run_id: str) -> Path:
 
 def save(log: RunLog, run_id: str, ck: Checkpoint) -> None:
     """Replace the checkpoint of ``run_id`` (durably, or with the log's open transaction)."""
-    log.save_state(run_id, NAME, json.dumps(ck.to_json(), separators=(",", ":")))
+    log.save_state(run_id, NAME, json.dumps(ck.to_json(), separators=(",", ":"),
+                                            check_circular=False))
 
 
 def load(log: RunLog, run_id: str) -> Checkpoint | None:

@@ -1,9 +1,10 @@
 """One closed bar of a live run, in two phases with a checkpoint before each one's rows.
 
-1. **Decide** (:meth:`BarCycle.decide`): funding events up to the close (when
-   ``funding_rate`` is a feature); the decider steps features and rules (or the ensemble)
-   into a one-bar ``Decisions`` while the account is read (the request is sent first, so its
-   round trip overlaps the features and models); limit entries that lived their bar are settled
+1. **Decide** (:meth:`BarCycle.decide`): the account read is sent first (its round trip
+   overlaps the rest), with, at a funding time, the close's settled funding (rate and mark,
+   for the book; one request per symbol, in flight together); funding events up to the close
+   (when ``funding_rate`` is a feature: the same poll); the decider steps features and rules
+   (or the ensemble) into a one-bar ``Decisions``; limit entries that lived their bar are settled
    and stops/targets that fired are booked (:class:`engine.live.orders.OrderManager`); the
    book syncs with the exchange, takes back the close's funding and runs the simulator's
    decide phase. The outcome (:class:`engine.live.checkpoint.Decided`) is checkpointed,
@@ -151,19 +152,27 @@ class BarCycle:
     # ------------------------------------------------------------------ phase 1
 
     async def decide(self, t: int, bars: dict[str, Bar]) -> Decided:
-        if self.decider.needs_funding:
-            # the rate a bar's features read is the last one settled at or before its close
-            await self.feed.funding_through(t + self.step)
         # the account is read while the features and models run (it is not needed before
         # the book syncs): the request goes out first, its answer waits in the socket
-        account = asyncio.ensure_future(self.venue.account())
+        reads = [asyncio.ensure_future(self.venue.account())]
+        f = t + self.step
+        if self._funding_time(f) and not self.decider.needs_funding:
+            # the rate and mark of this close's funding (for the book), read meanwhile too
+            reads.append(asyncio.ensure_future(self.feed.poll_funding(f, f, require=False)))
         await asyncio.sleep(0)
         try:
+            if self.decider.needs_funding:
+                # the rate a bar's features read is the last one settled at or before its
+                # close (at a funding time: polled while the account is read)
+                await self.feed.funding_through(f)
             bd = self.decider.step(t, bars)
-            await self._sync(t, bd, await account)
+            await self._sync(t, bd, await reads[0])
+            for r in reads[1:]:
+                await r
         finally:
-            if not account.done():  # the step failed: the read is not awaited by anyone
-                account.cancel()
+            for r in reads:
+                if not r.done():  # the step failed: the read is not awaited by anyone
+                    r.cancel()
         settled = await self.funding_settled(t)
         book = self.book
         book.unsettle(settled)
@@ -212,17 +221,22 @@ class BarCycle:
                 r["risk_check"], r["rejection_reason"] = STALE, STALE_REASON
         return rows
 
+    def _funding_time(self, close: int) -> bool:
+        """Whether funding settles at ``close`` for this strategy (its data has funding)."""
+        return close % FUNDING_PERIOD_MS == 0 and bool(self.graph.config.data.funding)
+
     async def funding_settled(self, t: int) -> list[tuple[str, float, float]]:
         """``(symbol, rate, mark)`` of the funding settled at the close of bar ``t`` (a
         funding time) on the positions held through it (before this close's orders fill)."""
         f = t + self.step
-        if f % FUNDING_PERIOD_MS or not self.graph.config.data.funding:
+        if not self._funding_time(f):
             return []
         out = []
         for j, s in enumerate(self.symbols):
             if self.book.acct.qty[j] == 0.0:
                 continue
-            got = await self.venue.funding_settled(s, f)
+            # the feed has it when it polled this funding time (in decide), else ask now
+            got = self.feed.settled.get((s, f)) or await self.venue.funding_settled(s, f)
             if got is None or np.isnan(got[1]):
                 self.journal.event("warning", "funding",
                                    f"{s}: funding at {f} not published; not in the trade",

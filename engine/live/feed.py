@@ -37,7 +37,8 @@ class MarketData(Protocol):
 
     async def closed_bars(self, symbol: str, *, start: int, end: int, now: int) -> list[Bar]: ...
 
-    async def funding_events(self, symbol: str, *, start: int, end: int) -> list[tuple[int, float]]: ...
+    async def funding_events(self, symbol: str, *, start: int,
+                             end: int) -> list[tuple[int, float, float]]: ...
 
 
 class Feed:
@@ -60,6 +61,7 @@ class Feed:
         self.last_done: int | None = None  # open time of the last bar processed
         self.pending: dict[int, dict[str, Bar]] = {}
         self.funding_upto = 0  # funding events with time <= this have been fetched
+        self.settled: dict[tuple[str, int], tuple[float, float]] = {}  # (symbol, time) -> (rate, mark)
         self.grace_s = grace_s
         self.stream_timeout_s = stream_timeout_s
         self.down_since: float | None = None  # monotonic time the stream went down
@@ -80,29 +82,42 @@ class Feed:
         return out
 
     async def poll_funding(self, start: int, end: int, *, require: bool) -> None:
-        """Fetch each symbol's funding events in ``[start, end]`` (``on_funding`` each).
+        """Fetch each symbol's funding events in ``[start, end]`` (``on_funding`` each; the
+        rate and mark kept in :attr:`settled` for the book's funding at that close), the
+        symbols' requests in flight together.
 
         With ``require``, a funding time (a multiple of 8 h) in the span whose event the
         venue has not published yet is polled again with backoff (a bounded number of
         times; then a warning and the last known rate stays in force)."""
+        tasks = [asyncio.ensure_future(self._poll_symbol(s, start, end, require=require))
+                 for s in self.symbols]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # one failed (or the wait was cancelled): none is left running
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _poll_symbol(self, s: str, start: int, end: int, *, require: bool) -> None:
         P = FUNDING_PERIOD_MS
         due = list(range(((start + P - 1) // P) * P, end + 1, P)) if require else []
-        for s in self.symbols:
-            for attempt in range(6):
-                events = await self.client.funding_events(s, start=start, end=end)
-                for ft, rate in events:
-                    self.on_funding(s, ft, rate)
-                have = {ft for ft, _ in events}
-                missing = [t for t in due if t not in have]
-                if not missing:
-                    break
-                if attempt == 5:
-                    self.journal.event(
-                        "warning", "funding",
-                        f"{s}: funding event(s) not published by the venue; last rate kept",
-                        {"symbol": s, "missing": missing}, time_ms=end)
-                    break
-                await asyncio.sleep(min(0.25 * 2**attempt, self.max_wait_s))
+        for attempt in range(6):
+            events = await self.client.funding_events(s, start=start, end=end)
+            for ft, rate, mark in events:
+                self.settled[(s, ft)] = (rate, mark)
+                self.on_funding(s, ft, rate)
+            have = {ft for ft, _, _ in events}
+            missing = [t for t in due if t not in have]
+            if not missing:
+                return
+            if attempt == 5:
+                self.journal.event(
+                    "warning", "funding",
+                    f"{s}: funding event(s) not published by the venue; last rate kept",
+                    {"symbol": s, "missing": missing}, time_ms=end)
+                return
+            await asyncio.sleep(min(0.25 * 2**attempt, self.max_wait_s))
 
     async def funding_through(self, close_time: int) -> None:
         """Make sure every funding event up to ``close_time`` has been fetched.

@@ -37,8 +37,9 @@ async def test_setup_and_market_data(market: MarketData) -> None:
     fb = market.bars["ETHUSDT"]
     want = [(int(t), float(r)) for t, r in zip(fb.funding_time, fb.funding_rate, strict=True)
             if ms("2023-12-01") <= t <= now]
-    assert funding == want and len(want) > 90  # every 8 h over December
-    assert settled is not None and settled[0] == funding[-1][1]
+    assert [(t, r) for t, r, _ in funding] == want and len(want) > 90  # every 8 h over December
+    assert settled is not None and settled == funding[-1][1:]  # the same (rate, mark)
+    assert all(m > 0 for _, _, m in funding)
     assert missing is None
 
 
