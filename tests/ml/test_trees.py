@@ -139,12 +139,16 @@ def test_xgboost_model_predicts_through_the_kernel_and_falls_back(tmp_path) -> N
     Xt = rng.normal(size=(1000, 5))
     Xt[5, 2] = np.nan  # abstains
     seg = Segment(np.arange(1000, dtype=np.int64), np.ones(1000), Xt)
-    got = m.predict_proba(seg)
-    assert m._trees is not False and np.isnan(got[5])
+    got = m.predict_proba(seg)  # a batch: the library's inplace_predict
+    assert m._trees is None and np.isnan(got[5])
     ok = np.isfinite(Xt).all(axis=1)
     np.testing.assert_array_equal(got[ok], m.booster.inplace_predict(Xt[ok]))
+    # one row at a time (the live path): the kernel, the same floats
     one = np.array([m.predict_proba(seg.rows(slice(i, i + 1)))[0] for i in range(50)])
+    assert m._trees is not None and m._trees is not False and m._trees.xgboost
     np.testing.assert_array_equal(one, got[:50])
+    small = m.predict_proba(seg.rows(slice(0, XGBoostModel.KERNEL_ROWS - 1)))
+    np.testing.assert_array_equal(small, got[: XGBoostModel.KERNEL_ROWS - 1])
     # another objective is not covered: the library predicts
     other = _xgb(X, X[:, 0] * 2.0, objective="reg:squarederror")
     assert parse_xgboost(other) is None

@@ -109,13 +109,16 @@ class LightGBMModel:
 class XGBoostModel:
     """``xgboost`` node: ``binary:logistic``, ``tree_method=hist``, fixed ``seed``/``nthread``.
 
-    Prediction goes through the numba tree kernel (:mod:`engine.ml.models.trees_nb`,
-    bit-identical to ``Booster.inplace_predict``, which costs about 1 ms for one row) unless
-    the kernel does not cover the model.
+    A few rows (live mode's one) are predicted by the numba tree kernel
+    (:mod:`engine.ml.models.trees_nb`, bit-identical to ``Booster.inplace_predict``, which
+    costs about 1 ms for one row) unless the kernel does not cover the model; a batch by
+    ``inplace_predict``, as fast there. Which one does not change a float.
     """
 
     kind = "xgboost"
     FILE = "model.ubj"
+    #: segments this long or longer go to ``inplace_predict`` (same floats, see above)
+    KERNEL_ROWS = 256
 
     def __init__(self, params: dict[str, Any], *, threads: int = 1) -> None:
         self.params = dict(params)
@@ -153,6 +156,8 @@ class XGBoostModel:
         return self
 
     def predict_proba(self, seg: Segment) -> np.ndarray:
+        if seg.X.shape[0] >= self.KERNEL_ROWS:  # as fast, and no model to parse (~15 ms)
+            return _predict(seg, False, self.threads, self.booster.inplace_predict)
         if self._trees is None:
             self._trees = parse_xgboost(self.booster) or False
         return _predict(seg, self._trees, self.threads, self.booster.inplace_predict)

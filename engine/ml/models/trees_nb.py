@@ -191,9 +191,9 @@ def parse_xgboost(booster: Any) -> Trees | None:
     """An ``xgboost.Booster`` as :class:`Trees` (its JSON model); None when the kernel does
     not cover the model or does not reproduce ``inplace_predict`` on probe rows (random
     rows, and rows on and just above every split condition)."""
-    import json
+    import orjson
 
-    j = json.loads(booster.save_raw("json"))
+    j = orjson.loads(booster.save_raw("json"))
     learner = j["learner"]
     gb = learner["gradient_booster"]
     mp = learner["learner_model_param"]
@@ -204,41 +204,42 @@ def parse_xgboost(booster: Any) -> Trees | None:
         or int(gb["model"]["gbtree_model_param"].get("num_parallel_tree", "1")) != 1
     ):
         return None
-    base_p = np.float32(np.atleast_1d(json.loads(mp["base_score"]))[0])
-    base = prob_to_margin_nb(base_p)
-    feature, threshold, kids, value, roots, depth = [], [], [], [], [], []
-    off = 0
-    for t in gb["model"]["trees"]:
-        if any(int(v) for v in t["split_type"]):  # categorical
-            return None
-        lc = np.array(t["left_children"], dtype=np.int64)
-        rc = np.array(t["right_children"], dtype=np.int64)
-        cond = np.array(t["split_conditions"], dtype=np.float32)
-        leaf = lc == -1
-        me = np.arange(lc.shape[0], dtype=np.int64)
-        feature.append(np.where(leaf, 0, np.array(t["split_indices"], dtype=np.int64)))
-        # left when v < cond == right when v > the float32 below cond (v a float32)
-        threshold.append(np.where(leaf, np.float32(np.inf),
-                                  np.nextafter(cond, np.float32(-np.inf))).astype(np.float32))
-        kids.append(np.stack([np.where(leaf, me, lc), np.where(leaf, me, rc)], axis=1) + off)
-        value.append(np.where(leaf, cond, np.float32(0.0)).astype(np.float32))
-        deepest, level = 0, [0]  # breadth first from the root (node 0)
-        while True:
-            level = [c for n in level if not leaf[n] for c in (lc[n], rc[n])]
-            if not level:
-                break
-            deepest += 1
-        roots.append(off)
-        depth.append(deepest)
-        off += lc.shape[0]
+    trees = gb["model"]["trees"]
+    if any(int(v) for t in trees for v in t["split_type"]):  # categorical splits
+        return None
+    base = prob_to_margin_nb(np.float32(np.atleast_1d(orjson.loads(mp["base_score"]))[0]))
+    sizes = np.array([len(t["left_children"]) for t in trees], dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    node_off = np.repeat(off, sizes)  # each node's tree offset
+
+    def flat(key: str, dtype: Any) -> np.ndarray:
+        return np.array([v for t in trees for v in t[key]], dtype=dtype)
+
+    lc, rc = flat("left_children", np.int64), flat("right_children", np.int64)
+    cond = flat("split_conditions", np.float32)
+    parent = flat("parents", np.int64)
+    leaf = lc == -1
+    me = np.arange(lc.shape[0], dtype=np.int64)
+    kids = np.stack([np.where(leaf, me, lc + node_off), np.where(leaf, me, rc + node_off)], axis=1)
+    # each node's level: a root's is 0, a child's its parent's + 1 (as many passes as levels)
+    is_root = me == node_off
+    up = np.where(is_root, me, parent + node_off)
+    level = np.zeros(lc.shape[0], dtype=np.int64)
+    for _ in range(lc.shape[0]):
+        nxt = np.where(is_root, 0, level[up] + 1)
+        if np.array_equal(nxt, level):
+            break
+        level = nxt
     n_features = int(booster.num_features())
-    trees = Trees(
-        feature=np.concatenate(feature),
-        threshold=np.concatenate(threshold),
-        kids=np.ascontiguousarray(np.concatenate(kids)),
-        value=np.concatenate(value),
-        roots=np.array(roots, dtype=np.int64),
-        depth=np.array(depth, dtype=np.int64),
+    out = Trees(
+        feature=np.where(leaf, 0, flat("split_indices", np.int64)),
+        # left when v < cond == right when v > the float32 below cond (v a float32)
+        threshold=np.where(leaf, np.float32(np.inf),
+                           np.nextafter(cond, np.float32(-np.inf))).astype(np.float32),
+        kids=np.ascontiguousarray(kids),
+        value=np.where(leaf, cond, np.float32(0.0)).astype(np.float32),
+        roots=off,
+        depth=np.maximum.reduceat(level, off) if lc.shape[0] else np.zeros(0, dtype=np.int64),
         sigmoid=1.0,
         n_features=n_features,
         xgboost=True,
@@ -246,13 +247,13 @@ def parse_xgboost(booster: Any) -> Trees | None:
     )
     rng = np.random.default_rng(0)
     probe = rng.normal(size=(PROBE_ROWS, n_features)) * rng.choice([1e-3, 1.0, 100.0], n_features)
-    conds = trees.threshold[np.isfinite(trees.threshold)]
+    conds = out.threshold[np.isfinite(out.threshold)]
     if conds.shape[0]:
         at = np.nextafter(conds, np.float32(np.inf))[rng.integers(0, conds.shape[0], probe.shape)]
         probe = np.concatenate([probe, at, np.nextafter(at, np.float32(np.inf))]).astype(np.float64)
-    if not np.array_equal(predict_trees(trees, probe), booster.inplace_predict(probe)):
+    if not np.array_equal(predict_trees(out, probe), booster.inplace_predict(probe)):
         return None
-    return trees
+    return out
 
 
 def predict_trees(trees: Trees, X: np.ndarray, *, threads: int = 1) -> np.ndarray:
