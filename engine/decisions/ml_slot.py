@@ -147,7 +147,7 @@ def predictions_frame(r: Any, endpoints: Mapping[str, str] | None = None) -> Any
             "probability": r.raw[rows, j],
             "calibrated": r.probs[rows, j],
             "weight": np.where(np.isnan(r.raw[rows, j]), 0.0, r.weights[rows, j]),
-            "label": [None if np.isnan(x) else int(x) for x in label[keep]],
+            "label": label[keep],  # 0/1, NaN (unknown) -> NULL
             "endpoint": [server] * rows.size if server else None,
         }))
     return pl.concat(parts)

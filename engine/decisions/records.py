@@ -48,7 +48,8 @@ def table_frame(table: str, columns: dict[str, Any]) -> pl.DataFrame:
     """The rows of ``table`` (``run_id`` aside) from equal-length columns.
 
     Every column of the schema, in its order and type: one not given is NULL throughout, a
-    NaN in a float column is NULL (the missing-value rule). Unknown names are an error.
+    NaN in a float column is NULL (the missing-value rule), and so is a NaN in a float array
+    given for an integer column (labels). Unknown names are an error.
 
     >>> table_frame("equity", {"time": [0], "equity": [1.0], "cash": [float("nan")]}).row(0)
     (0, 1.0, None, None)
@@ -63,8 +64,10 @@ def table_frame(table: str, columns: dict[str, Any]) -> pl.DataFrame:
         v = columns.get(c.name)
         if v is None:
             s = pl.Series(c.name, [None] * n, dtype=dtype)
-        elif c.type == "f64":
-            s = pl.Series(c.name, np.asarray(v, dtype=np.float64), dtype=dtype, nan_to_null=True)
+        elif c.type == "f64" or (c.type == "i64" and isinstance(v, np.ndarray) and v.dtype.kind == "f"):
+            # a float column, or integers carried as floats with NaN for missing (labels)
+            s = pl.Series(c.name, np.asarray(v, dtype=np.float64), dtype=pl.Float64,
+                          nan_to_null=True).cast(dtype)
         else:
             if isinstance(v, np.ndarray) and v.dtype == object:
                 v = v.tolist()
@@ -109,6 +112,9 @@ def table_rows(table: str, columns: dict[str, Any]) -> list[dict[str, Any]]:
         if c.type == "f64":
             for r, x in zip(out, vals, strict=True):
                 r[c.name] = None if x is None or x != x else float(x)
+        elif c.type == "i64":
+            for r, x in zip(out, vals, strict=True):
+                r[c.name] = None if x is None or x != x else int(x)
         else:
             cast = _PY[c.type]
             for r, x in zip(out, vals, strict=True):

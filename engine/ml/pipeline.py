@@ -56,11 +56,7 @@ def run_ensemble(
     n_reused = sum(1 for p in plans if p.version is not None and p.task is None)
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    results: dict[str, SymbolResult] = {}
-    for k, (sym, pipe) in enumerate(pipes.items()):
-        step(progress, "predicting", k, len(pipes))
-        results[sym] = _predict_symbol(pipe)
-    step(progress, "predicting", len(pipes), len(pipes))
+    results = _predict_symbols(pipes, ml.training.workers, progress)
     return assemble_result(results, pipes, n_fitted=n_fitted, n_reused=n_reused,
                            train_seconds=train_s, predict_seconds=time.perf_counter() - t1)
 
@@ -111,6 +107,31 @@ def _fit(plans: list[FitPlan], exe: FoldExecutor, progress: Progress | None) -> 
 
     exe.map(fit_task, todo, on_done=done)
     return len(todo)
+
+
+def _predict_symbols(pipes: dict[str, SymbolPipeline], workers: int,
+                     progress: Progress | None) -> dict[str, SymbolResult]:
+    """Each symbol's :func:`_predict_symbol`, up to ``training.workers`` symbols at once in
+    threads (the tree, MLP and fusion kernels and XGBoost release the GIL; nothing is shared
+    between symbols, so the results do not depend on it; no model silences warnings while
+    predicting)."""
+    step(progress, "predicting", 0, len(pipes))
+    k = max(1, min(int(workers), len(pipes)))
+    if k == 1:
+        out = {}
+        for i, (sym, pipe) in enumerate(pipes.items()):
+            out[sym] = _predict_symbol(pipe)
+            step(progress, "predicting", i + 1, len(pipes))
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(k, thread_name_prefix="predict") as pool:
+        futs = {sym: pool.submit(_predict_symbol, pipe) for sym, pipe in pipes.items()}
+        out = {}
+        for i, (sym, fut) in enumerate(futs.items()):
+            out[sym] = fut.result()
+            step(progress, "predicting", i + 1, len(pipes))
+    return out
 
 
 def _predict_symbol(pipe: SymbolPipeline) -> SymbolResult:

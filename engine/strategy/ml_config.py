@@ -125,7 +125,9 @@ class TrainingConfig(_Frozen):
     row_stride: int = Field(1, ge=1, le=1_000, description="train on every n-th eligible row")
     seed: int = Field(7, ge=0, le=2**31 - 1)
     threads: int = Field(1, ge=1, le=64, description="threads per model fit")
-    workers: int = Field(1, ge=1, le=64, description="fold fits run in parallel (processes)")
+    workers: int = Field(
+        1, ge=1, le=64,
+        description="fold fits run in parallel (processes); symbols predicted at once (threads)")
     executor: Literal["local", "ray"] = Field(
         "local", description="where fold fits run: local (workers processes) or ray (RAY_ADDRESS)"
     )

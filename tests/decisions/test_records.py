@@ -75,3 +75,11 @@ def test_every_table_missing_columns_and_nan_are_null(table: str) -> None:
     _same(table, given)
     with pytest.raises(ValueError, match="no such column"):
         table_rows(table, {"nope": [1]})
+
+
+def test_integers_given_as_floats_with_nan_are_null_there() -> None:
+    cols = {"symbol": ["BTCUSDT"] * 3, "open_time": np.array([0, 1, 2]), "model": ["m"] * 3,
+            "model_version": ["v"] * 3, "probability": np.array([0.1, np.nan, 0.7]),
+            "label": np.array([1.0, np.nan, 0.0])}  # labels: 0/1, NaN where not known yet
+    rows = _same("model_predictions", cols)
+    assert [r["label"] for r in rows] == [1, None, 0]
