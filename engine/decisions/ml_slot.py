@@ -137,12 +137,13 @@ def predictions_frame(r: Any, endpoints: Mapping[str, str] | None = None) -> Any
         server = endpoints.get(name)
         keep = np.ones(sel.size, dtype=bool) if server else ~np.isnan(r.raw[sel, j])
         rows = sel[keep]
-        # one version per fold, gathered by each bar's fold
-        versions = np.array(list(r.versions[name]), dtype=object)[fold[keep]]
+        # one version per fold, gathered by each bar's fold (in polars: no Python strings
+        # per row)
+        versions = pl.Series(list(r.versions[name]), dtype=pl.Utf8).gather(fold[keep])
         parts.append(table_frame("model_predictions", {
-            "symbol": [r.symbol] * rows.size,
+            "symbol": pl.repeat(r.symbol, rows.size, eager=True),
             "open_time": r.open_time[rows],
-            "model": [name] * rows.size,
+            "model": pl.repeat(name, rows.size, eager=True),
             "model_version": versions,
             "probability": r.raw[rows, j],
             "calibrated": r.probs[rows, j],
