@@ -126,12 +126,14 @@ def start_venue(store: Path, start: int, end: int) -> tuple[subprocess.Popen[byt
     raise RuntimeError("engine sim-exchange did not answer in 120 s")
 
 
-def live_replay(path: Path, store: Path, results: Path,
-                bars: int) -> tuple[tuple[float, float, int], tuple[float, float, int], float]:
-    """Run live mode for ``bars`` bars from FIRST_LIVE; returns ((p50, p99, samples) over every
-    bar, the same after the first WARM bars, seconds)."""
+def live_replay(path: Path, store: Path, results: Path, bars: int, *, first_live: str = FIRST_LIVE,
+                run: dict[str, Any] | None = None,
+                ) -> tuple[tuple[float, float, int], tuple[float, float, int], float]:
+    """Run live mode for ``bars`` bars from ``first_live``; returns ((p50, p99, samples) over
+    every bar, the same after the first WARM bars, seconds); ``run`` gets the live result
+    (``run["result"]``: its run id, status, bars)."""
     graph = load_strategy(path, symbols=list(SYMBOLS))
-    start = parse_time(FIRST_LIVE)
+    start = parse_time(first_live)
     proc, url = start_venue(store, start, start + (bars + 10) * BAR)
     port = free_port()
     done: queue.Queue[int] = queue.Queue()
@@ -168,6 +170,8 @@ def live_replay(path: Path, store: Path, results: Path,
         proc.wait(30)
     if "err" in out:
         raise out["err"]
+    if run is not None:
+        run["result"] = out["res"]
     return quantiles(end), quantiles(end, warm), seconds
 
 

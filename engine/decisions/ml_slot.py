@@ -128,6 +128,22 @@ def predictions_frame(r: Any, endpoints: Mapping[str, str] | None = None) -> Any
     weight 0, so the outage shows in the table (the reason is in ``system_events``)."""
     import polars as pl
 
+    return pl.concat([table_frame("model_predictions", cols)
+                      for cols in prediction_columns(r, endpoints)])
+
+
+#: below this many rows a column of one repeated string is a list (a polars op costs ~0.1 ms)
+_SMALL = 4096
+
+
+def prediction_columns(r: Any, endpoints: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The columns of :func:`predictions_frame`, one dict per model (live mode's one bar:
+    :func:`engine.decisions.records.table_rows` of them)."""
+    import polars as pl
+
+    def repeat(value: Any, n: int) -> Any:
+        return [value] * n if n < _SMALL else pl.repeat(value, n, eager=True)
+
     endpoints = endpoints or {}
     sel = np.flatnonzero(r.fold >= 0)
     fold = r.fold[sel].astype(np.int64)
@@ -137,18 +153,20 @@ def predictions_frame(r: Any, endpoints: Mapping[str, str] | None = None) -> Any
         server = endpoints.get(name)
         keep = np.ones(sel.size, dtype=bool) if server else ~np.isnan(r.raw[sel, j])
         rows = sel[keep]
-        # one version per fold, gathered by each bar's fold (in polars: no Python strings
-        # per row)
-        versions = pl.Series(list(r.versions[name]), dtype=pl.Utf8).gather(fold[keep])
-        parts.append(table_frame("model_predictions", {
-            "symbol": pl.repeat(r.symbol, rows.size, eager=True),
+        # one version per fold, gathered by each bar's fold (in polars for a long run: no
+        # Python string per row)
+        per_fold = list(r.versions[name])
+        versions = ([per_fold[f] for f in fold[keep]] if rows.size < _SMALL
+                    else pl.Series(per_fold, dtype=pl.Utf8).gather(fold[keep]))
+        parts.append({
+            "symbol": repeat(r.symbol, rows.size),
             "open_time": r.open_time[rows],
-            "model": pl.repeat(name, rows.size, eager=True),
+            "model": repeat(name, rows.size),
             "model_version": versions,
             "probability": r.raw[rows, j],
             "calibrated": r.probs[rows, j],
             "weight": np.where(np.isnan(r.raw[rows, j]), 0.0, r.weights[rows, j]),
             "label": label[keep],  # 0/1, NaN (unknown) -> NULL
-            "endpoint": [server] * rows.size if server else None,
-        }))
-    return pl.concat(parts)
+            "endpoint": repeat(server, rows.size) if server else None,
+        })
+    return parts

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from engine.binance.records import Bar
-from engine.decisions.ml_slot import EXTRA, predictions_frame, symbol_columns
+from engine.decisions.ml_slot import EXTRA, prediction_columns, symbol_columns
+from engine.decisions.records import table_rows
 from engine.decisions.signals import event_rules, rule_signals
 from engine.decisions.types import Decisions
 from engine.errors import ConfigError, DataError
@@ -228,14 +229,15 @@ class LiveDecider:
         return BarDecisions(open_time, has, close, dec, atr, ml, values)
 
     def prediction_rows(self, bd: BarDecisions) -> list[dict[str, Any]]:
-        """``model_predictions`` rows of one close (the backtest's
-        :func:`engine.decisions.ml_slot.predictions_frame` of each symbol's one-bar result),
+        """``model_predictions`` rows of one close (the backtest's columns,
+        :func:`engine.decisions.ml_slot.prediction_columns`, of each symbol's one-bar result),
         with each member's own prediction time (``latency_ms``)."""
         rows: list[dict[str, Any]] = []
         for r, per_model in bd.ml:
-            for row in predictions_frame(r, self.endpoints).to_dicts():
-                row["latency_ms"] = float(per_model[row["model"]])
-                rows.append(row)
+            for cols in prediction_columns(r, self.endpoints):
+                for row in table_rows("model_predictions", cols):
+                    row["latency_ms"] = float(per_model[row["model"]])
+                    rows.append(row)
         return rows
 
     def snapshot_rows(self, bd: BarDecisions) -> list[dict[str, Any]]:

@@ -83,3 +83,27 @@ def test_integers_given_as_floats_with_nan_are_null_there() -> None:
             "label": np.array([1.0, np.nan, 0.0])}  # labels: 0/1, NaN where not known yet
     rows = _same("model_predictions", cols)
     assert [r["label"] for r in rows] == [1, None, 0]
+
+
+@pytest.mark.parametrize("n", [4, 5000])  # live's few rows, a backtest's many (polars columns)
+def test_prediction_rows_equal_the_frame(n: int) -> None:
+    from types import SimpleNamespace
+
+    from engine.decisions.ml_slot import prediction_columns, predictions_frame
+
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(size=(n, 2))
+    raw[::4, 0] = np.nan  # the first model abstains there: no row; the remote one logs NULL
+    r = SimpleNamespace(
+        symbol="ETHUSDT", open_time=np.arange(n, dtype=np.int64) * 300_000,
+        model_names=["lightgbm", "remote"], fold=np.where(np.arange(n) < 1, -1, np.arange(n) % 2),
+        versions={"lightgbm": ["l0", "l1"], "remote": ["r0", None]}, raw=raw,
+        probs=raw * 0.9, weights=rng.uniform(size=(n, 2)),
+        labels=np.where(np.arange(n) % 3 == 0, np.nan, np.arange(n) % 2).astype(float))
+    endpoints = {"remote": "http://127.0.0.1:8765"}
+    want = predictions_frame(r, endpoints).to_dicts()
+    got = [row for cols in prediction_columns(r, endpoints)
+           for row in table_rows("model_predictions", cols)]
+    assert got == [{k: (None if isinstance(v, float) and v != v else v) for k, v in w.items()}
+                   for w in want]
+    assert len(got) == sum(1 for w in want) and any(g["label"] is None for g in got)
