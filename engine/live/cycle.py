@@ -102,6 +102,9 @@ class BarCycle:
         """Bar ``t`` (all symbols' closed bars of that open time that exist)."""
         with gc_paused():
             await self._process(t, bars)
+        # the WAL's pages into the database file while the loop waits for the next kline
+        # (the run log's own checkpoints are off: RunLog.defer_wal_checkpoints)
+        self.journal.log.wal_checkpoint()
         self.bars += 1
         if self.on_bar is not None:
             self.on_bar(t)

@@ -106,6 +106,7 @@ class LiveRunner(BarCycle):
         own_dash = await self._serve_dashboard(server)
         ex = make_ccxt(self.url, self.opts.key, self.opts.secret, async_=True)
         log = RunLog(self.opts.results)
+        log.defer_wal_checkpoints()  # never inside a bar's commits: BarCycle.process
         try:
             self.venue = BinanceClient(ex, self.symbols, self.graph.interval, event=self._event_cb,
                                        max_attempts=self.opts.max_attempts,

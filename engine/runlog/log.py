@@ -294,6 +294,16 @@ class RunLog:
         if values:
             self.store.insert(table, values)
 
+    def defer_wal_checkpoints(self) -> None:
+        """SQLite's WAL checkpoints only when :meth:`wal_checkpoint` is called (a long-lived
+        writer's idle moments), never inside a commit."""
+        self.store.defer_wal_checkpoints()
+
+    def wal_checkpoint(self) -> None:
+        """Move the WAL's pages into the database file now (see
+        :meth:`defer_wal_checkpoints`)."""
+        self.store.wal_checkpoint()
+
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Appends (and state) inside are one commit: all on disk at its end, or none."""
         return self.store.transaction()

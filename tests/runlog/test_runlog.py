@@ -385,3 +385,21 @@ def test_a_transaction_commits_its_rows_and_state_together_or_not_at_all(tmp_pat
     log.finish_run(rid, status="ok")
     with pytest.raises(RunError, match="already finished"):
         log.save_state(rid, "checkpoint", "{}")
+
+
+def test_deferred_wal_checkpoints_happen_only_when_asked(tmp_path: Path) -> None:
+    log = RunLog(tmp_path)
+    log.defer_wal_checkpoints()
+    rid = log.start_run(mode="live", strategy="s", params={})
+    db = log.sqlite_path
+    empty = db.stat().st_size
+    for i in range(1500):  # ~1,500 commits: past SQLite's automatic checkpoint (1,000 pages)
+        log.append(rid, "ensemble_decisions", {"symbol": "BTCUSDT", "open_time": i * 300_000,
+                                               "action": "flat", "target_position": 0.0,
+                                               "rejection_reason": "x" * 3000})
+    wal = db.with_name(db.name + "-wal").stat().st_size
+    assert db.stat().st_size == empty and wal > 4_000_000  # every page still in the WAL
+    log.wal_checkpoint()
+    assert db.stat().st_size > 4_000_000  # copied into the database file
+    assert RunLog(tmp_path).read(rid, "ensemble_decisions").height == 1500
+    log.close()
