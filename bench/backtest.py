@@ -51,9 +51,9 @@ def best_of(fn, *, repeat: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def engine_in_process(store: str) -> tuple[float, int, int]:
+    from engine.backtest.runner import simulate_graph
     from engine.decisions.decide import decide
     from engine.decisions.market import load_market
-    from engine.backtest.runner import simulate_graph
     from engine.strategy import load_strategy
 
     graph = load_strategy(STRATEGY, symbols=["BTCUSDT"], overrides=OVERRIDES)
