@@ -2,7 +2,10 @@
 
 Engine: ``engine live`` (in this process) against the local exchange simulator
 (``engine sim-exchange`` in its own process, as a venue is) on 127.0.0.1, replaying real BTCUSDT and ETHUSDT 5m bars one closed bar at a time (the
-simulator's clock is moved bar by bar, as the live tests do). The latency is the live
+simulator's clock is moved bar by bar, as the live tests do; its request limits raised, as
+the live tests do: the replay runs hundreds of times faster than real time, and the
+client's request budget, sized from the venue's per-minute limits, would otherwise make
+bars wait for it, which at real 5m bars, a few requests each, never happens). The latency is the live
 process's own ``decision_latency_seconds`` histogram, read from its ``/metrics`` with
 prometheus_client's parser: from the moment the last symbol's closed kline of a bar is
 received to the moment the bar's first order request is written to the run log (a bar that
@@ -102,15 +105,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_venue(store: Path, start: int, end: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_venue(store: Path, start: int, end: int, *,
+                unlimited: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """``engine sim-exchange`` in its own process (a venue does not share this process's GIL),
-    frozen clock at ``start``; returns the process and its base URL once it answers."""
+    frozen clock at ``start``; returns the process and its base URL once it answers.
+    ``unlimited``: request limits out of the way (a replay faster than real time would
+    otherwise spend most of its time waiting for the client's request budget, which sizes
+    itself from the venue's per-minute limits)."""
     port = free_port()
     env = {**os.environ, "BINANCE_API_KEY": KEY, "BINANCE_API_SECRET": SECRET}
+    limits = (["--weight-limit", str(10**9), "--orders-10s", str(10**9), "--orders-1m",
+               str(10**9)] if unlimited else [])
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "sim-exchange", "--symbols", ",".join(SYMBOLS),
          "--start", str(start), "--end", str(end), "--speed", "0", "--port", str(port),
-         "--slippage-bps", "1", "--store", str(store)],
+         "--slippage-bps", "1", "--store", str(store), *limits],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -127,14 +136,14 @@ def start_venue(store: Path, start: int, end: int) -> tuple[subprocess.Popen[byt
 
 
 def live_replay(path: Path, store: Path, results: Path, bars: int, *, first_live: str = FIRST_LIVE,
-                run: dict[str, Any] | None = None,
+                run: dict[str, Any] | None = None, unlimited: bool = False,
                 ) -> tuple[tuple[float, float, int], tuple[float, float, int], float]:
     """Run live mode for ``bars`` bars from ``first_live``; returns ((p50, p99, samples) over
     every bar, the same after the first WARM bars, seconds); ``run`` gets the live result
-    (``run["result"]``: its run id, status, bars)."""
+    (``run["result"]``: its run id, status, bars); ``unlimited``: see :func:`start_venue`."""
     graph = load_strategy(path, symbols=list(SYMBOLS))
     start = parse_time(first_live)
-    proc, url = start_venue(store, start, start + (bars + 10) * BAR)
+    proc, url = start_venue(store, start, start + (bars + 10) * BAR, unlimited=unlimited)
     port = free_port()
     done: queue.Queue[int] = queue.Queue()
     ready = threading.Event()
@@ -230,7 +239,8 @@ def main() -> None:
         for name in names:
             path = REPO / "strategies" / f"{name}.yaml"
             results = Path(tmp) / f"results-{name}"
-            (p50, p99, n), (w50, w99, wn), secs = live_replay(path, store, results, args.bars)
+            (p50, p99, n), (w50, w99, wn), secs = live_replay(path, store, results, args.bars,
+                                                              unlimited=True)
             b50, b99 = baseline(path, store, args.window, args.bars, results)
             report[name] = {"p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "samples": n,
                             "warm_p50_ms": w50 * 1e3, "warm_p99_ms": w99 * 1e3,

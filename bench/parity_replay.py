@@ -2,7 +2,9 @@
 bar by bar, then ``engine parity RUN --json``.
 
 The venue is ``engine sim-exchange`` in its own process (frozen clock, moved one 5m bar at a
-time, as tests/parity does) over the real BTCUSDT and ETHUSDT bars of the store; live mode
+time, as tests/parity does; its request limits raised as tests/parity does, since the replay
+runs thousands of times faster than real time) over the real BTCUSDT and ETHUSDT bars of the
+store; live mode
 runs the shipped strategy file unchanged (the ensemble: its 60-day warm-up fitted from REST
 klines, monthly folds refitted while live) for ``--days`` days from ``--start``; then
 ``engine parity`` reruns the backtest over exactly those bars and compares every decision,
@@ -46,7 +48,7 @@ def main() -> None:
         run: dict = {}
         t0 = time.perf_counter()
         _, _, secs = live_replay(REPO / "strategies" / f"{args.strategy}.yaml", store, results,
-                                 bars, first_live=args.start, run=run)
+                                 bars, first_live=args.start, run=run, unlimited=True)
         res = run["result"]
         t1 = time.perf_counter()
         p = subprocess.run([sys.executable, "-m", "engine", "parity", res.run_id, "--json",
