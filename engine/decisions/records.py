@@ -130,28 +130,6 @@ def rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------- decisions
 
 
-def decision_rows(
-    symbols: Sequence[str],
-    open_time: np.ndarray,
-    has_bar: np.ndarray,
-    close: np.ndarray,
-    dec: Decisions,
-    target: np.ndarray,
-    reason: np.ndarray,
-    equity: np.ndarray,
-) -> pl.DataFrame:
-    """``ensemble_decisions``: one row per bar and symbol that has a bar, symbol by symbol.
-
-    Grids are ``[n, S]`` (``open_time``/``equity`` ``[n]``): the decisions, the risk
-    manager's ``target`` and ``reason`` codes and the equity at each close. Live mode takes
-    the same columns (:func:`decision_columns`) as rows (:func:`table_rows`).
-    """
-    import polars as pl
-
-    cols = decision_columns(symbols, open_time, has_bar, close, dec, target, reason, equity)
-    return table_frame("ensemble_decisions", cols) if cols else pl.DataFrame()
-
-
 def decision_columns(
     symbols: Sequence[str],
     open_time: np.ndarray,
@@ -162,7 +140,13 @@ def decision_columns(
     reason: np.ndarray,
     equity: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """The columns of :func:`decision_rows` (empty: no symbol had a bar)."""
+    """``ensemble_decisions`` columns: one row per bar and symbol that has a bar, symbol by
+    symbol (empty: no symbol had a bar).
+
+    Grids are ``[n, S]`` (``open_time``/``equity`` ``[n]``): the decisions, the risk
+    manager's ``target`` and ``reason`` codes and the equity at each close. A backtest makes
+    a frame of them (:func:`decision_frame`), live mode a bar's rows (:func:`table_rows`).
+    """
     logged = {c.name for c in TABLES["ensemble_decisions"]}
     action_names = np.array([ACTION[-1], ACTION[0], ACTION[1]], dtype=object)
     reason_names = np.array(["pass"] + [REASON.get(i, str(i)) for i in range(1, max(REASON) + 1)],
@@ -199,9 +183,12 @@ def decision_columns(
 
 
 def decision_frame(market: Market, dec: Decisions, res: SimResult) -> pl.DataFrame:
-    """A backtest's ``ensemble_decisions`` (:func:`decision_rows` over the whole grid)."""
-    return decision_rows(market.symbols, market.open_time, market.has_bar, market.close, dec,
-                         res.target_qty, res.reason, res.equity)
+    """A backtest's ``ensemble_decisions`` (:func:`decision_columns` over the whole grid)."""
+    import polars as pl
+
+    cols = decision_columns(market.symbols, market.open_time, market.has_bar, market.close, dec,
+                            res.target_qty, res.reason, res.equity)
+    return table_frame("ensemble_decisions", cols) if cols else pl.DataFrame()
 
 
 # ---------------------------------------------------------------------------- orders
