@@ -59,6 +59,10 @@ class AccountState:
     margin: np.ndarray
 
 
+#: the parts of :meth:`Book.state` that are record buffers (a count ``n``, then the records)
+RECORD_PARTS = ("fills", "trades", "funding", "events")
+
+
 class Book:
     """The simulator's account state for the symbols of one live run.
 
@@ -86,16 +90,30 @@ class Book:
 
     def state(self) -> dict[str, dict[str, list[Any]]]:
         """Everything the kernels keep (account, pending orders, breaker, undrained
-        records) as plain lists: a checkpoint (:mod:`engine.live.checkpoint`)."""
-        return {name: {f: getattr(tup, f).tolist() for f in tup._fields}
-                for name, tup in self._parts().items()}
+        records) as plain lists: a checkpoint (:mod:`engine.live.checkpoint`). A record
+        buffer gives its count ``n`` and its first ``n`` records only (the rest is unused:
+        64 rows a buffer, most bars none)."""
+        out: dict[str, dict[str, list[Any]]] = {}
+        for name, tup in self._parts().items():
+            if name in RECORD_PARTS:
+                k = min(int(tup.n[0]), len(tup[1]))
+                out[name] = {f: (a.tolist() if f == "n" else a[:k].tolist())
+                             for f, a in zip(tup._fields, tup, strict=True)}
+            else:
+                out[name] = {f: a.tolist() for f, a in zip(tup._fields, tup, strict=True)}
+        return out
 
     def restore(self, state: dict[str, dict[str, list[Any]]]) -> None:
-        """Put back a :meth:`state` (the arrays are filled in place: same shapes)."""
+        """Put back a :meth:`state` (the arrays are filled in place; a record buffer's first
+        records, as many as were saved)."""
         for name, tup in self._parts().items():
             for f in tup._fields:
                 arr = getattr(tup, f)
-                arr[...] = np.asarray(state[name][f], dtype=arr.dtype).reshape(arr.shape)
+                vals = np.asarray(state[name][f], dtype=arr.dtype)
+                if name in RECORD_PARTS and f != "n":
+                    arr[: vals.shape[0]] = vals
+                else:
+                    arr[...] = vals.reshape(arr.shape)
 
     def _parts(self) -> dict[str, Any]:
         r = self.recs
