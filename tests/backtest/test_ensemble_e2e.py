@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# one worker runs the whole module: its module fixture (two ensemble backtests) is made once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ensemble_e2e")]
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MODELS = ("lightgbm", "xgboost", "prophet", "mlp")
