@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-# one worker runs the whole module: its module fixture (two ensemble backtests) is made once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ensemble_e2e")]
+pytestmark = pytest.mark.slow
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MODELS = ("lightgbm", "xgboost", "prophet", "mlp")

@@ -85,21 +85,7 @@ def replay(sim: ServerThread, graph: Any, results: Path, *, bars: int,
             out["error"] = err
             ready.set()
 
-    # the simulator, live mode and this loop share one GIL: handing it over every 0.5 ms
-    # instead of 5 ms lets each answer the others sooner (~18% faster replays, same bars)
     th = threading.Thread(target=target, daemon=True)
-    switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, 0.0005))
-    try:
-        return _drive(sim, th, ready, done, out, bars=bars, timeout=timeout)
-    finally:
-        sys.setswitchinterval(switch)
-
-
-def _drive(sim: ServerThread, th: threading.Thread, ready: threading.Event,
-           done: queue.Queue[int], out: dict[str, Any], *, bars: int, timeout: float) -> Any:
-    """Start live mode's thread ``th``; once ready, move the market one bar at a time, each
-    time waiting until live mode has decided that bar; its result."""
     th.start()
     assert ready.wait(timeout * 2), "live mode did not get ready"
     for k in range(bars):

@@ -21,8 +21,7 @@ from engine.timeutil import fmt_ms, parse_time
 
 from .conftest import BAR, CLOCK_START, REPO, engine_cli, parity_json, replay, simulator
 
-# one worker runs the whole module: its module fixture (the 30-day replay) is made once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rules_replay")]
+pytestmark = pytest.mark.slow
 
 DAYS = 30
 N_BARS = DAYS * 288
