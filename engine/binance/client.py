@@ -215,14 +215,12 @@ class BinanceClient:
         return out
 
     async def funding_settled(self, symbol: str, funding_time: int) -> tuple[float, float] | None:
-        """``(rate, mark price)`` of the funding settled at ``funding_time`` (None: not known)."""
-        rows = await self.call(f"funding rate {symbol}", partial(
-            self.ex.fapiPublicGetFundingRate,
-            {"symbol": symbol, "startTime": funding_time - 60_000,
-             "endTime": funding_time + 60_000, "limit": 10}))
-        for r in rows or []:
-            if abs(int(r["fundingTime"]) - funding_time) <= 60_000:
-                return float(r["fundingRate"]), float(r.get("markPrice") or "nan")
+        """``(rate, mark price)`` of the funding settled at ``funding_time`` (None: not known):
+        :meth:`funding_events` over the minute around it."""
+        for t, rate, mark in await self.funding_events(symbol, start=funding_time - 60_000,
+                                                       end=funding_time + 60_000):
+            if t == funding_time:
+                return rate, mark
         return None
 
     async def funding_events(self, symbol: str, *, start: int,
