@@ -304,9 +304,11 @@ class RunLog:
         :meth:`defer_wal_checkpoints`)."""
         self.store.wal_checkpoint()
 
-    def transaction(self) -> contextlib.AbstractContextManager[None]:
-        """Appends (and state) inside are one commit: all on disk at its end, or none."""
-        return self.store.transaction()
+    def transaction(self, *, synced: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Appends (and state) inside are one commit: all on disk at its end, or none;
+        ``synced=False``: in the OS's cache at its end, on disk with the next synced commit
+        (see :meth:`engine.runlog.store.SqliteStore.transaction`)."""
+        return self.store.transaction(synced=synced)
 
     def save_state(self, run_id: str, name: str, doc: str) -> None:
         """Replace a running run's state document ``name`` (live mode's checkpoint), durably

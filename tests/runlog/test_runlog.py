@@ -403,3 +403,27 @@ def test_deferred_wal_checkpoints_happen_only_when_asked(tmp_path: Path) -> None
     assert db.stat().st_size > 4_000_000  # copied into the database file
     assert RunLog(tmp_path).read(rid, "ensemble_decisions").height == 1500
     log.close()
+
+
+def test_an_unsynced_transaction_commits_and_leaves_the_connection_synced(tmp_path: Path) -> None:
+    log = RunLog(tmp_path)
+    rid = log.start_run(mode="live", strategy="s", params={})
+    db = log.store.conn()
+    row = {"symbol": "BTCUSDT", "open_time": 0, "action": "flat", "target_position": 0.0}
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with log.transaction(synced=False):
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: no sync
+        log.append(rid, "ensemble_decisions", row)
+        log.save_state(rid, "checkpoint", '{"bar": 0}')
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    # committed: another connection (another process's view) sees both
+    other = sqlite3.connect(log.sqlite_path)
+    assert other.execute("SELECT count(*) FROM ensemble_decisions").fetchone()[0] == 1
+    assert other.execute("SELECT doc FROM run_state").fetchone()[0] == '{"bar": 0}'
+    with pytest.raises(RuntimeError), log.transaction(synced=False):
+        log.append(rid, "ensemble_decisions", {**row, "open_time": 300_000})
+        raise RuntimeError("dies inside")
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert other.execute("SELECT count(*) FROM ensemble_decisions").fetchone()[0] == 1
+    other.close()
+    log.close()
