@@ -86,6 +86,11 @@ def _columns_of(table: str, columns: dict[str, Any]) -> list[Any]:
     return cols
 
 
+_DECISION_COLUMNS = frozenset(c.name for c in TABLES["ensemble_decisions"])
+_ACTION_NAMES = np.array([ACTION[-1], ACTION[0], ACTION[1]], dtype=object)
+_REASON_NAMES = np.array(["pass"] + [REASON.get(i, str(i)) for i in range(1, max(REASON) + 1)],
+                         dtype=object)
+
 #: a value of each logical type as :func:`table_frame`'s column gives it back (None stays)
 _PY = {"str": str, "json": str, "i64": int, "bool": bool}
 
@@ -147,39 +152,39 @@ def decision_columns(
     manager's ``target`` and ``reason`` codes and the equity at each close. A backtest makes
     a frame of them (:func:`decision_frame`), live mode a bar's rows (:func:`table_rows`).
     """
-    logged = {c.name for c in TABLES["ensemble_decisions"]}
-    action_names = np.array([ACTION[-1], ACTION[0], ACTION[1]], dtype=object)
-    reason_names = np.array(["pass"] + [REASON.get(i, str(i)) for i in range(1, max(REASON) + 1)],
-                            dtype=object)
-    parts: dict[str, list[Any]] = {}
-    for j, sym in enumerate(symbols):
-        sel = np.flatnonzero(has_bar[:, j])
-        tgt, st, rs = target[sel, j], dec.state[sel, j].astype(np.int64), reason[sel, j]
-        eq = equity[sel]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            size = np.where(eq > 0, np.abs(tgt) * close[sel, j] / eq, np.nan)
-        rejected = (st != 0) & np.isin(rs, REJECTING) & (tgt == 0)
-        cols: dict[str, Any] = {
-            "symbol": np.full(sel.size, sym, dtype=object),
-            "open_time": open_time[sel],
-            "action": action_names[st + 1],
-            "target_position": tgt,
-            "confidence": dec.confidence[sel, j],
-            "probability": dec.probability[sel, j],
-            "risk_check": reason_names[rs],
-            "position_size": size,
-            "rejection_reason": np.where(rejected, REASON_OR_NONE[rs], None),
-            "price": close[sel, j],
-        }
-        for name, arr in dec.extra.items():
-            # only the log's own columns (the Kelly payoff feeds the simulator, not the log);
-            # an extra named like a column wins: the ML slot logs the fused P(up) as
-            # ``probability`` while the simulator's Kelly p is the chosen side's probability
-            if name in logged:
-                cols[name] = arr[sel, j]
-        for name, v in cols.items():
-            parts.setdefault(name, []).append(v)
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    if not len(symbols):
+        return {}
+    # symbol by symbol: a grid's [n, S] values in the order of its transpose's rows
+    mask = has_bar.T
+    syms, rows = np.nonzero(mask)
+
+    def pick(a: np.ndarray) -> np.ndarray:
+        return a.T[mask]
+
+    tgt, st, rs = pick(target), pick(dec.state).astype(np.int64), pick(reason)
+    eq, px = equity[rows], pick(close)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        size = np.where(eq > 0, np.abs(tgt) * px / eq, np.nan)
+    rejected = (st != 0) & np.isin(rs, REJECTING) & (tgt == 0)
+    cols: dict[str, np.ndarray] = {
+        "symbol": np.array(symbols, dtype=object)[syms],
+        "open_time": open_time[rows],
+        "action": _ACTION_NAMES[st + 1],
+        "target_position": tgt,
+        "confidence": pick(dec.confidence),
+        "probability": pick(dec.probability),
+        "risk_check": _REASON_NAMES[rs],
+        "position_size": size,
+        "rejection_reason": np.where(rejected, REASON_OR_NONE[rs], None),
+        "price": px,
+    }
+    for name, arr in dec.extra.items():
+        # only the log's own columns (the Kelly payoff feeds the simulator, not the log); an
+        # extra named like a column wins: the ML slot logs the fused P(up) as
+        # ``probability`` while the simulator's Kelly p is the chosen side's probability
+        if name in _DECISION_COLUMNS:
+            cols[name] = pick(arr)
+    return cols
 
 
 def decision_frame(market: Market, dec: Decisions, res: SimResult) -> pl.DataFrame:
