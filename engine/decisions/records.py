@@ -166,7 +166,7 @@ def decision_columns(
     with np.errstate(invalid="ignore", divide="ignore"):
         size = np.where(eq > 0, np.abs(tgt) * px / eq, np.nan)
     rejected = (st != 0) & np.isin(rs, REJECTING) & (tgt == 0)
-    cols: dict[str, np.ndarray] = {
+    cols: dict[str, Any] = {
         "symbol": np.array(symbols, dtype=object)[syms],
         "open_time": open_time[rows],
         "action": _ACTION_NAMES[st + 1],

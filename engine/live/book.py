@@ -122,13 +122,34 @@ class Book:
 
     # ------------------------------------------------------------------ the exchange's truth
 
-    def sync(self, account: AccountState, closes: np.ndarray) -> list[str]:
-        """Take the exchange's wallet, positions and margins; mark each symbol with a bar at
-        its close. Returns the symbols whose position differs from what the mirror booked
-        (a fill it was not told of: a liquidation, a manual order)."""
+    def sync(self, account: AccountState, closes: np.ndarray, time_ms: int) -> list[str]:
+        """Take the exchange's wallet, positions and margins at the close ``time_ms``; mark
+        each symbol with a bar at its close. Returns the symbols whose position differs from
+        what the mirror booked (a fill it was not told of: a liquidation, a manual order).
+
+        Such a difference is booked first as fills without a fee (:meth:`fill`, split into
+        the simulator's exit and entry legs), so that the trade accounting (entry time,
+        quantities, values) follows the position and the trades it closes and opens are
+        whole ones: what was closed at the close (the venue did not say at what price),
+        what was opened at the price the exchange's average entry implies. The wallet is
+        then the exchange's, whatever those fills realised."""
         a = self.acct
-        differs = [s for j, s in enumerate(self.symbols)
-                   if abs(a.qty[j] - account.qty[j]) > 1e-12]
+        differs = []
+        for j, s in enumerate(self.symbols):
+            q0, q1 = float(a.qty[j]), float(account.qty[j])
+            if abs(q1 - q0) <= 1e-12:
+                continue
+            differs.append(s)
+            out, into = order_legs_nb(q0, q1)
+            e0, e1, close = float(a.entry_price[j]), float(account.entry_price[j]), float(closes[j])
+            if out != 0.0:
+                self.fill(s, out, close if np.isfinite(close) and close > 0.0 else e0, time_ms,
+                          leg="exit", order_type="market", rate=0.0)
+            if into != 0.0:
+                held = q0 + out if abs(q0 + out) >= 1e-12 else 0.0
+                price = (q1 * e1 - held * e0) / into
+                self.fill(s, into, price if np.isfinite(price) and price > 0.0 else e1, time_ms,
+                          leg="entry", order_type="market", rate=0.0)
         a.wallet[0] = account.wallet
         a.qty[:] = account.qty
         a.entry_price[:] = account.entry_price

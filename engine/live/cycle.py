@@ -1,8 +1,10 @@
 """One closed bar of a live run, in two phases with a checkpoint before each one's rows.
 
 1. **Decide** (:meth:`BarCycle.decide`): the account read is sent first (its round trip
-   overlaps the rest), with, at a funding time, the close's settled funding (rate and mark,
-   for the book; one request per symbol, in flight together); funding events up to the close
+   overlaps the rest; a quiet account, flat with no order resting, was read after the last
+   bar instead: :meth:`BarCycle.quiet`), with, at a funding time with a position held, the
+   close's settled funding (rate and mark, for the book; one request per symbol, in flight
+   together); funding events up to the close
    (when ``funding_rate`` is a feature: the same poll); the decider steps features and rules
    (or the ensemble) into a one-bar ``Decisions``; limit entries that lived their bar are settled
    and stops/targets that fired are booked (:class:`engine.live.orders.OrderManager`); the
@@ -17,6 +19,10 @@
    checkpoint: nothing that the orders do not need is written before them. The bar is
    checkpointed ``done``.
 
+Only an order's intent is synced to disk before the exchange hears of it; the two
+checkpoints' commits are not (``synced=False``: they survive a killed process, and a power
+loss takes back only whole bars after the last synced intent, which a restart decides again).
+
 A run that dies in phase 2 finishes it on restart from the ``decided`` checkpoint (the
 order intents it logged are looked up, not resent: :meth:`OrderManager._submit`); one that
 dies before the ``decided`` checkpoint decides the bar again. A bar that closed while the
@@ -27,6 +33,7 @@ decision rows hold the position kept (``risk_check = 'stale'``) and nothing is t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.binance.errors import VenueUnavailable
 from engine.binance.records import Bar
 from engine.decisions import records
 from engine.features import FUNDING_PERIOD_MS
@@ -97,23 +105,27 @@ class BarCycle:
     in_bar: int | None = None  # the bar decided and not done yet
     outputs: BarDecisions | None = None  # the decided bar's, for its predictions and snapshots
     done_bar: int | None = None  # the last bar done
+    quiet_account: Any = None  # the account read after the last bar, when it was quiet
 
     async def process(self, t: int, bars: dict[str, Bar]) -> None:
         """Bar ``t`` (all symbols' closed bars of that open time that exist)."""
         with gc_paused():
             await self._process(t, bars)
-        # the WAL's pages into the database file while the loop waits for the next kline
-        # (the run log's own checkpoints are off: RunLog.defer_wal_checkpoints)
-        self.journal.log.wal_checkpoint()
         self.bars += 1
+        last = self.opts.max_bars is not None and self.bars >= self.opts.max_bars
+        if not last:
+            await self._read_quiet_account()
         if self.on_bar is not None:
             self.on_bar(t)
-        if self.opts.max_bars is not None and self.bars >= self.opts.max_bars:
+        if last:
             self.stop.set()
 
     async def _process(self, t: int, bars: dict[str, Bar]) -> None:
         d = await self.decide(t, bars)
-        with self.journal.log.transaction():  # the checkpoint and the decision rows, together
+        # the checkpoint and the decision rows, together; not synced: a power loss takes
+        # them back whole and the restart decides the bar again (as a bar closed while
+        # down); the first order intent's synced commit makes them durable with it
+        with self.journal.log.transaction(synced=False):
             self.checkpoint("decided", t, d)
             crash.point("checkpoint")
             self.log_decisions(t, d)
@@ -142,7 +154,11 @@ class BarCycle:
         only now; a run that dies before this writes them when it replays the bar on
         restart: :meth:`log_outputs`)."""
         position = np.array(d.position, dtype=np.float64)
-        with self.journal.log.transaction():
+        # the WAL's pages into the database file, after the orders (the run log's own
+        # checkpoints are off: RunLog.defer_wal_checkpoints); the commit below then starts
+        # the WAL over, which syncs its header: here, not in the next bar's decided commit
+        self.journal.log.wal_checkpoint()
+        with self.journal.log.transaction(synced=False):  # the next synced commit syncs it
             self.journal.booked(self.book.drain(), self.symbols, t)
             self.journal.equity(t, d.equity, d.wallet, position, self.book.acct.last_price)
             if self.outputs is not None and self.outputs.open_time == t:
@@ -154,23 +170,44 @@ class BarCycle:
 
     # ------------------------------------------------------------------ phase 1
 
+    def quiet(self) -> bool:
+        """Flat in every symbol, no order resting: nothing the venue does can change the
+        account before the next close (no fill, no funding, no liquidation; a transfer or a
+        manual order is seen by the next read, as a reconciliation difference)."""
+        return not (self.orders.resting or self.orders.protect or self.book.acct.qty.any())
+
+    async def _read_quiet_account(self) -> None:
+        """After a bar that leaves the account quiet (:meth:`quiet`), read it now, while the
+        loop waits for the next kline: the next decision takes it instead of a read of its
+        own (one round trip and ~1 ms of the client's work off the path from the closed
+        kline to the order). A venue that does not answer leaves that read to the next bar."""
+        self.quiet_account = None
+        if self.quiet() and not self.stop.is_set():
+            with contextlib.suppress(VenueUnavailable):
+                self.quiet_account = await self.venue.account()
+
     async def decide(self, t: int, bars: dict[str, Bar]) -> Decided:
-        # the account is read while the features and models run (it is not needed before
+        # the account: the one read after the last bar when it was quiet since (the same
+        # account), else read while the features and models run (it is not needed before
         # the book syncs): the request goes out first, its answer waits in the socket
-        reads = [asyncio.ensure_future(self.venue.account())]
+        acc, self.quiet_account = (self.quiet_account if self.quiet() else None), None
+        reads = [] if acc is not None else [asyncio.ensure_future(self.venue.account())]
         f = t + self.step
-        if self._funding_time(f) and not self.decider.needs_funding:
-            # the rate and mark of this close's funding (for the book), read meanwhile too
+        if self._funding_time(f) and not self.decider.needs_funding and self.book.acct.qty.any():
+            # the rate and mark of this close's funding on the positions held (for the
+            # book), read meanwhile too (a position the book did not know of: asked for
+            # by funding_settled)
             reads.append(asyncio.ensure_future(self.feed.poll_funding(f, f, require=False)))
-        await asyncio.sleep(0)
+        if reads:
+            await asyncio.sleep(0)  # the requests out
         try:
             if self.decider.needs_funding:
                 # the rate a bar's features read is the last one settled at or before its
                 # close (at a funding time: polled while the account is read)
                 await self.feed.funding_through(f)
             bd = self.decider.step(t, bars)
-            await self._sync(t, bd, await reads[0])
-            for r in reads[1:]:
+            await self._sync(t, bd, acc if acc is not None else await reads.pop(0))
+            for r in reads:
                 await r
         finally:
             for r in reads:
@@ -204,7 +241,7 @@ class BarCycle:
         if self.orders.protect:
             acc = await self.orders.check_exits(t, acc)
         differs = self.book.sync(AccountState(acc.wallet, acc.qty, acc.entry_price, acc.margin),
-                                 bd.close[0])
+                                 bd.close[0], t + self.step)
         self.telemetry.unreconciled = set(differs)
         if differs:
             self.journal.event("warning", "reconcile",
