@@ -41,8 +41,8 @@ def test_a_manual_order_on_a_quiet_account_is_reconciled(market: MarketData, tmp
     # bar 2 holds the manual position, and bar 3 takes it into the book
     assert [e["time"] for e in events] == [bars[3] + BAR], events
     assert "BTCUSDT" in events[0]["message"]
-    # from then on the book holds it: bar 3's equity row marks it, and the never-trading
-    # strategy (no signal: flat target) closes it at bar 3
+    # the never-trading strategy's target stays flat throughout (so it closes the position
+    # once the book holds it, at bar 3)
     rows = q(f"SELECT symbol, open_time, target_position FROM ensemble_decisions "
              f"WHERE run_id = '{res.run_id}' AND symbol = 'BTCUSDT' ORDER BY open_time", results)
     assert [r["target_position"] for r in rows] == [0.0] * 5
