@@ -264,7 +264,8 @@ def _run(
     config: SimConfig,
 ) -> SimResult:
     """Allocate the state and the outputs, fold the bars (``simulate_nb``), collect."""
-    from engine.sim.loop import new_liq_memo, simulate_nb  # lazy: the kernels load numba
+    from engine.sim.fold import simulate_nb  # lazy: the kernels load numba
+    from engine.sim.loop import new_liq_memo
 
     n, n_sym = o.shape
     cash = config.execution.initial_cash

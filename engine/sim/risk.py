@@ -156,6 +156,46 @@ def _event(events, bar: int, code: int, value: float) -> None:  # type: ignore[n
 
 
 @kernel(inline=True)
+def breaker_marks_nb(day, start, peak, prev, time_ms, equity):  # type: ignore[no-untyped-def]
+    """The breaker's references after a closed bar of ``equity``: ``(day, day-start equity,
+    peak)`` (the previous equity becomes ``equity``). A new UTC day (``time_ms`` the bar's
+    open, -1: unknown) starts from the previous bar's equity."""
+    if time_ms >= 0:
+        d = time_ms // DAY_MS
+        if d != day:
+            day = d
+            start = prev
+    if equity > peak:
+        peak = equity
+    return day, start, peak
+
+
+@kernel(inline=True)
+def breaker_trip_nb(  # type: ignore[no-untyped-def]
+    start, peak, streak, time_ms, equity, daily_loss_pct, max_drawdown_pct, max_loss_streak
+):
+    """Which rule trips the breaker at this bar, if any: ``(code, measure)``, code -1 for
+    none (else a :data:`BreakerEvent`, the daily loss checked first, then the drawdown,
+    then the loss streak)."""
+    code = -1
+    value = 0.0
+    if time_ms >= 0 and not np.isnan(daily_loss_pct) and start > 0.0:
+        loss = (start - equity) / start * 100.0
+        if loss > daily_loss_pct:
+            code = BreakerEvent.DAILY_LOSS
+            value = loss
+    if code < 0 and not np.isnan(max_drawdown_pct) and peak > 0.0:
+        dd = (peak - equity) / peak * 100.0
+        if dd > max_drawdown_pct:
+            code = BreakerEvent.DRAWDOWN
+            value = dd
+    if code < 0 and max_loss_streak > 0 and streak >= max_loss_streak:
+        code = BreakerEvent.LOSS_STREAK
+        value = float(streak)
+    return code, value
+
+
+@kernel(inline=True)
 def breaker_step_nb(
     brk,  # type: ignore[no-untyped-def]
     events,
@@ -180,13 +220,12 @@ def breaker_step_nb(
     equity and the loss streak is zeroed. Every trip and every reset is written to
     ``events`` (symbol -1, code :data:`BreakerEvent`, value = the measure).
     """
-    if time_ms >= 0:
-        day = time_ms // DAY_MS
-        if day != brk.day[0]:
-            brk.day[0] = day
-            brk.day_start_equity[0] = brk.prev_equity[0]
-    if equity > brk.peak[0]:
-        brk.peak[0] = equity
+    day, start, peak = breaker_marks_nb(
+        brk.day[0], brk.day_start_equity[0], brk.peak[0], brk.prev_equity[0], time_ms, equity
+    )
+    brk.day[0] = day
+    brk.day_start_equity[0] = start
+    brk.peak[0] = peak
     brk.prev_equity[0] = equity
     if brk.halted[0]:
         if bar >= brk.halt_until[0]:
@@ -197,22 +236,10 @@ def breaker_step_nb(
             _event(events, bar, BreakerEvent.RESET, equity)
         else:
             return True
-    code = -1
-    value = 0.0
-    start = brk.day_start_equity[0]
-    if time_ms >= 0 and not np.isnan(daily_loss_pct) and start > 0.0:
-        loss = (start - equity) / start * 100.0
-        if loss > daily_loss_pct:
-            code = BreakerEvent.DAILY_LOSS
-            value = loss
-    if code < 0 and not np.isnan(max_drawdown_pct) and brk.peak[0] > 0.0:
-        dd = (brk.peak[0] - equity) / brk.peak[0] * 100.0
-        if dd > max_drawdown_pct:
-            code = BreakerEvent.DRAWDOWN
-            value = dd
-    if code < 0 and max_loss_streak > 0 and loss_streak[0] >= max_loss_streak:
-        code = BreakerEvent.LOSS_STREAK
-        value = float(loss_streak[0])
+    code, value = breaker_trip_nb(
+        brk.day_start_equity[0], brk.peak[0], loss_streak[0], time_ms, equity, daily_loss_pct,
+        max_drawdown_pct, max_loss_streak,
+    )  # fmt: skip
     if code >= 0:
         brk.halted[0] = True
         brk.halt_until[0] = bar + cooldown_bars

@@ -303,8 +303,6 @@ def lane_state(group: FusedGroup) -> tuple[tuple[Any, ...], K.Work]:
         stack=np.empty((depth, K.BLOCK)),
         rules=np.zeros((s, 4, K.BLOCK)),
         state=np.zeros(s, dtype=np.int64),
-        direction=np.full(s, np.nan),
-        atr=np.full(s, np.nan),
         target=np.zeros(s),
         reason=np.zeros(s, dtype=np.int64),
         equity=np.empty(n),
@@ -317,6 +315,11 @@ def lane_state(group: FusedGroup) -> tuple[tuple[Any, ...], K.Work]:
         values=np.zeros(64),
         empty=np.empty(0),
         liq_memo=new_liq_memo(s),
+        dirs=np.full((K.BLOCK, s), np.nan),
+        atrs=np.full((K.BLOCK, s), np.nan),
+        targets=np.zeros((K.BLOCK, s)),
+        reasons=np.zeros((K.BLOCK, s), dtype=np.int64),
+        no_prob=np.empty((0, s)),
     )
     return st, work
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from engine.kernels import kernel
 from engine.sim.config import SimParams
+from engine.sim.fold import steady_run_nb
 from engine.sim.loop import close_all_nb, fold_step_nb
 from engine.sim.steps import equity_nb
 from engine.strategy.rules_nb import rule_bar_nb
@@ -81,8 +82,6 @@ class Work(NamedTuple):
     stack: np.ndarray  # float64[depth, BLOCK]
     rules: np.ndarray  # float64[S, 4, BLOCK]
     state: np.ndarray  # int64[S] rule state
-    direction: np.ndarray  # float64[S]
-    atr: np.ndarray  # float64[S]
     target: np.ndarray  # float64[S]
     reason: np.ndarray  # int64[S]
     equity: np.ndarray  # float64[n]
@@ -95,6 +94,11 @@ class Work(NamedTuple):
     values: np.ndarray  # float64[64] its partial sums
     empty: np.ndarray  # float64[0]
     liq_memo: np.ndarray  # float64[S, 5] engine.sim.loop.new_liq_memo, reset per combination
+    dirs: np.ndarray  # float64[BLOCK, S] the block's directions (NaN: no bar, or no new event)
+    atrs: np.ndarray  # float64[BLOCK, S] the block's ATR rows of ATR stops
+    targets: np.ndarray  # float64[BLOCK, S] the steady bars' targets (not read)
+    reasons: np.ndarray  # int64[BLOCK, S] their reasons (not read)
+    no_prob: np.ndarray  # float64[0, S]
 
 
 # program op codes (see engine.sweep.fused.compile_rule)
@@ -428,32 +432,37 @@ def in_position_nb(acct):  # type: ignore[no-untyped-def]
 
 
 @kernel(inline=True)
-def decide_bar_nb(mkt, prog, c, work, t, j):  # type: ignore[no-untyped-def]
-    """Bar ``t`` (row ``j`` of the block): each symbol's four signals from the programs'
-    values, the rule state machine, the direction (NaN where the symbol has no bar) and the
-    ATR row of ATR stops."""
+def decide_block_nb(mkt, prog, c, work, b0, nb):  # type: ignore[no-untyped-def]
+    """Bars ``b0 .. b0+nb-1``: each symbol's four signals from the programs' values, the
+    rule state machine (it reads no account state, so a whole block is decided before the
+    simulator books it), the directions (NaN where the symbol has no bar) into
+    ``work.dirs`` and the ATR rows of ATR stops into ``work.atrs``."""
     events = prog.flags[c, 0] != 0
+    k = prog.atr_col[c]
     for s in range(mkt.own.shape[1]):
-        i = mkt.own[t, s]
-        if i < 0:
-            work.direction[s] = np.nan
-            work.atr[s] = np.nan
-            continue
-        le = prog.lens[c, 0] > 0 and work.rules[s, 0, j] == 1.0
-        if prog.flags[c, 1] != 0:
-            lx = not le
-        else:
-            lx = prog.lens[c, 1] > 0 and work.rules[s, 1, j] == 1.0
-        se = prog.lens[c, 2] > 0 and work.rules[s, 2, j] == 1.0
-        if prog.flags[c, 2] != 0:
-            sx = not se
-        else:
-            sx = prog.lens[c, 3] > 0 and work.rules[s, 3, j] == 1.0
-        new, d = rule_bar_nb(work.state[s], le, lx, se, sx, events)
-        work.state[s] = new
-        work.direction[s] = d
-        k = prog.atr_col[c]
-        work.atr[s] = mkt.cols[s, k, i] if k >= 0 else np.nan
+        state = work.state[s]
+        for j in range(nb):
+            i = mkt.own[b0 + j, s]
+            if i < 0:
+                work.dirs[j, s] = np.nan
+                if k >= 0:
+                    work.atrs[j, s] = np.nan
+                continue
+            le = prog.lens[c, 0] > 0 and work.rules[s, 0, j] == 1.0
+            if prog.flags[c, 1] != 0:
+                lx = not le
+            else:
+                lx = prog.lens[c, 1] > 0 and work.rules[s, 1, j] == 1.0
+            se = prog.lens[c, 2] > 0 and work.rules[s, 2, j] == 1.0
+            if prog.flags[c, 2] != 0:
+                sx = not se
+            else:
+                sx = prog.lens[c, 3] > 0 and work.rules[s, 3, j] == 1.0
+            state, d = rule_bar_nb(state, le, lx, se, sx, events)
+            work.dirs[j, s] = d
+            if k >= 0:
+                work.atrs[j, s] = mkt.cols[s, k, i]
+        work.state[s] = state
 
 
 @kernel(inline=True)
@@ -472,7 +481,6 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
     counts = work.counts
     for i in range(4):
         counts[i] = 0
-    atr_row = work.atr if prog.atr_col[c] >= 0 else work.empty
     in_pos = 0
     for b0 in range(0, n, BLOCK):
         nb = min(BLOCK, n - b0)
@@ -486,18 +494,31 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
                     )  # fmt: skip
                     for j in range(nb):
                         work.rules[s, r, j] = work.stack[0, j]
-        for j in range(nb):
+        decide_block_nb(mkt, prog, c, work, b0, nb)
+        j = 0
+        while j < nb:
+            end = steady_run_nb(
+                acct, pend, brk, spec, prm, mkt.open, mkt.high, mkt.low, mkt.close,
+                mkt.funding, mkt.time_ms, work.dirs, work.no_prob, b0 + j, b0 + nb, b0,
+                work.equity, work.targets, work.reasons, work.liq_memo,
+            )  # fmt: skip
+            if in_position_nb(acct):  # a steady run holds its positions: every bar or none
+                in_pos += min(end, n - 1) - min(b0 + j, n - 1)
+            j = end - b0
+            if j >= nb:
+                break
             t = b0 + j
-            decide_bar_nb(mkt, prog, c, work, t, j)
+            atr_row = work.atrs[j] if prog.atr_col[c] >= 0 else work.empty
             work.equity[t] = fold_step_nb(
                 acct, pend, brk, spec, prm, recs, t, mkt.time_ms[t],
                 mkt.open[t], mkt.high[t], mkt.low[t], mkt.close[t], mkt.funding[t], work.empty,
-                work.direction, work.empty, work.empty, atr_row, work.target, work.reason,
+                work.dirs[j], work.empty, work.empty, atr_row, work.target, work.reason,
                 work.liq_memo,
             )  # fmt: skip
             drain_nb(recs, work, counts)
             if t < n - 1 and in_position_nb(acct):
                 in_pos += 1
+            j += 1
     if n > 0 and prm.close_at_end:
         close_all_nb(acct, pend, prm, recs, n - 1)
         work.equity[n - 1] = equity_nb(acct)

@@ -1,0 +1,205 @@
+"""Folding the bar step over many bars: steady runs, and the batch backtest's fold (numba).
+
+A steady bar is a quiet bar (:func:`engine.sim.loop.quiet_open_nb`: every symbol has a bar,
+none pays funding, none has a pending order, no stop, target or liquidation triggers) whose
+decision changes nothing: the circuit breaker is not halted and does not trip, and every
+symbol's decision holds its position as it is (:func:`engine.sim.risk.risk_hold_nb` settles
+it at the current quantity), so no order is placed. Such a bar only marks the positions to
+the close, steps the breaker's references and records the equity. Most bars of a backtest
+and of every sweep combination are steady (a position held between two signals).
+
+:func:`steady_run_nb` folds a run of steady bars with the account's state read once into
+local variables and written back once at the end: per bar it calls the same pieces the bar
+step calls (:func:`~engine.sim.loop.memo_liq_price_nb`,
+:func:`~engine.sim.accounting.exit_trigger_nb`,
+:func:`~engine.sim.accounting.unrealized_pnl_nb` summed as
+:func:`~engine.sim.steps.equity_nb` sums it, :func:`~engine.sim.risk.breaker_marks_nb`,
+:func:`~engine.sim.risk.breaker_trip_nb`, :func:`~engine.sim.risk.risk_hold_nb`), and it
+stops BEFORE the first bar that is not steady, which the full step
+(:func:`~engine.sim.loop.fold_step_nb`) then processes. Nothing of a bar is kept unless the
+whole bar is steady, so a stop leaves the state exactly as the bars before it made it. The
+arrays the bar step would store into on every bar are left alone until the run ends, which
+is where the time went: numba cannot tell the state's arrays apart, so every store to one
+forced every later load from memory (about 60 ns a bar for a one-symbol account in the
+sweep kernel).
+
+Runs need a liquidation price that the marks cannot move: isolated margin, or one symbol.
+Other accounts fold every bar through :func:`~engine.sim.loop.fold_step_nb`.
+
+Oracle: :func:`~engine.sim.loop.fold_step_nb` bar by bar (``tests/sim/test_steady.py``: the
+same state, outputs and records, ``==``, on random accounts and decisions), and every
+backtest and sweep test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.kernels import kernel
+from engine.sim.accounting import exit_trigger_nb, unrealized_pnl_nb
+from engine.sim.enums import MarginMode
+from engine.sim.loop import close_all_nb, fold_step_nb, memo_liq_price_nb
+from engine.sim.risk import breaker_marks_nb, breaker_trip_nb, risk_hold_nb
+from engine.sim.steps import equity_nb
+
+
+@kernel
+def steady_run_nb(  # type: ignore[no-untyped-def]
+    acct, pend, brk, spec, prm, o, h, lo, c, funding, time_ms, direction, prob, t0, t1, row0,
+    equity_out, target_out, reason_out, memo,
+):  # fmt: skip
+    """Fold the steady bars from ``t0`` (at most up to ``t1``); return the first bar not
+    folded (``t0`` when bar ``t0`` is not steady, ``t1`` when every bar was).
+
+    ``o, h, lo, c, funding``: ``[n_bars, n_symbols]``; ``time_ms``: the bars' open times
+    (length 0: unknown); ``direction`` and ``prob`` (0 rows: none) hold bar ``t`` in row
+    ``t - row0``, as do ``target_out`` / ``reason_out`` (what
+    :func:`~engine.sim.loop.decide_phase_nb` writes: the held quantity and its reason);
+    ``equity_out[t]`` gets bar ``t``'s equity at the close. ``memo``: the account's
+    :func:`~engine.sim.loop.new_liq_memo`. The bar a run stops before leaves the state and
+    ``equity_out`` untouched; its ``target_out`` / ``reason_out`` row may hold some symbols'
+    holds, which the step that books the bar writes over.
+    """
+    n_sym = acct.qty.shape[0]
+    if brk.halted[0] or (n_sym > 1 and prm.margin_mode != MarginMode.ISOLATED):
+        return t0
+    for s in range(n_sym):
+        if pend.active[s]:
+            return t0
+    wallet = acct.wallet[0]
+    streak = acct.loss_streak[0]
+    day = brk.day[0]
+    start = brk.day_start_equity[0]
+    peak = brk.peak[0]
+    prev = brk.prev_equity[0]
+    has_time = time_ms.shape[0] > 0
+    has_prob = prob.shape[0] > 0
+    t = t0
+    while t < t1:
+        # phases 1-3: quiet (marks at the opens, nothing triggers)
+        steady = True
+        for s in range(n_sym):
+            q = acct.qty[s]
+            if np.isnan(o[t, s]) or np.isnan(c[t, s]):
+                steady = False
+            elif q != 0.0:
+                if not np.isnan(funding[t, s]):
+                    steady = False
+                else:
+                    liq = memo_liq_price_nb(acct, spec, prm.margin_mode, s, memo)
+                    kind, _ = exit_trigger_nb(
+                        q, o[t, s], h[t, s], lo[t, s], acct.stop[s], acct.target[s], liq
+                    )
+                    if kind >= 0:
+                        steady = False
+        if not steady:
+            break
+        # phase 4: the equity at the close (equity_nb's sum, in its order)
+        eq = wallet
+        for s in range(n_sym):
+            q = acct.qty[s]
+            if q != 0.0:
+                eq += unrealized_pnl_nb(q, acct.entry_price[s], c[t, s])
+        # phase 5: the breaker's references and trip rules, then every decision a hold
+        tm = time_ms[t] if has_time else -1
+        day2, start2, peak2 = breaker_marks_nb(day, start, peak, prev, tm, eq)
+        code, _ = breaker_trip_nb(
+            start2, peak2, streak, tm, eq, prm.daily_loss_pct, prm.max_drawdown_pct,
+            prm.max_loss_streak,
+        )  # fmt: skip
+        if code >= 0:
+            break
+        r = t - row0
+        for s in range(n_sym):
+            q = acct.qty[s]
+            p = prob[r, s] if has_prob else np.nan
+            done, target, reason = risk_hold_nb(
+                direction[r, s], p, c[t, s], q, False, prm.sizing, prm.rebalance
+            )
+            if not done or target != q:
+                steady = False
+                break
+            target_out[r, s] = target
+            reason_out[r, s] = reason
+        if not steady:
+            break
+        day, start, peak, prev = day2, start2, peak2, eq
+        equity_out[t] = eq
+        t += 1
+    if t > t0:
+        for s in range(n_sym):
+            acct.last_price[s] = c[t - 1, s]
+        brk.day[0] = day
+        brk.day_start_equity[0] = start
+        brk.peak[0] = peak
+        brk.prev_equity[0] = prev
+    return t
+
+
+@kernel()
+def simulate_nb(  # type: ignore[no-untyped-def]
+    open_,
+    high,
+    low,
+    close,
+    funding,
+    mark,
+    direction,
+    prob,
+    payoff,
+    atr,
+    time_ms,
+    spec,
+    prm,
+    acct,
+    pend,
+    brk,
+    recs,
+    equity_out,
+    wallet_out,
+    position_out,
+    target_out,
+    reason_out,
+    empty,
+    memo,
+):
+    """Fold the bar step over all bars (the batch backtest): steady runs
+    (:func:`steady_run_nb`) and every other bar through
+    :func:`~engine.sim.loop.fold_step_nb`. 2-D inputs are ``[n_bars, n_symbols]``;
+    ``mark``, ``prob``, ``payoff``, ``atr`` may have 0 rows and ``time_ms`` 0 length (not
+    given); ``empty`` is a float64[0] array. Outputs are written into the ``*_out`` arrays;
+    ``memo`` is a :func:`~engine.sim.loop.new_liq_memo` (scratch)."""
+    n = open_.shape[0]
+    t = 0
+    while t < n:
+        end = steady_run_nb(
+            acct, pend, brk, spec, prm, open_, high, low, close, funding, time_ms, direction,
+            prob, t, n, 0, equity_out, target_out, reason_out, memo,
+        )  # fmt: skip
+        while t < end:
+            wallet_out[t] = acct.wallet[0]
+            for s in range(acct.qty.shape[0]):
+                position_out[t, s] = acct.qty[s]
+            t += 1
+        if t >= n:
+            break
+        tm = time_ms[t] if time_ms.shape[0] > 0 else -1
+        mark_row = mark[t] if mark.shape[0] > 0 else empty
+        prob_row = prob[t] if prob.shape[0] > 0 else empty
+        payoff_row = payoff[t] if payoff.shape[0] > 0 else empty
+        atr_row = atr[t] if atr.shape[0] > 0 else empty
+        equity_out[t] = fold_step_nb(
+            acct, pend, brk, spec, prm, recs, t, tm, open_[t], high[t], low[t], close[t],
+            funding[t], mark_row, direction[t], prob_row, payoff_row, atr_row, target_out[t],
+            reason_out[t], memo,
+        )  # fmt: skip
+        wallet_out[t] = acct.wallet[0]
+        for s in range(acct.qty.shape[0]):
+            position_out[t, s] = acct.qty[s]
+        t += 1
+    if n > 0 and prm.close_at_end:
+        close_all_nb(acct, pend, prm, recs, n - 1)
+        equity_out[n - 1] = equity_nb(acct)
+        wallet_out[n - 1] = acct.wallet[0]
+        for s in range(acct.qty.shape[0]):
+            position_out[n - 1, s] = acct.qty[s]

@@ -1,0 +1,141 @@
+"""Steady runs (``steady_run_nb``) book exactly what the bar step books, bar by bar and over
+whole runs.
+
+The random markets of ``test_quiet_bar`` (gaps, missing bars, funding every 8th bar,
+directions that hold then flip, go flat or give no decision; high leverage so that stops,
+targets, liquidations and the breaker fire), with one symbol and with two:
+
+- bar by bar: each bar is offered to ``steady_run_nb`` alone and to ``fold_step_nb`` from the
+  same state. When the run takes the bar, every state array, output row and the equity equal
+  the step's; when it declines, no state changed and no equity was written. The step then
+  carries the state on.
+- whole backtests: ``simulate_nb`` (steady runs between full steps) against a plain loop of
+  ``fold_step_nb`` over every bar: every output and every final state array equal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.sim import SimConfig, load_specs, spec_arrays
+from engine.sim.fold import simulate_nb, steady_run_nb
+from engine.sim.loop import close_all_nb, fold_step_nb, new_liq_memo
+from engine.sim.state import new_account, new_breaker, new_pending, new_records
+from engine.sim.steps import equity_nb
+from tests.sim.test_quiet_bar import CONFIGS, N_BARS, SYMBOLS, _arrays, _copy_into, _market
+
+STEADY_CONFIGS = {
+    **CONFIGS,
+    "isolated-stops-daily-breaker": SimConfig(
+        execution={
+            "leverage": 20,
+            "margin_mode": "isolated",
+            "stop_loss": {"pct": 2.0},
+            "take_profit": {"pct": 3.0},
+        },
+        risk={"fraction": 0.5, "breaker": {"daily_loss_pct": 4, "drawdown_pct": 25,
+                                            "cooldown_bars": 30}},
+    ),  # fmt: skip
+}
+
+
+def _inputs(seed: int, n_sym: int) -> dict[str, np.ndarray]:
+    m = _market(seed)
+    return {k: (v[:, :n_sym].copy() if v.ndim == 2 else v) for k, v in m.items()}
+
+
+def _state(cash: float, n_sym: int, cap: int = 64):  # type: ignore[no-untyped-def]
+    return (new_account(n_sym, cash=cash), new_pending(n_sym), new_breaker(equity=cash),
+            new_records(fills=cap, trades=cap, funding=cap, events=cap))  # fmt: skip
+
+
+def _setup(name: str, seed: int, n_sym: int):  # type: ignore[no-untyped-def]
+    cfg = STEADY_CONFIGS[name]
+    return cfg, cfg.to_params(), spec_arrays(load_specs(SYMBOLS[:n_sym])), _inputs(seed, n_sym)
+
+
+@pytest.mark.parametrize("n_sym", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("name", sorted(STEADY_CONFIGS))
+def test_steady_bar_equals_the_step(name: str, seed: int, n_sym: int) -> None:
+    cfg, prm, spa, m = _setup(name, seed, n_sym)
+    cash = cfg.execution.initial_cash
+    full, run = _state(cash, n_sym), _state(cash, n_sym)
+    memo_full, memo_run = new_liq_memo(n_sym), new_liq_memo(n_sym)
+    empty, no_prob = np.empty(0), np.empty((0, n_sym))
+    runs_allowed = n_sym == 1 or cfg.execution.margin_mode == "isolated"
+    taken = 0
+    for t in range(N_BARS):
+        _copy_into(run, full)
+        memo_run[...] = memo_full
+        before = [a.copy() for a in _arrays(full)]
+        eq_run = np.full(N_BARS, -1.0)
+        tg_run, rs_run = np.full((1, n_sym), -1.0), np.full((1, n_sym), -1, dtype=np.int64)
+        end = steady_run_nb(
+            *run[:3], spa, prm, m["o"], m["h"], m["lo"], m["c"], m["funding"], m["time"],
+            m["d"][t : t + 1], no_prob, t, t + 1, t, eq_run, tg_run, rs_run, memo_run,
+        )  # fmt: skip
+        tg, rs = np.zeros(n_sym), np.zeros(n_sym, dtype=np.int64)
+        e_full = fold_step_nb(
+            *full[:3], spa, prm, full[3], t, int(m["time"][t]), m["o"][t], m["h"][t],
+            m["lo"][t], m["c"][t], m["funding"][t], empty, m["d"][t], empty, empty, m["atr"][t],
+            tg, rs, memo_full,
+        )  # fmt: skip
+        assert end in (t, t + 1)
+        if end == t + 1:
+            taken += 1
+            assert eq_run[t] == e_full, t
+            assert np.array_equal(tg_run[0], tg) and np.array_equal(rs_run[0], rs), t
+            for a, b in zip(_arrays(full), _arrays(run), strict=True):
+                assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (t, a, b)
+        else:  # declined: no state changed, no equity written (the step writes the row)
+            assert eq_run[t] == -1.0, t
+            for a, b in zip(before, _arrays(run), strict=True):
+                assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (t, a, b)
+        for buf in full[3]:
+            buf.n[0] = 0
+    if runs_allowed:  # both paths exercised: runs take bars, the step the others
+        assert 20 <= taken < N_BARS, taken
+    else:  # cross margin over two symbols: the marks move the liquidation price
+        assert taken == 0
+
+
+@pytest.mark.parametrize("n_sym", [1, 2])
+@pytest.mark.parametrize("name", sorted(STEADY_CONFIGS))
+def test_simulate_equals_a_loop_of_steps(name: str, n_sym: int) -> None:
+    cfg, prm, spa, m = _setup(name, 3, n_sym)
+    cash = cfg.execution.initial_cash
+    n = N_BARS
+    # record buffers with room for every record of the run
+    st_sim, st_loop = _state(cash, n_sym, cap=4 * n), _state(cash, n_sym, cap=4 * n)
+    empty, none = np.empty(0), np.empty((0, n_sym))
+    outs_sim = (np.empty(n), np.empty(n), np.zeros((n, n_sym)), np.zeros((n, n_sym)),
+                np.zeros((n, n_sym), dtype=np.int64))  # fmt: skip
+    simulate_nb(
+        m["o"], m["h"], m["lo"], m["c"], m["funding"], none, m["d"], none, none, m["atr"],
+        m["time"], spa, prm, *st_sim, *outs_sim, empty, new_liq_memo(n_sym),
+    )  # fmt: skip
+    eq, wallet = np.empty(n), np.empty(n)
+    pos, tg = np.zeros((n, n_sym)), np.zeros((n, n_sym))
+    rs = np.zeros((n, n_sym), dtype=np.int64)
+    memo = new_liq_memo(n_sym)
+    acct = st_loop[0]
+    for t in range(n):
+        eq[t] = fold_step_nb(
+            *st_loop[:3], spa, prm, st_loop[3], t, int(m["time"][t]), m["o"][t], m["h"][t],
+            m["lo"][t], m["c"][t], m["funding"][t], empty, m["d"][t], empty, empty, m["atr"][t],
+            tg[t], rs[t], memo,
+        )  # fmt: skip
+        wallet[t] = acct.wallet[0]
+        pos[t] = acct.qty
+    if prm.close_at_end:
+        close_all_nb(acct, st_loop[1], prm, st_loop[3], n - 1)
+        eq[n - 1] = equity_nb(acct)
+        wallet[n - 1] = acct.wallet[0]
+        pos[n - 1] = acct.qty
+    for a, b in zip(outs_sim, (eq, wallet, pos, tg, rs), strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    for a, b in zip(_arrays(st_sim), _arrays(st_loop), strict=True):
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    assert st_sim[3].fills.n[0] >= 4  # the run traded
