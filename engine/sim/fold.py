@@ -43,6 +43,21 @@ from engine.sim.risk import breaker_marks_nb, breaker_trip_nb, risk_hold_nb
 from engine.sim.steps import equity_nb
 
 
+@kernel(inline=True)
+def run_possible_nb(acct, pend, brk, prm):  # type: ignore[no-untyped-def]
+    """Whether a steady run can start: the breaker not halted, no order pending, and a
+    liquidation price the marks cannot move (isolated margin, or one symbol). The callers
+    ask first: a call of :func:`steady_run_nb` passes every state array (~0.2 us)."""
+    if brk.halted[0]:
+        return False
+    if acct.qty.shape[0] > 1 and prm.margin_mode != MarginMode.ISOLATED:
+        return False
+    for s in range(acct.qty.shape[0]):
+        if pend.active[s]:
+            return False
+    return True
+
+
 @kernel
 def steady_run_nb(  # type: ignore[no-untyped-def]
     acct, pend, brk, spec, prm, o, h, lo, c, funding, time_ms, direction, prob, t0, t1, row0,
@@ -60,12 +75,9 @@ def steady_run_nb(  # type: ignore[no-untyped-def]
     ``equity_out`` untouched; its ``target_out`` / ``reason_out`` row may hold some symbols'
     holds, which the step that books the bar writes over.
     """
-    n_sym = acct.qty.shape[0]
-    if brk.halted[0] or (n_sym > 1 and prm.margin_mode != MarginMode.ISOLATED):
+    if not run_possible_nb(acct, pend, brk, prm):
         return t0
-    for s in range(n_sym):
-        if pend.active[s]:
-            return t0
+    n_sym = acct.qty.shape[0]
     wallet = acct.wallet[0]
     streak = acct.loss_streak[0]
     day = brk.day[0]
@@ -172,10 +184,12 @@ def simulate_nb(  # type: ignore[no-untyped-def]
     n = open_.shape[0]
     t = 0
     while t < n:
-        end = steady_run_nb(
-            acct, pend, brk, spec, prm, open_, high, low, close, funding, time_ms, direction,
-            prob, t, n, 0, equity_out, target_out, reason_out, memo,
-        )  # fmt: skip
+        end = t
+        if run_possible_nb(acct, pend, brk, prm):
+            end = steady_run_nb(
+                acct, pend, brk, spec, prm, open_, high, low, close, funding, time_ms,
+                direction, prob, t, n, 0, equity_out, target_out, reason_out, memo,
+            )  # fmt: skip
         while t < end:
             wallet_out[t] = acct.wallet[0]
             for s in range(acct.qty.shape[0]):

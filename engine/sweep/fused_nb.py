@@ -33,7 +33,7 @@ import numpy as np
 
 from engine.kernels import kernel
 from engine.sim.config import SimParams
-from engine.sim.fold import steady_run_nb
+from engine.sim.fold import run_possible_nb, steady_run_nb
 from engine.sim.loop import close_all_nb, fold_step_nb
 from engine.sim.steps import equity_nb
 from engine.strategy.rules_nb import rule_bar_nb
@@ -497,11 +497,13 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
         decide_block_nb(mkt, prog, c, work, b0, nb)
         j = 0
         while j < nb:
-            end = steady_run_nb(
-                acct, pend, brk, spec, prm, mkt.open, mkt.high, mkt.low, mkt.close,
-                mkt.funding, mkt.time_ms, work.dirs, work.no_prob, b0 + j, b0 + nb, b0,
-                work.equity, work.targets, work.reasons, work.liq_memo,
-            )  # fmt: skip
+            end = b0 + j
+            if run_possible_nb(acct, pend, brk, prm):
+                end = steady_run_nb(
+                    acct, pend, brk, spec, prm, mkt.open, mkt.high, mkt.low, mkt.close,
+                    mkt.funding, mkt.time_ms, work.dirs, work.no_prob, b0 + j, b0 + nb, b0,
+                    work.equity, work.targets, work.reasons, work.liq_memo,
+                )  # fmt: skip
             if in_position_nb(acct):  # a steady run holds its positions: every bar or none
                 in_pos += min(end, n - 1) - min(b0 + j, n - 1)
             j = end - b0
