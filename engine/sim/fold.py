@@ -10,10 +10,8 @@ and of every sweep combination are steady (a position held between two signals).
 
 :func:`steady_run_nb` folds a run of steady bars with the account's state read once into
 local variables and written back once at the end: per bar it calls the same pieces the bar
-step calls (:func:`~engine.sim.loop.memo_liq_price_nb`,
-:func:`~engine.sim.accounting.exit_trigger_nb`,
-:func:`~engine.sim.accounting.unrealized_pnl_nb` summed as
-:func:`~engine.sim.steps.equity_nb` sums it, :func:`~engine.sim.risk.breaker_marks_nb`,
+step calls (:func:`~engine.sim.loop.exits_nb`, :func:`~engine.sim.steps.equity_at_nb`
+at the closes, :func:`~engine.sim.risk.breaker_marks_nb`,
 :func:`~engine.sim.risk.breaker_trip_nb`, :func:`~engine.sim.risk.risk_hold_nb`), and it
 stops BEFORE the first bar that is not steady, which the full step
 (:func:`~engine.sim.loop.fold_step_nb`) then processes. Nothing of a bar is kept unless the
@@ -36,11 +34,10 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels import kernel
-from engine.sim.accounting import exit_trigger_nb, unrealized_pnl_nb
 from engine.sim.enums import MarginMode
-from engine.sim.loop import close_all_nb, fold_step_nb, memo_liq_price_nb
+from engine.sim.loop import close_all_nb, exits_nb, fold_step_nb
 from engine.sim.risk import breaker_marks_nb, breaker_trip_nb, risk_hold_nb
-from engine.sim.steps import equity_nb
+from engine.sim.steps import equity_at_nb, equity_nb
 
 
 @kernel(inline=True)
@@ -78,7 +75,6 @@ def steady_run_nb(  # type: ignore[no-untyped-def]
     if not run_possible_nb(acct, pend, brk, prm):
         return t0
     n_sym = acct.qty.shape[0]
-    wallet = acct.wallet[0]
     streak = acct.loss_streak[0]
     day = brk.day[0]
     start = brk.day_start_equity[0]
@@ -91,27 +87,16 @@ def steady_run_nb(  # type: ignore[no-untyped-def]
         # phases 1-3: quiet (marks at the opens, nothing triggers)
         steady = True
         for s in range(n_sym):
-            q = acct.qty[s]
             if np.isnan(o[t, s]) or np.isnan(c[t, s]):
                 steady = False
-            elif q != 0.0:
-                if not np.isnan(funding[t, s]):
-                    steady = False
-                else:
-                    liq = memo_liq_price_nb(acct, spec, prm.margin_mode, s, memo)
-                    kind, _ = exit_trigger_nb(
-                        q, o[t, s], h[t, s], lo[t, s], acct.stop[s], acct.target[s], liq
-                    )
-                    if kind >= 0:
-                        steady = False
+            elif acct.qty[s] != 0.0 and not np.isnan(funding[t, s]):
+                steady = False
+            elif exits_nb(acct, spec, prm, s, o[t, s], h[t, s], lo[t, s], memo):
+                steady = False
         if not steady:
             break
-        # phase 4: the equity at the close (equity_nb's sum, in its order)
-        eq = wallet
-        for s in range(n_sym):
-            q = acct.qty[s]
-            if q != 0.0:
-                eq += unrealized_pnl_nb(q, acct.entry_price[s], c[t, s])
+        # phase 4: the equity at the close
+        eq = equity_at_nb(acct, c[t])
         # phase 5: the breaker's references and trip rules, then every decision a hold
         tm = time_ms[t] if has_time else -1
         day2, start2, peak2 = breaker_marks_nb(day, start, peak, prev, tm, eq)
@@ -191,9 +176,7 @@ def simulate_nb(  # type: ignore[no-untyped-def]
                 direction, prob, t, n, 0, equity_out, target_out, reason_out, memo,
             )  # fmt: skip
         while t < end:
-            wallet_out[t] = acct.wallet[0]
-            for s in range(acct.qty.shape[0]):
-                position_out[t, s] = acct.qty[s]
+            _account_row_nb(acct, t, wallet_out, position_out)
             t += 1
         if t >= n:
             break
@@ -207,13 +190,17 @@ def simulate_nb(  # type: ignore[no-untyped-def]
             funding[t], mark_row, direction[t], prob_row, payoff_row, atr_row, target_out[t],
             reason_out[t], memo,
         )  # fmt: skip
-        wallet_out[t] = acct.wallet[0]
-        for s in range(acct.qty.shape[0]):
-            position_out[t, s] = acct.qty[s]
+        _account_row_nb(acct, t, wallet_out, position_out)
         t += 1
     if n > 0 and prm.close_at_end:
         close_all_nb(acct, pend, prm, recs, n - 1)
         equity_out[n - 1] = equity_nb(acct)
-        wallet_out[n - 1] = acct.wallet[0]
-        for s in range(acct.qty.shape[0]):
-            position_out[n - 1, s] = acct.qty[s]
+        _account_row_nb(acct, n - 1, wallet_out, position_out)
+
+
+@kernel(inline=True)
+def _account_row_nb(acct, t, wallet_out, position_out):  # type: ignore[no-untyped-def]
+    """Bar ``t``'s wallet and positions into the backtest's output rows."""
+    wallet_out[t] = acct.wallet[0]
+    for s in range(acct.qty.shape[0]):
+        position_out[t, s] = acct.qty[s]

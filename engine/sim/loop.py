@@ -412,14 +412,21 @@ def quiet_open_nb(acct, pend, spec, prm, o, h, lo, funding_row, memo):  # type: 
     for s in range(n):
         acct.last_price[s] = o[s]
     for s in range(n):
-        q = acct.qty[s]
-        if q == 0.0:
-            continue
-        liq = memo_liq_price_nb(acct, spec, prm.margin_mode, s, memo)
-        kind, _ = exit_trigger_nb(q, o[s], h[s], lo[s], acct.stop[s], acct.target[s], liq)
-        if kind >= 0:
+        if exits_nb(acct, spec, prm, s, o[s], h[s], lo[s], memo):
             return False
     return True
+
+
+@kernel(inline=True)
+def exits_nb(acct, spec, prm, s, o, h, lo, memo):  # type: ignore[no-untyped-def]
+    """Whether symbol ``s``'s position (none: False) hits its stop, target or liquidation
+    price (:func:`memo_liq_price_nb`) in a bar of open ``o``, high ``h`` and low ``lo``."""
+    q = acct.qty[s]
+    if q == 0.0:
+        return False
+    liq = memo_liq_price_nb(acct, spec, prm.margin_mode, s, memo)
+    kind, _ = exit_trigger_nb(q, o, h, lo, acct.stop[s], acct.target[s], liq)
+    return kind >= 0
 
 
 @kernel(inline=True)

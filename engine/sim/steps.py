@@ -136,10 +136,16 @@ def execute_fill_nb(acct, recs, bar, s, fill_qty, price, fee, kind, order_type, 
 @kernel(inline=True)
 def equity_nb(acct):  # type: ignore[no-untyped-def]
     """Wallet plus the unrealised PnL of every position at ``acct.last_price``."""
+    return equity_at_nb(acct, acct.last_price)
+
+
+@kernel(inline=True)
+def equity_at_nb(acct, marks):  # type: ignore[no-untyped-def]
+    """Wallet plus the unrealised PnL of every position at ``marks`` (one per symbol)."""
     eq = acct.wallet[0]
     for j in range(acct.qty.shape[0]):
         if acct.qty[j] != 0.0:
-            eq += unrealized_pnl_nb(acct.qty[j], acct.entry_price[j], acct.last_price[j])
+            eq += unrealized_pnl_nb(acct.qty[j], acct.entry_price[j], marks[j])
     return eq
 
 
