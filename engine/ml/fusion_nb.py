@@ -29,7 +29,12 @@ pool's scale ``kappa`` fitted at the cutoff and the logistic stacker's coefficie
    - stacked (2): ``p = sigmoid(c_0 + sum c_m logit p_m)`` with the meta-learner's
      coefficients (an abstaining model enters as ``p = 1/2``);
    - stacked_lgbm (3): ``logit p = logit pool + meta``, the bayesian pool corrected by the
-     meta-learner (the pool itself where ``meta`` is NaN).
+     meta-learner, while the correction earns its place as a member does: its log-score gain
+     over the pool on matured labels, ``d = log p_corrected(y) - log pool(y)`` of bar ``t-h``,
+     is decayed into ``meta_skill`` like a member's skill (every bar with a finite ``meta``,
+     applied or not), and the correction is applied only once ``meta_skill`` holds
+     ``min_skill_n`` labels with a positive sum (the pool itself otherwise, and where ``meta``
+     is NaN).
 
    ``pool_p``, the bayesian pool, is an output whatever the method (the meta-learner's
    offset).
@@ -74,6 +79,9 @@ class FusionState(NamedTuple):
     rets: np.ndarray  # (L,) ring of matured |r|
     counters: np.ndarray  # int64 [bars seen, matured returns, ring position]
     sums: np.ndarray  # float64 [sum of |r| in the ring]
+    pools: np.ndarray  # (h+1,) ring of the bayesian pool's log-odds
+    metas: np.ndarray  # (h+1,) ring of the meta-learner's corrections (NaN: none)
+    meta_skill: np.ndarray  # (3,) decayed [count, sum d, sum d^2] of the correction's gain
 
 
 class FusionParams(NamedTuple):
@@ -102,6 +110,9 @@ def new_state(n_models: int, *, horizon: int, lookback: int) -> FusionState:
         rets=np.zeros(lookback),
         counters=np.zeros(3, dtype=np.int64),
         sums=np.zeros(1),
+        pools=np.full(horizon + 1, np.nan),
+        metas=np.full(horizon + 1, np.nan),
+        meta_skill=np.zeros(3),
     )
 
 
@@ -151,9 +162,28 @@ def _mature_nb(state, params, close, t):  # noqa: ANN001, ANN201
         if po == po:
             pc = min(max(po, _EPS), 1.0 - _EPS)
             d = (math.log(pc) if y_up else math.log(1.0 - pc)) - lb
-            state.skill[m, 0] = params.decay * state.skill[m, 0] + 1.0
-            state.skill[m, 1] = params.decay * state.skill[m, 1] + d
-            state.skill[m, 2] = params.decay * state.skill[m, 2] + d * d
+            _decay_add_nb(state.skill[m], params.decay, d)
+    zb = state.pools[old]
+    meta = state.metas[old]
+    if zb == zb and meta == meta:
+        _decay_add_nb(
+            state.meta_skill, params.decay, _log_score_nb(zb + meta, y_up) - _log_score_nb(zb, y_up)
+        )
+
+
+@kernel
+def _log_score_nb(z: float, y_up: bool) -> float:
+    """log P(outcome) of the forecast with log-odds ``z``, clipped as the members' scores."""
+    p = min(max(_sigmoid_nb(z), _EPS), 1.0 - _EPS)
+    return math.log(p) if y_up else math.log(1.0 - p)
+
+
+@kernel
+def _decay_add_nb(sk: np.ndarray, decay: float, d: float) -> None:
+    """``sk <- decay * sk + (1, d, d^2)``: a decayed count, sum and sum of squares."""
+    sk[0] = decay * sk[0] + 1.0
+    sk[1] = decay * sk[1] + d
+    sk[2] = decay * sk[2] + d * d
 
 
 @kernel
@@ -201,6 +231,7 @@ def fuse_step_nb(state, params, close, probs, fixed_w, aux, w_out):  # noqa: ANN
     kappa = aux[AUX_KAPPA]
     zb = lb + (kappa if kappa == kappa else 1.0) * xb
     p = _sigmoid_nb(zb) if base == base else np.nan
+    state.pools[pos] = zb if base == base else np.nan
     pool = p if p == p else 0.5
     if params.method == STACKED:
         z = aux[AUX_COEF]
@@ -224,7 +255,9 @@ def fuse_step_nb(state, params, close, probs, fixed_w, aux, w_out):  # noqa: ANN
         ok = sw > 0
     elif params.method == STACKED_LGBM:
         meta = aux[AUX_META]
-        if meta == meta and p == p:
+        state.metas[pos] = meta if p == p else np.nan
+        ms = state.meta_skill
+        if meta == meta and p == p and ms[0] >= params.min_skill_n and ms[1] > 0:
             p = _sigmoid_nb(zb + meta)
     if p != p:
         p = 0.5

@@ -13,7 +13,9 @@ calibrators' rule, :func:`engine.ml.calib_nb.shrink_nb` with the pool as offset)
 model is refitted on all rows with that many trees and its correction scaled by ``lam``. The boosting starts from each row's
 bayesian pool (``init_score`` = the pool's log-odds at that bar), so the trees learn a
 correction of the pool from the members' probabilities and the regime, and a meta-learner
-that finds nothing leaves the pool as it is.
+that finds nothing leaves the pool as it is. Out of sample the fusion kernel applies the
+correction only while its matured log-score gain over the pool is positive
+(:mod:`engine.ml.fusion_nb`, ``meta_skill``).
 
 Fitted models are saved like the members' versions, ``results/models/meta-<hash>/model.txt``
 (the hash covers the meta config and the training matrix and labels), and predictions come

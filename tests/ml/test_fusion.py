@@ -22,6 +22,11 @@ def _sig(z):
     return 1 / (1 + math.exp(-z))
 
 
+def _log_score(z, up):
+    pz = min(max(_sig(z), 1e-6), 1 - 1e-6)
+    return math.log(pz) if up else math.log(1 - pz)
+
+
 def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, aux):
     """Straight Python transcription of the formulas in engine.ml.fusion_nb's docstring."""
     n, m = probs.shape
@@ -29,6 +34,8 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, aux):
     k_cost = (ens.trade_cost_bps if ens.trade_cost_bps is not None else lab.cost_bps) / 1e4
     decay = 1.0 if ens.reliability_halflife is None else 0.5 ** (1 / ens.reliability_halflife)
     sk = [[0.0, 0.0, 0.0] for _ in range(m)]
+    msk = [0.0, 0.0]  # the meta-learner's correction: decayed count and sum of its gain
+    zbs: list[float] = []  # the pool's log-odds per bar
     matured: list[float] = []
     w_fixed = [
         float((ens.weights or {}).get(f"m{j}", 1.0 if not ens.weights else 0.0)) for j in range(m)
@@ -54,6 +61,11 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, aux):
                             decay * sk[j][1] + d,
                             decay * sk[j][2] + d * d,
                         ]
+                meta_old = aux[t - h, 1]
+                if ens.fusion == "stacked_lgbm" and not math.isnan(meta_old):
+                    zo = zbs[t - h]
+                    gain = _log_score(zo + meta_old, up) - _log_score(zo, up)
+                    msk = [decay * msk[0] + 1, decay * msk[1] + gain]
         av = [j for j in range(m) if not math.isnan(probs[t, j])]
         base = aux[t, 0]
         w = {
@@ -65,6 +77,7 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, aux):
         lb = _logit(base)
         xb = sum(om[j] * (_logit(probs[t, j]) - lb) for j in av if om[j] > 0)
         zb = lb + aux[t, 2] * xb
+        zbs.append(zb)
         p = _sig(zb)
         ok = True
         if ens.fusion == "stacked":
@@ -76,7 +89,9 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, aux):
             p = sum(w_fixed[j] * probs[t, j] for j in av) / sf if sf > 0 else 0.5
             ok = sf > 0
         elif ens.fusion == "stacked_lgbm" and not math.isnan(aux[t, 1]):
-            p = _sig(zb + aux[t, 1])
+            # the correction applies once its matured gain over the pool is positive
+            if msk[0] >= ens.min_skill_labels and msk[1] > 0:
+                p = _sig(zb + aux[t, 1])
         vals = [probs[t, j] for j in av]
         dis = float(np.std(vals)) if vals else 0.0
         agr = (
@@ -258,6 +273,43 @@ def test_members_without_skill_leave_the_base_rate():
     only_bad = FusionRunner(["bad"], ens, lab).run(closes, bad[:, None], aux_for(n, 1, base=0.5))
     assert (only_bad["p"][50:] == 0.5).all() and (only_bad["direction"][50:] == 0).all()
     assert (only_bad["base_weight"][50:] == 1).all()
+
+
+def test_stacked_lgbm_correction_applies_only_while_it_beats_the_pool():
+    """The meta-learner's correction earns its place as a member does: one that pushes
+    toward what does not happen is never applied (stacked_lgbm forecasts the bayesian pool,
+    bar for bar); one that pushes toward what happens is applied once ``min_skill_labels``
+    of its gain have matured, and stops being applied after it turns wrong."""
+    lab = LabelsConfig(horizon=1, cost_bps=0)
+    kw = dict(payoff_lookback=10, min_skill_labels=5, gate={"min_edge": -1.0})
+    rng = np.random.default_rng(4)
+    n = 400
+    r = rng.normal(0, 0.01, n)
+    closes = 100 * np.exp(np.cumsum(r))
+    up_next = np.r_[r[1:] > 0, False]
+    probs = np.column_stack([np.where(up_next, 0.55, 0.45), rng.uniform(0.4, 0.6, n)])
+    pool = FusionRunner(["a", "b"], EnsembleConfig(**kw), lab).run(
+        closes, probs, aux_for(n, 2, base=0.5)
+    )
+    stacked = EnsembleConfig(**kw, fusion="stacked_lgbm")
+    right = np.where(up_next, 0.4, -0.4)
+    wrong = -right
+    bad = FusionRunner(["a", "b"], stacked, lab).run(
+        closes, probs, aux_for(n, 2, base=0.5, meta=wrong)
+    )
+    np.testing.assert_array_equal(bad["p"], pool["p"])
+    good = FusionRunner(["a", "b"], stacked, lab).run(
+        closes, probs, aux_for(n, 2, base=0.5, meta=right)
+    )
+    applied = good["p"] != pool["p"]
+    assert not applied[:5].any() and applied[5:].all()  # 5 labels matured by bar 5
+    turned = np.r_[right[:200], wrong[200:]]
+    recent = stacked.model_copy(update={"reliability_halflife": 20})  # forgets its past gain
+    late = FusionRunner(["a", "b"], recent, lab).run(
+        closes, probs, aux_for(n, 2, base=0.5, meta=turned)
+    )
+    used = late["p"] != late["pool_p"]
+    assert used[50:200].all() and not used[300:].any()
 
 
 def test_net_edge_gate_counts_fees_and_slippage():
