@@ -253,16 +253,20 @@ def test_bayesian_p_lies_between_the_base_rate_and_the_members(ps, seed):
         assert r["expected_edge_bps"][-1] > 0 and r["gate_code"][-1] == 0
 
 
+def _walk(seed, n):
+    """A random walk's closes, whether each bar's next close is higher, and the generator."""
+    rng = np.random.default_rng(seed)
+    r = rng.normal(0, 0.01, n)
+    return 100 * np.exp(np.cumsum(r)), np.r_[r[1:] > 0, False], rng
+
+
 def test_members_without_skill_leave_the_base_rate():
     """Members that forecast the opposite of what happens earn no weight: the fused
     forecast is the base rate and nothing trades; a skilled member takes all the weight."""
     lab = LabelsConfig(horizon=1, cost_bps=0)
     ens = EnsembleConfig(payoff_lookback=10, min_skill_labels=5, gate={"min_edge": -1.0})
-    rng = np.random.default_rng(3)
     n = 400
-    r = rng.normal(0, 0.01, n)
-    closes = 100 * np.exp(np.cumsum(r))
-    up_next = np.r_[r[1:] > 0, False]
+    closes, up_next, _ = _walk(3, n)
     good = np.where(up_next, 0.6, 0.4)
     bad = np.where(up_next, 0.3, 0.7)
     out = FusionRunner(["good", "bad"], ens, lab).run(
@@ -282,11 +286,8 @@ def test_stacked_lgbm_correction_applies_only_while_it_beats_the_pool():
     of its gain have matured, and stops being applied after it turns wrong."""
     lab = LabelsConfig(horizon=1, cost_bps=0)
     kw = dict(payoff_lookback=10, min_skill_labels=5, gate={"min_edge": -1.0})
-    rng = np.random.default_rng(4)
     n = 400
-    r = rng.normal(0, 0.01, n)
-    closes = 100 * np.exp(np.cumsum(r))
-    up_next = np.r_[r[1:] > 0, False]
+    closes, up_next, rng = _walk(4, n)
     probs = np.column_stack([np.where(up_next, 0.55, 0.45), rng.uniform(0.4, 0.6, n)])
     pool = FusionRunner(["a", "b"], EnsembleConfig(**kw), lab).run(
         closes, probs, aux_for(n, 2, base=0.5)
