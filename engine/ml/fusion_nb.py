@@ -160,22 +160,19 @@ def _mature_nb(state, params, close, t):  # noqa: ANN001, ANN201
     for m in range(m_models):
         po = state.probs[old, m]
         if po == po:
-            pc = min(max(po, _EPS), 1.0 - _EPS)
-            d = (math.log(pc) if y_up else math.log(1.0 - pc)) - lb
-            _decay_add_nb(state.skill[m], params.decay, d)
+            _decay_add_nb(state.skill[m], params.decay, _log_score_nb(po, y_up) - lb)
     zb = state.pools[old]
     meta = state.metas[old]
     if zb == zb and meta == meta:
-        _decay_add_nb(
-            state.meta_skill, params.decay, _log_score_nb(zb + meta, y_up) - _log_score_nb(zb, y_up)
-        )
+        d = _log_score_nb(_sigmoid_nb(zb + meta), y_up) - _log_score_nb(_sigmoid_nb(zb), y_up)
+        _decay_add_nb(state.meta_skill, params.decay, d)
 
 
 @kernel
-def _log_score_nb(z: float, y_up: bool) -> float:
-    """log P(outcome) of the forecast with log-odds ``z``, clipped as the members' scores."""
-    p = min(max(_sigmoid_nb(z), _EPS), 1.0 - _EPS)
-    return math.log(p) if y_up else math.log(1.0 - p)
+def _log_score_nb(p: float, y_up: bool) -> float:
+    """log P(outcome) of the forecast P(up) = ``p``, clipped to [eps, 1 - eps]."""
+    pc = min(max(p, _EPS), 1.0 - _EPS)
+    return math.log(pc) if y_up else math.log(1.0 - pc)
 
 
 @kernel
@@ -231,7 +228,6 @@ def fuse_step_nb(state, params, close, probs, fixed_w, aux, w_out):  # noqa: ANN
     kappa = aux[AUX_KAPPA]
     zb = lb + (kappa if kappa == kappa else 1.0) * xb
     p = _sigmoid_nb(zb) if base == base else np.nan
-    state.pools[pos] = zb if base == base else np.nan
     pool = p if p == p else 0.5
     if params.method == STACKED:
         z = aux[AUX_COEF]
@@ -255,6 +251,7 @@ def fuse_step_nb(state, params, close, probs, fixed_w, aux, w_out):  # noqa: ANN
         ok = sw > 0
     elif params.method == STACKED_LGBM:
         meta = aux[AUX_META]
+        state.pools[pos] = zb
         state.metas[pos] = meta if p == p else np.nan
         ms = state.meta_skill
         if meta == meta and p == p and ms[0] >= params.min_skill_n and ms[1] > 0:
