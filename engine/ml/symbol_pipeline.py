@@ -198,10 +198,13 @@ class SymbolPipeline:
         """Fold ``fold``'s meta-learner (:mod:`engine.ml.meta`): OOF rows, embargoed, thinned."""
         sd, s = self.sd, self.sched
         stride = self.ml.training.row_stride
-        ok = oof & (sd.open_time <= fold.cutoff - s.embargo - s.interval_ms)
-        ok &= ((sd.open_time - s.run_start) // s.interval_ms) % stride == 0
-        X = meta_matrix(cal, sd.X[REGIME])
-        ok &= np.isfinite(X).all(axis=1) & np.isfinite(sd.y) & np.isfinite(pool)
+        # the OOF rows are bars of earlier folds: only the bars up to the last one are read
+        end = int(np.flatnonzero(oof)[-1]) + 1 if oof.any() else 0
+        t = sd.open_time[:end]
+        ok = oof[:end] & (t <= fold.cutoff - s.embargo - s.interval_ms)
+        ok &= ((t - s.run_start) // s.interval_ms) % stride == 0
+        X = meta_matrix(cal[:end], sd.X[REGIME][:end])
+        ok &= np.isfinite(X).all(axis=1) & np.isfinite(sd.y[:end]) & np.isfinite(pool[:end])
         rows = np.flatnonzero(ok)
         q = np.clip(pool[rows], 1e-6, 1 - 1e-6)
         return fit_or_load(

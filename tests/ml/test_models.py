@@ -144,3 +144,26 @@ def test_onnx_node_with_skl2onnx_classifier(train_data, tmp_path: Path):
         node.predict_proba(Segment(seg.open_time, seg.close, seg.X[:, :3]))
     with pytest.raises(ConfigError, match="not found"):
         OnnxModel(tmp_path / "missing.onnx")
+
+
+def test_dense_layer_sums_each_output_in_input_order():
+    """dense_nb's output j of row i is ``((b_j + a_i0 w_0j) + a_i1 w_1j) + ...`` exactly (the
+    order that makes one row equal to the same row of a batch), and ReLU maps NaN to 0."""
+    from engine.ml.models.mlp import dense_nb
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(9, 13)) * rng.choice([1e-8, 1.0, 1e8], size=(9, 13))
+    w, b = rng.normal(size=(13, 6)), rng.normal(size=6)
+    want = np.empty((9, 6))
+    for i in range(9):
+        for j in range(6):
+            s = float(b[j])
+            for t in range(13):
+                s += float(a[i, t]) * float(w[t, j])
+            want[i, j] = s
+    np.testing.assert_array_equal(dense_nb(a, w, b, False), want)
+    np.testing.assert_array_equal(dense_nb(a, w, b, True), np.where(want > 0, want, 0.0))
+    a[2, 4] = np.nan
+    out = dense_nb(a, w, b, True)
+    assert not np.isnan(out).any() and (out[2] == 0.0).all()
+    assert np.isnan(dense_nb(a, w, b, False)[2]).all()

@@ -22,18 +22,26 @@ from engine.ml.models.base import Segment, TrainSet, masked_predict, read_json, 
 
 @kernel(allocates=True)
 def dense_nb(a: np.ndarray, w: np.ndarray, b: np.ndarray, relu: bool) -> np.ndarray:
-    """``a @ w + b`` (then ReLU) with each output summed in a fixed order, so a row's result
-    does not depend on how many rows are computed with it (BLAS may differ by 1 ulp
-    between a 1-row and an n-row product). Oracle: ``numpy.maximum(a @ w + b, 0)``."""
+    """``a @ w + b`` (then ReLU) with each output summed in a fixed order,
+    ``((b[j] + a[i,0] w[0,j]) + a[i,1] w[1,j]) + ...``, so a row's result does not depend on
+    how many rows are computed with it (BLAS may differ by 1 ulp between a 1-row and an
+    n-row product). The loop over outputs is innermost (a row of ``w`` is contiguous), so the
+    outputs' sums advance together; each keeps its own order. Oracle:
+    ``numpy.maximum(a @ w + b, 0)``."""
     n, k = a.shape
     m = w.shape[1]
     out = np.empty((n, m))
     for i in range(n):
         for j in range(m):
-            s = b[j]
-            for t in range(k):
-                s += a[i, t] * w[t, j]
-            out[i, j] = s if (not relu or s > 0.0) else 0.0
+            out[i, j] = b[j]
+        for t in range(k):
+            x = a[i, t]
+            for j in range(m):
+                out[i, j] += x * w[t, j]
+        if relu:
+            for j in range(m):
+                if not out[i, j] > 0.0:
+                    out[i, j] = 0.0
     return out
 
 
