@@ -27,7 +27,7 @@ import numpy as np
 from engine.kernels import kernel
 
 
-@kernel
+@kernel(inline=True)
 def rule_step_nb(state: int, le: bool, lx: bool, se: bool, sx: bool) -> int:
     """One bar of the state machine: the new side (+1, 0, -1) from the old one and the signals."""
     if state == 0:
@@ -49,7 +49,7 @@ def rule_step_nb(state: int, le: bool, lx: bool, se: bool, sx: bool) -> int:
     return -1
 
 
-@kernel
+@kernel(inline=True)
 def rule_bar_nb(
     state: int, le: bool, lx: bool, se: bool, sx: bool, events: bool
 ) -> tuple[int, float]:

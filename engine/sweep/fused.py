@@ -34,6 +34,7 @@ from engine.sim.state import new_account, new_breaker, new_pending, new_records
 from engine.strategy.execution import sim_config, symbol_specs
 from engine.strategy.expr import Node
 from engine.sweep import fused_nb as K
+from engine.sweep import program_nb as P
 from engine.timeutil import interval_ms
 
 if TYPE_CHECKING:
@@ -44,12 +45,12 @@ if TYPE_CHECKING:
 
 #: rule slots of a program table (hold rules use slots 0 and 2 with the exits implied)
 SLOTS = ("long_entry", "long_exit", "short_entry", "short_exit")
-_UNARY = {"neg": K.OP_NEG, "not": K.OP_NOT, "abs": K.OP_ABS}
+_UNARY = {"neg": P.OP_NEG, "not": P.OP_NOT, "abs": P.OP_ABS}
 _BINARY = {
-    "+": K.OP_ADD, "-": K.OP_SUB, "*": K.OP_MUL, "/": K.OP_DIV, "min": K.OP_MIN, "max": K.OP_MAX,
+    "+": P.OP_ADD, "-": P.OP_SUB, "*": P.OP_MUL, "/": P.OP_DIV, "min": P.OP_MIN, "max": P.OP_MAX,
 }  # fmt: skip
-_CMP = {"<": K.OP_LT, "<=": K.OP_LE, ">": K.OP_GT, ">=": K.OP_GE, "==": K.OP_EQ, "!=": K.OP_NE}
-_CROSS = {"cross_above": K.OP_CROSS_ABOVE, "cross_below": K.OP_CROSS_BELOW}
+_CMP = {"<": P.OP_LT, "<=": P.OP_LE, ">": P.OP_GT, ">=": P.OP_GE, "==": P.OP_EQ, "!=": P.OP_NE}
+_CROSS = {"cross_above": P.OP_CROSS_ABOVE, "cross_below": P.OP_CROSS_BELOW}
 
 Op = tuple[int, int, int, float]  # (op code, column, rows back, constant)
 
@@ -69,15 +70,15 @@ def compile_rule(root: Node, column: Callable[[str], int]) -> tuple[list[Op], in
     def emit(op: int, col: int = 0, off: int = 0, val: float = 0.0) -> None:
         nonlocal sp, depth
         out.append((op, col, off, val))
-        sp += 1 if op in (K.OP_COL, K.OP_CONST) else -_pops(op)
+        sp += 1 if op in (P.OP_COL, P.OP_CONST) else -_pops(op)
         depth = max(depth, sp)
 
     def walk(node: Node, off: int) -> None:
         op, a = node.op, node.args
         if op == "col":
-            emit(K.OP_COL, column(a[0]), off)
+            emit(P.OP_COL, column(a[0]), off)
         elif op == "const":
-            emit(K.OP_CONST, 0, off, float(a[0]))
+            emit(P.OP_CONST, 0, off, float(a[0]))
         elif op == "shift":
             walk(a[0], off + int(a[1]))
         elif op == "cmp":
@@ -86,7 +87,7 @@ def compile_rule(root: Node, column: Callable[[str], int]) -> tuple[list[Op], in
                 walk(a[2 + i], off)
                 emit(_CMP[sym])
                 if i:
-                    emit(K.OP_MIN)
+                    emit(P.OP_MIN)
         elif op in _UNARY:
             walk(a[0], off)
             emit(_UNARY[op])
@@ -94,7 +95,7 @@ def compile_rule(root: Node, column: Callable[[str], int]) -> tuple[list[Op], in
             walk(a[0], off)
             for x in a[1:]:
                 walk(x, off)
-                emit(K.OP_MIN if op == "and" else K.OP_MAX)
+                emit(P.OP_MIN if op == "and" else P.OP_MAX)
         elif op in _BINARY:
             walk(a[0], off)
             walk(a[1], off)
@@ -113,9 +114,9 @@ def compile_rule(root: Node, column: Callable[[str], int]) -> tuple[list[Op], in
 
 def _pops(op: int) -> int:
     """How much an operator shrinks the stack."""
-    if op <= K.OP_ABS:
+    if op <= P.OP_ABS:
         return 0
-    if op <= K.OP_NE:
+    if op <= P.OP_NE:
         return 1
     return 3
 

@@ -1,12 +1,13 @@
 """The fused sweep kernel: rules, the futures simulator and the metrics of many parameter
 combinations in one numba call, parallel over combinations, nothing per bar kept.
 
-Per combination (one iteration of the ``prange`` over combinations, on numba's threads):
+Per combination (:func:`lane_nb` runs a lane of combinations one after the other;
+:mod:`engine.sweep.fused` runs one lane per thread):
 
 1. the rules, compiled by :mod:`engine.sweep.fused` into small postfix programs over the
    shared feature columns (one program per rule; a combination differs only in which
    columns and constants its programs read), are evaluated a block of ``BLOCK`` bars at a
-   time into a per-thread stack (:func:`eval_program_nb`);
+   time into the block's rule rows (:func:`engine.sweep.program_nb.eval_program_nb`);
 2. each bar, :func:`engine.strategy.rules_nb.rule_bar_nb` turns the four signals into the
    state and the direction, and :func:`engine.sim.loop.fold_step_nb` (the very bar step
    :func:`engine.sim.loop.simulate_nb` folds: funding, fills, stops, liquidation, close,
@@ -37,6 +38,7 @@ from engine.sim.fold import run_possible_nb, steady_run_nb
 from engine.sim.loop import close_all_nb, fold_step_nb
 from engine.sim.steps import equity_nb
 from engine.strategy.rules_nb import rule_bar_nb
+from engine.sweep.program_nb import eval_program_nb
 
 #: packages whose kernels this module compiles into its own (engine.kernels.cache's guard)
 KERNEL_DEPENDS = ("engine.sim", "engine.strategy")
@@ -79,8 +81,8 @@ class Work(NamedTuple):
     """One thread's buffers: the rule stack and values of a block, the per-bar rows the bar
     step takes, and the run-long arrays the statistics read."""
 
-    stack: np.ndarray  # float64[depth, BLOCK]
-    rules: np.ndarray  # float64[S, 4, BLOCK]
+    stack: np.ndarray  # float64[depth, BLOCK] operands above a program's bottom one (row 0 unused)
+    rules: np.ndarray  # float64[S, 4, BLOCK] each rule's values over the block (a program's bottom)
     state: np.ndarray  # int64[S] rule state
     target: np.ndarray  # float64[S]
     reason: np.ndarray  # int64[S]
@@ -100,12 +102,6 @@ class Work(NamedTuple):
     reasons: np.ndarray  # int64[BLOCK, S] their reasons (not read)
     no_prob: np.ndarray  # float64[0, S]
 
-
-# program op codes (see engine.sweep.fused.compile_rule)
-OP_COL, OP_CONST, OP_NEG, OP_NOT, OP_ABS = 0, 1, 2, 3, 4
-OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MIN, OP_MAX = 5, 6, 7, 8, 9, 10
-OP_LT, OP_LE, OP_GT, OP_GE, OP_EQ, OP_NE = 11, 12, 13, 14, 15, 16
-OP_CROSS_ABOVE, OP_CROSS_BELOW = 17, 18
 
 # the statistics row of one combination (engine.sweep.fused.metrics_of reads it)
 S_OK, S_BARS, S_INITIAL, S_FINAL, S_MEAN, S_SD, S_DOWN = 0, 1, 2, 3, 4, 5, 6
@@ -256,92 +252,6 @@ def trade_stats_nb(pnl, n, scratch, frames, values, out):  # type: ignore[no-unt
 
 
 @kernel
-def eval_program_nb(ops, args, offs, vals, length, cols, own, s, t0, nb, stack):  # type: ignore[no-untyped-def]
-    """Evaluate one rule program over bars ``t0 .. t0+nb-1`` of symbol ``s``; the result is
-    left in ``stack[0, :nb]`` (1.0 true, 0.0 false, NaN unknown).
-
-    A leaf reads column ``args[i]`` of the symbol's own rows, ``offs[i]`` rows back (a
-    ``shift`` pushed down to its leaves); a row before the first is NaN, as
-    :func:`engine.strategy.expr` shifts. Every operator propagates NaN as numpy's do.
-    """
-    sp = 0
-    for i in range(length):
-        op = ops[i]
-        if op == OP_COL or op == OP_CONST:
-            k = args[i]
-            off = offs[i]
-            v = vals[i]
-            for j in range(nb):
-                r = own[t0 + j, s] - off
-                x = np.nan
-                if r >= 0:
-                    x = cols[s, k, r] if op == OP_COL else v
-                stack[sp, j] = x
-            sp += 1
-        elif op <= OP_ABS:
-            for j in range(nb):
-                x = stack[sp - 1, j]
-                if op == OP_NEG:
-                    stack[sp - 1, j] = -x
-                elif op == OP_NOT:
-                    stack[sp - 1, j] = 1.0 - x
-                else:
-                    stack[sp - 1, j] = abs(x)
-        elif op <= OP_MAX:
-            sp -= 1
-            for j in range(nb):
-                x = stack[sp - 1, j]
-                y = stack[sp, j]
-                if op == OP_ADD:
-                    z = x + y
-                elif op == OP_SUB:
-                    z = x - y
-                elif op == OP_MUL:
-                    z = x * y
-                elif op == OP_DIV:
-                    z = x / y
-                elif op == OP_MIN:
-                    z = x if (x <= y or np.isnan(x)) else y
-                else:
-                    z = x if (x >= y or np.isnan(x)) else y
-                stack[sp - 1, j] = z
-        elif op <= OP_NE:
-            sp -= 1
-            for j in range(nb):
-                x = stack[sp - 1, j]
-                y = stack[sp, j]
-                if np.isnan(x) or np.isnan(y):
-                    z = np.nan
-                elif op == OP_LT:
-                    z = 1.0 if x < y else 0.0
-                elif op == OP_LE:
-                    z = 1.0 if x <= y else 0.0
-                elif op == OP_GT:
-                    z = 1.0 if x > y else 0.0
-                elif op == OP_GE:
-                    z = 1.0 if x >= y else 0.0
-                elif op == OP_EQ:
-                    z = 1.0 if x == y else 0.0
-                else:
-                    z = 1.0 if x != y else 0.0
-                stack[sp - 1, j] = z
-        else:  # cross_above / cross_below: x, y now and x1, y1 one bar ago
-            sp -= 3
-            for j in range(nb):
-                x = stack[sp - 1, j]
-                y = stack[sp, j]
-                x1 = stack[sp + 1, j]
-                y1 = stack[sp + 2, j]
-                if np.isnan(x) or np.isnan(y) or np.isnan(x1) or np.isnan(y1):
-                    z = np.nan
-                elif op == OP_CROSS_ABOVE:
-                    z = 1.0 if (x > y and x1 <= y1) else 0.0
-                else:
-                    z = 1.0 if (x < y and x1 >= y1) else 0.0
-                stack[sp - 1, j] = z
-
-
-@kernel
 def params_nb(p):  # type: ignore[no-untyped-def]
     """One combination's :class:`~engine.sim.config.SimParams` from its row of the params
     table (``engine.sweep.fused.params_row`` writes it, in the tuple's field order)."""
@@ -436,11 +346,16 @@ def decide_block_nb(mkt, prog, c, work, b0, nb):  # type: ignore[no-untyped-def]
     """Bars ``b0 .. b0+nb-1``: each symbol's four signals from the programs' values, the
     rule state machine (it reads no account state, so a whole block is decided before the
     simulator books it), the directions (NaN where the symbol has no bar) into
-    ``work.dirs`` and the ATR rows of ATR stops into ``work.atrs``."""
+    ``work.dirs`` and the ATR rows of ATR stops into ``work.atrs``. The combination's
+    settings are read once, before the loop over bars."""
     events = prog.flags[c, 0] != 0
     k = prog.atr_col[c]
+    has_le, has_lx = prog.lens[c, 0] > 0, prog.lens[c, 1] > 0
+    has_se, has_sx = prog.lens[c, 2] > 0, prog.lens[c, 3] > 0
+    hold_long, hold_short = prog.flags[c, 1] != 0, prog.flags[c, 2] != 0
     for s in range(mkt.own.shape[1]):
         state = work.state[s]
+        rules = work.rules[s]
         for j in range(nb):
             i = mkt.own[b0 + j, s]
             if i < 0:
@@ -448,16 +363,10 @@ def decide_block_nb(mkt, prog, c, work, b0, nb):  # type: ignore[no-untyped-def]
                 if k >= 0:
                     work.atrs[j, s] = np.nan
                 continue
-            le = prog.lens[c, 0] > 0 and work.rules[s, 0, j] == 1.0
-            if prog.flags[c, 1] != 0:
-                lx = not le
-            else:
-                lx = prog.lens[c, 1] > 0 and work.rules[s, 1, j] == 1.0
-            se = prog.lens[c, 2] > 0 and work.rules[s, 2, j] == 1.0
-            if prog.flags[c, 2] != 0:
-                sx = not se
-            else:
-                sx = prog.lens[c, 3] > 0 and work.rules[s, 3, j] == 1.0
+            le = has_le and rules[0, j] == 1.0
+            lx = (not le) if hold_long else (has_lx and rules[1, j] == 1.0)
+            se = has_se and rules[2, j] == 1.0
+            sx = (not se) if hold_short else (has_sx and rules[3, j] == 1.0)
             state, d = rule_bar_nb(state, le, lx, se, sx, events)
             work.dirs[j, s] = d
             if k >= 0:
@@ -490,10 +399,8 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
                 if length > 0:
                     eval_program_nb(
                         prog.ops[c, r], prog.args[c, r], prog.offs[c, r], prog.vals[c, r],
-                        length, mkt.cols, mkt.own, s, b0, nb, work.stack,
+                        length, mkt.cols, mkt.own, s, b0, nb, work.stack, work.rules[s, r],
                     )  # fmt: skip
-                    for j in range(nb):
-                        work.rules[s, r, j] = work.stack[0, j]
         decide_block_nb(mkt, prog, c, work, b0, nb)
         j = 0
         while j < nb:
