@@ -154,8 +154,9 @@ def cpu_split(d: Path) -> dict[str, float]:
     from engine.strategy.execution import sim_config, symbol_specs
     from engine.sweep import fused
     from engine.sweep.api import grid_items
+    from engine.sweep.combos import data_key
     from engine.sweep.grid import combinations, parse_grid
-    from engine.sweep.runner import _prepare, build_graphs, data_key
+    from engine.sweep.runner import _prepare, build_graphs
 
     combos = [c for c in combinations(parse_grid(grid_items(GRID))) if fast_lt_slow(c)]
     combos, graphs = build_graphs(d / "strategy.yaml", parse_grid(grid_items(GRID)), combos=combos)

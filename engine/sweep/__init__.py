@@ -20,6 +20,7 @@ See ``docs/architecture.md`` ("Sweeps").
 from __future__ import annotations
 
 from engine.sweep.api import sweep
+from engine.sweep.combos import SORT_KEYS, ComboResult, SweepResult, rank
 from engine.sweep.executors import (
     Executor,
     LocalExecutor,
@@ -28,7 +29,7 @@ from engine.sweep.executors import (
     make_executor,
 )
 from engine.sweep.grid import MAX_COMBOS, Axis, combinations, parse_axis, parse_grid
-from engine.sweep.runner import SORT_KEYS, ComboResult, SweepResult, rank, run_sweep
+from engine.sweep.runner import run_sweep
 from engine.sweep.search import SEARCHES, compile_where, run_search
 from engine.sweep.walkforward import WalkForwardResult, run_walk_forward, windows
 

@@ -10,7 +10,7 @@ into postfix programs (:func:`compile_rule`) and its simulator settings as a row
 :func:`metrics_of` turns a statistics row into the dict :func:`engine.metrics.compute_metrics`
 returns, through the same :func:`engine.metrics.summary_metrics`.
 
-Anything the kernel cannot do goes the per-combination way (:func:`engine.sweep.runner.run_combo`),
+Anything the kernel cannot do goes the per-combination way (:func:`engine.sweep.combos.run_combo`),
 transparently: :func:`plan` returns None for the whole grid, and a combination whose kernel
 run overflowed a buffer or produced a non-finite equity is re-run there one by one.
 """

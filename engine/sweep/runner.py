@@ -26,147 +26,39 @@ None)``, then ``("combinations", done, total)`` as each combination is done (log
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from engine.backtest.runner import ml_metrics, run_metrics, run_params, simulate_graph
-from engine.decisions import records
-from engine.decisions.decide import decide
 from engine.decisions.market import Market, load_graph_market
-from engine.errors import ConfigError, RunError, UsageError
+from engine.errors import ConfigError, UsageError
 from engine.features import compute
-from engine.metrics import METRIC_KEYS
 from engine.progress import Progress, step
-from engine.runlog import RunLog
 from engine.strategy.config import StrategyConfig
-from engine.strategy.execution import strategy_hash
 from engine.strategy.graph import StrategyGraph
 from engine.strategy.load import build_graph
 from engine.strategy.params import apply_overrides, parse_set
 from engine.strategy.yamlio import load_yaml_file
 from engine.sweep import fused as fz
-from engine.sweep.executors import Executor, LocalExecutor, ProcessPoolExecutor, make_executor
+from engine.sweep.combos import (
+    ComboResult,
+    Shared,
+    SweepResult,
+    Task,
+    check_sort,
+    data_key,
+    run_combo,
+    run_fused,
+)
+from engine.sweep.executors import Executor, make_executor
 from engine.sweep.grid import Axis, check_axes, combinations, parse_grid
+from engine.sweep.sweeplog import Where, run_logged
 
 if TYPE_CHECKING:
     import os
 
     import polars as pl
-
-#: metrics a sweep can be sorted by; those in LOWER_IS_BETTER sort ascending
-SORT_KEYS = tuple(k for k in METRIC_KEYS if k not in ("initial_equity", "bars"))
-LOWER_IS_BETTER = frozenset({"max_drawdown", "fees", "liquidations"})
-
-
-@dataclass(frozen=True)
-class ComboResult:
-    """One combination: its index in the grid, the values it set, its metrics, its child run."""
-
-    index: int
-    params: dict[str, Any]
-    metrics: dict[str, Any]
-    run_id: str | None = None
-
-
-@dataclass(frozen=True)
-class SweepResult:
-    """What :func:`run_sweep` returns; ``results`` in combination order."""
-
-    run_id: str | None
-    axes: tuple[Axis, ...]
-    results: tuple[ComboResult, ...]
-    sort: str
-    timings: dict[str, float] = field(default_factory=dict)
-    workers: int = 1
-
-    def ranked(self, sort: str | None = None, *, top: int | None = None) -> list[ComboResult]:
-        """Combinations best first by ``sort`` (missing/NaN values last, ties by index)."""
-        return rank(self.results, sort or self.sort, top=top)
-
-
-def check_sort(sort: str) -> str:
-    """``sort`` must be one of :data:`SORT_KEYS` (else the closest one)."""
-    if sort not in SORT_KEYS:
-        close = difflib.get_close_matches(sort, SORT_KEYS, n=1, cutoff=0.5)
-        raise UsageError(
-            f"--sort {sort!r}: not a metric a sweep sorts by",
-            hint=(f"did you mean {close[0]!r}? " if close else "")
-            + f"one of: {', '.join(SORT_KEYS)}",
-        )
-    return sort
-
-
-def rank(results: Iterable[ComboResult], sort: str, *, top: int | None = None) -> list[ComboResult]:
-    """Sort combinations best first by metric ``sort`` (see :data:`LOWER_IS_BETTER`)."""
-    sign = 1.0 if sort in LOWER_IS_BETTER else -1.0
-
-    def key(r: ComboResult) -> tuple[int, float, int]:
-        v = r.metrics.get(sort)
-        if not isinstance(v, int | float) or isinstance(v, bool) or math.isnan(v):
-            return (1, 0.0, r.index)
-        return (0, sign * float(v), r.index)
-
-    out = sorted(results, key=key)
-    return out if top is None else out[:top]
-
-
-# ---------------------------------------------------------------------------- the work
-
-
-@dataclass(frozen=True)
-class _Shared:
-    """What every worker holds once: the markets and the features frames of each data key."""
-
-    markets: dict[tuple[Any, ...], Market]
-    features: dict[tuple[Any, ...], dict[str, pl.DataFrame]]
-    results: str | None
-    log: bool
-    log_decisions: bool
-
-
-@dataclass(frozen=True)
-class _Task:
-    index: int
-    graph: StrategyGraph
-    data_key: tuple[Any, ...]
-
-
-def data_key(graph: StrategyGraph) -> tuple[Any, ...]:
-    """What the loaded market of a graph depends on (a grid may vary data.* keys too)."""
-    d = graph.config.data
-    return (tuple(d.symbols), d.interval, d.start, d.end, d.market, d.funding)
-
-
-def run_combo(shared: _Shared, task: _Task) -> dict[str, Any]:
-    """One combination: decisions from the shared features, the simulator, the metrics
-    (and, when logging, the child run's frames). The worker function of every executor."""
-    graph = task.graph
-    market = shared.markets[task.data_key]
-    cols = ["open_time", *graph.feature_columns]
-    features = {sym: frame.select(cols) for sym, frame in shared.features[task.data_key].items()}
-    dec, features = decide(graph, market, results_dir=shared.results, features=features)
-    res = simulate_graph(graph, market, dec, features)
-    metrics = run_metrics(graph, market, res)
-    if dec.ml is not None:
-        metrics.update(ml_metrics(dec.ml))
-    out: dict[str, Any] = {"metrics": metrics}
-    if shared.log:
-        frames = {
-            "trades": records.trade_frame(market, res),
-            "equity": records.equity_frame(market, res),
-        }
-        if shared.log_decisions:
-            frames["ensemble_decisions"] = records.decision_frame(market, dec, res)
-        out["frames"] = frames
-    return out
 
 
 def build_graphs(
@@ -233,19 +125,6 @@ def _checked_combos(
     if not out:
         raise UsageError("no combinations to run", hint="the filter left none of the grid")
     return out
-
-
-@dataclass(frozen=True)
-class _Where:
-    """Where a sweep reads and writes, and what it records in its parent run."""
-
-    path: str | os.PathLike[str]
-    overrides: list[str]
-    store: str | os.PathLike[str] | None
-    results: str | os.PathLike[str] | None
-    sort: str
-    log_top: int = 10
-    extra: dict[str, Any] = field(default_factory=dict)  # more of the parent run's params
 
 
 def run_sweep(
@@ -319,13 +198,13 @@ def run_sweep(
     ex = _executor(executor, workers, len(graphs))
     timings: dict[str, float] = {"validate": time.perf_counter() - t0}
     shared = _prepare(graphs, store, results, log, log_decisions, timings, progress)
-    tasks = [_Task(i, g, data_key(g)) for i, g in enumerate(graphs)]
+    tasks = [Task(i, g, data_key(g)) for i, g in enumerate(graphs)]
     t1 = time.perf_counter()
     plan = fz.plan(graphs, shared.markets, shared.features, data_key) if fused else None
     timings["plan"] = time.perf_counter() - t1
-    where = _Where(path, overrides, store, results, sort, log_top, dict(parent_params or {}))
+    where = Where(path, overrides, store, results, sort, log_top, dict(parent_params or {}))
     parent_id, metrics_of, run_ids = (
-        _run_logged(ex, shared, tasks, combos, axes, where, timings, progress, plan)
+        run_logged(ex, shared, tasks, combos, axes, where, timings, progress, plan)
         if log
         else (None, _run_unlogged(ex, shared, tasks, progress, plan), [])
     )
@@ -354,7 +233,7 @@ def _prepare(
     log_decisions: bool,
     timings: dict[str, float],
     progress: Progress | None,
-) -> _Shared:
+) -> Shared:
     """The markets (once per distinct data section) and the features (each distinct one once
     per symbol) that every worker shares."""
     t0 = time.perf_counter()
@@ -369,7 +248,7 @@ def _prepare(
     step(progress, "features", 0, None)
     features = _shared_features(graphs, markets)
     timings["features"] = time.perf_counter() - t1
-    return _Shared(
+    return Shared(
         markets=markets,
         features=features,
         results=str(results) if results is not None else None,
@@ -408,8 +287,8 @@ def _shared_features(
 
 def _run_unlogged(
     ex: Executor,
-    shared: _Shared,
-    tasks: list[_Task],
+    shared: Shared,
+    tasks: list[Task],
     progress: Progress | None,
     plan: fz.FusedPlan | None,
 ) -> list[dict[str, Any] | None]:
@@ -417,7 +296,7 @@ def _run_unlogged(
     total = len(tasks)
     step(progress, "combinations", 0, total)
     if plan is not None:
-        return _run_fused(ex, shared, tasks, plan, progress)
+        return run_fused(ex, shared, tasks, plan, progress)
     metrics_of: list[dict[str, Any] | None] = [None] * total
     done = 0
 
@@ -429,228 +308,3 @@ def _run_unlogged(
 
     ex.run(run_combo, shared, tasks, collect)
     return metrics_of
-
-
-#: combinations per fused task (a few per thread: progress moves, Ray gets chunks to spread)
-FUSED_CHUNK = 64
-
-
-def _run_fused(
-    ex: Executor,
-    shared: _Shared,
-    tasks: list[_Task],
-    plan: fz.FusedPlan,
-    progress: Progress | None,
-) -> list[dict[str, Any] | None]:
-    """Every combination's metrics from the fused kernel, in chunks through the executor
-    (in this process for the local pool: the kernel already runs on every core). A
-    combination the kernel could not finish exactly is run per combination instead."""
-    total = len(tasks)
-    metrics_of: list[dict[str, Any] | None] = [None] * total
-    chunks = fz.chunks(plan, size=FUSED_CHUNK)
-    done = 0
-
-    def collect(i: int, stats: np.ndarray) -> None:
-        nonlocal done
-        g, rows = chunks[i]
-        group = plan.groups[g]
-        for row, st in zip(rows, stats, strict=True):
-            idx = int(group.indices[row])
-            m = fz.metrics_of(st, group)
-            metrics_of[idx] = m if m is not None else run_combo(shared, tasks[idx])["metrics"]
-            done += 1
-            step(progress, "combinations", done, total)
-
-    runner = LocalExecutor() if isinstance(ex, ProcessPoolExecutor) else ex
-    runner.run(fz.run_chunk, plan, chunks, collect)
-    return metrics_of
-
-
-def _parent_params(
-    graphs: Sequence[StrategyGraph],
-    axes: Sequence[Axis],
-    shared: _Shared,
-    ex: Executor,
-    where: _Where,
-) -> dict[str, Any]:
-    """The parent run's params: the strategy file, the grid, the span and how it ran."""
-    market0 = shared.markets[data_key(graphs[0])]
-    return {
-        "strategy_file": str(Path(where.path)),
-        "grid": {a.name: list(a.values) for a in axes},
-        "combos": len(graphs),
-        "overrides": where.overrides,
-        "symbols": list(market0.symbols),
-        "interval": market0.interval,
-        "start": int(market0.open_time[0]),
-        "end": int(market0.open_time[-1]),
-        "bars": market0.n_bars,
-        "sort": where.sort,
-        "workers": ex.workers,
-        "executor": type(ex).__name__,
-        "log_decisions": shared.log_decisions,
-        **where.extra,
-    }
-
-
-class _Children:
-    """Writes each combination's child run as soon as it and every earlier one are done, so
-    children are logged in index order while workers go on computing."""
-
-    def __init__(
-        self,
-        runlog: RunLog,
-        parent_id: str,
-        tasks: list[_Task],
-        combos: list[dict[str, Any]],
-        shared: _Shared,
-        where: _Where,
-        progress: Progress | None,
-    ) -> None:
-        self.runlog, self.parent_id, self.tasks, self.combos = runlog, parent_id, tasks, combos
-        self.shared, self.where, self.progress = shared, where, progress
-        self.metrics_of: list[dict[str, Any] | None] = [None] * len(tasks)
-        self.run_ids: list[str | None] = [None] * len(tasks)
-        self.pending: dict[int, dict[str, Any]] = {}
-        self.next_i = 0
-
-    def collect(self, i: int, out: dict[str, Any]) -> None:
-        """The executor's ``on_result``: keep the result, write every child now in order."""
-        self.metrics_of[i] = out["metrics"]
-        self.pending[i] = out
-        self.write_ready()
-
-    def write_ready(self) -> None:
-        while self.next_i in self.pending:
-            i = self.next_i
-            self.run_ids[i] = self._write(i, self.pending.pop(i))
-            self.next_i += 1
-            step(self.progress, "combinations", self.next_i, len(self.tasks))
-
-    def _write(self, i: int, out: dict[str, Any]) -> str:
-        g = self.tasks[i].graph
-        params = run_params(g, self.shared.markets[data_key(g)], store=self.where.store)
-        params["sweep"] = {"parent_run_id": self.parent_id, "index": i, "combo": self.combos[i]}
-        rid = self.runlog.start_run(
-            mode="sweep",
-            strategy=g.name,
-            params=params,
-            strategy_hash=strategy_hash(g),
-            parent_run_id=self.parent_id,
-        )
-        for table, frame in out["frames"].items():
-            if frame.height:
-                self.runlog.write(rid, table, frame)
-        self.runlog.finish_run(rid, status="ok", metrics=out["metrics"])
-        return rid
-
-
-def _run_logged(
-    ex: Executor,
-    shared: _Shared,
-    tasks: list[_Task],
-    combos: list[dict[str, Any]],
-    axes: Sequence[Axis],
-    where: _Where,
-    timings: dict[str, float],
-    progress: Progress | None,
-    plan: fz.FusedPlan | None,
-) -> tuple[str, list[dict[str, Any] | None], list[str | None]]:
-    """Run the combinations and write the parent and child runs (children in index order).
-
-    Returns the parent run id, each combination's metrics and each child's run id.
-    """
-    graphs = [t.graph for t in tasks]
-    first = graphs[0]
-    with RunLog(where.results) as runlog:
-        with runlog.run(
-            mode="sweep",
-            strategy=first.name,
-            params=_parent_params(graphs, axes, shared, ex, where),
-            strategy_hash=strategy_hash(first),
-        ) as parent_id:
-            children = _Children(runlog, parent_id, tasks, combos, shared, where, progress)
-            step(progress, "combinations", 0, len(tasks))
-            if plan is None:
-                ex.run(run_combo, shared, tasks, children.collect)
-            else:
-                _log_fused(ex, shared, tasks, plan, where, children)
-            children.write_ready()
-            ranked = rank(
-                [
-                    ComboResult(index=i, params=combos[i], metrics=m or {})
-                    for i, m in enumerate(children.metrics_of)
-                ],
-                where.sort,
-            )
-            summary = _summary(ranked, where.sort, children.run_ids, timings)
-            runlog.finish_run(parent_id, status="ok", metrics=summary)
-    return parent_id, children.metrics_of, children.run_ids
-
-
-def _log_fused(
-    ex: Executor,
-    shared: _Shared,
-    tasks: list[_Task],
-    plan: fz.FusedPlan,
-    where: _Where,
-    children: _Children,
-) -> None:
-    """Fused metrics for every child; the best ``where.log_top`` by ``where.sort`` re-run
-    per combination for their equity and trades (their metrics must come out the same)."""
-    metrics_of = _run_fused(ex, shared, tasks, plan, None)
-    ranked = rank(
-        [ComboResult(index=i, params={}, metrics=m or {}) for i, m in enumerate(metrics_of)],
-        where.sort,
-        top=max(0, where.log_top),
-    )
-    top = {r.index for r in ranked}
-    logging = dataclasses.replace(shared, log=True)
-    for i, m in enumerate(metrics_of):
-        if i not in top:
-            children.collect(i, {"metrics": m, "frames": {}})
-            continue
-        out = run_combo(logging, tasks[i])
-        if out["metrics"] != m:
-            raise RunError(
-                f"sweep combination {i}: the fused kernel's metrics differ from the "
-                "backtest path's (a bug: please report it)",
-                hint="rerun with fused=False meanwhile",
-            )
-        children.collect(i, out)
-
-
-def _summary(
-    ranked: list[ComboResult], sort: str, run_ids: list[str | None], timings: dict[str, float]
-) -> dict[str, Any]:
-    """The parent run's metrics: counts, the best and worst combination, the sort metric's spread."""
-    vals = np.array(
-        [
-            float(r.metrics[sort])
-            for r in ranked
-            if isinstance(r.metrics.get(sort), int | float) and r.metrics[sort] is not None
-        ],
-        dtype=float,
-    )
-    vals = vals[np.isfinite(vals)]
-
-    def entry(r: ComboResult) -> dict[str, Any]:
-        return {
-            "index": r.index,
-            "params": r.params,
-            "run_id": run_ids[r.index],
-            "metrics": {k: r.metrics.get(k) for k in SORT_KEYS},
-        }
-
-    return {
-        "combos": len(ranked),
-        "sort": sort,
-        "best": entry(ranked[0]) if ranked else None,
-        "worst": entry(ranked[-1]) if ranked else None,
-        sort: {
-            "min": float(vals.min()) if vals.size else None,
-            "median": float(np.median(vals)) if vals.size else None,
-            "max": float(vals.max()) if vals.size else None,
-        },
-        "timings": {k: round(v, 4) for k, v in timings.items()},
-    }

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from engine.errors import UsageError
+from engine.sweep.combos import LOWER_IS_BETTER, ComboResult, SweepResult, check_sort
 from engine.sweep.grid import Axis, combinations, parse_grid
-from engine.sweep.runner import LOWER_IS_BETTER, ComboResult, SweepResult, check_sort, run_sweep
+from engine.sweep.runner import run_sweep
 
 SEARCHES = ("grid", "random", "optuna")
 

@@ -45,8 +45,8 @@ from engine.strategy.execution import strategy_hash
 from engine.strategy.load import load_strategy
 from engine.strategy.ml_config import span_ms
 from engine.strategy.params import parse_set
+from engine.sweep.combos import check_sort
 from engine.sweep.grid import parse_grid
-from engine.sweep.runner import check_sort
 from engine.sweep.search import run_search
 from engine.timeutil import fmt_ms, interval_ms
 

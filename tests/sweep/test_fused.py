@@ -17,7 +17,8 @@ from engine.strategy import load_strategy
 from engine.sweep import fused as fz
 from engine.sweep import fused_nb as K
 from engine.sweep import parse_grid, run_sweep, sweep
-from engine.sweep.runner import _prepare, build_graphs, data_key
+from engine.sweep.combos import data_key
+from engine.sweep.runner import _prepare, build_graphs
 
 from .helpers import EMA, REPO
 

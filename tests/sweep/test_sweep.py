@@ -10,7 +10,8 @@ from engine.runlog import RunLog
 from engine.runlog.query import run_query
 from engine.strategy import load_strategy
 from engine.sweep import parse_grid, run_sweep
-from engine.sweep.runner import SORT_KEYS, _shared_features, build_graphs, data_key
+from engine.sweep.combos import SORT_KEYS, data_key
+from engine.sweep.runner import _shared_features, build_graphs
 
 from .helpers import EMA, GRID, SPAN
 
