@@ -216,10 +216,29 @@ def load_specs(
                 f"symbol {symbol!r} is not in the exchangeInfo snapshot {info_path.name}",
                 hint=f"use one of: {', '.join(sorted(entries))}",
             )
-        spec = _spec(symbol, entries[symbol], _read(str(br_path)),
-                     info_source=str(info_path), br_source=str(br_path))
-        specs.append(spec)
+        specs.append(_parsed(symbol, str(info_path), str(br_path)))
     return specs
+
+
+#: parsed specs by (symbol, exchangeInfo path, brackets path), with the documents they came
+#: from: a sweep validates and plans every combination, each asking for the same symbols
+_PARSED: dict[tuple[str, str, str], tuple[object, object, SymbolSpec]] = {}
+
+
+def _parsed(symbol: str, info_path: str, br_path: str) -> SymbolSpec:
+    """:func:`_spec` of ``symbol`` from the snapshot files, parsed once while :func:`_read`
+    keeps answering the same documents (its cache holds them; a new read parses again)."""
+    info, brackets = _read(info_path), _read(br_path)
+    key = (symbol, info_path, br_path)
+    hit = _PARSED.get(key)
+    if hit is not None and hit[0] is info and hit[1] is brackets:
+        return hit[2]
+    entries = {s["symbol"]: s for s in info.get("symbols", [])}  # type: ignore[attr-defined]
+    spec = _spec(symbol, entries[symbol], brackets, info_source=info_path, br_source=br_path)
+    if len(_PARSED) >= 256:
+        _PARSED.clear()
+    _PARSED[key] = (info, brackets, spec)
+    return spec
 
 
 def specs_from_documents(

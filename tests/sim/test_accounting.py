@@ -72,6 +72,21 @@ def test_spec_errors(tmp_path):
         load_specs(["BTCUSDT"], brackets=bad)
 
 
+def test_specs_are_parsed_once_per_snapshot(tmp_path):
+    """A sweep asks for the same symbol's spec for every combination: the parsed spec is
+    reused while the snapshot documents are the same, and a different brackets file is
+    parsed on its own."""
+    first = load_specs(["BTCUSDT"])[0]
+    assert load_specs(["ETHUSDT", "BTCUSDT"])[1] is first
+    data = json.loads(LEVERAGE_BRACKETS.read_text())
+    data[0]["brackets"][0]["initialLeverage"] = 100  # BTCUSDT's first bracket
+    other = tmp_path / "brackets.json"
+    other.write_text(json.dumps(data))
+    mine = load_specs(["BTCUSDT"], brackets=other)[0]
+    assert mine is not first and mine.bracket_leverage[0] == 100
+    assert first.bracket_leverage[0] == 125 and load_specs(["BTCUSDT"])[0] is first
+
+
 @settings(max_examples=300, deadline=None)
 @given(cents=st.integers(1, 10**9), mode=st.sampled_from([-1, 0, 1]))
 def test_round_price_matches_decimal(cents, mode):
