@@ -63,7 +63,6 @@ def decide(
     direction = np.full((n, k), np.nan)
     prob = np.full((n, k), np.nan)
     extra = {name: np.full((n, k), np.nan) for name in EXTRA}
-    preds = []
     for j, sym in enumerate(syms):
         cols = symbol_columns(res.symbols[sym])
         rows = market.rows[sym]
@@ -77,7 +76,8 @@ def decide(
         if not has.all():
             last = np.maximum.accumulate(np.where(has, np.arange(n), -1))
             state[:, j] = np.where(last >= 0, state[np.maximum(last, 0), j], 0)
-        preds.append(predictions_frame(res.symbols[sym], endpoints))
+    preds = _each_symbol(lambda sym: predictions_frame(res.symbols[sym], endpoints), syms,
+                         ml.training.workers)
     predictions = pl.concat(preds) if preds else None
     return Decisions(
         state=state,
@@ -88,6 +88,18 @@ def decide(
         predictions=predictions,
         ml=res,
     )
+
+
+def _each_symbol(fn: Any, syms: list[str], workers: int) -> list[Any]:
+    """``[fn(s) for s in syms]``, up to ``workers`` symbols at once in threads (polars builds
+    the frames without the GIL)."""
+    k = max(1, min(int(workers), len(syms)))
+    if k == 1:
+        return [fn(s) for s in syms]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(k, thread_name_prefix="frames") as pool:
+        return list(pool.map(fn, syms))
 
 
 #: the ensemble columns a decision carries beyond state and probability: the fused P(up)

@@ -237,7 +237,7 @@ def score(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
         return {"n": 0, "auc": nan, "log_loss": nan, "brier": nan, "ece": nan, "hit_rate": nan}
     pp, yy = p[ok], y[ok]
     q = np.clip(pp, 1e-12, 1 - 1e-12)
-    a = roc_auc(yy, pp)  # rank formula; oracle sklearn's roc_auc_score
+    a = roc_auc(yy, pp)  # Mann-Whitney count; oracle sklearn's roc_auc_score
     auc = nan if a is None else float(a)
     return {
         "n": n,

@@ -58,7 +58,8 @@ def run_ensemble(
     t1 = time.perf_counter()
     results = _predict_symbols(pipes, ml.training.workers, progress)
     return assemble_result(results, pipes, n_fitted=n_fitted, n_reused=n_reused,
-                           train_seconds=train_s, predict_seconds=time.perf_counter() - t1)
+                           train_seconds=train_s, predict_seconds=time.perf_counter() - t1,
+                           workers=ml.training.workers)
 
 
 def _pipelines(

@@ -160,48 +160,31 @@ class EnsembleResult:
 
 
 def score_results(
-    results: Mapping[str, SymbolResult], pipes: Mapping[str, SymbolPipeline]
+    results: Mapping[str, SymbolResult],
+    pipes: Mapping[str, SymbolPipeline],
+    *,
+    workers: int = 1,
 ) -> tuple[Any, Any, Any]:
     """Out-of-fold scores per model, symbol and fold, the calibration curve, and each
     model's contribution: the ``(metrics, curve, contributions)`` frames of an
     :class:`EnsembleResult`. Used by the batch run and by live mode over its own bars.
+    ``workers`` > 1 scores up to that many symbols at once in threads (the rows come out in
+    symbol order whatever the count).
     """
     import polars as pl
 
-    rows: list[dict[str, Any]] = []
-    curve: list[dict[str, Any]] = []
-    contrib: list[dict[str, Any]] = []
-    for sym, r in results.items():
-        sched = pipes[sym].sched
-        cols = [(name, r.probs[:, j]) for j, name in enumerate(r.model_names)] + [("ensemble", r.p)]
-        for name, p in cols:
-            pp = np.where(r.fold >= 0, p, np.nan)
-            for fold in sched.folds:
-                sel = r.fold == fold.index
-                rows.append(
-                    {
-                        "symbol": sym,
-                        "model": name,
-                        "fold": fold.index,
-                        "cutoff": fold.cutoff,
-                        **score(pp[sel], r.labels[sel]),
-                    }
-                )
-            rows.append(
-                {"symbol": sym, "model": name, "fold": -1, "cutoff": None, **score(pp, r.labels)}
-            )
-            for c in calibration_curve(pp, r.labels):
-                curve.append({"symbol": sym, "model": name, **c})
-        fused = np.isfinite(r.p) & (r.fold >= 0)
-        for j, name in enumerate(r.model_names):
-            w = r.weights[fused, j]
-            contrib.append(
-                {
-                    "symbol": sym,
-                    "model": name,
-                    "mean_weight": float(w.mean()) if w.size else float("nan"),
-                }
-            )
+    syms = list(results)
+    k = max(1, min(int(workers), len(syms)))
+    if k > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(k, thread_name_prefix="score") as pool:
+            parts = list(pool.map(lambda s: _score_symbol(s, results[s], pipes[s]), syms))
+    else:
+        parts = [_score_symbol(s, results[s], pipes[s]) for s in syms]
+    rows = [row for part in parts for row in part[0]]
+    curve = [row for part in parts for row in part[1]]
+    contrib = [row for part in parts for row in part[2]]
     schema = {
         "symbol": pl.Utf8,
         "model": pl.Utf8,
@@ -233,6 +216,46 @@ def score_results(
     )
 
 
+def _score_symbol(
+    sym: str, r: SymbolResult, pipe: SymbolPipeline
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """:func:`score_results`' rows of one symbol: scores, calibration curve, contributions."""
+    sched = pipe.sched
+    rows: list[dict[str, Any]] = []
+    curve: list[dict[str, Any]] = []
+    contrib: list[dict[str, Any]] = []
+    cols = [(name, r.probs[:, j]) for j, name in enumerate(r.model_names)] + [("ensemble", r.p)]
+    for name, p in cols:
+        pp = np.where(r.fold >= 0, p, np.nan)
+        for fold in sched.folds:
+            sel = r.fold == fold.index
+            rows.append(
+                {
+                    "symbol": sym,
+                    "model": name,
+                    "fold": fold.index,
+                    "cutoff": fold.cutoff,
+                    **score(pp[sel], r.labels[sel]),
+                }
+            )
+        rows.append(
+            {"symbol": sym, "model": name, "fold": -1, "cutoff": None, **score(pp, r.labels)}
+        )
+        for c in calibration_curve(pp, r.labels):
+            curve.append({"symbol": sym, "model": name, **c})
+    fused = np.isfinite(r.p) & (r.fold >= 0)
+    for j, name in enumerate(r.model_names):
+        w = r.weights[fused, j]
+        contrib.append(
+            {
+                "symbol": sym,
+                "model": name,
+                "mean_weight": float(w.mean()) if w.size else float("nan"),
+            }
+        )
+    return rows, curve, contrib
+
+
 def pipeline_events(pipes: Mapping[str, SymbolPipeline]) -> list[dict[str, Any]]:
     """What went wrong in each symbol's pipeline (a model not trained for a fold, a remote
     model's failures), each event tagged with its symbol."""
@@ -253,11 +276,12 @@ def assemble_result(
     n_reused: int,
     train_seconds: float,
     predict_seconds: float,
+    workers: int = 1,
 ) -> EnsembleResult:
     """An :class:`EnsembleResult` of per-symbol results: scores, calibration curve and
-    contributions by :func:`score_results`, and the pipelines' events. The batch path and
-    live mode's summary of its own bars both build theirs here."""
-    metrics, curve, contrib = score_results(results, pipes)
+    contributions by :func:`score_results` (``workers`` symbols at once), and the pipelines'
+    events. The batch path and live mode's summary of its own bars both build theirs here."""
+    metrics, curve, contrib = score_results(results, pipes, workers=workers)
     return EnsembleResult(
         symbols=results,
         schedule={s: p.sched for s, p in pipes.items()},
