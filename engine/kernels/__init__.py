@@ -4,6 +4,8 @@ cache true to the sources.
 - :func:`kernel`: the decorator of every kernel (``engine.features``, ``engine.sim``,
   ``engine.strategy.rules_nb``, ``engine.ml``): cached on disk, no GIL, numpy's error model,
   numba's reference counting only for the kernels that allocate.
+- :func:`writable` / :func:`writable_fields`: inputs as the kernels take them (a read-only
+  array would make numba compile a kernel again for it).
 - :func:`guard_cache` / :func:`source_digest`: numba keys a cached function on its own file
   only, so a kernel that calls (or inlines) a kernel of another module keeps its stale machine
   code when only the callee changes. :func:`kernel` runs the guard once per cache folder:
@@ -15,7 +17,8 @@ This package imports only numpy, numba and the standard library (layer 1 of the 
 
 from __future__ import annotations
 
+from engine.kernels.arrays import writable, writable_fields
 from engine.kernels.cache import STAMP, guard_cache, source_digest
 from engine.kernels.jit import kernel
 
-__all__ = ["STAMP", "guard_cache", "kernel", "source_digest"]
+__all__ = ["STAMP", "guard_cache", "kernel", "source_digest", "writable", "writable_fields"]

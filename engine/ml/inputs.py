@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ConfigError, DataError
+from engine.kernels import writable
 from engine.ml.labels import make_labels
 from engine.ml.models.base import Segment
 from engine.strategy.ml_config import MLSections
@@ -93,8 +94,9 @@ def prepare_symbol(
     symbol: str, frame: Any, features: Any, ml: MLSections, *, interval_ms: int | None = None
 ) -> tuple[SymbolData, dict[str, list[str]]]:
     """Check and align a symbol's candles and features; compute labels and hourly closes."""
-    ot = np.asarray(frame["open_time"].to_numpy(), dtype=np.int64)
-    close = np.asarray(frame["close"].to_numpy(), dtype=np.float64)
+    # writable: polars' zero-copy arrays are read-only, and the kernels would compile again
+    ot = writable(np.asarray(frame["open_time"].to_numpy(), dtype=np.int64))
+    close = writable(np.asarray(frame["close"].to_numpy(), dtype=np.float64))
     if ot.shape[0] < 2:
         raise DataError(f"{symbol}: need at least 2 bars for the ML stage, got {ot.shape[0]}")
     d = np.diff(ot)

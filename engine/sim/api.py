@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from engine.errors import ConfigError, DataError
+from engine.kernels import writable
 from engine.sim.config import SimConfig
 from engine.sim.enums import BreakerEvent, FillKind, OrderType, names
 from engine.sim.specs import SymbolSpec, spec_arrays
@@ -121,7 +122,7 @@ class SimResult:
 
 
 def _as_2d(name: str, value: Any, shape: tuple[int, int]) -> np.ndarray:
-    arr = np.ascontiguousarray(value, dtype=np.float64)
+    arr = writable(np.ascontiguousarray(value, dtype=np.float64))
     if arr.ndim == 1 and shape[1] == 1:
         arr = arr.reshape(-1, 1)
     if arr.shape != shape:
@@ -307,7 +308,7 @@ def _ohlc(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The four price arrays, checked: one shape, one spec per column, NaN together, and
     each bar's high/low around its open and close."""
-    o = np.ascontiguousarray(open, dtype=np.float64)
+    o = writable(np.ascontiguousarray(open, dtype=np.float64))
     if o.ndim == 1:
         o = o.reshape(-1, 1)
     if o.ndim != 2:
@@ -362,7 +363,7 @@ def _prob(prob: Any, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _open_time(open_time: Any, n: int) -> np.ndarray:
-    tm = np.ascontiguousarray(open_time, dtype=np.int64)
+    tm = writable(np.ascontiguousarray(open_time, dtype=np.int64))
     if tm.shape != (n,):
         raise DataError(f"open_time: expected shape ({n},), got {tm.shape}")
     return tm

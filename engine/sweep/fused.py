@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.decisions.decide import rule_columns
 from engine.decisions.signals import event_rules
+from engine.kernels import writable_fields
 from engine.metrics import YEAR_MS, sharpe_from, sortino_from, summary_metrics, trade_ratios
 from engine.sim.loop import new_liq_memo
 from engine.sim.specs import SpecArrays, spec_arrays
@@ -332,6 +333,8 @@ def run_chunk(fused: FusedPlan, task: tuple[int, np.ndarray]) -> np.ndarray:
     whatever the number of combinations)."""
     g, rows = task
     grp = fused.groups[g]
+    # Ray's object store hands a task read-only views (engine.kernels.arrays)
+    market, spec = writable_fields(grp.market), writable_fields(grp.spec)
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     out = np.zeros((rows.size, K.N_STATS))
     progs = _take(grp.programs, rows)
@@ -344,7 +347,7 @@ def run_chunk(fused: FusedPlan, task: tuple[int, np.ndarray]) -> np.ndarray:
 
     def lane(i: int) -> None:
         st, work = states[i]
-        K.lane_nb(grp.market, grp.spec, progs, combos, i, n, st, work, out)
+        K.lane_nb(market, spec, progs, combos, i, n, st, work, out)
 
     if n == 1:
         lane(0)
