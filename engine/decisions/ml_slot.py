@@ -30,6 +30,7 @@ from engine.decisions.records import table_frame
 from engine.decisions.types import Decisions
 from engine.ml import run_ensemble
 from engine.ml.models.external import remote_endpoints
+from engine.ml.results import map_symbols
 from engine.progress import Progress
 
 
@@ -76,8 +77,8 @@ def decide(
         if not has.all():
             last = np.maximum.accumulate(np.where(has, np.arange(n), -1))
             state[:, j] = np.where(last >= 0, state[np.maximum(last, 0), j], 0)
-    preds = _each_symbol(lambda sym: predictions_frame(res.symbols[sym], endpoints), syms,
-                         ml.training.workers)
+    preds = map_symbols(lambda sym: predictions_frame(res.symbols[sym], endpoints), syms,
+                        ml.training.workers)
     predictions = pl.concat(preds) if preds else None
     return Decisions(
         state=state,
@@ -88,18 +89,6 @@ def decide(
         predictions=predictions,
         ml=res,
     )
-
-
-def _each_symbol(fn: Any, syms: list[str], workers: int) -> list[Any]:
-    """``[fn(s) for s in syms]``, up to ``workers`` symbols at once in threads (polars builds
-    the frames without the GIL)."""
-    k = max(1, min(int(workers), len(syms)))
-    if k == 1:
-        return [fn(s) for s in syms]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(k, thread_name_prefix="frames") as pool:
-        return list(pool.map(fn, syms))
 
 
 #: the ensemble columns a decision carries beyond state and probability: the fused P(up)

@@ -6,9 +6,9 @@ Live mode builds the same objects over its own bars and scores them with the sam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -16,6 +16,8 @@ from engine.ml.ensemble import calibration_curve, score
 from engine.ml.fusion_nb import GATE_REASONS
 from engine.ml.symbol_pipeline import SymbolPipeline
 from engine.ml.walkforward import Schedule
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -159,6 +161,19 @@ class EnsembleResult:
         return out
 
 
+def map_symbols(fn: Callable[[str], T], syms: list[str], workers: int) -> list[T]:
+    """``[fn(s) for s in syms]``, up to ``workers`` symbols at once in threads (the
+    per-symbol work is numpy and polars, which run without the GIL); results in ``syms``'
+    order whatever the count."""
+    k = max(1, min(int(workers), len(syms)))
+    if k == 1:
+        return [fn(s) for s in syms]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(k, thread_name_prefix="symbols") as pool:
+        return list(pool.map(fn, syms))
+
+
 def score_results(
     results: Mapping[str, SymbolResult],
     pipes: Mapping[str, SymbolPipeline],
@@ -173,15 +188,7 @@ def score_results(
     """
     import polars as pl
 
-    syms = list(results)
-    k = max(1, min(int(workers), len(syms)))
-    if k > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(k, thread_name_prefix="score") as pool:
-            parts = list(pool.map(lambda s: _score_symbol(s, results[s], pipes[s]), syms))
-    else:
-        parts = [_score_symbol(s, results[s], pipes[s]) for s in syms]
+    parts = map_symbols(lambda s: _score_symbol(s, results[s], pipes[s]), list(results), workers)
     rows = [row for part in parts for row in part[0]]
     curve = [row for part in parts for row in part[1]]
     contrib = [row for part in parts for row in part[2]]

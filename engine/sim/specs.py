@@ -208,6 +208,7 @@ def load_specs(
     info_path = Path(exchange_info) if exchange_info else EXCHANGE_INFO
     br_path = Path(brackets) if brackets else LEVERAGE_BRACKETS
     info = _read(str(info_path))
+    brackets_doc = _read(str(br_path))
     entries = {s["symbol"]: s for s in info.get("symbols", [])} if isinstance(info, dict) else {}
     specs = []
     for symbol in symbols:
@@ -216,29 +217,24 @@ def load_specs(
                 f"symbol {symbol!r} is not in the exchangeInfo snapshot {info_path.name}",
                 hint=f"use one of: {', '.join(sorted(entries))}",
             )
-        specs.append(_parsed(symbol, str(info_path), str(br_path)))
+        entry = entries[symbol]
+        key = (id(entry), id(brackets_doc))
+        hit = _PARSED.get(key)
+        if hit is None or hit[0] is not entry or hit[1] is not brackets_doc:
+            spec = _spec(symbol, entry, brackets_doc,
+                         info_source=str(info_path), br_source=str(br_path))
+            if len(_PARSED) >= 256:  # documents read and dropped since: start over
+                _PARSED.clear()
+            hit = _PARSED[key] = (entry, brackets_doc, spec)
+        specs.append(hit[2])
     return specs
 
 
-#: parsed specs by (symbol, exchangeInfo path, brackets path), with the documents they came
-#: from: a sweep validates and plans every combination, each asking for the same symbols
-_PARSED: dict[tuple[str, str, str], tuple[object, object, SymbolSpec]] = {}
-
-
-def _parsed(symbol: str, info_path: str, br_path: str) -> SymbolSpec:
-    """:func:`_spec` of ``symbol`` from the snapshot files, parsed once while :func:`_read`
-    keeps answering the same documents (its cache holds them; a new read parses again)."""
-    info, brackets = _read(info_path), _read(br_path)
-    key = (symbol, info_path, br_path)
-    hit = _PARSED.get(key)
-    if hit is not None and hit[0] is info and hit[1] is brackets:
-        return hit[2]
-    entries = {s["symbol"]: s for s in info.get("symbols", [])}  # type: ignore[attr-defined]
-    spec = _spec(symbol, entries[symbol], brackets, info_source=info_path, br_source=br_path)
-    if len(_PARSED) >= 256:
-        _PARSED.clear()
-    _PARSED[key] = (info, brackets, spec)
-    return spec
+#: each parsed spec by its exchangeInfo entry and brackets document, both kept with it (so
+#: the ids stay theirs): while :func:`_read` answers the same documents a
+#: symbol is parsed once (a sweep validates and plans every combination, each asking for
+#: the same symbols); a new read parses again
+_PARSED: dict[tuple[int, int], tuple[object, object, SymbolSpec]] = {}
 
 
 def specs_from_documents(
