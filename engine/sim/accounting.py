@@ -347,3 +347,35 @@ def exit_trigger_nb(
     if not np.isnan(target) and low <= target:
         return FillKind.TARGET, min(open_, target)
     return -1, np.nan
+
+
+@kernel(inline=True)
+def exit_levels_nb(qty: float, stop: float, target: float, liq: float) -> tuple[float, float]:
+    """The levels behind :func:`exit_trigger_nb`'s decision to exit: ``(low, high)`` such
+    that a bar of low ``lo`` and high ``hi`` triggers an exit (kind >= 0) exactly when
+    ``lo <= low or hi >= high``, whatever its open; ``(-inf, inf)`` when flat.
+
+    A long exits on the higher of its stop and liquidation price (a liquidation price above
+    0) from below and on its target from above; a short on the lower of its stop and
+    liquidation price from above and on its target from below. A NaN level is absent. A
+    steady run (:mod:`engine.sim.fold`) asks this once for the run and compares each bar's
+    low and high with the two levels.
+
+    Oracle: :func:`exit_trigger_nb` (``tests/sim/test_accounting.py``, random levels and
+    bars, NaN and infinite values included).
+    """
+    if qty == 0.0:
+        return -np.inf, np.inf
+    if qty > 0:
+        low = -np.inf
+        if not np.isnan(stop):
+            low = stop
+        if not np.isnan(liq) and liq > 0 and liq > low:
+            low = liq
+        return low, (np.inf if np.isnan(target) else target)
+    high = np.inf
+    if not np.isnan(stop):
+        high = stop
+    if not np.isnan(liq) and liq < high:
+        high = liq
+    return (-np.inf if np.isnan(target) else target), high

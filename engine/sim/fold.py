@@ -40,11 +40,21 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels import kernel
-from engine.sim.accounting import exit_trigger_nb, unrealized_pnl_nb
+from engine.sim.accounting import exit_levels_nb, unrealized_pnl_nb
 from engine.sim.enums import MarginMode
 from engine.sim.loop import close_all_nb, exits_nb, fold_step_nb, memo_liq_price_nb
-from engine.sim.risk import breaker_marks_nb, breaker_trip_nb, risk_hold_nb
+from engine.sim.risk import breaker_marks_nb, breaker_may_trip_nb, breaker_trip_nb, risk_hold_nb
 from engine.sim.steps import equity_at_nb, equity_nb
+
+
+def next_funding_bars(funding: np.ndarray) -> np.ndarray:
+    """int64 ``[n_bars, n_symbols]``: for each bar ``t`` and symbol ``s`` the first bar
+    ``>= t`` at which ``s`` has a funding rate (``funding`` not NaN), ``n_bars`` when none
+    follows. A one-symbol steady run holding a position ends before it (one lookup a run,
+    no test per bar)."""
+    n = funding.shape[0]
+    at = np.where(np.isnan(funding), n, np.arange(n, dtype=np.int64)[:, None])
+    return np.ascontiguousarray(np.minimum.accumulate(at[::-1], axis=0)[::-1], dtype=np.int64)
 
 
 @kernel(inline=True)
@@ -64,13 +74,14 @@ def run_possible_nb(acct, pend, brk, prm):  # type: ignore[no-untyped-def]
 
 @kernel(inline=True)
 def steady_run_nb(  # type: ignore[no-untyped-def]
-    acct, pend, brk, spec, prm, o, h, lo, c, funding, time_ms, direction, prob, t0, t1, row0,
-    equity_out, target_out, reason_out, memo,
+    acct, pend, brk, spec, prm, o, h, lo, c, funding, next_funding, time_ms, direction, prob,
+    t0, t1, row0, equity_out, target_out, reason_out, memo,
 ):  # fmt: skip
     """Fold the steady bars from ``t0`` (at most up to ``t1``); return the first bar not
     folded (``t0`` when bar ``t0`` is not steady, ``t1`` when every bar was).
 
-    ``o, h, lo, c, funding``: ``[n_bars, n_symbols]``; ``time_ms``: the bars' open times
+    ``o, h, lo, c, funding``: ``[n_bars, n_symbols]``; ``next_funding``: their
+    :func:`next_funding_bars`; ``time_ms``: the bars' open times
     (length 0: unknown); ``direction`` and ``prob`` (0 rows: none) hold bar ``t`` in row
     ``t - row0``, as do ``target_out`` / ``reason_out`` (what
     :func:`~engine.sim.loop.decide_phase_nb` writes: the held quantity and its reason);
@@ -94,8 +105,8 @@ def steady_run_nb(  # type: ignore[no-untyped-def]
             q, acct.entry_price[0], acct.stop[0], acct.target[0], acct.wallet[0], liq,
             acct.loss_streak[0], brk.day[0], brk.day_start_equity[0], brk.peak[0],
             brk.prev_equity[0], prm.daily_loss_pct, prm.max_drawdown_pct, prm.max_loss_streak,
-            prm.sizing, prm.rebalance, o, h, lo, c, funding, time_ms, direction, prob, t0, t1,
-            row0, equity_out, target_out, reason_out,
+            prm.sizing, prm.rebalance, o, h, lo, c, next_funding, time_ms, direction, prob, t0,
+            t1, row0, equity_out, target_out, reason_out,
         )  # fmt: skip
     else:
         t, day, start, peak, prev = _run_many_nb(
@@ -175,49 +186,89 @@ def _run_many_nb(  # type: ignore[no-untyped-def]
 @kernel(inline=True)
 def _run_one_nb(  # type: ignore[no-untyped-def]
     q, entry, stop, target, wallet, liq, streak, day, start, peak, prev, daily, drawdown,
-    losses, sizing, rebalance, o, h, lo, c, funding, time_ms, direction, prob, t0, t1, row0,
-    equity_out, target_out, reason_out,
+    losses, sizing, rebalance, o, h, lo, c, next_funding, time_ms, direction, prob, t0, t1,
+    row0, equity_out, target_out, reason_out,
 ):  # fmt: skip
-    """:func:`steady_run_nb`'s loop for a one-symbol account: the same checks in the same
-    order, with the position (quantity ``q``, ``entry``, ``stop``, ``target``), the
+    """:func:`steady_run_nb`'s loop for a one-symbol account: the same checks as the general
+    loop, with the position (quantity ``q``, ``entry``, ``stop``, ``target``), the
     ``wallet``, the liquidation price ``liq`` and the breaker's references passed as numbers
     (none moves in a steady run), so that the bar's stores cannot force them back from
-    memory."""
+    memory. What cannot change within the run is settled before its loop (any failed check
+    ends the run before the bar, so their order within a bar does not matter): a position
+    stops at the next funding bar (``next_funding``, :func:`next_funding_bars`), and a
+    breaker that cannot trip (:func:`~engine.sim.risk.breaker_may_trip_nb`) is not asked per
+    bar (:func:`_one_loop_nb` is inlined once with the trip rules and once without)."""
+    if q != 0.0 and t0 < t1:
+        t1 = min(t1, next_funding[t0, 0])
+    if breaker_may_trip_nb(streak, daily, drawdown, losses):
+        return _one_loop_nb(
+            q, entry, stop, target, wallet, liq, streak, day, start, peak, prev, daily,
+            drawdown, losses, sizing, rebalance, o, h, lo, c, time_ms, direction, prob, t0,
+            t1, row0, equity_out, target_out, reason_out, True,
+        )  # fmt: skip
+    return _one_loop_nb(
+        q, entry, stop, target, wallet, liq, streak, day, start, peak, prev, daily, drawdown,
+        losses, sizing, rebalance, o, h, lo, c, time_ms, direction, prob, t0, t1, row0,
+        equity_out, target_out, reason_out, False,
+    )  # fmt: skip
+
+
+@kernel(inline=True)
+def _one_loop_nb(  # type: ignore[no-untyped-def]
+    q, entry, stop, target, wallet, liq, streak, day, start, peak, prev, daily, drawdown,
+    losses, sizing, rebalance, o, h, lo, c, time_ms, direction, prob, t0, t1, row0,
+    equity_out, target_out, reason_out, may_trip,
+):  # fmt: skip
+    """:func:`_run_one_nb`'s loop over ``t0 .. t1-1`` (no funding bar among them while a
+    position is held); ``may_trip`` a constant at each call site. Per bar: a bar and a close
+    (phases 1-2), no exit level touched (phase 3, :func:`~engine.sim.accounting.exit_levels_nb`),
+    the equity at the close (phase 4, :func:`~engine.sim.steps.equity_at_nb`'s sum), the
+    breaker's references and trip rules and the decision a hold (phase 5).
+
+    The one symbol's columns are read as 1-D views (``reshape``: the arrays are C-contiguous
+    ``[rows, 1]``) and the bar and row indices start at ``max(..., 0)`` (``t0 >= row0 >= 0``),
+    so an index costs no row stride and no negative-index fix-up. Measured alone over BTCUSDT's
+    143,900 5m bars: ~17 -> ~11 ns a bar holding a position, ~13 -> ~7 ns flat;
+    ``simulate_nb`` with one position held throughout 26 -> 18 ns a bar."""
     has_time = time_ms.shape[0] > 0
     has_prob = prob.shape[0] > 0
-    t = t0
+    low_level, high_level = exit_levels_nb(q, stop, target, liq)
+    o1 = o.reshape(o.size)
+    h1 = h.reshape(h.size)
+    l1 = lo.reshape(lo.size)
+    c1 = c.reshape(c.size)
+    d1 = direction.reshape(direction.size)
+    p1 = prob.reshape(prob.size)
+    held_out = target_out.reshape(target_out.size)
+    why_out = reason_out.reshape(reason_out.size)
+    t = max(t0, 0)
+    r = max(t - row0, 0)
     while t < t1:
-        # phases 1-3: quiet (marks at the opens, nothing triggers)
-        ot = o[t, 0]
-        ct = c[t, 0]
+        ot = o1[t]
+        ct = c1[t]
         if np.isnan(ot) or np.isnan(ct):
             break
-        if q != 0.0:
-            if not np.isnan(funding[t, 0]):
-                break
-            kind, _ = exit_trigger_nb(q, ot, h[t, 0], lo[t, 0], stop, target, liq)
-            if kind >= 0:
-                break
-        # phase 4: the equity at the close (equity_at_nb's sum)
+        if l1[t] <= low_level or h1[t] >= high_level:
+            break
         eq = wallet
         if q != 0.0:
             eq += unrealized_pnl_nb(q, entry, ct)
-        # phase 5: the breaker's references and trip rules, then the decision a hold
         tm = time_ms[t] if has_time else -1
         day2, start2, peak2 = breaker_marks_nb(day, start, peak, prev, tm, eq)
-        code, _ = breaker_trip_nb(start2, peak2, streak, tm, eq, daily, drawdown, losses)
-        if code >= 0:
-            break
-        r = t - row0
-        p = prob[r, 0] if has_prob else np.nan
-        done, held, reason = risk_hold_nb(direction[r, 0], p, ct, q, False, sizing, rebalance)
+        if may_trip:
+            code, _ = breaker_trip_nb(start2, peak2, streak, tm, eq, daily, drawdown, losses)
+            if code >= 0:
+                break
+        p = p1[r] if has_prob else np.nan
+        done, held, reason = risk_hold_nb(d1[r], p, ct, q, False, sizing, rebalance)
         if not done or held != q:
             break
-        target_out[r, 0] = held
-        reason_out[r, 0] = reason
+        held_out[r] = held
+        why_out[r] = reason
         day, start, peak, prev = day2, start2, peak2, eq
         equity_out[t] = eq
         t += 1
+        r += 1
     return t, day, start, peak, prev
 
 
@@ -247,21 +298,23 @@ def simulate_nb(  # type: ignore[no-untyped-def]
     reason_out,
     empty,
     memo,
+    next_funding,
 ):
     """Fold the bar step over all bars (the batch backtest): steady runs
     (:func:`steady_run_nb`) and every other bar through
     :func:`~engine.sim.loop.fold_step_nb`. 2-D inputs are ``[n_bars, n_symbols]``;
     ``mark``, ``prob``, ``payoff``, ``atr`` may have 0 rows and ``time_ms`` 0 length (not
     given); ``empty`` is a float64[0] array. Outputs are written into the ``*_out`` arrays;
-    ``memo`` is a :func:`~engine.sim.loop.new_liq_memo` (scratch)."""
+    ``memo`` is a :func:`~engine.sim.loop.new_liq_memo` (scratch), ``next_funding`` the
+    funding's :func:`next_funding_bars`."""
     n = open_.shape[0]
     t = 0
     while t < n:
         end = t
         if run_possible_nb(acct, pend, brk, prm):
             end = steady_run_nb(
-                acct, pend, brk, spec, prm, open_, high, low, close, funding, time_ms,
-                direction, prob, t, n, 0, equity_out, target_out, reason_out, memo,
+                acct, pend, brk, spec, prm, open_, high, low, close, funding, next_funding,
+                time_ms, direction, prob, t, n, 0, equity_out, target_out, reason_out, memo,
             )  # fmt: skip
         while t < end:
             _account_row_nb(acct, t, wallet_out, position_out)

@@ -196,6 +196,17 @@ def breaker_trip_nb(  # type: ignore[no-untyped-def]
 
 
 @kernel(inline=True)
+def breaker_may_trip_nb(streak, daily_loss_pct, max_drawdown_pct, max_loss_streak):  # type: ignore[no-untyped-def]
+    """Whether :func:`breaker_trip_nb` can name a rule for this loss ``streak``, whatever the
+    bar's equity, time and references: False when both loss limits are off (NaN) and the
+    loss-streak rule is off or not reached. Oracle: :func:`breaker_trip_nb`
+    (``tests/sim/test_risk.py``)."""
+    if not np.isnan(daily_loss_pct) or not np.isnan(max_drawdown_pct):
+        return True
+    return max_loss_streak > 0 and streak >= max_loss_streak
+
+
+@kernel(inline=True)
 def breaker_step_nb(
     brk,  # type: ignore[no-untyped-def]
     events,

@@ -29,6 +29,7 @@ from engine.decisions.decide import rule_columns
 from engine.decisions.signals import event_rules
 from engine.kernels import writable_fields
 from engine.metrics import YEAR_MS, sharpe_from, sortino_from, summary_metrics, trade_ratios
+from engine.sim.fold import next_funding_bars
 from engine.sim.loop import new_liq_memo
 from engine.sim.specs import SpecArrays, spec_arrays
 from engine.sim.state import new_account, new_breaker, new_pending, new_records
@@ -228,12 +229,14 @@ def _market(
         have = rule_columns(market.candles[sym], features[sym])
         for k, name in enumerate(names):
             cols[j, k, : len(rows)] = have[name]
+    rates = market.funding_rate if funding else np.full((n, n_sym), np.nan)
     return K.FusedMarket(
         open=market.open,
         high=market.high,
         low=market.low,
         close=market.close,
-        funding=market.funding_rate if funding else np.full((n, n_sym), np.nan),
+        funding=rates,
+        next_funding=next_funding_bars(rates),
         time_ms=market.open_time.astype(np.int64),
         own=own,
         cols=cols,

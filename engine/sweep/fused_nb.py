@@ -57,6 +57,7 @@ class FusedMarket(NamedTuple):
     low: np.ndarray
     close: np.ndarray
     funding: np.ndarray  # float64[n, S] rate at funding bars, NaN elsewhere (all NaN: off)
+    next_funding: np.ndarray  # int64[n, S] engine.sim.fold.next_funding_bars(funding)
     time_ms: np.ndarray  # int64[n] bar open times
     own: np.ndarray  # int64[n, S] the symbol's own row of each grid bar (-1: no bar)
     cols: np.ndarray  # float64[S, K, n_own] every column any program reads, own rows
@@ -408,7 +409,8 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
             if run_possible_nb(acct, pend, brk, prm):
                 end = steady_run_nb(
                     acct, pend, brk, spec, prm, mkt.open, mkt.high, mkt.low, mkt.close,
-                    mkt.funding, mkt.time_ms, work.dirs, work.no_prob, b0 + j, b0 + nb, b0,
+                    mkt.funding, mkt.next_funding, mkt.time_ms, work.dirs, work.no_prob, b0 + j,
+                    b0 + nb, b0,
                     work.equity, work.targets, work.reasons, work.liq_memo,
                 )  # fmt: skip
             if in_position_nb(acct):  # a steady run holds its positions: every bar or none

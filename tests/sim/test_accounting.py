@@ -15,6 +15,7 @@ from engine.sim import FillKind, OrderCheck, load_specs, spec_arrays
 from engine.sim.accounting import (
     apply_fill_nb,
     check_order_nb,
+    exit_levels_nb,
     exit_trigger_nb,
     floor_qty_nb,
     liquidation_price_nb,
@@ -206,3 +207,26 @@ def test_exit_order_within_a_bar():
         20300.0,
     )
     assert exit_trigger_nb(1.0, 20000.0, 20100.0, 19900.0, NAN, NAN, NAN)[0] == -1
+
+
+def test_exit_levels_fire_exactly_when_exit_trigger_does():
+    """exit_levels_nb's two levels against exit_trigger_nb: every position side, levels
+    absent (NaN), non-positive, infinite or equal, and bars touching, crossing or missing
+    them (a NaN low or high included): an exit exactly when the bar reaches a level."""
+    rng = np.random.default_rng(7)
+    levels = [NAN, NAN, -5.0, 0.0, 95.0, 98.0, 100.0, 102.0, 105.0, np.inf, -np.inf]
+    prices = [NAN, 90.0, 95.0, 97.0, 98.0, 100.0, 102.0, 103.0, 105.0, 110.0]
+    checked = 0
+    for _ in range(20_000):
+        qty = float(rng.choice([0.0, 1.5, -1.5, 1e-3, -2e3]))
+        stop, target, liq = (float(rng.choice(levels)) for _ in range(3))
+        low, high = sorted(float(rng.choice(prices[1:])) for _ in range(2))
+        if rng.random() < 0.05:
+            low, high = (NAN, high) if rng.random() < 0.5 else (low, NAN)
+        open_ = float(rng.choice(prices[1:]))
+        kind, _ = exit_trigger_nb(qty, open_, high, low, stop, target, liq)
+        lo_level, hi_level = exit_levels_nb(qty, stop, target, liq)
+        fires = low <= lo_level or high >= hi_level
+        assert (kind >= 0) == fires, (qty, stop, target, liq, low, high)
+        checked += kind >= 0
+    assert 2_000 < checked < 18_000  # both outcomes are exercised

@@ -10,7 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.sim import BreakerEvent, FillKind, Reason, SimConfig, Sizing, load_specs, simulate
-from engine.sim.risk import EDGE_EPS, kelly_nb, risk_target_nb
+from engine.sim.risk import (
+    EDGE_EPS,
+    breaker_may_trip_nb,
+    breaker_trip_nb,
+    kelly_nb,
+    risk_target_nb,
+)
 
 NAN = float("nan")
 FLAT = (20000.0, 20000.0, 20000.0, 20000.0)
@@ -295,3 +301,25 @@ def test_deterministic_and_the_books_balance(rets, seed, cross, leverage):
     assert np.all(a.equity >= -1e-6)  # liquidation never takes an account below zero
     # quantities stay on the step grid
     assert np.allclose(np.round(a.position / 0.001), a.position / 0.001, atol=1e-6)
+
+
+def test_breaker_may_trip_is_false_only_where_no_rule_can_trip():
+    """breaker_may_trip_nb against breaker_trip_nb: wherever it says the breaker cannot trip,
+    no equity, reference or time makes breaker_trip_nb name a rule; wherever it says it may,
+    some bar does (so a steady run that skips the check loses nothing and skips no trip)."""
+    rng = np.random.default_rng(11)
+    equities = [-50.0, 0.0, 1.0, 5_000.0, 9_000.0, 9_990.0, 10_000.0, 12_000.0]
+    for daily in (math.nan, 0.5, 5.0):
+        for drawdown in (math.nan, 1.0, 20.0):
+            for losses in (0, 1, 3):
+                for streak in (0, 1, 2, 3, 7):
+                    may = breaker_may_trip_nb(streak, daily, drawdown, losses)
+                    tripped = False
+                    for _ in range(200):
+                        start, peak, equity = (float(rng.choice(equities)) for _ in range(3))
+                        time_ms = int(rng.choice([-1, 0, 1_700_000_000_000]))
+                        code, _ = breaker_trip_nb(
+                            start, peak, streak, time_ms, equity, daily, drawdown, losses
+                        )
+                        tripped = tripped or code >= 0
+                    assert may == tripped, (daily, drawdown, losses, streak)

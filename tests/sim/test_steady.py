@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from engine.sim import SimConfig, load_specs, spec_arrays
-from engine.sim.fold import simulate_nb, steady_run_nb
+from engine.sim.fold import next_funding_bars, simulate_nb, steady_run_nb
 from engine.sim.loop import close_all_nb, fold_step_nb, new_liq_memo
 from engine.sim.state import new_account, new_breaker, new_pending, new_records
 from engine.sim.steps import equity_nb
@@ -65,6 +65,7 @@ def test_steady_bar_equals_the_step(name: str, seed: int, n_sym: int) -> None:
     memo_full, memo_run = new_liq_memo(n_sym), new_liq_memo(n_sym)
     empty, no_prob = np.empty(0), np.empty((0, n_sym))
     runs_allowed = n_sym == 1 or cfg.execution.margin_mode == "isolated"
+    next_funding = next_funding_bars(m["funding"])
     taken = 0
     for t in range(N_BARS):
         _copy_into(run, full)
@@ -73,8 +74,8 @@ def test_steady_bar_equals_the_step(name: str, seed: int, n_sym: int) -> None:
         eq_run = np.full(N_BARS, -1.0)
         tg_run, rs_run = np.full((1, n_sym), -1.0), np.full((1, n_sym), -1, dtype=np.int64)
         end = steady_run_nb(
-            *run[:3], spa, prm, m["o"], m["h"], m["lo"], m["c"], m["funding"], m["time"],
-            m["d"][t : t + 1], no_prob, t, t + 1, t, eq_run, tg_run, rs_run, memo_run,
+            *run[:3], spa, prm, m["o"], m["h"], m["lo"], m["c"], m["funding"], next_funding,
+            m["time"], m["d"][t : t + 1], no_prob, t, t + 1, t, eq_run, tg_run, rs_run, memo_run,
         )  # fmt: skip
         tg, rs = np.zeros(n_sym), np.zeros(n_sym, dtype=np.int64)
         e_full = fold_step_nb(
@@ -115,6 +116,7 @@ def test_simulate_equals_a_loop_of_steps(name: str, n_sym: int) -> None:
     simulate_nb(
         m["o"], m["h"], m["lo"], m["c"], m["funding"], none, m["d"], none, none, m["atr"],
         m["time"], spa, prm, *st_sim, *outs_sim, empty, new_liq_memo(n_sym),
+        next_funding_bars(m["funding"]),
     )  # fmt: skip
     eq, wallet = np.empty(n), np.empty(n)
     pos, tg = np.zeros((n, n_sym)), np.zeros((n, n_sym))
@@ -139,3 +141,17 @@ def test_simulate_equals_a_loop_of_steps(name: str, n_sym: int) -> None:
     for a, b in zip(_arrays(st_sim), _arrays(st_loop), strict=True):
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
     assert st_sim[3].fills.n[0] >= 4  # the run traded
+
+
+def test_next_funding_bars_is_the_first_rate_at_or_after_each_bar() -> None:
+    """next_funding_bars against a plain scan: per symbol, the first bar >= t with a rate
+    (n where none follows), also for a symbol that never pays funding."""
+    rng = np.random.default_rng(5)
+    funding = np.where(rng.random((300, 3)) < 0.05, 1e-4, np.nan)
+    funding[:, 2] = np.nan
+    got = next_funding_bars(funding)
+    assert got.dtype == np.int64 and got.flags.c_contiguous and got.flags.writeable
+    for s in range(3):
+        for t in range(300):
+            later = [u for u in range(t, 300) if not np.isnan(funding[u, s])]
+            assert got[t, s] == (later[0] if later else 300), (t, s)
