@@ -23,7 +23,9 @@ sweep kernel). A one-symbol account, the sweeps' and most backtests' case, runs 
 :func:`_run_one_nb`, which takes its position, wallet, liquidation price and breaker
 references as numbers, so that no store can invalidate them (steady bars 1.5-2x faster);
 accounts of several symbols take the general loop, :func:`_run_many_nb`. Both make the same
-checks in the same order. :func:`steady_run_nb` and :func:`_run_one_nb` are inlined into
+checks; as a failed check ends the run before the bar whatever their order, the one-symbol
+loop settles before it what the run cannot change (the next funding bar, the exit levels,
+whether the breaker can trip). :func:`steady_run_nb` and :func:`_run_one_nb` are inlined into
 their callers and :func:`_run_many_nb` is not: a call that passes the state costs ~0.24 us,
 and any other split measured slower on order-heavy backtests (docs/architecture.md).
 
