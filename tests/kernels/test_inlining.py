@@ -59,10 +59,15 @@ def _fresh_kernel():  # type: ignore[no-untyped-def]
 
 
 def _canonical(llvm: str) -> str:
-    """LLVM IR with block labels, variable versions and SSA numbers renamed in order of first
-    appearance (numba numbers them from process-wide counters)."""
+    """LLVM IR with mangled names, block labels, variable versions and SSA numbers renamed
+    in order of first appearance (numba numbers them from process-wide counters) and runs of
+    spaces made one (the comments after a label are aligned to its length), and the lengths
+    of the string constants that hold a mangled name dropped."""
     seen: dict[str, str] = {}
-    return re.sub(r"B\d+|_v\d+|v\d+B|\.\d+", lambda m: seen.setdefault(m[0], f"#{len(seen)}"), llvm)
+    named = re.sub(
+        r"_ZN\w+|B\d+|_v\d+|\.\d+", lambda m: seen.setdefault(m[0], f"#{len(seen)}"), llvm
+    )
+    return re.sub(r" +", " ", re.sub(r"\[\d+ x i8\]", "[_ x i8]", named))
 
 
 def _python_top(a: np.ndarray) -> float:
