@@ -13,13 +13,15 @@ fused sweep kernel, whose bar step inlines a tree of steps, the copies were half
 compile: ``lane_nb`` 115 -> 63 s with the same machine code (numba issue #8989; numba-cuda
 dropped the copies at the same place).
 
-:func:`skip_fresh_ir_copies` makes a deep copy of an ``ir.Block`` made inside
-``inline_function`` (and nowhere else) return the block itself. The module's only deep copy
-is ``copy_ir``'s; the patch is applied only when numba's code still has that shape (checked on
-its code objects: one function of ``numba.core.inline_closurecall`` calls ``deepcopy``,
-``inline_ir``'s ``copy_ir``, and ``inline_function`` builds the IR it inlines), else numba is
-left alone and compiles are just slower. ``ENGINE_NUMBA_INLINE_COPIES=1`` keeps numba's copies.
-:mod:`engine.kernels.jit` applies it once, before the first kernel is compiled.
+:func:`skip_fresh_ir_copies` replaces ``inline_function`` with the same two steps (build the
+callee's IR, ``inline_ir`` it), where a deep copy of an ``ir.Block`` made during that
+``inline_ir`` call returns the block itself (a thread-local flag; what is compiled while the
+IR is built copies as numba does). The module's only deep copy is ``copy_ir``'s; the patch is
+applied only when numba's code still has that shape (checked on its code objects: one
+function of ``numba.core.inline_closurecall`` calls ``deepcopy``, ``inline_ir``'s
+``copy_ir``, and ``inline_function`` has the parameters and the calls it replaces), else
+numba is left alone and compiles are just slower. ``ENGINE_NUMBA_INLINE_COPIES=1`` keeps
+numba's copies. :mod:`engine.kernels.jit` applies it once, before the first kernel compiles.
 
 Oracle: numba's own inliner (``tests/kernels/test_inlining.py``: the same results and LLVM IR
 with and without the copies) and every kernel test, which run with it applied.
@@ -90,7 +92,11 @@ def _shape_known(icc: ModuleType) -> bool:
         return False
     if not any(c is copying[0] for c in _codes(inline_ir.__code__)):
         return False
-    return {"run_untyped_passes", "inline_ir"} <= set(inline_function.__code__.co_names)
+    code = inline_function.__code__
+    params = code.co_varnames[: code.co_argcount]
+    if params != ("self", "caller_ir", "block", "i", "function", "arg_typs"):
+        return False
+    return {"run_untyped_passes", "inline_ir", "co_freevars"} <= set(code.co_names)
 
 
 def skip_fresh_ir_copies() -> bool:
@@ -107,11 +113,17 @@ def skip_fresh_ir_copies() -> bool:
         return False
     original = icc.InlineWorker.inline_function
 
-    def inline_function(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def inline_function(  # type: ignore[no-untyped-def]
+        self, caller_ir, block, i, function, arg_typs=None
+    ):
+        # numba's inline_function, with the block copies skipped for the IR built here only
+        # (not for anything compiled while it is built: run_untyped_passes runs unflagged)
+        callee_ir = self.run_untyped_passes(function)
+        freevars = function.__code__.co_freevars
         outer = getattr(_local, "fresh", False)
         _local.fresh = True
         try:
-            return original(self, *args, **kwargs)
+            return self.inline_ir(caller_ir, block, i, callee_ir, freevars, arg_typs=arg_typs)
         finally:
             _local.fresh = outer
 

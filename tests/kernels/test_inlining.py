@@ -138,8 +138,10 @@ class InlineWorker:
             return copy.deepcopy(the_ir)
         return copy_ir(callee_ir)
 
-    def inline_function(self, caller_ir, block, i, function):
-        return self.inline_ir(caller_ir, block, i, self.run_untyped_passes(function))
+    def inline_function(self, caller_ir, block, i, function, arg_typs=None):
+        callee_ir = self.run_untyped_passes(function)
+        freevars = function.__code__.co_freevars
+        return self.inline_ir(caller_ir, block, i, callee_ir, freevars, arg_typs=arg_typs)
 """
     assert _shape_known(fake("same_shape", worker))
     # a second deep copy elsewhere in the module: its blocks might be copied for a reason
@@ -149,5 +151,9 @@ class InlineWorker:
     # the inlined IR not built by inline_function itself: it may have another owner
     assert not _shape_known(
         fake("given_ir", worker.replace("self.run_untyped_passes(function)", "function"))
+    )
+    # another signature: numba's inline_function changed, so its replacement would be stale
+    assert not _shape_known(
+        fake("new_param", worker.replace("arg_typs=None):", "arg_typs=None, ssa=False):"))
     )
     assert not _shape_known(types.ModuleType("empty"))
