@@ -169,5 +169,7 @@ def run_fused(
             step(progress, "combinations", done, total)
 
     runner = LocalExecutor() if isinstance(ex, ProcessPoolExecutor) else ex
+    if not fz.kernel_loaded():  # the first chunk waits for the kernel: say why
+        step(progress, fz.KERNEL_TASK, 0, None)
     runner.run(fz.run_chunk, plan, chunks, collect)
     return metrics_of

@@ -360,6 +360,17 @@ def run_chunk(fused: FusedPlan, task: tuple[int, np.ndarray]) -> np.ndarray:
     return out
 
 
+#: the progress task while the kernel's machine code is being loaded from numba's on-disk
+#: cache, or compiled when the cache does not hold it (the first sweep on a machine, or after
+#: an edit of the engine's kernels: about a minute)
+KERNEL_TASK = "sweep kernel (loaded, or compiled on first use: about a minute)"
+
+
+def kernel_loaded() -> bool:
+    """Whether this process already holds the fused kernel's machine code (a sweep ran)."""
+    return bool(getattr(K.lane_nb, "signatures", ()))  # a numba dispatcher's compiled signatures
+
+
 def threads() -> int:
     """Threads a fused chunk runs on: the cores this process may use."""
     try:

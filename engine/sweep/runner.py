@@ -21,7 +21,9 @@ Order of work (nothing is written before every input has been read and checked):
    ``ensemble_decisions`` with ``log_decisions``); per-combination: every child gets them.
 
 Progress goes through :mod:`engine.progress`: ``("load data", 0, None)``, ``("features", 0,
-None)``, then ``("combinations", done, total)`` as each combination is done (logged: written).
+None)``, ``("combinations", 0, total)``, then, for a fused sweep in a process that has not run
+one yet, ``(engine.sweep.fused.KERNEL_TASK, 0, None)`` while numba loads or compiles the
+kernel, and ``("combinations", done, total)`` as each combination is done (logged: written).
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ def _program(rng: np.random.Generator, depth: int) -> list[tuple[int, int, int, 
         return [(P.OP_CONST, 0, int(rng.integers(0, 4)), float(rng.choice([0.0, 0.5, 1.0, 2.0])))]
     kind = rng.integers(4)
     if kind == 0:
-        return _program(rng, depth - 1) + [(int(rng.choice([P.OP_NEG, P.OP_NOT, P.OP_ABS])), 0, 0, 0.0)]
+        return _program(rng, depth - 1) + [
+            (int(rng.choice([P.OP_NEG, P.OP_NOT, P.OP_ABS])), 0, 0, 0.0)
+        ]
     if kind == 3:  # cross: x, y now and x1, y1 one bar ago
         parts = [_program(rng, depth - 1) for _ in range(4)]
         op = P.OP_CROSS_ABOVE if rng.random() < 0.5 else P.OP_CROSS_BELOW
@@ -90,7 +92,9 @@ def test_programs_equal_numpy_on_blocks_with_and_without_gaps(gaps: bool) -> Non
         stack = np.full((len(prog) + 1, BLOCK), -7.0)
         for t0 in range(0, n, BLOCK):
             dest = np.full(BLOCK, -7.0)
-            P.eval_program_nb(ops, args, offs, vals, len(prog), cols, own2, 0, t0, BLOCK, stack, dest)
+            P.eval_program_nb(
+                ops, args, offs, vals, len(prog), cols, own2, 0, t0, BLOCK, stack, dest
+            )
             want = _reference(prog, cols[0], own, t0)
             np.testing.assert_array_equal(dest, want)
             checked += int(np.isfinite(want).sum())

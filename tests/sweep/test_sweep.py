@@ -3,13 +3,16 @@ the same results on any number of workers, and parent/child rows in the run log.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 from engine.backtest import run_backtest
 from engine.runlog import RunLog
 from engine.runlog.query import run_query
 from engine.strategy import load_strategy
-from engine.sweep import parse_grid, run_sweep
+from engine.sweep import fused, parse_grid, run_sweep
 from engine.sweep.combos import SORT_KEYS, data_key
 from engine.sweep.runner import _shared_features, build_graphs
 
@@ -113,6 +116,9 @@ def test_progress_goes_through_the_protocol(usdm_store: Path, tmp_path: Path) ->
     combination, in combination order also when the children are written to the log."""
     for log in (False, True):
         seen: list[tuple[str, int, int | None]] = []
+        # the kernel's step comes only while this process has not run the kernel yet (it
+        # depends on which tests ran before in this worker; see the test below)
+        kernel = [] if fused.kernel_loaded() else [(fused.KERNEL_TASK, 0, None)]
         res = run_sweep(
             EMA, ["fast=5,9", "slow=26"], store=usdm_store, results=tmp_path / str(log),
             workers=1, log=log, progress=lambda *a, seen=seen: seen.append(a), **SPAN,
@@ -122,6 +128,31 @@ def test_progress_goes_through_the_protocol(usdm_store: Path, tmp_path: Path) ->
             ("load data", 0, None),
             ("features", 0, None),
             ("combinations", 0, 2),
+            *kernel,
             ("combinations", 1, 2),
             ("combinations", 2, 2),
         ]
+        assert fused.kernel_loaded()
+
+
+def test_a_fresh_process_says_it_loads_the_kernel_once(usdm_store: Path, tmp_path: Path) -> None:
+    """In a new process the first fused sweep reports the kernel's step (numba loads or
+    compiles it then, up to a minute with nothing else to show); the second does not."""
+    code = f"""
+import json
+from pathlib import Path
+from engine.sweep import run_sweep
+from engine.sweep.fused import KERNEL_TASK
+tasks = []
+for _ in range(2):
+    seen = []
+    run_sweep(Path({str(EMA)!r}), ["fast=5,9", "slow=26"], store=Path({str(usdm_store)!r}),
+              workers=1, log=False, progress=lambda *a: seen.append(a[0]), **{SPAN!r})
+    tasks.append(seen.count(KERNEL_TASK))
+print(json.dumps(tasks))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == [1, 0]
