@@ -20,8 +20,11 @@ IR is built copies as numba does). The module's only deep copy is ``copy_ir``'s;
 applied only when numba's code still has that shape (checked on its code objects: one
 function of ``numba.core.inline_closurecall`` calls ``deepcopy``, ``inline_ir``'s
 ``copy_ir``, and ``inline_function`` has the parameters and the calls it replaces), else
-numba is left alone and compiles are just slower. ``ENGINE_NUMBA_INLINE_COPIES=1`` keeps
-numba's copies. :mod:`engine.kernels.jit` applies it once, before the first kernel compiles.
+numba is left alone and compiles are just slower. One difference is visible to a caller:
+the first of the four values ``inline_function`` returns, numba's unmutated copy of the
+callee's IR, now shares its blocks with the inlined ones. Numba's only caller
+(``InlineInlinables``) drops it; code of another package that read it would need
+``ENGINE_NUMBA_INLINE_COPIES=1``, which keeps numba's copies. :mod:`engine.kernels.jit` applies it once, before the first kernel compiles.
 
 Oracle: numba's own inliner (``tests/kernels/test_inlining.py``: the same results and LLVM IR
 with and without the copies) and every kernel test, which run with it applied.
