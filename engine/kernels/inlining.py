@@ -10,7 +10,7 @@ it). The IR is fresh and has no other owner, so the copies protect nothing, and 
 cheap: each block is copied with a memo of its own, and an ``ir.Var`` copies its scope, so
 every block drags a copy of every variable of the function (blocks x variables). In the
 fused sweep kernel, whose bar step inlines a tree of steps, the copies were half of a cold
-compile: ``lane_nb`` 115 -> 63 s with the same machine code (numba issue #8989; numba-cuda
+compile: ``lane_nb`` 123 -> 69 s with the same machine code (numba issue #8989; numba-cuda
 dropped the copies at the same place).
 
 :func:`skip_fresh_ir_copies` replaces ``inline_function`` with the same two steps (build the
