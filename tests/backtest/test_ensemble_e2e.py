@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs the whole module (scripts/test: --dist loadgroup), so its expensive
+# shared fixture is built once, not once in each worker its tests were sent to
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ensemble_e2e")]
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MODELS = ("lightgbm", "xgboost", "prophet", "mlp")
