@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 
-# one xdist worker runs the whole module (scripts/test: --dist loadgroup), so its expensive
-# shared fixture is built once, not once in each worker its tests were sent to
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ensemble_e2e")]
+pytestmark = pytest.mark.slow
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MODELS = ("lightgbm", "xgboost", "prophet", "mlp")

@@ -22,9 +22,7 @@ from engine.ml import run_ensemble
 from engine.ml.summary import ml_info, models_metrics
 from engine.strategy import load_strategy
 
-# one xdist worker runs the whole module (scripts/test: --dist loadgroup), so its expensive
-# shared fixture is built once, not once in each worker its tests were sent to
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ensemble_scores")]
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 END = "2023-06-30"

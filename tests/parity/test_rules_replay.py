@@ -21,9 +21,7 @@ from engine.timeutil import fmt_ms, parse_time
 
 from .conftest import BAR, CLOCK_START, REPO, engine_cli, parity_json, replay, simulator
 
-# one xdist worker runs the whole module (scripts/test: --dist loadgroup), so its expensive
-# shared fixture is built once, not once in each worker its tests were sent to
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("rules_replay")]
+pytestmark = pytest.mark.slow
 
 DAYS = 30
 N_BARS = DAYS * 288
