@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,15 +59,9 @@ def simulator(market: MarketData, clock_start: int, **kw: Any) -> Iterator[Serve
         t.stop()
 
 
-def advance(sim: ServerThread, ms: int, conn: http.client.HTTPConnection | None = None) -> None:
-    """Move the simulator's clock by ``ms``; ``conn``: a kept-alive connection to reuse (a
+def advance(conn: http.client.HTTPConnection, ms: int) -> None:
+    """Move the simulator's clock by ``ms`` over ``conn``, a kept-alive connection to it (a
     replay advances once a bar, and a new TCP connection each time cost ~15% of its time)."""
-    assert sim.server is not None
-    if conn is None:
-        req = urllib.request.Request(f"{sim.server.url}/sim/advance?ms={ms}", method="POST")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            resp.read()
-        return
     conn.request("POST", f"/sim/advance?ms={ms}")
     resp = conn.getresponse()
     body = resp.read()
@@ -104,7 +97,7 @@ def replay(sim: ServerThread, graph: Any, results: Path, *, bars: int,
         for k in range(bars):
             if "error" in out:
                 break
-            advance(sim, BAR, conn)
+            advance(conn, BAR)
             try:
                 done.get(timeout=timeout)
             except queue.Empty:
