@@ -14,6 +14,7 @@ import difflib
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -171,5 +172,11 @@ def run_fused(
     runner = LocalExecutor() if isinstance(ex, ProcessPoolExecutor) else ex
     if not fz.kernel_loaded():  # the first chunk waits for the kernel: say why
         step(progress, fz.KERNEL_TASK, 0, None)
-    runner.run(fz.run_chunk, plan, chunks, collect)
+    # in this process the lanes' buffers serve every chunk; elsewhere each task makes its own
+    fn = (
+        partial(fz.run_chunk, lanes=fz.Lanes())
+        if isinstance(runner, LocalExecutor)
+        else fz.run_chunk
+    )
+    runner.run(fn, plan, chunks, collect)
     return metrics_of

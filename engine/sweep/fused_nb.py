@@ -8,8 +8,10 @@ Per combination (:func:`lane_nb` runs a lane of combinations one after the other
    shared feature columns (one program per rule; a combination differs only in which
    columns and constants its programs read), are evaluated a block of ``BLOCK`` bars at a
    time into the block's rule rows (:func:`engine.sweep.program_nb.eval_program_nb`);
-2. each bar, :func:`engine.strategy.rules_nb.rule_bar_nb` turns the four signals into the
-   state and the direction, and :func:`engine.sim.loop.fold_step_nb` (the very bar step
+2. the block's four signals per bar go through the rule state machine
+   (:func:`engine.strategy.rules_nb.rule_step_nb`, tabulated once per combination by
+   :func:`rule_table_nb`) into the state and the direction, and
+   :func:`engine.sim.loop.fold_step_nb` (the very bar step
    :func:`engine.sim.loop.simulate_nb` folds: funding, fills, stops, liquidation, close,
    breaker and risk, with its quiet-bar fast path) books it; :func:`engine.sim.loop.close_all_nb` ends the run as
    ``simulate_nb`` does;
@@ -37,7 +39,7 @@ from engine.sim.config import SimParams
 from engine.sim.fold import run_possible_nb, steady_run_nb
 from engine.sim.loop import close_all_nb, fold_step_nb
 from engine.sim.steps import equity_nb
-from engine.strategy.rules_nb import rule_bar_nb
+from engine.strategy.rules_nb import rule_step_nb
 from engine.sweep.program_nb import eval_program_nb
 
 #: packages whose kernels this module compiles into its own (engine.kernels.cache's guard)
@@ -98,6 +100,7 @@ class Work(NamedTuple):
     empty: np.ndarray  # float64[0]
     liq_memo: np.ndarray  # float64[S, 5] engine.sim.loop.new_liq_memo, reset per combination
     dirs: np.ndarray  # float64[BLOCK, S] the block's directions (NaN: no bar, or no new event)
+    table: np.ndarray  # int64[3, 16] the combination's rule_table_nb
     atrs: np.ndarray  # float64[BLOCK, S] the block's ATR rows of ATR stops
     targets: np.ndarray  # float64[BLOCK, S] the steady bars' targets (not read)
     reasons: np.ndarray  # int64[BLOCK, S] their reasons (not read)
@@ -208,16 +211,23 @@ def equity_stats_nb(eq, n, r, x, frames, values, out):  # type: ignore[no-untype
             d = r[i] - mean
             x[i] = d * d
         sd = np.sqrt(pairwise_sum_nb(x, k, frames, values) / (k - 1))
+    # the largest 1 - eq / peak: for one peak, the drawdown is largest at the lowest equity
+    # (a correctly rounded division and subtraction are monotone), so one division per
+    # peak instead of one per bar gives the same float; a NaN equity counts nowhere
     peak = -np.inf
+    low = np.inf
     maxdd = 0.0
     for i in range(n):
-        if eq[i] > peak:
-            peak = eq[i]
-        dd = 0.0
-        if peak > 0.0:
-            dd = 1.0 - eq[i] / peak
-        if i == 0 or dd > maxdd:
-            maxdd = dd
+        e = eq[i]
+        if e > peak:
+            if peak > 0.0:
+                maxdd = max(maxdd, 1.0 - low / peak)
+            peak = e
+            low = e
+        elif e < low:
+            low = e
+    if peak > 0.0:
+        maxdd = max(maxdd, 1.0 - low / peak)
     out[S_MEAN] = mean
     out[S_SD] = sd
     out[S_DOWN] = down
@@ -335,37 +345,101 @@ def in_position_nb(acct):  # type: ignore[no-untyped-def]
     return False
 
 
+@kernel
+def rule_table_nb(flags, lens, table):  # type: ignore[no-untyped-def]
+    """One combination's rule state machine as a table: ``table[state + 1, code]`` is
+    :func:`engine.strategy.rules_nb.rule_step_nb`'s next state from ``state`` and a bar's
+    four rule values as the bits of ``code`` (1 long entry, 2 long exit, 4 short entry, 8
+    short exit: the rule's value is 1.0), with the combination's style applied as
+    :func:`engine.decisions.signals` applies it: a missing rule is false and a hold rule's
+    exit is the negation of its entry (``flags``: event rules, hold long, hold short;
+    ``lens``: ops per slot). Every entry is computed by ``rule_step_nb`` itself.
+
+    Returns whether the machine is memoryless: every state reachable from flat has the
+    same row, so a bar's next state depends on its signals only (a hold rule on one side,
+    e.g. ``long: ema_10 > ema_20``), and the bars need not wait for each other."""
+    hold_long, hold_short = flags[1] != 0, flags[2] != 0
+    for st in range(3):
+        for code in range(16):
+            le = lens[0] > 0 and (code & 1) != 0
+            lx = (not le) if hold_long else (lens[1] > 0 and (code & 2) != 0)
+            se = lens[2] > 0 and (code & 4) != 0
+            sx = (not se) if hold_short else (lens[3] > 0 and (code & 8) != 0)
+            table[st, code] = rule_step_nb(st - 1, le, lx, se, sx)
+    reach = 2  # bit state + 1: the states reachable from flat (two steps reach them all)
+    for _ in range(2):
+        for st in range(3):
+            if (reach >> st) & 1:
+                for code in range(16):
+                    reach |= 1 << (table[st, code] + 1)
+    for st in range(3):
+        if (reach >> st) & 1:
+            for code in range(16):
+                if table[st, code] != table[1, code]:
+                    return False
+    return True
+
+
 @kernel(inline=True)
-def decide_block_nb(mkt, prog, c, work, b0, nb):  # type: ignore[no-untyped-def]
-    """Bars ``b0 .. b0+nb-1``: each symbol's four signals from the programs' values, the
-    rule state machine (it reads no account state, so a whole block is decided before the
-    simulator books it), the directions (NaN where the symbol has no bar) into
-    ``work.dirs`` and the ATR rows of ATR stops into ``work.atrs``. The combination's
-    settings are read once, before the loop over bars."""
+def _rule_rows_nb(own, rules, table, events, state, dirs, gap_free, memoryless):  # type: ignore[no-untyped-def]
+    """:func:`decide_rows_nb`'s loop; ``gap_free`` and ``memoryless`` constants at each
+    call site (memoryless: the next state read from flat's row, independent of the last)."""
+    le, lx, se, sx = rules[0], rules[1], rules[2], rules[3]
+    for j in range(own.shape[0]):
+        if not gap_free and own[j] < 0:
+            dirs[j] = np.nan
+            continue
+        code = 0
+        if le[j] == 1.0:
+            code |= 1
+        if lx[j] == 1.0:
+            code |= 2
+        if se[j] == 1.0:
+            code |= 4
+        if sx[j] == 1.0:
+            code |= 8
+        new = table[1, code] if memoryless else table[state + 1, code]
+        dirs[j] = np.nan if (events and new == state) else float(new)
+        state = new
+    return state
+
+
+@kernel
+def decide_rows_nb(own, rules, table, memoryless, events, state, dirs):  # type: ignore[no-untyped-def]
+    """One symbol's directions over a block: ``own`` its own row of each bar (-1: no bar),
+    ``rules`` the block's four rule rows (``[4, >= len(own)]``), ``table`` and
+    ``memoryless`` the combination's :func:`rule_table_nb`; writes ``dirs`` (NaN where the
+    symbol has no bar, and for event rules where the state did not change, as
+    :func:`engine.strategy.rules_nb.rule_bar_nb` gives it) and returns the state after the
+    block. A block whose bars are consecutive own rows skips the per-bar test. Out of line
+    and branch-light: the state machine's branches inlined into the kernel measured
+    ~4-7 ns a bar, with the combination's flags reloaded from the stack every bar."""
+    nb = own.shape[0]
+    if nb > 0 and own[0] >= 0 and own[nb - 1] - own[0] == nb - 1:
+        if memoryless:
+            return _rule_rows_nb(own, rules, table, events, state, dirs, True, True)
+        return _rule_rows_nb(own, rules, table, events, state, dirs, True, False)
+    return _rule_rows_nb(own, rules, table, events, state, dirs, False, False)
+
+
+@kernel(inline=True)
+def decide_block_nb(mkt, prog, c, work, memoryless, b0, nb):  # type: ignore[no-untyped-def]
+    """Bars ``b0 .. b0+nb-1``: each symbol's directions from its rule rows
+    (:func:`decide_rows_nb`; the rule state machine reads no account state, so a whole
+    block is decided before the simulator books it) into ``work.dirs``, and the ATR rows of
+    ATR stops into ``work.atrs``."""
     events = prog.flags[c, 0] != 0
     k = prog.atr_col[c]
-    has_le, has_lx = prog.lens[c, 0] > 0, prog.lens[c, 1] > 0
-    has_se, has_sx = prog.lens[c, 2] > 0, prog.lens[c, 3] > 0
-    hold_long, hold_short = prog.flags[c, 1] != 0, prog.flags[c, 2] != 0
     for s in range(mkt.own.shape[1]):
-        state = work.state[s]
-        rules = work.rules[s]
-        for j in range(nb):
-            i = mkt.own[b0 + j, s]
-            if i < 0:
-                work.dirs[j, s] = np.nan
-                if k >= 0:
-                    work.atrs[j, s] = np.nan
-                continue
-            le = has_le and rules[0, j] == 1.0
-            lx = (not le) if hold_long else (has_lx and rules[1, j] == 1.0)
-            se = has_se and rules[2, j] == 1.0
-            sx = (not se) if hold_short else (has_sx and rules[3, j] == 1.0)
-            state, d = rule_bar_nb(state, le, lx, se, sx, events)
-            work.dirs[j, s] = d
-            if k >= 0:
-                work.atrs[j, s] = mkt.cols[s, k, i]
-        work.state[s] = state
+        own = mkt.own[b0 : b0 + nb, s]
+        work.state[s] = decide_rows_nb(
+            own, work.rules[s], work.table, memoryless, events, work.state[s],
+            work.dirs[:nb, s],
+        )  # fmt: skip
+        if k >= 0:
+            for j in range(nb):
+                i = own[j]
+                work.atrs[j, s] = mkt.cols[s, k, i] if i >= 0 else np.nan
 
 
 @kernel(inline=True)
@@ -377,6 +451,7 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
     reset_nb(acct, pend, brk, recs, prm.initial_cash)
     n = mkt.open.shape[0]
     n_sym = mkt.open.shape[1]
+    memoryless = rule_table_nb(prog.flags[c], prog.lens[c], work.table)
     for s in range(n_sym):
         work.state[s] = 0
         for k in range(work.liq_memo.shape[1]):
@@ -395,7 +470,7 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
                         prog.ops[c, r], prog.args[c, r], prog.offs[c, r], prog.vals[c, r],
                         length, mkt.cols, mkt.own, s, b0, nb, work.stack, work.rules[s, r],
                     )  # fmt: skip
-        decide_block_nb(mkt, prog, c, work, b0, nb)
+        decide_block_nb(mkt, prog, c, work, memoryless, b0, nb)
         j = 0
         while j < nb:
             end = b0 + j

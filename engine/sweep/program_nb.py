@@ -37,12 +37,14 @@ def _leaf_nb(op, col, v, own, s, t0, nb, off, row):  # type: ignore[no-untyped-d
         lead = min(max(-base, 0), nb)  # the bars before the symbol's first row (r < 0)
         for j in range(lead):
             row[j] = np.nan
+        dst = row[lead:nb]  # through slices: every index known non-negative (no fix-up)
         if op == OP_COL:
-            for j in range(lead, nb):
-                row[j] = col[base + j]
+            src = col[base + lead : base + nb]
+            for j in range(nb - lead):
+                dst[j] = src[j]
         else:
-            for j in range(lead, nb):
-                row[j] = v
+            for j in range(nb - lead):
+                dst[j] = v
         return
     for j in range(nb):
         r = own[t0 + j, s]

@@ -123,6 +123,9 @@ def test_equity_statistics_are_compute_metrics(usdm_store: Path) -> None:
     rng = np.random.default_rng(5)
     walks = [
         10_000 * np.cumprod(1 + rng.standard_normal(5000) * 1e-3),
+        10_000 * np.cumprod(1 + rng.standard_normal(5000) * 3e-2),  # many peaks and troughs
+        np.r_[5.0, 2.0, 5.0, 2.0, 5.0, 1.0, 6.0, 3.0],  # equal drawdowns, then a deeper one
+        np.r_[0.0, 0.0, 5.0, 2.5],  # no positive peak at first
         np.r_[100.0, 50.0, 0.0, 0.0, 10.0],
         np.full(50, 7.0),
         np.array([3.0]),

@@ -1,12 +1,16 @@
 """The rule-program interpreter (engine/sweep/program_nb.py) against a plain numpy evaluator:
 random postfix programs of every op code over blocks whose symbol has every bar (the
-gap-free read) or gaps and a late first bar (the per-bar lookup), leaves some rows back."""
+gap-free read) or gaps and a late first bar (the per-bar lookup), leaves some rows back.
+And the fused kernel's block decisions (engine/sweep/fused_nb.py, the tabulated rule state
+machine) against the rule fold a backtest runs, in every rule style."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from engine.strategy.rules_nb import rule_fold_nb
+from engine.sweep import fused_nb as K
 from engine.sweep import program_nb as P
 
 BLOCK = 64
@@ -99,3 +103,61 @@ def test_programs_equal_numpy_on_blocks_with_and_without_gaps(gaps: bool) -> Non
             np.testing.assert_array_equal(dest, want)
             checked += int(np.isfinite(want).sum())
     assert checked > 1000  # the programs produced values, not only NaN
+
+
+#: (event rules, hold long, hold short, the slots that have a rule; memoryless or not)
+STYLES = [
+    (False, True, False, (0,), True),  # long: R
+    (False, False, True, (2,), True),  # short: R
+    (False, True, True, (0, 2), False),  # long: A, short: B (both true: the side is kept)
+    (True, False, False, (0, 1), False),  # long_entry, long_exit
+    (True, False, False, (0, 1, 2, 3), False),
+    (True, False, False, (0, 2), False),  # entries only: a flip, never flat again
+    (True, False, False, (2, 3), False),
+    (True, False, False, (0,), False),
+]
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+@pytest.mark.parametrize(
+    "style", STYLES, ids=lambda s: f"ev{int(s[0])}-hold{int(s[1])}{int(s[2])}-{s[3]}"
+)
+def test_block_decisions_equal_the_rule_fold(style: tuple, gaps: bool) -> None:  # type: ignore[type-arg]
+    """``rule_table_nb`` + ``decide_rows_nb`` over blocks (the last one bar long) give the
+    directions ``rule_fold_nb`` gives over the whole run, NaN for NaN; the rows of a slot
+    without a rule hold stale values, which must not count."""
+    events, hold_long, hold_short, slots, memoryless = style
+    rng = np.random.default_rng(len(slots) + 10 * hold_long + 100 * hold_short + 1000 * gaps)
+    n = 3 * K.BLOCK + 1
+    # signals in runs (so that states persist and change), NaN now and then
+    vals = np.repeat(rng.choice([0.0, 1.0], size=(4, n // 4 + 1)), 4, axis=1)[:, :n]
+    vals[rng.random((4, n)) < 0.05] = np.nan
+    has_bar = rng.random(n) > 0.15 if gaps else np.ones(n, dtype=bool)
+    if gaps:
+        has_bar[:20] = False  # a late first bar
+    own = np.where(has_bar, np.cumsum(has_bar) - 1, -1)[:, None]  # [n, 1] as the kernel's
+    lens = np.array([3 if k in slots else 0 for k in range(4)], dtype=np.int64)
+    flags = np.array([events, hold_long, hold_short], dtype=np.int64)
+    table = np.zeros((3, 16), dtype=np.int64)
+    assert K.rule_table_nb(flags, lens, table) == memoryless
+
+    v = vals == 1.0
+    le = v[0] & (0 in slots)
+    lx = ~le if hold_long else v[1] & (1 in slots)
+    se = v[2] & (2 in slots)
+    sx = ~se if hold_short else v[3] & (3 in slots)
+    _, want = rule_fold_nb(le, lx, se, sx, has_bar, events)
+
+    got = np.full((n, 1), -7.0)
+    state = 0
+    for b0 in range(0, n, K.BLOCK):
+        nb = min(K.BLOCK, n - b0)
+        rows = np.full((4, K.BLOCK), 1.0)  # stale past the block
+        rows[:, :nb] = vals[:, b0 : b0 + nb]
+        state = K.decide_rows_nb(
+            own[b0 : b0 + nb, 0], rows, table, memoryless, events, state, got[b0 : b0 + nb, 0]
+        )
+    np.testing.assert_array_equal(got[:, 0], want)
+    # the state changed (a long entry alone goes long once and stays)
+    assert np.unique(want[~np.isnan(want)]).size >= (1 if slots == (0,) else 2)
+    assert np.isnan(want).any() == (gaps or events)
