@@ -44,8 +44,10 @@ from engine.sweep.program_nb import eval_program_nb
 
 #: packages whose kernels this module compiles into its own (engine.kernels.cache's guard)
 KERNEL_DEPENDS = ("engine.sim", "engine.strategy")
-#: bars evaluated per rule-program pass (the stack rows are this long)
-BLOCK = 256
+#: bars evaluated per rule-program pass (the stack rows are this long). A steady run of the
+#: simulator stops at a block's end and starts again (~0.3 us), so a long block pays that
+#: less often: 256 -> 4096 measured ~15% faster over the whole kernel, at ~0.5 MB a lane
+BLOCK = 4096
 #: record slots per bar (drained after every bar); a bar books at most a closing, an
 #: opening and an exit fill per symbol, plus the other positions of a cross liquidation
 PER_BAR = 16
@@ -114,33 +116,37 @@ S_FEES, S_FUNDING, S_LIQ = 13, 14, 15
 N_STATS = 16
 
 
-@kernel
+@kernel(inline=True)
 def block_sum_nb(a, lo, n):  # type: ignore[no-untyped-def]
     """numpy's pairwise sum of at most 128 terms ``a[lo:lo+n]``: under 8 a plain loop, else
     eight accumulators combined as ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))`` and the rest.
-    The terms are read through the slice, so every index is known non-negative (no
-    negative-index fix-up per term: 0.53 -> 0.30 ns a term)."""
+    Accumulator ``k`` runs down its own strided view ``b[k:m:8]``, indexed by the loop
+    counter, so no index needs numba's negative-index fix-up (``b[i + k]`` paid a compare
+    and a conditional move per term: 1.1 -> ~0.4 ns a term in the kernel's sums)."""
     b = a[lo : lo + n]
     if n < 8:
         res = 0.0
         for i in range(n):
             res += b[i]
         return res
-    r0, r1, r2, r3 = b[0], b[1], b[2], b[3]
-    r4, r5, r6, r7 = b[4], b[5], b[6], b[7]
     m = n - n % 8
-    for i in range(8, m, 8):
-        r0 += b[i]
-        r1 += b[i + 1]
-        r2 += b[i + 2]
-        r3 += b[i + 3]
-        r4 += b[i + 4]
-        r5 += b[i + 5]
-        r6 += b[i + 6]
-        r7 += b[i + 7]
+    s0, s1, s2, s3 = b[0:m:8], b[1:m:8], b[2:m:8], b[3:m:8]
+    s4, s5, s6, s7 = b[4:m:8], b[5:m:8], b[6:m:8], b[7:m:8]
+    r0, r1, r2, r3 = s0[0], s1[0], s2[0], s3[0]
+    r4, r5, r6, r7 = s4[0], s5[0], s6[0], s7[0]
+    for q in range(1, m // 8):
+        r0 += s0[q]
+        r1 += s1[q]
+        r2 += s2[q]
+        r3 += s3[q]
+        r4 += s4[q]
+        r5 += s5[q]
+        r6 += s6[q]
+        r7 += s7[q]
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    for i in range(m, n):
-        res += b[i]
+    rest = b[m:n]
+    for i in range(n - m):
+        res += rest[i]
     return res
 
 
