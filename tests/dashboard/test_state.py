@@ -90,28 +90,28 @@ async def _shared() -> None:
                 d = await ws.receive_json(timeout=5)
                 assert d == {"type": "delta", "append": {"equity": [[1, 2.0]]}, "set": {}}
         # a page that never reads: the writers and the loop go on; it is dropped
-        raw = socket.create_connection(("127.0.0.1", server.port))
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        key = base64.b64encode(os.urandom(16)).decode()
-        raw.sendall(
-            (
-                f"GET /ws?token=s3cret HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        await asyncio.sleep(0.3)
-        assert len(dash.clients) == 1
-        worst = 0.0
-        t_end = time.monotonic() + 3.0
-        while time.monotonic() < t_end:  # a "decision" every 10 ms, each adding 200 KB of rows
-            t0 = time.monotonic()
-            st.add_rows(
-                "system_events", [{"time": 1, "severity": "warning", "message": "x" * 200_000}]
+        # (closed by the with-block whatever the outcome: a leaked socket would fail a later test)
+        with socket.create_connection(("127.0.0.1", server.port)) as raw:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            key = base64.b64encode(os.urandom(16)).decode()
+            raw.sendall(
+                (
+                    f"GET /ws?token=s3cret HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
             )
-            await asyncio.sleep(0.01)
-            worst = max(worst, time.monotonic() - t0)
-        assert worst < 0.1, f"a decision waited {worst:.3f} s"
-        assert len(dash.clients) == 0, "the stalled page was not dropped"
-        raw.close()
+            await asyncio.sleep(0.3)
+            assert len(dash.clients) == 1
+            worst = 0.0
+            t_end = time.monotonic() + 3.0
+            while time.monotonic() < t_end:  # a "decision" every 10 ms, each adding 200 KB of rows
+                t0 = time.monotonic()
+                st.add_rows(
+                    "system_events", [{"time": 1, "severity": "warning", "message": "x" * 200_000}]
+                )
+                await asyncio.sleep(0.01)
+                worst = max(worst, time.monotonic() - t0)
+            assert worst < 0.1, f"a decision waited {worst:.3f} s"
+            assert len(dash.clients) == 0, "the stalled page was not dropped"
     finally:
         await server.close()
