@@ -8,8 +8,12 @@ no funding, leverage 1, half the equity per entry, exchange filters off. Two dat
 - ``5m``: BTCUSDT's 143,900 real 5m bars (2023-01-01 .. 2024-05-14 15:35, ../shared/data);
 - ``1m``: 525,600 1m bars (one year) of a seeded random walk.
 
-Sides (each timed warm, best of ``--repeat``, in a process of its own so that its peak
-memory, ``ru_maxrss``, is its own):
+Sides (each in a process of its own so that its peak memory is its own, warmed once, then
+``--repeat`` timed runs alternating with the other side's, the best of each side reported,
+and every round's ratio: the machine's speed moves between minutes, so both sides sample
+the same ones; the peak memory is the first timed run's, measured from its start (after a
+garbage collection) with the process's resident memory then included; the largest run's and a
+fresh process's first sweep, compiling or loading included, are printed beside it):
 
 - engine: ``engine.sweep.sweep(strategy.yaml, grid={"fast": ..., "slow": ...},
   where=fast < slow)``, the public API: data load, each distinct EMA once (20), then the
@@ -35,6 +39,7 @@ Run: ``python bench/sweep.py [--repeat 3] [--datasets 5m,1m]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -43,7 +48,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +88,17 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak() -> bool:
+    """Start this process's peak over from its current resident memory (Linux: ``5`` into
+    ``/proc/self/clear_refs``), so that :func:`peak_mb` measures what follows alone;
+    False where that cannot be done (the peak then covers the process's life)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def best_of(fn, repeat: int):  # type: ignore[no-untyped-def]
     """The best wall time of ``repeat`` calls and that call's output (``LAST_CPU`` keeps the
     process CPU time, all threads, of that call)."""
@@ -101,31 +119,25 @@ LAST_CPU = 0.0
 # ------------------------------------------------------------------------------ the sides
 
 
-def engine_side(d: Path, repeat: int) -> dict:  # type: ignore[type-arg]
-    """The engine's public sweep, warm; and the trivial-loop floor on the same columns."""
+def engine_side(d: Path) -> tuple[Callable[[], Any], Callable[[Any], dict]]:  # type: ignore[type-arg]
+    """The engine's public sweep (a timed run) and, after the rounds, what the report adds:
+    the results, the phases, the trivial-loop floor and the CPU split."""
     from engine.sweep import sweep
 
     def run():  # type: ignore[no-untyped-def]
         return sweep(d / "strategy.yaml", grid=GRID, where=fast_lt_slow, store=d / "store")
 
-    run()  # warm: numba caches loaded, first-touch costs paid
-    t, df = best_of(run, repeat)
-    cpu_time = LAST_CPU
-    peak = peak_mb()  # the sweep's own peak, before the measurements below
-    timings = _engine_phases(d)
-    floor = floor_loop(np.load(d / "open.npy"), np.load(d / "close.npy"), repeat)
-    cpu = cpu_split(d)
-    return {
-        "time": t,
-        "cpu_time": cpu_time,
-        "total_return": df["total_return"].to_list(),
-        "trades": df["trades"].to_list(),
-        "pairs": list(zip(df["fast"].to_list(), df["slow"].to_list(), strict=True)),
-        "peak_mb": peak,
-        "phases": timings,
-        "floor": floor,
-        "cpu": cpu,
-    }
+    def extras(df) -> dict:  # type: ignore[no-untyped-def,type-arg]
+        return {
+            "total_return": df["total_return"].to_list(),
+            "trades": df["trades"].to_list(),
+            "pairs": list(zip(df["fast"].to_list(), df["slow"].to_list(), strict=True)),
+            "phases": _engine_phases(d),
+            "floor": floor_loop(np.load(d / "open.npy"), np.load(d / "close.npy"), 3),
+            "cpu": cpu_split(d),
+        }
+
+    return run, extras
 
 
 def _engine_phases(d: Path) -> dict[str, float]:
@@ -246,13 +258,45 @@ def floor_loop(open_: np.ndarray, close: np.ndarray, repeat: int) -> dict[str, f
     return {"time": t, "ns_per_bar_combo": t / (close.size * len(PAIRS)) * 1e9, "cpu_ns": cpu}
 
 
-def vectorbt_side(d: Path, repeat: int) -> dict:  # type: ignore[type-arg]
+def vectorbt_side(d: Path) -> tuple[Callable[[], Any], Callable[[Any], dict]]:  # type: ignore[type-arg]
     """vectorbt's own sweep over the same bars (read from .npy: no engine in this process)."""
     open_, close = np.load(d / "open.npy"), np.load(d / "close.npy")
     freq = json.loads((d / "meta.json").read_text())["freq"]
-    vectorbt_sweep(open_, close, freq)  # warm
-    t, out = best_of(lambda: vectorbt_sweep(open_, close, freq), repeat)
-    return {"time": t, "cpu_time": LAST_CPU, "total_return": out, "peak_mb": peak_mb()}
+    return (lambda: vectorbt_sweep(open_, close, freq)), (lambda out: {"total_return": out})
+
+
+def serve(which: str, d: Path) -> None:
+    """A side's process: one warm run, then a timed run for every ``run`` line on stdin (its
+    wall and CPU time back as a JSON line), then at ``finish`` its report: the best round's
+    times, the first timed run's peak memory (and the largest run's) and the side's extras."""
+    run, extras = engine_side(d) if which == "engine" else vectorbt_side(d)
+    run()  # warm: numba caches loaded, first-touch costs paid
+    fresh = peak_mb()  # a fresh process's first sweep (imports, data, loading kernels)
+    print("ready", flush=True)
+    best: tuple[float, float, Any] | None = None
+    peaks: list[float] = []
+    for line in sys.stdin:
+        if line.strip() == "finish":
+            break
+        gc.collect()  # the last round's cycles, outside the timed run
+        per_run = reset_peak()
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = run()
+        t, c = time.perf_counter() - t0, time.process_time() - c0
+        peaks.append(peak_mb() if per_run else float("nan"))
+        if best is None or t < best[0]:
+            best = (t, c, out)
+        print(json.dumps({"time": t, "cpu_time": c}), flush=True)
+    assert best is not None, "no timed run"
+    # the peak of one sweep: the first timed run's (the process's resident memory at its
+    # start included: imports, data), whatever --repeat; a process that cannot start its
+    # peak over reports its life's
+    peak = peaks[0] if peaks[0] == peaks[0] else peak_mb()
+    out = {
+        "time": best[0], "cpu_time": best[1], "peak_mb": peak, "peak_max_mb": max(peaks),
+        "peak_fresh_mb": fresh,
+    }  # fmt: skip
+    print(json.dumps({**out, **extras(best[2])}))
 
 
 def _signals(close: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -386,12 +430,50 @@ def check(d: Path) -> tuple[float, int]:
 # ----------------------------------------------------------------------------- the report
 
 
-def side(which: str, d: Path, repeat: int) -> dict:  # type: ignore[type-arg]
-    out = subprocess.run(
-        [sys.executable, __file__, "--side", which, "--dir", str(d), "--repeat", str(repeat)],
-        capture_output=True, text=True, check=True, cwd=REPO,
-    )  # fmt: skip
-    return json.loads(out.stdout.splitlines()[-1])
+class Side:
+    """A side's own process (:func:`serve`), started warm and then timed on demand, so that
+    the two sides' rounds can alternate: the machine's speed moves by tens of percent from
+    one minute to the next here, and both sides then sample the same minutes."""
+
+    def __init__(self, which: str, d: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--side", which, "--dir", str(d)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO,
+        )  # fmt: skip
+        self._expect("ready")
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a bench side exited with {self.proc.wait()}")
+        return line.strip()
+
+    def _expect(self, word: str) -> None:
+        while self._line() != word:
+            pass  # library chatter before the side is ready
+
+    def _json(self) -> dict:  # type: ignore[type-arg]
+        while not (line := self._line()).startswith("{"):
+            pass  # library chatter
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    def _send(self, cmd: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+
+    def run(self) -> float:
+        """One timed run; its wall time."""
+        self._send("run")
+        return float(self._json()["time"])
+
+    def finish(self) -> dict:  # type: ignore[type-arg]
+        """The side's report (best round, peak memory, extras); the process ends."""
+        self._send("finish")
+        out = self._json()
+        self.proc.wait()
+        return out
 
 
 def report(name: str, d: Path, repeat: int) -> None:
@@ -404,21 +486,28 @@ def report(name: str, d: Path, repeat: int) -> None:
         f"(every metric, 8 sampled); vectorbt with the engine's quantities: same closed trades "
         f"({trades:,}), max |total_return diff| {max_diff:.2e} (< 1e-9)"
     )
-    eng = side("engine", d, repeat)
-    vbt = side("vectorbt", d, repeat)
+    sides = {"engine": Side("engine", d), "vectorbt": Side("vectorbt", d)}
+    times: dict[str, list[float]] = {"engine": [], "vectorbt": []}
+    for r in range(repeat):  # alternate, each side first every other round
+        for which in ("engine", "vectorbt") if r % 2 == 0 else ("vectorbt", "engine"):
+            times[which].append(sides[which].run())
+    eng, vbt = sides["engine"].finish(), sides["vectorbt"].finish()
+    rounds = [v / e for e, v in zip(times["engine"], times["vectorbt"], strict=True)]
     bc = n * len(PAIRS)
     for label, s in (("engine  (fused sweep)", eng), ("vectorbt (from_signals)", vbt)):
         print(
             f"{label:24s} {s['time']:7.3f} s  {bc / s['time'] / 1e6:8.1f} M bar-combos/s  "
             f"{s['time'] / bc * 1e9:6.2f} ns/bar-combo  CPU {s['cpu_time']:7.3f} s  "
-            f"peak {s['peak_mb']:7.0f} MB"
+            f"peak {s['peak_mb']:7.0f} MB (largest round {s['peak_max_mb']:.0f} MB; a fresh "
+            f"process's first sweep {s['peak_fresh_mb']:.0f} MB)"
         )
     pct = np.abs(np.array(eng["total_return"]) - np.array(vbt["total_return"]))
     print(
         f"throughput ratio engine/vectorbt: {vbt['time'] / eng['time']:.1f}x wall, "
         f"{vbt['cpu_time'] / eng['cpu_time']:.1f}x CPU time; peak memory ratio "
         f"vectorbt/engine: {vbt['peak_mb'] / eng['peak_mb']:.1f}x (target >= 20x at <= 1/5 "
-        f"the memory)"
+        f"the memory); the {repeat} alternating rounds' ratios (vectorbt's time / the engine's): "
+        f"{', '.join(f'{x:.1f}x' for x in rounds)}, median {float(np.median(rounds)):.1f}x"
     )
     cpu, fl = eng["cpu"], eng["floor"]
     print(
@@ -447,8 +536,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     if args.side:
-        fn = engine_side if args.side == "engine" else vectorbt_side
-        print(json.dumps(fn(Path(args.dir), args.repeat)))
+        serve(args.side, Path(args.dir))
         return
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.datasets.split(","):
