@@ -99,21 +99,14 @@ def reset_peak() -> bool:
     return True
 
 
-def best_of(fn, repeat: int):  # type: ignore[no-untyped-def]
-    """The best wall time of ``repeat`` calls and that call's output (``LAST_CPU`` keeps the
-    process CPU time, all threads, of that call)."""
-    global LAST_CPU
-    best, out = float("inf"), None
+def best_time(fn: Callable[[], Any], repeat: int) -> float:
+    """The best wall time of ``repeat`` calls of ``fn``."""
+    best = float("inf")
     for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        o = fn()
-        t, c = time.perf_counter() - t0, time.process_time() - c0
-        if t < best:
-            best, out, LAST_CPU = t, o, c
-    return best, out
-
-
-LAST_CPU = 0.0
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 # ------------------------------------------------------------------------------ the sides
@@ -251,7 +244,7 @@ def floor_loop(open_: np.ndarray, close: np.ndarray, repeat: int) -> dict[str, f
             list(pool.map(lambda i: lane(open_, close, emas, pairs, i, n, out), range(n)))
 
     run()
-    t, _ = best_of(run, repeat)
+    t = best_time(run, repeat)
     t0 = time.thread_time()
     lane(open_, close, emas, pairs, 0, 1, out)
     cpu = (time.thread_time() - t0) / (close.size * len(PAIRS)) * 1e9

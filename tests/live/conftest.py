@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,8 @@ from engine.exchange_sim.faults import FaultSpec
 from engine.exchange_sim.market import MarketData
 from engine.exchange_sim.runner import ServerThread
 from engine.timeutil import parse_end, parse_time
+
+from .stepping import step_live
 
 KEY = "liveKey0123456789abcdefABCDEF0123456789abcdefABCDEF0123456789abc"
 SECRET = "liveSecret0123456789abcdefABCDEF0123456789abcdefABCDEF012345678"
@@ -122,41 +122,11 @@ def drive(sim: ServerThread, graph: Any, results: Path, *, bars: int, between: A
           **options: Any) -> Any:
     """Run live (max_bars=bars) in a thread; after it is ready, advance the clock one bar at a
     time, waiting for each bar to be processed. ``between(k)`` runs after bar k is done."""
-    from engine.live import LiveOptions, run_live
+    from engine.live import LiveOptions
 
     assert sim.server is not None
-    done: queue.Queue[int] = queue.Queue()
-    ready = threading.Event()
-    out: dict[str, Any] = {}
     opts = LiveOptions(url=sim.server.url, ws_url=ws_url or sim.server.ws_url, key=KEY,
                        secret=SECRET, results=results, max_bars=bars, max_wait_s=2.0, since=since,
                        **options)
-
-    def target() -> None:
-        try:
-            out["result"] = run_live(graph, opts, on_bar=done.put, on_ready=ready.set)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the test thread
-            out["error"] = err
-            ready.set()
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    assert ready.wait(timeout * 2), "live mode did not get ready"
-    for k in range(bars):
-        if "error" in out:
-            break
-        advance(sim, BAR)
-        try:
-            done.get(timeout=timeout)
-        except queue.Empty:
-            th.join(1.0)
-            if "error" in out:  # the run failed on this bar: its error, not the timeout
-                raise out["error"] from None
-            raise AssertionError(f"bar {k} was not processed in {timeout}s") from None
-        if between is not None:
-            between(k)
-    th.join(timeout)
-    assert not th.is_alive(), "live mode did not stop after --max-bars"
-    if "error" in out:
-        raise out["error"]
-    return out["result"]
+    return step_live(graph, opts, bars=bars, advance=lambda: advance(sim, BAR),
+                     timeout=timeout, between=between)

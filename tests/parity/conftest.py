@@ -9,10 +9,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from live.stepping import step_live
 
 from engine.exchange_sim.config import ExchangeSimSettings
 from engine.exchange_sim.market import MarketData
@@ -72,46 +71,18 @@ def replay(sim: ServerThread, graph: Any, results: Path, *, bars: int,
            since: int | None = None, timeout: float = 60.0) -> Any:
     """Run live (``max_bars=bars``) in a thread; once it is ready, advance the simulator's
     clock one bar at a time, each time waiting until live mode has decided that bar."""
-    from engine.live import LiveOptions, run_live
+    from engine.live import LiveOptions
 
     assert sim.server is not None
-    done: queue.Queue[int] = queue.Queue()
-    ready = threading.Event()
-    out: dict[str, Any] = {}
     opts = LiveOptions(url=sim.server.url, ws_url=sim.server.ws_url, key=KEY, secret=SECRET,
                        results=results, max_bars=bars, max_wait_s=2.0, since=since)
-
-    def target() -> None:
-        try:
-            out["result"] = run_live(graph, opts, on_bar=done.put, on_ready=ready.set)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the test thread
-            out["error"] = err
-            ready.set()
-
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    assert ready.wait(timeout * 2), "live mode did not get ready"
     url = urllib.parse.urlsplit(sim.server.url)
     conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
     try:
-        for k in range(bars):
-            if "error" in out:
-                break
-            advance(conn, BAR)
-            try:
-                done.get(timeout=timeout)
-            except queue.Empty:
-                th.join(1.0)
-                if "error" in out:
-                    raise out["error"] from None
-                raise AssertionError(f"bar {k} was not decided in {timeout}s") from None
+        return step_live(graph, opts, bars=bars, advance=lambda: advance(conn, BAR),
+                         timeout=timeout)
     finally:
         conn.close()
-    th.join(timeout)
-    assert not th.is_alive(), "live mode did not stop after max_bars"
-    if "error" in out:
-        raise out["error"]
-    return out["result"]
 
 
 def engine_cli(*args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
