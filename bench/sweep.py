@@ -165,8 +165,8 @@ def cpu_split(d: Path) -> dict[str, float]:
 
     combos = [c for c in combinations(parse_grid(grid_items(GRID))) if fast_lt_slow(c)]
     combos, graphs = build_graphs(d / "strategy.yaml", parse_grid(grid_items(GRID)), combos=combos)
-    shared = _prepare(graphs, d / "store", None, False, False, {}, None)
-    plan = fused.plan(graphs, shared.markets, shared.features, data_key)
+    shared, columns = _prepare(graphs, d / "store", None, False, False, {}, None)
+    plan = fused.plan(graphs, shared.markets, columns, data_key)
     assert plan is not None
     grp = plan.groups[0]
     st, work = fused.lane_state(grp)

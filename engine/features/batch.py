@@ -171,8 +171,11 @@ def compute_columns(
     c: np.ndarray,
     v: np.ndarray,
     fr: np.ndarray,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """All requested features, ``[n_names, n]``, by the specialised batch kernels.
+    """All requested features, ``[n_names, n]``, by the specialised batch kernels (in
+    ``out[:n_names]`` when given: float64 ``[n_names + 1, n]``, each row contiguous; its last
+    row is scratch).
 
     Equal to :func:`compute_columns_fold` (proved by the tests): base indicators run over the
     valid bars, higher-timeframe ones over the bars :func:`engine.features.htf_nb.aggregate_batch_nb`
@@ -184,6 +187,13 @@ def compute_columns(
     """
     n = t.shape[0]
     n_names = plan.sel.shape[0]
+    if out is None:
+        out = np.empty((n_names + 1, n))
+    elif out.shape != (n_names + 1, n) or out.dtype != np.float64 or out.strides[1] != 8:
+        raise ValueError(
+            f"out: float64 [{n_names + 1}, {n}] with contiguous rows expected, got "
+            f"{out.dtype} {list(out.shape)} with strides {out.strides}"
+        )
     valid = valid_mask_nb(o, h, lo, c, v)
     all_valid = bool(valid.all())
     rows_of: dict[int, list[int]] = {}
@@ -196,7 +206,7 @@ def compute_columns(
         base_in = [a[rows] if a.shape[0] else a for a in base_in]
     blk = _Block(
         plan=plan,
-        result=np.empty((n_names + 1, n)),
+        result=out,
         rows_of=rows_of,
         valid=valid,
         all_valid=all_valid,
@@ -393,6 +403,7 @@ def compute(
     *,
     funding: pl.DataFrame | None = None,
     interval: str | None = None,
+    out: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """Compute features over candles.
 
@@ -410,6 +421,11 @@ def compute(
     interval
         The candles' interval; inferred from ``open_time`` when None (pass it for a frame of
         fewer than two bars).
+    out
+        Where to compute (float64 ``[len(names) + 1, len(candles)]``, rows contiguous: name
+        j in row j, the last row scratch); a new block when None. The frame's columns are
+        views of it (polars keeps numpy's memory), so a caller that needs the values as
+        one block (the fused sweep) holds them once.
 
     Returns
     -------
@@ -438,7 +454,7 @@ def compute(
         fr = funding_asof(funding, t, interval_ms(interval))  # validates a given frame
     else:  # no funding and nobody reads the rates: no array of NaN
         fr = np.empty(0)
-    block = compute_columns(plan, t, o, h, lo, c, v, fr)
+    block = compute_columns(plan, t, o, h, lo, c, v, fr, out)
     data: dict[str, pl.Series] = {"open_time": pl.Series("open_time", t, dtype=pl.Int64)}
     for j, name in enumerate(plan.names):
         data[name] = pl.Series(name, block[j], dtype=pl.Float64)

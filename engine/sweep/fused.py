@@ -18,6 +18,7 @@ run overflowed a buffer or produced a non-finite equity is re-run there one by o
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.decisions.decide import rule_columns
 from engine.decisions.signals import event_rules
 from engine.kernels import writable_fields
 from engine.metrics import YEAR_MS, sharpe_from, sortino_from, summary_metrics, trade_ratios
@@ -40,8 +40,6 @@ from engine.sweep import program_nb as P
 from engine.timeutil import interval_ms
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from engine.decisions.market import Market
     from engine.strategy.graph import StrategyGraph
 
@@ -144,6 +142,18 @@ def _atr_name(graph: StrategyGraph) -> str | None:
 
 
 @dataclass(frozen=True, eq=False)
+class Columns:
+    """Every column the rules of one data key may read, for all its symbols in one block:
+    ``values[s, k, i]`` is column ``index[name] == k`` at symbol ``s``'s own row ``i`` (NaN
+    past the symbol's last row; rows no name maps to are scratch). The kernel reads the
+    block as it is, and the features frames a sweep shares are views of it, so the values
+    are held once (:func:`engine.sweep.runner.shared_features` builds both)."""
+
+    values: np.ndarray  # float64[S, K, n_own]
+    index: dict[str, int]
+
+
+@dataclass(frozen=True, eq=False)
 class FusedGroup:
     """The kernel inputs of combinations that share one market and one set of exchange rules."""
 
@@ -166,10 +176,11 @@ class FusedPlan:
 def plan(
     graphs: Sequence[StrategyGraph],
     markets: Mapping[tuple[Any, ...], Market],
-    features: Mapping[tuple[Any, ...], Mapping[str, pl.DataFrame]],
+    columns: Mapping[tuple[Any, ...], Columns],
     data_key: Callable[[StrategyGraph], tuple[Any, ...]],
 ) -> FusedPlan | None:
-    """The fused inputs of the whole grid, or None when any graph is not :func:`fusable`."""
+    """The fused inputs of the whole grid, or None when any graph is not :func:`fusable`.
+    ``columns``: per data key, every feature and price column the graphs' rules read."""
     if not graphs or not all(fusable(g) for g in graphs):
         return None
     keys: dict[tuple[Any, ...], list[int]] = {}
@@ -178,7 +189,7 @@ def plan(
     groups = []
     for (dkey, _filters), idx in keys.items():
         gs = [graphs[i] for i in idx]
-        groups.append(_group(gs, np.array(idx, dtype=np.int64), markets[dkey], features[dkey]))
+        groups.append(_group(gs, np.array(idx, dtype=np.int64), markets[dkey], columns[dkey]))
     return FusedPlan(groups=tuple(groups))
 
 
@@ -186,19 +197,10 @@ def _group(
     graphs: list[StrategyGraph],
     indices: np.ndarray,
     market: Market,
-    features: Mapping[str, pl.DataFrame],
+    columns: Columns,
 ) -> FusedGroup:
-    names: list[str] = []
-    for g in graphs:
-        for r in g.rules.values():
-            names.extend(sorted(r.names))
-        atr = _atr_name(g)
-        if atr is not None:
-            names.append(atr)
-    names = list(dict.fromkeys(names))
-    slot = {name: k for k, name in enumerate(names)}
-    programs, depth = _programs(graphs, slot)
-    fmk = _market(market, features, names, funding=graphs[0].config.data.funding)
+    programs, depth = _programs(graphs, columns.index)
+    fmk = _market(market, columns, funding=graphs[0].config.data.funding)
     n, n_sym = market.n_bars, len(market.symbols)
     cap_fees = 3 * n * n_sym + 2 * n_sym + 16
     funding_bars = int((~np.isnan(fmk.funding)).sum())
@@ -215,21 +217,17 @@ def _group(
     )
 
 
-def _market(
-    market: Market, features: Mapping[str, pl.DataFrame], names: list[str], *, funding: bool
-) -> K.FusedMarket:
+def _market(market: Market, columns: Columns, *, funding: bool) -> K.FusedMarket:
     """Grid prices, funding, times, each grid bar's own row per symbol, and the columns."""
     n, n_sym = market.n_bars, len(market.symbols)
     own = np.full((n, n_sym), -1, dtype=np.int64)
-    n_own = max(len(market.rows[s]) for s in market.symbols)
-    cols = np.full((n_sym, max(len(names), 1), n_own), np.nan)
     for j, sym in enumerate(market.symbols):
         rows = market.rows[sym]
         own[rows, j] = np.arange(len(rows), dtype=np.int64)
-        have = rule_columns(market.candles[sym], features[sym])
-        for k, name in enumerate(names):
-            cols[j, k, : len(rows)] = have[name]
-    rates = market.funding_rate if funding else np.full((n, n_sym), np.nan)
+    # a market loaded without funding has no rates: its own all-NaN array serves
+    rates = market.funding_rate
+    if not funding and not np.isnan(rates).all():
+        rates = np.full((n, n_sym), np.nan)
     return K.FusedMarket(
         open=market.open,
         high=market.high,
@@ -237,9 +235,9 @@ def _market(
         close=market.close,
         funding=rates,
         next_funding=next_funding_bars(rates),
-        time_ms=market.open_time.astype(np.int64),
+        time_ms=np.asarray(market.open_time, dtype=np.int64),
         own=own,
-        cols=cols,
+        cols=columns.values,
     )
 
 
@@ -352,31 +350,53 @@ def run_chunk(
     fused: FusedPlan, task: tuple[int, np.ndarray], lanes: Lanes | None = None
 ) -> np.ndarray:
     """Statistics rows (``[len(rows), N_STATS]``) of program rows ``rows`` of group ``g``
-    (``task = (g, rows)``, the executor's task function): one lane of combinations per
-    thread, each lane with its own state (memory: one set of bars-long buffers per thread,
-    whatever the number of combinations). ``lanes``: states kept across a run's chunks
-    (in this process; a Ray task makes its own)."""
+    (``task = (g, rows)``, the executor's task function): one lane per thread, each with its
+    own state (memory: one set of bars-long buffers per thread, whatever the number of
+    combinations), each taking the chunk's next combination when it finishes one.
+    ``lanes``: states kept across a run's chunks (in this process; a Ray task makes its
+    own)."""
     g, rows = task
     grp = fused.groups[g]
     # Ray's object store hands a task read-only views (engine.kernels.arrays)
     market, spec = writable_fields(grp.market), writable_fields(grp.spec)
     rows = np.ascontiguousarray(rows, dtype=np.int64)
-    out = np.zeros((rows.size, K.N_STATS))
+    m = rows.size
+    out = np.zeros((m, K.N_STATS))
     progs = _take(grp.programs, rows)
-    combos = np.arange(rows.size, dtype=np.int64)
-    n = max(1, min(threads(), rows.size))
+    combos = np.arange(m, dtype=np.int64)
+    n = max(1, min(threads(), m))
     states = (lanes or Lanes()).get(g, grp, n)
+    if n == 1:
+        st, work = states[0]
+        K.lane_nb(market, spec, progs, combos, 0, 1, st, work, out)
+        return out
+    taken = _Counter()
 
     def lane(i: int) -> None:
+        # the threads take the next combination as each finishes (combinations differ in
+        # cost by their trades: fixed shares left one thread idle for up to a fifth of a
+        # chunk); lane_nb's start k and stride m run combination k alone
         st, work = states[i]
-        K.lane_nb(market, spec, progs, combos, i, n, st, work, out)
+        while (k := taken.next()) < m:
+            K.lane_nb(market, spec, progs, combos, k, m, st, work, out)
 
-    if n == 1:
-        lane(0)
-    else:
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            list(pool.map(lane, range(n)))
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        list(pool.map(lane, range(n)))
     return out
+
+
+class _Counter:
+    """0, 1, 2, ... to threads that share it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def next(self) -> int:
+        with self._lock:
+            k = self._next
+            self._next += 1
+        return k
 
 
 #: the progress task while the kernel's machine code is being loaded from numba's on-disk

@@ -33,11 +33,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from engine.decisions.market import Market, load_graph_market
 from engine.errors import ConfigError, UsageError
 from engine.features import compute
 from engine.progress import Progress, step
 from engine.strategy.config import StrategyConfig
+from engine.strategy.expr import PRICE_COLUMNS
 from engine.strategy.graph import StrategyGraph
 from engine.strategy.load import build_graph
 from engine.strategy.params import apply_overrides, parse_set
@@ -199,10 +202,11 @@ def run_sweep(
     )
     ex = _executor(executor, workers, len(graphs))
     timings: dict[str, float] = {"validate": time.perf_counter() - t0}
-    shared = _prepare(graphs, store, results, log, log_decisions, timings, progress)
+    shared, columns = _prepare(graphs, store, results, log, log_decisions, timings, progress)
     tasks = [Task(i, g, data_key(g)) for i, g in enumerate(graphs)]
     t1 = time.perf_counter()
-    plan = fz.plan(graphs, shared.markets, shared.features, data_key) if fused else None
+    plan = fz.plan(graphs, shared.markets, columns, data_key) if fused else None
+    del columns  # the plan holds what it reads; the frames in shared are views of the rest
     timings["plan"] = time.perf_counter() - t1
     where = Where(path, overrides, store, results, sort, log_top, dict(parent_params or {}))
     parent_id, metrics_of, run_ids = (
@@ -235,9 +239,10 @@ def _prepare(
     log_decisions: bool,
     timings: dict[str, float],
     progress: Progress | None,
-) -> Shared:
+) -> tuple[Shared, dict[tuple[Any, ...], fz.Columns]]:
     """The markets (once per distinct data section) and the features (each distinct one once
-    per symbol) that every worker shares."""
+    per symbol) that every worker shares, and the columns the fused kernel reads (the
+    features frames are views of them: :func:`shared_features`)."""
     t0 = time.perf_counter()
     step(progress, "load data", 0, None)
     markets: dict[tuple[Any, ...], Market] = {}
@@ -248,43 +253,66 @@ def _prepare(
     timings["load"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     step(progress, "features", 0, None)
-    features = _shared_features(graphs, markets)
+    features, columns = shared_features(graphs, markets)
     timings["features"] = time.perf_counter() - t1
-    return Shared(
+    shared = Shared(
         markets=markets,
         features=features,
         results=str(results) if results is not None else None,
         log=log,
         log_decisions=log_decisions,
     )
+    return shared, columns
 
 
-def _shared_features(
+def shared_features(
     graphs: Sequence[StrategyGraph], markets: Mapping[tuple[Any, ...], Market]
-) -> dict[tuple[Any, ...], dict[str, pl.DataFrame]]:
-    """Per data key and symbol, one frame with every feature any combination reads."""
+) -> tuple[dict[tuple[Any, ...], dict[str, pl.DataFrame]], dict[tuple[Any, ...], fz.Columns]]:
+    """Per data key: per symbol, one frame with every feature any combination reads (each
+    distinct feature computed once), and the :class:`~engine.sweep.fused.Columns` block the
+    frames are views of, with the candle prices the rules read beside the features (a
+    feature's name wins over a price's, as in :func:`engine.decisions.decide.rule_columns`)."""
     import polars as pl
 
     names: dict[tuple[Any, ...], list[str]] = {}
+    prices: dict[tuple[Any, ...], list[str]] = {}
     for g in graphs:
         lst = names.setdefault(data_key(g), [])
-        for f in g.feature_columns:
-            if f not in lst:
-                lst.append(f)
-    out: dict[tuple[Any, ...], dict[str, pl.DataFrame]] = {}
+        lst.extend(f for f in g.feature_columns if f not in lst)
+        read = prices.setdefault(data_key(g), [])
+        for r in g.rules.values():
+            read.extend(c for c in sorted(r.names) if c in PRICE_COLUMNS and c not in read)
+    frames: dict[tuple[Any, ...], dict[str, pl.DataFrame]] = {}
+    columns: dict[tuple[Any, ...], fz.Columns] = {}
     for key, market in markets.items():
         graph = next(g for g in graphs if data_key(g) == key)
+        feats = names[key]
+        price = [c for c in prices[key] if c not in feats]
+        index = {name: k for k, name in enumerate(feats)}  # row len(feats): compute's scratch
+        index.update({c: len(feats) + 1 + k for k, c in enumerate(price)})
+        n_own = max(market.candles[sym].height for sym in market.symbols)
+        values = np.empty((len(market.symbols), len(feats) + 1 + len(price), n_own))
         per_sym: dict[str, pl.DataFrame] = {}
-        for sym in market.symbols:
+        for j, sym in enumerate(market.symbols):
             candles = market.candles[sym]
-            if names[key]:
+            m = candles.height
+            values[j, :, m:] = np.nan
+            if feats:
                 per_sym[sym] = compute(
-                    candles, names[key], funding=market.funding.get(sym), interval=graph.interval
+                    candles,
+                    feats,
+                    funding=market.funding.get(sym),
+                    interval=graph.interval,
+                    out=values[j, : len(feats) + 1, :m],
                 )
             else:
+                values[j, 0, :m] = np.nan
                 per_sym[sym] = candles.select(pl.col("open_time"))
-        out[key] = per_sym
-    return out
+            for c in price:
+                values[j, index[c], :m] = candles[c].cast(pl.Float64).to_numpy()
+        frames[key] = per_sym
+        columns[key] = fz.Columns(values=values, index=index)
+    return frames, columns
 
 
 def _run_unlogged(

@@ -294,3 +294,27 @@ def test_aggregate_batch_on_real_bars(btc5m: pl.DataFrame) -> None:
     df = df.filter(~pl.col("open_time").is_between(int(df["open_time"][5_000]), int(df["open_time"][5_300])))  # fmt: skip
     for tf in (900_000, 3_600_000, 86_400_000):
         check_aggregate(df, tf)
+
+
+def test_compute_into_a_given_block_gives_views_of_it(btc5m: pl.DataFrame) -> None:
+    """``compute(out=...)`` (the sweep's one block for every symbol): the same values as a
+    fresh block, the frame's columns are rows of ``out``, and a block of the wrong shape
+    or with strided rows is refused before anything is written."""
+    from engine.features import compute
+
+    bars = btc5m.head(3_000)
+    names = ["ema_9", "rsi_14", "atr_14", "ema_20_1h", "adx_14"]  # a higher timeframe, a pair
+    fresh = compute(bars, names, interval="5m")
+    block = np.full((2, len(names) + 1, bars.height + 7), -1.0)  # wider than the bars: a pad
+    frame = compute(bars, names, interval="5m", out=block[1, :, : bars.height])
+    assert frame.columns == fresh.columns
+    for j, name in enumerate(names):
+        col = frame[:, j + 1].to_numpy()
+        assert_bits(col, fresh[:, j + 1].to_numpy(), name)
+        assert np.shares_memory(col, block)
+        assert_bits(block[1, j, : bars.height], col, f"row {j}")
+    assert (block[0] == -1.0).all() and (block[1, :, bars.height :] == -1.0).all()
+    short, strided = np.empty((5, 3000)), np.empty((6, 6000))[:, ::2]
+    for bad in (short, strided, block[1, :, : bars.height].astype(np.float32)):
+        with pytest.raises(ValueError, match=r"out: float64 \[6, 3000\]"):
+            compute(bars, names, interval="5m", out=bad)

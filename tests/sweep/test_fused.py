@@ -93,8 +93,8 @@ def test_memory_is_flat_in_the_number_of_combinations(usdm_store: Path) -> None:
     for fractions in ("0.1", "0.1,0.2,0.3,0.4,0.5,0.6"):  # the same 4 EMAs, 4 or 24 combinations
         axes = parse_grid(["fast=5,9", "slow=26,50", f"risk.fraction={fractions}"])
         combos, graphs = build_graphs(EMA, axes, **SPAN)
-        shared = _prepare(graphs, usdm_store, None, False, False, {}, None)
-        plan = fz.plan(graphs, shared.markets, shared.features, data_key)
+        shared, columns = _prepare(graphs, usdm_store, None, False, False, {}, None)
+        plan = fz.plan(graphs, shared.markets, columns, data_key)
         assert plan is not None
         group = plan.groups[0]
         out = fz.run_chunk(plan, (0, np.arange(len(combos))))

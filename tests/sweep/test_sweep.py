@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from engine.backtest import run_backtest
 from engine.runlog import RunLog
 from engine.runlog.query import run_query
 from engine.strategy import load_strategy
 from engine.sweep import fused, parse_grid, run_sweep
 from engine.sweep.combos import SORT_KEYS, data_key
-from engine.sweep.runner import _shared_features, build_graphs
+from engine.sweep.runner import build_graphs, shared_features
 
 from .helpers import EMA, GRID, SPAN
 
@@ -50,10 +52,23 @@ def test_each_distinct_feature_is_computed_once(usdm_store: Path) -> None:
     market = load_market(
         graphs[0].symbols, d.interval, start=d.start, end=d.end, store=usdm_store, funding=True
     )
-    shared = _shared_features(graphs, {data_key(graphs[0]): market})
-    frame = shared[data_key(graphs[0])]["BTCUSDT"]
+    frames, columns = shared_features(graphs, {data_key(graphs[0]): market})
     # 9 combinations read 18 feature columns, 6 of them distinct
-    assert frame.columns == ["open_time", "ema_5", "ema_26", "ema_50", "ema_100", "ema_9", "ema_12"]
+    names = ["ema_5", "ema_26", "ema_50", "ema_100", "ema_9", "ema_12"]
+    # the fused kernel's block holds each of them once, and the frames' columns are its rows
+    block = columns[data_key(graphs[0])]
+    assert block.index == {name: k for k, name in enumerate(names)}
+    assert market.symbols == ("BTCUSDT", "ETHUSDT")
+    n_own = max(market.candles[s].height for s in market.symbols)
+    assert block.values.shape == (2, len(names) + 1, n_own)  # + compute's scratch row
+    for j, sym in enumerate(market.symbols):
+        frame = frames[data_key(graphs[0])][sym]
+        assert frame.columns == ["open_time", *names]
+        for name in names:
+            col = frame[name].to_numpy()
+            assert np.shares_memory(col, block.values)
+            np.testing.assert_array_equal(col, block.values[j, block.index[name], : frame.height])
+            assert np.isnan(block.values[j, :, frame.height :]).all()
 
 
 def test_parent_and_child_rows_in_the_log(logged_sweep, sweep_results: Path) -> None:  # type: ignore[no-untyped-def]
