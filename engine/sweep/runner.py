@@ -7,7 +7,8 @@ Order of work (nothing is written before every input has been read and checked):
 2. candles and funding are loaded once per distinct data section (normally one);
 3. each distinct feature is computed once per symbol: features depend on params only through
    their names (``ema_{fast}`` -> ``ema_9``), so ``ema_9`` is computed once for every
-   combination that reads it, and each combination gets a frame of its own columns;
+   combination that reads it, and each combination gets a frame of its own columns (views
+   of one block per data key, which the fused kernel reads as it is: :func:`shared_features`);
 4. rule strategies: every combination in the fused kernel (:mod:`engine.sweep.fused`:
    rules, the futures simulator's own bar step and the metrics in numba, parallel over
    combinations, only each combination's metrics coming back); anything else (ML graphs)
