@@ -36,7 +36,7 @@ import numpy as np
 
 from engine.kernels import kernel
 from engine.sim.config import SimParams
-from engine.sim.fold import run_possible_nb, steady_run_nb
+from engine.sim.fold import one_views_nb, run_possible_nb, steady_run_nb
 from engine.sim.loop import close_all_nb, fold_step_nb
 from engine.sim.steps import equity_nb
 from engine.strategy.rules_nb import rule_step_nb
@@ -466,6 +466,10 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
     for i in range(4):
         counts[i] = 0
     in_pos = 0
+    one = one_views_nb(
+        mkt.open, mkt.high, mkt.low, mkt.close, work.dirs, work.no_prob, work.targets,
+        work.reasons,
+    )
     for b0 in range(0, n, BLOCK):
         nb = min(BLOCK, n - b0)
         for s in range(n_sym):
@@ -485,7 +489,7 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
                     acct, pend, brk, spec, prm, mkt.open, mkt.high, mkt.low, mkt.close,
                     mkt.funding, mkt.next_funding, mkt.time_ms, work.dirs, work.no_prob, b0 + j,
                     b0 + nb, b0,
-                    work.equity, work.targets, work.reasons, work.liq_memo,
+                    work.equity, work.targets, work.reasons, work.liq_memo, one,
                 )  # fmt: skip
             if in_position_nb(acct):  # a steady run holds its positions: every bar or none
                 in_pos += min(end, n - 1) - min(b0 + j, n - 1)

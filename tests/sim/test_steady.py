@@ -73,9 +73,15 @@ def test_steady_bar_equals_the_step(name: str, seed: int, n_sym: int) -> None:
         before = [a.copy() for a in _arrays(full)]
         eq_run = np.full(N_BARS, -1.0)
         tg_run, rs_run = np.full((1, n_sym), -1.0), np.full((1, n_sym), -1, dtype=np.int64)
+        d = m["d"][t : t + 1]
+        # one_views_nb's views, made here: a kernel without NRT returns its arguments only
+        one = tuple(
+            a.reshape(a.size)[: a.size if n_sym == 1 else 0]
+            for a in (m["o"], m["h"], m["lo"], m["c"], d, no_prob, tg_run, rs_run)
+        )
         end = steady_run_nb(
             *run[:3], spa, prm, m["o"], m["h"], m["lo"], m["c"], m["funding"], next_funding,
-            m["time"], m["d"][t : t + 1], no_prob, t, t + 1, t, eq_run, tg_run, rs_run, memo_run,
+            m["time"], d, no_prob, t, t + 1, t, eq_run, tg_run, rs_run, memo_run, one,
         )  # fmt: skip
         tg, rs = np.zeros(n_sym), np.zeros(n_sym, dtype=np.int64)
         e_full = fold_step_nb(
