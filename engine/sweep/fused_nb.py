@@ -469,7 +469,7 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
     one = one_views_nb(
         mkt.open, mkt.high, mkt.low, mkt.close, work.dirs, work.no_prob, work.targets,
         work.reasons,
-    )
+    )  # fmt: skip
     for b0 in range(0, n, BLOCK):
         nb = min(BLOCK, n - b0)
         for s in range(n_sym):
