@@ -91,7 +91,7 @@ class Work(NamedTuple):
     state: np.ndarray  # int64[S] rule state
     target: np.ndarray  # float64[S]
     reason: np.ndarray  # int64[S]
-    equity: np.ndarray  # float64[n]
+    equity: np.ndarray  # float64[n] the equity at each close (then its bar returns)
     fees: np.ndarray  # float64[cap] every fill's fee, in order
     pnl: np.ndarray  # float64[cap] every trade's net PnL, in order
     scratch: np.ndarray  # float64[cap] the PnLs of one sign, packed
@@ -116,52 +116,80 @@ S_FEES, S_FUNDING, S_LIQ = 13, 14, 15
 N_STATS = 16
 
 
+#: what a pairwise sum adds up: the values, their squared downsides ``min(v, 0) ** 2``,
+#: their squared deviations ``(v - mean) ** 2`` (each formed as numpy forms it, in the leaf
+#: that adds it: no array of the squares)
+TERM_VALUE, TERM_DOWN2, TERM_DEV2 = 0, 1, 2
+
+
 @kernel(inline=True)
-def block_sum_nb(a, lo, n):  # type: ignore[no-untyped-def]
-    """numpy's pairwise sum of at most 128 terms ``a[lo:lo+n]``: under 8 a plain loop, else
-    eight accumulators combined as ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))`` and the rest.
-    Accumulator ``k`` runs down its own strided view ``b[k:m:8]``, indexed by the loop
-    counter, so no index needs numba's negative-index fix-up (``b[i + k]`` paid a compare
-    and a conditional move per term: 1.1 -> ~0.4 ns a term in the kernel's sums)."""
+def _term_nb(v, kind, mean):  # type: ignore[no-untyped-def]
+    """Term ``kind`` (``TERM_*``) of value ``v``."""
+    if kind == TERM_DOWN2:
+        m = min(v, 0.0)
+        return m * m
+    if kind == TERM_DEV2:
+        d = v - mean
+        return d * d
+    return v
+
+
+@kernel(inline=True)
+def block_sum_nb(a, lo, n, kind, mean):  # type: ignore[no-untyped-def]
+    """numpy's pairwise sum of at most 128 terms of ``a[lo:lo+n]`` (:func:`_term_nb`):
+    under 8 a plain loop, else eight accumulators combined as
+    ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))`` and the rest. Accumulator ``k`` runs down its
+    own strided view ``b[k:m:8]``, indexed by the loop counter, so no index needs numba's
+    negative-index fix-up (``b[i + k]`` paid a compare and a conditional move per term: 1.1
+    -> ~0.4 ns a term in the kernel's sums)."""
     b = a[lo : lo + n]
     if n < 8:
         res = 0.0
         for i in range(n):
-            res += b[i]
+            res += _term_nb(b[i], kind, mean)
         return res
     m = n - n % 8
     s0, s1, s2, s3 = b[0:m:8], b[1:m:8], b[2:m:8], b[3:m:8]
     s4, s5, s6, s7 = b[4:m:8], b[5:m:8], b[6:m:8], b[7:m:8]
-    r0, r1, r2, r3 = s0[0], s1[0], s2[0], s3[0]
-    r4, r5, r6, r7 = s4[0], s5[0], s6[0], s7[0]
+    r0, r1 = _term_nb(s0[0], kind, mean), _term_nb(s1[0], kind, mean)
+    r2, r3 = _term_nb(s2[0], kind, mean), _term_nb(s3[0], kind, mean)
+    r4, r5 = _term_nb(s4[0], kind, mean), _term_nb(s5[0], kind, mean)
+    r6, r7 = _term_nb(s6[0], kind, mean), _term_nb(s7[0], kind, mean)
     for q in range(1, m // 8):
-        r0 += s0[q]
-        r1 += s1[q]
-        r2 += s2[q]
-        r3 += s3[q]
-        r4 += s4[q]
-        r5 += s5[q]
-        r6 += s6[q]
-        r7 += s7[q]
+        r0 += _term_nb(s0[q], kind, mean)
+        r1 += _term_nb(s1[q], kind, mean)
+        r2 += _term_nb(s2[q], kind, mean)
+        r3 += _term_nb(s3[q], kind, mean)
+        r4 += _term_nb(s4[q], kind, mean)
+        r5 += _term_nb(s5[q], kind, mean)
+        r6 += _term_nb(s6[q], kind, mean)
+        r7 += _term_nb(s7[q], kind, mean)
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     rest = b[m:n]
     for i in range(n - m):
-        res += rest[i]
+        res += _term_nb(rest[i], kind, mean)
     return res
 
 
 @kernel
 def pairwise_sum_nb(a, n, frames, values):  # type: ignore[no-untyped-def]
     """numpy's pairwise summation (``np.add.reduce`` of a float64 array, bit for bit) of the
-    first ``n`` values of ``a``: blocks of at most 128 terms
+    first ``n`` values of ``a``: :func:`pairwise_terms_nb` of the values themselves.
+
+    Oracle: ``np.sum`` (tested on lengths 0 .. 300 and up to 10^6)."""
+    return pairwise_terms_nb(a, n, frames, values, TERM_VALUE, 0.0)
+
+
+@kernel
+def pairwise_terms_nb(a, n, frames, values, kind, mean):  # type: ignore[no-untyped-def]
+    """numpy's pairwise summation of term ``kind`` (:func:`_term_nb`) of the first ``n``
+    values of ``a``, as ``np.sum`` of the array of those terms: blocks of at most 128 terms
     (:func:`block_sum_nb`), a longer run split in two at ``n // 2`` rounded down to a
     multiple of 8 and the halves' sums added. The recursion runs on the caller's scratch
     ``frames`` (int64[64, 3]) and ``values`` (float64[64]); IEEE addition commutes, so
-    the order the halves are summed in does not matter, only the tree.
-
-    Oracle: ``np.sum`` (tested on lengths 0 .. 300 and up to 10^6)."""
+    the order the halves are summed in does not matter, only the tree."""
     if n <= 128:
-        return block_sum_nb(a, 0, n)
+        return block_sum_nb(a, 0, n, kind, mean)
     top = 1
     frames[0, 0] = 0
     frames[0, 1] = n
@@ -172,7 +200,7 @@ def pairwise_sum_nb(a, n, frames, values):  # type: ignore[no-untyped-def]
         m = frames[top - 1, 1]
         if m <= 128:
             top -= 1
-            values[nv] = block_sum_nb(a, lo, m)
+            values[nv] = block_sum_nb(a, lo, m, kind, mean)
             nv += 1
         elif frames[top - 1, 2] == 0:
             frames[top - 1, 2] = 1
@@ -193,30 +221,14 @@ def pairwise_sum_nb(a, n, frames, values):  # type: ignore[no-untyped-def]
 
 
 @kernel
-def equity_stats_nb(eq, n, r, x, frames, values, out):  # type: ignore[no-untyped-def]
+def equity_stats_nb(eq, n, frames, values, out):  # type: ignore[no-untyped-def]
     """Mean, sample standard deviation (ddof 1) and downside deviation of the bar returns
     of ``eq[:n]`` and its largest drawdown, as :func:`engine.metrics.compute_metrics`
-    computes them: the returns (:func:`engine.metrics.bar_returns`: 0 after a mark <= 0)
-    into ``r``, their squared deviations and squared downsides into ``x``, each summed by
-    numpy's pairwise sum (numpy's ``mean``/``std``), ``sqrt`` of the variances."""
-    k = n - 1 if n > 0 else 0
-    for i in range(k):
-        prev = eq[i]
-        r[i] = eq[i + 1] / prev - 1.0 if prev > 0.0 else 0.0
-    mean = 0.0
-    sd = 0.0
-    down = 0.0
-    if k >= 1:
-        mean = pairwise_sum_nb(r, k, frames, values) / k
-        for i in range(k):
-            m = min(r[i], 0.0)
-            x[i] = m * m
-        down = np.sqrt(pairwise_sum_nb(x, k, frames, values) / k)
-    if k >= 2:
-        for i in range(k):
-            d = r[i] - mean
-            x[i] = d * d
-        sd = np.sqrt(pairwise_sum_nb(x, k, frames, values) / (k - 1))
+    computes them: the returns (:func:`engine.metrics.bar_returns`: 0 after a mark <= 0),
+    their squared deviations and squared downsides each summed by numpy's pairwise sum
+    (numpy's ``mean``/``std``; the squares formed in the sums' leaves), ``sqrt`` of the
+    variances. The returns overwrite ``eq`` (the drawdown is read first): a lane's buffers
+    hold one bars-long array for the statistics, not three."""
     # the largest 1 - eq / peak: for one peak, the drawdown is largest at the lowest equity
     # (a correctly rounded division and subtraction are monotone), so one division per
     # peak instead of one per bar gives the same float; a NaN equity counts nowhere
@@ -234,6 +246,19 @@ def equity_stats_nb(eq, n, r, x, frames, values, out):  # type: ignore[no-untype
             low = e
     if peak > 0.0:
         maxdd = max(maxdd, 1.0 - low / peak)
+    k = n - 1 if n > 0 else 0
+    r = eq  # return i (bars i -> i + 1) over equity i, read before it is written
+    for i in range(k):
+        prev = eq[i]
+        r[i] = eq[i + 1] / prev - 1.0 if prev > 0.0 else 0.0
+    mean = 0.0
+    sd = 0.0
+    down = 0.0
+    if k >= 1:
+        mean = pairwise_sum_nb(r, k, frames, values) / k
+        down = np.sqrt(pairwise_terms_nb(r, k, frames, values, TERM_DOWN2, 0.0) / k)
+    if k >= 2:
+        sd = np.sqrt(pairwise_terms_nb(r, k, frames, values, TERM_DEV2, mean) / (k - 1))
     out[S_MEAN] = mean
     out[S_SD] = sd
     out[S_DOWN] = down
@@ -538,8 +563,7 @@ def finish_nb(work, counts, n, liquidations, in_pos, out):  # type: ignore[no-un
     out[S_FEES] = pairwise_sum_nb(work.fees, nf, fr, va)
     nu = min(counts[2], work.funding.shape[0])
     out[S_FUNDING] = -pairwise_sum_nb(work.funding, nu, fr, va)
-    # the fees and PnL buffers (longer than the run) are free now: returns and their squares
-    equity_stats_nb(eq, n, work.scratch, work.fees, fr, va, out)
+    equity_stats_nb(eq, n, fr, va, out)  # the returns overwrite the equity
     out[S_LIQ] = liquidations
 
 
