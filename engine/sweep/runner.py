@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.decisions.decide import rule_columns
 from engine.decisions.market import Market, load_graph_market
 from engine.errors import ConfigError, UsageError
 from engine.features import compute
@@ -207,7 +208,6 @@ def run_sweep(
     tasks = [Task(i, g, data_key(g)) for i, g in enumerate(graphs)]
     t1 = time.perf_counter()
     plan = fz.plan(graphs, shared.markets, columns, data_key) if fused else None
-    del columns  # the plan holds what it reads; the frames in shared are views of the rest
     timings["plan"] = time.perf_counter() - t1
     where = Where(path, overrides, store, results, sort, log_top, dict(parent_params or {}))
     parent_id, metrics_of, run_ids = (
@@ -309,8 +309,10 @@ def shared_features(
             else:
                 values[j, 0, :m] = np.nan
                 per_sym[sym] = candles.select(pl.col("open_time"))
-            for c in price:
-                values[j, index[c], :m] = candles[c].cast(pl.Float64).to_numpy()
+            if price:  # the prices as a rule reads them (the features' own rows are set)
+                have = rule_columns(candles, per_sym[sym])
+                for c in price:
+                    values[j, index[c], :m] = have[c]
         frames[key] = per_sym
         columns[key] = fz.Columns(values=values, index=index)
     return frames, columns
