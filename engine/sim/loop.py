@@ -65,7 +65,7 @@ from engine.sim.steps import (
 MEMO_QTY, MEMO_ENTRY, MEMO_BACKING, MEMO_MODE, MEMO_LIQ = range(5)
 
 
-@kernel()
+@kernel(inline=True)
 def fill_pending_nb(acct, pend, spec, prm, recs, bar, s, open_, high, low):  # type: ignore[no-untyped-def]
     """Fill symbol ``s``'s pending order over one bar (phase 1 for one symbol).
 
@@ -178,7 +178,7 @@ def close_phase_nb(acct, c):  # type: ignore[no-untyped-def]
     return equity_nb(acct)
 
 
-@kernel()
+@kernel(inline=True)
 def _size_nb(  # type: ignore[no-untyped-def]
     acct, spec, prm, s, planned, planned_margin, direction, p, payoff, close, equity, q, halted
 ):
