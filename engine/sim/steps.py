@@ -12,7 +12,7 @@ The kernels an order books through (:func:`place_order_nb`, :func:`affordable_qt
 :func:`execute_fill_nb`, :func:`record_fill_nb`, :func:`_close_trade_nb`, and
 :mod:`engine.sim.loop`'s ``fill_pending_nb`` and ``_size_nb``) are inlined into their callers:
 an out-of-line call that takes the state passes every array's pointer, shape and strides one
-by one (~600 machine words, ~0.24 us), several times an order. Inlined, an order costs ~30%
+by one (~600 machine words, ~0.24 us), several times an order. Inlined, an order costs ~40%
 less in ``simulate_nb`` and the fused sweep kernel ~15% less a bar-combination
 (docs/architecture.md, "The order path inlined"), at ~15 s more of a cold compile.
 
