@@ -157,12 +157,17 @@ def _params(v: Any) -> Any:
     return v
 
 
+#: the ``params`` section (:class:`StrategyConfig`'s field; also validated alone by
+#: ``engine.strategy.load.GraphVariants``)
+Params = Annotated[dict[Str, ParamValue], BeforeValidator(_params)]
+
+
 class StrategyConfig(FrozenModel):
     """A whole strategy file."""
 
     name: Annotated[Str, Field(min_length=1, max_length=100)]
     description: Str = ""
-    params: Annotated[dict[Str, ParamValue], BeforeValidator(_params)] = Field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
     data: DataConfig
     features: list[Str] = Field(default_factory=list)
     signals: SignalsConfig | None = None

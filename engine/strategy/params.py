@@ -119,23 +119,10 @@ def apply_overrides(
         else [parse_set(s) for s in overrides]
     )
     for name, value in items:
-        label = f"--set {name}={_show(value)}"
         if "." not in name:
-            params = doc.get("params")
-            if not isinstance(params, dict) or name not in params:
-                raise ConfigError(
-                    f"{label}: unknown param {name!r}",
-                    hint=_suggest(name, params if isinstance(params, dict) else {}, what="param")
-                    + " To set another key, give its dotted path (e.g. risk.fraction=0.2).",
-                )
-            old = params[name]
-            if value is None:
-                raise ConfigError(
-                    f"{label}: a param needs a value", hint=f"for example --set {name}={old}"
-                )
-            params[name] = _coerce(name, old, value, label)
-            origins[("params", name)] = label
+            origins[("params", name)] = set_param(doc.get("params"), name, value)
             continue
+        label = f"--set {name}={_show(value)}"
         path = tuple(name.split("."))
         _check_path(schema, path, label)
         node = doc
@@ -151,6 +138,29 @@ def apply_overrides(
         node[path[-1]] = value
         origins[path] = label
     return doc, origins
+
+
+def set_param(params: Any, name: str, value: Any) -> str:
+    """Set param ``name`` of a document's ``params`` mapping to ``value`` (keeping the
+    param's type: :func:`_coerce`); return the override's label (``--set name=value``).
+
+    Raises
+    ------
+    ConfigError
+        ``params`` has no param ``name`` (or is not a mapping), or ``value`` is null or of
+        another type."""
+    label = f"--set {name}={_show(value)}"
+    if not isinstance(params, dict) or name not in params:
+        raise ConfigError(
+            f"{label}: unknown param {name!r}",
+            hint=_suggest(name, params if isinstance(params, dict) else {}, what="param")
+            + " To set another key, give its dotted path (e.g. risk.fraction=0.2).",
+        )
+    old = params[name]
+    if value is None:
+        raise ConfigError(f"{label}: a param needs a value", hint=f"for example --set {name}={old}")
+    params[name] = _coerce(name, old, value, label)
+    return label
 
 
 def _show(v: Any) -> str:

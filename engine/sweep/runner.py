@@ -44,7 +44,7 @@ from engine.progress import Progress, step
 from engine.strategy.config import StrategyConfig
 from engine.strategy.expr import PRICE_COLUMNS
 from engine.strategy.graph import StrategyGraph
-from engine.strategy.load import build_graph
+from engine.strategy.load import GraphVariants, build_graph
 from engine.strategy.params import apply_overrides, parse_set
 from engine.strategy.yamlio import load_yaml_file
 from engine.sweep import fused as fz
@@ -91,19 +91,11 @@ def build_graphs(
     # the --set items alone (their own messages name the --set)
     apply_overrides(raw, override_list, schema=StrategyConfig)
     combos = combinations(axes) if combos is None else _checked_combos(combos, axes)
+    variants = GraphVariants(raw, smap, overrides=set_map, symbols=symbols, start=start, end=end)
     graphs = []
     for combo in combos:
         try:
-            graphs.append(
-                build_graph(
-                    raw,
-                    smap,
-                    overrides={**set_map, **combo},
-                    symbols=symbols,
-                    start=start,
-                    end=end,
-                )
-            )
+            graphs.append(variants.graph(combo))
         except ConfigError as err:
             shown = ", ".join(f"{k}={v}" for k, v in combo.items())
             raise ConfigError(f"--grid combination {shown}: {err.message}", hint=err.hint) from None
@@ -115,6 +107,8 @@ def _checked_combos(
 ) -> list[dict[str, Any]]:
     """Explicit combinations: each names every axis once with one of its values."""
     names = [a.name for a in axes]
+    # (type, value) of each axis value: 1 and 1.0 and True are different values
+    values = {a.name: {(type(v), v) for v in a.values} for a in axes}
     out = []
     for i, combo in enumerate(combos):
         if sorted(combo) != sorted(names):
@@ -123,7 +117,8 @@ def _checked_combos(
                 hint="give every axis a value in each combination",
             )
         for a in axes:
-            if not any(type(v) is type(combo[a.name]) and v == combo[a.name] for v in a.values):
+            x = combo[a.name]
+            if not (x.__hash__ is not None and (type(x), x) in values[a.name]):
                 raise UsageError(
                     f"combination {i}: {a.name}={combo[a.name]!r} is not a value of its axis",
                     hint=f"one of {list(a.values)}",
