@@ -172,11 +172,11 @@ def run_fused(
     runner = LocalExecutor() if isinstance(ex, ProcessPoolExecutor) else ex
     if not fz.kernel_loaded():  # the first chunk waits for the kernel: say why
         step(progress, fz.KERNEL_TASK, 0, None)
-    # in this process the lanes' buffers serve every chunk; elsewhere each task makes its own
-    fn = (
-        partial(fz.run_chunk, lanes=fz.Lanes())
-        if isinstance(runner, LocalExecutor)
-        else fz.run_chunk
-    )
-    runner.run(fn, plan, chunks, collect)
+    # in this process the lanes' buffers and threads serve every chunk; elsewhere each task
+    # makes its own
+    if isinstance(runner, LocalExecutor):
+        with fz.Lanes() as lanes:
+            runner.run(partial(fz.run_chunk, lanes=lanes), plan, chunks, collect)
+    else:
+        runner.run(fz.run_chunk, plan, chunks, collect)
     return metrics_of
