@@ -68,7 +68,11 @@ def hostile(frame: dict[str, Any]) -> list[tuple[str, str]]:
 
 class Proxy:
     """A websocket server on 127.0.0.1 relaying the simulator's stream with hostile frames
-    before each closed kline; ``down`` makes it refuse connections (and drop the live one)."""
+    before each closed kline; ``down`` makes it refuse connections (and drop the live one).
+    A client's handshake completes only once the proxy's own subscription upstream is made
+    (:meth:`_upstream`): a kline the simulator sent between the two handshakes would reach
+    no one, and under load the first bar, or the bar after a reconnect, never reached live
+    mode (the test waited 60 s for it)."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
@@ -99,20 +103,31 @@ class Proxy:
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with websockets.serve(self._relay, "127.0.0.1", 0, max_size=2**22) as server:
+        async with websockets.serve(
+            self._relay, "127.0.0.1", 0, max_size=2**22, process_request=self._upstream
+        ) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stop.wait()
 
-    async def _relay(self, ws: Any) -> None:
+    async def _upstream(self, connection: Any, request: Any) -> None:
+        """Before the client's handshake: connect to the simulator with the client's path."""
         import websockets
 
-        if self.down.is_set():
+        if not self.down.is_set():
+            connection.upstream = await websockets.connect(
+                self.upstream + request.path, max_size=2**22
+            )
+
+    async def _relay(self, ws: Any) -> None:
+        up = getattr(ws, "upstream", None)
+        if self.down.is_set() or up is None:
+            if up is not None:
+                await up.close()
             await ws.close(code=1013, reason="try again later")
             return
         self._conns.add(ws)
-        path = ws.request.path
-        async with websockets.connect(self.upstream + path, max_size=2**22) as up:
+        async with up:
             async for raw in up:
                 if self.down.is_set():
                     await ws.close(code=1013, reason="going down")
