@@ -24,7 +24,7 @@ from engine.binance.records import Bar
 from engine.errors import RunError
 from engine.features import FUNDING_PERIOD_MS
 from engine.live.journal import Journal
-from engine.live.stream import Connected, Rejected, decode, kline_stream, stream_url
+from engine.live.stream import Connected, Opened, Rejected, decode, kline_stream, stream_url
 from engine.live.telemetry import Telemetry
 
 Process = Callable[[int, dict[str, Bar]], Awaitable[None]]
@@ -198,6 +198,24 @@ class Feed:
             self.deadline.setdefault(t, time.monotonic() + self.grace_s)
         return self.pending[t]
 
+    async def opened(self, o: Opened) -> None:
+        """A kline still open proves the bars before it closed: each of them not yet
+        processed nor started starts its grace period (:meth:`_arrived`), after which
+        :meth:`overdue` fetches its missing symbols through REST. So a closed kline the
+        stream lost costs the grace period, not a bar: without this, the bar waited for the
+        next closed kline (one whole bar late). The venue's clock confirms it first (a
+        frame from the future starts nothing); the common case, a frame of the bar after
+        the last one processed, returns at the first comparison."""
+        last = self.last_done
+        t = o.open_time - self.step
+        if last is None or t <= last or t in self.deadline:
+            return
+        if not await self._closed(t):
+            return
+        for b in range(last + self.step, t + self.step, self.step):
+            if b not in self.pending:
+                self._arrived(b)
+
     def reject(self, r: Rejected) -> None:
         """Count a frame that is not a possible closed bar (logged once per reason per
         minute); a bar it claimed to be, still to come, is taken from REST after the grace."""
@@ -259,7 +277,7 @@ class Feed:
         def event(severity: str, component: str, message: str, data: dict[str, Any]) -> None:
             self.journal.event(severity, component, message, data)
 
-        def frame(raw: str | bytes) -> Bar | Rejected | None:
+        def frame(raw: str | bytes) -> Bar | Opened | Rejected | None:
             return decode(raw, self.interval, self.step, self.symbols)
 
         def down(is_down: bool) -> None:
@@ -295,6 +313,8 @@ class Feed:
                     await self.catch_up(await self.venue_now(ask=True), process)
                     if item.n == 1 and on_ready is not None:
                         on_ready()
+                elif isinstance(item, Opened):
+                    await self.opened(item)
                 elif isinstance(item, Rejected):
                     self.reject(item)
                 else:

@@ -32,6 +32,16 @@ class Connected:
 
 
 @dataclass(frozen=True)
+class Opened:
+    """A kline of a bar still open (``"x": false``): the venue sends them several times a
+    second, so one proves that the bars before ``open_time`` have closed (the feed then
+    fetches a closed kline that never came through REST, after its grace period)."""
+
+    symbol: str
+    open_time: int
+
+
+@dataclass(frozen=True)
 class Rejected:
     """A frame that claimed to be a closed bar and is not a possible one.
 
@@ -58,9 +68,10 @@ def stream_url(ws_url: str, symbols: tuple[str, ...], interval: str) -> str:
 
 
 def decode(raw: str | bytes, interval: str, step_ms: int,
-           symbols: tuple[str, ...]) -> Bar | Rejected | None:
-    """A closed bar from one combined-stream frame, a :class:`Rejected`, or None for a frame
-    that carries no closed bar.
+           symbols: tuple[str, ...]) -> Bar | Opened | Rejected | None:
+    """A closed bar from one combined-stream frame, a :class:`Rejected`, an :class:`Opened`
+    for a subscribed symbol's kline still open (on the interval's grid), or None for a frame
+    that carries neither (an open kline that is not one of ours is ignored, as before).
 
     >>> ok = ('{"stream":"btcusdt@kline_5m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":'
     ...       '{"t":300000,"s":"BTCUSDT","i":"5m","o":"10","h":"12","l":"9","c":"11","v":"3","x":true}}}')
@@ -85,9 +96,21 @@ def decode(raw: str | bytes, interval: str, step_ms: int,
     k = data.get("k")
     if not isinstance(k, dict):
         return Rejected("shape", detail="'k' is not an object")
+    if k.get("x") is False:
+        return _opened(k, interval, step_ms, symbols)
     if k.get("x") is not True:
-        return None if k.get("x") is False else Rejected("shape", detail="'x' is not a boolean")
+        return Rejected("shape", detail="'x' is not a boolean")
     return _closed_bar(k, interval, step_ms, symbols)
+
+
+def _opened(k: dict[str, Any], interval: str, step_ms: int,
+            symbols: tuple[str, ...]) -> Opened | None:
+    sym = k.get("s")
+    t = k.get("t")
+    if not isinstance(sym, str) or type(t) is not int or k.get("i") != interval or t % step_ms:
+        return None
+    sym = sym.upper()
+    return Opened(sym, t) if sym in symbols else None
 
 
 def _closed_bar(k: dict[str, Any], interval: str, step_ms: int,
@@ -116,7 +139,7 @@ def _closed_bar(k: dict[str, Any], interval: str, step_ms: int,
 
 async def kline_stream(
     url: str,
-    decode_frame: Callable[[str | bytes], Bar | Rejected | None],
+    decode_frame: Callable[[str | bytes], Bar | Opened | Rejected | None],
     queue: asyncio.Queue[Any],
     *,
     stop: asyncio.Event,

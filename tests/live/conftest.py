@@ -4,9 +4,10 @@ and a driver that runs ``engine live`` in a thread while moving the market one b
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,14 +120,20 @@ def faults(spec: str) -> FaultSpec:
 
 def drive(sim: ServerThread, graph: Any, results: Path, *, bars: int, between: Any = None,
           timeout: float = 60.0, since: int | None = None, ws_url: str | None = None,
-          **options: Any) -> Any:
+          advance_ms: Callable[[int], int] | None = None, **options: Any) -> Any:
     """Run live (max_bars=bars) in a thread; after it is ready, advance the clock one bar at a
-    time, waiting for each bar to be processed. ``between(k)`` runs after bar k is done."""
+    time, waiting for each bar to be processed. ``between(k)`` runs after bar k is done;
+    ``advance_ms(k)``: how far the clock moves for bar k (default one bar)."""
     from engine.live import LiveOptions
 
     assert sim.server is not None
     opts = LiveOptions(url=sim.server.url, ws_url=ws_url or sim.server.ws_url, key=KEY,
                        secret=SECRET, results=results, max_bars=bars, max_wait_s=2.0, since=since,
                        **options)
-    return step_live(graph, opts, bars=bars, advance=lambda: advance(sim, BAR),
-                     timeout=timeout, between=between)
+    count = itertools.count()
+
+    def step() -> None:
+        k = next(count)
+        advance(sim, BAR if advance_ms is None else advance_ms(k))
+
+    return step_live(graph, opts, bars=bars, advance=step, timeout=timeout, between=between)

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.exchange_sim.market import MarketData
 
-from .conftest import drive, simulator, strategy
+from .conftest import admin, drive, simulator, strategy
 from .parity import q
 from .test_parity import assert_parity
 
@@ -78,6 +78,7 @@ class Proxy:
         self.upstream = upstream.rstrip("/")
         self.sent: dict[str, int] = {}
         self.down = threading.Event()
+        self.swallow: set[int] = set()  # open times of closed klines not relayed (lost)
         self.port = 0
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
@@ -133,7 +134,10 @@ class Proxy:
                     await ws.close(code=1013, reason="going down")
                     return
                 msg = json.loads(raw)
-                if msg.get("data", {}).get("k", {}).get("x") is True:
+                k = msg.get("data", {}).get("k", {})
+                if k.get("x") is True and k.get("t") in self.swallow:
+                    continue
+                if k.get("x") is True:
                     for reason, bad in hostile(msg):
                         await ws.send(bad)
                         self.sent[reason] = self.sent.get(reason, 0) + 1
@@ -248,6 +252,39 @@ def test_health_degrades_while_the_stream_is_down(market: MarketData, tmp_path: 
     reconnects = q(f"SELECT count(*) AS n FROM events WHERE run_id = '{res.run_id}' "
                    f"AND message = 'websocket reconnected'", tmp_path)[0]["n"]
     assert reconnects >= 1
+
+
+@pytest.mark.slow
+def test_a_lost_closed_kline_is_fetched_once_the_next_bar_opens(
+    market: MarketData, tmp_path: Path
+) -> None:
+    """The stream loses bar 6's closed kline (the proxy swallows it) and the clock moves on
+    half a bar: the simulator's klines of bar 7, still open (``"x": false``, as Binance
+    sends them several times a second), prove bar 6 closed, and live mode fetches it
+    through REST after its grace period instead of waiting for bar 7 to close (before,
+    bar 6 waited for the next closed kline: this test timed out)."""
+    lost: list[int] = []
+    with simulator(market) as sim, Proxy(_ws(sim)) as proxy:
+        def advance_ms(k: int) -> int:
+            if k == 6:
+                now = int(admin(sim, "/sim/state")["marketTime"])
+                lost.append(now // BAR * BAR)
+                proxy.swallow.add(lost[0])
+                return BAR + BAR // 2
+            return BAR
+
+        res = drive(sim, strategy(), tmp_path, bars=N_BARS, advance_ms=advance_ms,
+                    ws_url=f"ws://127.0.0.1:{proxy.port}")
+    assert res.status == "ok" and res.bars == N_BARS
+    rows = q(f"SELECT data FROM events WHERE run_id = '{res.run_id}' "
+             f"AND message LIKE 'bar %late kline(s) fetched through REST'", tmp_path)
+    assert [json.loads(r["data"])["open_time"] for r in rows] == lost
+    # bar 6 decided for both symbols, once, like every other bar (its orders fill half a bar
+    # late, at the clock of that moment, so the run is not compared with a backtest)
+    per_bar = q(f"SELECT open_time, count(*) AS n FROM decisions WHERE run_id = '{res.run_id}' "
+                "GROUP BY open_time ORDER BY open_time", tmp_path)
+    assert lost[0] in [r["open_time"] for r in per_bar]
+    assert len(per_bar) >= N_BARS and all(r["n"] == 2 for r in per_bar)
 
 
 def test_hostile_kinds_cover_every_reason() -> None:
