@@ -178,6 +178,7 @@ class GraphVariants:
         self._first: tuple[StrategyConfig, dict[Any, str], Any] | None = None
 
     def graph(self, variant: Mapping[str, Any]) -> StrategyGraph:
+        """The graph of ``variant`` (param or dotted key -> value, on top of the overrides)."""
         overrides = {**self._base, **variant}
         params_only = not any("." in k for k in variant)
         if self._first is not None and params_only:

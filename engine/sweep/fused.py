@@ -363,14 +363,15 @@ class Lanes:
     each new thread an arena of its own, and what a lane thread freed stayed resident there
     (+40 MB peak over three sweeps).
 
-    The lanes' threads are kept too (:meth:`run`): a pool started per chunk cost ~2 ms of
-    wall time a chunk (threads started, the last combination's tail), a third of the
-    kernel's time in a sweep of 4,950 combinations over a month of 5m bars. Close it when
-    the run ends (``with Lanes() as lanes:``)."""
+    The lanes' threads are kept too (:meth:`run`): a pool started and joined per chunk cost
+    ~2 ms of wall time a chunk, a third of the kernel's time in a sweep of 4,950
+    combinations over a month of 5m bars (78 chunks). Close it when the run ends
+    (``with Lanes() as lanes:``)."""
 
     def __init__(self) -> None:
         self._states: dict[int, list[tuple[tuple[Any, ...], K.Work]]] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._workers = 0
 
     def get(self, g: int, group: FusedGroup, n: int) -> list[tuple[tuple[Any, ...], K.Work]]:
         """At least ``n`` lane states of group ``g``."""
@@ -381,9 +382,10 @@ class Lanes:
     def run(self, lane: Callable[[int], None], n: int) -> None:
         """``lane(0) .. lane(n - 1)``, each in a thread of the kept pool; returns when all
         have (an exception in a lane is raised here)."""
-        if self._pool is None or self._pool._max_workers < n:
+        if self._pool is None or self._workers < n:
             self.close()
             self._pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="sweep-lane")
+            self._workers = n
         list(self._pool.map(lane, range(n)))
 
     def close(self) -> None:
