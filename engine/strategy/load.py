@@ -102,11 +102,7 @@ def _validated(
 ) -> tuple[StrategyConfig, dict[Any, str], list[str]]:
     """Steps 2-3: the overrides applied and the document validated; returns the config,
     where each override came from, and the overrides as ``name=value`` items."""
-    override_list = (
-        [f"{k}={v}" for k, v in overrides.items()]
-        if isinstance(overrides, Mapping)
-        else list(overrides)
-    )
+    override_list = _override_items(overrides)
     # 2. --set overrides and the command line's --symbols/--start/--end
     doc, origins = apply_overrides(raw, overrides, schema=StrategyConfig)
     _apply_cli(doc, origins, symbols=symbols, start=start, end=end)
@@ -116,6 +112,13 @@ def _validated(
     except ValidationError as err:
         raise config_error(err, schema=StrategyConfig, smap=smap, origins=origins) from None
     return config, origins, override_list
+
+
+def _override_items(overrides: Iterable[str] | Mapping[str, Any]) -> list[str]:
+    """The overrides as the graph records them: ``name=value`` items."""
+    if isinstance(overrides, Mapping):
+        return [f"{k}={v}" for k, v in overrides.items()]
+    return list(overrides)
 
 
 def _graph(
@@ -184,8 +187,7 @@ class GraphVariants:
         if self._first is not None and params_only:
             config, origins = self._params_only(variant)
             if config is not None:
-                override_list = [f"{k}={v}" for k, v in overrides.items()]
-                return _graph(config, self._smap, origins, override_list, False)
+                return _graph(config, self._smap, origins, _override_items(overrides), False)
         if not isinstance(self._raw, dict):
             return build_graph(self._raw, self._smap)  # raises the loader's own error
         config, origins, override_list = _validated(

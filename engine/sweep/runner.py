@@ -120,7 +120,7 @@ def _checked_combos(
             x = combo[a.name]
             if not (x.__hash__ is not None and (type(x), x) in values[a.name]):
                 raise UsageError(
-                    f"combination {i}: {a.name}={combo[a.name]!r} is not a value of its axis",
+                    f"combination {i}: {a.name}={x!r} is not a value of its axis",
                     hint=f"one of {list(a.values)}",
                 )
         out.append({a.name: combo[a.name] for a in axes})
