@@ -167,21 +167,24 @@ class LiveDecider:
 
         assert self.ml is not None
         t0 = self.ml_trace.clock()
+        frames, feats = {}, {}
         for s in self.symbols:
             hist = self.history[s]
             if not hist:
                 raise DataError(f"{s}: no warm-up bars from the venue for the ML ensemble",
                                 hint="check the symbol and that the venue serves its klines")
             cols = ("open_time", "open", "high", "low", "close", "volume")
-            candles = pl.DataFrame(
+            frames[s] = pl.DataFrame(
                 {c: [getattr(b, c) for b, _ in hist] for c in cols},
                 schema={c: pl.Int64 if c == "open_time" else pl.Float64 for c in cols},
             )
             values = np.array([f for _, f in hist]).reshape(len(hist), len(self.names))
-            feats = pl.DataFrame({"open_time": candles["open_time"],
-                                  **{n: values[:, i] for i, n in enumerate(self.names)}})
-            self.ensembles[s] = LiveEnsemble.from_history(
-                self.ml, candles, feats, symbol=s, run_start=run_start, results_dir=results_dir)
+            feats[s] = pl.DataFrame({"open_time": frames[s]["open_time"],
+                                     **{n: values[:, i] for i, n in enumerate(self.names)}})
+        # one batch run over every symbol: they share each cutoff's pool map, as in a backtest
+        self.ensembles = LiveEnsemble.from_histories(
+            self.ml, frames, feats, run_start=run_start, results_dir=results_dir)
+        for s in self.symbols:
             self.history[s] = []
         for ens in self.ensembles.values():  # a fold the first live bar opens, fitted meanwhile
             ens.fit_ahead()

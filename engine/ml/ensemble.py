@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from engine.metrics import roc_auc
-from engine.ml.calib_nb import platt_nb, shrink_nb
+from engine.ml.calib_nb import platt_nb, pool_map_fit_nb, shrink_nb
 from engine.ml.fusion_nb import (
     BAYESIAN,
     GATE_REASONS,
@@ -101,6 +101,43 @@ def fit_shrink(q: np.ndarray, y: np.ndarray, base: float, *, iters: int = 30) ->
     lb = float(_logit(np.array([base]))[0])
     x = np.ascontiguousarray(_logit(q) - lb)
     return float(shrink_nb(x, np.ascontiguousarray(y, dtype=np.float64), lb, iters))
+
+
+#: the pool map's bounds: slope a in [0, POOL_A_MAX], saturation v in [0, POOL_V_MAX]
+POOL_A_MAX, POOL_V_MAX = 4.0, 1e4
+IDENTITY_MAP = (1.0, 0.0)
+
+
+def fit_pool_map(
+    x: np.ndarray,
+    lb: np.ndarray,
+    y: np.ndarray,
+    *,
+    min_rows: int | None,
+    start: tuple[float, float] = IDENTITY_MAP,
+    iters: int = 100,
+) -> tuple[float, float]:
+    """The bayesian pool's map ``(a, v)`` (:func:`engine.ml.fusion_nb.pool_map_nb`) at a
+    cutoff: the maximum-likelihood fit of ``sigmoid(lb + a * x / sqrt(1 + v * x^2))`` on
+    out-of-fold bars, ``x`` the pool's log-odds over the base rate (``pool_x``) and ``lb``
+    the logit of the base rate each bar was fused with. Only bars where the pool forecast
+    something other than the base rate (``x != 0``) count; with fewer than ``min_rows`` of
+    them (or ``min_rows`` None, or one class) the map is the identity ``(1, 0)``. ``start``:
+    where the fit starts (the previous cutoff's map: the rows differ by one fold)."""
+    ok = np.isfinite(x) & np.isfinite(lb) & np.isfinite(y) & (x != 0)
+    if min_rows is None or int(ok.sum()) < min_rows or not _two_classes(y[ok]):
+        return IDENTITY_MAP
+    a, v = pool_map_fit_nb(
+        np.ascontiguousarray(x[ok], dtype=np.float64),
+        np.ascontiguousarray(lb[ok], dtype=np.float64),
+        np.ascontiguousarray(y[ok], dtype=np.float64),
+        float(start[0]),
+        float(start[1]),
+        POOL_A_MAX,
+        POOL_V_MAX,
+        iters,
+    )
+    return float(a), float(v)
 
 
 def _fit_map(method: str, pp: np.ndarray, yy: np.ndarray, *, presorted: bool) -> Calibrator:
@@ -308,7 +345,8 @@ class FusionRunner:
         self.state = new_state(m, horizon=labels.horizon, lookback=ens.payoff_lookback)
 
     def run(self, closes: np.ndarray, probs: np.ndarray, aux: np.ndarray) -> dict[str, np.ndarray]:
-        """A segment: ``aux`` (n, M + 4) per bar ``[base, meta, kappa, c_0, c_1..c_M]``."""
+        """A segment: ``aux`` (n, :func:`~engine.ml.fusion_nb.aux_width`) per bar
+        ``[base, meta, a, v, c_0, c_1..c_M]``."""
         n, m = probs.shape
         out_f = np.empty((n, len(OUT_FLOAT)))
         out_i = np.empty((n, 2), dtype=np.int64)

@@ -5,9 +5,11 @@ w_out)`` advances one closed bar; ``fuse_batch_nb`` folds it over a whole segmen
 path is that fold, nothing else). Live mode calls the step once per closed bar: O(1) per bar.
 
 Per bar t, with calibrated member probabilities ``p_m`` (NaN = abstain) and ``aux`` =
-``[base, meta, kappa, c_0, c_1..c_M]``: the base rate ``base`` of up-labels known at the
-fold's cutoff, the stacked LightGBM's log-odds correction ``meta`` (NaN when it has none), the
-pool's scale ``kappa`` fitted at the cutoff and the logistic stacker's coefficients:
+``[base, meta, a, v, c_0, c_1..c_M]`` (:func:`aux_width` wide): the base rate ``base`` of
+up-labels known at the fold's cutoff, the stacked LightGBM's log-odds correction ``meta`` (NaN
+when it has none), the pool map's slope ``a`` and saturation ``v`` fitted at the cutoff
+(:func:`engine.ml.ensemble.fit_pool_map`; ``(1, 0)``, the identity, until it is fitted) and
+the logistic stacker's coefficients:
 
 1. Maturing label: bar ``t-h``'s label is known at the close of bar t:
    ``r = log(close_t / close_{t-h})`` (or simple). Its ``|r|`` enters the payoff ring
@@ -21,10 +23,13 @@ pool's scale ``kappa`` fitted at the cutoff and the logistic stacker's coefficie
    every ``omega`` is 0 and the forecast is the base rate (``base_weight`` 1, else 0).
 3. Fusion over the members with a finite p:
 
-   - bayesian (0): ``logit p = logit base + kappa * x`` with
+   - bayesian (0): ``logit p = logit base + g(x)`` with
      ``x = sum omega_m (logit p_m - logit base)`` (``pool_x``): a log-odds pool that falls back
-     on the base rate as skill fades; ``kappa`` scales the pool (the pipelines pass 1; 1
-     where NaN);
+     on the base rate as skill fades, through the pool map
+     ``g(x) = a * x / sqrt(1 + v * x^2)`` (:func:`pool_map_nb`): ``a > 1`` extremizes the
+     average of the members' log-odds (an average of calibrated forecasts that carry partly
+     independent evidence is underconfident), ``v > 0`` bounds it at ``a / sqrt(v)`` (the
+     tails, where a regime the members did not see makes them confidently wrong);
    - weighted (1): linear pool ``p = sum w_m p_m / sum w_m`` with fixed weights;
    - stacked (2): ``p = sigmoid(c_0 + sum c_m logit p_m)`` with the meta-learner's
      coefficients (an abstaining model enters as ``p = 1/2``);
@@ -66,9 +71,14 @@ from engine.kernels import kernel
 BAYESIAN, WEIGHTED, STACKED, STACKED_LGBM = 0, 1, 2, 3
 GATE_REASONS = ("", "no_models", "uncertainty", "agreement", "edge", "no_payoff", "net_edge")
 _EPS = 1e-6
-#: aux layout: base rate, stacked LightGBM log-odds correction, the pool's scale kappa, the
-#: logistic stacker's coefs
-AUX_BASE, AUX_META, AUX_KAPPA, AUX_COEF = 0, 1, 2, 3
+#: aux layout: base rate, stacked LightGBM log-odds correction, the pool map's slope and
+#: saturation, the logistic stacker's coefs
+AUX_BASE, AUX_META, AUX_SLOPE, AUX_SAT, AUX_COEF = 0, 1, 2, 3, 4
+
+
+def aux_width(n_models: int) -> int:
+    """Columns of the kernel's per-bar ``aux`` for ``n_models`` members."""
+    return AUX_COEF + 1 + n_models
 
 
 class FusionState(NamedTuple):
@@ -128,6 +138,15 @@ def _sigmoid_nb(z: float) -> float:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
     return e / (1.0 + e)
+
+
+@kernel
+def pool_map_nb(x: float, a: float, v: float) -> float:
+    """The pool map ``a * x / sqrt(1 + v * x^2)``; ``x`` itself for the identity ``(1, 0)``
+    (or a NaN parameter)."""
+    if not (a == a and v == v) or (a == 1.0 and v == 0.0):
+        return x
+    return a * x / math.sqrt(1.0 + v * x * x)
 
 
 @kernel
@@ -225,8 +244,7 @@ def fuse_step_nb(state, params, close, probs, fixed_w, aux, w_out):  # noqa: ANN
         pm = probs[m]
         if pm == pm and w_out[m] > 0:
             xb += w_out[m] * (_logit_nb(pm) - lb)
-    kappa = aux[AUX_KAPPA]
-    zb = lb + (kappa if kappa == kappa else 1.0) * xb
+    zb = lb + pool_map_nb(xb, aux[AUX_SLOPE], aux[AUX_SAT])
     p = _sigmoid_nb(zb) if base == base else np.nan
     pool = p if p == p else 0.5
     if params.method == STACKED:

@@ -1,18 +1,20 @@
 """The live counterpart of :func:`engine.ml.run_ensemble`: one closed bar at a time.
 
-:meth:`LiveEnsemble.from_history` runs the batch path over the history (training or reusing
-the fold models, fitting each cutoff's calibrators, folding the fusion kernel), then
-:meth:`LiveEnsemble.on_bar` takes each new closed bar: it predicts the bar as a one-row
-segment with the current fold's models, calibrates with the fold's calibrators and advances
-the same fusion kernel state by one step (O(1) per bar). When a bar opens at or after the
+:meth:`LiveEnsemble.from_histories` runs the batch path over every symbol's history (training
+or reusing the fold models, fitting each cutoff's calibrators and the run's pool map, folding
+the fusion kernel), then :meth:`LiveEnsemble.on_bar` takes each new closed bar: it predicts
+the bar as a one-row segment with the current fold's models, calibrates with the fold's
+calibrators and advances the same fusion kernel state by one step (O(1) per bar). When a bar opens at or after the
 next cutoff, the new fold is planned, trained (or reused) and calibrated by the same
-functions the batch path uses, on the history gathered so far. So replaying bars through
-``on_bar`` gives the batch decisions, bar for bar (tests/ml/test_live.py).
+functions the batch path uses, on the history gathered so far (the cutoff's pool map once for
+the run, over every symbol's bars: :class:`PoolMaps`). So replaying bars through ``on_bar``
+gives the batch decisions, bar for bar (tests/ml/test_live.py).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,12 +23,14 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DataError
-from engine.ml.fusion_nb import GATE_REASONS
+from engine.ml.ensemble import IDENTITY_MAP
+from engine.ml.fusion_nb import AUX_SLOPE, GATE_REASONS, aux_width
 from engine.ml.inputs import REGIME, as_sections, symbol_data
+from engine.ml.labels import make_labels
 from engine.ml.models.base import Segment
 from engine.ml.models.external import predict_members
 from engine.ml.pipeline import run_ensemble
-from engine.ml.symbol_pipeline import SymbolPipeline
+from engine.ml.symbol_pipeline import SymbolPipeline, pooled_map
 from engine.ml.walkforward import Fold, SerialExecutor, fit_task
 
 
@@ -48,8 +52,14 @@ class LiveEnsemble:
         available: list[str],
         Xall: np.ndarray,
         pool: np.ndarray | None = None,
+        pool_x: np.ndarray | None = None,
+        maps: PoolMaps | None = None,
     ) -> None:
         self.pipe = pipe
+        # the run's pool maps, shared by every symbol's LiveEnsemble (its own alone if None)
+        self.maps = maps if maps is not None else PoolMaps({pipe.sd.symbol: self})
+        # guards the history lists: another symbol's roll reads them from the fitter thread
+        self._lock = threading.Lock()
         self.available = available
         self._ot = [pipe.sd.open_time]
         self._close = [pipe.sd.close]
@@ -57,12 +67,43 @@ class LiveEnsemble:
         self._raw = [raw]
         self._cal = [cal]
         self._fold = [fold_of]
-        # the bayesian pool of every bar (the stacked meta-learner's offset at a roll)
-        self._pooled = [np.full(fold_of.shape[0], np.nan) if pool is None else pool]
+        # the bayesian pool of every bar, mapped (pool_p, the stacked meta-learner's offset)
+        # and before its map (pool_x, the pool map's input), for the fits at a roll
+        nan = np.full(fold_of.shape[0], np.nan)
+        pools = [nan if pool is None else pool, nan if pool_x is None else pool_x]
+        self._pooled = [np.column_stack(pools)]
         self.n = int(pipe.sd.open_time.shape[0])
         self.last_open = int(pipe.sd.open_time[-1])
         self._pool: ThreadPoolExecutor | None = None
         self._next: Future[None] | None = None  # the next fold, being fitted ahead
+
+    @classmethod
+    def from_histories(
+        cls,
+        config: Any,
+        frames: Mapping[str, Any],
+        features: Mapping[str, Any],
+        *,
+        run_start: int | None = None,
+        results_dir: str | Path | None = None,
+    ) -> dict[str, LiveEnsemble]:
+        """Warm up every symbol of a run on its history (candles and features frames by
+        symbol, as for the batch path): one batch run, so the symbols share each cutoff's
+        pool map as a backtest of them does, and go on sharing it at their rolls."""
+        res = run_ensemble(config, frames, features, run_start=run_start, results_dir=results_dir)
+        maps = PoolMaps({})
+        for symbol, r in res.symbols.items():
+            available = [c for c in features[symbol].columns if c != "open_time"]
+            Xall = (
+                features[symbol].select(available).to_numpy().astype(np.float64)
+                if available
+                else np.empty((r.open_time.shape[0], 0))
+            )
+            pipe = res.pipelines[symbol]
+            maps.members[symbol] = cls(
+                pipe, r.raw, r.probs, r.fold, available, Xall, r.pool_p, r.pool_x, maps
+            )
+        return dict(maps.members)
 
     @classmethod
     def from_history(
@@ -75,23 +116,14 @@ class LiveEnsemble:
         run_start: int | None = None,
         results_dir: str | Path | None = None,
     ) -> LiveEnsemble:
-        """Warm up on a symbol's history (candles and features frames, as for the batch path)."""
-        res = run_ensemble(
+        """Warm up one symbol alone (:meth:`from_histories` of one symbol)."""
+        return cls.from_histories(
             config,
             {symbol: frame},
             {symbol: features},
             run_start=run_start,
             results_dir=results_dir,
-        )
-        r = res.symbols[symbol]
-        pipe = res.pipelines[symbol]
-        available = [c for c in features.columns if c != "open_time"]
-        Xall = (
-            features.select(available).to_numpy().astype(np.float64)
-            if available
-            else np.empty((r.open_time.shape[0], 0))
-        )
-        return cls(pipe, r.raw, r.probs, r.fold, available, Xall, r.pool_p)
+        )[symbol]
 
     def _remote_pool(self) -> ThreadPoolExecutor | None:
         """Workers for the remote members' requests (None with fewer than two)."""
@@ -107,20 +139,38 @@ class LiveEnsemble:
         first = s.run_start + s.warmup
         return -1 if open_time < first else int((open_time - first) // s.retrain_every)
 
+    def _history(self) -> tuple[np.ndarray, ...]:
+        """The bars so far, each list joined into one array (and kept so):
+        ``(open_time, close, X, raw, cal, fold, pooled)``."""
+        with self._lock:
+            parts = (self._ot, self._close, self._X, self._raw, self._cal, self._fold, self._pooled)
+            joined = tuple(np.concatenate(p) for p in parts)
+            for lst, arr in zip(parts, joined, strict=True):
+                lst[:] = [arr]
+        return joined
+
+    def _fold_at(self, k: int) -> Fold:
+        s = self.pipe.sched
+        cutoff = s.run_start + s.warmup + k * s.retrain_every
+        return Fold(
+            index=k,
+            cutoff=cutoff,
+            next_cutoff=cutoff + s.retrain_every,
+            train_start=cutoff - s.train_window,
+        )
+
+    def pool_rows(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This symbol's part of fold ``k``'s pool map, from its bars so far
+        (:meth:`SymbolPipeline.pool_rows`; the labels from the closes, as the batch's)."""
+        ot, close, _, _, _, fold_of, pooled = self._history()
+        y = make_labels(close, self.pipe.ml.labels)[1]
+        return self.pipe.pool_rows(self._fold_at(k), ot, y, fold_of, pooled[:, 1])
+
     def _roll(self, k: int) -> None:
         """Plan, fit (or reuse) and calibrate fold k on the history gathered so far."""
         pipe = self.pipe
         s = pipe.sched
-        ot = np.concatenate(self._ot)
-        close = np.concatenate(self._close)
-        Xall = np.concatenate(self._X)
-        raw = np.concatenate(self._raw)
-        cal = np.concatenate(self._cal)
-        fold_of = np.concatenate(self._fold)
-        pooled = np.concatenate(self._pooled)
-        self._pooled = [pooled]
-        self._ot, self._close, self._X = [ot], [close], [Xall]
-        self._raw, self._cal, self._fold = [raw], [cal], [fold_of]
+        ot, close, Xall, raw, cal, fold_of, pooled = self._history()
         pipe.sd = symbol_data(
             pipe.sd.symbol,
             pipe.sd.interval_ms,
@@ -131,13 +181,7 @@ class LiveEnsemble:
             pipe.feats,
             pipe.ml,
         )
-        cutoff = s.run_start + s.warmup + k * s.retrain_every
-        fold = Fold(
-            index=k,
-            cutoff=cutoff,
-            next_cutoff=cutoff + s.retrain_every,
-            train_start=cutoff - s.train_window,
-        )
+        fold = self._fold_at(k)
         pipe.sched = type(s)(
             s.run_start,
             s.interval_ms,
@@ -150,7 +194,8 @@ class LiveEnsemble:
         )
         plans = pipe.plan([fold])
         SerialExecutor().map(fit_task, [p.task for p in plans if p.task is not None])
-        pipe.calibrate(fold, raw, cal, fold_of, pool=pooled)
+        pipe.calibrate(fold, raw, cal, fold_of, pool=pooled[:, 0])
+        pipe.pool_maps[k] = self.maps.at(k)
 
     @property
     def last_fold(self) -> int:
@@ -197,8 +242,9 @@ class LiveEnsemble:
         m = len(pipe.names)
         raw = np.full(m, np.nan)
         cal = np.full(m, np.nan)
-        aux = np.zeros(m + 4)
+        aux = np.zeros(aux_width(m))
         aux[:2] = np.nan  # before the first cutoff: no base rate, no meta-learner
+        aux[AUX_SLOPE] = 1.0  # and the identity pool map
         latency_ms = np.full(m, np.nan)  # each member's own prediction time
         if k >= 0:
             fold = next(f for f in pipe.sched.folds if f.index == k)
@@ -220,13 +266,14 @@ class LiveEnsemble:
             aux = pipe.aux(k, cal[None, :], regime)[0]
         assert pipe.runner is not None  # set by the batch run of from_history
         out = pipe.runner.step(close, cal, aux)
-        self._ot.append(np.array([open_time], dtype=np.int64))
-        self._close.append(np.array([close]))
-        self._X.append(x)
-        self._raw.append(raw[None, :])
-        self._cal.append(cal[None, :])
-        self._fold.append(np.array([k], dtype=np.int32))
-        self._pooled.append(np.array([out["pool_p"]]))
+        with self._lock:
+            self._ot.append(np.array([open_time], dtype=np.int64))
+            self._close.append(np.array([close]))
+            self._X.append(x)
+            self._raw.append(raw[None, :])
+            self._cal.append(cal[None, :])
+            self._fold.append(np.array([k], dtype=np.int32))
+            self._pooled.append(np.array([[out["pool_p"], out["pool_x"]]]))
         self.last_open = open_time
         self.n += 1
         self.fit_ahead()
@@ -249,4 +296,31 @@ class LiveEnsemble:
         return out
 
 
-__all__ = ["LiveEnsemble", "as_sections"]
+class PoolMaps:
+    """Each cutoff's pool map, shared by the LiveEnsembles of a run (``members``, in the
+    run's symbol order): fitted once, at the first roll that asks, over every member that has
+    calibrated the folds before it (:func:`engine.ml.symbol_pipeline.pooled_map`, as the
+    batch run fits it). Only bars whose labels are known at the cutoff enter, so a member
+    that has not yet seen the last bars before it gives the same rows."""
+
+    def __init__(self, members: dict[str, LiveEnsemble]) -> None:
+        self.members = members
+        self._fitted: dict[int, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def at(self, k: int) -> tuple[float, float]:
+        with self._lock:
+            if k not in self._fitted:
+                ready = [
+                    e for e in self.members.values() if all(f in e.pipe.bases for f in range(k))
+                ]
+                previous = [e.pipe.pool_maps[k - 1] for e in ready if k - 1 in e.pipe.pool_maps]
+                self._fitted[k] = pooled_map(
+                    [e.pool_rows(k) for e in ready],
+                    ready[0].pipe.ml if ready else next(iter(self.members.values())).pipe.ml,
+                    previous[0] if previous else IDENTITY_MAP,
+                )
+            return self._fitted[k]
+
+
+__all__ = ["LiveEnsemble", "PoolMaps", "as_sections"]

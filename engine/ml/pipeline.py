@@ -10,20 +10,23 @@ counterpart built from the same pieces. See :mod:`engine.ml` for the contract.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.errors import DataError
-from engine.ml.ensemble import FusionRunner
+from engine.ml.ensemble import IDENTITY_MAP, FusionRunner
 from engine.ml.fold_executor import make_fold_executor
 from engine.ml.folds import FitPlan, fold_index
+from engine.ml.fusion_nb import AUX_SLOPE, aux_width
 from engine.ml.inputs import REGIME, as_sections, prepare_symbol
-from engine.ml.results import EnsembleResult, SymbolResult, assemble_result
-from engine.ml.symbol_pipeline import SymbolPipeline
+from engine.ml.results import EnsembleResult, SymbolResult, assemble_result, map_symbols
+from engine.ml.symbol_pipeline import SymbolPipeline, pooled_map
 from engine.ml.walkforward import FoldExecutor, fit_task, make_schedule
 from engine.paths import results_dir as _results_dir
 from engine.progress import Progress, step
@@ -112,89 +115,128 @@ def _fit(plans: list[FitPlan], exe: FoldExecutor, progress: Progress | None) -> 
 
 def _predict_symbols(pipes: dict[str, SymbolPipeline], workers: int,
                      progress: Progress | None) -> dict[str, SymbolResult]:
-    """Each symbol's :func:`_predict_symbol`, up to ``training.workers`` symbols at once in
-    threads (the tree, MLP and fusion kernels and XGBoost release the GIL; nothing is shared
-    between symbols, so the results do not depend on it; no model silences warnings while
-    predicting)."""
-    step(progress, "predicting", 0, len(pipes))
-    k = max(1, min(int(workers), len(pipes)))
-    if k == 1:
-        out = {}
-        for i, (sym, pipe) in enumerate(pipes.items()):
-            out[sym] = _predict_symbol(pipe)
-            step(progress, "predicting", i + 1, len(pipes))
-        return out
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(k, thread_name_prefix="predict") as pool:
-        futs = {sym: pool.submit(_predict_symbol, pipe) for sym, pipe in pipes.items()}
-        out = {}
-        for i, (sym, fut) in enumerate(futs.items()):
-            out[sym] = fut.result()
-            step(progress, "predicting", i + 1, len(pipes))
+    """Every symbol's raw predictions, then fold by fold (a fold index is the same cutoff for
+    every symbol): each symbol's calibrators, and meanwhile in a thread of its own the
+    cutoff's pool map, fitted on every symbol's out-of-fold bars known there
+    (:func:`engine.ml.symbol_pipeline.pooled_map`); then each symbol's fusion over its bars of
+    the fold. Up to ``training.workers`` symbols at once in threads
+    (the tree, MLP and fusion kernels and XGBoost release the GIL); the results do not
+    depend on it, and no model silences warnings while predicting."""
+    syms = list(pipes)
+    step(progress, "predicting", 0, len(syms))
+    runs = dict(zip(syms, map_symbols(lambda s: _SymbolRun(pipes[s]), syms, workers), strict=True))
+    with ThreadPoolExecutor(1, thread_name_prefix="pool-map") as fitter:
+        for k in sorted({f.index for pipe in pipes.values() for f in pipe.sched.folds}):
+            members = [s for s in syms if k in runs[s].folds]
+            start = next(
+                (pipes[s].pool_maps[k - 1] for s in members if k - 1 in pipes[s].pool_maps),
+                IDENTITY_MAP,
+            )
+            parts = [runs[s].pool_rows(k) for s in members]
+            # the members' calibrators do not read the map: fitted while it is
+            fit = fitter.submit(pooled_map, parts, pipes[members[0]].ml, start)
+            map_symbols(functools.partial(_calibrate_fold, runs, k), members, workers)
+            map_symbols(functools.partial(_fuse_fold, runs, k, fit.result()), members, workers)
+    out = {}
+    for i, s in enumerate(syms):
+        out[s] = runs[s].result()
+        step(progress, "predicting", i + 1, len(syms))
     return out
 
 
-def _predict_symbol(pipe: SymbolPipeline) -> SymbolResult:
-    """Every fold's raw predictions, then calibration fold by fold, then the fusion fold."""
-    sd, sched = pipe.sd, pipe.sched
-    n, m = sd.open_time.shape[0], len(pipe.names)
-    fold_of = fold_index(sd.open_time, sched)
-    raw = np.full((n, m), np.nan)
-    cal = np.full((n, m), np.nan)
-    aux = np.zeros((n, m + 4))
-    aux[:, 0] = np.nan  # no base rate before the first cutoff: the fusion abstains there
-    aux[:, 1] = np.nan
-    versions: dict[str, list[str | None]] = {name: [] for name in pipe.names}
-    fold_rows_ = [np.flatnonzero(fold_of == fold.index) for fold in sched.folds]
-    # raw predictions do not depend on calibration: predict every fold (one call per model
-    # and fold), sort each model's column once (isotonic), then calibrate fold by fold (fold
-    # k's maps read only folds < k) and fold the fusion kernel over the fold's bars (fold k's
-    # meta-learner reads the bayesian pool of the bars before it)
-    for fold, rows in zip(sched.folds, fold_rows_, strict=True):
-        raw[rows] = pipe.predict_fold(fold, rows)
-    iso = pipe.ml.ensemble.calibration == "isotonic"
-    order = np.argsort(raw, axis=0) if iso else None
-    runner = FusionRunner(pipe.names, pipe.ml.ensemble, pipe.ml.labels)
-    pipe.runner = runner
-    parts: list[dict[str, np.ndarray]] = []
-    pool = np.full(n, np.nan)
-    first = int(fold_rows_[0][0]) if fold_rows_ and fold_rows_[0].size else n
-    if first:
-        parts.append(runner.run(sd.close[:first], cal[:first], aux[:first]))
-        pool[:first] = parts[-1]["pool_p"]
-    for fold, rows in zip(sched.folds, fold_rows_, strict=True):
-        pipe.calibrate(fold, raw, cal, fold_of, order, pool)
+def _calibrate_fold(runs: dict[str, _SymbolRun], k: int, sym: str) -> None:
+    runs[sym].calibrate_fold(k)
+
+
+def _fuse_fold(runs: dict[str, _SymbolRun], k: int, pool_map: tuple[float, float], sym: str) -> None:
+    runs[sym].fuse_fold(k, pool_map)
+
+
+class _SymbolRun:
+    """One symbol's arrays while the batch run calibrates and fuses its folds in order: every
+    fold's raw predictions first (they do not depend on calibration; one call per model and
+    fold, each model's column sorted once for isotonic), then :meth:`fuse_fold` per fold
+    (fold k's maps read only folds < k; its meta-learner and pool map read the bayesian pool
+    of the bars before it)."""
+
+    def __init__(self, pipe: SymbolPipeline) -> None:
+        sd, sched = pipe.sd, pipe.sched
+        n, m = sd.open_time.shape[0], len(pipe.names)
+        self.pipe = pipe
+        self.fold_of = fold_index(sd.open_time, sched)
+        self.folds = {fold.index: fold for fold in sched.folds}
+        self.rows = {fold.index: np.flatnonzero(self.fold_of == fold.index) for fold in sched.folds}
+        self.raw = np.full((n, m), np.nan)
+        self.cal = np.full((n, m), np.nan)
+        self.aux = np.zeros((n, aux_width(m)))
+        self.aux[:, 0] = np.nan  # no base rate before the first cutoff: the fusion abstains there
+        self.aux[:, 1] = np.nan
+        self.aux[:, AUX_SLOPE] = 1.0  # the pool map: the identity until a cutoff fits it
+        self.versions: dict[str, list[str | None]] = {name: [] for name in pipe.names}
+        for fold in sched.folds:
+            self.raw[self.rows[fold.index]] = pipe.predict_fold(fold, self.rows[fold.index])
+        iso = pipe.ml.ensemble.calibration == "isotonic"
+        self.order = np.argsort(self.raw, axis=0) if iso else None
+        self.runner = pipe.runner = FusionRunner(pipe.names, pipe.ml.ensemble, pipe.ml.labels)
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.pool = np.full(n, np.nan)
+        self.pool_x = np.full(n, np.nan)
+        rows0 = self.rows[sched.folds[0].index] if sched.folds else np.empty(0, np.int64)
+        first = int(rows0[0]) if rows0.size else n
+        if first:
+            self._fuse(np.arange(first))
+
+    def _fuse(self, rows: np.ndarray) -> None:
+        sd = self.pipe.sd
+        self.parts.append(self.runner.run(sd.close[rows], self.cal[rows], self.aux[rows]))
+        self.pool[rows] = self.parts[-1]["pool_p"]
+        self.pool_x[rows] = self.parts[-1]["pool_x"]
+
+    def pool_rows(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sd = self.pipe.sd
+        return self.pipe.pool_rows(self.folds[k], sd.open_time, sd.y, self.fold_of, self.pool_x)
+
+    def calibrate_fold(self, k: int) -> None:
+        """Fit fold ``k``'s calibrators at its cutoff and calibrate its bars."""
+        pipe, fold, rows = self.pipe, self.folds[k], self.rows[k]
+        pipe.calibrate(fold, self.raw, self.cal, self.fold_of, self.order, self.pool)
         for j, name in enumerate(pipe.names):
-            cal[rows, j] = pipe.calibrators[(fold.index, name)](raw[rows, j])
-        aux[rows] = pipe.aux(fold.index, cal[rows], sd.X[REGIME][rows])
+            self.cal[rows, j] = pipe.calibrators[(fold.index, name)](self.raw[rows, j])
+
+    def fuse_fold(self, k: int, pool_map: tuple[float, float]) -> None:
+        """Fuse fold ``k``'s bars with the run's pool map for its cutoff."""
+        pipe, fold, rows = self.pipe, self.folds[k], self.rows[k]
+        pipe.pool_maps[k] = pool_map
+        self.aux[rows] = pipe.aux(fold.index, self.cal[rows], pipe.sd.X[REGIME][rows])
         for node in pipe.ml.models:
-            versions[node.name].append(pipe.version(node, fold))
+            self.versions[node.name].append(pipe.version(node, fold))
         if rows.size:
-            parts.append(runner.run(sd.close[rows], cal[rows], aux[rows]))
-            pool[rows] = parts[-1]["pool_p"]
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-    return SymbolResult(
-        symbol=sd.symbol,
-        open_time=sd.open_time,
-        model_names=pipe.names,
-        raw=raw,
-        probs=cal,
-        fold=fold_of,
-        versions=versions,
-        p=out["p"],
-        agreement=out["agreement"],
-        disagreement=out["disagreement"],
-        entropy=out["entropy"],
-        uncertainty=out["uncertainty"],
-        payoff_ratio=out["payoff_ratio"],
-        expected_value=out["expected_value"],
-        expected_edge_bps=out["expected_edge_bps"],
-        base_weight=out["base_weight"],
-        pool_p=out["pool_p"],
-        pool_x=out["pool_x"],
-        direction=out["direction"],
-        gate_code=out["gate_code"],
-        weights=out["weights"],
-        labels=sd.y,
-    )
+            self._fuse(rows)
+
+    def result(self) -> SymbolResult:
+        sd, parts = self.pipe.sd, self.parts
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        return SymbolResult(
+            symbol=sd.symbol,
+            open_time=sd.open_time,
+            model_names=self.pipe.names,
+            raw=self.raw,
+            probs=self.cal,
+            fold=self.fold_of,
+            versions=self.versions,
+            p=out["p"],
+            agreement=out["agreement"],
+            disagreement=out["disagreement"],
+            entropy=out["entropy"],
+            uncertainty=out["uncertainty"],
+            payoff_ratio=out["payoff_ratio"],
+            expected_value=out["expected_value"],
+            expected_edge_bps=out["expected_edge_bps"],
+            base_weight=out["base_weight"],
+            pool_p=out["pool_p"],
+            pool_x=out["pool_x"],
+            direction=out["direction"],
+            gate_code=out["gate_code"],
+            weights=out["weights"],
+            labels=sd.y,
+        )

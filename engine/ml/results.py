@@ -45,7 +45,7 @@ class SymbolResult:
     expected_edge_bps: np.ndarray | None = None  # expected net return of the round trip, bps
     base_weight: np.ndarray | None = None  # (n,) the base rate's share of the bayesian pool
     pool_p: np.ndarray | None = None  # (n,) the bayesian pool (stacked_lgbm's offset)
-    pool_x: np.ndarray | None = None  # (n,) the pool's unscaled log-odds (kappa's input)
+    pool_x: np.ndarray | None = None  # (n,) the pool's log-odds over the base rate (its map's input)
 
     def __post_init__(self) -> None:
         n = self.open_time.shape[0]

@@ -15,9 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from engine.ml.ensemble import Calibrator, FusionRunner, fit_calibrator, fit_stacker
+from engine.ml.ensemble import (
+    IDENTITY_MAP,
+    Calibrator,
+    FusionRunner,
+    fit_calibrator,
+    fit_pool_map,
+    fit_stacker,
+)
 from engine.ml.folds import FitPlan, FoldRows, fold_rows, plan_fold
+from engine.ml.fusion_nb import AUX_COEF, AUX_SAT, AUX_SLOPE, aux_width
 from engine.ml.inputs import REGIME, SymbolData
+from engine.ml.labels import label_known_at
 from engine.ml.meta import fit_or_load, margin, meta_matrix
 from engine.ml.models import load_model
 from engine.ml.models.external import OnnxModel, RemoteModel
@@ -38,12 +47,25 @@ def _external_model(node: ModelNode, features: list[str], threads: int) -> Any:
     return RemoteModel(node.url, timeout_s=node.timeout_s, feature_names=features, name=node.name)
 
 
+def pooled_map(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ml: MLSections,
+    start: tuple[float, float] = IDENTITY_MAP,
+) -> tuple[float, float]:
+    """A cutoff's pool map, one for every symbol of the run: :func:`fit_pool_map` over the
+    symbols' :meth:`SymbolPipeline.pool_rows` together (in the run's symbol order). The map
+    is a property of the fusion (how far the skill-weighted pool of calibrated members is
+    from calibrated), so the symbols share its evidence; ``start``: the previous cutoff's."""
+    x, lb, y = (np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(3))
+    return fit_pool_map(x, lb, y, min_rows=ml.ensemble.pool_map_min_rows, start=start)
+
+
 class SymbolPipeline:
     """The ML stage for one symbol: plans, fits, predicts, calibrates and fuses per fold.
 
     :meth:`plan` decides each (fold, model)'s version (the fits run in the caller's
     executor), :meth:`predict_fold` gives raw P(up) from the saved models, :meth:`calibrate`
-    fits a fold's calibrators and stacker at its cutoff; ``runner`` is the fusion kernel's
+    fits a fold's calibrators, stacker and pool map at its cutoff; ``runner`` is the fusion kernel's
     state once the batch run has folded it (live mode steps it on).
     """
 
@@ -68,6 +90,7 @@ class SymbolPipeline:
         self.coefs: dict[int, np.ndarray] = {}
         self.bases: dict[int, float] = {}
         self.metas: dict[int, Any] = {}
+        self.pool_maps: dict[int, tuple[float, float]] = {}
         self.events: list[dict[str, Any]] = []
         self.runner: FusionRunner | None = None
 
@@ -146,7 +169,9 @@ class SymbolPipeline:
         pool: np.ndarray | None = None,
     ) -> None:
         """Fit fold ``fold``'s base rate, calibrators, stacker and meta-learner on the rows
-        known at its cutoff (calibrators and meta-learners: out-of-fold rows only).
+        known at its cutoff (all but the base rate: out-of-fold rows only). Its pool map is
+        fitted over every symbol (:func:`pooled_map`) and kept in ``pool_maps`` by the caller
+        before :meth:`aux`.
 
         The base rate is the share of up-labels among every bar whose label is known at the
         cutoff. Each calibrator is shrunk toward it by :func:`fit_calibrator` (the map fitted
@@ -156,9 +181,8 @@ class SymbolPipeline:
         sum of their 0/1 labels). ``pool``: the bayesian pool's P(up) of every bar so far (the
         fusion kernel's ``pool_p``; the stacked meta-learner's offset).
         """
-        lab = self.ml.labels
         sd = self.sd
-        known = sd.open_time + (lab.horizon + 1) * sd.interval_ms <= fold.cutoff
+        known = self._known(sd.open_time, fold)
         yk = sd.y[known]
         yk = yk[np.isfinite(yk)]
         base = float(yk.mean()) if yk.size else 0.5
@@ -194,6 +218,28 @@ class SymbolPipeline:
             assert pool is not None
             self.metas[fold.index] = self._fit_meta(fold, oof, cal, pool)
 
+    def _known(self, open_time: np.ndarray, fold: Fold) -> np.ndarray:
+        """Which bars' labels are known at ``fold``'s cutoff (the close of bar t+h)."""
+        h, step = self.ml.labels.horizon, self.sd.interval_ms
+        return label_known_at(open_time, horizon=h, interval_ms=step) <= fold.cutoff
+
+    def pool_rows(
+        self,
+        fold: Fold,
+        open_time: np.ndarray,
+        y: np.ndarray,
+        fold_of: np.ndarray,
+        pool_x: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """This symbol's part of fold ``fold``'s pool map fit (:func:`pooled_map`): its
+        out-of-fold bars whose label is known at the cutoff, as ``(x, lb, y)``: the pool's
+        log-odds over the base rate (``pool_x``), the logit of the base rate each was fused
+        with (its fold's), and the label. The folds before ``fold`` are calibrated."""
+        idx = np.flatnonzero(self._known(open_time, fold) & (fold_of >= 0) & (fold_of < fold.index))
+        bases = np.array([self.bases[f] for f in range(fold.index)])
+        lbs = np.log(bases / (1.0 - bases))
+        return pool_x[idx], lbs[fold_of[idx]], y[idx]
+
     def _fit_meta(self, fold: Fold, oof: np.ndarray, cal: np.ndarray, pool: np.ndarray) -> Any:
         """Fold ``fold``'s meta-learner (:mod:`engine.ml.meta`): OOF rows, embargoed, thinned."""
         sd, s = self.sd, self.sched
@@ -218,14 +264,14 @@ class SymbolPipeline:
 
     def aux(self, k: int, cal_rows: np.ndarray, regime_rows: np.ndarray) -> np.ndarray:
         """The fusion kernel's per-bar ``aux`` of bars of fold ``k`` (their calibrated member
-        probabilities and regime features): ``[base, meta, kappa, c_0, c_1..c_M]``. The batch run
-        passes a fold's bars, live mode its one bar."""
+        probabilities and regime features): ``[base, meta, a, v, c_0, c_1..c_M]``. The batch
+        run passes a fold's bars, live mode its one bar."""
         n = cal_rows.shape[0]
-        out = np.empty((n, len(self.names) + 4))
+        out = np.empty((n, aux_width(len(self.names))))
         out[:, 0] = self.bases[k]
         out[:, 1] = np.nan
-        out[:, 2] = 1.0  # the pool's scale: not refitted (a scale fitted on OOF bars did worse)
-        out[:, 3:] = self.coefs[k]
+        out[:, AUX_SLOPE], out[:, AUX_SAT] = self.pool_maps.get(k, IDENTITY_MAP)
+        out[:, AUX_COEF:] = self.coefs[k]
         meta = self.metas.get(k)
         if meta is not None and n:
             out[:, 1] = margin(meta, meta_matrix(cal_rows, regime_rows))

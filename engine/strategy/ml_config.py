@@ -337,7 +337,10 @@ class EnsembleConfig(_Frozen):
     ``regime_features``: feature columns the ``stacked_lgbm`` meta-learner reads beside the
     members' probabilities (volatility, trend strength, funding). ``trade_cost_bps``: the
     round trip's fees and slippage the net-edge gate subtracts; ``None`` takes them from the
-    strategy's ``execution`` section (2 x taker fee + 2 x slippage).
+    strategy's ``execution`` section (2 x taker fee + 2 x slippage). ``pool_map_min_rows``:
+    out-of-fold bars (every symbol's together, where the pool forecast something other than the
+    base rate) before the bayesian pool's map (slope and saturation,
+    :func:`engine.ml.ensemble.fit_pool_map`) is fitted at a cutoff; ``None`` keeps the identity.
     """
 
     calibration: Literal["isotonic", "platt", "none"] = "isotonic"
@@ -354,6 +357,13 @@ class EnsembleConfig(_Frozen):
     min_calibration_rows: int = Field(500, ge=20)
     reliability_prior: tuple[float, float] = (2.0, 2.0)
     reliability_halflife: int | None = Field(None, ge=1, description="matured labels")
+    pool_map_min_rows: int | None = Field(
+        20_000,
+        ge=20,
+        description="out-of-fold bars (every symbol's together) the bayesian pool's map needs "
+        "before it is fitted (null: never; the pool is then the members' skill-weighted "
+        "log-odds as they are)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EnsembleConfig:

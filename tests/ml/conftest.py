@@ -11,12 +11,25 @@ FEATURES = ["rsi_14", "bb_pct", "atr_pct_14", "log_return_1", "volume_ratio", "a
 
 @pytest.fixture(scope="session")
 def btc_5m(usdm_dir: Path):
+    return _klines(usdm_dir, "BTCUSDT")
+
+
+def _klines(usdm_dir: Path, symbol: str):  # type: ignore[no-untyped-def]
     import polars as pl
 
-    return pl.read_csv(usdm_dir / "klines" / "BTCUSDT-5m.csv.gz").with_columns(
+    return pl.read_csv(usdm_dir / "klines" / f"{symbol}-5m.csv.gz").with_columns(
         pl.col("open_time").cast(pl.Int64),
         *(pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")),
     )
+
+
+@pytest.fixture(scope="session")
+def small_eth(usdm_dir: Path):  # type: ignore[no-untyped-def]
+    """ETHUSDT's (candles, features) over the same 4,000 bars as ``small``."""
+    from engine.features import compute
+
+    c = _klines(usdm_dir, "ETHUSDT").head(4000)
+    return c, compute(c, FEATURES, interval="5m")
 
 
 @pytest.fixture(scope="session")

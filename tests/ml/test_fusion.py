@@ -76,12 +76,13 @@ def oracle(closes, probs, *, ens: EnsembleConfig, lab: LabelsConfig, aux):
         om = {j: (w[j] / sw if sw > 0 else 0.0) for j in av}
         lb = _logit(base)
         xb = sum(om[j] * (_logit(probs[t, j]) - lb) for j in av if om[j] > 0)
-        zb = lb + aux[t, 2] * xb
+        a, v = aux[t, 2], aux[t, 3]
+        zb = lb + a * xb / math.sqrt(1 + v * xb * xb)
         zbs.append(zb)
         p = _sig(zb)
         ok = True
         if ens.fusion == "stacked":
-            c = aux[t, 3:]
+            c = aux[t, 4:]
             p = _sig(c[0] + sum(c[j + 1] * _logit(probs[t, j]) for j in av))
             ok = sum(abs(c[j + 1]) for j in av) > 0
         elif ens.fusion == "weighted":
@@ -133,14 +134,15 @@ def _oracle_gate(g, any_model, bb, unc, agr, side, ev, edge):
     return 0
 
 
-def aux_for(n, m, *, base=0.52, meta=None, coefs=None, kappa=1.0):
-    """The kernel's per-bar aux: base rate, meta correction, stacker coefficients."""
-    aux = np.zeros((n, m + 4))
+def aux_for(n, m, *, base=0.52, meta=None, coefs=None, pool_map=(1.0, 0.0)):
+    """The kernel's per-bar aux: base rate, meta correction, the pool map (slope and
+    saturation), stacker coefficients."""
+    aux = np.zeros((n, m + 5))
     aux[:, 0] = base
     aux[:, 1] = np.nan if meta is None else meta
-    aux[:, 2] = kappa
+    aux[:, 2], aux[:, 3] = pool_map
     if coefs is not None:
-        aux[:, 3:] = coefs
+        aux[:, 4:] = coefs
     return aux
 
 
@@ -184,7 +186,8 @@ def test_kernel_matches_python_oracle(ens):
     coefs = np.repeat(rng.normal(0, 0.5, (1, 4)), n, axis=0)
     meta = np.where(rng.uniform(size=n) < 0.2, np.nan, rng.normal(0, 0.3, n))
     aux = aux_for(n, 3, base=0.5 + 0.05 * np.sin(np.arange(n) / 50), meta=meta, coefs=coefs)
-    aux[:, 2] = 1.0 + 0.5 * np.cos(np.arange(n) / 70)  # the pool's scale, fold by fold
+    aux[:, 2] = 1.0 + 0.5 * np.cos(np.arange(n) / 70)  # the pool map, fold by fold
+    aux[:, 3] = np.where(np.arange(n) % 140 < 70, 0.0, 4.0 + 3.0 * np.sin(np.arange(n) / 90))
     got = FusionRunner(["m0", "m1", "m2"], ens, lab).run(closes, probs, aux)
     exp = np.array(oracle(closes, probs, ens=ens, lab=lab, aux=aux), dtype=np.float64)
     keys = [

@@ -104,24 +104,30 @@ def test_calibration_uses_out_of_fold_rows_known_at_the_cutoff(full):
     sched = res.schedule["BTCUSDT"]
     fold = sched.folds[3]
 
-    class P:  # the minimum SymbolPipeline.calibrate reads
-        pass
-
     def calibrate(raw, y):
-        p = P()
+        p = SymbolPipeline.__new__(SymbolPipeline)  # only what calibrate reads
         p.sd = type("SD", (), {"open_time": r.open_time, "interval_ms": 300_000, "y": y})()
         p.ml = small_config()
         p.names = r.model_names
-        p.calibrators, p.coefs, p.bases, p.metas = {}, {}, {}, {}
-        SymbolPipeline.calibrate(p, fold, raw, r.probs, r.fold)
-        return p.calibrators
+        p.calibrators, p.coefs, p.bases, p.metas, p.pool_maps = {}, {}, {}, {}, {}
+        for f in sched.folds[: fold.index + 1]:  # earlier folds' base rates, then this fold
+            SymbolPipeline.calibrate(p, f, raw, r.probs, r.fold)
+        return p
 
-    base = calibrate(r.raw, r.labels)
-    raw2, y2 = r.raw.copy(), r.labels.copy()
+    fitted = calibrate(r.raw, r.labels)
+    base = {k: c for k, c in fitted.calibrators.items() if k[0] == fold.index}
+    raw2, y2, x2 = r.raw.copy(), r.labels.copy(), r.pool_x.copy()
     late = r.open_time + 7 * 300_000 > fold.cutoff  # labels not known at the cutoff
     raw2[late] = 0.99
     y2[late] = 1 - np.nan_to_num(y2[late])
-    other = calibrate(raw2, y2)
+    x2[late] = 3.0
+    moved = calibrate(raw2, y2)
+    other = moved.calibrators
+    # the pool map's rows too: out-of-fold bars known at the cutoff only
+    rows = fitted.pool_rows(fold, r.open_time, r.labels, r.fold, r.pool_x)
+    assert rows[0].size > 100 and (rows[0] != 0).any()
+    for a, b in zip(rows, moved.pool_rows(fold, r.open_time, y2, r.fold, x2), strict=True):
+        np.testing.assert_array_equal(a, b)
     for key, cal in base.items():
         assert cal.kind == "isotonic" and cal.n > 100
         np.testing.assert_array_equal(cal.x, other[key].x)
