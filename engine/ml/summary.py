@@ -192,7 +192,8 @@ def models_metrics(res: EnsembleResult) -> dict[str, Any]:
 
 
 def ml_info(res: EnsembleResult) -> dict[str, Any]:
-    """The ``runs.metrics['ml']`` document: versions fitted and reused, folds, timings."""
+    """The ``runs.metrics['ml']`` document: versions fitted and reused, folds, timings, the
+    gate's rejections, the worst reliability bin, the weights over time and the pool maps."""
     versions: dict[str, dict[str, list[str | None]]] = {
         sym: dict(r.versions) for sym, r in res.symbols.items()
     }
@@ -207,7 +208,21 @@ def ml_info(res: EnsembleResult) -> dict[str, Any]:
         "gate_rejections": gate_counts(res),
         "worst_reliability_bin": worst_reliability_bin(res),
         "weights_over_time": weights_over_time(res),
+        "pool_maps": pool_maps(res),
     }
+
+
+def pool_maps(res: EnsembleResult) -> list[dict[str, Any]]:
+    """Each cutoff's pool map, one for the run (:func:`engine.ml.symbol_pipeline.pooled_map`):
+    ``[{fold, cutoff, a, v}]`` in fold order; ``(1, 0)`` is the identity (not fitted yet)."""
+    maps: dict[int, dict[str, Any]] = {}
+    for sym, sched in res.schedule.items():
+        fitted = res.pipelines[sym].pool_maps if sym in res.pipelines else {}
+        for f in sched.folds:
+            if f.index in fitted and f.index not in maps:
+                a, v = fitted[f.index]
+                maps[f.index] = {"fold": f.index, "cutoff": f.cutoff, "a": a, "v": v}
+    return [maps[k] for k in sorted(maps)]
 
 
 def event_rows(res: EnsembleResult) -> list[dict[str, Any]]:

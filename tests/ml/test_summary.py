@@ -81,4 +81,10 @@ def test_models_document_matches_the_report_scorers(with_dead_remote) -> None:  
     info = ml_info(res)
     assert info["models_fitted"] == res.n_fitted and info["folds"] == {"BTCUSDT": 5}
     assert info["versions"]["BTCUSDT"]["remote"][0].startswith("remote-")
+    # every cutoff's pool map, in fold order (the identity: too few out-of-fold bars here)
+    sched = res.schedule["BTCUSDT"]
+    assert [(m["fold"], m["cutoff"]) for m in info["pool_maps"]] == [
+        (f.index, f.cutoff) for f in sched.folds
+    ]
+    assert {(m["a"], m["v"]) for m in info["pool_maps"]} == {(1.0, 0.0)}
     json.dumps(info, allow_nan=False)
