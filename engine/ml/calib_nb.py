@@ -1,12 +1,12 @@
 """One-input logistic fits by Newton's method as numba kernels, for calibration.
 
-Imports only numpy and engine.kernels. :func:`platt_nb` is Platt
-scaling (the maximum-likelihood slope and intercept of y on x; oracle: scikit-learn's
-unpenalized ``LogisticRegression``), :func:`shrink_nb` the one-parameter fit of
-``sigmoid(lb + lam * x)`` with ``lam`` in [0, 1] (how far a calibrator moves away from the base
-rate, :func:`engine.ml.ensemble.fit_shrink`), and :func:`pool_map_fit_nb` the two-parameter fit
-of ``sigmoid(lb + g(x))`` with ``g`` the fusion kernel's
-:func:`~engine.ml.fusion_nb.pool_map_nb` (:func:`engine.ml.ensemble.fit_pool_map`).
+Imports only numpy and engine.kernels. :func:`platt_nb` is Platt scaling (the maximum-likelihood
+slope and intercept of y on x; oracle: scikit-learn's unpenalized ``LogisticRegression``),
+:func:`shrink_nb` the one-parameter fit of ``sigmoid(lb + lam * x)`` with ``lam`` in [0, 1]
+(how far a calibrator moves away from the base rate, :func:`engine.ml.ensemble.fit_shrink`),
+and :func:`pool_map_fit_nb` the two-parameter fit of ``sigmoid(lb + g(x))`` with ``g`` the
+fusion kernel's :func:`~engine.ml.fusion_nb.pool_map_nb` (:func:`engine.ml.ensemble.fit_pool_map`;
+oracle: scipy's L-BFGS-B, tests/ml/test_pool_map.py).
 """
 
 from __future__ import annotations
@@ -94,10 +94,11 @@ def shrink_nb(
 @kernel
 def _pool_pass_nb(x: np.ndarray, lb: np.ndarray, y: np.ndarray, a: float, v: float):  # noqa: ANN202
     """One pass over the rows at ``(a, v)``: the summed log loss of
-    ``sigmoid(lb + a * x / sqrt(1 + v * x^2))`` (:func:`~engine.ml.fusion_nb.pool_map_nb`'s
-    map, formed here as ``a * dz/da`` to share its square root) against ``y``, its gradient ``(ga, gv)``, the
-    Fisher information ``(faa, fav, fvv)`` and the rest of the Hessian ``(rav, rvv)`` (the
-    residuals times the map's second derivatives; ``raa`` is 0)."""
+    ``sigmoid(lb + a * x / sqrt(1 + v * x^2))`` against ``y`` (the map of
+    :func:`~engine.ml.fusion_nb.pool_map_nb`, formed here as ``a * dz/da`` to share its square
+    root), its gradient ``(ga, gv)``, the Fisher information ``(faa, fav, fvv)`` and the rest
+    of the Hessian ``(rav, rvv)`` (the residuals times the map's second derivatives; ``raa``
+    is 0)."""
     f = 0.0
     ga = 0.0
     gv = 0.0

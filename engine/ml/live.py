@@ -4,11 +4,12 @@
 or reusing the fold models, fitting each cutoff's calibrators and the run's pool map, folding
 the fusion kernel), then :meth:`LiveEnsemble.on_bar` takes each new closed bar: it predicts
 the bar as a one-row segment with the current fold's models, calibrates with the fold's
-calibrators and advances the same fusion kernel state by one step (O(1) per bar). When a bar opens at or after the
-next cutoff, the new fold is planned, trained (or reused) and calibrated by the same
-functions the batch path uses, on the history gathered so far (the cutoff's pool map once for
-the run, over every symbol's bars: :class:`PoolMaps`). So replaying bars through ``on_bar``
-gives the batch decisions, bar for bar (tests/ml/test_live.py).
+calibrators and advances the same fusion kernel state by one step (O(1) per bar). When a bar
+opens at or after the next cutoff, the new fold is planned, trained (or reused) and
+calibrated by the same functions the batch path uses, on the history gathered so far (the
+cutoff's pool map once for the run, over every symbol's bars: :class:`PoolMaps`). So
+replaying bars through ``on_bar`` gives the batch decisions, bar for bar
+(tests/ml/test_live.py).
 """
 
 from __future__ import annotations
