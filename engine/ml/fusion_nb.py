@@ -81,6 +81,16 @@ def aux_width(n_models: int) -> int:
     return AUX_COEF + 1 + n_models
 
 
+def aux_before_cutoff(n: int, n_models: int) -> np.ndarray:
+    """``aux`` of ``n`` bars before the first cutoff: no base rate (the fusion abstains), no
+    meta-learner correction, the identity pool map, zero stacker coefficients."""
+    aux = np.zeros((n, aux_width(n_models)))
+    aux[:, AUX_BASE] = np.nan
+    aux[:, AUX_META] = np.nan
+    aux[:, AUX_SLOPE] = 1.0
+    return aux
+
+
 class FusionState(NamedTuple):
     closes: np.ndarray  # (h+1,) ring of closes
     probs: np.ndarray  # (h+1, M) ring of calibrated probabilities

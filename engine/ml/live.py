@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DataError
-from engine.ml.ensemble import IDENTITY_MAP
-from engine.ml.fusion_nb import AUX_SLOPE, GATE_REASONS, aux_width
+from engine.ml.fusion_nb import GATE_REASONS, aux_before_cutoff
 from engine.ml.inputs import REGIME, as_sections, symbol_data
 from engine.ml.labels import make_labels
 from engine.ml.models.base import Segment
@@ -243,9 +242,7 @@ class LiveEnsemble:
         m = len(pipe.names)
         raw = np.full(m, np.nan)
         cal = np.full(m, np.nan)
-        aux = np.zeros(aux_width(m))
-        aux[:2] = np.nan  # before the first cutoff: no base rate, no meta-learner
-        aux[AUX_SLOPE] = 1.0  # and the identity pool map
+        aux = aux_before_cutoff(1, m)[0]
         latency_ms = np.full(m, np.nan)  # each member's own prediction time
         if k >= 0:
             fold = next(f for f in pipe.sched.folds if f.index == k)
@@ -315,12 +312,8 @@ class PoolMaps:
                 ready = [
                     e for e in self.members.values() if all(f in e.pipe.bases for f in range(k))
                 ]
-                previous = [e.pipe.pool_maps[k - 1] for e in ready if k - 1 in e.pipe.pool_maps]
-                self._fitted[k] = pooled_map(
-                    [e.pool_rows(k) for e in ready],
-                    ready[0].pipe.ml if ready else next(iter(self.members.values())).pipe.ml,
-                    previous[0] if previous else IDENTITY_MAP,
-                )
+                parts = [e.pool_rows(k) for e in ready]
+                self._fitted[k] = pooled_map(k, [e.pipe for e in ready], parts)
             return self._fitted[k]
 
 

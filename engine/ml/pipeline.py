@@ -10,7 +10,6 @@ counterpart built from the same pieces. See :mod:`engine.ml` for the contract.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from engine.errors import DataError
-from engine.ml.ensemble import IDENTITY_MAP, FusionRunner
+from engine.ml.ensemble import FusionRunner
 from engine.ml.fold_executor import make_fold_executor
 from engine.ml.folds import FitPlan, fold_index
-from engine.ml.fusion_nb import AUX_SLOPE, aux_width
+from engine.ml.fusion_nb import aux_before_cutoff
 from engine.ml.inputs import REGIME, as_sections, prepare_symbol
 from engine.ml.results import EnsembleResult, SymbolResult, assemble_result, map_symbols
 from engine.ml.symbol_pipeline import SymbolPipeline, pooled_map
@@ -128,28 +127,18 @@ def _predict_symbols(pipes: dict[str, SymbolPipeline], workers: int,
     with ThreadPoolExecutor(1, thread_name_prefix="pool-map") as fitter:
         for k in sorted({f.index for pipe in pipes.values() for f in pipe.sched.folds}):
             members = [s for s in syms if k in runs[s].folds]
-            start = next(
-                (pipes[s].pool_maps[k - 1] for s in members if k - 1 in pipes[s].pool_maps),
-                IDENTITY_MAP,
-            )
             parts = [runs[s].pool_rows(k) for s in members]
-            # the members' calibrators do not read the map: fitted while it is
-            fit = fitter.submit(pooled_map, parts, pipes[members[0]].ml, start)
-            map_symbols(functools.partial(_calibrate_fold, runs, k), members, workers)
-            map_symbols(functools.partial(_fuse_fold, runs, k, fit.result()), members, workers)
+            # the members' calibrators do not read the map: fitted while it is (map_symbols
+            # runs each lambda before it returns, so the loop variables are the current ones)
+            fit = fitter.submit(pooled_map, k, [pipes[s] for s in members], parts)
+            map_symbols(lambda s: runs[s].calibrate_fold(k), members, workers)  # noqa: B023
+            pm = fit.result()
+            map_symbols(lambda s: runs[s].fuse_fold(k, pm), members, workers)  # noqa: B023
     out = {}
     for i, s in enumerate(syms):
         out[s] = runs[s].result()
         step(progress, "predicting", i + 1, len(syms))
     return out
-
-
-def _calibrate_fold(runs: dict[str, _SymbolRun], k: int, sym: str) -> None:
-    runs[sym].calibrate_fold(k)
-
-
-def _fuse_fold(runs: dict[str, _SymbolRun], k: int, pool_map: tuple[float, float], sym: str) -> None:
-    runs[sym].fuse_fold(k, pool_map)
 
 
 class _SymbolRun:
@@ -168,10 +157,7 @@ class _SymbolRun:
         self.rows = {fold.index: np.flatnonzero(self.fold_of == fold.index) for fold in sched.folds}
         self.raw = np.full((n, m), np.nan)
         self.cal = np.full((n, m), np.nan)
-        self.aux = np.zeros((n, aux_width(m)))
-        self.aux[:, 0] = np.nan  # no base rate before the first cutoff: the fusion abstains there
-        self.aux[:, 1] = np.nan
-        self.aux[:, AUX_SLOPE] = 1.0  # the pool map: the identity until a cutoff fits it
+        self.aux = aux_before_cutoff(n, m)  # each fold's rows are set at its cutoff
         self.versions: dict[str, list[str | None]] = {name: [] for name in pipe.names}
         for fold in sched.folds:
             self.raw[self.rows[fold.index]] = pipe.predict_fold(fold, self.rows[fold.index])

@@ -48,16 +48,21 @@ def _external_model(node: ModelNode, features: list[str], threads: int) -> Any:
 
 
 def pooled_map(
+    k: int,
+    members: list[SymbolPipeline],
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    ml: MLSections,
-    start: tuple[float, float] = IDENTITY_MAP,
 ) -> tuple[float, float]:
-    """A cutoff's pool map, one for every symbol of the run: :func:`fit_pool_map` over the
-    symbols' :meth:`SymbolPipeline.pool_rows` together (in the run's symbol order). The map
-    is a property of the fusion (how far the skill-weighted pool of calibrated members is
-    from calibrated), so the symbols share its evidence; ``start``: the previous cutoff's."""
-    x, lb, y = (np.concatenate([p[i] for p in parts]) if parts else np.empty(0) for i in range(3))
-    return fit_pool_map(x, lb, y, min_rows=ml.ensemble.pool_map_min_rows, start=start)
+    """Cutoff ``k``'s pool map, one for every symbol of the run: :func:`fit_pool_map` over
+    the member symbols' :meth:`SymbolPipeline.pool_rows` (``parts``, in the run's symbol
+    order) together, started from the previous cutoff's map. The map is a property of the
+    fusion (how far the skill-weighted pool of calibrated members is from calibrated), so
+    the symbols share its evidence."""
+    if not members:
+        return IDENTITY_MAP
+    start = next((m.pool_maps[k - 1] for m in members if k - 1 in m.pool_maps), IDENTITY_MAP)
+    x, lb, y = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    ens = members[0].ml.ensemble
+    return fit_pool_map(x, lb, y, min_rows=ens.pool_map_min_rows, start=start)
 
 
 class SymbolPipeline:
@@ -65,8 +70,9 @@ class SymbolPipeline:
 
     :meth:`plan` decides each (fold, model)'s version (the fits run in the caller's
     executor), :meth:`predict_fold` gives raw P(up) from the saved models, :meth:`calibrate`
-    fits a fold's calibrators, stacker and pool map at its cutoff; ``runner`` is the fusion kernel's
-    state once the batch run has folded it (live mode steps it on).
+    fits a fold's calibrators and stacker at its cutoff (``pool_maps``: the run's pool map of
+    each cutoff, :func:`pooled_map`); ``runner`` is the fusion kernel's state once the batch
+    run has folded it (live mode steps it on).
     """
 
     def __init__(
@@ -267,7 +273,7 @@ class SymbolPipeline:
         probabilities and regime features): ``[base, meta, a, v, c_0, c_1..c_M]``. The batch
         run passes a fold's bars, live mode its one bar."""
         n = cal_rows.shape[0]
-        out = np.empty((n, aux_width(len(self.names))))
+        out = np.empty((n, aux_width(len(self.names))))  # every column set below
         out[:, 0] = self.bases[k]
         out[:, 1] = np.nan
         out[:, AUX_SLOPE], out[:, AUX_SAT] = self.pool_maps.get(k, IDENTITY_MAP)
