@@ -17,9 +17,12 @@ there, which is before numba reads anything from that folder. Editing any source
 package therefore recompiles the package's kernels on their next call; an unchanged package
 keeps its cache. A kernel package whose kernels compile kernels of *other* packages into their
 own code (the fused sweep kernel in ``engine.sweep`` runs ``engine.sim``'s bar step and
-``engine.strategy``'s rule step) names them in a ``KERNEL_DEPENDS`` tuple at the top of its
-kernel module, above the first kernel; their sources join the digest of the module's cache
-folder, so an edit of the simulator drops the sweep's cache too.
+``engine.strategy``'s rule step) names them in a ``KERNEL_DEPENDS`` tuple in the package's
+``__init__``, above its imports; their sources join the digest of the package's cache
+folder, so an edit of the simulator drops the sweep's cache too. The tuple is the package's,
+not a module's: the folder is stamped when its first kernel is decorated, which may be in a
+module of the package that compiles nothing of another package (``engine.sweep.program_nb``
+is imported by the fused kernel's module before that module's own kernels exist).
 
 >>> import tempfile
 >>> with tempfile.TemporaryDirectory() as d:
@@ -38,6 +41,7 @@ folder, so an edit of the simulator drops the sweep's cache too.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -117,12 +121,16 @@ def ensure_fresh(cache_dir: Path, module: str) -> None:
 
 
 def _depends(module: str) -> list[Path]:
-    """The folders of the packages kernel module ``module`` names in its ``KERNEL_DEPENDS``
-    (already imported: its kernels import theirs)."""
+    """The folders of the packages that ``module``'s kernel package names in its
+    ``KERNEL_DEPENDS``, found without importing them (the package's first kernel may be
+    decorated before any of them is imported). A name that is not a package is an error:
+    a misspelt dependency would otherwise leave a stale cache unnoticed."""
     out = []
-    for name in getattr(sys.modules.get(module), "KERNEL_DEPENDS", ()):
-        dep = sys.modules.get(name)
-        paths = list(getattr(dep, "__path__", None) or [])
-        if paths:
-            out.append(Path(paths[0]).resolve())
+    package = sys.modules.get(".".join(module.split(".")[:-1][:2]))  # as kernel_package
+    for name in getattr(package, "KERNEL_DEPENDS", ()):
+        spec = importlib.util.find_spec(name)
+        paths = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not paths:
+            raise ImportError(f"KERNEL_DEPENDS of {module}'s package: {name!r} is not a package")
+        out.append(Path(paths[0]).resolve())
     return out

@@ -19,6 +19,12 @@ See ``docs/architecture.md`` ("Sweeps").
 
 from __future__ import annotations
 
+#: packages whose kernels this package's kernels compile into their own (the fused sweep
+#: kernel runs the simulator's bar step and the rule step): engine.kernels.cache's guard
+#: drops this package's cached machine code when their sources change. Set before the
+#: imports below, which decorate the package's first kernels
+KERNEL_DEPENDS = ("engine.sim", "engine.strategy")
+
 from engine.sweep.api import sweep
 from engine.sweep.combos import SORT_KEYS, ComboResult, SweepResult, rank
 from engine.sweep.executors import (

@@ -42,8 +42,6 @@ from engine.sim.steps import equity_nb
 from engine.strategy.rules_nb import rule_step_nb
 from engine.sweep.program_nb import eval_program_nb
 
-#: packages whose kernels this module compiles into its own (engine.kernels.cache's guard)
-KERNEL_DEPENDS = ("engine.sim", "engine.strategy")
 #: bars evaluated per rule-program pass (the stack rows are this long). A steady run of the
 #: simulator stops at a block's end and starts again (~0.3 us), so a long block pays that
 #: less often: 256 -> 4096 measured ~15% faster over the whole kernel, at ~0.5 MB a lane

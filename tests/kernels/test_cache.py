@@ -167,6 +167,86 @@ def test_every_engine_kernel_package_is_stamped_with_its_digest() -> None:
         assert stamp.read_text() == source_digest(ROOT / "engine" / pkg, kernels_dir), cache
 
 
+def test_the_sweep_kernels_digest_follows_the_simulator_and_the_rule_step() -> None:
+    """The fused sweep kernel compiles engine.sim's bar step and engine.strategy's rule step
+    into its own code, so their sources join engine/sweep's digest, whichever module of the
+    package is decorated first (engine.sweep.program_nb, which compiles nothing of theirs,
+    is: a module-level KERNEL_DEPENDS in fused_nb was missed and an edit of the simulator
+    alone left the sweep's stale machine code in the cache)."""
+    import engine.sweep.fused_nb  # noqa: F401
+
+    engine_dir = ROOT / "engine"
+    stamp = engine_dir / "sweep" / "__pycache__" / STAMP
+    want = source_digest(
+        engine_dir / "sweep", engine_dir / "sim", engine_dir / "strategy", engine_dir / "kernels"
+    )
+    assert stamp.read_text() == want
+
+
+DEP = """
+from engine.kernels import kernel
+
+@kernel
+def inner(x):
+    return x + {step}
+"""
+
+FIRST = """
+from engine.kernels import kernel
+
+@kernel
+def first(x):
+    return x
+"""
+
+USER = """
+from engine.kernels import kernel
+from {pkg}.first import first
+from {dep}.inner import inner
+
+@kernel
+def outer(x):
+    return inner(first(x)) * 2.0
+"""
+
+
+@pytest.mark.slow
+def test_guard_follows_the_packages_a_kernel_package_depends_on(tmp_path: Path) -> None:
+    """A package whose kernels compile another package's (``KERNEL_DEPENDS`` in its
+    ``__init__``) is recompiled after an edit of that package alone, though its first
+    kernel, decorated before the dependency is imported, calls nothing of it."""
+    dep, pkg = tmp_path / "deppkg", tmp_path / "userpkg"
+    dep.mkdir()
+    pkg.mkdir()
+    (dep / "__init__.py").write_text("")
+    (dep / "inner.py").write_text(DEP.format(step=1.0))
+    (pkg / "__init__.py").write_text('KERNEL_DEPENDS = ("deppkg",)\n')
+    (pkg / "first.py").write_text(FIRST)
+    (pkg / "outer.py").write_text(USER.format(pkg="userpkg", dep="deppkg"))
+    assert _run(tmp_path, "userpkg") == (4.0, 0)
+    assert _run(tmp_path, "userpkg") == (4.0, 1)
+    _edit_inner(dep, 2.0)
+    assert _run(tmp_path, "userpkg") == (6.0, 0)  # stale without the package's KERNEL_DEPENDS
+    assert _run(tmp_path, "userpkg") == (6.0, 1)
+
+
+def test_a_misspelt_dependency_is_an_error(tmp_path: Path) -> None:
+    from engine.kernels.cache import _depends
+
+    pkg = tmp_path / "typopkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('KERNEL_DEPENDS = ("no_such_package_here",)\n')
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import typopkg  # noqa: F401
+
+        with pytest.raises(ImportError, match="no_such_package_here"):
+            _depends("typopkg.mod")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("typopkg", None)
+
+
 def _zeros(n):  # type: ignore[no-untyped-def]
     return np.zeros(n)
 
