@@ -58,6 +58,39 @@ def risk_hold_nb(
     return False, 0.0, Reason.NONE
 
 
+#: the classes of a bar :func:`hold_classes_nb` tabulates: the direction NaN, negative, zero
+#: (either sign) or positive (infinities included) with a valid price (not NaN, above 0),
+#: or a price that is not valid
+DIR_NAN, DIR_NEG, DIR_ZERO, DIR_POS, BAD_PRICE = 0, 1, 2, 3, 4
+
+
+@kernel(inline=True)
+def hold_classes_nb(cur_qty, sizing, rebalance):  # type: ignore[no-untyped-def]
+    """:func:`risk_hold_nb` of a position of ``cur_qty`` that is not halted, tabulated by the
+    bar's class (``DIR_*``, ``BAD_PRICE``): ``((steady,) * 5, (reason,) * 5)``, ``steady[k]``
+    whether a bar of class ``k`` settles at ``cur_qty`` itself and ``reason[k]`` its reason,
+    each computed by ``risk_hold_nb`` for one bar of the class. Only without a probability
+    (``p`` NaN), or with a sizing other than Kelly, which does not read it.
+
+    The table is ``risk_hold_nb`` itself because the rule reads the direction only through
+    its class, the price only through whether it is valid, and ``p`` only under Kelly sizing
+    (``tests/sim/test_risk.py`` checks it on random inputs). A one-symbol steady run
+    (:mod:`engine.sim.fold`) asks it once and then tests each bar's class, not the rule."""
+    s0, r0 = _hold_case_nb(np.nan, 1.0, cur_qty, sizing, rebalance)
+    s1, r1 = _hold_case_nb(-1.0, 1.0, cur_qty, sizing, rebalance)
+    s2, r2 = _hold_case_nb(0.0, 1.0, cur_qty, sizing, rebalance)
+    s3, r3 = _hold_case_nb(1.0, 1.0, cur_qty, sizing, rebalance)
+    s4, r4 = _hold_case_nb(1.0, np.nan, cur_qty, sizing, rebalance)
+    return (s0, s1, s2, s3, s4), (r0, r1, r2, r3, r4)
+
+
+@kernel(inline=True)
+def _hold_case_nb(direction, price, cur_qty, sizing, rebalance):  # type: ignore[no-untyped-def]
+    """:func:`hold_classes_nb`'s entry for one bar: (settles at ``cur_qty``, reason)."""
+    done, held, why = risk_hold_nb(direction, np.nan, price, cur_qty, False, sizing, rebalance)
+    return done and held == cur_qty, why
+
+
 @kernel()
 def risk_target_nb(
     direction: float,

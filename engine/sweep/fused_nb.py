@@ -489,9 +489,10 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
     for i in range(4):
         counts[i] = 0
     in_pos = 0
+    # the one-symbol runs write no held quantities and reasons (none is read here)
     one = one_views_nb(
-        mkt.open, mkt.high, mkt.low, mkt.close, work.dirs, work.no_prob, work.targets,
-        work.reasons,
+        mkt.open, mkt.high, mkt.low, mkt.close, work.dirs, work.no_prob, work.targets[:0],
+        work.reasons[:0],
     )  # fmt: skip
     for b0 in range(0, n, BLOCK):
         nb = min(BLOCK, n - b0)

@@ -11,10 +11,17 @@ from hypothesis import strategies as st
 
 from engine.sim import BreakerEvent, FillKind, Reason, SimConfig, Sizing, load_specs, simulate
 from engine.sim.risk import (
+    BAD_PRICE,
+    DIR_NAN,
+    DIR_NEG,
+    DIR_POS,
+    DIR_ZERO,
     EDGE_EPS,
     breaker_may_trip_nb,
     breaker_trip_nb,
+    hold_classes_nb,
     kelly_nb,
+    risk_hold_nb,
     risk_target_nb,
 )
 
@@ -323,3 +330,40 @@ def test_breaker_may_trip_is_false_only_where_no_rule_can_trip():
                         )
                         tripped = tripped or code >= 0
                     assert may == tripped, (daily, drawdown, losses, streak)
+
+
+def _bar_class(direction: float, price: float) -> int:
+    if not price > 0.0:
+        return BAD_PRICE
+    if math.isnan(direction):
+        return DIR_NAN
+    return DIR_NEG if direction < 0 else (DIR_POS if direction > 0 else DIR_ZERO)
+
+
+def test_hold_classes_are_risk_hold_by_class():
+    """hold_classes_nb's table against risk_hold_nb itself on random bars: the rule reads
+    the direction only through its class, the price only through whether it is valid, and
+    p only under Kelly sizing (what lets a one-symbol steady run test a bar's class)."""
+    rng = np.random.default_rng(12)
+    directions = [math.nan, -math.inf, -3.0, -1.0, -1e-300, -0.0, 0.0, 1e-300, 0.5, 1.0, math.inf]
+    prices = [math.nan, -5.0, 0.0, -0.0, 1e-9, 1.0, 64_000.0, math.inf]
+    seen = set()
+    for q in (-2.5, -0.001, 0.0, 0.001, 3.0):
+        for sizing in (Sizing.FIXED, Sizing.KELLY):
+            for rebalance in (False, True):
+                steady, why = hold_classes_nb(q, sizing, rebalance)
+                for _ in range(300):
+                    d = float(rng.choice(directions)) * float(
+                        rng.choice([1.0, rng.uniform(0.1, 9)])
+                    )
+                    price = float(rng.choice(prices))
+                    p = math.nan if sizing == Sizing.KELLY else float(rng.choice([math.nan, 0.6]))
+                    done, held, reason = risk_hold_nb(d, p, price, q, False, sizing, rebalance)
+                    k = _bar_class(d, price)
+                    seen.add((k, bool(done and held == q)))
+                    assert steady[k] == (done and held == q), (q, sizing, rebalance, d, price)
+                    if steady[k]:
+                        assert why[k] == reason, (q, sizing, rebalance, d, price)
+    # every class was seen, and both outcomes
+    assert {k for k, _ in seen} == {DIR_NAN, DIR_NEG, DIR_ZERO, DIR_POS, BAD_PRICE}
+    assert {s for _, s in seen} == {True, False}

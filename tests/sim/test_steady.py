@@ -34,8 +34,10 @@ STEADY_CONFIGS = {
             "stop_loss": {"pct": 2.0},
             "take_profit": {"pct": 3.0},
         },
-        risk={"fraction": 0.5, "breaker": {"daily_loss_pct": 4, "drawdown_pct": 25,
-                                            "cooldown_bars": 30}},
+        risk={
+            "fraction": 0.5,
+            "breaker": {"daily_loss_pct": 4, "drawdown_pct": 25, "cooldown_bars": 30},
+        },
     ),  # fmt: skip
 }
 
@@ -149,6 +151,100 @@ def test_simulate_equals_a_loop_of_steps(name: str, n_sym: int) -> None:
     assert st_sim[3].fills.n[0] >= 4  # the run traded
 
 
+LONG_RUN_CONFIGS = {
+    "plain": SimConfig(execution={"leverage": 2, "margin_mode": "isolated"}, risk={"fraction": 0.5}),
+    "stops": SimConfig(
+        execution={"leverage": 3, "margin_mode": "cross", "stop_loss": {"pct": 4.0},
+                   "take_profit": {"pct": 6.0}},
+        risk={"fraction": 0.7},
+    ),
+    "kelly": SimConfig(
+        execution={"leverage": 2, "margin_mode": "isolated"}, risk={"sizing": "kelly"}
+    ),
+    "rebalance": SimConfig(
+        execution={"leverage": 2, "margin_mode": "isolated"}, risk={"fraction": 0.3},
+        rebalance=True,
+    ),
+}  # fmt: skip
+
+
+def _long_runs(seed: int) -> dict[str, np.ndarray]:
+    """One symbol, 1m bars over ~4 UTC days from mid-day, no funding, directions held for
+    100-900 bars (runs of many CHUNKs, across days), a few missing bars, NaN and zero
+    directions."""
+    rng = np.random.default_rng(seed)
+    n = 6000
+    close = 30_000.0 * np.exp(np.cumsum(rng.normal(0, 6e-4, n)))
+    open_ = np.r_[30_000.0, close[:-1]]
+    high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 4e-4, n)))
+    low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 4e-4, n)))
+    gone = rng.random(n) < 0.002
+    for a in (open_, high, low, close):
+        a[gone] = np.nan
+    d = np.empty(n)
+    t = 0
+    while t < n:
+        k = int(rng.integers(100, 900))
+        d[t : t + k] = rng.choice([-1.0, 0.0, 1.0, 2.5])
+        t += k
+    d[rng.random(n) < 0.003] = np.nan
+    col = lambda a: a.reshape(n, 1).copy()  # noqa: E731
+    return {"o": col(open_), "h": col(high), "lo": col(low), "c": col(close),
+            "funding": np.full((n, 1), np.nan), "d": col(d), "atr": col(close * 0.01),
+            "time": 1_700_050_000_000 + np.arange(n, dtype=np.int64) * 60_000}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+@pytest.mark.parametrize("name", sorted(LONG_RUN_CONFIGS))
+def test_long_runs_equal_a_loop_of_steps(name: str, seed: int) -> None:
+    """Runs of hundreds of bars across UTC days (the one-symbol run that tests its bars a
+    chunk at a time, and with Kelly sizing the one that asks the hold rule per bar):
+    simulate_nb against a plain loop of fold_step_nb, every output (equity, wallet,
+    position, each bar's target and reason) and every final state array equal."""
+    cfg = LONG_RUN_CONFIGS[name]
+    prm, spa, m = cfg.to_params(), spec_arrays(load_specs(SYMBOLS[:1])), _long_runs(seed)
+    n = m["o"].shape[0]
+    cash = cfg.execution.initial_cash
+    st_sim, st_loop = _state(cash, 1, cap=4 * n), _state(cash, 1, cap=4 * n)
+    empty, none = np.empty(0), np.empty((0, 1))
+    prob = np.full((n, 1), 0.6) if name.startswith("kelly") else none
+    payoff = np.full((n, 1), 1.5) if name.startswith("kelly") else none
+    outs = (np.empty(n), np.empty(n), np.zeros((n, 1)), np.zeros((n, 1)),
+            np.zeros((n, 1), dtype=np.int64))  # fmt: skip
+    simulate_nb(
+        m["o"], m["h"], m["lo"], m["c"], m["funding"], none, m["d"], prob, payoff, m["atr"],
+        m["time"], spa, prm, *st_sim, *outs, empty, new_liq_memo(1),
+        next_funding_bars(m["funding"]),
+    )  # fmt: skip
+    eq, wallet = np.empty(n), np.empty(n)
+    pos, tg = np.zeros((n, 1)), np.zeros((n, 1))
+    rs = np.zeros((n, 1), dtype=np.int64)
+    memo = new_liq_memo(1)
+    acct = st_loop[0]
+    for t in range(n):
+        p_row = prob[t] if prob.shape[0] else empty
+        b_row = payoff[t] if payoff.shape[0] else empty
+        eq[t] = fold_step_nb(
+            *st_loop[:3], spa, prm, st_loop[3], t, int(m["time"][t]), m["o"][t], m["h"][t],
+            m["lo"][t], m["c"][t], m["funding"][t], empty, m["d"][t], p_row, b_row,
+            m["atr"][t], tg[t], rs[t], memo,
+        )  # fmt: skip
+        wallet[t] = acct.wallet[0]
+        pos[t] = acct.qty
+    if prm.close_at_end:
+        close_all_nb(acct, st_loop[1], prm, st_loop[3], n - 1)
+        eq[n - 1] = equity_nb(acct)
+        wallet[n - 1] = acct.wallet[0]
+        pos[n - 1] = acct.qty
+    for a, b in zip(outs, (eq, wallet, pos, tg, rs), strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    for a, b in zip(_arrays(st_sim), _arrays(st_loop), strict=True):
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    flips = int(np.count_nonzero(np.diff(np.sign(pos[:, 0]))))
+    assert flips >= 4, flips  # the directions moved the position
+    assert int(np.count_nonzero(pos[:, 0])) > n // 4  # and it was held through long runs
+
+
 def test_next_funding_bars_is_the_first_rate_at_or_after_each_bar() -> None:
     """next_funding_bars against a plain scan: per symbol, the first bar >= t with a rate
     (n where none follows), also for a symbol that never pays funding."""
@@ -161,3 +257,22 @@ def test_next_funding_bars_is_the_first_rate_at_or_after_each_bar() -> None:
         for t in range(300):
             later = [u for u in range(t, 300) if not np.isnan(funding[u, s])]
             assert got[t, s] == (later[0] if later else 300), (t, s)
+
+
+def test_hold_range_is_the_settled_classes() -> None:
+    """_hold_range_nb: for every set of settled direction classes, lo <= d <= hi holds for
+    exactly the directions of those classes (NaN never), or the set is not one range."""
+    from engine.sim.fold import _hold_range_nb
+    from engine.sim.risk import DIR_NEG, DIR_POS, DIR_ZERO
+
+    directions = [-np.inf, -1e300, -1.0, -5e-324, -0.0, 0.0, 5e-324, 2.5, 1e300, np.inf]
+    for bits in range(8):
+        steady = [True, bits & 1 != 0, bits & 2 != 0, bits & 4 != 0, True]
+        lo, hi, interval = _hold_range_nb(tuple(steady))
+        assert interval == (bits != 0b101), bits  # negative and positive without zero
+        if not interval:
+            continue
+        for d in directions:
+            k = DIR_NEG if d < 0 else (DIR_POS if d > 0 else DIR_ZERO)
+            assert (lo <= d <= hi) == steady[k], (bits, d)
+        assert not (lo <= np.nan <= hi)
