@@ -433,18 +433,40 @@ def _rule_rows_nb(own, rules, table, events, state, dirs, gap_free, memoryless):
     return state
 
 
+@kernel(inline=True)
+def _one_rule_rows_nb(row, bit, table, dirs):  # type: ignore[no-untyped-def]
+    """:func:`decide_rows_nb`'s loop for a memoryless machine without events that reads one
+    rule (slot bit ``bit``) over a gap-free block: a bar's direction is flat's next state for
+    that rule's value alone (the table ignores the slots the combination has no rule in), one
+    of two values, chosen without a branch per bar. Returns the state after the block."""
+    off = float(table[1, 0])
+    on = float(table[1, bit])
+    nb = row.shape[0]
+    for j in range(nb):
+        dirs[j] = on if row[j] == 1.0 else off
+    return table[1, bit] if (nb > 0 and row[nb - 1] == 1.0) else table[1, 0]
+
+
 @kernel
-def decide_rows_nb(own, rules, table, memoryless, events, state, dirs):  # type: ignore[no-untyped-def]
+def decide_rows_nb(own, rules, table, memoryless, events, state, dirs, used):  # type: ignore[no-untyped-def]
     """One symbol's directions over a block: ``own`` its own row of each bar (-1: no bar),
     ``rules`` the block's four rule rows (``[4, >= len(own)]``), ``table`` and
     ``memoryless`` the combination's :func:`rule_table_nb`; writes ``dirs`` (NaN where the
     symbol has no bar, and for event rules where the state did not change, as
     :func:`engine.strategy.rules_nb.rule_bar_nb` gives it) and returns the state after the
-    block. A block whose bars are consecutive own rows skips the per-bar test. Out of line
-    and branch-light: the state machine's branches inlined into the kernel measured
-    ~4-7 ns a bar, with the combination's flags reloaded from the stack every bar."""
+    block. ``used``: the slots the combination has a rule in (bit ``r``: slot ``r``). A
+    block whose bars are consecutive own rows skips the per-bar test, and a memoryless
+    machine of one rule without events (``long: ema_10 > ema_20``) is a select per bar
+    (:func:`_one_rule_rows_nb`). Out of line and branch-light: the state machine's branches
+    inlined into the kernel measured ~4-7 ns a bar, with the combination's flags reloaded
+    from the stack every bar."""
     nb = own.shape[0]
     if nb > 0 and own[0] >= 0 and own[nb - 1] - own[0] == nb - 1:
+        if memoryless and not events and used != 0 and (used & (used - 1)) == 0:
+            slot = 0
+            while (used >> slot) != 1:
+                slot += 1
+            return _one_rule_rows_nb(rules[slot, :nb], used, table, dirs)
         if memoryless:
             return _rule_rows_nb(own, rules, table, events, state, dirs, True, True)
         return _rule_rows_nb(own, rules, table, events, state, dirs, True, False)
@@ -459,11 +481,15 @@ def decide_block_nb(mkt, prog, c, work, memoryless, b0, nb):  # type: ignore[no-
     ATR stops into ``work.atrs``."""
     events = prog.flags[c, 0] != 0
     k = prog.atr_col[c]
+    used = 0  # the slots the combination has a rule in (bit r: slot r)
+    for r in range(4):
+        if prog.lens[c, r] > 0:
+            used |= 1 << r
     for s in range(mkt.own.shape[1]):
         own = mkt.own[b0 : b0 + nb, s]
         work.state[s] = decide_rows_nb(
             own, work.rules[s], work.table, memoryless, events, work.state[s],
-            work.dirs[:nb, s],
+            work.dirs[:nb, s], used,
         )  # fmt: skip
         if k >= 0:
             for j in range(nb):

@@ -105,6 +105,42 @@ def test_programs_equal_numpy_on_blocks_with_and_without_gaps(gaps: bool) -> Non
     assert checked > 1000  # the programs produced values, not only NaN
 
 
+@pytest.mark.parametrize("gaps", [False, True])
+@pytest.mark.parametrize("op", CMP)
+def test_two_columns_compared_straight_from_the_columns(op: int, gaps: bool) -> None:
+    """A comparison of two columns (``ema_10 > ema_20``), alone and as a deeper operand,
+    which eval_program_nb reads straight from the columns where the block's rows are
+    consecutive and both leaves start at or after the symbol's first row: the same values
+    as the numpy evaluator, in blocks that take that read and blocks that do not (the
+    first block, whose leaves some rows back start before the first row; gaps)."""
+    rng = np.random.default_rng(31 + op + 100 * gaps)
+    n = 5 * BLOCK
+    own = np.arange(n, dtype=np.int64)
+    if gaps:
+        present = rng.random(n) > 0.1
+        present[:9] = False
+        own = np.where(present, np.cumsum(present) - 1, -1)
+    n_own = int(own.max()) + 1
+    cols = np.round(rng.normal(size=(1, N_COLS, n_own)), 1)
+    cols[0][rng.random((N_COLS, n_own)) < 0.05] = np.nan
+    programs = [
+        [(P.OP_COL, 0, 0, 0.0), (P.OP_COL, 1, 0, 0.0), (op, 0, 0, 0.0)],
+        [(P.OP_COL, 2, 3, 0.0), (P.OP_COL, 0, 1, 0.0), (op, 0, 0, 0.0)],
+        [(P.OP_CONST, 0, 0, 0.5), (P.OP_COL, 1, 2, 0.0), (P.OP_COL, 1, 0, 0.0), (op, 0, 0, 0.0),
+         (P.OP_ADD, 0, 0, 0.0)],
+        [(P.OP_COL, 0, 0, 0.0), (P.OP_COL, 1, 0, 0.0), (op, 0, 0, 0.0), (P.OP_COL, 2, 1, 0.0),
+         (P.OP_COL, 0, 0, 0.0), (P.OP_LT, 0, 0, 0.0), (P.OP_MUL, 0, 0, 0.0)],
+    ]  # fmt: skip
+    for prog in programs:
+        arr = [np.array([p[k] for p in prog], dtype=dt) for k, dt in
+               ((0, np.int64), (1, np.int64), (2, np.int64), (3, np.float64))]  # fmt: skip
+        stack = np.full((len(prog) + 1, BLOCK), -7.0)
+        for t0 in range(0, n, BLOCK):
+            dest = np.full(BLOCK, -7.0)
+            P.eval_program_nb(*arr, len(prog), cols, own[:, None], 0, t0, BLOCK, stack, dest)
+            np.testing.assert_array_equal(dest, _reference(prog, cols[0], own, t0))
+
+
 #: (event rules, hold long, hold short, the slots that have a rule; memoryless or not)
 STYLES = [
     (False, True, False, (0,), True),  # long: R
@@ -140,6 +176,7 @@ def test_block_decisions_equal_the_rule_fold(style: tuple, gaps: bool) -> None: 
     flags = np.array([events, hold_long, hold_short], dtype=np.int64)
     table = np.zeros((3, 16), dtype=np.int64)
     assert K.rule_table_nb(flags, lens, table) == memoryless
+    used = sum(1 << k for k in slots)  # one slot, memoryless, no events: the select per bar
 
     v = vals == 1.0
     le = v[0] & (0 in slots)
@@ -155,8 +192,9 @@ def test_block_decisions_equal_the_rule_fold(style: tuple, gaps: bool) -> None: 
         rows = np.full((4, K.BLOCK), 1.0)  # stale past the block
         rows[:, :nb] = vals[:, b0 : b0 + nb]
         state = K.decide_rows_nb(
-            own[b0 : b0 + nb, 0], rows, table, memoryless, events, state, got[b0 : b0 + nb, 0]
-        )
+            own[b0 : b0 + nb, 0], rows, table, memoryless, events, state,
+            got[b0 : b0 + nb, 0], used,
+        )  # fmt: skip
     np.testing.assert_array_equal(got[:, 0], want)
     # the state changed (a long entry alone goes long once and stays)
     assert np.unique(want[~np.isnan(want)]).size >= (1 if slots == (0,) else 2)
