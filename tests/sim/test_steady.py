@@ -110,19 +110,24 @@ def test_steady_bar_equals_the_step(name: str, seed: int, n_sym: int) -> None:
         assert taken == 0
 
 
-@pytest.mark.parametrize("n_sym", [1, 2])
-@pytest.mark.parametrize("name", sorted(STEADY_CONFIGS))
-def test_simulate_equals_a_loop_of_steps(name: str, n_sym: int) -> None:
-    cfg, prm, spa, m = _setup(name, 3, n_sym)
+def _simulate_equals_steps(
+    cfg: SimConfig, m: dict[str, np.ndarray], n_sym: int, prob=None, payoff=None
+):  # type: ignore[no-untyped-def]
+    """``simulate_nb`` (steady runs between full steps) and a plain loop of ``fold_step_nb``
+    over the same bars: every output (equity, wallet, position, each bar's target and
+    reason) and every final state array equal. Returns the positions and the final state."""
+    prm, spa = cfg.to_params(), spec_arrays(load_specs(SYMBOLS[:n_sym]))
     cash = cfg.execution.initial_cash
-    n = N_BARS
+    n = m["o"].shape[0]
     # record buffers with room for every record of the run
     st_sim, st_loop = _state(cash, n_sym, cap=4 * n), _state(cash, n_sym, cap=4 * n)
     empty, none = np.empty(0), np.empty((0, n_sym))
+    prob = none if prob is None else prob
+    payoff = none if payoff is None else payoff
     outs_sim = (np.empty(n), np.empty(n), np.zeros((n, n_sym)), np.zeros((n, n_sym)),
                 np.zeros((n, n_sym), dtype=np.int64))  # fmt: skip
     simulate_nb(
-        m["o"], m["h"], m["lo"], m["c"], m["funding"], none, m["d"], none, none, m["atr"],
+        m["o"], m["h"], m["lo"], m["c"], m["funding"], none, m["d"], prob, payoff, m["atr"],
         m["time"], spa, prm, *st_sim, *outs_sim, empty, new_liq_memo(n_sym),
         next_funding_bars(m["funding"]),
     )  # fmt: skip
@@ -132,10 +137,12 @@ def test_simulate_equals_a_loop_of_steps(name: str, n_sym: int) -> None:
     memo = new_liq_memo(n_sym)
     acct = st_loop[0]
     for t in range(n):
+        p_row = prob[t] if prob.shape[0] else empty
+        b_row = payoff[t] if payoff.shape[0] else empty
         eq[t] = fold_step_nb(
             *st_loop[:3], spa, prm, st_loop[3], t, int(m["time"][t]), m["o"][t], m["h"][t],
-            m["lo"][t], m["c"][t], m["funding"][t], empty, m["d"][t], empty, empty, m["atr"][t],
-            tg[t], rs[t], memo,
+            m["lo"][t], m["c"][t], m["funding"][t], empty, m["d"][t], p_row, b_row,
+            m["atr"][t], tg[t], rs[t], memo,
         )  # fmt: skip
         wallet[t] = acct.wallet[0]
         pos[t] = acct.qty
@@ -148,6 +155,13 @@ def test_simulate_equals_a_loop_of_steps(name: str, n_sym: int) -> None:
         assert np.array_equal(a, b, equal_nan=True)
     for a, b in zip(_arrays(st_sim), _arrays(st_loop), strict=True):
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    return pos, st_sim
+
+
+@pytest.mark.parametrize("n_sym", [1, 2])
+@pytest.mark.parametrize("name", sorted(STEADY_CONFIGS))
+def test_simulate_equals_a_loop_of_steps(name: str, n_sym: int) -> None:
+    _, st_sim = _simulate_equals_steps(STEADY_CONFIGS[name], _inputs(3, n_sym), n_sym)
     assert st_sim[3].fills.n[0] >= 4  # the run traded
 
 
@@ -201,45 +215,14 @@ def test_long_runs_equal_a_loop_of_steps(name: str, seed: int) -> None:
     chunk at a time, and with Kelly sizing the one that asks the hold rule per bar):
     simulate_nb against a plain loop of fold_step_nb, every output (equity, wallet,
     position, each bar's target and reason) and every final state array equal."""
-    cfg = LONG_RUN_CONFIGS[name]
-    prm, spa, m = cfg.to_params(), spec_arrays(load_specs(SYMBOLS[:1])), _long_runs(seed)
+    m = _long_runs(seed)
     n = m["o"].shape[0]
-    cash = cfg.execution.initial_cash
-    st_sim, st_loop = _state(cash, 1, cap=4 * n), _state(cash, 1, cap=4 * n)
-    empty, none = np.empty(0), np.empty((0, 1))
-    prob = np.full((n, 1), 0.6) if name.startswith("kelly") else none
-    payoff = np.full((n, 1), 1.5) if name.startswith("kelly") else none
-    outs = (np.empty(n), np.empty(n), np.zeros((n, 1)), np.zeros((n, 1)),
-            np.zeros((n, 1), dtype=np.int64))  # fmt: skip
-    simulate_nb(
-        m["o"], m["h"], m["lo"], m["c"], m["funding"], none, m["d"], prob, payoff, m["atr"],
-        m["time"], spa, prm, *st_sim, *outs, empty, new_liq_memo(1),
-        next_funding_bars(m["funding"]),
+    kelly = name.startswith("kelly")
+    pos, _ = _simulate_equals_steps(
+        LONG_RUN_CONFIGS[name], m, 1,
+        prob=np.full((n, 1), 0.6) if kelly else None,
+        payoff=np.full((n, 1), 1.5) if kelly else None,
     )  # fmt: skip
-    eq, wallet = np.empty(n), np.empty(n)
-    pos, tg = np.zeros((n, 1)), np.zeros((n, 1))
-    rs = np.zeros((n, 1), dtype=np.int64)
-    memo = new_liq_memo(1)
-    acct = st_loop[0]
-    for t in range(n):
-        p_row = prob[t] if prob.shape[0] else empty
-        b_row = payoff[t] if payoff.shape[0] else empty
-        eq[t] = fold_step_nb(
-            *st_loop[:3], spa, prm, st_loop[3], t, int(m["time"][t]), m["o"][t], m["h"][t],
-            m["lo"][t], m["c"][t], m["funding"][t], empty, m["d"][t], p_row, b_row,
-            m["atr"][t], tg[t], rs[t], memo,
-        )  # fmt: skip
-        wallet[t] = acct.wallet[0]
-        pos[t] = acct.qty
-    if prm.close_at_end:
-        close_all_nb(acct, st_loop[1], prm, st_loop[3], n - 1)
-        eq[n - 1] = equity_nb(acct)
-        wallet[n - 1] = acct.wallet[0]
-        pos[n - 1] = acct.qty
-    for a, b in zip(outs, (eq, wallet, pos, tg, rs), strict=True):
-        assert np.array_equal(a, b, equal_nan=True)
-    for a, b in zip(_arrays(st_sim), _arrays(st_loop), strict=True):
-        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
     flips = int(np.count_nonzero(np.diff(np.sign(pos[:, 0]))))
     assert flips >= 4, flips  # the directions moved the position
     assert int(np.count_nonzero(pos[:, 0])) > n // 4  # and it was held through long runs
