@@ -257,11 +257,12 @@ def _run_one_nb(  # type: ignore[no-untyped-def]
     if not (may_trip or kelly_p or time_ms.shape[0] == 0):
         steady, why = hold_classes_nb(q, sizing, rebalance)
         lo, hi, interval = _hold_range_nb(steady)
-        if interval:
+        # the settled test needs a NaN direction and an invalid price to hold (risk_hold_nb
+        # settles both at the held quantity); the loop below covers any other rule
+        if interval and steady[DIR_NAN] and steady[BAD_PRICE]:
             return _one_settled_nb(
                 q, entry, stop, target, wallet, liq, day, start, peak, prev, sizing,
-                rebalance, steady[DIR_NAN], steady[BAD_PRICE], lo, hi, why, one, time_ms, t0,
-                t1, row0, equity_out,
+                rebalance, lo, hi, why, one, time_ms, t0, t1, row0, equity_out,
             )  # fmt: skip
     # the breaker's rules per bar (breaker_trip_nb finds nothing where none can trip)
     return _one_loop_nb(
@@ -283,16 +284,18 @@ def _hold_range_nb(steady):  # type: ignore[no-untyped-def]
 
 @kernel(inline=True)
 def _one_settled_nb(  # type: ignore[no-untyped-def]
-    q, entry, stop, target, wallet, liq, day, start, peak, prev, sizing, rebalance, ok_nan,
-    ok_bad, lo, hi, why, one, time_ms, t0, t1, row0, equity_out,
+    q, entry, stop, target, wallet, liq, day, start, peak, prev, sizing, rebalance, lo, hi,
+    why, one, time_ms, t0, t1, row0, equity_out,
 ):  # fmt: skip
     """:func:`_run_one_nb`'s run when nothing of a bar depends on the bars before it but the
     breaker's day: the breaker cannot trip, the hold rule reads no probability, and the
     bars' times are known. Then a bar is steady by its own columns alone, which are tested
     ``CHUNK`` bars at a time without a branch per bar: a bar and a close, no exit level
     touched, and a hold of its class (:func:`~engine.sim.risk.hold_classes_nb`, the table of
-    ``risk_hold_nb`` for this position). A new UTC day also stops the test: that bar is
-    marked by :func:`~engine.sim.risk.breaker_marks_nb` itself. The equity of the steady bars
+    ``risk_hold_nb`` for this position, as the range ``lo <= d <= hi``; a NaN direction and
+    an invalid price hold). A new UTC day also stops the test. The test may stop at a bar
+    that is steady after all; the bar it stops at is checked by the rules themselves, and a
+    steady one (a new day) is marked by :func:`~engine.sim.risk.breaker_marks_nb` and booked. The equity of the steady bars
     is then written (``wallet`` plus :func:`~engine.sim.accounting.unrealized_pnl_nb`, as
     :func:`_one_loop_nb` forms it) and the peak taken over them. The result is
     :func:`_one_loop_nb`'s, ``==`` (``tests/sim/test_steady.py``): any failed check ends a run
@@ -301,7 +304,7 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
     o1, h1, l1, c1, d1, _, held_out, why_out = one
     keep = held_out.shape[0] > 0
     low_level, high_level = exit_levels_nb(q, stop, target, liq)
-    day_lo, day_hi = _day_bounds_nb(day)
+    day_lo, day_span = _day_bounds_nb(day)
     t = max(t0, 0)
     r = max(t - row0, 0)
     m = max(t1 - t, 0)
@@ -315,22 +318,30 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
         stop_at = k
         for j in range(k):  # bitwise, not short-circuit: no branch per bar
             c, d = cc[j], dc[j]
-            valid = c > 0.0
-            hold = ((not valid) & ok_bad) | (
-                valid & (((d != d) & ok_nan) | ((d >= lo) & (d <= hi)))
-            )
-            bad = (oc[j] != oc[j]) | (c != c) | (lc[j] <= low_level) | (hc[j] >= high_level)
-            new_day = (tc[j] >= day_hi) | (tc[j] < day_lo)
-            stop_at = min(stop_at, j if (bad | (not hold) | new_day) else k)
+            # a missing open or close (their sum is NaN), an exit level touched, a valid
+            # price with a direction the run does not hold (a NaN one holds), or a time
+            # outside the day (unsigned: before it wraps round); a stop where the bar is
+            # steady after all (two infinite prices, an unknown time) is only a bar the
+            # scalar check below books exactly
+            stop_here = (
+                np.isnan(oc[j] + c) | (lc[j] <= low_level) | (hc[j] >= high_level)
+                | ((c > 0.0) & ((d < lo) | (d > hi)))
+                | (np.uint64(tc[j] - day_lo) >= day_span)
+            )  # fmt: skip
+            stop_at = min(stop_at, j if stop_here else k)
         ec = equity_out[t + n : t + n + k]
         for j in range(stop_at):
             eq = wallet
             if q != 0.0:
                 eq += unrealized_pnl_nb(q, entry, cc[j])
             ec[j] = eq
-        for j in range(stop_at):
-            if ec[j] > peak:
-                peak = ec[j]
+        if q == 0.0:  # every bar's equity is the wallet: one comparison
+            if stop_at > 0 and wallet > peak:
+                peak = wallet
+        else:
+            for j in range(stop_at):
+                if ec[j] > peak:
+                    peak = ec[j]
         if keep:
             rows = slice(r + n, r + n + stop_at)
             _held_rows_nb(q, cc, dc, why, held_out[rows], why_out[rows])
@@ -351,7 +362,7 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
         if q != 0.0:
             eq += unrealized_pnl_nb(q, entry, c)
         day, start, peak = breaker_marks_nb(day, start, peak, prev, tc[j], eq)
-        day_lo, day_hi = _day_bounds_nb(day)
+        day_lo, day_span = _day_bounds_nb(day)
         ec[j] = eq
         if keep:
             rows = slice(r + n, r + n + 1)
@@ -363,12 +374,13 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
 
 @kernel(inline=True)
 def _day_bounds_nb(day):  # type: ignore[no-untyped-def]
-    """The open times ``[lo, hi)`` of UTC day ``day`` (:func:`~engine.sim.risk.breaker_marks_nb`'s
-    ``time_ms // DAY_MS``): a bar outside them starts a new day. A day before the epoch,
-    or none yet (the breaker's first), gives ``[0, 0)``: every bar asks the rule."""
+    """UTC day ``day``'s first open time and length, ``(lo, span)`` (span uint64;
+    :func:`~engine.sim.risk.breaker_marks_nb`'s day is ``time_ms // DAY_MS``): a bar whose
+    ``uint64(time - lo) >= span`` is outside it. A day before the epoch, or none yet (the
+    breaker's first), gives span 0: every bar asks the rule."""
     if day < 0:
-        return 0, 0
-    return day * DAY_MS, day * DAY_MS + DAY_MS
+        return 0, np.uint64(0)
+    return day * DAY_MS, np.uint64(DAY_MS)
 
 
 @kernel(inline=True)
