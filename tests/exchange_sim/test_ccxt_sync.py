@@ -9,7 +9,7 @@ from engine.binance.venue import make_ccxt
 from engine.exchange_sim.market import MarketData
 from engine.timeutil import parse_time
 
-from .conftest import KEY, SECRET, admin, advance, running, url
+from .conftest import KEY, SECRET, admin, advance, room_in_weight_window, running, url
 
 BTC = "BTC/USDT:USDT"
 ETH = "ETH/USDT:USDT"
@@ -23,7 +23,10 @@ def ex(sim):  # type: ignore[no-untyped-def]
     return client
 
 
-def test_markets_time_and_ohlcv(sim, ex, market: MarketData) -> None:  # type: ignore[no-untyped-def]
+def test_markets_time_and_ohlcv(sim, market: MarketData) -> None:  # type: ignore[no-untyped-def]
+    room_in_weight_window()  # the weights below are added up: one window for all of them
+    ex = make_ccxt(url(sim), KEY, SECRET)
+    ex.load_markets()
     assert set(ex.markets) == {BTC, ETH}
     m = ex.market(BTC)
     assert m["precision"]["price"] == 0.1 and m["precision"]["amount"] == 0.001
