@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels import kernel
-from engine.sim.accounting import exit_levels_nb, unrealized_pnl_nb
+from engine.sim.accounting import exit_levels_nb
 from engine.sim.enums import MarginMode, Sizing
 from engine.sim.loop import close_all_nb, exits_nb, fold_step_nb, memo_liq_price_nb
 from engine.sim.risk import (
@@ -54,13 +54,14 @@ from engine.sim.risk import (
     DIR_NEG,
     DIR_POS,
     DIR_ZERO,
+    bar_class_nb,
     breaker_marks_nb,
     breaker_may_trip_nb,
     breaker_trip_nb,
     hold_classes_nb,
     risk_hold_nb,
 )
-from engine.sim.steps import equity_at_nb, equity_nb
+from engine.sim.steps import equity_at_nb, equity_nb, plus_position_nb
 
 #: bars a settled one-symbol run (:func:`_one_settled_nb`) tests at a time, without a branch
 #: per bar
@@ -249,7 +250,7 @@ def _run_one_nb(  # type: ignore[no-untyped-def]
     :func:`_one_settled_nb`, which tests its bars a chunk at a time without a branch per
     bar; otherwise :func:`_one_loop_nb` asks every rule per bar. The two are ``==``
     (``tests/sim/test_steady.py``). In the fused sweep over BTCUSDT's 5m bars the steady
-    bars cost ~7.3 -> ~4.0 ns a bar-combination (docs/architecture.md, "Settled runs")."""
+    bars cost ~7.3 -> ~3.3 ns a bar-combination (docs/architecture.md, "Settled runs")."""
     if q != 0.0 and t0 < t1:
         t1 = min(t1, next_funding[t0, 0])
     kelly_p = one[5].shape[0] > 0 and sizing == Sizing.KELLY  # a hold reads p per bar
@@ -296,7 +297,7 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
     an invalid price hold). A new UTC day also stops the test. The test may stop at a bar
     that is steady after all; the bar it stops at is checked by the rules themselves, and a
     steady one (a new day) is marked by :func:`~engine.sim.risk.breaker_marks_nb` and booked. The equity of the steady bars
-    is then written (``wallet`` plus :func:`~engine.sim.accounting.unrealized_pnl_nb`, as
+    is then written (:func:`~engine.sim.steps.plus_position_nb` of the wallet, as
     :func:`_one_loop_nb` forms it) and the peak taken over them. The result is
     :func:`_one_loop_nb`'s, ``==`` (``tests/sim/test_steady.py``): any failed check ends a run
     before its bar whatever the order of the checks, and between two new days the breaker's
@@ -331,10 +332,7 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
             stop_at = min(stop_at, j if stop_here else k)
         ec = equity_out[t + n : t + n + k]
         for j in range(stop_at):
-            eq = wallet
-            if q != 0.0:
-                eq += unrealized_pnl_nb(q, entry, cc[j])
-            ec[j] = eq
+            ec[j] = plus_position_nb(wallet, q, entry, cc[j])
         if q == 0.0:  # every bar's equity is the wallet: one comparison
             if stop_at > 0 and wallet > peak:
                 peak = wallet
@@ -355,18 +353,16 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
         c, d = cc[j], dc[j]
         if c != c or oc[j] != oc[j] or lc[j] <= low_level or hc[j] >= high_level:
             break
-        done, held, _ = risk_hold_nb(d, np.nan, c, q, False, sizing, rebalance)
+        done, held, reason = risk_hold_nb(d, np.nan, c, q, False, sizing, rebalance)
         if not done or held != q:
             break
-        eq = wallet
-        if q != 0.0:
-            eq += unrealized_pnl_nb(q, entry, c)
+        eq = plus_position_nb(wallet, q, entry, c)
         day, start, peak = breaker_marks_nb(day, start, peak, prev, tc[j], eq)
         day_lo, day_span = _day_bounds_nb(day)
         ec[j] = eq
         if keep:
-            rows = slice(r + n, r + n + 1)
-            _held_rows_nb(q, cc[j : j + 1], dc[j : j + 1], why, held_out[rows], why_out[rows])
+            held_out[r + n] = held
+            why_out[r + n] = reason
         prev = eq
         n += 1
     return t + n, day, start, peak, prev
@@ -389,19 +385,8 @@ def _held_rows_nb(q, cc, dc, why, held_out, why_out):  # type: ignore[no-untyped
     held quantity ``q`` and the reason of each bar's class (``why``: the reasons of
     :func:`~engine.sim.risk.hold_classes_nb`)."""
     for j in range(held_out.shape[0]):
-        c, d = cc[j], dc[j]
-        if not c > 0.0:
-            k = BAD_PRICE
-        elif d != d:
-            k = DIR_NAN
-        elif d < 0.0:
-            k = DIR_NEG
-        elif d > 0.0:
-            k = DIR_POS
-        else:
-            k = DIR_ZERO
         held_out[j] = q
-        why_out[j] = why[k]
+        why_out[j] = why[bar_class_nb(dc[j], cc[j])]
 
 
 @kernel(inline=True)
@@ -444,9 +429,7 @@ def _one_loop_nb(  # type: ignore[no-untyped-def]
         if np.isnan(oc[j]) or np.isnan(ct) or lc[j] <= low_level or hc[j] >= high_level:
             n = j
             break
-        eq = wallet
-        if q != 0.0:
-            eq += unrealized_pnl_nb(q, entry, ct)
+        eq = plus_position_nb(wallet, q, entry, ct)
         tm = tc[j] if has_time else -1
         day2, start2, peak2 = breaker_marks_nb(day, start, peak, prev, tm, eq)
         code, _ = breaker_trip_nb(start2, peak2, streak, tm, eq, daily, drawdown, losses)

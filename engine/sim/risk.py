@@ -65,6 +65,20 @@ DIR_NAN, DIR_NEG, DIR_ZERO, DIR_POS, BAD_PRICE = 0, 1, 2, 3, 4
 
 
 @kernel(inline=True)
+def bar_class_nb(direction, price):  # type: ignore[no-untyped-def]
+    """The class of a bar that :func:`hold_classes_nb` tabulates (``DIR_*``, ``BAD_PRICE``)."""
+    if not price > 0.0:
+        return BAD_PRICE
+    if np.isnan(direction):
+        return DIR_NAN
+    if direction < 0.0:
+        return DIR_NEG
+    if direction > 0.0:
+        return DIR_POS
+    return DIR_ZERO
+
+
+@kernel(inline=True)
 def hold_classes_nb(cur_qty, sizing, rebalance):  # type: ignore[no-untyped-def]
     """:func:`risk_hold_nb` of a position of ``cur_qty`` that is not halted, tabulated by the
     bar's class (``DIR_*``, ``BAD_PRICE``): ``((steady,) * 5, (reason,) * 5)``, ``steady[k]``

@@ -152,8 +152,16 @@ def equity_at_nb(acct, marks):  # type: ignore[no-untyped-def]
     """Wallet plus the unrealised PnL of every position at ``marks`` (one per symbol)."""
     eq = acct.wallet[0]
     for j in range(acct.qty.shape[0]):
-        if acct.qty[j] != 0.0:
-            eq += unrealized_pnl_nb(acct.qty[j], acct.entry_price[j], marks[j])
+        eq = plus_position_nb(eq, acct.qty[j], acct.entry_price[j], marks[j])
+    return eq
+
+
+@kernel(inline=True)
+def plus_position_nb(eq, qty, entry_price, mark):  # type: ignore[no-untyped-def]
+    """``eq`` plus the unrealised PnL of one position marked at ``mark`` (``eq`` itself when
+    flat): :func:`equity_at_nb`'s term, which a one-symbol steady run adds to its wallet."""
+    if qty != 0.0:
+        eq += unrealized_pnl_nb(qty, entry_price, mark)
     return eq
 
 

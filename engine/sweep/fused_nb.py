@@ -102,7 +102,7 @@ class Work(NamedTuple):
     dirs: np.ndarray  # float64[BLOCK, S] the block's directions (NaN: no bar, or no new event)
     table: np.ndarray  # int64[3, 16] the combination's rule_table_nb
     atrs: np.ndarray  # float64[BLOCK, S] the block's ATR rows of ATR stops
-    targets: np.ndarray  # float64[BLOCK, S] the steady bars' targets (not read)
+    targets: np.ndarray  # float64[BLOCK, S] the steady bars' targets, runs of several symbols (not read)
     reasons: np.ndarray  # int64[BLOCK, S] their reasons (not read)
     no_prob: np.ndarray  # float64[0, S]
 

@@ -102,27 +102,30 @@ def eval_program_nb(ops, args, offs, vals, length, cols, own, s, t0, nb, stack, 
     :func:`engine.strategy.expr` shifts. Every operator propagates NaN as numpy's do.
     """
     sp = 0
-    i = 0
-    while i < length:
+    skip = 0  # ops already evaluated with the one before them
+    for i in range(length):
+        if skip > 0:
+            skip -= 1
+            continue
         op = ops[i]
-        i += 1
-        if op == OP_COL and i + 1 < length and ops[i] == OP_COL and OP_LT <= ops[i + 1] <= OP_NE:
+        if op == OP_COL and i + 2 < length and ops[i + 1] == OP_COL:
             # two columns compared: read straight from the columns when the block's rows
             # are consecutive and both start at or after the symbol's first row
             first = own[t0, s]
-            a0, b0 = first - offs[i - 1], first - offs[i]
-            if first >= 0 and own[t0 + nb - 1, s] - first == nb - 1 and a0 >= 0 and b0 >= 0:
-                row = dest if sp == 0 else stack[sp]
-                x = cols[s, args[i - 1]][a0 : a0 + nb]
-                y = cols[s, args[i]][b0 : b0 + nb]
-                _compare_nb(ops[i + 1], x, y, row, nb)
+            a0, b0 = first - offs[i], first - offs[i + 1]
+            cmp = ops[i + 2]
+            fits = first >= 0 and own[t0 + nb - 1, s] - first == nb - 1 and a0 >= 0 and b0 >= 0
+            if OP_LT <= cmp <= OP_NE and fits:
+                x = cols[s, args[i]][a0 : a0 + nb]
+                y = cols[s, args[i + 1]][b0 : b0 + nb]
+                _compare_nb(cmp, x, y, dest if sp == 0 else stack[sp], nb)
                 sp += 1
-                i += 2
+                skip = 2
                 continue
         if op == OP_COL or op == OP_CONST:
             row = dest if sp == 0 else stack[sp]
-            _leaf_nb(op, cols[s, args[i - 1] if op == OP_COL else 0], vals[i - 1], own, s, t0,
-                     nb, offs[i - 1], row)  # fmt: skip
+            _leaf_nb(op, cols[s, args[i] if op == OP_COL else 0], vals[i], own, s, t0, nb,
+                     offs[i], row)  # fmt: skip
             sp += 1
             continue
         top = dest if sp == 1 else stack[sp - 1]  # the operand the result replaces
