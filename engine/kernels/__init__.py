@@ -12,7 +12,11 @@ cache true to the sources.
   it hashes every source of the kernel's package (and of this package) and drops the
   folder's cached machine code when the hash differs from the one stamped there.
 
-This package imports only numpy, numba and the standard library (layer 1 of the engine).
+- :mod:`engine.kernels.simd`: the eight accumulators of numpy's pairwise sum as the lanes of
+  two LLVM vectors (the sweep kernel's statistics, the same floats ~2.5x faster).
+
+This package imports only numpy, numba (llvmlite: numba's own code generator) and the
+standard library (layer 1 of the engine).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.kernels import kernel
+from engine.kernels.simd import TERM_DEV2, TERM_DOWN2, TERM_VALUE, lane_sums8_nb
 from engine.sim.config import SimParams
 from engine.sim.fold import one_views_nb, run_possible_nb, steady_run_nb
 from engine.sim.loop import close_all_nb, fold_step_nb
@@ -114,15 +115,11 @@ S_FEES, S_FUNDING, S_LIQ = 13, 14, 15
 N_STATS = 16
 
 
-#: what a pairwise sum adds up: the values, their squared downsides ``min(v, 0) ** 2``,
-#: their squared deviations ``(v - mean) ** 2`` (each formed as numpy forms it, in the leaf
-#: that adds it: no array of the squares)
-TERM_VALUE, TERM_DOWN2, TERM_DEV2 = 0, 1, 2
-
-
 @kernel(inline=True)
 def _term_nb(v, kind, mean):  # type: ignore[no-untyped-def]
-    """Term ``kind`` (``TERM_*``) of value ``v``."""
+    """Term ``kind`` (``TERM_*`` of :mod:`engine.kernels.simd`) of value ``v``: the value, its
+    squared downside ``min(v, 0) ** 2`` or its squared deviation ``(v - mean) ** 2``, each
+    formed as numpy forms it, in the leaf that adds it (no array of the squares)."""
     if kind == TERM_DOWN2:
         m = min(v, 0.0)
         return m * m
@@ -135,11 +132,9 @@ def _term_nb(v, kind, mean):  # type: ignore[no-untyped-def]
 @kernel(inline=True)
 def block_sum_nb(a, lo, n, kind, mean):  # type: ignore[no-untyped-def]
     """numpy's pairwise sum of at most 128 terms of ``a[lo:lo+n]`` (:func:`_term_nb`):
-    under 8 a plain loop, else eight accumulators combined as
-    ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))`` and the rest. Accumulator ``k`` runs down its
-    own strided view ``b[k:m:8]``, indexed by the loop counter, so no index needs numba's
-    negative-index fix-up (``b[i + k]`` paid a compare and a conditional move per term: 1.1
-    -> ~0.4 ns a term in the kernel's sums)."""
+    under 8 a plain loop, else eight accumulators (:func:`engine.kernels.simd.lane_sums8_nb`,
+    the lanes of two vectors) combined as ``((r0+r1)+(r2+r3))+((r4+r5)+(r6+r7))``, and the
+    rest added one by one."""
     b = a[lo : lo + n]
     if n < 8:
         res = 0.0
@@ -147,21 +142,7 @@ def block_sum_nb(a, lo, n, kind, mean):  # type: ignore[no-untyped-def]
             res += _term_nb(b[i], kind, mean)
         return res
     m = n - n % 8
-    s0, s1, s2, s3 = b[0:m:8], b[1:m:8], b[2:m:8], b[3:m:8]
-    s4, s5, s6, s7 = b[4:m:8], b[5:m:8], b[6:m:8], b[7:m:8]
-    r0, r1 = _term_nb(s0[0], kind, mean), _term_nb(s1[0], kind, mean)
-    r2, r3 = _term_nb(s2[0], kind, mean), _term_nb(s3[0], kind, mean)
-    r4, r5 = _term_nb(s4[0], kind, mean), _term_nb(s5[0], kind, mean)
-    r6, r7 = _term_nb(s6[0], kind, mean), _term_nb(s7[0], kind, mean)
-    for q in range(1, m // 8):
-        r0 += _term_nb(s0[q], kind, mean)
-        r1 += _term_nb(s1[q], kind, mean)
-        r2 += _term_nb(s2[q], kind, mean)
-        r3 += _term_nb(s3[q], kind, mean)
-        r4 += _term_nb(s4[q], kind, mean)
-        r5 += _term_nb(s5[q], kind, mean)
-        r6 += _term_nb(s6[q], kind, mean)
-        r7 += _term_nb(s7[q], kind, mean)
+    r0, r1, r2, r3, r4, r5, r6, r7 = lane_sums8_nb(a, lo, m, kind, mean)
     res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     rest = b[m:n]
     for i in range(n - m):
