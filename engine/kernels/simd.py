@@ -21,6 +21,8 @@ length, with NaN, -0.0 and infinities), and numpy's ``sum`` through
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import Any
 
 from llvmlite import ir
@@ -48,43 +50,92 @@ def _term(builder: ir.IRBuilder, kind: int, v: Any, mean: Any) -> Any:
     return v
 
 
+def _rows(
+    builder: ir.IRBuilder,
+    base: Any,
+    m: Any,
+    per_row: int,
+    body: Callable[[list[Any]], None],
+    *,
+    start: int = 0,
+) -> None:
+    """``body(vectors)`` for rows ``start, start + 1, ...`` of ``base[0:m]``, a row being
+    ``per_row`` vectors of 4 values (``m``: a multiple of ``4 * per_row``)."""
+    width = 4 * per_row
+    count = builder.sdiv(m, ir.Constant(_I64, width))
+    one = ir.Constant(_I64, 1)
+    first = ir.Constant(_I64, start)
+    with cgutils.for_range_slice(builder, first, count, one, inc=True) as (q, _):
+        at = builder.mul(q, ir.Constant(_I64, width))
+        body(
+            [
+                _load(builder, base, builder.add(at, ir.Constant(_I64, 4 * h)))
+                for h in range(per_row)
+            ]
+        )
+
+
+def _load(builder: ir.IRBuilder, base: Any, at: Any) -> Any:
+    """The 4 values at ``base[at:at + 4]``."""
+    p = builder.gep(base, [at])
+    return builder.load(builder.bitcast(p, _V4.as_pointer()), align=8)
+
+
+def _lanes(builder: ir.IRBuilder, accs: tuple[Any, ...]) -> list[Any]:
+    """The accumulators' lanes, accumulator by accumulator."""
+    return [
+        builder.extract_element(builder.load(acc), ir.Constant(_I32, k))
+        for acc in accs
+        for k in range(4)
+    ]
+
+
+def _args(context: Any, builder: ir.IRBuilder, signature: Any, args: Any, to: tuple) -> Any:  # type: ignore[type-arg]
+    """The array's data pointer at ``lo`` (the second argument), then the other arguments
+    cast to ``to``."""
+    ary = context.make_array(signature.args[0])(context, builder, args[0])
+    rest = [
+        context.cast(builder, v, t, u)
+        for v, t, u in zip(args[1:], signature.args[1:], to, strict=True)
+    ]
+    return builder.gep(ary.data, [rest[0]]), rest[1:]
+
+
+def _vector_of(a: Any) -> bool:
+    return (
+        isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == types.float64
+    )
+
+
 @intrinsic
 def lane_sums8_nb(typingctx: Any, a: Any, lo: Any, m: Any, kind: Any, mean: Any) -> Any:
     """``(r0, ..., r7)``: accumulator ``k`` = term(``a[lo + k]``) + term(``a[lo + 8 + k]``)
     + ... over ``a[lo : lo + m]``, added left to right (``a``: a C-contiguous float64
     vector; ``m``: a positive multiple of 8, ``lo + m <= a.size``, unchecked)."""
-    ok = isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
-    if not (ok and a.dtype == types.float64):
+    if not _vector_of(a):
         return None
     sig = types.UniTuple(types.float64, 8)(a, lo, m, kind, mean)
 
     def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
         to = (types.int64, types.int64, types.int64, types.float64)
-        lo_, m_, kind_, mean_ = (
-            context.cast(builder, v, t, u)
-            for v, t, u in zip(args[1:], signature.args[1:], to, strict=True)
-        )
-        base = builder.gep(ary.data, [lo_])
+        base, (m_, kind_, mean_) = _args(context, builder, signature, args, to)
         mean_v = ir.Constant(_V4, ir.Undefined)
         for k in range(4):
             mean_v = builder.insert_element(mean_v, mean_, ir.Constant(_I32, k))
-        acc = (cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4))
-
-        def load(at: Any, half: int) -> Any:
-            p = builder.gep(base, [builder.add(at, ir.Constant(_I64, 4 * half))])
-            return builder.load(builder.bitcast(p, _V4.as_pointer()), align=8)
+        accs = (cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4))
 
         def loop(kind: int) -> None:
-            for h in (0, 1):
-                builder.store(_term(builder, kind, load(ir.Constant(_I64, 0), h), mean_v), acc[h])
-            count = builder.sdiv(m_, ir.Constant(_I64, 8))
-            one = ir.Constant(_I64, 1)
-            with cgutils.for_range_slice(builder, one, count, one, inc=True) as (q, _):
-                at = builder.mul(q, ir.Constant(_I64, 8))
-                for h in (0, 1):
-                    term = _term(builder, kind, load(at, h), mean_v)
-                    builder.store(builder.fadd(builder.load(acc[h]), term), acc[h])
+            for h, acc in enumerate(accs):  # the first row starts the accumulators
+                at = ir.Constant(_I64, 4 * h)
+                builder.store(_term(builder, kind, _load(builder, base, at), mean_v), acc)
+
+            def add(vs: list[Any]) -> None:
+                for v, acc in zip(vs, accs, strict=True):
+                    builder.store(
+                        builder.fadd(builder.load(acc), _term(builder, kind, v, mean_v)), acc
+                    )
+
+            _rows(builder, base, m_, 2, add, start=1)
 
         def is_kind(k: int) -> Any:
             return builder.icmp_signed("==", kind_, ir.Constant(_I64, k))
@@ -97,11 +148,35 @@ def lane_sums8_nb(typingctx: Any, a: Any, lo: Any, m: Any, kind: Any, mean: Any)
                     loop(TERM_DOWN2)
                 with dev:
                     loop(TERM_DEV2)
-        vals = [
-            builder.extract_element(builder.load(acc[h]), ir.Constant(_I32, k))
-            for h in (0, 1)
-            for k in range(4)
-        ]
-        return context.make_tuple(builder, signature.return_type, vals)
+        return context.make_tuple(builder, signature.return_type, _lanes(builder, accs))
+
+    return sig, codegen
+
+
+@intrinsic
+def lane_range_nb(typingctx: Any, a: Any, lo: Any, m: Any) -> Any:
+    """``(highs, lows)``: four lanes each of the largest and the smallest value of
+    ``a[lo : lo + m]`` with NaN skipped (``v if v > acc else acc``, ``v if v < acc else
+    acc``, from -inf and +inf), lane ``k`` over values ``k, k + 4, ...`` (``m``: a positive
+    multiple of 4, unchecked)."""
+    if not _vector_of(a):
+        return None
+    sig = types.UniTuple(types.float64, 8)(a, lo, m)
+
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+        base, (m_,) = _args(context, builder, signature, args, (types.int64, types.int64))
+        accs = (cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4))
+        builder.store(ir.Constant(_V4, [-math.inf] * 4), accs[0])
+        builder.store(ir.Constant(_V4, [math.inf] * 4), accs[1])
+        high, low = accs
+
+        def take(vs: list[Any]) -> None:
+            (v,) = vs
+            for acc, op in ((high, ">"), (low, "<")):
+                old = builder.load(acc)
+                builder.store(builder.select(builder.fcmp_ordered(op, v, old), v, old), acc)
+
+        _rows(builder, base, m_, 1, take)
+        return context.make_tuple(builder, signature.return_type, _lanes(builder, accs))
 
     return sig, codegen

@@ -8,7 +8,7 @@ import numba
 import numpy as np
 import pytest
 
-from engine.kernels.simd import TERM_DEV2, TERM_DOWN2, TERM_VALUE, lane_sums8_nb
+from engine.kernels.simd import TERM_DEV2, TERM_DOWN2, TERM_VALUE, lane_range_nb, lane_sums8_nb
 
 
 @numba.njit(cache=False)
@@ -68,3 +68,23 @@ def test_only_c_contiguous_float64_vectors() -> None:
         _lanes(np.zeros(16)[::2], 0, 8, TERM_VALUE, 0.0)
     with pytest.raises(numba.TypingError):
         _lanes(np.zeros(16, dtype=np.float32), 0, 8, TERM_VALUE, 0.0)
+
+
+@numba.njit(cache=False)
+def _range(a, lo, m):  # type: ignore[no-untyped-def]
+    return lane_range_nb(a, lo, m)
+
+
+def test_range_lanes_skip_nan() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.normal(0, 1, 300)
+    a[rng.random(300) < 0.2] = np.nan
+    a[:8] = np.nan  # lanes that start on NaN
+    a[[40, 41]] = [np.inf, -np.inf]
+    for lo in range(0, 12):
+        for m in range(4, 200, 4):
+            got = _range(a, lo, m)
+            for k in range(4):
+                lane = [float(v) for v in a[lo + k : lo + m : 4] if v == v]
+                assert got[k] == max(lane, default=-math.inf), (lo, m, k)
+                assert got[4 + k] == min(lane, default=math.inf), (lo, m, k)

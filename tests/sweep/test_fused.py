@@ -4,6 +4,7 @@ summation order, the best combinations logged, and ML graphs going the per-combi
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine.backtest import run_backtest
-from engine.metrics import bar_returns, compute_metrics
+from engine.metrics import bar_returns, compute_metrics, drawdown
 from engine.runlog import RunLog
 from engine.strategy import load_strategy
 from engine.sweep import fused as fz
@@ -145,6 +146,43 @@ def test_equity_statistics_are_compute_metrics(usdm_store: Path) -> None:
             exposure=np.zeros(n),
         )  # fmt: skip
         assert fz.metrics_of(out, group) == want, eq[:5]
+
+
+def _drawdown_scan(eq: np.ndarray) -> float:
+    """The bar-by-bar scan (a NaN equity counts nowhere), in Python floats."""
+    peak, low, dd = -math.inf, math.inf, 0.0
+    for e in map(float, eq):
+        if e > peak:
+            dd = max(dd, 1.0 - low / peak) if peak > 0.0 else dd
+            peak = low = e
+        elif e < low:
+            low = e
+    return max(dd, 1.0 - low / peak) if peak > 0.0 else dd
+
+
+def test_max_drawdown_by_blocks_is_the_scan() -> None:
+    """Blocks without a new peak (taken whole) and with one (bar by bar): a peak on a block's
+    first or last bar, a block of NaN, NaN inside a block, zero and negative equity, and a
+    tail shorter than a block; finite equities also equal engine.metrics' drawdown."""
+    rng = np.random.default_rng(11)
+    b = K.DD_BLOCK
+    walk = 10_000 * np.cumprod(1 + rng.standard_normal(40 * b + 37) * 2e-3)
+    edge = np.full(6 * b, 100.0)
+    edge[b] = 120.0  # a peak on a block's first bar
+    edge[3 * b - 1] = 130.0  # on a block's last bar
+    edge[3 * b : 4 * b] = 90.0  # a whole block below the peak
+    edge[5 * b + 3] = 50.0
+    holes = walk.copy()
+    holes[5 * b : 6 * b] = np.nan  # a whole block of NaN
+    holes[[7 * b + 5, 20 * b, 20 * b + 1]] = np.nan
+    low = np.r_[np.linspace(-5.0, 0.0, 2 * b), np.full(b, 0.0), walk[: 3 * b]]
+    for eq in (walk, walk[::-1].copy(), edge, holes, low, np.full(3 * b, 7.0), walk[:b - 1]):
+        got = K.max_drawdown_nb(eq, eq.size)
+        assert got == _drawdown_scan(eq), eq[:3]
+        if np.isfinite(eq).all():
+            assert got == drawdown(eq).max()
+    for n in (0, 1, b - 1, b, b + 1, 3 * b):
+        assert K.max_drawdown_nb(walk, n) == _drawdown_scan(walk[:n])
 
 
 def test_logged_fused_sweep_keeps_equity_of_the_best_only(usdm_store: Path, tmp_path: Path) -> None:
