@@ -31,8 +31,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 #: what a sum adds up (``kind``): the values, their squared downsides, their squared
-#: deviations from ``mean``
-TERM_VALUE, TERM_DOWN2, TERM_DEV2 = 0, 1, 2
+#: deviations from ``mean``; and (:func:`return_sums8_nb`'s, for the callers' own use) the
+#: bar returns of the values, with their squared downsides as a second sum
+TERM_VALUE, TERM_DOWN2, TERM_DEV2, TERM_RETURNS = 0, 1, 2, 3
 
 _I32, _I64, _F64 = ir.IntType(32), ir.IntType(64), ir.DoubleType()
 _V4 = ir.VectorType(_F64, 4)
@@ -178,5 +179,55 @@ def lane_range_nb(typingctx: Any, a: Any, lo: Any, m: Any) -> Any:
 
         _rows(builder, base, m_, 1, take)
         return context.make_tuple(builder, signature.return_type, _lanes(builder, accs))
+
+    return sig, codegen
+
+
+@intrinsic
+def return_sums8_nb(typingctx: Any, a: Any, lo: Any, m: Any) -> Any:
+    """The bar returns of ``a[lo : lo + m + 1]`` written over ``a[lo : lo + m]`` (return
+    ``i``: ``a[i + 1] / a[i] - 1`` where ``a[i] > 0``, else 0, as
+    :func:`engine.metrics.bar_returns`), and eight accumulators each of the returns and of
+    their squared downsides (``TERM_VALUE`` and ``TERM_DOWN2`` of :func:`lane_sums8_nb`):
+    ``(v0, ..., v7, d0, ..., d7)``. A row of 8 returns is read (``a[i]`` and ``a[i + 1]``)
+    before it is written, rows left to right, so the returns may overwrite the values they
+    come from (``m``: a positive multiple of 8, ``lo + m < a.size``, unchecked)."""
+    if not _vector_of(a):
+        return None
+    sig = types.UniTuple(types.float64, 16)(a, lo, m)
+
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+        base, (m_,) = _args(context, builder, signature, args, (types.int64, types.int64))
+        values = (cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4))
+        downs = (cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4))
+        zero = ir.Constant(_V4, [0.0] * 4)
+        one = ir.Constant(_V4, [1.0] * 4)
+        nxt = builder.gep(base, [ir.Constant(_I64, 1)])
+
+        def returns(at: Any) -> list[Any]:
+            out = []
+            for h in (0, 1):
+                i = builder.add(at, ir.Constant(_I64, 4 * h))
+                p, x = _load(builder, base, i), _load(builder, nxt, i)
+                r = builder.fsub(builder.fdiv(x, p), one)
+                out.append(builder.select(builder.fcmp_ordered(">", p, zero), r, zero))
+            for h in (0, 1):  # the row's values are all read: write its returns
+                i = builder.add(at, ir.Constant(_I64, 4 * h))
+                p = builder.bitcast(builder.gep(base, [i]), _V4.as_pointer())
+                builder.store(out[h], p, align=8)
+            return out
+
+        for h, r in enumerate(returns(ir.Constant(_I64, 0))):
+            builder.store(r, values[h])
+            builder.store(_term(builder, TERM_DOWN2, r, None), downs[h])
+        count = builder.sdiv(m_, ir.Constant(_I64, 8))
+        step = ir.Constant(_I64, 1)
+        with cgutils.for_range_slice(builder, step, count, step, inc=True) as (q, _):
+            for h, r in enumerate(returns(builder.mul(q, ir.Constant(_I64, 8)))):
+                builder.store(builder.fadd(builder.load(values[h]), r), values[h])
+                d = _term(builder, TERM_DOWN2, r, None)
+                builder.store(builder.fadd(builder.load(downs[h]), d), downs[h])
+        lanes = _lanes(builder, values) + _lanes(builder, downs)
+        return context.make_tuple(builder, signature.return_type, lanes)
 
     return sig, codegen

@@ -38,9 +38,11 @@ from engine.kernels import kernel
 from engine.kernels.simd import (
     TERM_DEV2,
     TERM_DOWN2,
+    TERM_RETURNS,
     TERM_VALUE,
     lane_range_nb,
     lane_sums8_nb,
+    return_sums8_nb,
 )
 from engine.sim.config import SimParams
 from engine.sim.fold import one_views_nb, run_possible_nb, steady_run_nb
@@ -156,13 +158,55 @@ def block_sum_nb(a, lo, n, kind, mean):  # type: ignore[no-untyped-def]
     return res
 
 
+@kernel(inline=True)
+def _return_nb(a, i):  # type: ignore[no-untyped-def]
+    """Bar return ``i`` of ``a`` (:func:`engine.metrics.bar_returns`: 0 after a mark <= 0)."""
+    prev = a[i]
+    return a[i + 1] / prev - 1.0 if prev > 0.0 else 0.0
+
+
+@kernel(inline=True)
+def block_returns_nb(a, lo, n):  # type: ignore[no-untyped-def]
+    """:func:`block_sum_nb` of the returns of ``a[lo : lo + n + 1]`` and of their squared
+    downsides, the returns written over ``a[lo : lo + n]`` left to right
+    (:func:`engine.kernels.simd.return_sums8_nb`): ``(sum, downside sum)``."""
+    if n < 8:
+        res = 0.0
+        down = 0.0
+        for i in range(lo, lo + n):
+            v = _return_nb(a, i)
+            a[i] = v
+            res += v
+            down += _term_nb(v, TERM_DOWN2, 0.0)
+        return res, down
+    m = n - n % 8
+    v0, v1, v2, v3, v4, v5, v6, v7, d0, d1, d2, d3, d4, d5, d6, d7 = return_sums8_nb(a, lo, m)
+    res = ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))
+    down = ((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7))
+    for i in range(lo + m, lo + n):
+        v = _return_nb(a, i)
+        a[i] = v
+        res += v
+        down += _term_nb(v, TERM_DOWN2, 0.0)
+    return res, down
+
+
+@kernel(inline=True)
+def _leaf_nb(a, lo, m, kind, mean):  # type: ignore[no-untyped-def]
+    """A leaf's sums: ``(sum, downside sum)`` of the returns (``TERM_RETURNS``), else
+    ``(sum, 0.0)`` of term ``kind``."""
+    if kind == TERM_RETURNS:
+        return block_returns_nb(a, lo, m)
+    return block_sum_nb(a, lo, m, kind, mean), 0.0
+
+
 @kernel
 def pairwise_sum_nb(a, n, frames, values):  # type: ignore[no-untyped-def]
     """numpy's pairwise summation (``np.add.reduce`` of a float64 array, bit for bit) of the
     first ``n`` values of ``a``: :func:`pairwise_terms_nb` of the values themselves.
 
     Oracle: ``np.sum`` (tested on lengths 0 .. 300 and up to 10^6)."""
-    return pairwise_terms_nb(a, n, frames, values, TERM_VALUE, 0.0)
+    return pairwise_terms_nb(a, n, frames, values, TERM_VALUE, 0.0)[0]
 
 
 @kernel
@@ -170,11 +214,17 @@ def pairwise_terms_nb(a, n, frames, values, kind, mean):  # type: ignore[no-unty
     """numpy's pairwise summation of term ``kind`` (:func:`_term_nb`) of the first ``n``
     values of ``a``, as ``np.sum`` of the array of those terms: blocks of at most 128 terms
     (:func:`block_sum_nb`), a longer run split in two at ``n // 2`` rounded down to a
-    multiple of 8 and the halves' sums added. The recursion runs on the caller's scratch
-    ``frames`` (int64[64, 3]) and ``values`` (float64[64]); IEEE addition commutes, so
-    the order the halves are summed in does not matter, only the tree."""
+    multiple of 8 and the halves' sums added. Returns ``(sum, 0.0)``; for ``TERM_RETURNS``
+    the sum of the returns of ``a[:n + 1]``, written over ``a[:n]``, and the sum of their
+    squared downsides (:func:`block_returns_nb`), both over the same tree.
+
+    The recursion runs on the caller's scratch ``frames`` (int64[64, 3]) and ``values``
+    (float64[64]: the two sums' partial sums in its halves). The leaves are taken left to
+    right (a leaf's returns read the first value of the leaf after it); IEEE addition
+    commutes, so the order the halves are summed in does not matter, only the tree."""
     if n <= 128:
-        return block_sum_nb(a, 0, n, kind, mean)
+        return _leaf_nb(a, 0, n, kind, mean)
+    half = values.shape[0] // 2
     top = 1
     frames[0, 0] = 0
     frames[0, 1] = n
@@ -185,24 +235,25 @@ def pairwise_terms_nb(a, n, frames, values, kind, mean):  # type: ignore[no-unty
         m = frames[top - 1, 1]
         if m <= 128:
             top -= 1
-            values[nv] = block_sum_nb(a, lo, m, kind, mean)
+            values[nv], values[half + nv] = _leaf_nb(a, lo, m, kind, mean)
             nv += 1
         elif frames[top - 1, 2] == 0:
             frames[top - 1, 2] = 1
             m2 = m // 2
             m2 -= m2 % 8
-            frames[top, 0] = lo
-            frames[top, 1] = m2
+            frames[top, 0] = lo + m2  # the right half below the left: the left comes first
+            frames[top, 1] = m - m2
             frames[top, 2] = 0
-            frames[top + 1, 0] = lo + m2
-            frames[top + 1, 1] = m - m2
+            frames[top + 1, 0] = lo
+            frames[top + 1, 1] = m2
             frames[top + 1, 2] = 0
             top += 2
         else:
             top -= 1
             nv -= 1
             values[nv - 1] = values[nv - 1] + values[nv]
-    return values[0]
+            values[half + nv - 1] = values[half + nv - 1] + values[half + nv]
+    return values[0], values[half]
 
 
 #: bars a drawdown block spans: a block without a new peak is two vector passes
@@ -256,18 +307,15 @@ def equity_stats_nb(eq, n, frames, values, out):  # type: ignore[no-untyped-def]
     hold one bars-long array for the statistics, not three."""
     maxdd = max_drawdown_nb(eq, n)
     k = n - 1 if n > 0 else 0
-    r = eq  # return i (bars i -> i + 1) over equity i, read before it is written
-    for i in range(k):
-        prev = eq[i]
-        r[i] = eq[i + 1] / prev - 1.0 if prev > 0.0 else 0.0
     mean = 0.0
     sd = 0.0
     down = 0.0
-    if k >= 1:
-        mean = pairwise_sum_nb(r, k, frames, values) / k
-        down = np.sqrt(pairwise_terms_nb(r, k, frames, values, TERM_DOWN2, 0.0) / k)
+    if k >= 1:  # return i (bars i -> i + 1) written over equity i, read before it is
+        total, down2 = pairwise_terms_nb(eq, k, frames, values, TERM_RETURNS, 0.0)
+        mean = total / k
+        down = np.sqrt(down2 / k)
     if k >= 2:
-        sd = np.sqrt(pairwise_terms_nb(r, k, frames, values, TERM_DEV2, mean) / (k - 1))
+        sd = np.sqrt(pairwise_terms_nb(eq, k, frames, values, TERM_DEV2, mean)[0] / (k - 1))
     out[S_MEAN] = mean
     out[S_SD] = sd
     out[S_DOWN] = down

@@ -8,7 +8,14 @@ import numba
 import numpy as np
 import pytest
 
-from engine.kernels.simd import TERM_DEV2, TERM_DOWN2, TERM_VALUE, lane_range_nb, lane_sums8_nb
+from engine.kernels.simd import (
+    TERM_DEV2,
+    TERM_DOWN2,
+    TERM_VALUE,
+    lane_range_nb,
+    lane_sums8_nb,
+    return_sums8_nb,
+)
 
 
 @numba.njit(cache=False)
@@ -88,3 +95,31 @@ def test_range_lanes_skip_nan() -> None:
                 lane = [float(v) for v in a[lo + k : lo + m : 4] if v == v]
                 assert got[k] == max(lane, default=-math.inf), (lo, m, k)
                 assert got[4 + k] == min(lane, default=math.inf), (lo, m, k)
+
+
+@numba.njit(cache=False)
+def _returns(a, lo, m):  # type: ignore[no-untyped-def]
+    return return_sums8_nb(a, lo, m)
+
+
+def test_returns_written_over_their_values_and_summed_by_lane() -> None:
+    """Returns of ``a[lo : lo + m + 1]`` over ``a[lo : lo + m]`` (0 after a value <= 0 or
+    NaN), the values past them untouched, and the sums and downside sums of each lane."""
+    rng = np.random.default_rng(9)
+    base = 100 * np.cumprod(1 + rng.normal(0, 0.01, 200))
+    base[[5, 6, 30, 31, 90]] = [0.0, -3.0, np.nan, 50.0, np.inf]
+    for lo in range(0, 12):
+        for m in range(8, 161, 8):
+            a = base.copy()
+            got = _returns(a, lo, m)
+            want_r = [
+                float(base[i + 1]) / float(base[i]) - 1.0 if base[i] > 0.0 else 0.0
+                for i in range(lo, lo + m)
+            ]
+            assert _same(list(a[lo : lo + m]), want_r), (lo, m)
+            assert np.array_equal(a[:lo], base[:lo]) and np.array_equal(
+                a[lo + m :], base[lo + m :], equal_nan=True
+            )
+            r = np.array(want_r)
+            assert _same(list(got[:8]), _oracle(r, 0, m, TERM_VALUE, 0.0)), (lo, m)
+            assert _same(list(got[8:]), _oracle(r, 0, m, TERM_DOWN2, 0.0)), (lo, m)
