@@ -44,6 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels import kernel
+from engine.kernels.simd import lane_range_nb
 from engine.sim.accounting import exit_levels_nb
 from engine.sim.enums import MarginMode, Sizing
 from engine.sim.loop import close_all_nb, exits_nb, fold_step_nb, memo_liq_price_nb
@@ -336,10 +337,13 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
         if q == 0.0:  # every bar's equity is the wallet: one comparison
             if stop_at > 0 and wallet > peak:
                 peak = wallet
-        else:
-            for j in range(stop_at):
-                if ec[j] > peak:
-                    peak = ec[j]
+        else:  # the high of the equities (NaN skipped), four lanes at a time, then the rest
+            whole = stop_at - stop_at % 4
+            if whole > 0:
+                x0, x1, x2, x3, _, _, _, _ = lane_range_nb(equity_out, t + n, whole)
+                peak = _above_nb(_above_nb(_above_nb(_above_nb(peak, x0), x1), x2), x3)
+            for j in range(whole, stop_at):
+                peak = _above_nb(peak, ec[j])
         if keep:
             rows = slice(r + n, r + n + stop_at)
             _held_rows_nb(q, cc, dc, why, held_out[rows], why_out[rows])
@@ -366,6 +370,12 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
         prev = eq
         n += 1
     return t + n, day, start, peak, prev
+
+
+@kernel(inline=True)
+def _above_nb(peak, e):  # type: ignore[no-untyped-def]
+    """The peak after equity ``e``: ``e`` when above it (a NaN is not)."""
+    return e if e > peak else peak
 
 
 @kernel(inline=True)
