@@ -176,7 +176,9 @@ def cpu_split(d: Path) -> dict[str, float]:
         out, best = np.zeros((rows.size, fused.K.N_STATS)), float("inf")
         for _ in range(3):
             t0 = time.thread_time()
-            fused.K.lane_nb(grp.market, grp.spec, grp.programs, rows, 0, 1, st, work, out)
+            fused.K.lane_nb(
+                grp.market, grp.spec, grp.programs, rows, np.zeros(1, np.int64), st, work, out
+            )
             best = min(best, time.thread_time() - t0)
         return best / (rows.size * n_bars) * 1e9
 

@@ -14,6 +14,7 @@ cache true to the sources.
 
 - :mod:`engine.kernels.simd`: the eight accumulators of numpy's pairwise sum as the lanes of
   two LLVM vectors (the sweep kernel's statistics, the same floats ~2.5x faster).
+- :mod:`engine.kernels.atomics`: an atomic counter the sweep's lanes take combinations from.
 
 This package imports only numpy, numba (llvmlite: numba's own code generator) and the
 standard library (layer 1 of the engine).

@@ -18,7 +18,6 @@ run overflowed a buffer or produced a non-finite equity is re-run there one by o
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -425,36 +424,21 @@ def run_chunk(
     combos = np.arange(m, dtype=np.int64)
     n = max(1, min(threads(), m))
     states = lanes.get(g, grp, n)
-    if n == 1:
-        st, work = states[0]
-        K.lane_nb(market, spec, progs, combos, 0, 1, st, work, out)
-        return out
-    taken = _Counter()
+    taken = np.zeros(1, dtype=np.int64)  # the lanes' counter: the next combination
 
     def lane(i: int) -> None:
-        # the threads take the next combination as each finishes (combinations differ in
-        # cost by their trades: fixed shares left one thread idle for up to a fifth of a
-        # chunk); lane_nb's start k and stride m run combination k alone
+        # one call a thread: the lanes take the next combination from the counter as each
+        # finishes one (combinations differ in cost by their trades: fixed shares left one
+        # thread idle for up to a fifth of a chunk; a call per combination cost ~40 us of
+        # unboxing under the GIL)
         st, work = states[i]
-        while (k := taken.next()) < m:
-            K.lane_nb(market, spec, progs, combos, k, m, st, work, out)
+        K.lane_nb(market, spec, progs, combos, taken, st, work, out)
 
-    lanes.run(lane, n)
+    if n == 1:
+        lane(0)
+    else:
+        lanes.run(lane, n)
     return out
-
-
-class _Counter:
-    """0, 1, 2, ... to threads that share it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next = 0
-
-    def next(self) -> int:
-        with self._lock:
-            k = self._next
-            self._next += 1
-        return k
 
 
 #: the progress task while the kernel's machine code is being loaded from numba's on-disk

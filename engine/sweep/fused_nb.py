@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from engine.kernels import kernel
+from engine.kernels.atomics import fetch_add_nb
 from engine.kernels.simd import (
     TERM_DEV2,
     TERM_DOWN2,
@@ -652,13 +653,16 @@ def finish_nb(work, counts, n, liquidations, in_pos, out):  # type: ignore[no-un
 
 
 @kernel
-def lane_nb(mkt, spec, prog, combos, lane, n_threads, st, work, out):  # type: ignore[no-untyped-def]
-    """Combinations ``combos[lane], combos[lane + n_threads], ...`` one after the other with
-    one thread's state ``st`` and buffers ``work``; ``out[i]`` gets the statistics row of
-    ``combos[i]``. The entry point: ``engine.sweep.fused`` runs one lane per thread (the
-    kernel releases the GIL)."""
+def lane_nb(mkt, spec, prog, combos, taken, st, work, out):  # type: ignore[no-untyped-def]
+    """The combinations of ``combos``, each taken as the next number of the counter
+    ``taken[0]`` (:func:`engine.kernels.atomics.fetch_add_nb`) until it passes the last,
+    one after the other with one thread's state ``st`` and buffers ``work``; ``out[i]``
+    gets the statistics row of ``combos[i]``. The entry point: ``engine.sweep.fused`` runs
+    one lane per thread on one counter (the kernel releases the GIL), so each thread takes
+    the next combination as it finishes one, in one call."""
     m = combos.shape[0]
-    k = lane
-    while k < m:
+    while True:
+        k = fetch_add_nb(taken, 0, 1)
+        if k >= m:
+            return
         combo_nb(mkt, spec, prog, combos[k], st, work, out[k])
-        k += n_threads
