@@ -8,6 +8,7 @@ fastest), with ``index``, one column per axis and one per metric.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,13 +56,19 @@ def grid_items(grid: Mapping[str, Sequence[Any]]) -> list[str]:
 
 def _scalar_text(name: str, value: Any) -> str:
     if value is None or isinstance(value, bool | int | float | str):
-        text = yaml.safe_dump(value, default_flow_style=True).splitlines()[0]
+        text = _yaml_text(type(value), value)
         if "," not in text and (":" not in text or not isinstance(value, str)):
             return text
     raise UsageError(
         f"grid[{name!r}]: value {value!r} cannot be a grid value",
         hint="values are numbers, true/false, null or text without ',' and ':'",
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _yaml_text(kind: type, value: Any) -> str:
+    """``value`` as a YAML flow scalar, kept by type and value (1, 1.0 and True hash alike)."""
+    return str(yaml.safe_dump(value, default_flow_style=True).splitlines()[0])
 
 
 def sweep(
