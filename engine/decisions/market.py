@@ -180,15 +180,25 @@ def align(
     for j, sym in enumerate(symbols):
         df = candles[sym]
         t = df["open_time"].to_numpy()
-        off = t - t0
-        if np.any(off % step):
-            bad = int(t[np.flatnonzero(off % step)[0]])
-            raise DataError(f"{sym} {interval}: bar at {fmt_ms(bad)} is off the {interval} grid")
-        r = (off // step).astype(np.int64)
+        at: slice | np.ndarray  # the symbol's rows of the grid
+        if (t[0] - t0) % step == 0 and bool((np.diff(t) == step).all()):
+            # every bar one step after the one before it (no gap): a slice of the grid,
+            # without a division and a scatter per bar (~5 ms over 143,900 bars)
+            first = (int(t[0]) - t0) // step
+            at = slice(first, first + t.size)
+            r = np.arange(first, first + t.size, dtype=np.int64)
+        else:
+            off = t - t0
+            if np.any(off % step):
+                bad = int(t[np.flatnonzero(off % step)[0]])
+                raise DataError(
+                    f"{sym} {interval}: bar at {fmt_ms(bad)} is off the {interval} grid"
+                )
+            r = at = (off // step).astype(np.int64)
         rows[sym] = r
-        has_bar[r, j] = True
+        has_bar[at, j] = True
         for c in PRICES:
-            arrays[c][r, j] = df[c].to_numpy()
+            arrays[c][at, j] = df[c].to_numpy()
         if funding_frames is not None and funding_frames.get(sym) is not None:
             f = funding_frames[sym]
             ft = f["funding_time"].to_numpy()
