@@ -255,15 +255,22 @@ def _apply_cli(
 
 
 def _locator(smap: SourceMap, origins: dict[Any, str]) -> Where:
-    """``file:line: path`` of a YAML path, or ``--set ...: path`` when an override set it."""
+    """``file:line: path`` of a YAML path, or ``--set ...: path`` when an override set it
+    (the first override, in ``origins``' order, whose path is a prefix of it)."""
+    prefixes = [(len(op), tuple(op), label) for op, label in origins.items()]
 
     def where(p: tuple[str | int, ...]) -> str:
-        for op, label in origins.items():
-            if tuple(p[: len(op)]) == tuple(op):
-                return f"{label}: {format_path(p)}"
-        return f"{smap.where(p)}: {format_path(p)}"
+        p = tuple(p)
+        for n, op, label in prefixes:
+            if p[:n] == op:
+                return f"{label}: {_path_text(p)}"
+        return f"{smap.where(p)}: {_path_text(p)}"
 
     return where
+
+
+# format_path kept by path: a sweep's graphs name the same few paths
+_path_text = functools.lru_cache(maxsize=4096)(format_path)
 
 
 class _Features:
