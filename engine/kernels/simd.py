@@ -22,7 +22,7 @@ length, with NaN, -0.0 and infinities), and numpy's ``sum`` through
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llvmlite import ir
@@ -53,27 +53,44 @@ def _term(builder: ir.IRBuilder, kind: int, v: Any, mean: Any) -> Any:
 
 def _rows(
     builder: ir.IRBuilder,
-    base: Any,
     m: Any,
     per_row: int,
     body: Callable[[list[Any]], None],
     *,
     start: int = 0,
 ) -> None:
-    """``body(vectors)`` for rows ``start, start + 1, ...`` of ``base[0:m]``, a row being
-    ``per_row`` vectors of 4 values (``m``: a multiple of ``4 * per_row``)."""
+    """``body(offsets)`` for rows ``start, start + 1, ...`` of the first ``m`` values, a row
+    being ``per_row`` vectors of 4 values (``offsets``: each vector's first index; ``m``: a
+    multiple of ``4 * per_row``)."""
     width = 4 * per_row
     count = builder.sdiv(m, ir.Constant(_I64, width))
     one = ir.Constant(_I64, 1)
-    first = ir.Constant(_I64, start)
-    with cgutils.for_range_slice(builder, first, count, one, inc=True) as (q, _):
+    with cgutils.for_range_slice(builder, ir.Constant(_I64, start), count, one, inc=True) as (q, _):
         at = builder.mul(q, ir.Constant(_I64, width))
-        body(
-            [
-                _load(builder, base, builder.add(at, ir.Constant(_I64, 4 * h)))
-                for h in range(per_row)
-            ]
-        )
+        body([builder.add(at, ir.Constant(_I64, 4 * h)) for h in range(per_row)])
+
+
+def _sum_rows(
+    builder: ir.IRBuilder,
+    m: Any,
+    per_row: int,
+    n_accs: int,
+    terms: Callable[[list[Any]], list[Any]],
+) -> list[Any]:
+    """``n_accs`` vector accumulators, each started with its term of the first row
+    (``terms(offsets)``: one vector a accumulator) and added its term of each row after, in
+    order; their lanes, accumulator by accumulator."""
+    accs = [cgutils.alloca_once(builder, _V4) for _ in range(n_accs)]
+    first = [ir.Constant(_I64, 4 * h) for h in range(per_row)]
+    for acc, v in zip(accs, terms(first), strict=True):
+        builder.store(v, acc)
+
+    def add(offsets: list[Any]) -> None:
+        for acc, v in zip(accs, terms(offsets), strict=True):
+            builder.store(builder.fadd(builder.load(acc), v), acc)
+
+    _rows(builder, m, per_row, add, start=1)
+    return _lanes(builder, accs)
 
 
 def _load(builder: ir.IRBuilder, base: Any, at: Any) -> Any:
@@ -82,7 +99,7 @@ def _load(builder: ir.IRBuilder, base: Any, at: Any) -> Any:
     return builder.load(builder.bitcast(p, _V4.as_pointer()), align=8)
 
 
-def _lanes(builder: ir.IRBuilder, accs: tuple[Any, ...]) -> list[Any]:
+def _lanes(builder: ir.IRBuilder, accs: Sequence[Any]) -> list[Any]:
     """The accumulators' lanes, accumulator by accumulator."""
     return [
         builder.extract_element(builder.load(acc), ir.Constant(_I32, k))
@@ -123,20 +140,14 @@ def lane_sums8_nb(typingctx: Any, a: Any, lo: Any, m: Any, kind: Any, mean: Any)
         mean_v = ir.Constant(_V4, ir.Undefined)
         for k in range(4):
             mean_v = builder.insert_element(mean_v, mean_, ir.Constant(_I32, k))
-        accs = (cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4))
+        lanes = cgutils.alloca_once(builder, ir.ArrayType(_F64, 8))
 
         def loop(kind: int) -> None:
-            for h, acc in enumerate(accs):  # the first row starts the accumulators
-                at = ir.Constant(_I64, 4 * h)
-                builder.store(_term(builder, kind, _load(builder, base, at), mean_v), acc)
+            def terms(offsets: list[Any]) -> list[Any]:
+                return [_term(builder, kind, _load(builder, base, o), mean_v) for o in offsets]
 
-            def add(vs: list[Any]) -> None:
-                for v, acc in zip(vs, accs, strict=True):
-                    builder.store(
-                        builder.fadd(builder.load(acc), _term(builder, kind, v, mean_v)), acc
-                    )
-
-            _rows(builder, base, m_, 2, add, start=1)
+            for k, v in enumerate(_sum_rows(builder, m_, 2, 2, terms)):
+                builder.store(v, builder.gep(lanes, [ir.Constant(_I32, 0), ir.Constant(_I32, k)]))
 
         def is_kind(k: int) -> Any:
             return builder.icmp_signed("==", kind_, ir.Constant(_I64, k))
@@ -149,7 +160,11 @@ def lane_sums8_nb(typingctx: Any, a: Any, lo: Any, m: Any, kind: Any, mean: Any)
                     loop(TERM_DOWN2)
                 with dev:
                     loop(TERM_DEV2)
-        return context.make_tuple(builder, signature.return_type, _lanes(builder, accs))
+        vals = [
+            builder.load(builder.gep(lanes, [ir.Constant(_I32, 0), ir.Constant(_I32, k)]))
+            for k in range(8)
+        ]
+        return context.make_tuple(builder, signature.return_type, vals)
 
     return sig, codegen
 
@@ -166,19 +181,18 @@ def lane_range_nb(typingctx: Any, a: Any, lo: Any, m: Any) -> Any:
 
     def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
         base, (m_,) = _args(context, builder, signature, args, (types.int64, types.int64))
-        accs = (cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4))
-        builder.store(ir.Constant(_V4, [-math.inf] * 4), accs[0])
-        builder.store(ir.Constant(_V4, [math.inf] * 4), accs[1])
-        high, low = accs
+        high, low = cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4)
+        builder.store(ir.Constant(_V4, [-math.inf] * 4), high)
+        builder.store(ir.Constant(_V4, [math.inf] * 4), low)
 
-        def take(vs: list[Any]) -> None:
-            (v,) = vs
+        def take(offsets: list[Any]) -> None:
+            v = _load(builder, base, offsets[0])
             for acc, op in ((high, ">"), (low, "<")):
                 old = builder.load(acc)
                 builder.store(builder.select(builder.fcmp_ordered(op, v, old), v, old), acc)
 
-        _rows(builder, base, m_, 1, take)
-        return context.make_tuple(builder, signature.return_type, _lanes(builder, accs))
+        _rows(builder, m_, 1, take)
+        return context.make_tuple(builder, signature.return_type, _lanes(builder, (high, low)))
 
     return sig, codegen
 
@@ -198,36 +212,21 @@ def return_sums8_nb(typingctx: Any, a: Any, lo: Any, m: Any) -> Any:
 
     def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
         base, (m_,) = _args(context, builder, signature, args, (types.int64, types.int64))
-        values = (cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4))
-        downs = (cgutils.alloca_once(builder, _V4), cgutils.alloca_once(builder, _V4))
         zero = ir.Constant(_V4, [0.0] * 4)
         one = ir.Constant(_V4, [1.0] * 4)
         nxt = builder.gep(base, [ir.Constant(_I64, 1)])
 
-        def returns(at: Any) -> list[Any]:
-            out = []
-            for h in (0, 1):
-                i = builder.add(at, ir.Constant(_I64, 4 * h))
-                p, x = _load(builder, base, i), _load(builder, nxt, i)
+        def terms(offsets: list[Any]) -> list[Any]:
+            rets = []
+            for o in offsets:
+                p, x = _load(builder, base, o), _load(builder, nxt, o)
                 r = builder.fsub(builder.fdiv(x, p), one)
-                out.append(builder.select(builder.fcmp_ordered(">", p, zero), r, zero))
-            for h in (0, 1):  # the row's values are all read: write its returns
-                i = builder.add(at, ir.Constant(_I64, 4 * h))
-                p = builder.bitcast(builder.gep(base, [i]), _V4.as_pointer())
-                builder.store(out[h], p, align=8)
-            return out
+                rets.append(builder.select(builder.fcmp_ordered(">", p, zero), r, zero))
+            for o, r in zip(offsets, rets, strict=True):  # the row is read: write its returns
+                builder.store(r, builder.bitcast(builder.gep(base, [o]), _V4.as_pointer()), align=8)
+            return rets + [_term(builder, TERM_DOWN2, r, None) for r in rets]
 
-        for h, r in enumerate(returns(ir.Constant(_I64, 0))):
-            builder.store(r, values[h])
-            builder.store(_term(builder, TERM_DOWN2, r, None), downs[h])
-        count = builder.sdiv(m_, ir.Constant(_I64, 8))
-        step = ir.Constant(_I64, 1)
-        with cgutils.for_range_slice(builder, step, count, step, inc=True) as (q, _):
-            for h, r in enumerate(returns(builder.mul(q, ir.Constant(_I64, 8)))):
-                builder.store(builder.fadd(builder.load(values[h]), r), values[h])
-                d = _term(builder, TERM_DOWN2, r, None)
-                builder.store(builder.fadd(builder.load(downs[h]), d), downs[h])
-        lanes = _lanes(builder, values) + _lanes(builder, downs)
+        lanes = _sum_rows(builder, m_, 2, 4, terms)
         return context.make_tuple(builder, signature.return_type, lanes)
 
     return sig, codegen
