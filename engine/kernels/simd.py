@@ -1,4 +1,4 @@
-"""Eight running sums in two AVX-width vectors: the leaves of numpy's pairwise sum.
+"""Kernels' loops as AVX-width LLVM vectors, where numba's own code stays scalar.
 
 numpy sums a float64 block of up to 128 values with eight accumulators, accumulator ``k``
 adding values ``k, k + 8, k + 16, ...`` in order, and combines them as
@@ -8,14 +8,16 @@ this machine). :func:`lane_sums8_nb` emits the loop in LLVM IR on two ``<4 x dou
 vectors, lane ``k`` being accumulator ``k``: every lane does the very additions, in the very
 order, that accumulator ``k`` does, so the eight sums are the same floats, ~2.5x faster
 (0.13-0.15 ns a term). No fast-math flag is set, so LLVM neither reassociates nor contracts
-a multiply and an add into one FMA.
+a multiply and an add into one FMA. :func:`return_sums8_nb` forms bar returns in the same
+lanes as it sums them; :func:`lane_range_nb` (and :func:`range_nb`, its lanes combined)
+takes highs and lows with NaN skipped.
 
-The terms it can add (``kind``): the values, their squared downsides ``min(v, 0) ** 2``
+The terms a sum can add (``kind``): the values, their squared downsides ``min(v, 0) ** 2``
 (numba's ``min(v, 0.0)``: ``v`` unless ``0.0 < v``, NaN kept), their squared deviations
 ``(v - mean) ** 2``.
 
-Oracle: the scalar loop it replaced (``tests/kernels/test_simd.py``, every kind, offset and
-length, with NaN, -0.0 and infinities), and numpy's ``sum`` through
+Oracle: every lane against Python floats (``tests/kernels/test_simd.py``, every kind, offset
+and length, with NaN, -0.0 and infinities), and numpy's ``sum`` through
 :func:`engine.sweep.fused_nb.pairwise_sum_nb`.
 """
 
@@ -29,6 +31,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from engine.kernels.jit import kernel
 
 #: what a sum adds up (``kind``): the values, their squared downsides, their squared
 #: deviations from ``mean``; and (:func:`return_sums8_nb`'s, for the callers' own use) the
@@ -195,6 +199,15 @@ def lane_range_nb(typingctx: Any, a: Any, lo: Any, m: Any) -> Any:
         return context.make_tuple(builder, signature.return_type, _lanes(builder, (high, low)))
 
     return sig, codegen
+
+
+@kernel(inline=True)
+def range_nb(a, lo, m):  # type: ignore[no-untyped-def]
+    """``(high, low)`` of ``a[lo : lo + m]`` with NaN skipped (-inf and +inf when every
+    value is NaN): :func:`lane_range_nb`'s lanes combined (no lane is NaN, so ``max`` and
+    ``min`` combine them exactly). ``m``: a positive multiple of 4, unchecked."""
+    h0, h1, h2, h3, l0, l1, l2, l3 = lane_range_nb(a, lo, m)
+    return max(max(h0, h1), max(h2, h3)), min(min(l0, l1), min(l2, l3))
 
 
 @intrinsic

@@ -44,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from engine.kernels import kernel
-from engine.kernels.simd import lane_range_nb
+from engine.kernels.simd import range_nb
 from engine.sim.accounting import exit_levels_nb
 from engine.sim.enums import MarginMode, Sizing
 from engine.sim.loop import close_all_nb, exits_nb, fold_step_nb, memo_liq_price_nb
@@ -340,8 +340,7 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
         else:  # the high of the equities (NaN skipped), four lanes at a time, then the rest
             whole = stop_at - stop_at % 4
             if whole > 0:
-                x0, x1, x2, x3, _, _, _, _ = lane_range_nb(equity_out, t + n, whole)
-                peak = _above_nb(_above_nb(_above_nb(_above_nb(peak, x0), x1), x2), x3)
+                peak = _above_nb(peak, range_nb(equity_out, t + n, whole)[0])
             for j in range(whole, stop_at):
                 peak = _above_nb(peak, ec[j])
         if keep:

@@ -41,8 +41,8 @@ from engine.kernels.simd import (
     TERM_DOWN2,
     TERM_RETURNS,
     TERM_VALUE,
-    lane_range_nb,
     lane_sums8_nb,
+    range_nb,
     return_sums8_nb,
 )
 from engine.sim.config import SimParams
@@ -269,7 +269,7 @@ def max_drawdown_nb(eq, n):  # type: ignore[no-untyped-def]
     For one peak the drawdown is largest at the lowest equity (a correctly rounded division
     and subtraction are monotone), so one division per peak, not one per bar, gives the same
     float: the scan keeps the peak and the low since it. A block of :data:`DD_BLOCK` bars
-    whose high (:func:`engine.kernels.simd.lane_range_nb`, NaN skipped) is no new peak only
+    whose high (:func:`engine.kernels.simd.range_nb`, NaN skipped) is no new peak only
     lowers the low, by the block's low: the very state the bar-by-bar scan reaches. The
     other blocks (~5% of them in the bench's sweep) take the bar-by-bar scan."""
     peak = -np.inf
@@ -278,9 +278,9 @@ def max_drawdown_nb(eq, n):  # type: ignore[no-untyped-def]
     for lo in range(0, n, DD_BLOCK):
         m = min(DD_BLOCK, n - lo)
         if m == DD_BLOCK:
-            h0, h1, h2, h3, l0, l1, l2, l3 = lane_range_nb(eq, lo, m)
-            if not max(max(h0, h1), max(h2, h3)) > peak:
-                low = min(low, min(min(l0, l1), min(l2, l3)))
+            high, block_low = range_nb(eq, lo, m)
+            if not high > peak:
+                low = min(low, block_low)
                 continue
         block = eq[lo : lo + m]
         for i in range(m):
