@@ -18,6 +18,7 @@ from engine.features.indicators_batch_nb import (
     dmi_atr_batch_nb,
     dmi_batch_nb,
     ema2_batch_nb,
+    ema4_batch_nb,
     ema_batch_nb,
     funding_batch_nb,
     logret_batch_nb,
@@ -236,11 +237,18 @@ def _run_job(blk: _Block, ops: list[list[int]], job: list[int]) -> None:
         dmi, atr = (0, 1) if ops[job[0]][0] == DMI else (1, 0)
         d_outs, a_outs = outs_of[dmi][1], outs_of[atr][1]
         dmi_atr_batch_nb(src[2], src[3], src[4], ops[job[0]][4], *d_outs[:3], *a_outs[:2])
-    elif len(job) == 2:  # two EMAs or two RSIs of one series: one loop
-        (kind, _, _, _, pa, p1, _, _), (_, _, _, _, pb, _, _, _) = ops[job[0]], ops[job[1]]
+    elif len(job) > 1:  # EMAs (two to four) or two RSIs of one series: one loop
+        kind, p1 = ops[job[0]][0], ops[job[0]][5]
         x = src[5] if kind == EMA and p1 == SRC_VOLUME else src[4]
-        pair = ema2_batch_nb if kind == EMA else rsi2_batch_nb
-        pair(x, pa, pb, outs_of[0][1][0], outs_of[1][1][0])
+        periods = [ops[i][4] for i in job]
+        firsts = [outs[1][0] for outs in outs_of]
+        if len(job) == 4:
+            ema4_batch_nb(x, *periods, *firsts)
+        else:
+            pair = ema2_batch_nb if kind == EMA else rsi2_batch_nb
+            pair(x, periods[0], periods[1], firsts[0], firsts[1])
+            if len(job) == 3:
+                ema_batch_nb(x, periods[2], firsts[2])
     else:
         kind, _, _, _, p0, p1, p2, _ = ops[job[0]]
         primary, outs = outs_of[0]
@@ -348,8 +356,8 @@ def run_op(
 
 def _jobs(ops: list[list[int]]) -> list[list[int]]:
     """The plan's ops (rows of ``plan.ops``) in kernel calls: EMAs of one series on one
-    timeframe go two by two, as do RSIs (two latency-bound chains overlap in one loop), and
-    an ATR goes with the DMI of its period."""
+    timeframe go four by four and RSIs two by two (latency-bound chains overlap in one
+    loop), and an ATR goes with the DMI of its period."""
     jobs: list[list[int]] = []
     waiting: dict[tuple[int, int, int], int] = {}
     for i, (kind, tf, _, _, p0, p1, _, _) in enumerate(ops):
@@ -363,7 +371,10 @@ def _jobs(ops: list[list[int]]) -> list[list[int]]:
             jobs.append([i])
             continue
         if key in waiting:
-            jobs[waiting.pop(key)].append(i)
+            job = jobs[waiting[key]]
+            job.append(i)
+            if len(job) == (4 if kind == EMA else 2):
+                del waiting[key]
         else:
             waiting[key] = len(jobs)
             jobs.append([i])

@@ -5,9 +5,9 @@ Each ``*_batch_nb`` is the fold of one step kernel over arrays of valid bars, re
 the state in local variables (the input array is the ring buffer) and one output array per
 output: the same floating-point operations in the same order, so the values are equal bit for
 bit (tests/features/test_batch_kernels.py proves each against the fold of its step). A few
-fused kernels overlap two dependency chains in one loop (``ema2_batch_nb``, ``rsi2_batch_nb``,
-``dmi_atr_batch_nb``), each chain keeping its own operations. Arrays may be empty. Outputs
-nobody asked for go to a scratch array.
+fused kernels overlap two or four dependency chains in one loop (``ema2_batch_nb``,
+``ema4_batch_nb``, ``rsi2_batch_nb``, ``dmi_atr_batch_nb``), each chain keeping its own
+operations. Arrays may be empty. Outputs nobody asked for go to a scratch array.
 """
 
 from __future__ import annotations
@@ -78,6 +78,33 @@ def ema2_batch_nb(x, na, nb, out_a, out_b):  # type: ignore[no-untyped-def]
         pb = ((xi - pb) * kb) + pb
         out_a[i] = pa
         out_b[i] = pb
+
+
+@kernel
+def ema4_batch_nb(x, na, nb, nc, nd, out_a, out_b, out_c, out_d):  # type: ignore[no-untyped-def]
+    """Four EMAs of one series in one loop: :func:`ema2_batch_nb`'s overlap, four chains
+    wide (the four dependency chains fill the latency one chain leaves idle: 20 EMAs of
+    143,900 bars 4.1 -> 2.2 ms); equal to :func:`ema_batch_nb` for each, bit for bit."""
+    m = x.shape[0]
+    s = min(max(max(na, nb), max(nc, nd)), m)
+    ema_batch_nb(x[:s], na, out_a[:s])
+    ema_batch_nb(x[:s], nb, out_b[:s])
+    ema_batch_nb(x[:s], nc, out_c[:s])
+    ema_batch_nb(x[:s], nd, out_d[:s])
+    if s == m:
+        return
+    ka, kb, kc, kd = 2.0 / (na + 1), 2.0 / (nb + 1), 2.0 / (nc + 1), 2.0 / (nd + 1)
+    pa, pb, pc, pd = out_a[s - 1], out_b[s - 1], out_c[s - 1], out_d[s - 1]
+    for i in range(s, m):
+        xi = x[i]
+        pa = ((xi - pa) * ka) + pa
+        pb = ((xi - pb) * kb) + pb
+        pc = ((xi - pc) * kc) + pc
+        pd = ((xi - pd) * kd) + pd
+        out_a[i] = pa
+        out_b[i] = pb
+        out_c[i] = pc
+        out_d[i] = pd
 
 
 @kernel

@@ -114,6 +114,18 @@ def test_kernels_directly_equal_the_step_fold_on_real_bars(btc5m: pl.DataFrame) 
                 assert_bits(outs[j], want[j, :m], f"kind {kind} ({p0},{p1},{p2}) output {j} m={m}")
 
 
+@pytest.mark.parametrize("count", range(1, 10))
+def test_ema_jobs_of_one_to_four_chains(count: int, btc5m: pl.DataFrame) -> None:
+    """EMAs of one series go four to a kernel call (the rest two, then one): every count up to
+    nine, on gap-free bars (written straight into the result) and with NaN bars (placed)."""
+    names = [f"ema_{p}" for p in (9, 200, 3, 21, 50, 2, 100, 14, 7)[:count]]
+    df = btc5m.slice(40, 3_000)
+    check_batch_equals_fold(df, names)
+    close = df["close"].to_numpy().copy()
+    close[[0, 250, 251, 2_000]] = np.nan
+    check_batch_equals_fold(df.with_columns(close=pl.Series(close)), names + [f"{names[0]}_15m"])
+
+
 def test_bbands_without_extras_leaves_width_and_pct_alone() -> None:
     x = np.cumsum(np.random.default_rng(4).normal(0, 1, 500)) + 100.0
     outs = [np.full(500, 7.0) for _ in range(5)]
@@ -219,6 +231,20 @@ def test_pair_kernels_equal_two_single_kernels(btc5m: pl.DataFrame) -> None:
                 pair(x[:m], na, nb, got_a, got_b)
                 assert_bits(got_a, want_a, f"{pair.__name__} a ({na}, {nb}) m={m}")
                 assert_bits(got_b, want_b, f"{pair.__name__} b ({na}, {nb}) m={m}")
+
+
+def test_four_ema_kernel_equals_four_single_kernels(btc5m: pl.DataFrame) -> None:
+    """ema4_batch_nb against ema_batch_nb run one by one, whichever chain seeds last."""
+    x = btc5m["close"].to_numpy()[:5_000].astype(np.float64)
+    for ns in ((9, 200, 21, 50), (200, 9, 3, 2), (14, 14, 14, 14), (2, 3, 5, 400)):
+        for m in sorted({0, 1, *ns, *(n + 1 for n in ns), max(ns) + 2, 5_000}):
+            want = [np.full(m, 7.0) for _ in ns]
+            for n, w in zip(ns, want, strict=True):
+                ib.ema_batch_nb(x[:m], n, w)
+            got = [np.full(m, 7.0) for _ in ns]
+            ib.ema4_batch_nb(x[:m], *ns, *got)
+            for k in range(4):
+                assert_bits(got[k], want[k], f"ema4_batch_nb chain {k} {ns} m={m}")
 
 
 def test_dmi_atr_kernel_equals_the_two_kernels(btc5m: pl.DataFrame) -> None:
