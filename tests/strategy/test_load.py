@@ -288,3 +288,32 @@ def test_a_document_that_is_not_a_mapping_raises_the_loaders_error() -> None:
     raw, smap = load_yaml_text("- a\n- b\n", file="t.yaml")
     with pytest.raises(ConfigError, match="must be a mapping"):
         GraphVariants(raw, smap).graph({"fast": 5})
+
+
+
+_YAML_FILES = sorted(Path(__file__).parents[2].glob("strategies/*.yaml")) + sorted(
+    (Path(__file__).parent / "bad").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("path", _YAML_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_libyaml_and_pyyaml_read_a_file_alike(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast parser (libyaml) and PyYAML's own give the same data and source map, or the
+    same error (a file libyaml rejects is parsed again by PyYAML for its message)."""
+    import yaml
+
+    from engine.strategy import yamlio
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        pytest.skip("PyYAML built without libyaml")
+    assert yamlio._LOADERS[0] is yaml.CSafeLoader
+
+    def read() -> Any:
+        try:
+            return yamlio.load_yaml_text(path.read_text(), file=str(path))
+        except ConfigError as err:
+            return ("error", err.message, err.hint)
+
+    fast = read()
+    monkeypatch.setattr(yamlio, "_LOADERS", (yaml.SafeLoader,))
+    assert fast == read()
