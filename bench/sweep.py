@@ -151,7 +151,7 @@ def cpu_split(d: Path) -> dict[str, float]:
     combination's decisions, its state allocated beforehand)."""
     from engine.backtest import run_backtest
     from engine.sim.api import _new_records
-    from engine.sim.fold import next_funding_bars, simulate_nb
+    from engine.sim.fold import bar_blocks, next_funding_bars, simulate_nb
     from engine.sim.loop import new_liq_memo
     from engine.sim.specs import spec_arrays
     from engine.sim.state import new_account, new_breaker, new_pending
@@ -198,7 +198,7 @@ def cpu_split(d: Path) -> dict[str, float]:
             buf[0][0] = 0
         outs = (np.empty(n), np.empty(n), np.zeros((n, 1)), np.zeros((n, 1)),
                 np.zeros((n, 1), np.int64), np.empty(0), new_liq_memo(1),
-                next_funding_bars(args[0]))  # fmt: skip
+                next_funding_bars(args[0]), bar_blocks(m.open, m.high, m.low, m.close, args[6]))  # fmt: skip
         state = (new_account(1, cash=10_000.0), new_pending(1), new_breaker(equity=10_000.0), recs)
         t0 = time.thread_time()
         simulate_nb(m.open, m.high, m.low, m.close, *args[:2], args[2], *args[3:6], args[6],

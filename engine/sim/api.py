@@ -265,7 +265,7 @@ def _run(
     config: SimConfig,
 ) -> SimResult:
     """Allocate the state and the outputs, fold the bars (``simulate_nb``), collect."""
-    from engine.sim.fold import next_funding_bars, simulate_nb  # lazy: the kernels load numba
+    from engine.sim.fold import bar_blocks, next_funding_bars, simulate_nb  # lazy: numba
     from engine.sim.loop import new_liq_memo
 
     n, n_sym = o.shape
@@ -281,7 +281,7 @@ def _run(
         o, h, lo, c, *inputs, spec_arrays(specs), config.to_params(),
         acct, new_pending(n_sym), new_breaker(equity=cash), recs,
         equity, wallet, position, target, reason, np.empty(0), new_liq_memo(n_sym),
-        next_funding_bars(inputs.funding_rate),
+        next_funding_bars(inputs.funding_rate), bar_blocks(o, h, lo, c, inputs.open_time),
     )  # fmt: skip
     arrays = records_to_arrays(recs)
     return SimResult(

@@ -27,7 +27,9 @@ checks; as a failed check ends the run before the bar whatever their order, the 
 loop settles before it what the run cannot change (the next funding bar, the exit levels,
 whether the breaker can trip, what the hold rule settles). Where no bar depends on the bars
 before it but for the breaker's day, its bars are tested a chunk at a time without a branch
-per bar (:func:`_one_settled_nb`). :func:`steady_run_nb` and :func:`_run_one_nb` are inlined into
+per bar (:func:`_one_settled_nb`), and a whole block of bars that cannot stop the run by its
+prices or times (:func:`bar_blocks`, computed once per market) a test of its directions
+alone. :func:`steady_run_nb` and :func:`_run_one_nb` are inlined into
 their callers and :func:`_run_many_nb` is not: a call that passes the state costs ~0.24 us,
 and any other split measured slower on order-heavy backtests (docs/architecture.md).
 
@@ -81,6 +83,47 @@ def next_funding_bars(funding: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.minimum.accumulate(at[::-1], axis=0)[::-1], dtype=np.int64)
 
 
+def bar_blocks(
+    o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, time_ms: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a settled run (:func:`_one_settled_nb`) asks of a whole block of ``CHUNK`` bars
+    (block ``b``: bars ``b * CHUNK ..``) in one test instead of a test per bar: float64
+    ``[n_blocks, 3]`` (the lowest low and the highest high, NaN skipped: -inf/+inf when
+    none; 1.0 where a bar lacks its open or close) and int64 ``[n_blocks, 2]`` (the earliest
+    and the latest open time). One symbol's ``[n_bars, 1]`` arrays with known times; for
+    anything else both have 0 rows and every bar is tested alone. A block whose bars
+    cannot stop a run leaves only each bar's direction to test (the run then reads the
+    closes and directions, not the opens, highs, lows and times: ~0.5 ns a
+    bar-combination of the fused sweep)."""
+    n = o.shape[0]
+    if o.ndim != 2 or o.shape[1] != 1 or time_ms.shape[0] != n:
+        return np.empty((0, 3)), np.empty((0, 2), dtype=np.int64)
+    k = -(-n // CHUNK)
+    prices, times = np.empty((k, 3)), np.empty((k, 2), dtype=np.int64)
+    bar_blocks_nb(o[:, 0], h[:, 0], lo[:, 0], c[:, 0], time_ms, prices, times)
+    return prices, times
+
+
+@kernel
+def bar_blocks_nb(o, h, lo, c, time_ms, prices, times):  # type: ignore[no-untyped-def]
+    """:func:`bar_blocks` into ``prices`` and ``times``."""
+    n = o.shape[0]
+    for b in range(prices.shape[0]):
+        low, high, gap = np.inf, -np.inf, 0.0
+        t_lo, t_hi = time_ms[b * CHUNK], time_ms[b * CHUNK]
+        for t in range(b * CHUNK, min(n, (b + 1) * CHUNK)):
+            if lo[t] < low:  # a NaN is not below: skipped, as the bar test skips it
+                low = lo[t]
+            if h[t] > high:
+                high = h[t]
+            if np.isnan(o[t] + c[t]):
+                gap = 1.0
+            t_lo = min(t_lo, time_ms[t])
+            t_hi = max(t_hi, time_ms[t])
+        prices[b, 0], prices[b, 1], prices[b, 2] = low, high, gap
+        times[b, 0], times[b, 1] = t_lo, t_hi
+
+
 @kernel(inline=True)
 def run_possible_nb(acct, pend, brk, prm):  # type: ignore[no-untyped-def]
     """Whether a steady run can start: the breaker not halted, no order pending, and a
@@ -124,7 +167,7 @@ def _view1_nb(x, one):  # type: ignore[no-untyped-def]
 @kernel(inline=True)
 def steady_run_nb(  # type: ignore[no-untyped-def]
     acct, pend, brk, spec, prm, o, h, lo, c, funding, next_funding, time_ms, direction, prob,
-    t0, t1, row0, equity_out, target_out, reason_out, memo, one,
+    t0, t1, row0, equity_out, target_out, reason_out, memo, one, blocks,
 ):  # fmt: skip
     """Fold the steady bars from ``t0`` (at most up to ``t1``); return the first bar not
     folded (``t0`` when bar ``t0`` is not steady, ``t1`` when every bar was).
@@ -137,7 +180,8 @@ def steady_run_nb(  # type: ignore[no-untyped-def]
     ``equity_out[t]`` gets bar ``t``'s equity at the close. ``memo``: the account's
     :func:`~engine.sim.loop.new_liq_memo`; ``one``: :func:`one_views_nb` of the same
     ``o, h, lo, c, direction, prob, target_out, reason_out`` (the one-symbol loop's views,
-    made once for every run). The bar a run stops before leaves the state and
+    made once for every run); ``blocks``: :func:`bar_blocks` of the same prices and times
+    (0 rows: every bar tested alone). The bar a run stops before leaves the state and
     ``equity_out`` untouched; its ``target_out`` / ``reason_out`` row may hold some symbols'
     holds, which the step that books the bar writes over.
     """
@@ -157,6 +201,7 @@ def steady_run_nb(  # type: ignore[no-untyped-def]
             acct.loss_streak[0], brk.day[0], brk.day_start_equity[0], brk.peak[0],
             brk.prev_equity[0], prm.daily_loss_pct, prm.max_drawdown_pct, prm.max_loss_streak,
             prm.sizing, prm.rebalance, one, next_funding, time_ms, t0, t1, row0, equity_out,
+            blocks,
         )  # fmt: skip
     else:
         t, day, start, peak, prev = _run_many_nb(
@@ -236,7 +281,7 @@ def _run_many_nb(  # type: ignore[no-untyped-def]
 @kernel(inline=True)
 def _run_one_nb(  # type: ignore[no-untyped-def]
     q, entry, stop, target, wallet, liq, streak, day, start, peak, prev, daily, drawdown,
-    losses, sizing, rebalance, one, next_funding, time_ms, t0, t1, row0, equity_out,
+    losses, sizing, rebalance, one, next_funding, time_ms, t0, t1, row0, equity_out, blocks,
 ):  # fmt: skip
     """:func:`steady_run_nb`'s loop for a one-symbol account: the same checks as the general
     loop, with the position (quantity ``q``, ``entry``, ``stop``, ``target``), the
@@ -264,7 +309,7 @@ def _run_one_nb(  # type: ignore[no-untyped-def]
         if interval and steady[DIR_NAN] and steady[BAD_PRICE]:
             return _one_settled_nb(
                 q, entry, stop, target, wallet, liq, day, start, peak, prev, sizing,
-                rebalance, lo, hi, why, one, time_ms, t0, t1, row0, equity_out,
+                rebalance, lo, hi, why, one, time_ms, t0, t1, row0, equity_out, blocks,
             )  # fmt: skip
     # the breaker's rules per bar (breaker_trip_nb finds nothing where none can trip)
     return _one_loop_nb(
@@ -287,13 +332,15 @@ def _hold_range_nb(steady):  # type: ignore[no-untyped-def]
 @kernel(inline=True)
 def _one_settled_nb(  # type: ignore[no-untyped-def]
     q, entry, stop, target, wallet, liq, day, start, peak, prev, sizing, rebalance, lo, hi,
-    why, one, time_ms, t0, t1, row0, equity_out,
+    why, one, time_ms, t0, t1, row0, equity_out, blocks,
 ):  # fmt: skip
     """:func:`_run_one_nb`'s run when nothing of a bar depends on the bars before it but the
     breaker's day: the breaker cannot trip, the hold rule reads no probability, and the
     bars' times are known. Then a bar is steady by its own columns alone, which are tested
-    ``CHUNK`` bars at a time without a branch per bar: a bar and a close, no exit level
-    touched, and a hold of its class (:func:`~engine.sim.risk.hold_classes_nb`, the table of
+    ``CHUNK`` bars at a time without a branch per bar (chunks aligned on the blocks of
+    :func:`bar_blocks`: a whole block whose lowest low and highest high touch no exit
+    level, with every open and close and every time within the day, tests only its bars'
+    directions): a bar and a close, no exit level touched, and a hold of its class (:func:`~engine.sim.risk.hold_classes_nb`, the table of
     ``risk_hold_nb`` for this position, as the range ``lo <= d <= hi``; a NaN direction and
     an invalid price hold). A new UTC day also stops the test. The test may stop at a bar
     that is steady after all; the bar it stops at is checked by the rules themselves, and a
@@ -304,6 +351,7 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
     before its bar whatever the order of the checks, and between two new days the breaker's
     references only follow the peak and the previous equity."""
     o1, h1, l1, c1, d1, _, held_out, why_out = one
+    block_prices, block_times = blocks
     keep = held_out.shape[0] > 0
     low_level, high_level = exit_levels_nb(q, stop, target, liq)
     day_lo, day_span = _day_bounds_nb(day)
@@ -312,25 +360,35 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
     m = max(t1 - t, 0)
     n = 0  # the run's steady bars so far
     while n < m:
-        k = min(CHUNK, m - n)
+        a = t + n
+        k = min(CHUNK - a % CHUNK, m - n)  # to the end of a's block
         # the chunk's columns through slices indexed by the loop counter (no index fix-up)
-        a, b = t + n, t + n + k
+        b = a + k
         oc, hc, lc, cc, tc = o1[a:b], h1[a:b], l1[a:b], c1[a:b], time_ms[a:b]
         dc = d1[r + n : r + n + k]
         stop_at = k
-        for j in range(k):  # bitwise, not short-circuit: no branch per bar
-            c, d = cc[j], dc[j]
-            # a missing open or close (their sum is NaN), an exit level touched, a valid
-            # price with a direction the run does not hold (a NaN one holds), or a time
-            # outside the day (unsigned: before it wraps round); a stop where the bar is
-            # steady after all (two infinite prices, an unknown time) is only a bar the
-            # scalar check below books exactly
-            stop_here = (
-                np.isnan(oc[j] + c) | (lc[j] <= low_level) | (hc[j] >= high_level)
-                | ((c > 0.0) & ((d < lo) | (d > hi)))
-                | (np.uint64(tc[j] - day_lo) >= day_span)
-            )  # fmt: skip
-            stop_at = min(stop_at, j if stop_here else k)
+        blk = a // CHUNK
+        if k == CHUNK and blk < block_prices.shape[0] and _block_holds_nb(
+            block_prices[blk], block_times[blk], low_level, high_level, day_lo, day_span
+        ):  # a whole block no bar of which stops the run by its prices or time
+            for j in range(k):
+                c, d = cc[j], dc[j]
+                stop_here = (c > 0.0) & ((d < lo) | (d > hi))
+                stop_at = min(stop_at, j if stop_here else k)
+        else:
+            for j in range(k):  # bitwise, not short-circuit: no branch per bar
+                c, d = cc[j], dc[j]
+                # a missing open or close (their sum is NaN), an exit level touched, a valid
+                # price with a direction the run does not hold (a NaN one holds), or a time
+                # outside the day (unsigned: before it wraps round); a stop where the bar is
+                # steady after all (two infinite prices, an unknown time) is only a bar the
+                # scalar check below books exactly
+                stop_here = (
+                    np.isnan(oc[j] + c) | (lc[j] <= low_level) | (hc[j] >= high_level)
+                    | ((c > 0.0) & ((d < lo) | (d > hi)))
+                    | (np.uint64(tc[j] - day_lo) >= day_span)
+                )  # fmt: skip
+                stop_at = min(stop_at, j if stop_here else k)
         ec = equity_out[t + n : t + n + k]
         for j in range(stop_at):
             ec[j] = plus_position_nb(wallet, q, entry, cc[j])
@@ -369,6 +427,17 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
         prev = eq
         n += 1
     return t + n, day, start, peak, prev
+
+
+@kernel(inline=True)
+def _block_holds_nb(prices, times, low_level, high_level, day_lo, day_span):  # type: ignore[no-untyped-def]
+    """Whether no bar of a :func:`bar_blocks` block stops a settled run by its prices or its
+    time: every open and close there, no low at or below ``low_level``, no high at or above
+    ``high_level``, and the earliest and latest times (so every time) within the day."""
+    return (
+        prices[2] == 0.0 and prices[0] > low_level and prices[1] < high_level
+        and np.uint64(times[0] - day_lo) < day_span and np.uint64(times[1] - day_lo) < day_span
+    )  # fmt: skip
 
 
 @kernel(inline=True)
@@ -485,6 +554,7 @@ def simulate_nb(  # type: ignore[no-untyped-def]
     empty,
     memo,
     next_funding,
+    blocks,
 ):
     """Fold the bar step over all bars (the batch backtest): steady runs
     (:func:`steady_run_nb`) and every other bar through
@@ -492,7 +562,7 @@ def simulate_nb(  # type: ignore[no-untyped-def]
     ``mark``, ``prob``, ``payoff``, ``atr`` may have 0 rows and ``time_ms`` 0 length (not
     given); ``empty`` is a float64[0] array. Outputs are written into the ``*_out`` arrays;
     ``memo`` is a :func:`~engine.sim.loop.new_liq_memo` (scratch), ``next_funding`` the
-    funding's :func:`next_funding_bars`."""
+    funding's :func:`next_funding_bars`, ``blocks`` the prices' :func:`bar_blocks`."""
     n = open_.shape[0]
     one = one_views_nb(open_, high, low, close, direction, prob, target_out, reason_out)
     t = 0
@@ -502,7 +572,7 @@ def simulate_nb(  # type: ignore[no-untyped-def]
             end = steady_run_nb(
                 acct, pend, brk, spec, prm, open_, high, low, close, funding, next_funding,
                 time_ms, direction, prob, t, n, 0, equity_out, target_out, reason_out, memo,
-                one,
+                one, blocks,
             )  # fmt: skip
         while t < end:
             _account_row_nb(acct, t, wallet_out, position_out)

@@ -28,7 +28,7 @@ import numpy as np
 from engine.decisions.signals import event_rules
 from engine.kernels import writable_fields
 from engine.metrics import YEAR_MS, sharpe_from, sortino_from, summary_metrics, trade_ratios
-from engine.sim.fold import next_funding_bars
+from engine.sim.fold import bar_blocks, next_funding_bars
 from engine.sim.loop import new_liq_memo
 from engine.sim.specs import SpecArrays, spec_arrays
 from engine.sim.state import new_account, new_breaker, new_pending, new_records
@@ -252,6 +252,10 @@ def _market(market: Market, columns: Columns, *, funding: bool) -> K.FusedMarket
     rates = market.funding_rate
     if not funding and not np.isnan(rates).all():
         rates = np.full((n, n_sym), np.nan)
+    time_ms = np.asarray(market.open_time, dtype=np.int64)
+    block_prices, block_times = bar_blocks(
+        market.open, market.high, market.low, market.close, time_ms
+    )
     return K.FusedMarket(
         open=market.open,
         high=market.high,
@@ -259,7 +263,9 @@ def _market(market: Market, columns: Columns, *, funding: bool) -> K.FusedMarket
         close=market.close,
         funding=rates,
         next_funding=next_funding_bars(rates),
-        time_ms=np.asarray(market.open_time, dtype=np.int64),
+        time_ms=time_ms,
+        block_prices=block_prices,
+        block_times=block_times,
         own=own,
         cols=columns.values,
     )

@@ -71,6 +71,8 @@ class FusedMarket(NamedTuple):
     funding: np.ndarray  # float64[n, S] rate at funding bars, NaN elsewhere (all NaN: off)
     next_funding: np.ndarray  # int64[n, S] engine.sim.fold.next_funding_bars(funding)
     time_ms: np.ndarray  # int64[n] bar open times
+    block_prices: np.ndarray  # float64[B, 3] engine.sim.fold.bar_blocks (0 rows: several symbols)
+    block_times: np.ndarray  # int64[B, 2] its times
     own: np.ndarray  # int64[n, S] the symbol's own row of each grid bar (-1: no bar)
     cols: np.ndarray  # float64[S, K, n_own] every column any program reads, own rows
 
@@ -613,6 +615,7 @@ def combo_nb(mkt, spec, prog, c, st, work, out):  # type: ignore[no-untyped-def]
                     mkt.funding, mkt.next_funding, mkt.time_ms, work.dirs, work.no_prob, b0 + j,
                     b0 + nb, b0,
                     work.equity, work.targets, work.reasons, work.liq_memo, one,
+                    (mkt.block_prices, mkt.block_times),
                 )  # fmt: skip
             if in_position_nb(acct):  # a steady run holds its positions: every bar or none
                 in_pos += min(end, n - 1) - min(b0 + j, n - 1)

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from engine.sim import SimConfig, load_specs, spec_arrays
-from engine.sim.fold import next_funding_bars, simulate_nb, steady_run_nb
+from engine.sim.enums import FillKind
+from engine.sim.fold import CHUNK, bar_blocks, next_funding_bars, simulate_nb, steady_run_nb
 from engine.sim.loop import close_all_nb, fold_step_nb, new_liq_memo
 from engine.sim.state import new_account, new_breaker, new_pending, new_records
 from engine.sim.steps import equity_nb
@@ -68,6 +69,7 @@ def test_steady_bar_equals_the_step(name: str, seed: int, n_sym: int) -> None:
     empty, no_prob = np.empty(0), np.empty((0, n_sym))
     runs_allowed = n_sym == 1 or cfg.execution.margin_mode == "isolated"
     next_funding = next_funding_bars(m["funding"])
+    blocks = bar_blocks(m["o"], m["h"], m["lo"], m["c"], m["time"])
     taken = 0
     for t in range(N_BARS):
         _copy_into(run, full)
@@ -83,7 +85,7 @@ def test_steady_bar_equals_the_step(name: str, seed: int, n_sym: int) -> None:
         )
         end = steady_run_nb(
             *run[:3], spa, prm, m["o"], m["h"], m["lo"], m["c"], m["funding"], next_funding,
-            m["time"], d, no_prob, t, t + 1, t, eq_run, tg_run, rs_run, memo_run, one,
+            m["time"], d, no_prob, t, t + 1, t, eq_run, tg_run, rs_run, memo_run, one, blocks,
         )  # fmt: skip
         tg, rs = np.zeros(n_sym), np.zeros(n_sym, dtype=np.int64)
         e_full = fold_step_nb(
@@ -129,7 +131,7 @@ def _simulate_equals_steps(
     simulate_nb(
         m["o"], m["h"], m["lo"], m["c"], m["funding"], none, m["d"], prob, payoff, m["atr"],
         m["time"], spa, prm, *st_sim, *outs_sim, empty, new_liq_memo(n_sym),
-        next_funding_bars(m["funding"]),
+        next_funding_bars(m["funding"]), bar_blocks(m["o"], m["h"], m["lo"], m["c"], m["time"]),
     )  # fmt: skip
     eq, wallet = np.empty(n), np.empty(n)
     pos, tg = np.zeros((n, n_sym)), np.zeros((n, n_sym))
@@ -226,6 +228,58 @@ def test_long_runs_equal_a_loop_of_steps(name: str, seed: int) -> None:
     flips = int(np.count_nonzero(np.diff(np.sign(pos[:, 0]))))
     assert flips >= 4, flips  # the directions moved the position
     assert int(np.count_nonzero(pos[:, 0])) > n // 4  # and it was held through long runs
+
+
+TIGHT_STOPS = SimConfig(
+    execution={"leverage": 2, "margin_mode": "isolated", "stop_loss": {"pct": 0.4},
+               "take_profit": {"pct": 0.6}},
+    risk={"fraction": 0.5},
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_runs_stop_inside_a_block(seed: int) -> None:
+    """Whole blocks of bar_blocks tested at once stop exactly where bars tested alone do:
+    stops and targets touched mid-block (tight levels), a missing open under a valid close,
+    a missing close, and UTC days starting mid-block; simulate_nb against a plain loop of
+    fold_step_nb, every output and final state equal."""
+    m = _long_runs(seed)
+    n = m["o"].shape[0]
+    rng = np.random.default_rng(seed)
+    m["o"][rng.choice(n, 8, replace=False), 0] = np.nan
+    m["c"][rng.choice(n, 8, replace=False), 0] = np.nan
+    m["time"] = m["time"] + 17 * 60_000  # days start at bar 1423 % CHUNK != 0 and so on
+    pos, st = _simulate_equals_steps(TIGHT_STOPS, m, 1)
+    kinds = st[3].fills.kind[: st[3].fills.n[0]]
+    assert int(np.count_nonzero(kinds == FillKind.STOP)) >= 3
+    assert int(np.count_nonzero(kinds == FillKind.TARGET)) >= 3
+    assert int(np.count_nonzero(pos[:, 0])) > n // 4
+
+
+def test_bar_blocks_are_each_blocks_extremes() -> None:
+    """bar_blocks against a plain scan of each block: NaN skipped in the lows and highs
+    (+-inf for a block of none), the gap flag for a missing open or close, the earliest and
+    latest times; a short last block; several symbols or no times give 0 rows."""
+    rng = np.random.default_rng(8)
+    n = 5 * CHUNK + 7
+    o, h, lo, c = (rng.normal(100, 5, (n, 1)) for _ in range(4))
+    lo[3, 0] = h[3, 0] = np.nan
+    lo[CHUNK : 2 * CHUNK, 0] = np.nan
+    h[CHUNK : 2 * CHUNK, 0] = np.nan
+    o[2 * CHUNK + 5, 0] = np.nan
+    c[4 * CHUNK + 1, 0] = np.nan
+    time = rng.permutation(n).astype(np.int64) * 60_000
+    prices, times = bar_blocks(o, h, lo, c, time)
+    assert prices.shape == (6, 3) and times.shape == (6, 2)
+    for b in range(6):
+        rows = slice(b * CHUNK, min(n, (b + 1) * CHUNK))
+        lows, highs = lo[rows, 0][~np.isnan(lo[rows, 0])], h[rows, 0][~np.isnan(h[rows, 0])]
+        assert prices[b, 0] == (lows.min() if lows.size else np.inf)
+        assert prices[b, 1] == (highs.max() if highs.size else -np.inf)
+        assert prices[b, 2] == float(np.isnan(o[rows, 0] + c[rows, 0]).any())
+        assert (times[b, 0], times[b, 1]) == (time[rows].min(), time[rows].max())
+    assert bar_blocks(np.c_[o, o], np.c_[h, h], np.c_[lo, lo], np.c_[c, c], time)[0].shape == (0, 3)
+    assert bar_blocks(o, h, lo, c, np.empty(0, dtype=np.int64))[1].shape == (0, 2)
 
 
 def test_next_funding_bars_is_the_first_rate_at_or_after_each_bar() -> None:
