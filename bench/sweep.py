@@ -151,7 +151,8 @@ def cpu_split(d: Path) -> dict[str, float]:
     combination's decisions, its state allocated beforehand)."""
     from engine.backtest import run_backtest
     from engine.sim.api import _new_records
-    from engine.sim.fold import bar_blocks, next_funding_bars, simulate_nb
+    from engine.sim.bars import bar_blocks, next_funding_bars
+    from engine.sim.fold import simulate_nb
     from engine.sim.loop import new_liq_memo
     from engine.sim.specs import spec_arrays
     from engine.sim.state import new_account, new_breaker, new_pending

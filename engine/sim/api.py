@@ -265,7 +265,8 @@ def _run(
     config: SimConfig,
 ) -> SimResult:
     """Allocate the state and the outputs, fold the bars (``simulate_nb``), collect."""
-    from engine.sim.fold import bar_blocks, next_funding_bars, simulate_nb  # lazy: numba
+    from engine.sim.bars import bar_blocks, next_funding_bars  # lazy: the kernels load numba
+    from engine.sim.fold import simulate_nb
     from engine.sim.loop import new_liq_memo
 
     n, n_sym = o.shape

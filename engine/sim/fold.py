@@ -28,8 +28,8 @@ loop settles before it what the run cannot change (the next funding bar, the exi
 whether the breaker can trip, what the hold rule settles). Where no bar depends on the bars
 before it but for the breaker's day, its bars are tested a chunk at a time without a branch
 per bar (:func:`_one_settled_nb`), and a whole block of bars that cannot stop the run by its
-prices or times (:func:`bar_blocks`, computed once per market) a test of its directions
-alone. :func:`steady_run_nb` and :func:`_run_one_nb` are inlined into
+prices or times (:func:`~engine.sim.bars.bar_blocks`, computed once per market) a test of
+its directions alone. :func:`steady_run_nb` and :func:`_run_one_nb` are inlined into
 their callers and :func:`_run_many_nb` is not: a call that passes the state costs ~0.24 us,
 and any other split measured slower on order-heavy backtests (docs/architecture.md).
 
@@ -48,6 +48,7 @@ import numpy as np
 from engine.kernels import kernel
 from engine.kernels.simd import range_nb
 from engine.sim.accounting import exit_levels_nb
+from engine.sim.bars import CHUNK
 from engine.sim.enums import MarginMode, Sizing
 from engine.sim.loop import close_all_nb, exits_nb, fold_step_nb, memo_liq_price_nb
 from engine.sim.risk import (
@@ -66,62 +67,8 @@ from engine.sim.risk import (
 )
 from engine.sim.steps import equity_at_nb, equity_nb, plus_position_nb
 
-#: bars a settled one-symbol run (:func:`_one_settled_nb`) tests at a time, without a branch
-#: per bar
-CHUNK = 64
 #: the smallest positive float64: ``d >= TINY`` is ``d > 0``
 TINY = float(np.nextafter(0.0, 1.0))
-
-
-def next_funding_bars(funding: np.ndarray) -> np.ndarray:
-    """int64 ``[n_bars, n_symbols]``: for each bar ``t`` and symbol ``s`` the first bar
-    ``>= t`` at which ``s`` has a funding rate (``funding`` not NaN), ``n_bars`` when none
-    follows. A one-symbol steady run holding a position ends before it (one lookup a run,
-    no test per bar)."""
-    n = funding.shape[0]
-    at = np.where(np.isnan(funding), n, np.arange(n, dtype=np.int64)[:, None])
-    return np.ascontiguousarray(np.minimum.accumulate(at[::-1], axis=0)[::-1], dtype=np.int64)
-
-
-def bar_blocks(
-    o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, time_ms: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """What a settled run (:func:`_one_settled_nb`) asks of a whole block of ``CHUNK`` bars
-    (block ``b``: bars ``b * CHUNK ..``) in one test instead of a test per bar: float64
-    ``[n_blocks, 3]`` (the lowest low and the highest high, NaN skipped: -inf/+inf when
-    none; 1.0 where a bar lacks its open or close) and int64 ``[n_blocks, 2]`` (the earliest
-    and the latest open time). One symbol's ``[n_bars, 1]`` arrays with known times; for
-    anything else both have 0 rows and every bar is tested alone. A block whose bars
-    cannot stop a run leaves only each bar's direction to test (the run then reads the
-    closes and directions, not the opens, highs, lows and times: ~0.5 ns a
-    bar-combination of the fused sweep)."""
-    n = o.shape[0]
-    if o.ndim != 2 or o.shape[1] != 1 or time_ms.shape[0] != n:
-        return np.empty((0, 3)), np.empty((0, 2), dtype=np.int64)
-    k = -(-n // CHUNK)
-    prices, times = np.empty((k, 3)), np.empty((k, 2), dtype=np.int64)
-    bar_blocks_nb(o[:, 0], h[:, 0], lo[:, 0], c[:, 0], time_ms, prices, times)
-    return prices, times
-
-
-@kernel
-def bar_blocks_nb(o, h, lo, c, time_ms, prices, times):  # type: ignore[no-untyped-def]
-    """:func:`bar_blocks` into ``prices`` and ``times``."""
-    n = o.shape[0]
-    for b in range(prices.shape[0]):
-        low, high, gap = np.inf, -np.inf, 0.0
-        t_lo, t_hi = time_ms[b * CHUNK], time_ms[b * CHUNK]
-        for t in range(b * CHUNK, min(n, (b + 1) * CHUNK)):
-            if lo[t] < low:  # a NaN is not below: skipped, as the bar test skips it
-                low = lo[t]
-            if h[t] > high:
-                high = h[t]
-            if np.isnan(o[t] + c[t]):
-                gap = 1.0
-            t_lo = min(t_lo, time_ms[t])
-            t_hi = max(t_hi, time_ms[t])
-        prices[b, 0], prices[b, 1], prices[b, 2] = low, high, gap
-        times[b, 0], times[b, 1] = t_lo, t_hi
 
 
 @kernel(inline=True)
@@ -173,15 +120,15 @@ def steady_run_nb(  # type: ignore[no-untyped-def]
     folded (``t0`` when bar ``t0`` is not steady, ``t1`` when every bar was).
 
     ``o, h, lo, c, funding``: ``[n_bars, n_symbols]``; ``next_funding``: their
-    :func:`next_funding_bars`; ``time_ms``: the bars' open times
+    :func:`~engine.sim.bars.next_funding_bars`; ``time_ms``: the bars' open times
     (length 0: unknown); ``direction`` and ``prob`` (0 rows: none) hold bar ``t`` in row
     ``t - row0``, as do ``target_out`` / ``reason_out`` (what
     :func:`~engine.sim.loop.decide_phase_nb` writes: the held quantity and its reason);
     ``equity_out[t]`` gets bar ``t``'s equity at the close. ``memo``: the account's
     :func:`~engine.sim.loop.new_liq_memo`; ``one``: :func:`one_views_nb` of the same
     ``o, h, lo, c, direction, prob, target_out, reason_out`` (the one-symbol loop's views,
-    made once for every run); ``blocks``: :func:`bar_blocks` of the same prices and times
-    (0 rows: every bar tested alone). The bar a run stops before leaves the state and
+    made once for every run); ``blocks``: :func:`~engine.sim.bars.bar_blocks` of the same
+    prices and times (0 rows: every bar tested alone). The bar a run stops before leaves the state and
     ``equity_out`` untouched; its ``target_out`` / ``reason_out`` row may hold some symbols'
     holds, which the step that books the bar writes over.
     """
@@ -289,7 +236,8 @@ def _run_one_nb(  # type: ignore[no-untyped-def]
     (none moves in a steady run), so that the bar's stores cannot force them back from
     memory. What cannot change within the run is settled before its loop (any failed check
     ends the run before the bar, so their order within a bar does not matter): a position
-    stops at the next funding bar (``next_funding``, :func:`next_funding_bars`). When no bar
+    stops at the next funding bar (``next_funding``,
+    :func:`~engine.sim.bars.next_funding_bars`). When no bar
     of the run depends on the bars before it but for the breaker's day (a breaker that
     cannot trip, :func:`~engine.sim.risk.breaker_may_trip_nb`; no Kelly hold reading a
     probability; known times; the hold rule settling one range of directions), the run is
@@ -338,7 +286,8 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
     breaker's day: the breaker cannot trip, the hold rule reads no probability, and the
     bars' times are known. Then a bar is steady by its own columns alone, which are tested
     ``CHUNK`` bars at a time without a branch per bar (chunks aligned on the blocks of
-    :func:`bar_blocks`: a whole block whose lowest low and highest high touch no exit
+    :func:`~engine.sim.bars.bar_blocks`: a whole block whose lowest low and highest high
+    touch no exit
     level, with every open and close and every time within the day, tests only its bars'
     directions): a bar and a close, no exit level touched, and a hold of its class (:func:`~engine.sim.risk.hold_classes_nb`, the table of
     ``risk_hold_nb`` for this position, as the range ``lo <= d <= hi``; a NaN direction and
@@ -431,8 +380,8 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
 
 @kernel(inline=True)
 def _block_holds_nb(prices, times, low_level, high_level, day_lo, day_span):  # type: ignore[no-untyped-def]
-    """Whether no bar of a :func:`bar_blocks` block stops a settled run by its prices or its
-    time: every open and close there, no low at or below ``low_level``, no high at or above
+    """Whether no bar of a :func:`~engine.sim.bars.bar_blocks` block stops a settled run by
+    its prices or its time: every open and close there, no low at or below ``low_level``, no high at or above
     ``high_level``, and the earliest and latest times (so every time) within the day."""
     return (
         prices[2] == 0.0 and prices[0] > low_level and prices[1] < high_level
@@ -562,7 +511,8 @@ def simulate_nb(  # type: ignore[no-untyped-def]
     ``mark``, ``prob``, ``payoff``, ``atr`` may have 0 rows and ``time_ms`` 0 length (not
     given); ``empty`` is a float64[0] array. Outputs are written into the ``*_out`` arrays;
     ``memo`` is a :func:`~engine.sim.loop.new_liq_memo` (scratch), ``next_funding`` the
-    funding's :func:`next_funding_bars`, ``blocks`` the prices' :func:`bar_blocks`."""
+    funding's :func:`~engine.sim.bars.next_funding_bars`, ``blocks`` the prices'
+    :func:`~engine.sim.bars.bar_blocks`."""
     n = open_.shape[0]
     one = one_views_nb(open_, high, low, close, direction, prob, target_out, reason_out)
     t = 0

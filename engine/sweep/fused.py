@@ -28,7 +28,7 @@ import numpy as np
 from engine.decisions.signals import event_rules
 from engine.kernels import writable_fields
 from engine.metrics import YEAR_MS, sharpe_from, sortino_from, summary_metrics, trade_ratios
-from engine.sim.fold import bar_blocks, next_funding_bars
+from engine.sim.bars import bar_blocks, next_funding_bars
 from engine.sim.loop import new_liq_memo
 from engine.sim.specs import SpecArrays, spec_arrays
 from engine.sim.state import new_account, new_breaker, new_pending, new_records

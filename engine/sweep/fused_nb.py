@@ -69,9 +69,9 @@ class FusedMarket(NamedTuple):
     low: np.ndarray
     close: np.ndarray
     funding: np.ndarray  # float64[n, S] rate at funding bars, NaN elsewhere (all NaN: off)
-    next_funding: np.ndarray  # int64[n, S] engine.sim.fold.next_funding_bars(funding)
+    next_funding: np.ndarray  # int64[n, S] engine.sim.bars.next_funding_bars(funding)
     time_ms: np.ndarray  # int64[n] bar open times
-    block_prices: np.ndarray  # float64[B, 3] engine.sim.fold.bar_blocks (0 rows: several symbols)
+    block_prices: np.ndarray  # float64[B, 3] engine.sim.bars.bar_blocks (0 rows: several symbols)
     block_times: np.ndarray  # int64[B, 2] its times
     own: np.ndarray  # int64[n, S] the symbol's own row of each grid bar (-1: no bar)
     cols: np.ndarray  # float64[S, K, n_own] every column any program reads, own rows

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from engine.sim import SimConfig, load_specs, spec_arrays
+from engine.sim.bars import CHUNK, bar_blocks, next_funding_bars
 from engine.sim.enums import FillKind
-from engine.sim.fold import CHUNK, bar_blocks, next_funding_bars, simulate_nb, steady_run_nb
+from engine.sim.fold import simulate_nb, steady_run_nb
 from engine.sim.loop import close_all_nb, fold_step_nb, new_liq_memo
 from engine.sim.state import new_account, new_breaker, new_pending, new_records
 from engine.sim.steps import equity_nb
