@@ -35,14 +35,14 @@ def bar_blocks(
     o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, time_ms: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """What a settled run (:func:`engine.sim.fold._one_settled_nb`) asks of a whole block of
-    ``CHUNK`` bars (block ``b``: bars ``b * CHUNK ..``) in one test instead of a test per bar: float64
-    ``[n_blocks, 3]`` (the lowest low and the highest high, NaN skipped: -inf/+inf when
-    none; 1.0 where a bar lacks its open or close) and int64 ``[n_blocks, 2]`` (the earliest
-    and the latest open time). One symbol's ``[n_bars, 1]`` arrays with known times; for
-    anything else both have 0 rows and every bar is tested alone. A block whose bars
-    cannot stop a run leaves only each bar's direction to test (the run then reads the
-    closes and directions, not the opens, highs, lows and times: ~0.5 ns a
-    bar-combination of the fused sweep)."""
+    ``CHUNK`` bars (block ``b``: bars ``b * CHUNK ..``) in one test instead of a test per
+    bar: float64 ``[n_blocks, 3]`` (the lowest low and the highest high, NaN skipped:
+    -inf/+inf when none; 1.0 where a bar lacks its open or close) and int64 ``[n_blocks,
+    2]`` (the earliest and the latest open time). One symbol's ``[n_bars, 1]`` arrays with
+    known times; for anything else both have 0 rows and every bar is tested alone. A block
+    whose bars cannot stop a run leaves only each bar's direction to test (the run then
+    reads the closes and directions, not the opens, highs, lows and times: a run held over
+    100,000 bars 2.18 -> 1.38 ns a bar; the bench sweep's runs of ~100 bars gain nothing)."""
     n = o.shape[0]
     if o.ndim != 2 or o.shape[1] != 1 or time_ms.shape[0] != n:
         return np.empty((0, 3)), np.empty((0, 2), dtype=np.int64)

@@ -128,9 +128,9 @@ def steady_run_nb(  # type: ignore[no-untyped-def]
     :func:`~engine.sim.loop.new_liq_memo`; ``one``: :func:`one_views_nb` of the same
     ``o, h, lo, c, direction, prob, target_out, reason_out`` (the one-symbol loop's views,
     made once for every run); ``blocks``: :func:`~engine.sim.bars.bar_blocks` of the same
-    prices and times (0 rows: every bar tested alone). The bar a run stops before leaves the state and
-    ``equity_out`` untouched; its ``target_out`` / ``reason_out`` row may hold some symbols'
-    holds, which the step that books the bar writes over.
+    prices and times (0 rows: every bar tested alone). The bar a run stops before leaves the
+    state and ``equity_out`` untouched; its ``target_out`` / ``reason_out`` row may hold
+    some symbols' holds, which the step that books the bar writes over.
     """
     if not run_possible_nb(acct, pend, brk, prm):
         return t0
@@ -237,10 +237,10 @@ def _run_one_nb(  # type: ignore[no-untyped-def]
     memory. What cannot change within the run is settled before its loop (any failed check
     ends the run before the bar, so their order within a bar does not matter): a position
     stops at the next funding bar (``next_funding``,
-    :func:`~engine.sim.bars.next_funding_bars`). When no bar
-    of the run depends on the bars before it but for the breaker's day (a breaker that
-    cannot trip, :func:`~engine.sim.risk.breaker_may_trip_nb`; no Kelly hold reading a
-    probability; known times; the hold rule settling one range of directions), the run is
+    :func:`~engine.sim.bars.next_funding_bars`). When no bar of the run depends on the bars
+    before it but for the breaker's day (a breaker that cannot trip,
+    :func:`~engine.sim.risk.breaker_may_trip_nb`; no Kelly hold reading a probability; known
+    times; the hold rule settling one range of directions), the run is
     :func:`_one_settled_nb`, which tests its bars a chunk at a time without a branch per
     bar; otherwise :func:`_one_loop_nb` asks every rule per bar. The two are ``==``
     (``tests/sim/test_steady.py``). In the fused sweep over BTCUSDT's 5m bars the steady
@@ -287,10 +287,10 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
     bars' times are known. Then a bar is steady by its own columns alone, which are tested
     ``CHUNK`` bars at a time without a branch per bar (chunks aligned on the blocks of
     :func:`~engine.sim.bars.bar_blocks`: a whole block whose lowest low and highest high
-    touch no exit
-    level, with every open and close and every time within the day, tests only its bars'
-    directions): a bar and a close, no exit level touched, and a hold of its class (:func:`~engine.sim.risk.hold_classes_nb`, the table of
-    ``risk_hold_nb`` for this position, as the range ``lo <= d <= hi``; a NaN direction and
+    touch no exit level, with every open and close and every time within the day, tests
+    only its bars' directions): a bar and a close, no exit level touched, and a hold of its
+    class (:func:`~engine.sim.risk.hold_classes_nb`, the table of ``risk_hold_nb`` for this
+    position, as the range ``lo <= d <= hi``; a NaN direction and
     an invalid price hold). A new UTC day also stops the test. The test may stop at a bar
     that is steady after all; the bar it stops at is checked by the rules themselves, and a
     steady one (a new day) is marked by :func:`~engine.sim.risk.breaker_marks_nb` and booked. The equity of the steady bars
@@ -321,9 +321,7 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
             block_prices[blk], block_times[blk], low_level, high_level, day_lo, day_span
         ):  # a whole block no bar of which stops the run by its prices or time
             for j in range(k):
-                c, d = cc[j], dc[j]
-                stop_here = (c > 0.0) & ((d < lo) | (d > hi))
-                stop_at = min(stop_at, j if stop_here else k)
+                stop_at = min(stop_at, j if _off_class_nb(cc[j], dc[j], lo, hi) else k)
         else:
             for j in range(k):  # bitwise, not short-circuit: no branch per bar
                 c, d = cc[j], dc[j]
@@ -334,7 +332,7 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
                 # scalar check below books exactly
                 stop_here = (
                     np.isnan(oc[j] + c) | (lc[j] <= low_level) | (hc[j] >= high_level)
-                    | ((c > 0.0) & ((d < lo) | (d > hi)))
+                    | _off_class_nb(c, d, lo, hi)
                     | (np.uint64(tc[j] - day_lo) >= day_span)
                 )  # fmt: skip
                 stop_at = min(stop_at, j if stop_here else k)
@@ -379,10 +377,19 @@ def _one_settled_nb(  # type: ignore[no-untyped-def]
 
 
 @kernel(inline=True)
+def _off_class_nb(c, d, lo, hi):  # type: ignore[no-untyped-def]
+    """Whether a bar with close ``c`` and direction ``d`` is outside the run's settled
+    classes: a valid price (above 0) with a direction outside ``lo <= d <= hi`` (a NaN
+    direction holds). Bitwise, not short-circuit: no branch per bar."""
+    return (c > 0.0) & ((d < lo) | (d > hi))
+
+
+@kernel(inline=True)
 def _block_holds_nb(prices, times, low_level, high_level, day_lo, day_span):  # type: ignore[no-untyped-def]
     """Whether no bar of a :func:`~engine.sim.bars.bar_blocks` block stops a settled run by
-    its prices or its time: every open and close there, no low at or below ``low_level``, no high at or above
-    ``high_level``, and the earliest and latest times (so every time) within the day."""
+    its prices or its time: every open and close there, no low at or below ``low_level``,
+    no high at or above ``high_level``, and the earliest and latest times (so every time)
+    within the day."""
     return (
         prices[2] == 0.0 and prices[0] > low_level and prices[1] < high_level
         and np.uint64(times[0] - day_lo) < day_span and np.uint64(times[1] - day_lo) < day_span
