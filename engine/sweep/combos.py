@@ -141,6 +141,11 @@ def run_combo(shared: Shared, task: Task) -> dict[str, Any]:
 
 #: combinations per fused task (a few per thread: progress moves, Ray gets chunks to spread)
 FUSED_CHUNK = 64
+#: bar-combinations per chunk in this process (~0.2 s of the kernel on two cores): the lanes
+#: wait for each other and the metrics are collected at every chunk's end (~1 ms a chunk in
+#: the bench's sweep of 190 over 143,900 bars), so chunks here are as long as progress
+#: allows, and never shorter than FUSED_CHUNK combinations
+LOCAL_CHUNK_BARS = 50_000_000
 
 
 def run_fused(
@@ -155,7 +160,12 @@ def run_fused(
     combination the kernel could not finish exactly is run per combination instead."""
     total = len(tasks)
     metrics_of: list[dict[str, Any] | None] = [None] * total
-    chunks = fz.chunks(plan, size=FUSED_CHUNK)
+    runner = LocalExecutor() if isinstance(ex, ProcessPoolExecutor) else ex
+    size = FUSED_CHUNK
+    if isinstance(runner, LocalExecutor):
+        bars = max(int(g.market.open.size) for g in plan.groups)  # bars x symbols
+        size = max(FUSED_CHUNK, LOCAL_CHUNK_BARS // max(bars, 1))
+    chunks = fz.chunks(plan, size=size)
     done = 0
 
     def collect(i: int, stats: np.ndarray) -> None:
@@ -169,7 +179,6 @@ def run_fused(
             done += 1
             step(progress, "combinations", done, total)
 
-    runner = LocalExecutor() if isinstance(ex, ProcessPoolExecutor) else ex
     if not fz.kernel_loaded():  # the first chunk waits for the kernel: say why
         step(progress, fz.KERNEL_TASK, 0, None)
     # in this process the lanes' buffers and threads serve every chunk; elsewhere each task

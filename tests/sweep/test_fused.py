@@ -185,6 +185,35 @@ def test_max_drawdown_by_blocks_is_the_scan() -> None:
         assert K.max_drawdown_nb(walk, n) == _drawdown_scan(walk[:n])
 
 
+def test_in_process_chunks_are_as_long_as_the_bars_allow(
+    usdm_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In this process a fused sweep runs in chunks of about LOCAL_CHUNK_BARS
+    bar-combinations (never under FUSED_CHUNK combinations): 80 combinations over two days
+    of 5m bars are one chunk, or two of 64 and 16 when a chunk may hold 64 x 576 bars; the
+    metrics are the same either way."""
+    from engine.sweep import combos as C
+
+    sizes: list[int] = []
+    real = fz.run_chunk
+
+    def counted(plan, task, lanes=None):  # type: ignore[no-untyped-def]
+        sizes.append(len(task[1]))
+        return real(plan, task, lanes=lanes)
+
+    monkeypatch.setattr(fz, "run_chunk", counted)
+    grid = {"fast": list(range(3, 13)), "slow": [20, 26, 30, 40, 50, 60, 80, 100]}
+    span = {"start": "2024-03-01", "end": "2024-03-02"}
+    args = dict(grid=grid, store=usdm_store, symbols=["BTCUSDT"], **span)
+    one = sweep(EMA, **args)  # type: ignore[arg-type]
+    assert sizes == [80]
+    sizes.clear()
+    monkeypatch.setattr(C, "LOCAL_CHUNK_BARS", 64 * 576)
+    two = sweep(EMA, **args)  # type: ignore[arg-type]
+    assert sizes == [64, 16]
+    assert one.equals(two)
+
+
 def test_logged_fused_sweep_keeps_equity_of_the_best_only(usdm_store: Path, tmp_path: Path) -> None:
     res = run_sweep(
         EMA, ["fast=5,9", "slow=26,50"], store=usdm_store, results=tmp_path, log_top=2,
