@@ -163,8 +163,8 @@ def run_fused(
     runner = LocalExecutor() if isinstance(ex, ProcessPoolExecutor) else ex
     size = FUSED_CHUNK
     if isinstance(runner, LocalExecutor):
-        bars = max(int(g.market.open.size) for g in plan.groups)  # bars x symbols
-        size = max(FUSED_CHUNK, LOCAL_CHUNK_BARS // max(bars, 1))
+        bars = max(int(g.market.open.size) for g in plan.groups)  # bars x symbols, >= 2
+        size = max(FUSED_CHUNK, LOCAL_CHUNK_BARS // bars)
     chunks = fz.chunks(plan, size=size)
     done = 0
 
