@@ -211,9 +211,11 @@ class LiveEnsemble:
         now gives what it would give at the next bar (the same history), so a live bar at a
         retrain waits only for what is left of the fit, not for all of it (with 5m bars the
         fit has five minutes). The next :meth:`on_bar` (or :meth:`settle`) waits for it.
-        One worker thread fits for every symbol, one fold at a time: model code that
-        silences a library's warnings (``warnings.catch_warnings``, process-wide, not
-        thread-safe) never runs in two threads at once."""
+        One worker thread fits for every symbol, one fold at a time. Model code run here
+        must not change the process's warning filters (``warnings.catch_warnings`` is not
+        thread-safe: a numba compile in the live thread enters and leaves it too, and can
+        restore the filters mid-fit); :func:`engine.ml.models.mlp.train_net` avoids the
+        warning it would have silenced instead."""
         k = self._fold_for(self.last_open + self.pipe.sd.interval_ms)
         if k < 0 or any(f.index == k for f in self.pipe.sched.folds):
             return

@@ -71,30 +71,47 @@ def test_round_trip_and_determinism(kind, train_data, tmp_path: Path):
 
 
 def test_mlp_forward_equals_sklearn(train_data):
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.preprocessing import StandardScaler
+    from engine.ml.models.mlp import train_net
 
     train, seg, _ = train_data
     m, params = fit("mlp", train)
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        sc = StandardScaler().fit(train.X)
-        clf = MLPClassifier(
-            hidden_layer_sizes=(8,),
-            alpha=params["alpha"],
-            learning_rate_init=params["learning_rate_init"],
-            max_iter=20,
-            batch_size=256,
-            tol=params["tol"],
-            random_state=3,
-        ).fit(sc.transform(train.X), train.y.astype(int))
+    sc, clf = train_net(train, params, seed=3)
+    assert clf.hidden_layer_sizes == (8,) and len(clf.loss_curve_) <= params["max_iter"]
     np.testing.assert_allclose(
         m.predict_proba(seg), clf.predict_proba(sc.transform(seg.X))[:, 1], rtol=0, atol=1e-12
     )
+
+
+def test_mlp_fit_is_safe_beside_a_thread_that_enters_catch_warnings(train_data):
+    """A net that runs out of epochs (fixed budgets do) raises no ConvergenceWarning under
+    ``-W error`` while another thread enters and leaves ``warnings.catch_warnings`` (as numba
+    compiles do in the live thread during a fit ahead): the fit relies on no filter of its own.
+    """
+    import threading
+    import warnings
+
+    train, _, _ = train_data
+    params = ModelNode(kind="mlp", params={"hidden_layer_sizes": [8], "max_iter": 40, "tol": 1e-12}).params
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def fit_in_thread():
+        try:
+            new_model("mlp", params).fit(train, seed=3, threads=1)
+        except BaseException as e:  # noqa: BLE001 - the assertion below reports it
+            errors.append(e)
+        finally:
+            done.set()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = threading.Thread(target=fit_in_thread)
+        t.start()
+        while not done.is_set():
+            with warnings.catch_warnings():
+                done.wait(0.0005)
+        t.join()
+    assert errors == []
 
 
 def test_prophet_forecast_lookup_round_trip(train_data, tmp_path: Path):

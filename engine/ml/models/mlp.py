@@ -1,7 +1,7 @@
 """A small neural net: scikit-learn's MLPClassifier behind a StandardScaler.
 
-Trained with a fixed ``random_state``, early stopping off, BLAS limited to the configured
-thread count. Saved as ``weights.npz`` (scaler mean/scale, each layer's coefs and
+Trained by :func:`train_net` (Adam, one seeded ``RandomState``, early stopping off), BLAS
+limited to the configured thread count. Saved as ``weights.npz`` (scaler mean/scale, each layer's coefs and
 intercepts) plus ``architecture.json``; prediction is the same forward pass (a numba dense
 layer with a fixed summation order, ReLU hidden layers, logistic output) for a fresh fit
 and a loaded model, and for one row or many.
@@ -9,7 +9,6 @@ and a loaded model, and for one row or many.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +44,57 @@ def dense_nb(a: np.ndarray, w: np.ndarray, b: np.ndarray, relu: bool) -> np.ndar
     return out
 
 
+def train_net(train: TrainSet, params: dict[str, Any], *, seed: int) -> tuple[Any, Any]:
+    """The fitted ``StandardScaler`` and ``MLPClassifier`` of ``train`` (BLAS threads are the
+    caller's to limit).
+
+    Adam over shuffled mini-batches, one :meth:`~sklearn.neural_network.MLPClassifier.partial_fit`
+    an epoch, for at most ``max_iter`` epochs; it stops sooner, as ``fit`` would, once the
+    training loss has not improved by ``tol`` for ``n_iter_no_change`` epochs. The epochs are
+    driven here rather than by ``fit`` because ``fit`` warns (``ConvergenceWarning``) when it
+    runs out of epochs, which a fixed epoch budget does by design, and silencing that with
+    ``warnings.catch_warnings`` is not safe in a fitter thread: the filters are the process's,
+    and a numba compile in the live thread (which enters and leaves ``catch_warnings`` too)
+    can restore them mid-fit, so the warning escaped (an error under ``-W error``). One
+    ``RandomState`` feeds the weights' initialisation and every epoch's shuffle, so a seed
+    gives one net."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    X = np.ascontiguousarray(train.X, dtype=np.float64)
+    y = train.y.astype(np.int64)
+    held = np.unique(y).tolist()
+    if held != [0, 1]:
+        raise RunError(
+            f"mlp: training labels hold only class {held}",
+            hint="lengthen training.train_window or lower labels.cost_bps",
+        )
+    scaler = StandardScaler().fit(X)
+    Xs = scaler.transform(X)
+    clf = MLPClassifier(
+        hidden_layer_sizes=tuple(params["hidden_layer_sizes"]),
+        activation="relu",
+        solver="adam",
+        alpha=params["alpha"],
+        learning_rate_init=params["learning_rate_init"],
+        max_iter=params["max_iter"],
+        batch_size=min(params["batch_size"], X.shape[0]),
+        tol=params["tol"],
+        early_stopping=False,
+        shuffle=True,
+        random_state=np.random.RandomState(seed),
+    )
+    best, stale = np.inf, 0
+    for _ in range(params["max_iter"]):
+        clf.partial_fit(Xs, y, classes=np.array([0, 1]))
+        loss = clf.loss_curve_[-1]
+        stale = stale + 1 if loss > best - clf.tol else 0
+        best = min(best, loss)
+        if stale > clf.n_iter_no_change:
+            break
+    return scaler, clf
+
+
 class MLPModel:
     kind = "mlp"
 
@@ -56,36 +106,10 @@ class MLPModel:
         self.intercepts: list[np.ndarray] = []
 
     def fit(self, train: TrainSet, *, seed: int, threads: int) -> MLPModel:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.neural_network import MLPClassifier
-        from sklearn.preprocessing import StandardScaler
         from threadpoolctl import threadpool_limits
 
-        p = self.params
-        X = np.ascontiguousarray(train.X, dtype=np.float64)
-        y = train.y.astype(np.int64)
-        with threadpool_limits(limits=threads), warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            scaler = StandardScaler().fit(X)
-            clf = MLPClassifier(
-                hidden_layer_sizes=tuple(p["hidden_layer_sizes"]),
-                activation="relu",
-                solver="adam",
-                alpha=p["alpha"],
-                learning_rate_init=p["learning_rate_init"],
-                max_iter=p["max_iter"],
-                batch_size=min(p["batch_size"], X.shape[0]),
-                tol=p["tol"],
-                early_stopping=False,
-                shuffle=True,
-                random_state=seed,
-            )
-            clf.fit(scaler.transform(X), y)
-        if list(clf.classes_) != [0, 1]:
-            raise RunError(
-                f"mlp: training labels hold only class {list(clf.classes_)}",
-                hint="lengthen training.train_window or lower labels.cost_bps",
-            )
+        with threadpool_limits(limits=threads):
+            scaler, clf = train_net(train, self.params, seed=seed)
         self.mean = scaler.mean_.astype(np.float64)
         self.scale = scaler.scale_.astype(np.float64)
         self.coefs = [np.asarray(c, dtype=np.float64) for c in clf.coefs_]

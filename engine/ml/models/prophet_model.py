@@ -22,7 +22,6 @@ outside the stored forecast abstains (NaN).
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,29 +75,27 @@ class ProphetModel:
                 f"prophet: only {train.hourly_time.shape[0]} hourly closes before the cutoff",
                 hint="lengthen the prophet window or training.warmup (at least 2 days of hours)",
             )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from prophet import Prophet
-            from prophet.serialize import model_to_json
+        from prophet import Prophet
+        from prophet.serialize import model_to_json
 
-            _quiet_stan()
-            p = self.params
-            m = Prophet(
-                growth="linear",
-                n_changepoints=p["n_changepoints"],
-                changepoint_prior_scale=p["changepoint_prior_scale"],
-                daily_seasonality=p["daily_seasonality"],
-                weekly_seasonality=p["weekly_seasonality"],
-                yearly_seasonality=False,
-                seasonality_mode=p["seasonality_mode"],
-                mcmc_samples=0,
-                uncertainty_samples=0,
-            )
-            df = pd.DataFrame({"ds": _to_ds(train.hourly_time), "y": np.log(train.hourly_close)})
-            m.fit(df, seed=seed)
-            fitted = m.predict(df[["ds"]])["yhat"].to_numpy(dtype=np.float64)
-            fc = m.predict(pd.DataFrame({"ds": _to_ds(train.forecast_times)}))
-            self._model_json = model_to_json(m)
+        _quiet_stan()
+        p = self.params
+        m = Prophet(
+            growth="linear",
+            n_changepoints=p["n_changepoints"],
+            changepoint_prior_scale=p["changepoint_prior_scale"],
+            daily_seasonality=p["daily_seasonality"],
+            weekly_seasonality=p["weekly_seasonality"],
+            yearly_seasonality=False,
+            seasonality_mode=p["seasonality_mode"],
+            mcmc_samples=0,
+            uncertainty_samples=0,
+        )
+        df = pd.DataFrame({"ds": _to_ds(train.hourly_time), "y": np.log(train.hourly_close)})
+        m.fit(df, seed=seed)
+        fitted = m.predict(df[["ds"]])["yhat"].to_numpy(dtype=np.float64)
+        fc = m.predict(pd.DataFrame({"ds": _to_ds(train.forecast_times)}))
+        self._model_json = model_to_json(m)
         resid = df["y"].to_numpy(dtype=np.float64) - fitted
         self.sigma = float(max(np.std(resid), 1e-6))
         self.times = np.asarray(train.forecast_times, dtype=np.int64)
