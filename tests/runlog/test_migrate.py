@@ -27,7 +27,9 @@ from engine.runlog.migrate import MIGRATIONS_TABLE, NewerSchemaError  # noqa: E4
 from engine.runlog.query import run_query  # noqa: E402
 
 HERE = Path(__file__).parent
-ENGINE = shutil.which("engine") or "engine"
+# the console script installed beside this interpreter (a venv's bin need not be on PATH)
+_BESIDE = Path(sys.executable).with_name("engine")
+ENGINE = str(_BESIDE) if _BESIDE.is_file() else shutil.which("engine") or "engine"
 FUTURE = f"import sys; sys.path.insert(0, {str(HERE)!r}); import future_schema; "
 FUTURE += "future_schema.apply(setattr)\n"
 
