@@ -160,6 +160,29 @@ class Store:
                 out.append(Partition(ds, month, path))
         return out
 
+    def stamp(self, ds: Dataset) -> tuple[tuple[str, int, int, int, int], ...]:
+        """Each month partition of a series as ``(month, inode, size, mtime_ns, ctime_ns)``.
+
+        A write replaces a partition by renaming a new file over it (a new inode), and any
+        write in place moves its ctime, which no tool can set back: an equal stamp is the
+        same stored rows. What a cache of loaded data (:func:`engine.data.stored_stamp`)
+        compares."""
+        base = self.series_dir(ds)
+        try:
+            entries = sorted(os.listdir(base))
+        except (FileNotFoundError, NotADirectoryError):
+            return ()
+        out = []
+        for entry in entries:
+            if not entry.startswith("month="):
+                continue
+            try:
+                st = os.stat(base / entry / PART_FILE)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            out.append((entry[6:], st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(out)
+
     def datasets(self, *, table: str | None = None) -> list[Dataset]:
         """Every series in the store, sorted by table, market, symbol, interval."""
         out: list[Dataset] = []

@@ -91,7 +91,9 @@ def test_mlp_fit_is_safe_beside_a_thread_that_enters_catch_warnings(train_data):
     import warnings
 
     train, _, _ = train_data
-    params = ModelNode(kind="mlp", params={"hidden_layer_sizes": [8], "max_iter": 40, "tol": 1e-12}).params
+    params = ModelNode(
+        kind="mlp", params={"hidden_layer_sizes": [8], "max_iter": 40, "tol": 1e-12}
+    ).params
     done = threading.Event()
     errors: list[BaseException] = []
 
