@@ -39,7 +39,7 @@ _cache_lock = threading.Lock()
 class Market:
     """Time-aligned market data for the run. Shared: :func:`load_market` gives the same
     object to every call over the same stored files, so nothing may write to its arrays or
-    frames (``tests/decisions/test_market_cache.py`` checks a backtest, a sweep and a
+    frames (``tests/data/test_market_cache.py`` checks a backtest, a sweep and a
     lookahead check on one leave it as loaded).
 
     Attributes
@@ -110,7 +110,22 @@ def load_market(
         if hit is not None and hit[0] == stamp:
             _cache.move_to_end(key)
             return hit[1]
-    loaded = _load_market(symbols, interval, start, end, store, funding, market, progress)
+    candles: dict[str, pl.DataFrame] = {}
+    for sym in symbols:
+        df = load_candles(sym, interval, start=start, end=end, store=store, market=market,
+                          progress=progress)
+        if df.height == 0:
+            raise DataError(
+                f"no {market} {sym} {interval} bars between {fmt_ms(start)} and {fmt_ms(end)}",
+                hint=f"check the span, or get the data: engine data download --symbol {sym} --interval {interval}",
+            )
+        candles[sym] = df
+    loaded = align(
+        candles,
+        interval,
+        funding_frames=(_funding(symbols, candles, interval_ms(interval), store, progress)
+                        if funding else None),
+    )
     if stored_stamp(symbols, interval, market=market, funding=funding, store=store) == stamp:
         with _cache_lock:  # (a load that imported or fetched files is kept by the next one)
             _cache[key] = (stamp, loaded)
@@ -124,34 +139,6 @@ def clear_market_cache() -> None:
     """Forget the markets :func:`load_market` keeps (their memory goes with the last user)."""
     with _cache_lock:
         _cache.clear()
-
-
-def _load_market(
-    symbols: tuple[str, ...] | list[str],
-    interval: str,
-    start: int | None,
-    end: int | None,
-    store: str | os.PathLike[str] | None,
-    funding: bool,
-    market: str,
-    progress: Progress | None,
-) -> Market:
-    candles: dict[str, pl.DataFrame] = {}
-    for sym in symbols:
-        df = load_candles(sym, interval, start=start, end=end, store=store, market=market,
-                          progress=progress)
-        if df.height == 0:
-            raise DataError(
-                f"no {market} {sym} {interval} bars between {fmt_ms(start)} and {fmt_ms(end)}",
-                hint=f"check the span, or get the data: engine data download --symbol {sym} --interval {interval}",
-            )
-        candles[sym] = df
-    return align(
-        candles,
-        interval,
-        funding_frames=(_funding(symbols, candles, interval_ms(interval), store, progress)
-                        if funding else None),
-    )
 
 
 def load_graph_market(graph: StrategyGraph, *, store: str | os.PathLike[str] | None,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from engine.backtest import run_backtest
-from engine.data import Store, import_paths
+from engine.data import Store
 from engine.data.schema import KLINES, Dataset
 from engine.decisions.market import (
     MARKET_CACHE,
@@ -34,20 +34,11 @@ MARCH = 1_709_251_200_000  # 2024-03-01 UTC
 DAY = 86_400_000
 
 
-@pytest.fixture(scope="module")
-def _btc_1h(usdm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("btc_1h")
-    import_paths([usdm_dir / "klines" / "BTCUSDT-1h.csv.gz"], store=store)
-    return store
-
-
-@pytest.fixture
-def store(_btc_1h: Path, tmp_path: Path) -> Path:
-    """A writable store of BTCUSDT's 1h klines, and no market kept from an earlier test."""
+@pytest.fixture(autouse=True)
+def _no_kept_markets() -> Iterator[None]:
+    """No market kept from an earlier test, none left for a later one."""
     clear_market_cache()
-    dst = tmp_path / "store"
-    shutil.copytree(_btc_1h, dst)
-    yield dst
+    yield
     clear_market_cache()
 
 
@@ -143,20 +134,16 @@ def test_nothing_run_on_a_kept_market_writes_to_it(usdm_store: Path) -> None:
     span = {"start": "2024-03-01", "end": "2024-03-03"}
     grid = ["fast=5,9", "slow=26,50"]
     graph = load_strategy(EMA, **span)
+    market = load_graph_market(graph, store=usdm_store)
+    digest = _digest(market)
+    alone = run_backtest(graph, store=usdm_store, log=False)
+    fused = run_sweep(EMA, grid, store=usdm_store, log=False, workers=1, **span)
+    combos = run_sweep(EMA, grid, store=usdm_store, log=False, workers=1, fused=False, **span)
+    assert load_graph_market(graph, store=usdm_store) is market  # all three ran on it
+    lookahead_check(EMA, cuts=2, store=usdm_store, **span)  # the whole span first
+    assert _digest(market) == digest
     clear_market_cache()
-    try:
-        market = load_graph_market(graph, store=usdm_store)
-        digest = _digest(market)
-        alone = run_backtest(graph, store=usdm_store, log=False)
-        fused = run_sweep(EMA, grid, store=usdm_store, log=False, workers=1, **span)
-        combos = run_sweep(EMA, grid, store=usdm_store, log=False, workers=1, fused=False, **span)
-        assert load_graph_market(graph, store=usdm_store) is market  # all three ran on it
-        lookahead_check(EMA, cuts=2, store=usdm_store, **span)  # the whole span first
-        assert _digest(market) == digest
-        clear_market_cache()
-        assert run_backtest(graph, store=usdm_store, log=False).metrics == alone.metrics
-        fresh = run_sweep(EMA, grid, store=usdm_store, log=False, workers=1, **span)
-        assert [r.metrics for r in fresh.results] == [r.metrics for r in fused.results]
-        assert [r.metrics for r in combos.results] == [r.metrics for r in fused.results]
-    finally:
-        clear_market_cache()
+    assert run_backtest(graph, store=usdm_store, log=False).metrics == alone.metrics
+    fresh = run_sweep(EMA, grid, store=usdm_store, log=False, workers=1, **span)
+    assert [r.metrics for r in fresh.results] == [r.metrics for r in fused.results]
+    assert [r.metrics for r in combos.results] == [r.metrics for r in fused.results]
