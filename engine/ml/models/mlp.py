@@ -1,10 +1,10 @@
 """A small neural net: scikit-learn's MLPClassifier behind a StandardScaler.
 
 Trained by :func:`train_net` (Adam, one seeded ``RandomState``, early stopping off), BLAS
-limited to the configured thread count. Saved as ``weights.npz`` (scaler mean/scale, each layer's coefs and
-intercepts) plus ``architecture.json``; prediction is the same forward pass (a numba dense
-layer with a fixed summation order, ReLU hidden layers, logistic output) for a fresh fit
-and a loaded model, and for one row or many.
+limited to the configured thread count. Saved as ``weights.npz`` (scaler mean/scale, each
+layer's coefs and intercepts) plus ``architecture.json``; prediction is the same forward
+pass (a numba dense layer with a fixed summation order, ReLU hidden layers, logistic
+output) for a fresh fit and a loaded model, and for one row or many.
 """
 
 from __future__ import annotations
