@@ -304,13 +304,24 @@ def load_candles(
     ([1704070800000, 1704074400000], [42647.9, 42620.4])
     >>> tmp.cleanup()
     """
-    ds = Dataset(
+    return _drop_empty_extras(
+        _load(_klines_series(symbol, interval, market), start, end, store, progress)
+    )
+
+
+def _klines_series(symbol: str, interval: str, market: str) -> Dataset:
+    """The klines series :func:`load_candles` reads (its arguments checked)."""
+    return Dataset(
         KLINES,
         check_market(market, where="market"),
         check_symbol(symbol, where="symbol"),
         check_interval(interval, where="interval"),
     )
-    return _drop_empty_extras(_load(ds, start, end, store, progress))
+
+
+def _funding_series(symbol: str) -> Dataset:
+    """The funding series :func:`load_funding` reads (its symbol checked)."""
+    return Dataset(FUNDING, "usdm", check_symbol(symbol, where="symbol"), "")
 
 
 def stored_stamp(
@@ -327,14 +338,11 @@ def stored_stamp(
     unchanged (:func:`engine.decisions.market.load_market`). Costs a listing and a ``stat``
     a month partition (~10 us)."""
     st = store if isinstance(store, Store) else Store(store)
-    mk = check_market(market, where="market")
-    iv = check_interval(interval, where="interval")
     out: list[object] = [str(st.root.resolve())]
     for sym in symbols:
-        name = check_symbol(sym, where="symbol")
-        out.append(st.stamp(Dataset(KLINES, mk, name, iv)))
+        out.append(st.stamp(_klines_series(sym, interval, market)))
         if funding:
-            out.append(st.stamp(Dataset(FUNDING, "usdm", name, "")))
+            out.append(st.stamp(_funding_series(sym)))
     return tuple(out)
 
 
@@ -398,5 +406,5 @@ def load_funding(
     [1704009600000, 1704038400000]
     >>> tmp.cleanup()
     """
-    ds = Dataset(FUNDING, "usdm", check_symbol(symbol, where="symbol"), "")
-    return _load(ds, start, end, store, progress).select("funding_time", "funding_rate")
+    frame = _load(_funding_series(symbol), start, end, store, progress)
+    return frame.select("funding_time", "funding_rate")

@@ -167,20 +167,13 @@ class Store:
         write in place moves its ctime, which no tool can set back: an equal stamp is the
         same stored rows. What a cache of loaded data (:func:`engine.data.stored_stamp`)
         compares."""
-        base = self.series_dir(ds)
-        try:
-            entries = sorted(os.listdir(base))
-        except (FileNotFoundError, NotADirectoryError):
-            return ()
         out = []
-        for entry in entries:
-            if not entry.startswith("month="):
-                continue
+        for part in self.partitions(ds):
             try:
-                st = os.stat(base / entry / PART_FILE)
-            except (FileNotFoundError, NotADirectoryError):
+                st = os.stat(part.path)
+            except FileNotFoundError:  # removed since the listing
                 continue
-            out.append((entry[6:], st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            out.append((part.month, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
         return tuple(out)
 
     def datasets(self, *, table: str | None = None) -> list[Dataset]:

@@ -92,7 +92,7 @@ def test_a_file_written_in_place_with_its_mtime_put_back_is_read_again(
     path = _march(store)
     before = os.stat(path)
     side = Store(tmp_path / "side")  # the store's own writer, elsewhere: the same encoding
-    other = side.partition_path(Dataset(KLINES, "usdm", "BTCUSDT", "1h"), "2024-03")
+    other = _march(side.root)
     with side.locked():
         side.write_partitions([(other, _swapped_closes(path))])
     data = other.read_bytes()
